@@ -1,0 +1,153 @@
+"""The run record: schema, histogram codec, atomic write-once storage, and a loader.
+
+A run record is one JSON file per run under data/raw/<study>/<mode>/<size>/<rate>/rep<k>.json.
+It is written once (temporary file, then rename) and never edited. Everything downstream is
+regenerated from these files.
+
+Record keys (schema 1):
+  schema            int, SCHEMA_VERSION
+  run_id            "<study>/<mode>/<size>/<rate>/rep<k>"
+  study, mode, size str; size is "small" (350 B on the wire) or "large" (4096 B body)
+  target_rate       float, requests/s the generator was asked for (all connections together)
+  load_fraction     float | None, target_rate / calibrated max of the reference mode
+  repetition        int (1-based)
+  generator         str ("h2load", "tcpkali")
+  settings          dict: connections, threads, duration_s, warmup_s, pipeline, ... as run
+  status            "ok" | "invalid" | "failed"
+  reason            str ("" when ok; "invalid: achieved 93% of target", "failed: nginx died", ...)
+  started_at, ended_at   ISO-8601 UTC strings
+  achieved_rate     float, responses/s inside the measurement window
+  counts            {"requests", "ok", "errors", "timeouts"} inside the measurement window
+  generator_cpu     float, fraction of one CPU the generator used (1.0 = one full core)
+  latency           {"unit": "us",
+                     "histogram": <HdrHistogram, encoded: corrected / open-loop, what we report>,
+                     "histogram_uncorrected": <encoded> | None (as the generator measured it),
+                     "percentiles": {"50": us, "90": ..., "99.999": ..., "100": max}}
+  timeline          [{"t": s since window start, "rate": rps, "p50_us", "p99_us", "errors"}]
+  metrics           {host name: {"period_s": 1.0, "samples": [...]}} (see workload/metrics.py)
+  provenance        str, path of the study's manifest relative to data/raw, or None
+  order             int | None, position of this run in the executed sequence
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from hdrh.histogram import HdrHistogram
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "invalid", "failed")
+# HdrHistogram range: 1 us to 100 s, 3 significant digits (as the study's tools record).
+HIST_LOWEST_US = 1
+HIST_HIGHEST_US = 100_000_000
+HIST_DIGITS = 3
+PERCENTILES = (50, 90, 95, 99, 99.5, 99.9, 99.99, 99.999)
+REQUIRED_KEYS = (
+    "schema", "run_id", "study", "mode", "size", "target_rate", "repetition", "generator",
+    "status", "reason", "achieved_rate", "counts", "latency",
+)
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_DIGITS)
+
+
+def encode_histogram(h: HdrHistogram) -> str:
+    return h.encode().decode("ascii")
+
+
+def decode_histogram(s: str) -> HdrHistogram:
+    return HdrHistogram.decode(s.encode("ascii") if isinstance(s, str) else s)
+
+
+def percentile_key(p: float) -> str:
+    """'50', '99.9', '99.999', '100' — the keys of a record's percentile table."""
+    return f"{p:g}"
+
+
+def percentile_table(h: HdrHistogram, percentiles: Iterable[float] = PERCENTILES) -> dict[str, int]:
+    table = {percentile_key(p): int(h.get_value_at_percentile(p)) for p in percentiles}
+    table["100"] = int(h.get_max_value())
+    return table
+
+
+def run_id(study: str, mode: str, size: str, rate: float | int, repetition: int) -> str:
+    return f"{study}/{mode}/{size}/{rate_label(rate)}/rep{repetition}"
+
+
+def rate_label(rate: float | int) -> str:
+    """A rate as a path part: whole numbers without a decimal point."""
+    return str(int(rate)) if float(rate).is_integer() else f"{rate:g}"
+
+
+def record_path(raw_dir: Path, rid: str) -> Path:
+    return Path(raw_dir) / f"{rid}.json"
+
+
+def validate_record(rec: Any) -> list[str]:
+    """Problems that make a record unusable (empty list: it is complete)."""
+    if not isinstance(rec, dict):
+        return ["not a JSON object"]
+    problems = [f"missing '{k}'" for k in REQUIRED_KEYS if k not in rec]
+    if problems:
+        return problems
+    if rec["schema"] != SCHEMA_VERSION:
+        problems.append(f"schema {rec['schema']} is not {SCHEMA_VERSION}")
+    if rec["status"] not in STATUSES:
+        problems.append(f"status '{rec['status']}' is not one of {STATUSES}")
+    if rec["status"] != "failed" and not rec["latency"].get("histogram"):
+        problems.append("no latency histogram in a run that did not fail")
+    return problems
+
+
+def write_record(raw_dir: Path, rec: dict) -> Path:
+    """Write a run record once, atomically: a reader sees the whole file or none of it."""
+    problems = validate_record(rec)
+    if problems:
+        raise ValueError(f"refusing to write an incomplete run record {rec.get('run_id')}: {'; '.join(problems)}")
+    path = record_path(raw_dir, rec["run_id"])
+    if path.exists():
+        raise FileExistsError(f"{path} exists: run records are write-once")
+    atomic_write_text(path, json.dumps(rec, separators=(",", ":"), sort_keys=True))
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_record(path: Path) -> dict | None:
+    """A complete record, or None when the file is missing, torn or incomplete."""
+    try:
+        rec = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if not validate_record(rec) else None
+
+
+def iter_records(raw_dir: Path, study: str | None = None) -> Iterator[dict]:
+    base = Path(raw_dir) / study if study else Path(raw_dir)
+    if not base.exists():
+        return
+    for path in sorted(base.rglob("rep*.json")):
+        rec = read_record(path)
+        if rec is not None:
+            yield rec
