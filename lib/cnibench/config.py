@@ -135,7 +135,11 @@ def parse_inventory(data: Any, path: Path | str = "<inventory>") -> Inventory:
     endpoints = [(h.address, h.port) for h in hosts]
     if len(set(endpoints)) != len(endpoints):
         raise ConfigError(path, "hosts", "two hosts share the same SSH address and port", "Each host needs its own address:port.")
-    return Inventory(path=path, name=str(data.get("name") or path.stem), hosts=tuple(hosts), testbed=bool(data.get("testbed", False)), extra={k: data[k] for k in ("aws",) if k in data})
+    tb = data.get("testbed", False)
+    if not isinstance(tb, (bool, dict)):
+        raise ConfigError(path, "testbed", f"'{tb}' is neither true/false nor a mapping", "Leave 'testbed' out for real hosts; the testbed writes it itself.")
+    extra = {k: data[k] for k in ("aws", "testbed") if isinstance(data.get(k), dict)}
+    return Inventory(path=path, name=str(data.get("name") or path.stem), hosts=tuple(hosts), testbed=bool(tb), extra=extra)
 
 
 def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:

@@ -230,7 +230,7 @@ class Background:
         await asyncio.wait_for(self._proc.wait_closed(), timeout)
         out, err = await self._out, await self._err
         status = self._proc.exit_status
-        if status is None:  # killed by a signal: report it like a shell does
+        if (status is None or status < 0) and self._proc.exit_signal:  # killed by a signal: as a shell reports it
             status = 128 + _signal_number(self._proc.exit_signal)
         return CommandResult(self.host.name, self.argv, status, out, err, time.monotonic() - self.started)
 

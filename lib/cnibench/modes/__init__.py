@@ -1,0 +1,94 @@
+"""Network modes: the study's competitors and modern alternatives, as plans over SSH.
+
+    from cnibench.modes import MODES, get_mode, mode_up, mode_down, mode_verify, Endpoint
+    endpoint = await mode_up(fleet, "flannel-vxlan")     # precheck, plan, apply with undo stack
+    await mode_down(fleet, "flannel-vxlan")              # reverse of up; idempotent
+
+A mode that is up is discoverable by a later process: mode_status(fleet) / current_endpoint(fleet)
+read what was applied from /run/cnibench/modes/ on the hosts.
+"""
+
+from __future__ import annotations
+
+from ..errors import PlanError
+from .base import (  # noqa: F401  (re-exported contract)
+    Check,
+    Endpoint,
+    HostFact,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    Step,
+    VerifyResult,
+)
+
+MODES: tuple[str, ...] = (
+    "host",
+    "flannel-vxlan",
+    "flannel-host-gw",
+    "flannel-aws-vpc",
+    "ipvlan",
+    "macvlan",
+    "docker-bridge",
+    "calico-routed",
+)
+
+
+def _registry() -> dict[str, NetworkMode]:
+    from .calico import CalicoRouted
+    from .docker_bridge import DockerBridge
+    from .flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
+    from .host import HostMode
+    from .ipvlan import Ipvlan
+    from .macvlan import Macvlan
+
+    modes = [HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(), CalicoRouted()]
+    return {m.name: m for m in modes}
+
+
+def get_mode(name: str) -> NetworkMode:
+    """The mode called `name`; an unknown name raises PlanError listing the known ones."""
+    modes = _registry()
+    if name not in modes:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), MODES, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise PlanError(f"unknown network mode '{name}'.{hint} Known modes: {', '.join(MODES)}.")
+    return modes[name]
+
+
+async def mode_up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:
+    """Precheck, plan and apply mode `name` on the fleet (undoing everything on failure)."""
+    from .apply import up
+
+    return await up(fleet, name, settings)
+
+
+async def mode_down(fleet, name: str | None = None, settings: ModeSettings | None = None) -> None:
+    """Undo mode `name` (None: whatever is up) from the state stored on the hosts; idempotent."""
+    from .apply import down
+
+    await down(fleet, name, settings)
+
+
+async def mode_verify(fleet, name: str, settings: ModeSettings | None = None) -> VerifyResult:
+    """Reachability (one HTTP request client container -> server endpoint) and data-path checks."""
+    from .apply import verify
+
+    return await verify(fleet, name, settings)
+
+
+async def mode_status(fleet) -> dict:
+    """What is up on each host, read from /run/cnibench/modes/ (host name -> state or None)."""
+    from .state import read_states
+
+    return await read_states(fleet)
+
+
+async def current_endpoint(fleet) -> Endpoint | None:
+    """The endpoint of the mode that is up, or None."""
+    from .state import current_state
+
+    state = await current_state(fleet)
+    return Endpoint.from_dict(state["endpoint"]) if state and state.get("status") == "up" else None

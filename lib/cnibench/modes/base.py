@@ -1,0 +1,311 @@
+"""The network-mode contract: facts in, a plan (ordered steps with undo) and an endpoint out.
+
+A mode never does I/O while planning: `plan(facts, settings)` and `endpoint(facts, settings)`
+are pure functions of the host facts (gathered once, see facts.py) and the settings. Applying
+the plan, verifying and tearing it down live in apply.py and verify.py.
+
+Names: every object a mode creates on a host carries the `cnib` prefix. Container namespaces
+are `cnib-<host>-pod`; interface names are checked against the kernel's 15-character limit.
+Routes a mode adds carry `proto 203` (ROUTE_PROTO), an ownership marker `invoke clean` uses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterable, Mapping
+
+from ..errors import PlanError
+
+IFNAME_MAX = 15
+ROUTE_PROTO = "203"  # ownership marker on every route a mode adds (see /etc/iproute2/rt_protos)
+LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)
+AWS = "@aws"  # Step.host for AWS API calls (argv read by the boto3 driver, aws.py)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    mode: str
+    client_netns: str | None  # where the load generator runs on the client host (None = host ns)
+    server_netns: str | None  # where nginx runs on the server host (None = host ns)
+    server_bind: str  # address nginx listens on inside server_netns
+    server_port: int  # port nginx listens on
+    connect_address: str  # address the client dials
+    connect_port: int  # port the client dials (differs for docker-bridge's published port)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Endpoint":
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command on one host, and the command that undoes it (None: nothing to undo,
+    e.g. an object that disappears with its parent)."""
+
+    host: str
+    argv: tuple[str, ...]
+    undo: tuple[str, ...] | None
+    netns: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo), "netns": self.netns}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Step":
+        undo = d.get("undo")
+        return cls(d["host"], tuple(d["argv"]), None if undo is None else tuple(undo), d.get("netns"))
+
+
+def step(host: str, argv: Iterable, undo: Iterable | None = None, netns: str | None = None) -> Step:
+    return Step(host, tuple(str(a) for a in argv), None if undo is None else tuple(str(a) for a in undo), netns)
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where flannel-aws-vpc registers pod subnets on real AWS (inventory key `aws`)."""
+
+    region: str = "us-east-1"
+    route_table_id: str = ""
+    instances: Mapping[str, str] = field(default_factory=dict)  # host name -> instance id
+    endpoint_url: str | None = None  # for moto in tests; None = the real AWS endpoint
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    cluster_cidr: str = "10.244.0.0/16"
+    subnet_prefix: int = 24
+    service_port: int = 8080  # the port nginx listens on in the server container
+    published_port: int = 30080  # docker-bridge: the port published on the server's data address
+    docker_cidr: str = "172.17.0.0/16"  # docker-bridge: Docker's default bridge network
+    ipvlan_mode: str = "l2"  # l2 | l3
+    mtu: int | None = None  # override the container MTU (default: what the real solution uses)
+    vxlan_port: int = 8472  # flannel's default (the Linux kernel default, not IANA's 4789)
+    vxlan_vni: int = 1
+    route_limit: int = 50  # the VPC route table's entry limit (AWS default, named by the study)
+    aws: AwsSettings | None = None  # None: the testbed's fabric namespace acts as the VPC router
+
+    def with_(self, **kw) -> "ModeSettings":
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class HostFact:
+    """What a plan needs to know about one host, gathered once (facts.py)."""
+
+    name: str
+    role: str
+    data_interface: str
+    data_address: str  # e.g. 198.18.0.11
+    data_prefix: int  # e.g. 24
+    mtu: int
+    mac: str
+    ip_forward: int = 0
+    accept_redirects: int = 1  # net.ipv4.conf.all.accept_redirects: toggling ip_forward resets it
+    l2_peers: tuple[str, ...] = ()  # peers whose data address answers on the same L2 segment
+    ssh_peer: str | None = None  # the address the SSH session comes from (never routed away)
+    ssh_interface: str | None = None  # the interface the SSH session uses (never touched)
+
+    @property
+    def data_network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Interface(f"{self.data_address}/{self.data_prefix}").network
+
+
+@dataclass(frozen=True)
+class RouterFact:
+    """The VPC router of flannel-aws-vpc on the testbed: a namespace on this machine."""
+
+    netns: str
+    address: str
+    interface: str
+    ip_forward: int = 0
+    accept_redirects: int = 1
+    send_redirects_all: int = 1
+    send_redirects_if: int = 1
+    routes: int = 0  # routes already in its table (count toward the limit)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    hosts: tuple[HostFact, ...]
+    router: RouterFact | None = None
+
+    def __iter__(self):
+        return iter(self.hosts)
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __getitem__(self, name: str) -> HostFact:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def client(self) -> HostFact:
+        return next(h for h in self.hosts if h.role == "client")
+
+    @property
+    def server(self) -> HostFact:
+        return next(h for h in self.hosts if h.role == "server")
+
+    def peers(self, name: str) -> list[HostFact]:
+        return [h for h in self.hosts if h.name != name]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    mode: str
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
+
+    def __str__(self) -> str:
+        lines = [f"{self.mode}: {'OK' if self.ok else 'FAILED'}"]
+        lines += [f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks]
+        return "\n".join(lines)
+
+
+class NetworkMode:
+    """One subclass per mode, registered by name in modes/__init__.py."""
+
+    name: str = ""
+    # Link kinds the kernel must support; probed in a throwaway namespace before any change.
+    link_kinds: tuple[str, ...] = ()
+    needs_nft: bool = False
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        raise NotImplementedError
+
+    def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
+        raise NotImplementedError
+
+    async def verify(self, fleet, endpoint: Endpoint, settings: ModeSettings) -> VerifyResult:
+        from .verify import verify_mode
+
+        return await verify_mode(self, fleet, endpoint, settings)
+
+    async def path_checks(self, fleet, endpoint: Endpoint, settings: ModeSettings, facts: HostFacts, probe) -> list[Check]:
+        """Checks that the data path is the intended one; `probe()` sends one HTTP request."""
+        await probe()
+        return []
+
+
+# --- pure helpers shared by the modes --------------------------------------------------------
+
+
+def pod_netns(host: str, role: str = "pod") -> str:
+    return f"cnib-{host}-{role}"
+
+
+def ifname(name: str) -> str:
+    """An interface name this project generates; refuses names the kernel would reject."""
+    if not name or len(name) > IFNAME_MAX:
+        raise PlanError(
+            f"interface name '{name}' has {len(name)} characters; Linux allows at most {IFNAME_MAX}. "
+            "Use shorter host names in the inventory (at most 8 characters)."
+        )
+    return name
+
+
+def network(value: str, what: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.IPv4Network(value, strict=True)
+    except ValueError as exc:
+        raise PlanError(f"{what} '{value}' is not an IPv4 network ({exc}). Write it like 10.244.0.0/16.") from None
+
+
+def check_no_overlap(named: Mapping[str, ipaddress.IPv4Network]) -> None:
+    items = list(named.items())
+    for i, (a, na) in enumerate(items):
+        for b, nb in items[i + 1:]:
+            if na.overlaps(nb):
+                raise PlanError(f"{a} {na} overlaps {b} {nb}. Choose a {a} that does not overlap (change it in the settings).")
+
+
+def base_networks(hosts: HostFacts) -> dict[str, ipaddress.IPv4Network]:
+    """Networks pod addresses must never overlap: data networks and the SSH session's peer."""
+    nets: dict[str, ipaddress.IPv4Network] = {}
+    for h in hosts:
+        nets.setdefault(f"the data network of {h.name}", h.data_network)
+        if h.ssh_peer:
+            nets.setdefault(f"the SSH source address of {h.name}", ipaddress.IPv4Network(f"{h.ssh_peer}/32"))
+    # several hosts on one data network: keep one entry per distinct network
+    seen, unique = set(), {}
+    for k, v in nets.items():
+        if v not in seen:
+            seen.add(v)
+            unique[k] = v
+    return unique
+
+
+def check_networks(hosts: HostFacts, extra: Mapping[str, ipaddress.IPv4Network]) -> None:
+    """Refuse pod networks that overlap each other, a data network or the SSH path."""
+    named = dict(extra)
+    for k, v in base_networks(hosts).items():
+        for ek, ev in extra.items():
+            if v.overlaps(ev):
+                raise PlanError(f"{ek} {ev} overlaps {k} ({v}). Choose a {ek} that does not overlap (change it in the settings).")
+    check_no_overlap(named)
+
+
+def pod_subnets(hosts: HostFacts, settings: ModeSettings) -> dict[str, ipaddress.IPv4Network]:
+    """A pod subnet per host (flannel's lease), in inventory order: host i gets subnet i+1."""
+    cluster = network(settings.cluster_cidr, "cluster_cidr")
+    prefix = settings.subnet_prefix
+    if not isinstance(prefix, int) or not cluster.prefixlen <= prefix <= 30:
+        raise PlanError(
+            f"subnet_prefix /{prefix} does not fit cluster_cidr {cluster}: it must be between "
+            f"/{cluster.prefixlen} and /30. Choose a subnet_prefix in that range."
+        )
+    available = 2 ** (prefix - cluster.prefixlen)
+    if available < len(hosts) + 1:
+        raise PlanError(
+            f"cluster_cidr {cluster} holds {available} /{prefix} subnet(s), too few for {len(hosts)} hosts "
+            "(subnet 0 is left unused). Use a larger cluster_cidr or a longer subnet_prefix."
+        )
+    check_networks(hosts, {"cluster_cidr": cluster})
+    subnets = cluster.subnets(new_prefix=prefix)
+    next(subnets)  # leave the first subnet unused (10.244.0.0/24 looks like the network itself)
+    return {h.name: next(subnets) for h in hosts}
+
+
+def nth(net: ipaddress.IPv4Network, n: int) -> str:
+    return str(net.network_address + n)
+
+
+def sysctl_step(host: str, key: str, value, old) -> Step:
+    return step(host, ["sysctl", "-q", "-w", f"{key}={value}"], ["sysctl", "-q", "-w", f"{key}={old}"])
+
+
+def forwarding_step(h: HostFact) -> Step:
+    """ip_forward on; undo restores it and all.accept_redirects, which the kernel resets when
+    ip_forward changes (devinet.c: inet_forward_change)."""
+    return step(
+        h.name,
+        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
+        ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={h.ip_forward}", f"net.ipv4.conf.all.accept_redirects={h.accept_redirects}"],
+    )
+
+
+def mtu_for(h: HostFact, settings: ModeSettings, overhead: int = 0) -> int:
+    mtu = settings.mtu if settings.mtu else h.mtu - overhead
+    if mtu < 576 or mtu > h.mtu - overhead:
+        raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. Choose an MTU from 576 to {h.mtu - overhead}.")
+    return mtu

@@ -1,0 +1,290 @@
+"""The study file: which modes, sizes, loads and repetitions to run, and how.
+
+A study is YAML, validated into a frozen `Study`. Every error names the file, the key, what
+is wrong and how to fix it (ConfigError), like inventories do.
+
+    name: lab                      # default: the file's stem; part of every run id
+    inventory: ../inventories/testbed.yml   # relative to this file
+    seed: 2016                     # fixes the randomized run order
+    modes: [host, flannel-vxlan]   # names from cnibench.modes (MODES)
+    reference: host                # the mode others are compared with (and calibrated on)
+    sizes: [small, large]          # small = 350 B on the wire, large = 4 KB body
+    load:
+      fractions: [0.1, 0.3, 0.5]   # of the reference mode's calibrated max rate ...
+      # rates: [50000, 100000]     # ... or absolute requests/s (exactly one of the two)
+    repetitions: 1                 # every point
+    focus: {range: [0.3, 0.5], repetitions: 3}   # more repetitions where the study looks
+    workload: {duration_s: 8, warmup_s: 2, connections: 32, ...}   # BenchSpec fields
+    calibration: {...}             # keyword arguments of workload calibrate()
+    mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
+    notebooks: warm                # warm | fresh | none (see runner.py)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DEFAULT_INVENTORY, STUDIES, _resolve, _suggest, read_yaml
+from .errors import ConfigError
+
+# The contract's mode names in their fixed order; cnibench.modes is the authority when present.
+_CONTRACT_MODES = (
+    "host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan",
+    "docker-bridge", "calico-routed",
+)
+SIZES = ("small", "large")
+_SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
+NOTEBOOK_POLICIES = ("warm", "fresh", "none")
+_TOP_KEYS = (
+    "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
+    "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks",
+)
+# BenchSpec fields a study may set (the workload module is the authority when present).
+_CONTRACT_WORKLOAD_KEYS = (
+    "duration_s", "warmup_s", "connections", "generator", "threads", "nginx_workers", "pin",
+    "metrics",
+)
+# Fields the runner fills in per run; a study cannot set them.
+_PER_RUN_KEYS = ("mode", "size", "rate")
+
+
+def known_modes() -> tuple[str, ...]:
+    try:
+        from .modes import MODES
+    except ImportError:
+        return _CONTRACT_MODES
+    return tuple(MODES)
+
+
+def workload_keys() -> tuple[str, ...]:
+    """BenchSpec fields a study may set."""
+    try:
+        import dataclasses
+
+        from .workload.bench import BenchSpec
+    except ImportError:
+        return _CONTRACT_WORKLOAD_KEYS
+    return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS)
+
+
+@dataclass(frozen=True)
+class Study:
+    path: Path
+    name: str
+    inventory: Path
+    seed: int
+    modes: tuple[str, ...]
+    reference: str
+    sizes: tuple[str, ...]
+    load_kind: str  # "fraction" | "rate"
+    loads: tuple[float, ...]  # sorted ascending
+    repetitions: int
+    focus_range: tuple[float, float] | None
+    focus_repetitions: int
+    workload: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    mode_settings: dict[str, dict] = field(default_factory=dict)
+    notebooks: str = "warm"
+    description: str = ""
+    digest: str = ""  # sha256 of the file's bytes, for the provenance manifest
+
+    def repetitions_at(self, load: float) -> int:
+        """How many repetitions the point at `load` gets (more inside the focus range)."""
+        if self.focus_range and self.focus_range[0] <= load <= self.focus_range[1]:
+            return max(self.repetitions, self.focus_repetitions)
+        return self.repetitions
+
+    @property
+    def uses_fractions(self) -> bool:
+        return self.load_kind == "fraction"
+
+
+def resolve_study_path(path: Path | str) -> Path:
+    """A path, or a bare name like 'quick' meaning studies/quick.yml."""
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and len(p.parts) == 1:
+        candidate = STUDIES / f"{p.name}.yml"
+        if candidate.exists():
+            return candidate
+    return p
+
+
+def load_study(path: Path | str) -> Study:
+    path = resolve_study_path(path)
+    data = read_yaml(path)
+    study = parse_study(data, path)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return _replace(study, digest=digest)
+
+
+def _replace(study: Study, **kw) -> Study:
+    import dataclasses
+
+    return dataclasses.replace(study, **kw)
+
+
+def parse_study(data: Any, path: Path | str = "<study>") -> Study:
+    """Validate a study document (already parsed YAML) into a Study."""
+    path = Path(path)
+    if not isinstance(data, dict):
+        raise ConfigError(path, "(top level)", "must be a mapping", "Start the file with 'modes:', 'sizes:' and 'load:' keys (see studies/quick.yml).")
+    _no_unknown(data, _TOP_KEYS, path, "", "top-level key")
+
+    name = str(data.get("name") or path.stem)
+    if not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalpha():
+        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
+
+    inventory = data.get("inventory")
+    inventory = _resolve(path, inventory) if inventory else DEFAULT_INVENTORY
+
+    seed = data.get("seed", 0)
+    if not _is_int(seed):
+        raise ConfigError(path, "seed", f"'{seed}' is not a whole number", "Write any whole number, e.g. 'seed: 2016'; it fixes the run order.")
+
+    modes = _modes(data, path)
+    reference = data.get("reference", "host")
+    if reference not in modes:
+        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}", "Add it to 'modes' or name one of them; every mode is compared with the reference.")
+
+    sizes = _sizes(data, path)
+    load_kind, loads = _loads(data, path)
+    repetitions = data.get("repetitions", 1)
+    if not _is_int(repetitions) or repetitions < 1:
+        raise ConfigError(path, "repetitions", f"'{repetitions}' is not a whole number >= 1", "Write e.g. 'repetitions: 1'.")
+    focus_range, focus_reps = _focus(data, path, loads, load_kind)
+
+    workload = _mapping(data, "workload", path)
+    _no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
+    for key in ("duration_s", "warmup_s"):
+        if key in workload and (not _is_number(workload[key]) or workload[key] < 0):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0", f"Write e.g. '{key}: 8'.")
+    if "duration_s" in workload and workload["duration_s"] <= 0:
+        raise ConfigError(path, "workload.duration_s", "must be more than 0", "Write e.g. 'duration_s: 8'.")
+    for key in ("connections", "threads", "nginx_workers"):
+        if key in workload and (not _is_int(workload[key]) or workload[key] < 1):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1", f"Write e.g. '{key}: 1'.")
+    for key in ("pin", "metrics"):
+        if key in workload and not isinstance(workload[key], bool):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false", f"Write '{key}: true' or '{key}: false'.")
+
+    calibration = _mapping(data, "calibration", path)
+    mode_settings = _mapping(data, "mode_settings", path)
+    for mode, settings in mode_settings.items():
+        if mode not in modes:
+            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{_suggest(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
+        if not isinstance(settings, dict):
+            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
+
+    notebooks = data.get("notebooks", "warm")
+    if notebooks not in NOTEBOOK_POLICIES:
+        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{_suggest(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run) or 'none'.")
+
+    return Study(
+        path=path, name=name, inventory=Path(inventory), seed=int(seed), modes=modes,
+        reference=str(reference), sizes=sizes, load_kind=load_kind, loads=loads,
+        repetitions=int(repetitions), focus_range=focus_range, focus_repetitions=focus_reps,
+        workload=dict(workload), calibration=dict(calibration),
+        mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
+        notebooks=str(notebooks), description=str(data.get("description") or ""),
+    )
+
+
+# --- pieces ------------------------------------------------------------------------------
+
+def _modes(data: dict, path: Path) -> tuple[str, ...]:
+    raw = data.get("modes")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, "modes", "must be a non-empty list of network modes", f"List some of: {', '.join(known_modes())}.")
+    known = known_modes()
+    out: list[str] = []
+    for i, m in enumerate(raw):
+        m = str(m)
+        if m not in known:
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{_suggest(m, known)}", f"Known modes: {', '.join(known)}.")
+        if m in out:
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' appears twice", "List each mode once; use 'repetitions' to run it more.")
+        out.append(m)
+    return tuple(out)
+
+
+def _sizes(data: dict, path: Path) -> tuple[str, ...]:
+    raw = data.get("sizes", ["small"])
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, "sizes", "must be a non-empty list", "Write e.g. 'sizes: [small, large]' (350 B and 4 KB responses).")
+    out: list[str] = []
+    for i, s in enumerate(raw):
+        s = str(s)
+        canon = s if s in SIZES else _SIZE_ALIASES.get(s.lower())
+        if canon is None:
+            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{_suggest(s, SIZES)}", "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
+        if canon in out:
+            raise ConfigError(path, f"sizes[{i}]", f"'{s}' appears twice", "List each size once.")
+        out.append(canon)
+    return tuple(out)
+
+
+def _loads(data: dict, path: Path) -> tuple[str, tuple[float, ...]]:
+    load = data.get("load")
+    if not isinstance(load, dict):
+        raise ConfigError(path, "load", "must be a mapping with 'fractions' or 'rates'", "Write 'load: {fractions: [0.3, 0.4, 0.5]}' or 'load: {rates: [50000, 100000]}'.")
+    _no_unknown(load, ("fractions", "rates"), path, "load.", "load key")
+    if ("fractions" in load) == ("rates" in load):
+        raise ConfigError(path, "load", "needs exactly one of 'fractions' and 'rates'", "Use fractions of the reference mode's calibrated maximum, or absolute requests per second, not both.")
+    kind = "fraction" if "fractions" in load else "rate"
+    key = "fractions" if kind == "fraction" else "rates"
+    raw = load[key]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(path, f"load.{key}", "must be a non-empty list of numbers", f"Write e.g. 'load: {{{key}: [{'0.3, 0.5' if kind == 'fraction' else '50000, 100000'}]}}'.")
+    values: list[float] = []
+    for i, v in enumerate(raw):
+        if not _is_number(v) or v <= 0:
+            raise ConfigError(path, f"load.{key}[{i}]", f"'{v}' is not a positive number", "Loads are positive numbers.")
+        if kind == "fraction" and v > 1.5:
+            raise ConfigError(path, f"load.{key}[{i}]", f"{v} is more than 1.5 times the calibrated maximum", "Fractions are of the maximum rate: 0.4 means 40 %. Use 'rates' for requests per second.")
+        if v in values:
+            raise ConfigError(path, f"load.{key}[{i}]", f"{v} appears twice", "List each load once; use 'repetitions' or 'focus' to repeat it.")
+        values.append(float(v))
+    return kind, tuple(sorted(values))
+
+
+def _focus(data: dict, path: Path, loads, kind) -> tuple[tuple[float, float] | None, int]:
+    focus = data.get("focus")
+    if focus is None:
+        return None, 0
+    if not isinstance(focus, dict):
+        raise ConfigError(path, "focus", "must be a mapping with 'range' and 'repetitions'", "Write 'focus: {range: [0.3, 0.5], repetitions: 3}'.")
+    _no_unknown(focus, ("range", "repetitions"), path, "focus.", "focus key")
+    rng = focus.get("range")
+    if not (isinstance(rng, list) and len(rng) == 2 and all(_is_number(x) for x in rng) and rng[0] <= rng[1]):
+        raise ConfigError(path, "focus.range", f"'{rng}' is not [low, high]", "Write two loads in the study's unit, low first, e.g. 'range: [0.3, 0.5]'.")
+    reps = focus.get("repetitions")
+    if not _is_int(reps) or reps < 1:
+        raise ConfigError(path, "focus.repetitions", f"'{reps}' is not a whole number >= 1", "Write e.g. 'repetitions: 3'.")
+    if not any(rng[0] <= x <= rng[1] for x in loads):
+        unit = "fractions" if kind == "fraction" else "rates"
+        raise ConfigError(path, "focus.range", f"no load in {rng} (the {unit} are {list(loads)})", "Put the range around some of the loads, in the same unit.")
+    return (float(rng[0]), float(rng[1])), int(reps)
+
+
+def _mapping(data: dict, key: str, path: Path) -> dict:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(path, key, "must be a mapping", f"Write '{key}:' followed by indented 'name: value' lines.")
+    return value
+
+
+def _no_unknown(data: dict, known, path: Path, prefix: str, what: str) -> None:
+    for k in data:
+        if k not in known:
+            raise ConfigError(path, f"{prefix}{k}", f"is not a known {what}{_suggest(str(k), known)}", f"Known: {', '.join(known)}.")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,84 @@
+"""Shared fixtures. Integration tests use the real local testbed (root, namespaces, sshd).
+
+The testbed is one per machine, so tests (and people) that use it take an exclusive lock on
+LOCK_PATH; wrap manual use in `flock /run/cnibench-dev.lock …`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import shutil
+import subprocess
+
+import pytest
+
+LOCK_PATH = "/run/cnibench-dev.lock"
+
+
+def root_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: the testbed creates network namespaces (run the tests as root)"
+    for tool in ("ip", "sshd", "ssh-keygen", "nsenter"):
+        if not (shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")):
+            return f"needs '{tool}' (apt-get install -y iproute2 openssh-server openssh-client util-linux)"
+    probe = subprocess.run(["ip", "netns", "add", "cnib-probe-ns"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot create network namespaces here: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", "cnib-probe-ns"], capture_output=True)
+    return None
+
+
+_REASON = None
+
+
+def _needs_root_reason():
+    global _REASON
+    if _REASON is None:
+        _REASON = root_skip_reason() or ""
+    return _REASON
+
+
+@pytest.fixture(scope="session")
+def needs_root():
+    reason = _needs_root_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def testbed_lock(needs_root):
+    with open(LOCK_PATH, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def testbed(testbed_lock):
+    """The local testbed, up for the whole session and down at the end (also on failure)."""
+    from cnibench import testbed as tb
+    from cnibench.config import load_inventory
+
+    tb.down()  # a clean start even if an earlier run was killed
+    try:
+        tb.up()
+        yield load_inventory(tb.generated_inventory_path())
+    finally:
+        tb.down()
+
+
+@pytest.fixture
+def fleet(testbed):
+    """A connected Fleet over the testbed (new connections per test, closed after it)."""
+    from cnibench.hosts import Fleet
+
+    f = Fleet(testbed)
+    asyncio.run(f.connect())
+    try:
+        yield f
+    finally:
+        asyncio.run(f.close())
