@@ -72,13 +72,22 @@ def testbed(testbed_lock):
 
 
 @pytest.fixture
-def fleet(testbed):
-    """A connected Fleet over the testbed (new connections per test, closed after it)."""
+def with_fleet(testbed):
+    """Run `async def body(fleet, *args)` with a connected Fleet over the testbed.
+
+    asyncssh connections belong to one event loop, so each call opens its own loop and fleet:
+        def test_x(with_fleet):
+            async def body(fleet):
+                return await fleet.client.run(["true"])
+            assert with_fleet(body).ok
+    """
     from cnibench.hosts import Fleet
 
-    f = Fleet(testbed)
-    asyncio.run(f.connect())
-    try:
-        yield f
-    finally:
-        asyncio.run(f.close())
+    def run(body, *args):
+        async def main():
+            async with Fleet(testbed) as fleet:
+                return await body(fleet, *args)
+
+        return asyncio.run(main())
+
+    return run
