@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
 import sys
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 from cnibench import config
 from cnibench.errors import CnibenchError
@@ -25,6 +27,110 @@ def _run(coro):
 
 # --- foundation (lead) ---
 
+from cnibench import packages  # noqa: E402
+
+
+@task
+def setup(c):
+    """Install the Debian packages the project needs when missing (as root), or say the command."""
+    packages.ensure()
+
+
+@task(help={"hosts": "comma-separated host names (default: client,server)"})
+def testbed_up(c, hosts="client,server"):
+    """Bring the local testbed up (idempotent) and print its inventory path."""
+    from cnibench import testbed
+
+    packages.ensure()
+    try:
+        print(testbed.up([h for h in hosts.split(",") if h]))
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+
+
+@task
+def testbed_down(c):
+    """Remove every object the local testbed created (namespaces, links, sshd, files)."""
+    from cnibench import testbed
+
+    try:
+        removed = testbed.down()
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    print("\n".join(removed) if removed else "nothing to remove: the testbed is down")
+
+
+@task(help={"json_": "print JSON"})
+def testbed_status(c, json_=False):
+    """Show what of the local testbed exists."""
+    from cnibench import testbed
+
+    st = testbed.status()
+    if json_:
+        print(json.dumps(st, indent=2))
+        return
+    print(f"testbed: {'up' if st['up'] else 'down'}" + (f" (inventory {st['inventory']})" if st["inventory"] else ""))
+    for h in st["hosts"]:
+        print(f"  {h['name']:<8} {h['role']:<7} netns={h['netns'] or '-'} ssh={h['ssh']} sshd={h['sshd_pid'] or '-'} data={h['data_address']} containers={','.join(h['containers']) or '-'}")
+    if st["other_cnib_netns"]:
+        print("  other cnib namespaces: " + ", ".join(st["other_cnib_netns"]))
+
+
+@task(help={"inventory": "inventory file (default inventories/testbed.yml)", "json_": "print JSON"})
+def hosts_check(c, inventory=None, json_=False):
+    """Precheck every host: reachable, privileges, tools, kernel features, CPU, MTU."""
+    from cnibench.hosts import Fleet
+    from cnibench.precheck import check_fleet, format_table
+
+    async def main():
+        fleet = Fleet(config.load_inventory(inventory))
+        try:
+            return await check_fleet(fleet)
+        finally:
+            await fleet.close()
+
+    reports = _run(main())
+    print(json.dumps([r.to_dict() for r in reports], indent=2) if json_ else format_table(reports))
+    if any(r.problems() for r in reports):
+        raise Exit(code=1)
+
+@task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)"})
+def test(c, k="", unit=False):
+    """Install what is missing, then run the test suite (integration tests need root)."""
+    if os.geteuid() == 0:
+        packages.ensure()
+    argv = [sys.executable, "-m", "pytest", "-q"] + (["tests/unit"] if unit else []) + (["-k", k] if k else [])
+    result = c.run(shlex.join(argv), warn=True, pty=False)
+    if result.exited != 0:
+        raise Exit(code=result.exited)
+
+
+@task(help={"inventory": "inventory file (default: the local testbed)", "keep": "leave the testbed up"})
+def run_all(c, inventory=None, keep=False):
+    """The main job. For now: testbed up, precheck, one HTTP request client -> server, testbed down."""
+    from cnibench import smoke, testbed
+    from cnibench.hosts import Fleet
+    from cnibench.precheck import check_fleet, format_table
+
+    is_testbed = config.testbed_hosts(inventory) is not None
+    if is_testbed:
+        testbed_up(c)
+    try:
+        async def main():
+            async with Fleet(config.load_inventory(inventory)) as fleet:
+                reports = await check_fleet(fleet)
+                print(format_table(reports))
+                if any(r.problems() for r in reports):
+                    raise Exit("precheck failed: fix the problems above", code=1)
+                print(await smoke.http_smoke(fleet))
+
+        _run(main())
+        print("The study pipeline (modes, workload, runs, analysis) is not built yet: no results were produced.")
+    finally:
+        if is_testbed and not keep:
+            testbed_down(c)
+
+
 # --- modes ---
 
 # --- workload ---
@@ -32,3 +138,27 @@ def _run(coro):
 # --- pipeline ---
 
 # --- analysis ---
+
+
+
+# --- namespace: `testbed_up` is `invoke testbed.up`, `mode_up` is `invoke mode.up`, ... ---
+GROUPS = ("testbed", "hosts", "mode")
+
+
+def _namespace() -> Collection:
+    root, groups = Collection(), {g: Collection(g) for g in GROUPS}
+    for name, obj in list(globals().items()):
+        if not isinstance(obj, Task) or name.startswith("_"):
+            continue
+        group, _, short = name.partition("_")
+        if group in groups and short:
+            groups[group].add_task(obj, short.replace("_", "-"))
+        else:
+            root.add_task(obj, name.replace("_", "-"))
+    for g in groups.values():
+        if g.tasks:
+            root.add_collection(g)
+    return root
+
+
+ns = _namespace()

@@ -1,0 +1,55 @@
+"""The Debian packages the project needs on the machine that drives it (and on testbed hosts).
+
+`ensure()` installs what is missing when run as root with apt-get, or stops with the exact
+command to run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from .errors import CnibenchError
+
+# program that must exist -> Debian package that provides it
+REQUIRED = {
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "nginx": "nginx-light",
+    "h2load": "nghttp2-client",
+    "nft": "nftables",
+    "ethtool": "ethtool",
+    "taskset": "util-linux",
+    "ps": "procps",
+}
+SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
+
+
+def missing(required: dict[str, str] = REQUIRED) -> list[str]:
+    """Debian packages whose program is not installed (pure apart from PATH look-ups)."""
+    path = os.environ.get("PATH", "") + ":" + SBIN
+    return sorted({pkg for prog, pkg in required.items() if not shutil.which(prog, path=path)})
+
+
+def install_command(pkgs: list[str]) -> list[str]:
+    return ["apt-get", "install", "-y", "--no-install-recommends", *pkgs]
+
+
+def ensure(required: dict[str, str] = REQUIRED) -> list[str]:
+    """Install missing packages (root + apt-get), else raise with the command to run."""
+    pkgs = missing(required)
+    if not pkgs:
+        return []
+    cmd = install_command(pkgs)
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise CnibenchError(f"missing Debian packages: {' '.join(pkgs)}. Install them with: sudo apt-get update && sudo {' '.join(cmd)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    print(f"installing missing Debian packages: {' '.join(pkgs)}", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0 or missing(required):
+        raise CnibenchError(f"could not install {' '.join(pkgs)}. Run: apt-get update && {' '.join(cmd)}")
+    return pkgs

@@ -1,0 +1,190 @@
+"""Precheck every host before building anything: reachable, privileged, tools, kernel, CPU, MTU.
+
+Kernel support is probed, not guessed: a throwaway interface of each kind is created and
+deleted inside a throwaway namespace, so the probe changes nothing on the host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field
+
+from .errors import CnibenchError
+from .hosts import Fleet, Host
+
+TOOLS = {  # tool: (version argv, Debian package)
+    "ip": (["ip", "-V"], "iproute2"),
+    "nginx": (["nginx", "-v"], "nginx-light"),
+    "h2load": (["h2load", "--version"], "nghttp2-client"),
+    "tcpkali": (["tcpkali", "--version"], "(build from source: github.com/satori-com/tcpkali)"),
+    "nft": (["nft", "--version"], "nftables"),
+    "taskset": (["taskset", "--version"], "util-linux"),
+}
+GENERATORS = ("h2load", "tcpkali")
+LINK_KINDS = ("bridge", "veth", "vxlan", "macvlan", "ipvlan")
+
+
+def probe_commands(netns: str, kind: str) -> list[list[str]]:
+    """argv lists that create one throwaway interface of `kind` inside `netns` (pure)."""
+    ip = ["ip", "-n", netns, "link", "add"]
+    if kind == "bridge":
+        return [ip + ["cnibp0", "type", "bridge"]]
+    if kind == "veth":
+        return [ip + ["cnibp0", "type", "veth", "peer", "name", "cnibp1"]]
+    if kind == "vxlan":
+        return [ip + ["cnibp0", "type", "vxlan", "id", "42", "dstport", "4789"]]
+    if kind in ("macvlan", "ipvlan"):
+        mode = ["mode", "bridge"] if kind == "macvlan" else ["mode", "l2"]
+        # a parent link is needed: a veth end inside the same throwaway namespace
+        return [
+            ip + ["cnibpp0", "type", "veth", "peer", "name", "cnibpp1"],
+            ip + ["cnibp0", "link", "cnibpp0", "type", kind, *mode],
+        ]
+    raise ValueError(kind)
+
+
+@dataclass
+class HostReport:
+    name: str
+    role: str
+    address: str
+    reachable: bool = False
+    error: str = ""
+    privileged: str = ""  # "root", "sudo" or "" (neither)
+    tools: dict[str, str | None] = field(default_factory=dict)  # tool -> version or None
+    kernel_features: dict[str, dict] = field(default_factory=dict)  # kind -> {"ok", "reason"}
+    kernel: str = ""
+    cpu_count: int = 0
+    cpu_model: str = ""
+    data_interface: str = ""
+    data_mtu: int | None = None
+    data_address: str | None = None
+
+    @property
+    def generators(self) -> list[str]:
+        return [g for g in GENERATORS if self.tools.get(g)]
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.reachable:
+            return [self.error]
+        if not self.privileged:
+            out.append("neither root nor passwordless sudo: connect as root or set 'sudo: true' with NOPASSWD")
+        for tool in ("ip",) + (("nginx",) if self.role == "server" else ()):
+            if not self.tools.get(tool):
+                out.append(f"'{tool}' missing: apt-get install -y {TOOLS[tool][1]}")
+        if self.role == "client" and not self.generators:
+            out.append("no load generator: apt-get install -y nghttp2-client")
+        if self.data_mtu is None:
+            out.append(f"data interface '{self.data_interface}' not found: fix data_interface in the inventory")
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["generators"] = self.generators
+        d["problems"] = self.problems()
+        return d
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def parse_version(tool: str, text: str) -> str:
+    """The version number in a tool's version banner (pure)."""
+    line = _first_line(text)
+    m = re.search(r"(\d+\.\d+(?:\.\d+)?(?:[-.\w]*)?)", line)
+    if tool == "ip":
+        m = re.search(r"iproute2-([\w.]+)", text) or m
+    return m.group(1) if m else line
+
+
+def parse_cpuinfo(text: str) -> tuple[int, str]:
+    models = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")]
+    count = sum(1 for l in text.splitlines() if l.startswith("processor"))
+    return count, (models[0] if models else "")
+
+
+async def check_host(host: Host) -> HostReport:
+    s = host.spec
+    rep = HostReport(name=s.name, role=s.role, address=f"{s.address}:{s.port}", data_interface=s.data_interface)
+    try:
+        await host.connect()
+    except CnibenchError as exc:
+        rep.error = str(exc)
+        return rep
+    rep.reachable = True
+    uid = (await host.run(["id", "-u"], check=False)).stdout.strip()
+    rep.privileged = "root" if uid == "0" and not s.sudo else ("sudo" if s.sudo and (await host.run(["true"], check=False)).ok else "")
+    for tool, (argv, _pkg) in TOOLS.items():
+        r = await host.run(["sh", "-c", 'command -v "$1" >/dev/null && exec "$@"', "sh", *argv], check=False, timeout=10)
+        rep.tools[tool] = parse_version(tool, r.stdout + r.stderr) if r.ok else None
+    rep.kernel = (await host.run(["uname", "-r"])).stdout.strip()
+    rep.cpu_count, rep.cpu_model = parse_cpuinfo((await host.run(["cat", "/proc/cpuinfo"])).stdout)
+    r = await host.run(["ip", "-j", "addr", "show", "dev", s.data_interface], check=False)
+    if r.ok and r.stdout.strip():
+        link = json.loads(r.stdout)[0]
+        rep.data_mtu = link.get("mtu")
+        v4 = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
+        rep.data_address = s.data_address or (v4[0] if v4 else None)
+    if rep.privileged:
+        rep.kernel_features = await probe_kernel(host)
+    return rep
+
+
+async def probe_kernel(host: Host) -> dict[str, dict]:
+    """Create and delete one interface of each kind inside a throwaway namespace."""
+    ns = f"cnib-probe-{secrets.token_hex(3)}"
+    out: dict[str, dict] = {}
+    await host.run(["ip", "netns", "add", ns])
+    try:
+        for kind in LINK_KINDS:
+            err = ""
+            for argv in probe_commands(ns, kind):
+                r = await host.run(argv, check=False, timeout=10)
+                if not r.ok:
+                    err = (r.stderr.strip() or r.stdout.strip() or f"exit {r.exit_status}")
+                    break
+            out[kind] = {"ok": not err, "reason": _explain(kind, err) if err else ""}
+            for name in ("cnibp0", "cnibpp0"):
+                await host.run(["ip", "-n", ns, "link", "del", name], check=False, timeout=10)
+    finally:
+        await host.run(["ip", "netns", "del", ns], check=False)
+    return out
+
+
+def _explain(kind: str, err: str) -> str:
+    if "Unknown device type" in err or "not supported" in err.lower():
+        return f"the kernel has no {kind} driver ({err}); load or build the module ('modprobe {kind}') on a kernel that has it"
+    return err
+
+
+async def check_fleet(fleet: Fleet) -> list[HostReport]:
+    return list(await asyncio.gather(*(check_host(h) for h in fleet)))
+
+
+def format_table(reports: list[HostReport]) -> str:
+    lines = []
+    for r in reports:
+        lines.append(f"{r.name} ({r.role}, {r.address}): " + ("reachable" if r.reachable else "UNREACHABLE"))
+        if not r.reachable:
+            lines.append(f"  {r.error}")
+            continue
+        lines.append(f"  privileges   {r.privileged or 'NONE'}")
+        lines.append(f"  kernel       {r.kernel}")
+        lines.append(f"  cpu          {r.cpu_count} x {r.cpu_model}")
+        lines.append(f"  data         {r.data_interface} {r.data_address or '?'} mtu {r.data_mtu}")
+        tools = ", ".join(f"{t} {v}" if v else f"{t} -" for t, v in r.tools.items())
+        lines.append(f"  tools        {tools}")
+        lines.append(f"  generators   {', '.join(r.generators) or 'none'}")
+        for kind, res in r.kernel_features.items():
+            lines.append(f"  {kind:<12} {'yes' if res['ok'] else 'NO: ' + res['reason']}")
+        for p in r.problems():
+            lines.append(f"  PROBLEM: {p}")
+    return "\n".join(lines)
