@@ -17,7 +17,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
     workload: {duration_s: 8, warmup_s: 2, connections: 32, ...}   # BenchSpec fields
     calibration: {...}             # keyword arguments of workload calibrate()
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
-    notebooks: warm                # warm | fresh | none (see runner.py)
+    notebooks: warm                # warm | fresh | measure | none (see runner.py)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _CONTRACT_MODES = (
 )
 SIZES = ("small", "large")
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
-NOTEBOOK_POLICIES = ("warm", "fresh", "none")
+NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks",
@@ -68,6 +68,17 @@ def workload_keys() -> tuple[str, ...]:
     except ImportError:
         return _CONTRACT_WORKLOAD_KEYS
     return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS)
+
+
+def mode_setting_keys() -> tuple[str, ...]:
+    """ModeSettings fields a study may set per mode (empty: not checked, modes not installed)."""
+    try:
+        import dataclasses
+
+        from .modes import ModeSettings
+    except ImportError:
+        return ()
+    return tuple(f.name for f in dataclasses.fields(ModeSettings) if f.name != "aws")
 
 
 @dataclass(frozen=True)
@@ -177,10 +188,13 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
             raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{_suggest(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
         if not isinstance(settings, dict):
             raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
+        keys = mode_setting_keys()
+        if keys:
+            _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
 
     notebooks = data.get("notebooks", "warm")
     if notebooks not in NOTEBOOK_POLICIES:
-        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{_suggest(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run) or 'none'.")
+        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{_suggest(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' (the notebook itself measures, a kernel per run) or 'none'.")
 
     return Study(
         path=path, name=name, inventory=Path(inventory), seed=int(seed), modes=modes,

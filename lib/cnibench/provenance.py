@@ -1,0 +1,229 @@
+"""The provenance manifest of a study: what ran, where, with which code and machines.
+
+One manifest per study at data/raw/<study>/manifest.json (every record links to it). It holds
+the study and inventory hashes, the seed, the calibration the rates came from, the planned order,
+and one entry per session (each `run-all` invocation): git commit and dirty flag, the driving
+machine, each host's kernel, CPU model and count, NIC driver, MTU, offloads and tool versions,
+the runs executed in order, start and end times and how the session ended.
+
+Parsers are pure and tested on real command output; gathering is the only I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import ROOT
+from .results import atomic_write_text
+
+MANIFEST_SCHEMA = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def manifest_path(raw_dir: Path, study: str) -> Path:
+    return Path(raw_dir) / study / MANIFEST_NAME
+
+
+def manifest_ref(study: str) -> str:
+    """What a record's `provenance` key holds: the manifest's path relative to data/raw."""
+    return f"{study}/{MANIFEST_NAME}"
+
+
+# --- host facts: commands (argv) and pure parsers ------------------------------------------
+
+def fact_commands(data_interface: str) -> dict[str, list[str]]:
+    """The read-only commands whose output describes a host."""
+    return {
+        "kernel": ["uname", "-r"],
+        "machine": ["uname", "-m"],
+        "cpu_count": ["nproc", "--all"],
+        "cpuinfo": ["cat", "/proc/cpuinfo"],
+        "os_release": ["cat", "/etc/os-release"],
+        "nic_driver": ["ethtool", "-i", data_interface],
+        "mtu": ["cat", f"/sys/class/net/{data_interface}/mtu"],
+        "offloads": ["ethtool", "-k", data_interface],
+        "nginx": ["nginx", "-v"],
+        "h2load": ["h2load", "--version"],
+        "tcpkali": ["tcpkali", "--version"],
+        "wrk": ["wrk", "--version"],
+    }
+
+
+def parse_cpu_model(cpuinfo: str) -> str | None:
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "cpu model"):
+            return value.strip()
+    return None
+
+
+def parse_ethtool_driver(text: str) -> dict[str, str]:
+    """`ethtool -i`: driver, version, firmware-version, bus-info, ... as a dict."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            out[key.strip()] = value.strip()
+    return out
+
+
+def parse_offloads(text: str) -> dict[str, bool]:
+    """`ethtool -k`: feature name -> on/off (the '[fixed]' note dropped)."""
+    out = {}
+    for line in text.splitlines()[1:]:
+        key, sep, value = line.strip().partition(":")
+        if not sep:
+            continue
+        state = value.split()[0] if value.split() else ""
+        if state in ("on", "off"):
+            out[key.strip()] = state == "on"
+    return out
+
+
+def parse_os_release(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip().strip('"')
+    return None
+
+
+_VERSION_RE = re.compile(r"(\d+\.\d+(?:\.\d+)?(?:[-.\w]*)?)")
+
+
+def parse_version(text: str) -> str | None:
+    """The first version-looking token of a tool's --version output ('nginx/1.22.1' -> 1.22.1)."""
+    m = _VERSION_RE.search(text or "")
+    return m.group(1) if m else None
+
+
+def host_facts_from_outputs(outputs: Mapping[str, tuple[int, str, str]]) -> dict[str, Any]:
+    """Turn {fact: (exit_status, stdout, stderr)} into the manifest's host entry."""
+
+    def ok(key):
+        r = outputs.get(key)
+        return r[1] if r and r[0] == 0 else None
+
+    def tool(key):
+        r = outputs.get(key)
+        if not r or r[0] == 127:
+            return None
+        return parse_version(r[1] + "\n" + r[2]) if (r[1] or r[2]) else None
+
+    cpuinfo, mtu, drv, offl, osr = ok("cpuinfo"), ok("mtu"), ok("nic_driver"), ok("offloads"), ok("os_release")
+    count = ok("cpu_count")
+    return {
+        "kernel": (ok("kernel") or "").strip() or None,
+        "machine": (ok("machine") or "").strip() or None,
+        "os": parse_os_release(osr) if osr else None,
+        "cpu_model": parse_cpu_model(cpuinfo) if cpuinfo else None,
+        "cpu_count": int(count) if count and count.strip().isdigit() else None,
+        "nic": parse_ethtool_driver(drv) if drv else None,
+        "mtu": int(mtu) if mtu and mtu.strip().isdigit() else None,
+        "offloads": parse_offloads(offl) if offl else None,
+        "tools": {name: tool(name) for name in ("nginx", "h2load", "tcpkali", "wrk")},
+    }
+
+
+async def gather_host_facts(fleet) -> dict[str, dict]:
+    """Each host's facts (read-only commands; a missing tool is recorded as None)."""
+
+    async def one(host):
+        outputs = {}
+        for key, argv in fact_commands(host.spec.data_interface).items():
+            r = await host.run(argv, check=False, timeout=15)
+            outputs[key] = (r.exit_status, r.stdout, r.stderr)
+        facts = host_facts_from_outputs(outputs)
+        facts.update(address=host.spec.address, role=host.spec.role, data_interface=host.spec.data_interface)
+        return facts
+
+    return await fleet.gather("gather host facts", one)
+
+
+# --- the driving machine ------------------------------------------------------------------
+
+def git_state(root: Path = ROOT) -> dict[str, Any]:
+    """Commit and dirty flag of the code that ran (None when not a git checkout)."""
+
+    def git(*args):
+        r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def driver_facts() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for pkg in ("cnibench", "asyncssh", "papermill", "hdrhistogram", "numpy", "pandas"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions}
+
+
+# --- the manifest document (pure updates, atomic writes) ---------------------------------
+
+def new_manifest(study, inventory_path: Path, planned_order: list[str], calibration: dict | None) -> dict:
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "study": study.name,
+        "study_file": str(study.path),
+        "study_sha256": study.digest,
+        "inventory_file": str(inventory_path),
+        "inventory_sha256": sha256_file(inventory_path),
+        "seed": study.seed,
+        "calibration": calibration,
+        "planned_order": planned_order,
+        "sessions": [],
+    }
+
+
+def new_session(study, inventory_path: Path, git: dict, driver: dict, hosts: dict) -> dict:
+    return {
+        "started_at": now_iso(),
+        "ended_at": None,
+        "ended": None,  # complete | stopped-on-failure | interrupted | crashed
+        "study_sha256": study.digest,
+        "inventory_file": str(inventory_path),
+        "inventory_sha256": sha256_file(inventory_path),
+        "git": git,
+        "driver": driver,
+        "hosts": hosts,
+        "executed": [],  # run ids in the order they ran in this session
+        "mode_blocks": [],  # [{"repetition", "mode", "up_s", "down_s", "error"}]
+    }
+
+
+def read_manifest(path: Path) -> dict | None:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == MANIFEST_SCHEMA else None
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Atomic replace: a crash leaves the previous or the new manifest, never half of one."""
+    atomic_write_text(Path(path), json.dumps(manifest, indent=1, sort_keys=True))

@@ -1,0 +1,493 @@
+"""Run a study: calibrate when needed, walk the matrix block by block, record, resume.
+
+    summary = run_study("studies/lab.yml")          # what `invoke run-all` calls
+    rows = study_status("studies/lab.yml")          # what `invoke status` prints
+
+Where the measurement happens. Papermill starts a kernel per notebook (about 1.2 s here, plus
+the imports and a fresh SSH connection per run), so a kernel per run would eat the lab study's
+budget. The runner therefore measures in its own process, over one SSH connection per host,
+with each mode set up once per block, and writes the record; then `notebooks/run.ipynb` is
+executed by papermill as the lab-notebook view of that saved record, in one kernel reused for
+the whole session (runbook.py). Study key `notebooks`: warm (default) | fresh | measure (the
+notebook does the measurement itself, a kernel per run: the slow, literal design) | none.
+The numbers behind this choice come from benchmarks/pipeline_bench.py.
+
+Robustness. A run's record is written atomically once it is complete; a run killed halfway
+leaves at most a temporary file, removed on the next start, and the run is redone. Ctrl-C or
+SIGTERM cancel the study: the current mode is torn down in a `finally` and finished records stay.
+After SIGKILL nothing can run, so the next start tears down whatever mode the hosts say is up.
+A failed run is recorded (status "failed" with its reason) and the study goes on, unless
+stop_on_failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import matrix
+from .config import RAW, RUNS, load_inventory
+from .errors import CnibenchError, UnsupportedFeature
+from .matrix import PlannedRun
+from .progress import Progress
+from .provenance import (
+    driver_facts,
+    gather_host_facts,
+    git_state,
+    manifest_path,
+    manifest_ref,
+    new_manifest,
+    new_session,
+    now_iso,
+    read_manifest,
+    write_manifest,
+)
+from .results import SCHEMA_VERSION, iter_records, read_record, record_path, validate_record, write_record
+from .runview import summary_line
+from .study import Study, load_study
+
+log = logging.getLogger(__name__)
+
+
+class StudyStopped(CnibenchError):
+    """stop_on_failure: a run failed, the study stopped after tearing its mode down."""
+
+
+# --- pure pieces -------------------------------------------------------------------------
+
+def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
+    """The BenchSpec of one run, as plain fields (the study's workload + the run's point)."""
+    return {**study.workload, "mode": run.mode, "size": run.size, "rate": run.target_rate}
+
+
+def failed_record(run: PlannedRun, reason: str, settings: Mapping[str, Any], started_at: str, ended_at: str, provenance: str | None) -> dict:
+    """The record of a run that produced no measurement: its reason is the result."""
+    return {
+        "schema": SCHEMA_VERSION, "run_id": run.run_id, "study": run.study, "mode": run.mode,
+        "size": run.size, "target_rate": run.target_rate, "load_fraction": run.load_fraction,
+        "repetition": run.repetition, "generator": settings.get("generator", "h2load"),
+        "settings": dict(settings), "status": "failed", "reason": reason,
+        "started_at": started_at, "ended_at": ended_at, "achieved_rate": 0.0,
+        "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0}, "generator_cpu": None,
+        "latency": {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": {}},
+        "timeline": [], "metrics": {}, "provenance": provenance, "order": run.order,
+    }
+
+
+def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
+    """The workload's record with the study's bookkeeping: order and provenance link."""
+    rec = dict(rec)
+    rec.setdefault("load_fraction", run.load_fraction)
+    rec["order"] = run.order
+    rec["provenance"] = provenance
+    return rec
+
+
+def reason_of(exc: BaseException) -> str:
+    kind = "unsupported" if isinstance(exc, UnsupportedFeature) else "failed"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return f"{kind}: {text}" if isinstance(exc, CnibenchError) else f"{kind}: {exc.__class__.__name__}: {text}"
+
+
+def window_seconds(rec: dict) -> tuple[float, float]:
+    """(measurement window, warm-up) seconds a record's load covered; (0, 0) when it failed."""
+    if rec.get("status") == "failed":
+        return 0.0, 0.0
+    s = rec.get("settings") or {}
+    return float(s.get("duration_s") or 0), float(s.get("warmup_s") or 0)
+
+
+def stale_files(study_raw: Path) -> tuple[list[Path], list[Path]]:
+    """(temporary files a killed write left, record files that are torn or incomplete)."""
+    if not study_raw.exists():
+        return [], []
+    temps = sorted(p for p in study_raw.rglob(".rep*.json.*.tmp"))
+    torn = sorted(p for p in study_raw.rglob("rep*.json") if read_record(p) is None)
+    return temps, torn
+
+
+# --- the study's records on disk ------------------------------------------------------------
+
+def clear_stale(study_raw: Path, out=print) -> None:
+    """Remove half-written files so their runs are redone; keep torn records aside for a look."""
+    temps, torn = stale_files(study_raw)
+    for p in temps:
+        p.unlink(missing_ok=True)
+    for p in torn:
+        aside = p.with_name(p.name + f".torn-{int(time.time())}")
+        p.replace(aside)
+        out(f"moved an unreadable record aside, its run will be redone: {aside}")
+
+
+def complete_statuses(raw_dir: Path, study: str) -> dict[str, str]:
+    return {rec["run_id"]: rec["status"] for rec in iter_records(raw_dir, study)}
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifest: dict | None, progress: Progress | None) -> dict | None:
+    """{"reference", "max_rates": {size: rps}, "source", "details"}; None for absolute-rate studies.
+
+    A study keeps the calibration it started with (in its manifest) so its run ids stay the same
+    across resumes; otherwise a saved calibration of the inventory is used, else it calibrates.
+    """
+    if manifest and manifest.get("calibration"):
+        return manifest["calibration"]
+    if not study.uses_fractions:
+        return None
+    from .workload.bench import BenchSpec, calibrate, load_calibration, save_calibration
+
+    found: dict[str, dict] = {}
+    for size in study.sizes:
+        saved = load_calibration(inventory_name, study.reference, size)
+        if saved and saved.get("max_rate"):
+            found[size] = {"source": "saved", **saved}
+    missing = [s for s in study.sizes if s not in found]
+    if missing:
+        from .modes import mode_down, mode_up
+
+        if progress:
+            progress.status(f"calibrating {study.reference} ({', '.join(missing)})")
+        settings = mode_settings(study, study.reference)
+        endpoint = await mode_up(fleet, study.reference, settings)
+        try:
+            for size in missing:
+                template = BenchSpec(**{**study.workload, "mode": study.reference, "size": size, "rate": 1})
+                result = await calibrate(fleet, endpoint, template, **study.calibration)
+                save_calibration(inventory_name, study.reference, size, result)
+                found[size] = {"source": "calibrated", **result}
+        finally:
+            await mode_down(fleet, study.reference, settings)
+    return {
+        "reference": study.reference,
+        "max_rates": {s: float(found[s]["max_rate"]) for s in study.sizes},
+        "details": {s: _jsonable(found[s]) for s in study.sizes},
+    }
+
+
+def mode_settings(study: Study, mode: str):
+    raw = study.mode_settings.get(mode)
+    if not raw:
+        return None
+    from .modes import ModeSettings
+
+    return ModeSettings(**raw)
+
+
+def _jsonable(d: Mapping) -> dict:
+    import json
+
+    return json.loads(json.dumps(d, default=str))
+
+
+# --- one run ------------------------------------------------------------------------------
+
+async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Mapping[str, Any], provenance: str | None) -> dict:
+    """Run the workload for one planned run and return its finished record (not yet written).
+    Any failure becomes a failed record with the reason; cancellation passes through."""
+    started = now_iso()
+    try:
+        from .workload.bench import BenchSpec, run_bench, validate_spec
+
+        spec = BenchSpec(**fields)
+        validate_spec(spec)
+        rec = await run_bench(fleet, endpoint, spec, run_id=run.run_id, study=study_name, repetition=run.repetition, load_fraction=run.load_fraction)
+        rec = finish_record(rec, run, provenance)
+        problems = validate_record(rec)
+        if problems:
+            return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), provenance)
+        return rec
+    except Exception as exc:  # a failed run is a result; the study goes on
+        log.debug("run %s failed", run.run_id, exc_info=True)
+        return failed_record(run, reason_of(exc), fields, started, now_iso(), provenance)
+
+
+async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Mapping, run: Mapping, raw_dir: str | Path | None = None) -> Path:
+    """The run notebook's `measure` path: one run over its own connections, record written."""
+    from .hosts import Fleet
+    from .modes import Endpoint
+
+    planned = PlannedRun(
+        run["run_id"], run["study"], spec["mode"], spec["size"], float(spec["rate"]), float(spec["rate"]),
+        run.get("load_fraction"), int(run["repetition"]), int(run.get("order") or 0),
+    )
+    raw = Path(raw_dir) if raw_dir else RAW
+    async with Fleet(load_inventory(inventory or None)) as fleet:
+        rec = await measure(fleet, Endpoint.from_dict(endpoint), planned.study, planned, dict(spec), manifest_ref(planned.study))
+    return write_record(raw, rec)
+
+
+# --- the study ----------------------------------------------------------------------------
+
+@dataclass
+class Session:
+    """Counters and timings of one run_study call (the summary it returns)."""
+
+    study: str
+    planned: int = 0
+    already_done: int = 0
+    executed: int = 0
+    statuses: dict = field(default_factory=lambda: {"ok": 0, "invalid": 0, "failed": 0})
+    measure_s: float = 0.0  # inside measurement windows
+    warmup_s: float = 0.0  # load running, before the window
+    runs_s: float = 0.0  # wall time of the runs themselves (incl. per-run setup)
+    notebooks_s: float = 0.0
+    modes_s: float = 0.0  # mode up + down
+    calibration_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    ended: str = "complete"
+
+    def summary(self, **extra) -> dict:
+        wall = time.monotonic() - self.started
+        return {
+            "study": self.study, "planned": self.planned, "already_done": self.already_done,
+            "executed": self.executed, **self.statuses, "ended": self.ended,
+            "wall_s": round(wall, 2), "measure_s": round(self.measure_s, 2), "warmup_s": round(self.warmup_s, 2),
+            "runs_s": round(self.runs_s, 2), "notebooks_s": round(self.notebooks_s, 2),
+            "modes_s": round(self.modes_s, 2), "calibration_s": round(self.calibration_s, 2),
+            "measure_fraction": round(self.measure_s / wall, 4) if wall > 0 else 0.0,
+            **extra,
+        }
+
+
+async def run_study_async(
+    study: Study,
+    inventory_path: Path | None = None,
+    *,
+    stop_on_failure: bool = False,
+    progress: bool = True,
+    raw_dir: Path = RAW,
+    runs_dir: Path = RUNS,
+    notebooks: str | None = None,
+    out=print,
+) -> dict:
+    from .hosts import Fleet
+    from .modes import mode_down, mode_up
+
+    inventory_path = Path(inventory_path or study.inventory)
+    inventory = load_inventory(inventory_path)
+    policy = notebooks or study.notebooks
+    session = Session(study.name)
+    raw_dir, runs_dir = Path(raw_dir), Path(runs_dir)
+    mpath = manifest_path(raw_dir, study.name)
+    ref = manifest_ref(study.name)
+    clear_stale(raw_dir / study.name, out)
+
+    book = None
+    if policy in ("warm", "fresh"):
+        from .runbook import RunBook
+
+        book = RunBook(policy)
+    elif policy == "measure":
+        from .runbook import RunBook
+
+        book = RunBook("fresh")
+
+    # SIGTERM ends the study like Ctrl-C: cancel, tear the mode down, keep the records.
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError):
+        pass
+
+    manifest = read_manifest(mpath)
+    bar: Progress | None = None
+    sess: dict | None = None
+    try:
+        async with Fleet(inventory) as fleet:
+            # Whatever an earlier, killed session left up goes first (idempotent when nothing is).
+            await mode_down(fleet)
+            t = time.monotonic()
+            calibration = await calibrated_max_rates(fleet, study, inventory.name, manifest, None)
+            session.calibration_s = time.monotonic() - t
+            runs = matrix.plan(study, (calibration or {}).get("max_rates"))
+            if manifest is None:
+                manifest = new_manifest(study, inventory_path, [r.run_id for r in runs], calibration)
+            elif manifest.get("study_sha256") != study.digest:
+                out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest follow the new file")
+                manifest["planned_order"] = [r.run_id for r in runs]
+            manifest["calibration"] = calibration
+            sess = new_session(study, inventory_path, git_state(), driver_facts(), await gather_host_facts(fleet))
+            manifest["sessions"].append(sess)
+            write_manifest(mpath, manifest)
+
+            done = complete_statuses(raw_dir, study.name)
+            todo = matrix.pending(runs, done)
+            session.planned, session.already_done = len(runs), len(runs) - len(todo)
+            bar = Progress(len(runs), session.already_done, enabled=progress, label=study.name)
+            if session.already_done:
+                bar.line(f"{study.name}: {session.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
+
+            for block in matrix.blocks(todo):
+                await _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        session.ended = "interrupted"
+        raise
+    except StudyStopped:
+        session.ended = "stopped-on-failure"
+        raise
+    except BaseException:
+        session.ended = "crashed"
+        raise
+    finally:
+        try:
+            loop.remove_signal_handler(signal.SIGTERM)
+        except (NotImplementedError, RuntimeError):
+            pass
+        if bar is not None:
+            bar.close()
+        if book is not None:
+            book.close()
+        if sess is not None and manifest is not None:
+            sess["ended_at"], sess["ended"] = now_iso(), session.ended
+            sess["summary"] = session.summary()
+            write_manifest(mpath, manifest)
+    return session.summary(manifest=str(mpath), raw_dir=str(raw_dir / study.name), runs_dir=str(runs_dir / study.name))
+
+
+async def _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down) -> None:
+    """One mode, set up once, for all its runs in one repetition; always torn down."""
+    settings = mode_settings(study, block.mode)
+    entry = {"repetition": block.repetition, "mode": block.mode, "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
+    sess["mode_blocks"].append(entry)
+    bar.status(f"{block.mode} up (rep {block.repetition})")
+    t = time.monotonic()
+    try:
+        endpoint = await mode_up(fleet, block.mode, settings)
+    except Exception as exc:  # unsupported here or broken: every run of the block records why
+        session.modes_s += time.monotonic() - t
+        entry["error"] = reason_of(exc)
+        # Make sure nothing half-made stays (mode_up undoes its own steps; this is belt and braces).
+        try:
+            await mode_down(fleet, block.mode, settings)
+        except Exception as down_exc:
+            log.debug("mode_down after failed mode_up: %s", down_exc)
+        for run in block.runs:
+            now = now_iso()
+            rec = failed_record(run, entry["error"], spec_fields(study, run), now, now, ref)
+            _store(rec, 0.0, raw_dir, bar, session, sess, manifest, mpath)
+        if stop_on_failure:
+            raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked (--stop-on-failure)")
+        return
+    entry["up_s"] = round(time.monotonic() - t, 3)
+    session.modes_s += time.monotonic() - t
+    try:
+        for run in block.runs:
+            bar.status(f"{block.mode} rep {block.repetition}")
+            fields = spec_fields(study, run)
+            t = time.monotonic()
+            if policy == "measure":
+                rec = await _measure_in_notebook(book, inventory_path, endpoint, fields, run, raw_dir, runs_dir, ref)
+                took = time.monotonic() - t
+            else:
+                rec = await measure(fleet, endpoint, study.name, run, fields, ref)
+                took = time.monotonic() - t
+                write_record(raw_dir, rec)
+            session.runs_s += took
+            _store(rec, took, raw_dir, bar, session, sess, manifest, mpath, written=True)
+            if book is not None and policy != "measure":
+                t = time.monotonic()
+                await _render(book, runs_dir, raw_dir, rec["run_id"], bar)
+                session.notebooks_s += time.monotonic() - t
+            if stop_on_failure and rec["status"] == "failed":
+                raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked (--stop-on-failure)")
+    finally:
+        t = time.monotonic()
+        bar.status(f"{block.mode} down")
+        await mode_down(fleet, block.mode, settings)
+        entry["down_s"] = round(time.monotonic() - t, 3)
+        session.modes_s += time.monotonic() - t
+
+
+def _store(rec, took, raw_dir, bar, session, sess, manifest, mpath, written=False) -> None:
+    if not written:
+        write_record(raw_dir, rec)
+    window, warm = window_seconds(rec)
+    session.measure_s += window
+    session.warmup_s += warm
+    session.executed += 1
+    session.statuses[rec["status"]] = session.statuses.get(rec["status"], 0) + 1
+    sess["executed"].append(rec["run_id"])
+    write_manifest(mpath, manifest)
+    bar.line(summary_line(rec, took or None))
+    bar.advance()
+
+
+async def _render(book, runs_dir, raw_dir, rid, bar) -> None:
+    """The run's lab-notebook entry; a notebook error never fails the run (the record is the data)."""
+    from .runbook import notebook_path
+
+    try:
+        await book.render(notebook_path(runs_dir, rid), {"record_path": str(record_path(raw_dir, rid))})
+    except Exception as exc:
+        bar.line(f"  warning: the notebook of {rid} failed ({exc.__class__.__name__}); it is saved for a look, the record is fine")
+
+
+async def _measure_in_notebook(book, inventory_path, endpoint, fields, run, raw_dir, runs_dir, ref) -> dict:
+    """`notebooks: measure`: papermill executes run.ipynb, which measures and writes the record."""
+    from .runbook import notebook_path
+
+    started = now_iso()
+    params = {
+        "measure": True, "inventory": str(inventory_path), "endpoint": endpoint.to_dict(), "spec": dict(fields),
+        "run": {"run_id": run.run_id, "study": run.study, "repetition": run.repetition, "load_fraction": run.load_fraction, "order": run.order},
+        "raw_dir": str(raw_dir), "record_path": str(record_path(raw_dir, run.run_id)),
+    }
+    try:
+        await book.render(notebook_path(runs_dir, run.run_id), params)
+    except Exception as exc:
+        rec = read_record(record_path(raw_dir, run.run_id))
+        if rec is not None:
+            return rec
+        rec = failed_record(run, f"failed: the run notebook raised {exc.__class__.__name__}", fields, started, now_iso(), ref)
+        write_record(raw_dir, rec)
+        return rec
+    rec = read_record(record_path(raw_dir, run.run_id))
+    if rec is None:
+        rec = failed_record(run, "failed: the run notebook wrote no record", fields, started, now_iso(), ref)
+        write_record(raw_dir, rec)
+    return rec
+
+
+def run_study(study_path: Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False, progress: bool = True, **kw) -> dict:
+    """Run (or resume) a study; returns its summary. Ctrl-C / SIGTERM raise KeyboardInterrupt
+    after the current mode is torn down; finished records stay."""
+    study = load_study(study_path)
+    try:
+        return asyncio.run(run_study_async(study, Path(inventory_path) if inventory_path else None, stop_on_failure=stop_on_failure, progress=progress, **kw))
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
+# --- status -------------------------------------------------------------------------------
+
+def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
+    """Completion per (mode, size): planned, ok, invalid, failed, missing (no hosts needed).
+
+    Run ids of a fraction study depend on its calibration; before one exists the rows count
+    planned runs and nothing is recorded yet."""
+    study = load_study(study_path)
+    manifest = read_manifest(manifest_path(raw_dir, study.name))
+    max_rates = ((manifest or {}).get("calibration") or {}).get("max_rates")
+    if study.uses_fractions and not max_rates:
+        max_rates = {s: 1e9 for s in study.sizes}  # placeholder ids: only the counts matter
+    runs = matrix.plan(study, max_rates)
+    return matrix.completion(runs, complete_statuses(raw_dir, study.name))
+
+
+def format_status(rows: list[dict]) -> str:
+    cols = ("mode", "size", "planned", "ok", "invalid", "failed", "missing")
+    total = {c: sum(r[c] for r in rows) for c in cols[2:]}
+    lines = [f"{'mode':<18}{'size':<7}" + "".join(f"{c:>9}" for c in cols[2:])]
+    for r in rows:
+        lines.append(f"{r['mode']:<18}{r['size']:<7}" + "".join(f"{r[c]:>9}" for c in cols[2:]))
+    lines.append(f"{'total':<25}" + "".join(f"{total[c]:>9}" for c in cols[2:]))
+    done = total["ok"] + total["invalid"] + total["failed"]
+    lines.append(f"{done} of {total['planned']} runs recorded ({100 * done / max(1, total['planned']):.0f} %)")
+    return "\n".join(lines)

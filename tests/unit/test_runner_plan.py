@@ -1,0 +1,121 @@
+"""The matrix: every point planned once, seeded random order per block, resume is pure."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cnibench import matrix
+from cnibench.errors import PlanError
+from cnibench.study import parse_study
+
+MAX = {"small": 10_000, "large": 6_000}
+
+
+def study(**over):
+    data = {
+        "name": "t",
+        "modes": ["host", "flannel-vxlan", "flannel-host-gw", "macvlan"],
+        "sizes": ["small", "large"],
+        "load": {"fractions": [0.1, 0.3, 0.4, 0.5, 0.9]},
+        "repetitions": 1,
+        "focus": {"range": [0.3, 0.5], "repetitions": 3},
+        "seed": 42,
+        **over,
+    }
+    return parse_study(data, Path("t.yml"))
+
+
+def test_every_point_once_per_repetition():
+    runs = matrix.plan(study(), MAX)
+    # 4 modes x 2 sizes x (5 points + 2 extra repetitions of 3 focus points)
+    assert len(runs) == 4 * 2 * (5 + 2 * 3)
+    assert len({r.run_id for r in runs}) == len(runs)
+    per_point = Counter((r.mode, r.size, r.load) for r in runs)
+    assert per_point[("host", "small", 0.1)] == 1
+    assert per_point[("host", "small", 0.4)] == 3
+    assert [r.order for r in runs] == list(range(len(runs)))
+
+
+def test_fractions_become_rates_of_the_reference_max():
+    runs = matrix.plan(study(), MAX)
+    r = next(r for r in runs if r.size == "large" and r.load == 0.4)
+    assert r.target_rate == 2400 and r.load_fraction == 0.4
+    assert r.run_id == f"t/{r.mode}/large/2400/rep{r.repetition}"
+
+
+def test_fraction_study_without_calibration_is_a_plan_error():
+    with pytest.raises(PlanError, match="calibrat"):
+        matrix.plan(study(), None)
+
+
+def test_absolute_rates_need_no_calibration():
+    runs = matrix.plan(study(load={"rates": [1000, 5000]}, focus=None))
+    assert {r.target_rate for r in runs} == {1000, 5000}
+    assert all(r.load_fraction is None for r in runs)
+
+
+def test_colliding_rates_are_refused():
+    with pytest.raises(PlanError, match="same run"):
+        matrix.plan(study(), {"small": 3, "large": 3})
+
+
+def test_order_is_seeded_and_blocks_follow_repetitions():
+    a, b = matrix.plan(study(), MAX), matrix.plan(study(), MAX)
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    c = matrix.plan(study(seed=43), MAX)
+    assert [r.run_id for r in a] != [r.run_id for r in c]
+    assert sorted(r.run_id for r in a) == sorted(r.run_id for r in c)
+    reps = [r.repetition for r in a]
+    assert reps == sorted(reps)  # repetition blocks run one after the other
+
+
+def test_one_block_per_mode_and_repetition():
+    runs = matrix.plan(study(), MAX)
+    blocks = matrix.blocks(runs)
+    assert len(blocks) == 4 * 3
+    assert len({(b.repetition, b.mode) for b in blocks}) == len(blocks)
+    assert sum(len(b.runs) for b in blocks) == len(runs)
+
+
+def test_modes_and_rates_are_actually_shuffled():
+    runs = matrix.plan(study(), MAX)
+    mode_orders = {tuple(b.mode for b in matrix.blocks(runs) if b.repetition == k) for k in (1, 2, 3)}
+    assert len(mode_orders) > 1  # the mode order differs between repetitions
+    first = matrix.blocks(runs)[0].runs
+    cells = [(r.size, r.load) for r in first]
+    assert cells != sorted(cells)
+
+
+def test_more_repetitions_do_not_reorder_earlier_blocks():
+    a = matrix.plan(study(), MAX)
+    b = matrix.plan(study(focus={"range": [0.3, 0.5], "repetitions": 5}), MAX)
+    n = len(a)
+    assert [r.run_id for r in b[:n]] == [r.run_id for r in a]
+
+
+def test_pending_keeps_order_and_skips_complete():
+    runs = matrix.plan(study(), MAX)
+    done = {runs[0].run_id, runs[5].run_id}
+    todo = matrix.pending(runs, done)
+    assert len(todo) == len(runs) - 2
+    assert [r.order for r in todo] == sorted(r.order for r in todo)
+    assert not done & {r.run_id for r in todo}
+    assert matrix.pending(runs, {r.run_id for r in runs}) == []
+
+
+def test_pending_blocks_after_a_partial_block():
+    runs = matrix.plan(study(), MAX)
+    first = matrix.blocks(runs)[0]
+    todo = matrix.pending(runs, {first.runs[0].run_id})
+    again = matrix.blocks(todo)
+    assert again[0].mode == first.mode and len(again[0].runs) == len(first.runs) - 1
+
+
+def test_completion_counts():
+    runs = matrix.plan(study(modes=["host"], sizes=["small"]), MAX)
+    statuses = {runs[0].run_id: "ok", runs[1].run_id: "failed"}
+    (row,) = matrix.completion(runs, statuses)
+    assert row == {"mode": "host", "size": "small", "planned": len(runs), "ok": 1, "invalid": 0, "failed": 1, "missing": len(runs) - 2}

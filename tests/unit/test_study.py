@@ -1,0 +1,151 @@
+"""Study files: the shipped ones load; wrong ones fail naming the key and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cnibench.config import STUDIES
+from cnibench.errors import ConfigError
+from cnibench.study import SIZES, known_modes, load_study, parse_study, resolve_study_path
+
+BASE = {
+    "modes": ["host", "flannel-vxlan"],
+    "sizes": ["small", "large"],
+    "load": {"fractions": [0.5, 0.1, 0.3]},
+    "repetitions": 1,
+    "focus": {"range": [0.3, 0.5], "repetitions": 3},
+    "workload": {"duration_s": 4, "warmup_s": 1, "connections": 8},
+    "seed": 7,
+}
+
+
+def study(**over):
+    data = {**BASE, **over}
+    return parse_study({k: v for k, v in data.items() if v is not None}, Path("/x/s.yml"))
+
+
+def problem(**over) -> ConfigError:
+    with pytest.raises(ConfigError) as exc:
+        study(**over)
+    return exc.value
+
+
+def test_valid_study_is_typed_and_sorted():
+    s = study()
+    assert s.name == "s"
+    assert s.modes == ("host", "flannel-vxlan")
+    assert s.loads == (0.1, 0.3, 0.5)
+    assert s.uses_fractions and s.reference == "host"
+    assert s.inventory.name == "testbed.yml"
+
+
+def test_focus_gives_more_repetitions_only_inside_its_range():
+    s = study()
+    assert [s.repetitions_at(x) for x in s.loads] == [1, 3, 3]
+
+
+def test_size_aliases_become_canonical():
+    assert study(sizes=["350B", "4KB"]).sizes == ("small", "large")
+
+
+def test_inventory_is_relative_to_the_study_file():
+    assert study(inventory="../inv/two.yml").inventory == Path("/x/../inv/two.yml")
+
+
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        ({"modes": ["host", "flanel-vxlan"]}, "modes[1]"),
+        ({"modes": []}, "modes"),
+        ({"modes": ["host", "host"]}, "modes[1]"),
+        ({"sizes": ["medium"]}, "sizes[0]"),
+        ({"load": {"fractions": [0.1], "rates": [1000]}}, "load"),
+        ({"load": {"fractions": [0.1, -0.2]}}, "load.fractions[1]"),
+        ({"load": {"fractions": [3]}}, "load.fractions[0]"),
+        ({"load": {"fraction": [0.1]}}, "load.fraction"),
+        ({"repetitions": 0}, "repetitions"),
+        ({"focus": {"range": [0.6, 0.7], "repetitions": 3}}, "focus.range"),
+        ({"focus": {"range": [0.5, 0.3], "repetitions": 3}}, "focus.range"),
+        ({"reference": "ipvlan"}, "reference"),
+        ({"workload": {"duration_s": 0}}, "workload.duration_s"),
+        ({"workload": {"conections": 8}}, "workload.conections"),
+        ({"workload": {"pin": "yes"}}, "workload.pin"),
+        ({"notebooks": "always"}, "notebooks"),
+        ({"seed": "abc"}, "seed"),
+        ({"mode_settings": {"ipvlan": {}}}, "mode_settings.ipvlan"),
+        ({"modez": ["host"]}, "modez"),
+    ],
+)
+def test_errors_name_the_key(over, key):
+    err = problem(**over)
+    assert err.key == key
+    assert err.fix  # every error says what to do
+
+
+def test_typo_gets_a_suggestion():
+    err = problem(modes=["host", "flanel-vxlan"])
+    assert "flannel-vxlan" in err.problem
+
+
+def test_unknown_mode_setting_is_refused_when_modes_are_installed():
+    pytest.importorskip("cnibench.modes")
+    err = problem(mode_settings={"flannel-vxlan": {"vxlan_prot": 8472}})
+    assert err.key == "mode_settings.flannel-vxlan.vxlan_prot"
+    assert "vxlan_port" in err.problem
+
+
+def test_not_a_mapping():
+    with pytest.raises(ConfigError) as exc:
+        parse_study(["host"], Path("s.yml"))
+    assert exc.value.key == "(top level)"
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    p = tmp_path / "bad.yml"
+    p.write_text("modes: [host\nsizes: [small]\n")
+    with pytest.raises(ConfigError) as exc:
+        load_study(p)
+    assert exc.value.key.startswith("line ")
+
+
+def test_digest_changes_with_the_file(tmp_path):
+    p = tmp_path / "a.yml"
+    p.write_text("modes: [host]\nload: {rates: [1000]}\n")
+    d1 = load_study(p).digest
+    p.write_text("modes: [host]\nload: {rates: [2000]}\n")
+    assert load_study(p).digest != d1 and len(d1) == 64
+
+
+def test_bare_name_resolves_to_studies_dir():
+    assert resolve_study_path("quick") == STUDIES / "quick.yml"
+
+
+@pytest.mark.parametrize("name", ["lab", "quick", "paper"])
+def test_shipped_studies_load(name):
+    s = load_study(STUDIES / f"{name}.yml")
+    assert s.name == name
+    assert set(s.modes) <= set(known_modes()) and set(s.sizes) <= set(SIZES)
+
+
+def test_lab_covers_what_the_issue_asks():
+    s = load_study(STUDIES / "lab.yml")
+    assert set(s.sizes) == {"small", "large"}
+    assert "ipvlan" not in s.modes  # this kernel has no ipvlan module
+    assert {"host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc"} <= set(s.modes)
+    assert min(s.loads) == pytest.approx(0.1) and max(s.loads) == pytest.approx(0.9)
+    focus = [x for x in s.loads if 0.3 <= x <= 0.5]
+    assert len(focus) >= 3  # extra points in 30-50 %
+    assert all(s.repetitions_at(x) >= 3 for x in focus)
+
+
+def test_paper_is_the_seed_matrix():
+    s = load_study(STUDIES / "paper.yml")
+    assert not s.uses_fractions
+    assert s.loads[0] == 50_000 and s.loads[-1] == 450_000
+    assert set(s.sizes) == {"small", "large"}
+    assert {"host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan"} == set(s.modes)
+    assert s.workload["nginx_workers"] == 18 and s.workload["threads"] == 18
+    assert s.workload["pin"] is True and s.workload["connections"] >= 50_000
+    assert s.inventory.name == "two-hosts.yml"
