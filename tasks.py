@@ -137,6 +137,38 @@ def run_all(c, inventory=None, keep=False):
 
 # --- pipeline ---
 
+
+@task(help={
+    "study": "study file or name in studies/ (default: lab)",
+    "inventory": "inventory file (default: the study's; the local testbed for lab/quick)",
+    "keep": "leave the testbed up at the end",
+    "stop_on_failure": "stop at the first failed run (default: record it and go on)",
+    "no_progress": "no progress bar (one line per run only)",
+})
+def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, no_progress=False):
+    """The main job: testbed up -> precheck -> calibrate if needed -> every run -> analysis -> report -> testbed down.
+
+    Run it again to resume: finished runs are skipped, half-written ones redone."""
+    from cnibench.pipeline import run_all as pipeline_run_all
+
+    try:
+        pipeline_run_all(study, inventory, keep=keep, stop_on_failure=stop_on_failure, progress=not no_progress)
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    except KeyboardInterrupt:
+        raise Exit("interrupted: the current mode was torn down, finished runs are kept; run the same command again to resume", code=130)
+
+
+@task(help={"study": "study file or name in studies/ (default: lab)"})
+def status(c, study="lab"):
+    """How much of a study is recorded: planned, ok, invalid, failed, missing per mode and size."""
+    from cnibench.runner import format_status, study_status
+
+    try:
+        print(format_status(study_status(study)))
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+
 # --- analysis ---
 
 

@@ -478,7 +478,8 @@ def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
     if study.uses_fractions and not max_rates:
         max_rates = {s: 1e9 for s in study.sizes}  # placeholder ids: only the counts matter
     runs = matrix.plan(study, max_rates)
-    return matrix.completion(runs, complete_statuses(raw_dir, study.name))
+    rows = matrix.completion(runs, complete_statuses(raw_dir, study.name))
+    return sorted(rows, key=lambda r: (study.modes.index(r["mode"]), study.sizes.index(r["size"])))
 
 
 def format_status(rows: list[dict]) -> str:

@@ -1,0 +1,79 @@
+"""`invoke run-all`: testbed up (when the inventory is the testbed) -> precheck -> the study's
+runs (calibrating first when needed) -> analysis -> report -> testbed down (unless keep).
+
+Every step prints what it did; the last line says where the report is, or plainly which
+step does not exist yet. Nothing is invented when a step is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from . import config
+from .errors import CnibenchError
+from .study import load_study
+
+
+def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print) -> Path | None:
+    """The analysis, figures and report of a study, or None (said plainly) when not built yet."""
+    try:
+        from .report import build_all
+    except ImportError as exc:
+        out(f"analysis: not run — cnibench.report.build_all does not exist yet ({exc}). The run records are in {raw_dir / study_name}, the run notebooks in {config.RUNS / study_name}.")
+        return None
+    return Path(build_all(study_name, raw_dir, out_dir or config.REPORTS / study_name))
+
+
+async def precheck(inventory_path: Path, out=print) -> None:
+    from .hosts import Fleet
+    from .precheck import check_fleet, format_table
+
+    fleet = Fleet(config.load_inventory(inventory_path))
+    try:
+        reports = await check_fleet(fleet)
+    finally:
+        await fleet.close()
+    out(format_table(reports))
+    if any(r.problems() for r in reports):
+        raise CnibenchError("precheck failed: fix the problems listed above, then run again (finished runs are kept)")
+
+
+def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure: bool = False, progress: bool = True, out=print) -> dict:
+    """The whole job; returns the study summary plus the report path (None if not built)."""
+    from .runner import run_study
+
+    t0 = time.monotonic()
+    study = load_study(study_path)
+    inventory_path = Path(inventory_path) if inventory_path else study.inventory
+    is_testbed = config.testbed_hosts(inventory_path) is not None
+    if is_testbed:
+        from . import testbed
+
+        hosts = config.testbed_hosts(inventory_path)
+        out(f"testbed: up ({testbed.up(hosts)})")
+    try:
+        asyncio.run(precheck(inventory_path, out))
+        summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress)
+    finally:
+        if is_testbed and not keep:
+            testbed.down()
+            out("testbed: down (use --keep to leave it up)")
+    out(format_summary(summary))
+    t = time.monotonic()
+    report = analyse(study.name, out=out)
+    summary["analysis_s"] = round(time.monotonic() - t, 2)
+    summary["total_s"] = round(time.monotonic() - t0, 2)
+    summary["report"] = str(report) if report else None
+    out(f"total wall time {summary['total_s']:.0f} s")
+    out(f"report: {report}" if report else "report: none yet (see the analysis line above)")
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    return (
+        f"{s['study']}: {s['executed']} runs this session ({s['ok']} ok, {s['invalid']} invalid, {s['failed']} failed), "
+        f"{s['already_done']} recorded before, {s['planned']} planned; {s['wall_s']:.0f} s, "
+        f"{100 * s['measure_fraction']:.0f} % of it inside measurement windows. Records: {s['raw_dir']}, notebooks: {s['runs_dir']}"
+    )
