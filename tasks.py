@@ -133,6 +133,77 @@ def run_all(c, inventory=None, keep=False):
 
 # --- modes ---
 
+_MODE_HELP = {
+    "mode": "network mode (host, flannel-vxlan, flannel-host-gw, flannel-aws-vpc, ipvlan, macvlan, docker-bridge, calico-routed)",
+    "inventory": "inventory file (default: the local testbed)",
+    "dry_run": "print the exact commands per host and change nothing",
+    "json_": "print JSON",
+    "ipvlan_mode": "ipvlan mode: l2 or l3",
+    "cluster_cidr": "pod network (default 10.244.0.0/16)",
+}
+
+
+def _with_fleet(inventory, fn):
+    """Run `async fn(fleet)` with a connected fleet over the inventory."""
+    from cnibench.hosts import Fleet
+
+    async def main():
+        async with Fleet(config.load_inventory(inventory)) as fleet:
+            return await fn(fleet)
+
+    return _run(main())
+
+
+def _mode_settings(ipvlan_mode, cluster_cidr):
+    from cnibench.modes import ModeSettings
+
+    return ModeSettings(ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
+
+
+@task(help=_MODE_HELP)
+def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2", cluster_cidr="10.244.0.0/16"):
+    """Bring a network mode up on the hosts and print its endpoint (--dry-run: print the plan)."""
+    from cnibench.modes import cli
+
+    settings = _mode_settings(ipvlan_mode, cluster_cidr)
+    print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_)))
+
+
+@task(help=_MODE_HELP)
+def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
+    """Tear down the mode that is up (from the state stored on the hosts); idempotent."""
+    from cnibench.modes import cli
+
+    print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_)))
+
+
+@task(help=_MODE_HELP)
+def mode_verify(c, mode, inventory=None, json_=False):
+    """Check reachability (one HTTP request client container -> server) and the data path."""
+    from cnibench.modes import cli
+
+    text, ok = _with_fleet(inventory, lambda fleet: cli.verify(fleet, mode, json_))
+    print(text)
+    if not ok:
+        raise Exit(code=1)
+
+
+@task(help=_MODE_HELP)
+def mode_status(c, inventory=None, json_=False):
+    """Show which mode is up on each host, its endpoint and its setup cost."""
+    from cnibench.modes import cli
+
+    print(_with_fleet(inventory, lambda fleet: cli.status(fleet, json_)))
+
+
+@task(help={"inventory": "inventory file (default: the local testbed)"})
+def clean(c, inventory=None):
+    """Remove every leftover of any network mode (by the cnib prefix), e.g. after a crash."""
+    from cnibench.clean import clean as sweep
+
+    done = _with_fleet(inventory, sweep)
+    print("\n".join(done) if done else "nothing to clean")
+
 # --- workload ---
 
 # --- pipeline ---

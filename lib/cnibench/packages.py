@@ -24,6 +24,8 @@ REQUIRED = {
     "ethtool": "ethtool",
     "taskset": "util-linux",
     "ps": "procps",
+    "ping": "iputils-ping",
+    "curl": "curl",
 }
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 

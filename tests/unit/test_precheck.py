@@ -1,0 +1,33 @@
+from cnibench.precheck import HostReport, parse_cpuinfo, parse_version, probe_commands
+from cnibench.packages import install_command, missing
+
+
+def test_versions_from_real_banners():
+    assert parse_version("ip", "ip utility, iproute2-6.1.0, libbpf 1.1.2") == "6.1.0"
+    assert parse_version("nginx", "nginx version: nginx/1.22.1") == "1.22.1"
+    assert parse_version("h2load", "h2load nghttp2/1.52.0") == "1.52.0"
+    assert parse_version("tcpkali", "tcpkali version 1.2.0 (libev, ssl)") == "1.2.0"
+
+
+def test_cpuinfo():
+    text = "processor\t: 0\nmodel name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"
+    assert parse_cpuinfo(text) == (2, "AMD EPYC")
+
+
+def test_probes_stay_in_the_throwaway_namespace():
+    for kind in ("bridge", "veth", "vxlan", "macvlan", "ipvlan"):
+        for argv in probe_commands("cnib-probe-x", kind):
+            assert argv[:3] == ["ip", "-n", "cnib-probe-x"]
+    assert probe_commands("n", "ipvlan")[-1][-3:] == ["ipvlan", "mode", "l2"]
+
+
+def test_problems_name_the_fix():
+    r = HostReport(name="c", role="client", address="a:22", reachable=True, privileged="root", tools={"ip": "6.1.0"}, data_mtu=1500)
+    assert r.problems() == ["no load generator: apt-get install -y nghttp2-client"]
+    r.tools["h2load"] = "1.52.0"
+    assert r.problems() == [] and r.generators == ["h2load"]
+
+
+def test_missing_packages():
+    assert missing({"definitely-not-a-program-cnib": "pkg-x", "sh": "dash"}) == ["pkg-x"]
+    assert install_command(["a"])[:3] == ["apt-get", "install", "-y"]
