@@ -169,7 +169,7 @@ def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2
     print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_)))
 
 
-@task(help=_MODE_HELP)
+@task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "dry_run", "json_")})
 def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
     """Tear down the mode that is up (from the state stored on the hosts); idempotent."""
     from cnibench.modes import cli
@@ -177,7 +177,7 @@ def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
     print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_)))
 
 
-@task(help=_MODE_HELP)
+@task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "json_")})
 def mode_verify(c, mode, inventory=None, json_=False):
     """Check reachability (one HTTP request client container -> server) and the data path."""
     from cnibench.modes import cli
@@ -188,7 +188,7 @@ def mode_verify(c, mode, inventory=None, json_=False):
         raise Exit(code=1)
 
 
-@task(help=_MODE_HELP)
+@task(help={k: _MODE_HELP[k] for k in ("inventory", "json_")})
 def mode_status(c, inventory=None, json_=False):
     """Show which mode is up on each host, its endpoint and its setup cost."""
     from cnibench.modes import cli

@@ -1,0 +1,241 @@
+"""Apply a plan with an undo stack, tear it down, verify it.
+
+Steps of different hosts run concurrently (no plan orders steps across hosts); the steps of
+one host run in plan order. A failure anywhere stops every host at its next step and undoes
+everything done, in reverse. Teardown runs the stored undo commands in reverse and treats
+"already gone" as success, so it is idempotent and also finishes a half-applied plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import asdict
+from typing import Iterable
+
+from ..errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
+from . import MODES, get_mode
+from .base import AWS, LOCAL, AwsSettings, Endpoint, ModeSettings, Step, VerifyResult
+from .facts import gather_facts
+from .local import LocalHost
+from .state import current_state, remove_states, write_states
+
+# Messages of commands whose object is already gone (ip, bridge, nft, sysctl).
+ABSENT = re.compile(r"Cannot find device|No such (file|device|process)|does not exist|not found|Cannot open network namespace", re.I)
+
+# Kernel objects a step creates (for the setup-cost record).
+_CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route)\b")
+
+
+def settings_for(fleet, settings: ModeSettings | None) -> ModeSettings:
+    """Default settings, with the inventory's `aws` section when it has one."""
+    settings = settings or ModeSettings()
+    aws = fleet.inventory.extra.get("aws")
+    if settings.aws is None and aws:
+        settings = settings.with_(aws=AwsSettings(
+            region=aws.get("region", "us-east-1"), route_table_id=aws.get("route_table_id", ""),
+            instances=dict(aws.get("instances", {})), endpoint_url=aws.get("endpoint_url"),
+        ))
+    return settings
+
+
+def setup_cost(steps: Iterable[Step]) -> dict:
+    steps = list(steps)
+    return {"commands": len(steps), "kernel_objects": sum(1 for s in steps if _CREATES.match(" ".join(s.argv)))}
+
+
+class Runners:
+    """Where each Step.host runs: fleet hosts over SSH, this machine, or the AWS API."""
+
+    def __init__(self, fleet, settings: ModeSettings):
+        self.fleet, self.settings = fleet, settings
+        self._local = LocalHost()
+        self._aws = None
+
+    def __getitem__(self, name: str):
+        if name == LOCAL:
+            return self._local
+        if name == AWS:
+            if self._aws is None:
+                from .aws import AwsDriver
+
+                self._aws = AwsDriver.from_settings(self.settings.aws)
+            return self._aws
+        return self.fleet[name]
+
+
+def by_host(steps: Iterable[Step]) -> dict[str, list[Step]]:
+    groups: dict[str, list[Step]] = {}
+    for s in steps:
+        groups.setdefault(s.host, []).append(s)
+    return groups
+
+
+async def apply_steps(runners: Runners, steps: list[Step]) -> float:
+    """Run the plan; on any failure undo what was done (reverse order) and re-raise."""
+    done: dict[str, list[Step]] = {}
+    failed = asyncio.Event()
+    start = time.monotonic()
+
+    async def run_host(name: str, host_steps: list[Step]):
+        target = runners[name]
+        done[name] = []
+        for s in host_steps:
+            if failed.is_set():
+                return
+            try:
+                await target.run(s.argv, netns=s.netns)
+            except BaseException:
+                failed.set()
+                raise
+            done[name].append(s)
+
+    groups = by_host(steps)
+    try:
+        results = await asyncio.gather(*(run_host(n, g) for n, g in groups.items()), return_exceptions=True)
+        errors = {n: r for n, r in zip(groups, results) if isinstance(r, BaseException)}
+        if errors:
+            raise next(iter(errors.values())) if len(errors) == 1 else FleetError("mode up", errors)
+    except BaseException:
+        await undo_steps(runners, [s for g in done.values() for s in g], strict=False)
+        raise
+    return time.monotonic() - start
+
+
+async def undo_steps(runners: Runners, steps: list[Step], strict: bool = True) -> list[str]:
+    """Undo `steps` (those with an undo) in reverse, per host; "already gone" is success.
+    Returns the unexpected failures; with strict, raises them after trying every undo."""
+    problems: list[str] = []
+
+    async def undo_host(name: str, host_steps: list[Step]):
+        target = runners[name]
+        for s in reversed(host_steps):
+            if s.undo is None:
+                continue
+            try:
+                r = await target.run(s.undo, netns=s.netns, check=False)
+            except Exception as exc:  # unreachable host: report, keep undoing the others
+                problems.append(f"{name}: {' '.join(s.undo)}: {exc}")
+                continue
+            if r.exit_status != 0 and not ABSENT.search(r.stderr + r.stdout):
+                problems.append(f"{name}: {' '.join(s.undo)}: {r.stderr.strip()}")
+
+    await asyncio.gather(*(undo_host(n, g) for n, g in by_host(steps).items()))
+    if strict and problems:
+        raise PlanError("teardown left errors:\n  " + "\n  ".join(problems) + "\nRun 'invoke clean' to sweep every leftover by prefix.")
+    return problems
+
+
+async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
+    """Create each link kind once in a throwaway namespace on every host, before any change."""
+    if not kinds and not nft:
+        return
+
+    async def probe(host):
+        ns = f"cnib-{host.name}-probe"
+        missing = []
+        await host.run(["ip", "netns", "add", ns])
+        try:
+            await host.run(["ip", "-n", ns, "link", "add", "cnibprobe0", "type", "dummy"])
+            for i, kind in enumerate(kinds):
+                argv = ["ip", "-n", ns, "link", "add", f"cnibprobe{i + 1}"]
+                argv += {"ipvlan": ["link", "cnibprobe0", "type", "ipvlan", "mode", "l2"],
+                         "macvlan": ["link", "cnibprobe0", "type", "macvlan", "mode", "bridge"],
+                         "vxlan": ["type", "vxlan", "id", "1", "dstport", "8472", "dev", "cnibprobe0"],
+                         "veth": ["type", "veth", "peer", "name", "cnibprobep"]}.get(kind, ["type", kind])
+                r = await host.run(argv, check=False)
+                if r.exit_status != 0:
+                    missing.append(f"{kind} ({r.stderr.strip()})")
+            if nft:
+                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", "cnib_probe"], check=False)
+                if r.exit_status != 0:
+                    missing.append(f"nftables ({(r.stderr or 'nft missing').strip()})")
+        finally:
+            await host.run(["ip", "netns", "del", ns], check=False)
+        return missing
+
+    found = await fleet.gather("kernel probe", probe)
+    lacking = {h: m for h, m in found.items() if m}
+    if lacking:
+        detail = "; ".join(f"{h}: {', '.join(m)}" for h, m in sorted(lacking.items()))
+        raise UnsupportedFeature(f"the kernel cannot do what this mode needs — {detail}. Nothing was changed. "
+                                 "Load the module (e.g. 'modprobe ipvlan') or use a kernel built with it, or pick another mode.")
+
+
+async def prepare(fleet, name: str, settings: ModeSettings | None):
+    """Everything before the first change: settings, facts, plan, endpoint (all validated)."""
+    mode = get_mode(name)
+    settings = settings_for(fleet, settings)
+    facts = await gather_facts(fleet, with_router=(name == "flannel-aws-vpc"))
+    steps = mode.plan(facts, settings)
+    endpoint = mode.endpoint(facts, settings)
+    return mode, settings, facts, steps, endpoint
+
+
+async def up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:
+    mode, settings, facts, steps, endpoint = await prepare(fleet, name, settings)
+    existing = await current_state(fleet)
+    if existing:
+        if existing.get("mode") == name and existing.get("status") == "up" and existing.get("steps") == [s.to_dict() for s in steps]:
+            return Endpoint.from_dict(existing["endpoint"])  # already up, same plan
+        raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' (or 'invoke clean') first.")
+    await probe_kernel(fleet, mode.link_kinds, mode.needs_nft)
+    state = {"mode": name, "status": "applying", "endpoint": endpoint.to_dict(), "steps": [s.to_dict() for s in steps],
+             "settings": _settings_dict(settings), **setup_cost(steps)}
+    await write_states(fleet, state)  # first, so down/clean can finish a half-applied plan
+    runners = Runners(fleet, settings)
+    try:
+        seconds = await apply_steps(runners, steps)
+    except BaseException:
+        await remove_states(fleet)
+        raise
+    state.update(status="up", setup_seconds=round(seconds, 4))
+    await write_states(fleet, state)
+    return endpoint
+
+
+async def down(fleet, name: str | None = None, settings: ModeSettings | None = None) -> dict | None:
+    """Undo the stored plan. Returns what was torn down (None when nothing was up)."""
+    if name is not None:
+        get_mode(name)  # unknown name: clear error
+    state = await current_state(fleet)
+    if state is None:
+        return None
+    if name is not None and state.get("mode") != name:
+        raise PlanError(f"mode {state.get('mode')} is up, not {name}. Run 'invoke mode.down --mode {state.get('mode')}'.")
+    steps = [Step.from_dict(d) for d in state.get("steps", [])]
+    runners = Runners(fleet, settings_for(fleet, settings) if settings else _settings_from(state, fleet))
+    start = time.monotonic()
+    await undo_steps(runners, steps)
+    await remove_states(fleet)
+    return {"mode": state.get("mode"), "teardown_seconds": round(time.monotonic() - start, 4), "undo_commands": sum(1 for s in steps if s.undo)}
+
+
+async def verify(fleet, name: str, settings: ModeSettings | None = None) -> VerifyResult:
+    mode = get_mode(name)
+    state = await current_state(fleet)
+    if not state or state.get("mode") != name or state.get("status") != "up":
+        raise PlanError(f"mode {name} is not up. Run 'invoke mode.up --mode {name}' first.")
+    settings = settings or _settings_from(state, fleet)
+    from .verify import verify_mode
+
+    return await verify_mode(mode, fleet, Endpoint.from_dict(state["endpoint"]), settings)
+
+
+def _settings_dict(settings: ModeSettings) -> dict:
+    d = asdict(settings)
+    if settings.aws is not None:
+        d["aws"] = {**asdict(settings.aws), "instances": dict(settings.aws.instances)}
+    return d
+
+
+def _settings_from(state: dict, fleet) -> ModeSettings:
+    d = dict(state.get("settings") or {})
+    aws = d.pop("aws", None)
+    known = {f for f in ModeSettings.__dataclass_fields__}
+    s = ModeSettings(**{k: v for k, v in d.items() if k in known})
+    return s.with_(aws=AwsSettings(**aws)) if aws else settings_for(fleet, s)
+
+
+__all__ = ["up", "down", "verify", "apply_steps", "undo_steps", "setup_cost", "MODES"]

@@ -1,0 +1,64 @@
+"""Text and JSON for the mode.* tasks (kept out of tasks.py, which only calls lib/)."""
+
+from __future__ import annotations
+
+import json
+
+from ..hosts import quote
+from . import get_mode
+from .apply import down as _down, prepare, setup_cost, up as _up, verify as _verify
+from .base import Step
+from .state import current_state, read_states
+
+
+def format_plan(steps: list[Step], undo: bool = False) -> str:
+    """The exact commands, grouped per host in the order they run there."""
+    lines, groups = [], {}
+    for s in (reversed(steps) if undo else steps):
+        argv = s.undo if undo else s.argv
+        if argv is None:
+            continue
+        groups.setdefault(s.host, []).append(quote(["ip", "netns", "exec", s.netns, *argv] if s.netns else argv))
+    for host, cmds in groups.items():
+        lines.append(f"# {host}")
+        lines += cmds
+    return "\n".join(lines)
+
+
+async def up(fleet, mode: str, settings, dry_run: bool, as_json: bool) -> str:
+    if dry_run:
+        _, _, _, steps, endpoint = await prepare(fleet, mode, settings)
+        if as_json:
+            return json.dumps({"mode": mode, "endpoint": endpoint.to_dict(), "steps": [s.to_dict() for s in steps], **setup_cost(steps)}, indent=1)
+        return format_plan(steps) or f"# {mode}: nothing to create"
+    endpoint = await _up(fleet, mode, settings)
+    return json.dumps(endpoint.to_dict(), indent=1) if as_json else f"{mode} is up; endpoint: {endpoint}"
+
+
+async def down(fleet, mode, dry_run: bool, as_json: bool) -> str:
+    if mode is not None:
+        get_mode(mode)
+    if dry_run:
+        state = await current_state(fleet)
+        if not state:
+            return "nothing is up"
+        steps = [Step.from_dict(d) for d in state["steps"]]
+        return json.dumps([s.to_dict() for s in reversed(steps) if s.undo], indent=1) if as_json else format_plan(steps, undo=True)
+    done = await _down(fleet, mode)
+    if as_json:
+        return json.dumps(done)
+    return "nothing was up" if done is None else f"{done['mode']} is down ({done['undo_commands']} undo commands, {done['teardown_seconds']:.2f} s)"
+
+
+async def verify(fleet, mode: str, as_json: bool):
+    result = await _verify(fleet, mode)
+    return (json.dumps(result.to_dict(), indent=1) if as_json else str(result)), result.ok
+
+
+async def status(fleet, as_json: bool) -> str:
+    states = await read_states(fleet)
+    summary = {h: (None if s is None else {k: s.get(k) for k in ("mode", "status", "endpoint", "commands", "kernel_objects", "setup_seconds")}) for h, s in states.items()}
+    if as_json:
+        return json.dumps(summary, indent=1)
+    return "\n".join(f"{h}: " + ("no mode" if s is None else f"{s['mode']} ({s['status']}), endpoint {s['endpoint']}, "
+                                 f"{s['commands']} commands, {s['kernel_objects']} kernel objects") for h, s in summary.items())

@@ -1,0 +1,79 @@
+"""Gather HostFacts over the fleet: the only I/O planning needs (plans are pure functions of it)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+
+from ..errors import HostError
+from .base import HostFact, HostFacts, RouterFact
+from .local import LocalHost
+
+L2_STATES = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
+
+
+async def gather_facts(fleet, with_router: bool = True) -> HostFacts:
+    inv = fleet.inventory
+    # Data addresses first: each host's L2 probe needs its peers' addresses.
+    basics = await fleet.gather("gather facts", _basics)
+    addresses = {name: b["data_address"] for name, b in basics.items()}
+
+    async def l2(host):
+        peers = {n: a for n, a in addresses.items() if n != host.name}
+        return await _l2_peers(host, basics[host.name]["data_interface"], peers)
+
+    l2s = await fleet.gather("probe L2 neighbours", l2)
+    hosts = tuple(HostFact(**basics[h.name], l2_peers=tuple(sorted(l2s[h.name]))) for h in inv.hosts)
+    router = None
+    tb = inv.extra.get("testbed") if with_router else None
+    if tb and tb.get("fabric_netns"):
+        router = await router_facts(tb["fabric_netns"], tb.get("router", "198.18.0.1"), tb.get("bridge", "cnibbr0"))
+    return HostFacts(hosts, router)
+
+
+async def _basics(host) -> dict:
+    spec = host.spec
+    dev = spec.data_interface
+    link = json.loads((await host.run(["ip", "-j", "link", "show", "dev", dev])).stdout)[0]
+    addrs = json.loads((await host.run(["ip", "-j", "-4", "addr", "show", "dev", dev])).stdout)
+    inet = [a for entry in addrs for a in entry.get("addr_info", []) if a.get("family") == "inet"]
+    chosen = next((a for a in inet if a["local"] == spec.data_address), None) if spec.data_address else (inet[0] if inet else None)
+    if chosen is None:
+        want = spec.data_address or "an IPv4 address"
+        raise HostError(host.name, f"data interface {dev} has no {want}. Check data_interface/data_address in the inventory ('ip addr show dev {dev}' on the host).")
+    sysctl = (await host.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects"])).stdout.split()
+    ssh_peer = ssh_if = None
+    env = (await host.run(["printenv", "SSH_CONNECTION"], check=False)).stdout.split()
+    if env:
+        ssh_peer = env[0]
+        route = json.loads((await host.run(["ip", "-j", "route", "get", ssh_peer])).stdout)
+        ssh_if = route[0].get("dev") if route else None
+    return dict(
+        name=host.name, role=spec.role, data_interface=dev, data_address=chosen["local"], data_prefix=int(chosen["prefixlen"]),
+        mtu=int(link["mtu"]), mac=link.get("address", ""), ip_forward=int(sysctl[0]), accept_redirects=int(sysctl[1]),
+        ssh_peer=ssh_peer, ssh_interface=ssh_if,
+    )
+
+
+async def _l2_peers(host, dev: str, peers: dict[str, str]) -> list[str]:
+    """Peers whose data address is on-link (no gateway) and answers ARP on `dev`."""
+    found = []
+    for name, addr in peers.items():
+        route = json.loads((await host.run(["ip", "-j", "route", "get", addr])).stdout)
+        if not route or route[0].get("gateway") or route[0].get("dev") != dev:
+            continue
+        await host.run(["ping", "-n", "-c", "1", "-W", "1", "-I", dev, addr], check=False)
+        neigh = json.loads((await host.run(["ip", "-j", "neigh", "show", "to", addr, "dev", dev])).stdout or "[]")
+        if any(n.get("lladdr") and set(n.get("state", [])) & L2_STATES for n in neigh):
+            found.append(name)
+    return found
+
+
+async def router_facts(netns: str, address: str, interface: str) -> RouterFact:
+    local = LocalHost()
+    vals = (await local.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects",
+                             "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"], netns=netns)).stdout.split()
+    routes = json.loads((await local.run(["ip", "-j", "-n", netns, "route", "show"])).stdout or "[]")
+    return RouterFact(netns=netns, address=address, interface=interface, ip_forward=int(vals[0]), accept_redirects=int(vals[1]),
+                      send_redirects_all=int(vals[2]), send_redirects_if=int(vals[3]), routes=len(routes))
