@@ -259,11 +259,7 @@ def _sshd_pid(h: TestbedHost) -> int | None:
         pid = int(p.read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return None
-    return pid
+    return None if _gone(pid) else pid
 
 
 def _sshd(h: TestbedHost) -> None:
@@ -382,6 +378,15 @@ def _root_links() -> list[str]:
     return [l["ifname"] for l in json.loads(out or "[]")]
 
 
+def _gone(pid: int) -> bool:
+    """Exited, or a zombie waiting for a parent that is not us (daemonized sshd)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
 def _kill(pid: int, grace: float = 3.0) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -389,11 +394,9 @@ def _kill(pid: int, grace: float = 3.0) -> None:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _gone(pid):
             return
-        time.sleep(0.02)
+        time.sleep(0.01)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
