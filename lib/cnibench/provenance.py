@@ -185,29 +185,45 @@ def driver_facts() -> dict[str, Any]:
 
 # --- the manifest document (pure updates, atomic writes) ---------------------------------
 
-def new_manifest(study, inventory_path: Path, planned_order: list[str], calibration: dict | None) -> dict:
+def new_manifest(study, inventory, planned_order: list[str], calibration: dict | None) -> dict:
+    """A study's manifest. `inventory` is a config.Inventory (name, path, testbed flag)."""
     return {
         "schema": MANIFEST_SCHEMA,
         "study": study.name,
         "study_file": str(study.path),
         "study_sha256": study.digest,
-        "inventory_file": str(inventory_path),
-        "inventory_sha256": sha256_file(inventory_path),
+        "inventory": inventory_entry(inventory),
         "seed": study.seed,
         "calibration": calibration,
-        "planned_order": planned_order,
+        "order": planned_order,  # run ids in execution order (a resume continues it)
+        "hosts": {},  # the latest session's hosts (each session keeps its own)
+        "git_commit": None,  # the latest session's
         "sessions": [],
     }
 
 
-def new_session(study, inventory_path: Path, git: dict, driver: dict, hosts: dict) -> dict:
+def inventory_entry(inventory) -> dict:
+    path = Path(inventory.path)
+    return {"name": inventory.name, "file": str(path), "sha256": sha256_file(path), "testbed": bool(inventory.testbed)}
+
+
+def add_session(manifest: dict, session: dict) -> dict:
+    """Append a session; the top-level hosts/git/inventory describe the latest one."""
+    manifest["sessions"].append(session)
+    manifest["hosts"] = session["hosts"]
+    manifest["git_commit"] = session["git"].get("commit")
+    manifest["git_dirty"] = session["git"].get("dirty")
+    manifest["inventory"] = session["inventory"]
+    return manifest
+
+
+def new_session(study, inventory, git: dict, driver: dict, hosts: dict) -> dict:
     return {
         "started_at": now_iso(),
         "ended_at": None,
         "ended": None,  # complete | stopped-on-failure | interrupted | crashed
         "study_sha256": study.digest,
-        "inventory_file": str(inventory_path),
-        "inventory_sha256": sha256_file(inventory_path),
+        "inventory": inventory_entry(inventory),
         "git": git,
         "driver": driver,
         "hosts": hosts,

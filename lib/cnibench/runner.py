@@ -36,6 +36,7 @@ from .errors import CnibenchError, UnsupportedFeature
 from .matrix import PlannedRun
 from .progress import Progress
 from .provenance import (
+    add_session,
     driver_facts,
     gather_host_facts,
     git_state,
@@ -308,13 +309,13 @@ async def run_study_async(
             session.calibration_s = time.monotonic() - t
             runs = matrix.plan(study, (calibration or {}).get("max_rates"))
             if manifest is None:
-                manifest = new_manifest(study, inventory_path, [r.run_id for r in runs], calibration)
+                manifest = new_manifest(study, inventory, [r.run_id for r in runs], calibration)
             elif manifest.get("study_sha256") != study.digest:
                 out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest follow the new file")
-                manifest["planned_order"] = [r.run_id for r in runs]
+                manifest["order"] = [r.run_id for r in runs]
             manifest["calibration"] = calibration
-            sess = new_session(study, inventory_path, git_state(), driver_facts(), await gather_host_facts(fleet))
-            manifest["sessions"].append(sess)
+            sess = new_session(study, inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
+            add_session(manifest, sess)
             write_manifest(mpath, manifest)
 
             done = complete_statuses(raw_dir, study.name)
