@@ -1,0 +1,63 @@
+"""plots.py: every figure is drawn, saved in three formats, and modes keep their colours."""
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from cnibench import dataset, plots, stats, synthetic  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw")
+    synthetic.write_study(raw, modes=("host", "flannel-vxlan", "ipvlan"), loads=(0.3, 0.5, 0.7),
+                          reps=3, seed=1, duration_s=5, failed_fraction=0.1)
+    ds = dataset.build("synthetic", raw)
+    return ds, stats.analyze(ds, n_boot=100)
+
+
+def test_palette_is_fixed_distinct_and_complete():
+    assert list(plots.COLOURS) == list(dataset.MODES)
+    assert len(set(plots.COLOURS.values())) == len(dataset.MODES)
+    assert len(set(plots.MARKERS.values())) == len(dataset.MODES)
+    assert plots.colour("host") == "#000000" and plots.colour("not-a-mode") in plots.EXTRA_COLOURS
+
+
+def test_tail_axis_spreads_the_tail():
+    x = plots.tail_x([90, 99, 99.9])
+    assert x == pytest.approx([1, 2, 3])
+    ps = plots.tail_percentiles(85, 99.999, 10)
+    assert ps[0] == pytest.approx(85) and ps[-1] == pytest.approx(99.999)
+
+
+def test_make_all_writes_every_figure_in_three_formats(study, tmp_path):
+    ds, an = study
+    out = plots.make_all(ds, an, tmp_path)
+    assert set(out) == {"latency_by_percentile_small", "latency_by_percentile_large", "latency_vs_load",
+                        "overhead_vs_host", "max_rate", "cpu_per_request_small", "cpu_per_request_large"}
+    for paths in out.values():
+        assert set(paths) == {"pdf", "svg", "png"}
+        assert paths["pdf"].read_bytes()[:4] == b"%PDF"
+        assert b"<svg" in paths["svg"].read_bytes()[:2000]
+        png = paths["png"].read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width = int.from_bytes(png[16:20], "big")
+        assert width > 1500  # 300 dpi, not screen resolution
+
+
+def test_lines_use_the_mode_colour(study):
+    ds, _ = study
+    fig = plots.latency_by_percentile(ds, "small", modes=["ipvlan"])
+    colours = {matplotlib.colors.to_hex(line.get_color()) for ax in fig.axes for line in ax.get_lines()}
+    assert colours == {plots.COLOURS["ipvlan"].lower()}
+    matplotlib.pyplot.close(fig)
+
+
+def test_max_rate_falls_back_without_calibration(study):
+    ds, _ = study
+    rates, source = plots.max_rates(ds)
+    assert "calibrated" in source and rates["small"]["host"] == 100_000.0
+    bare = dataset.Dataset(ds.study, ds.runs, ds.hist)
+    rates, source = plots.max_rates(bare)
+    assert "no calibration" in source and rates["small"]["host"] == 70_000.0
