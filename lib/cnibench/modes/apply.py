@@ -137,7 +137,8 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
         missing = []
         await host.run(["ip", "netns", "add", ns])
         try:
-            await host.run(["ip", "-n", ns, "link", "add", "cnibprobe0", "type", "dummy"])
+            # the lower device is a veth: this kernel (like many) may lack the dummy driver
+            await host.run(["ip", "-n", ns, "link", "add", "cnibprobe0", "type", "veth", "peer", "name", "cnibprobe9"])
             for i, kind in enumerate(kinds):
                 argv = ["ip", "-n", ns, "link", "add", f"cnibprobe{i + 1}"]
                 argv += {"ipvlan": ["link", "cnibprobe0", "type", "ipvlan", "mode", "l2"],

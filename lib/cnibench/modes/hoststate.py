@@ -11,7 +11,7 @@ import difflib
 import re
 from typing import Awaitable, Callable, Sequence
 
-SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all", "net.ipv4.conf.default", "net.ipv4.neigh.default")
+SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all", "net.ipv4.conf.default")
 
 
 def state_commands(data_interface: str | None = None) -> list[tuple[str, list[str]]]:
@@ -59,10 +59,22 @@ async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface
     return {name: normalise(name, await run(argv), netns_prefix) for name, argv in state_commands(data_interface)}
 
 
+async def settle(run, timeout: float = 10.0) -> None:
+    """Wait until IPv6 duplicate address detection is over (a fresh link's addresses are
+    'tentative' for a second or two and would show up as a difference)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while "tentative" in await run(["ip", "addr", "show"]) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+
+
 async def capture_host(host) -> dict[str, str]:
     async def run(argv):
         return (await host.run(argv)).stdout
 
+    await settle(run)
     return await capture(run, host.spec.data_interface, f"cnib-{host.name}-")
 
 
@@ -76,6 +88,7 @@ async def capture_local(netns: str) -> dict[str, str]:
             return ""  # the fabric holds no containers
         return (await local.run(argv, netns=netns)).stdout
 
+    await settle(run)
     return await capture(run)
 
 
