@@ -105,32 +105,6 @@ def test(c, k="", unit=False):
         raise Exit(code=result.exited)
 
 
-@task(help={"inventory": "inventory file (default: the local testbed)", "keep": "leave the testbed up"})
-def run_all(c, inventory=None, keep=False):
-    """The main job. For now: testbed up, precheck, one HTTP request client -> server, testbed down."""
-    from cnibench import smoke, testbed
-    from cnibench.hosts import Fleet
-    from cnibench.precheck import check_fleet, format_table
-
-    is_testbed = config.testbed_hosts(inventory) is not None
-    if is_testbed:
-        testbed_up(c)
-    try:
-        async def main():
-            async with Fleet(config.load_inventory(inventory)) as fleet:
-                reports = await check_fleet(fleet)
-                print(format_table(reports))
-                if any(r.problems() for r in reports):
-                    raise Exit("precheck failed: fix the problems above", code=1)
-                print(await smoke.http_smoke(fleet))
-
-        _run(main())
-        print("The study pipeline (modes, workload, runs, analysis) is not built yet: no results were produced.")
-    finally:
-        if is_testbed and not keep:
-            testbed_down(c)
-
-
 # --- modes ---
 
 _MODE_HELP = {
