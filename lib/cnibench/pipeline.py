@@ -21,7 +21,7 @@ def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = 
     try:
         from .report import build_all
     except ImportError as exc:
-        out(f"analysis: not run — cnibench.report.build_all does not exist yet ({exc}). The run records are in {raw_dir / study_name}, the run notebooks in {config.RUNS / study_name}.")
+        out(f"analysis: not run — cnibench.report.build_all does not exist yet ({exc}). The run records are in {Path(raw_dir) / study_name}.")
         return None
     return Path(build_all(study_name, raw_dir, out_dir or config.REPORTS / study_name))
 
@@ -40,8 +40,10 @@ async def precheck(inventory_path: Path, out=print) -> None:
         raise CnibenchError("precheck failed: fix the problems listed above, then run again (finished runs are kept)")
 
 
-def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure: bool = False, progress: bool = True, out=print) -> dict:
-    """The whole job; returns the study summary plus the report path (None if not built)."""
+def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure: bool = False, progress: bool = True, out=print,
+            raw_dir: Path = config.RAW, runs_dir: Path = config.RUNS, reports_dir: Path = config.REPORTS, notebooks: str | None = None) -> dict:
+    """The whole job; returns the study summary plus the report path (None if not built).
+    The directories are parameters for tests and benchmarks; users keep the defaults."""
     from .runner import run_study
 
     t0 = time.monotonic()
@@ -55,18 +57,19 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
         out(f"testbed: up ({testbed.up(hosts)})")
     try:
         asyncio.run(precheck(inventory_path, out))
-        summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress)
+        summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
     finally:
         if is_testbed and not keep:
             testbed.down()
             out("testbed: down (use --keep to leave it up)")
     out(format_summary(summary))
     t = time.monotonic()
-    report = analyse(study.name, out=out)
+    report = analyse(study.name, Path(raw_dir), Path(reports_dir) / study.name, out=out)
     summary["analysis_s"] = round(time.monotonic() - t, 2)
     summary["total_s"] = round(time.monotonic() - t0, 2)
     summary["report"] = str(report) if report else None
-    out(f"total wall time {summary['total_s']:.0f} s")
+    summary["total_measure_fraction"] = round(summary["measure_s"] / summary["total_s"], 4) if summary["total_s"] else 0.0
+    out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside measurement windows")
     out(f"report: {report}" if report else "report: none yet (see the analysis line above)")
     return summary
 
