@@ -113,9 +113,11 @@ def host_roles(manifest: dict) -> dict[str, str]:
 def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -> dict[str, float]:
     """CPU microseconds per request by kind and host role: cpu_<role>_<kind>_us.
 
-    Rates, not totals: CPU seconds per second of samples divided by responses per second, so a
-    sampling window that differs a little from the measurement window does not bias it.
-    Missing or malformed metrics give no columns (NaN in the table), never an error.
+    Two sample shapes are read: the sampler's (workload/metrics.py: "dt" seconds and CPU shares
+    in percent) and plain CPU seconds per "period_s". Rates, not totals: CPU seconds per second
+    of samples divided by responses per second, so a sampling window that differs a little from
+    the measurement window does not bias it. Missing or malformed metrics give no columns (NaN in
+    the table), never an error.
     """
     out: dict[str, float] = {}
     if not isinstance(metrics, dict) or not achieved_rate or achieved_rate <= 0:
@@ -128,10 +130,15 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
             totals = dict.fromkeys(CPU_KINDS, 0.0)
             seconds = 0.0
             for s in samples:
-                seconds += float(s.get("period_s", period))
+                if "dt" in s:  # percent of the interval
+                    dt = float(s["dt"])
+                    scale = dt / 100.0
+                else:  # CPU seconds in the period
+                    dt, scale = float(s.get("period_s", period)), 1.0
+                seconds += dt
                 for cpu in (s.get("cpu") or {}).values():
                     for kind in CPU_KINDS:
-                        totals[kind] += float(cpu.get(kind, 0.0) or 0.0)
+                        totals[kind] += float(cpu.get(kind, 0.0) or 0.0) * scale
             if seconds <= 0:
                 continue
             for kind, total in totals.items():
@@ -176,7 +183,8 @@ def read_manifest(raw_dir: Path, study: str) -> dict:
 
 
 def read_calibration(calibration_dir: Path, manifest: dict) -> dict:
-    """{mode: {size: {...}}} from data/calibration/<inventory>/<mode>/<size>.json.
+    """{mode: {size: {"max_rate": ..}}} from data/calibration/<inventory>/<mode>/<size>.json,
+    completed by the manifest's own calibration ({"reference", "max_rates": {size: rps}}).
 
     The inventory is the manifest's ("inventory": name or {"name": ...}); with no manifest entry
     and exactly one inventory directory, that one.
@@ -187,17 +195,20 @@ def read_calibration(calibration_dir: Path, manifest: dict) -> dict:
         inv = inv.get("name")
     if not inv:
         dirs = [d for d in base.iterdir() if d.is_dir()] if base.is_dir() else []
-        if len(dirs) != 1:
-            return {}
-        inv = dirs[0].name
+        inv = dirs[0].name if len(dirs) == 1 else None
     out: dict = {}
-    for path in sorted((base / str(inv)).glob("*/*.json")):
+    for path in sorted((base / str(inv)).glob("*/*.json")) if inv else []:
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and "max_rate" in data:
             out.setdefault(path.parent.name, {})[path.stem] = data
+    cal = manifest.get("calibration")
+    if isinstance(cal, dict) and isinstance(cal.get("max_rates"), dict):
+        ref = out.setdefault(cal.get("reference") or REFERENCE, {})
+        for size, rate in cal["max_rates"].items():
+            ref.setdefault(size, {"max_rate": float(rate)})
     return out
 
 

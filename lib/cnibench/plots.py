@@ -210,31 +210,36 @@ def overhead_forest(an: stats.Analysis):
     return fig
 
 
-def max_rates(ds: Dataset) -> tuple[dict, str]:
-    """{size: {mode: rate}} from calibration; else the highest target rate with a valid run."""
-    if ds.calibration:
-        out: dict = {}
-        for mode, by_size in ds.calibration.items():
-            for size, cal in by_size.items():
-                out.setdefault(size, {})[mode] = float(cal["max_rate"])
-        return out, "calibrated maximum rate"
-    out = {}
+def max_rates(ds: Dataset) -> tuple[dict, dict]:
+    """({size: {mode: rps}}, {size: {mode: source}}): the calibrated maximum where one exists,
+    else the highest request rate with a valid run (a lower bound, drawn hatched)."""
+    rates: dict = {}
+    sources: dict = {}
     for (size, mode), g in ds.valid.groupby(["size", "mode"]):
-        out.setdefault(size, {})[mode] = float(g["target_rate"].max())
-    return out, "highest request rate with a valid run (no calibration found)"
+        rates.setdefault(size, {})[mode] = float(g["target_rate"].max())
+        sources.setdefault(size, {})[mode] = "highest valid rate tested"
+    for mode, by_size in (ds.calibration or {}).items():
+        for size, cal in by_size.items():
+            if cal.get("max_rate"):
+                rates.setdefault(size, {})[mode] = float(cal["max_rate"])
+                sources.setdefault(size, {})[mode] = "calibrated"
+    return rates, sources
 
 
 def max_rate(ds: Dataset):
     """Maximum sustainable rate per mode, a panel per size."""
     style()
-    rates, source = max_rates(ds)
+    rates, sources = max_rates(ds)
     sizes = [s for s in ("small", "large") if s in rates] + sorted(set(rates) - {"small", "large"}) or ["(no data)"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.4 * len(sizes), 3.4), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         by_mode = rates.get(size, {})
         modes = order_modes(by_mode)
         vals = [by_mode[m] / 1000 for m in modes]
-        ax.barh(range(len(modes)), vals, color=[colour(m) for m in modes])
+        hatches = ["" if sources[size][m] == "calibrated" else "//" for m in modes]
+        bars = ax.barh(range(len(modes)), vals, color=[colour(m) for m in modes], edgecolor="white")
+        for bar, h in zip(bars, hatches):
+            bar.set_hatch(h)
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:,.0f}k", va="center", fontsize=8)
         ax.set_yticks(range(len(modes)))
@@ -243,7 +248,7 @@ def max_rate(ds: Dataset):
         ax.set_xlabel("requests per second (thousands)")
         ax.set_title(f"{size} responses")
         ax.set_xlim(0, max(vals + [1]) * 1.18)
-    fig.suptitle(f"Maximum sustainable rate ({source})", y=1.0)
+    fig.suptitle("Maximum sustainable rate (solid: calibrated; hatched: highest valid rate tested)", y=1.0)
     fig.tight_layout()
     return fig
 

@@ -150,22 +150,23 @@ def _timeline(rng, rate, median, sigma, duration_s) -> list[dict]:
 
 
 def _metrics(rng, truth: Truth, mode: str, rate: float, seconds: int, ncpu: int) -> dict:
-    """The workload engineer's metrics format: per host, per second, per CPU."""
+    """The sampler's format (workload/metrics.py): per host, per interval, per CPU in percent."""
     out = {}
     for host in ("client", "server"):
         samples = []
         for t in range(seconds):
             cpus = {}
             for c in range(ncpu):
-                used = {k: round(rate * truth.cpu_cost(host, k, mode) * 1e-6 / ncpu
-                                 * float(rng.uniform(0.98, 1.02)), 5) for k in ("user", "system", "irq", "softirq")}
-                used["idle"] = round(max(0.0, 1.0 - sum(used.values())), 5)
+                used = {k: round(rate * truth.cpu_cost(host, k, mode) * 1e-4 / ncpu
+                                 * float(rng.uniform(0.98, 1.02)), 3) for k in ("user", "system", "irq", "softirq")}
+                used["idle"] = round(max(0.0, 100.0 - sum(used.values())), 3)
                 cpus[f"cpu{c}"] = used
-            samples.append({"t": t, "cpu": cpus, "ctxt": int(rate * 0.5), "intr": int(rate * 0.3),
-                            "net": {"rx_packets": int(rate * 2), "tx_packets": int(rate * 2),
-                                    "rx_bytes": int(rate * 500), "tx_bytes": int(rate * 700),
-                                    "rx_drops": 0, "tx_drops": 0},
-                            "tcp_retrans": 0})
+            samples.append({"t": float(t), "dt": 1.0, "cpu": cpus, "ctxt_per_s": int(rate * 0.5),
+                            "intr_per_s": int(rate * 0.3),
+                            "net": {"rx_packets_per_s": int(rate * 2), "tx_packets_per_s": int(rate * 2),
+                                    "rx_bytes_per_s": int(rate * 500), "tx_bytes_per_s": int(rate * 700),
+                                    "rx_dropped": 0, "tx_dropped": 0},
+                            "tcp_retrans": 0, "tcp_retrans_container": None})
         out[host] = {"period_s": 1.0, "samples": samples}
     return out
 

@@ -31,6 +31,11 @@ def test_cpu_per_request_known_answer_and_bad_metrics():
     # user: 0.4 CPU-s over 2 s at 1000 req/s = 200 us per request
     assert out["cpu_server_user_us"] == pytest.approx(200.0)
     assert out["cpu_server_softirq_us"] == pytest.approx(100.0)
+    # the sampler's shape: percent of "dt" seconds
+    pct = {"a": {"samples": [{"t": 0, "dt": 2.0, "cpu": {"cpu0": {"user": 50.0, "softirq": 10.0}}}]}}
+    out = dataset.cpu_per_request(pct, 100.0, {"a": "client"})
+    assert out["cpu_client_user_us"] == pytest.approx(5000.0)  # 1 CPU-s / 2 s / 100 req/s
+    assert out["cpu_client_softirq_us"] == pytest.approx(1000.0)
     assert dataset.cpu_per_request(None, 1000.0, {}) == {}
     assert dataset.cpu_per_request({"x": {"samples": "garbage"}}, 1000.0, {}) == {}
     assert dataset.cpu_per_request(m, 0.0, {}) == {}
@@ -72,6 +77,12 @@ def test_load_fraction_from_calibration_when_missing(tmp_path):
     (cal / "small.json").write_text(json.dumps({"max_rate": 80_000.0, "saturation_rate": 90_000.0}))
     ds = dataset.build("s", raw)
     assert ds.runs["load_fraction"].iloc[0] == pytest.approx(40_000 / 80_000)
+
+
+def test_calibration_from_the_manifest(tmp_path):
+    man = {"inventory": {"name": "tb"}, "calibration": {"reference": "host", "max_rates": {"small": 5000.0}}}
+    assert dataset.read_calibration(tmp_path, man) == {"host": {"small": {"max_rate": 5000.0}}}
+    assert dataset.read_calibration(tmp_path, {}) == {}
 
 
 def test_order_modes_is_fixed():
