@@ -22,7 +22,7 @@ from .local import LocalHost
 from .state import current_state, remove_states, write_states
 
 # Messages of commands whose object is already gone (ip, bridge, nft, sysctl).
-ABSENT = re.compile(r"Cannot find device|No such (file|device|process)|does not exist|not found|Cannot open network namespace", re.I)
+ABSENT = re.compile(r"Cannot find device|\.NotFound|No such (file|device|process)|does not exist|not found|Cannot open network namespace", re.I)
 
 # Kernel objects a step creates (for the setup-cost record).
 _CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route)\b")
