@@ -1,0 +1,325 @@
+"""One benchmark run: nginx up, sampler on, load, parse, guards, everything stopped.
+
+    validate_spec(spec, limits)  pure; bad input raises ConfigError before anything starts
+    run_bench(fleet, endpoint, spec, run_id=...) -> a complete run record dict (not written)
+
+Whatever happens during the run (generator killed, nginx killed, SSH dropped), run_bench ends
+within a bounded time, returns a record with status `failed` and the reason, and still stops
+the generator, the samplers and nginx (try/finally, each step bounded and independent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+from ..config import RUN_DIR
+from ..errors import CnibenchError, ConfigError, HostError
+from ..hosts import quote
+from ..results import SCHEMA_VERSION, encode_histogram, percentile_table
+from . import guards as guards_mod
+from . import nginx as nginx_mod
+from .generators import GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting, pipeline_depth
+from .guards import GuardLimits
+from .metrics import Sampler
+
+WHERE = "bench"  # ConfigError 'path' for command-line/spec input
+FD_MARGIN = 64  # descriptors a generator needs besides its connections
+CLEANUP_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    mode: str
+    size: str
+    rate: float
+    duration_s: float
+    warmup_s: float
+    connections: int
+    generator: str = "h2load"
+    threads: int = 1
+    nginx_workers: int = 1
+    pin: bool = True
+    metrics: bool = True
+    timeout_s: float = 10
+    pipeline: int = 0  # requests in flight per connection; 0: enough for `pipeline_window_s`
+    pipeline_window_s: float = 1.0  # auto pipelining keeps sending through a stall this long
+    client_cpus: tuple[int, ...] = (0,)  # generator pinning (testbed: the other CPU than nginx)
+    server_cpus: tuple[int, ...] = (1,)  # nginx worker pinning
+    closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
+    guard: GuardLimits = field(default_factory=GuardLimits)
+
+
+@dataclass(frozen=True)
+class HostLimits:
+    """What the hosts allow, probed before a run (None: not known, not checked)."""
+
+    nofile_client: int | None = None
+    nofile_server: int | None = None
+    cpus_client: int | None = None
+    cpus_server: int | None = None
+    generators: dict[str, bool] | None = None  # installed on the client host
+    curl: bool | None = None  # the health check needs it on the client host
+
+
+def _bad(key: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(WHERE, key, problem, fix)
+
+
+def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
+    """Raise one clear ConfigError for the first problem (pure)."""
+    if spec.size not in nginx_mod.SIZES:
+        raise _bad("size", f"'{spec.size}' is not a response size", "Use --size small (350 B on the wire) or --size large (4096 B body).")
+    if spec.generator not in GENERATORS:
+        raise _bad("generator", f"'{spec.generator}' is not a known generator", f"Use one of: {', '.join(GENERATORS)}.")
+    if not spec.closed_loop and not spec.rate > 0:
+        raise _bad("rate", f"must be > 0 requests/s (got {spec.rate:g})", "Give a positive constant rate, e.g. --rate 5000.")
+    if not spec.duration_s > 0:
+        raise _bad("duration", f"must be > 0 s (got {spec.duration_s:g})", "Give the measurement window in seconds, e.g. --duration 10.")
+    if spec.warmup_s < 0:
+        raise _bad("warmup", f"must be >= 0 s (got {spec.warmup_s:g})", "Use 0 for no warm-up.")
+    if spec.duration_s < spec.warmup_s:
+        raise _bad("duration", f"{spec.duration_s:g} s is shorter than the warm-up ({spec.warmup_s:g} s)", "Measure at least as long as you warm up: raise --duration or lower --warmup.")
+    if spec.connections < 1:
+        raise _bad("connections", f"must be >= 1 (got {spec.connections})", "Use at least one connection.")
+    if not 1 <= spec.threads <= spec.connections:
+        raise _bad("threads", f"must be between 1 and the number of connections (got {spec.threads})", "Each generator thread needs at least one connection.")
+    if spec.nginx_workers < 1:
+        raise _bad("nginx_workers", f"must be >= 1 (got {spec.nginx_workers})", "Use at least one nginx worker.")
+    if spec.timeout_s <= 0:
+        raise _bad("timeout", f"must be > 0 s (got {spec.timeout_s:g})", "Give the response timeout in seconds.")
+    if spec.pipeline < 0:
+        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Use 0 for automatic (open-loop) pipelining.")
+    if not spec.closed_loop and spec.rate / spec.connections * spec.duration_s < 1:
+        raise _bad("rate", f"{spec.rate:g} req/s over {spec.connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
+    if limits is None:
+        return
+    if limits.generators is not None and not limits.generators.get(spec.generator, False):
+        have = [g for g, ok in limits.generators.items() if ok]
+        raise _bad("generator", f"'{spec.generator}' is not installed on the client host", f"Install it there, or use one that is: {', '.join(have) or 'none found'}.")
+    if limits.curl is False:
+        raise _bad("client", "curl is not installed on the client host (the health check needs it)", "apt-get install -y curl on the client host.")
+    if limits.nofile_client is not None and spec.connections + FD_MARGIN > limits.nofile_client:
+        raise _bad("connections", f"{spec.connections} connections exceed the client host's open-file limit ({limits.nofile_client})", f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit (LimitNOFILE of sshd / ulimit -n).")
+    if spec.pin:
+        for cpus, n, who in ((spec.client_cpus, limits.cpus_client, "client"), (spec.server_cpus, limits.cpus_server, "server")):
+            if n is not None and any(c >= n for c in cpus):
+                raise _bad(f"{who}_cpus", f"CPU {max(cpus)} does not exist on the {who} host ({n} CPUs)", "Pin to existing CPUs or run with pin off (--no-pin).")
+
+
+async def probe_limits(fleet) -> HostLimits:
+    """The facts validate_spec checks, from the hosts (a few cheap commands)."""
+    async def facts(host):
+        r = await host.run(["sh", "-c", "ulimit -n; nproc"], timeout=15)
+        nofile, ncpu = r.stdout.split()[:2]
+        return (None if nofile == "unlimited" else int(nofile)), int(ncpu)
+
+    (nf_c, cpu_c), (nf_s, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
+    gens = await available(fleet.client)
+    curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False, timeout=15)).exit_status == 0
+    return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl)
+
+
+@dataclass
+class RunContext:
+    """What a fault hook (`during=`) can reach while the load runs."""
+
+    fleet: object
+    endpoint: object
+    spec: BenchSpec
+    load: LoadSpec
+    nginx: nginx_mod.NginxServer
+    generator: object  # hosts.Background of the generator's wrapper (pid: the wrapper)
+
+
+def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
+    rate = None if spec.closed_loop else float(spec.rate)
+    per_conn = None if rate is None else rate / spec.connections
+    gen = get_generator(spec.generator)
+    from .generators.tcpkali import request_length
+
+    return LoadSpec(
+        address=endpoint.connect_address,
+        port=endpoint.connect_port,
+        path=f"/{spec.size}",
+        rate=rate,
+        connections=spec.connections,
+        threads=spec.threads,
+        duration_s=spec.duration_s,
+        warmup_s=spec.warmup_s,
+        pipeline=pipeline_depth(per_conn, spec.pipeline_window_s, spec.pipeline),
+        timeout_s=spec.timeout_s,
+        request_bytes=request_length(f"/{spec.size}") if gen.name == "tcpkali" else 0,
+        response_bytes=nginx_mod.response_bytes(spec.size),
+        log_path=f"{gen_dir}/requests.log",
+        cpu_path=f"{gen_dir}/cpu",
+    )
+
+
+def generator_argv(spec: BenchSpec, load: LoadSpec) -> list[str]:
+    argv = accounted(get_generator(spec.generator).command(load), load.cpu_path)
+    if spec.pin:
+        argv = ["taskset", "-c", ",".join(map(str, spec.client_cpus)), *argv]
+    return argv
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _empty_latency() -> dict:
+    return {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": None}
+
+
+async def _bounded(what: str, coro, notes: list[str], timeout: float = CLEANUP_TIMEOUT):
+    """Run one cleanup step; a failure is noted, never raised (the next steps still run)."""
+    try:
+        return await asyncio.wait_for(coro, timeout)
+    except Exception as exc:  # noqa: BLE001 - cleanup must go on
+        notes.append(f"{what}: {exc.__class__.__name__}: {exc}")
+        return None
+
+
+async def _connection_lost(host) -> str | None:
+    try:
+        await host.run(["true"], timeout=10)
+        return None
+    except HostError as exc:
+        return str(exc)
+
+
+class _Failed(Exception):
+    """The run broke in a way that has no error class of its own."""
+
+
+async def run_bench(fleet, endpoint, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
+                    load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None,
+                    limits: HostLimits | None = None) -> dict:
+    """Run once and return the run record (see results.py). `during` is an optional async hook
+    run alongside the load (fault injection in tests); its own exceptions propagate after
+    cleanup. Bad input raises ConfigError before anything starts."""
+    validate_spec(spec)
+    validate_spec(spec, limits or await probe_limits(fleet))
+    client, server = fleet.client, fleet.server
+    gen = get_generator(spec.generator)
+    gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
+    load = load_spec(spec, endpoint, gen_dir)
+    argv = generator_argv(spec, load)
+    nginx_spec = nginx_mod.NginxSpec(
+        bind=endpoint.server_bind, port=endpoint.server_port, workers=spec.nginx_workers,
+        cpus=spec.server_cpus if spec.pin else None, max_connections=spec.connections)
+    rec = {
+        "schema": SCHEMA_VERSION, "run_id": run_id, "study": study, "mode": spec.mode, "size": spec.size,
+        "target_rate": 0.0 if spec.closed_loop else float(spec.rate), "load_fraction": load_fraction,
+        "repetition": repetition, "generator": gen.name,
+        "settings": {
+            **{k: v for k, v in asdict(spec).items() if k not in ("guard",)},
+            "guard": asdict(spec.guard), "pipeline": load.pipeline, "endpoint": endpoint.to_dict(),
+            "generator_command": quote(argv), "response_bytes": load.response_bytes,
+        },
+        "status": "failed", "reason": "", "started_at": _now(), "ended_at": None,
+        "achieved_rate": 0.0, "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0, "unfinished": 0},
+        "generator_cpu": None, "latency": _empty_latency(), "timeline": [], "metrics": {},
+        "provenance": None, "order": None, "notes": [],
+    }
+    notes: list[str] = rec["notes"]
+    nginx = bg = hook = None
+    sampler = Sampler()
+    hook_error: BaseException | None = None
+    try:
+        nginx = await nginx_mod.start(server, endpoint.server_netns, nginx_spec)
+        url = load.url
+        await nginx_mod.health_check(client, endpoint.client_netns, url, spec.size)
+        if spec.metrics:
+            for host, ns in ((client, endpoint.client_netns), (server, endpoint.server_netns)):
+                await sampler.start(host, host.spec.data_interface, ns)
+        await client.run(["mkdir", "-p", gen_dir], timeout=20)
+        bg = await client.start(argv, netns=endpoint.client_netns)
+        if during is not None:
+            hook = asyncio.ensure_future(during(RunContext(fleet, endpoint, spec, load, nginx, bg)))
+        limit = spec.warmup_s + spec.duration_s + max(30.0, 2 * spec.timeout_s)
+        try:
+            res = await asyncio.wait_for(bg.wait(), limit)
+        except asyncio.TimeoutError:
+            raise _Failed(f"the generator did not finish within {limit:g} s") from None
+        files = {}
+        for key, path in gen.files(load).items():
+            try:
+                files[key] = await asyncio.wait_for(client.read_file(path), 60)
+            except Exception as exc:  # noqa: BLE001 - a missing file is the parser's business
+                files[key] = b""
+                notes.append(f"could not read {path}: {exc.__class__.__name__}")
+        result = gen.parse(load, res.stdout, res.stderr, res.exit_status, files)
+        result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
+        lost = await _connection_lost(client) if not result.ok else None
+        if not await nginx.alive():
+            rec["reason"] = "failed: nginx died during the run (master or worker gone)"
+        elif lost:
+            rec["reason"] = f"failed: lost the SSH connection to the client host during the run ({lost})"
+        elif not result.ok:
+            rec["reason"] = f"failed: {result.reason}"
+        _fill(rec, spec, result)
+        if not rec["reason"]:
+            reasons = guards_mod.check(rec["target_rate"], result.achieved_rate, result.requests, result.errors,
+                                       result.timeouts, result.generator_cpu, spec.threads, spec.guard)
+            rec["status"], rec["reason"] = guards_mod.verdict(reasons)
+    except (CnibenchError, OSError, asyncio.TimeoutError) as exc:
+        rec["reason"] = f"failed: {exc}"
+    except _Failed as exc:
+        rec["reason"] = f"failed: {exc}"
+    finally:
+        if hook is not None:
+            if hook.done() and not hook.cancelled() and hook.exception() is not None:
+                hook_error = hook.exception()
+            hook.cancel()
+        if bg is not None:
+            await _bounded("stop generator", bg.stop(grace=3), notes)
+        rec["metrics"] = await _bounded("stop samplers", sampler.stop(), notes) or {}
+        if nginx is not None:
+            await _bounded("stop nginx", nginx.stop(), notes)
+        await _bounded("remove generator files", client.run(["rm", "-rf", "--", gen_dir], check=False, timeout=20), notes)
+        rec["ended_at"] = _now()
+    if hook_error is not None:
+        raise hook_error
+    return rec
+
+
+def _fill(rec: dict, spec: BenchSpec, result) -> None:
+    """Copy what the generator measured into the record (also for failed runs, when known)."""
+    rec["achieved_rate"] = round(result.achieved_rate, 3)
+    rec["counts"] = {"requests": result.requests, "ok": result.ok_count, "errors": result.errors,
+                     "timeouts": result.timeouts, "unfinished": result.unfinished}
+    rec["generator_cpu"] = None if result.generator_cpu is None else round(result.generator_cpu, 4)
+    if result.histogram is not None and result.histogram.get_total_count() > 0:
+        table = percentile_table(result.histogram)
+        if result.percentiles:  # the generator's own table wins where it has one
+            table.update(result.percentiles)
+        rec["latency"] = {
+            "unit": "us",
+            "histogram": encode_histogram(result.histogram),
+            "histogram_uncorrected": encode_histogram(result.histogram_uncorrected) if result.histogram_uncorrected is not None else None,
+            "percentiles": table,
+            "percentiles_uncorrected": percentile_table(result.histogram_uncorrected) if result.histogram_uncorrected is not None else None,
+            "correction": result.correction,
+            "source": result.source,
+        }
+    rec["timeline"] = result.timeline
+
+
+def summary(rec: dict) -> str:
+    """A few lines for a terminal."""
+    p = (rec.get("latency") or {}).get("percentiles") or {}
+    cpu = "-" if rec.get("generator_cpu") is None else f"{100 * rec['generator_cpu']:.0f}%"
+    ms = lambda k: f"{p[k] / 1000:.3f}" if k in p and p[k] is not None else "-"  # noqa: E731
+    lines = [
+        f"{rec['run_id']}: {rec['status']}" + (f" ({rec['reason']})" if rec["reason"] else ""),
+        f"  target {rec['target_rate']:.0f} req/s, achieved {rec['achieved_rate']:.0f} req/s, "
+        f"requests {rec['counts']['requests']}, errors {rec['counts']['errors']}, timeouts {rec['counts']['timeouts']}, "
+        f"generator CPU {cpu}",
+        f"  latency ms: p50 {ms('50')}  p90 {ms('90')}  p99 {ms('99')}  p99.9 {ms('99.9')}  p99.99 {ms('99.99')}  max {ms('100')}",
+    ]
+    return "\n".join(lines)

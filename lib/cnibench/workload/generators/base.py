@@ -1,0 +1,128 @@
+"""The load-generator interface: two pure functions around one remote command.
+
+    command(spec) -> argv                         what to run on the client host
+    parse(spec, stdout, stderr, exit_status, files) -> LoadResult
+
+`files` holds what the command left on the host (per-request log, CPU accounting), fetched by
+the runner. Every generator runs under `accounted()`, a tiny sh wrapper that records the CPU
+time the generator used (from /proc/<wrapper>/stat: cutime + cstime of its waited-for child),
+so the CPU guard works the same for every generator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hdrh.histogram import HdrHistogram
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What a generator is asked to do (all connections together)."""
+
+    address: str  # the address the client dials
+    port: int
+    path: str  # "/small" or "/large"
+    rate: float | None  # total requests/s; None: closed loop (as fast as the server answers)
+    connections: int
+    threads: int
+    duration_s: float  # the measurement window
+    warmup_s: float  # load before the window, not measured
+    pipeline: int  # requests in flight per connection (h2load -m)
+    timeout_s: float  # a response later than this counts as a timeout
+    request_bytes: int = 0  # tcpkali: bytes of one request (to count requests from bytes sent)
+    response_bytes: int = 0  # bytes of one response on the wire (to count responses)
+    log_path: str = ""  # per-request log on the client host
+    cpu_path: str = ""  # CPU accounting file on the client host
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}{self.path}"
+
+    @property
+    def per_connection_rate(self) -> float | None:
+        return None if self.rate is None else self.rate / self.connections
+
+
+@dataclass
+class LoadResult:
+    """What a generator measured in the window. ok=False: the run broke (reason says how)."""
+
+    ok: bool
+    reason: str = ""
+    requests: int = 0  # sent in the window
+    ok_count: int = 0  # 2xx responses in the window
+    errors: int = 0  # failed streams and non-2xx responses
+    timeouts: int = 0  # responses later than timeout_s
+    unfinished: int = 0  # sent but not answered when the window closed
+    window_s: float = 0.0
+    achieved_rate: float = 0.0  # ok responses per second of window
+    histogram: HdrHistogram | None = None  # open-loop (corrected): what we report
+    histogram_uncorrected: HdrHistogram | None = None  # as the generator measured it
+    percentiles: dict[str, float] | None = None  # when the generator prints them itself
+    timeline: list[dict] = field(default_factory=list)
+    correction: dict = field(default_factory=dict)
+    source: str = ""  # how the histogram was obtained
+    generator_cpu: float | None = None
+
+
+class Generator(Protocol):
+    name: str
+    binary: str
+
+    def command(self, spec: LoadSpec) -> list[str]: ...
+
+    def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult: ...
+
+    def files(self, spec: LoadSpec) -> dict[str, str]: ...
+
+
+# A wrapper that runs "$@" and writes the CPU time it used. It forwards TERM to the generator,
+# so stopping the wrapper stops the generator, and it keeps the generator's exit status.
+_ACCOUNT_SH = r"""f=$1; shift
+read -r up0 _ < /proc/uptime
+"$@" &
+c=$!
+trap 'kill -TERM "$c" 2>/dev/null' TERM INT HUP
+wait "$c"; s=$?
+while kill -0 "$c" 2>/dev/null; do wait "$c"; s=$?; done
+read -r up1 _ < /proc/uptime
+{ echo "$up0 $up1 $(getconf CLK_TCK 2>/dev/null || echo 100)"; cat /proc/$$/stat; } > "$f"
+exit "$s"
+"""
+
+
+def accounted(argv: list[str], cpu_path: str) -> list[str]:
+    """argv wrapped so that its CPU use lands in cpu_path (see parse_accounting)."""
+    return ["sh", "-c", _ACCOUNT_SH, "cnib-account", cpu_path, *argv]
+
+
+def parse_accounting(text: str) -> float | None:
+    """CPU used by the wrapped command as a fraction of one CPU over its wall time."""
+    lines = text.strip().splitlines()
+    if len(lines) < 2:
+        return None
+    try:
+        up0, up1, tck = (float(x) for x in lines[0].split())
+        # /proc/<pid>/stat: the comm field may hold spaces; fields after ')' are positional.
+        rest = lines[1].rsplit(")", 1)[1].split()
+        cutime, cstime = int(rest[13]), int(rest[14])  # fields 16 and 17 of stat(5)
+    except (ValueError, IndexError):
+        return None
+    wall = up1 - up0
+    if wall <= 0:
+        return None
+    return (cutime + cstime) / tck / wall
+
+
+def pipeline_depth(spec_rate_per_conn: float | None, window_s: float, requested: int) -> int:
+    """Requests in flight per connection: `requested` if set, else enough to keep sending on
+    schedule through a stall of `window_s` seconds (closed loop: 1)."""
+    if requested > 0:
+        return requested
+    if spec_rate_per_conn is None:
+        return 1
+    return max(16, min(65536, math.ceil(spec_rate_per_conn * window_s)))
