@@ -216,6 +216,64 @@ def status(c, study="lab"):
 
 # --- analysis ---
 
+_STUDY_HELP = {"study": "study name or file in studies/ (default: lab); reads data/raw/<study>"}
+
+
+def _study_name(study: str) -> str:
+    from pathlib import Path as _P
+    return _P(study).stem if study.endswith((".yml", ".yaml")) else study
+
+
+def _need_raw(name: str):
+    if not (config.RAW / name).is_dir():
+        raise Exit(f"no run records for study '{name}' in {config.RAW / name}: run `invoke run-all --study {name}` first", code=2)
+
+
+@task(help=_STUDY_HELP)
+def analyze(c, study="lab"):
+    """Tidy dataset and statistics (data/processed/<study>/); prints the headline."""
+    from cnibench import dataset, report, stats
+
+    name = _study_name(study)
+    _need_raw(name)
+    ds = dataset.build_and_save(name, config.RAW, config.PROCESSED / name)
+    an = stats.analyze(ds)
+    stats.save(an, config.PROCESSED / name)
+    print(report.to_markdown(report.headline_table(an)))
+    print(f"{int((~ds.runs['valid']).sum())} invalid or failed runs excluded; tables in {config.PROCESSED / name}")
+
+
+@task(help=_STUDY_HELP)
+def figures(c, study="lab"):
+    """Every publication figure as PDF, SVG and 300-dpi PNG in figures/<study>/."""
+    from cnibench import dataset, plots, stats
+
+    name = _study_name(study)
+    _need_raw(name)
+    ds = dataset.build_and_save(name, config.RAW, config.PROCESSED / name)
+    for fig, paths in plots.make_all(ds, stats.analyze(ds), config.FIGURES / name).items():
+        print(paths["png"])
+
+
+@task(help=_STUDY_HELP)
+def report(c, study="lab"):
+    """dataset -> statistics -> figures -> tables -> one self-contained reports/<study>/report.html."""
+    from cnibench.report import build_all
+
+    name = _study_name(study)
+    _need_raw(name)
+    print(build_all(name, config.RAW))
+
+
+@task(help={**_STUDY_HELP, "port": "port on 127.0.0.1 (default 8888)"})
+def jupyter(c, study="lab", port=8888):
+    """JupyterLab on notebooks/explore.ipynb (the interactive explorer), bound to 127.0.0.1."""
+    argv = ["jupyter", "lab", str(config.NOTEBOOKS / "explore.ipynb"), "--ip=127.0.0.1", f"--port={int(port)}",
+            "--no-browser"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    os.environ["CNIBENCH_STUDY"] = _study_name(study)  # explore.ipynb's default study
+    os.execvp(argv[0], argv)
+
+
 
 
 # --- namespace: `testbed_up` is `invoke testbed.up`, `mode_up` is `invoke mode.up`, ... ---
