@@ -63,7 +63,19 @@ class StudyStopped(CnibenchError):
 
 def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
     """The BenchSpec of one run, as plain fields (the study's workload + the run's point)."""
-    return {**study.workload, "mode": run.mode, "size": run.size, "rate": run.target_rate}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in study.workload.items()}
+    return {**fields, "mode": run.mode, "size": run.size, "rate": run.target_rate}
+
+
+def bench_spec(fields: Mapping[str, Any]):
+    """A BenchSpec from plain fields (YAML/JSON gives lists and dicts where it wants tuples/objects)."""
+    from .workload.bench import BenchSpec
+    from .workload.guards import GuardLimits
+
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    if isinstance(kw.get("guard"), dict):
+        kw["guard"] = GuardLimits(**kw["guard"])
+    return BenchSpec(**kw)
 
 
 def failed_record(run: PlannedRun, reason: str, settings: Mapping[str, Any], started_at: str, ended_at: str, provenance: str | None) -> dict:
@@ -141,7 +153,7 @@ async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifes
         return manifest["calibration"]
     if not study.uses_fractions:
         return None
-    from .workload.bench import BenchSpec, calibrate, load_calibration, save_calibration
+    calibrate, load_calibration, save_calibration = _calibration_api()
 
     found: dict[str, dict] = {}
     for size in study.sizes:
@@ -158,7 +170,7 @@ async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifes
         endpoint = await mode_up(fleet, study.reference, settings)
         try:
             for size in missing:
-                template = BenchSpec(**{**study.workload, "mode": study.reference, "size": size, "rate": 1})
+                template = bench_spec({**study.workload, "mode": study.reference, "size": size, "rate": 1})
                 result = await calibrate(fleet, endpoint, template, **study.calibration)
                 save_calibration(inventory_name, study.reference, size, result)
                 found[size] = {"source": "calibrated", **result}
@@ -169,6 +181,15 @@ async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifes
         "max_rates": {s: float(found[s]["max_rate"]) for s in study.sizes},
         "details": {s: _jsonable(found[s]) for s in study.sizes},
     }
+
+
+def _calibration_api():
+    """(calibrate, load_calibration, save_calibration) from the workload (calibrate.py per the design)."""
+    try:
+        from .workload import calibrate as mod
+    except ImportError:
+        from .workload import bench as mod
+    return mod.calibrate, mod.load_calibration, mod.save_calibration
 
 
 def mode_settings(study: Study, mode: str):
@@ -188,16 +209,17 @@ def _jsonable(d: Mapping) -> dict:
 
 # --- one run ------------------------------------------------------------------------------
 
-async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Mapping[str, Any], provenance: str | None) -> dict:
+async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Mapping[str, Any], provenance: str | None, limits=None) -> dict:
     """Run the workload for one planned run and return its finished record (not yet written).
-    Any failure becomes a failed record with the reason; cancellation passes through."""
+    Any failure becomes a failed record with the reason; cancellation passes through.
+    `limits`: the hosts' limits probed once per session (None: run_bench probes them)."""
     started = now_iso()
     try:
-        from .workload.bench import BenchSpec, run_bench, validate_spec
+        from .workload.bench import run_bench, validate_spec
 
-        spec = BenchSpec(**fields)
+        spec = bench_spec(fields)
         validate_spec(spec)
-        rec = await run_bench(fleet, endpoint, spec, run_id=run.run_id, study=study_name, repetition=run.repetition, load_fraction=run.load_fraction)
+        rec = await run_bench(fleet, endpoint, spec, run_id=run.run_id, study=study_name, repetition=run.repetition, load_fraction=run.load_fraction, limits=limits)
         rec = finish_record(rec, run, provenance)
         problems = validate_record(rec)
         if problems:
@@ -318,6 +340,9 @@ async def run_study_async(
             add_session(manifest, sess)
             write_manifest(mpath, manifest)
 
+            from .workload.bench import probe_limits
+
+            limits = await probe_limits(fleet)
             done = complete_statuses(raw_dir, study.name)
             todo = matrix.pending(runs, done)
             session.planned, session.already_done = len(runs), len(runs) - len(todo)
@@ -326,7 +351,7 @@ async def run_study_async(
                 bar.line(f"{study.name}: {session.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
 
             for block in matrix.blocks(todo):
-                await _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down)
+                await _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down, limits)
     except (asyncio.CancelledError, KeyboardInterrupt):
         session.ended = "interrupted"
         raise
@@ -352,7 +377,7 @@ async def run_study_async(
     return session.summary(manifest=str(mpath), raw_dir=str(raw_dir / study.name), runs_dir=str(runs_dir / study.name))
 
 
-async def _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down) -> None:
+async def _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down, limits) -> None:
     """One mode, set up once, for all its runs in one repetition; always torn down."""
     settings = mode_settings(study, block.mode)
     entry = {"repetition": block.repetition, "mode": block.mode, "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
@@ -387,7 +412,7 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
                 rec = await _measure_in_notebook(book, inventory_path, endpoint, fields, run, raw_dir, runs_dir, ref)
                 took = time.monotonic() - t
             else:
-                rec = await measure(fleet, endpoint, study.name, run, fields, ref)
+                rec = await measure(fleet, endpoint, study.name, run, fields, ref, limits)
                 took = time.monotonic() - t
                 write_record(raw_dir, rec)
             session.runs_s += took

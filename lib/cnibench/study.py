@@ -48,7 +48,7 @@ _CONTRACT_WORKLOAD_KEYS = (
     "metrics",
 )
 # Fields the runner fills in per run; a study cannot set them.
-_PER_RUN_KEYS = ("mode", "size", "rate")
+_PER_RUN_KEYS = ("mode", "size", "rate", "closed_loop")
 
 
 def known_modes() -> tuple[str, ...]:
