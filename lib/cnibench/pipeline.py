@@ -16,14 +16,18 @@ from .errors import CnibenchError
 from .study import load_study
 
 
-def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print) -> Path | None:
-    """The analysis, figures and report of a study, or None (said plainly) when not built yet."""
+def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print, scratch: Path | None = None) -> Path | None:
+    """The analysis, figures and report of a study, or None (said plainly) when not built yet.
+    `scratch`: keep processed data and figures there instead of data/processed and figures/."""
     try:
         from .report import build_all
     except ImportError as exc:
         out(f"analysis: not run — cnibench.report.build_all does not exist yet ({exc}). The run records are in {Path(raw_dir) / study_name}.")
         return None
-    return Path(build_all(study_name, raw_dir, out_dir or config.REPORTS / study_name))
+    kw = {}
+    if scratch is not None:
+        kw = {"processed_dir": Path(scratch) / "processed" / study_name, "figures_dir": Path(scratch) / "figures" / study_name}
+    return Path(build_all(study_name, raw_dir, out_dir or config.REPORTS / study_name, **kw))
 
 
 async def precheck(inventory_path: Path, out=print) -> None:
@@ -64,7 +68,8 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
             out("testbed: down (use --keep to leave it up)")
     out(format_summary(summary))
     t = time.monotonic()
-    report = analyse(study.name, Path(raw_dir), Path(reports_dir) / study.name, out=out)
+    scratch = None if Path(raw_dir) == config.RAW else Path(reports_dir).parent
+    report = analyse(study.name, Path(raw_dir), Path(reports_dir) / study.name, out=out, scratch=scratch)
     summary["analysis_s"] = round(time.monotonic() - t, 2)
     summary["total_s"] = round(time.monotonic() - t0, 2)
     summary["report"] = str(report) if report else None
