@@ -157,11 +157,12 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
 
     modes = _modes(data, path)
     reference = data.get("reference", "host")
-    if reference not in modes:
-        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}", "Add it to 'modes' or name one of them; every mode is compared with the reference.")
-
     sizes = _sizes(data, path)
     load_kind, loads = _loads(data, path)
+    # Fractions are of the reference's calibrated maximum: it must be run. With absolute rates a
+    # study may leave it out (no comparison then) but must not name a mode that does not exist.
+    if reference not in modes and ("reference" in data or load_kind == "fraction"):
+        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}", "Add it to 'modes' or name one of them; every mode is compared with the reference (and fractions are of its maximum rate).")
     repetitions = data.get("repetitions", 1)
     if not _is_int(repetitions) or repetitions < 1:
         raise ConfigError(path, "repetitions", f"'{repetitions}' is not a whole number >= 1", "Write e.g. 'repetitions: 1'.")

@@ -157,3 +157,30 @@ def test_quick_study_end_to_end(testbed, tmp_path):
     assert len(recs) == summary["planned"] == len(study.modes) * len(study.sizes) * len(study.loads)
     assert all(r["status"] in ("ok", "invalid") for r in recs), [r["reason"] for r in recs if r["status"] == "failed"]
     # Its wall time is measured by benchmarks/pipeline_bench.py, not asserted here.
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_tears_the_mode_down_and_keeps_records(testbed, tmp_path, sig):
+    """Ctrl-C (SIGINT) or SIGTERM during a run: the mode is torn down, finished records stay,
+    the session says it was interrupted."""
+    path = write_study(tmp_path, testbed, "intr", modes=["flannel-host-gw"], load={"rates": [300, 600, 900]}, notebooks="none")
+    raw = tmp_path / "raw"
+    code = f"from cnibench.runner import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(tmp_path / 'runs')!r}, progress=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((raw / "intr").rglob("rep*.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)  # inside the next run
+        assert proc.poll() is None, f"the runner ended before it could be interrupted: {proc.communicate()[1][-2000:]}"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    kept = records(raw, "intr")
+    assert 1 <= len(kept) < 3
+    assert no_pods_left(testbed)
+    manifest = read_manifest(manifest_path(raw, "intr"))
+    assert manifest["sessions"][-1]["ended"] == "interrupted"

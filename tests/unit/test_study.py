@@ -96,6 +96,12 @@ def test_unknown_mode_setting_is_refused_when_modes_are_installed():
     assert "vxlan_port" in err.problem
 
 
+def test_rate_study_may_leave_the_reference_out():
+    s = study(modes=["flannel-vxlan"], load={"rates": [1000]}, focus=None)
+    assert s.modes == ("flannel-vxlan",)
+    assert problem(modes=["flannel-vxlan"]).key == "reference"  # fractions need it
+
+
 def test_not_a_mapping():
     with pytest.raises(ConfigError) as exc:
         parse_study(["host"], Path("s.yml"))
