@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
+import asyncssh
+
 from ..config import RUN_DIR
 from ..errors import CnibenchError, ConfigError, HostError
 from ..hosts import quote
@@ -246,6 +248,9 @@ async def run_bench(fleet, endpoint, spec: BenchSpec, *, run_id: str, study: str
             res = await asyncio.wait_for(bg.wait(), limit)
         except asyncio.TimeoutError:
             raise _Failed(f"the generator did not finish within {limit:g} s") from None
+        except (asyncssh.Error, OSError) as exc:  # the session carrying the generator died
+            lost = await _connection_lost(client)
+            raise _Failed(f"lost the SSH connection to the client host during the run ({lost or exc})") from None
         files = {}
         for key, path in gen.files(load).items():
             try:
