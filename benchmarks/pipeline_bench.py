@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         "report": summary.get("report"),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"pipeline-{args.study}-{args.notebooks or 'default'}.json"
+    out = RESULTS / f"pipeline-{Path(args.study).stem}-{args.notebooks or 'default'}.json"
     out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
     if not args.keep_data:
