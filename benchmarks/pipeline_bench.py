@@ -4,8 +4,8 @@ analysis) and the fraction of it spent inside measurement windows.
 Run as root, alone on the machine (it uses the shared testbed):
     flock /run/cnibench-dev.lock python3 benchmarks/pipeline_bench.py --study quick
     flock /run/cnibench-dev.lock python3 benchmarks/pipeline_bench.py --study lab
-Options: --notebooks warm|fresh|measure|none (override the study's), --fresh-calibration
-(forget the testbed's saved calibration first, to count it in).
+Option: --notebooks warm|fresh|measure|none (override the study's). Calibration counts in
+when the testbed has none saved yet (data/calibration/<inventory>/), else it is reused.
 
 The study runs under a bench-only name in a temporary data directory, so real data is never
 touched and every run is executed (nothing is resumed). Writes
@@ -43,28 +43,15 @@ def bench_study_file(study: str, workdir: Path) -> Path:
     return dst
 
 
-def forget_calibration(inventory_name: str) -> None:
-    try:
-        from cnibench.workload.bench import calibration_dir  # type: ignore
-    except ImportError:
-        calibration_dir = None
-    base = calibration_dir(inventory_name) if callable(calibration_dir) else config.DATA / "calibration" / inventory_name
-    if Path(base).exists():
-        shutil.rmtree(base)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default="quick")
     ap.add_argument("--notebooks", default=None, choices=["warm", "fresh", "measure", "none"])
-    ap.add_argument("--fresh-calibration", action="store_true")
     ap.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="cnib-bench-"))
     study_file = bench_study_file(args.study, work)
-    if args.fresh_calibration:
-        forget_calibration("testbed")
     t = time.monotonic()
     summary = run_all(study_file, progress=False, raw_dir=work / "raw", runs_dir=work / "runs", reports_dir=work / "reports", notebooks=args.notebooks)
     wall = time.monotonic() - t

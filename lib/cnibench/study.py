@@ -70,6 +70,18 @@ def workload_keys() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS)
 
 
+def calibration_keys() -> tuple[str, ...]:
+    """Keyword arguments of the workload's calibrate() a study may set (empty: not checked)."""
+    try:
+        import inspect
+
+        from .workload.calibrate import calibrate
+    except ImportError:
+        return ()
+    skip = {"fleet", "endpoint", "spec_template", "progress"}
+    return tuple(n for n, p in inspect.signature(calibrate).parameters.items() if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
 def mode_setting_keys() -> tuple[str, ...]:
     """ModeSettings fields a study may set per mode (empty: not checked, modes not installed)."""
     try:
@@ -183,6 +195,9 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
             raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false", f"Write '{key}: true' or '{key}: false'.")
 
     calibration = _mapping(data, "calibration", path)
+    keys = calibration_keys()
+    if keys:
+        _no_unknown(calibration, keys, path, "calibration.", "calibration setting")
     mode_settings = _mapping(data, "mode_settings", path)
     for mode, settings in mode_settings.items():
         if mode not in modes:

@@ -102,6 +102,12 @@ def test_rate_study_may_leave_the_reference_out():
     assert problem(modes=["flannel-vxlan"]).key == "reference"  # fractions need it
 
 
+def test_unknown_calibration_setting_is_refused():
+    pytest.importorskip("cnibench.workload.calibrate")
+    assert problem(calibration={"run_seconds": 2}).key == "calibration.run_seconds"
+    assert study(calibration={"run_s": 2}).calibration == {"run_s": 2}
+
+
 def test_not_a_mapping():
     with pytest.raises(ConfigError) as exc:
         parse_study(["host"], Path("s.yml"))
