@@ -1,0 +1,50 @@
+"""Calibration's search (pure) and storage."""
+
+import pytest
+
+from cnibench.workload import calibrate as cal
+
+
+def search(capacity, **kw):
+    """Drive next_rate against a server that passes below `capacity`."""
+    probes = []
+    while (r := cal.next_rate(probes, **kw)) is not None:
+        probes.append((r, r <= capacity))
+    return probes
+
+
+def test_ramp_then_bisect_brackets_the_capacity_within_tolerance():
+    probes = search(23_000, start=2000, tolerance=0.05)
+    rates = [r for r, _ in probes]
+    assert rates[:5] == [2000, 4000, 8000, 16000, 32000]  # ramp x2 until a failure
+    best = max(r for r, ok in probes if ok)
+    worst = min(r for r, ok in probes if not ok and r > best)
+    assert best <= 23_000 < worst and (worst - best) / best <= 0.05
+    assert len(probes) <= 12
+
+
+def test_first_rate_too_high_ramps_down():
+    probes = search(700, start=2000)
+    assert probes[0] == (2000, False) and probes[1] == (1000, False) and probes[2] == (500, True)
+    assert max(r for r, ok in probes if ok) <= 700
+
+
+def test_stops_at_max_rate_and_min_rate_and_probe_budget():
+    assert max(r for r, _ in search(10**9, start=2000, max_rate=50_000)) == 50_000
+    assert all(not ok for _, ok in search(10, start=2000, min_rate=100))
+    assert len(search(23_000, start=2000, max_probes=6)) == 6
+
+
+def test_probe_ok_needs_a_valid_run_under_the_bound():
+    rec = {"status": "ok", "latency": {"percentiles": {"99": 9000}}}
+    assert cal.probe_ok(rec, 10.0) and not cal.probe_ok(rec, 5.0)
+    assert not cal.probe_ok({**rec, "status": "invalid"}, 10.0)
+    assert not cal.probe_ok({"status": "failed", "latency": {"percentiles": None}}, 10.0)
+
+
+def test_save_and_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(cal, "CALIBRATION", tmp_path)
+    assert cal.load_calibration("testbed", "host", "small") is None
+    path = cal.save_calibration("testbed", "host", "small", {"max_rate": 12000.0, "saturation_rate": 30000.0})
+    assert path == tmp_path / "testbed" / "host" / "small.json"
+    assert cal.load_calibration("testbed", "host", "small") == {"max_rate": 12000.0, "saturation_rate": 30000.0, "inventory": "testbed"}
