@@ -189,7 +189,7 @@ _BENCH_HELP = {
     "connections": "connections (default 16)",
     "generator": "h2load (default) or tcpkali",
     "threads": "generator threads (default 1)",
-    "pipeline": "requests in flight per connection (default 0: one second's worth, open loop)",
+    "pipeline": "requests in flight per connection (default 1; 0: one second's worth)",
     "no_pin": "do not pin nginx and the generator to CPUs",
     "no_metrics": "no system-metrics sampler",
     "inventory": "inventory file (default: the local testbed)",
@@ -209,7 +209,7 @@ def _bench_spec(mode, size, rate, duration, warmup, connections, generator, thre
 
 
 @task(help=_BENCH_HELP)
-def bench(c, mode, size, rate, duration, warmup="2", connections=16, generator="h2load", threads=1, pipeline=0,
+def bench(c, mode, size, rate, duration, warmup="2", connections=16, generator="h2load", threads=1, pipeline=1,
           no_pin=False, no_metrics=False, inventory=None):
     """Run nginx + a constant-rate load once; print a summary; write the record under data/raw/adhoc/."""
     from cnibench.workload import cli
@@ -228,7 +228,7 @@ def calibrate(c, mode, size, p99_bound=10.0, connections=16, generator="h2load",
     """Find the maximum sustainable rate (valid run, p99 under the bound) and the saturation throughput."""
     from cnibench.workload import cli
 
-    spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 0, False, True)
+    spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 1, False, True)
     progress = lambda e: print("  " + (f"saturation {e['saturation']:.0f} req/s" if "saturation" in e else  # noqa: E731
                                       f"{e['rate']:.0f} req/s: {'ok' if e['ok'] else 'too much'} (p99 {e['p99_us']} us; {e['reason'] or e['status']})"))
     result, path = _run(cli.calibrate_cli(spec, float(p99_bound), inventory, progress))

@@ -180,7 +180,8 @@ def test_generator_is_pinned_and_accounted():
     argv = generator_argv(spec(), load)
     assert argv[:3] == ["taskset", "-c", "0"]
     assert argv[3:5] == ["sh", "-c"] and argv[7] == "/run/cnibench/workload/g/cpu"
-    assert argv[8] == "h2load" and load.pipeline == 313  # 5000/16 per connection, 1 s deep
+    assert argv[8] == "h2load" and load.pipeline == 1  # the default
+    assert load_spec(spec(pipeline=0), Ep(), "/g").pipeline == 313  # 5000/16 per connection, 1 s deep
     assert generator_argv(spec(pin=False), load)[0] == "sh"
 
 

@@ -48,8 +48,12 @@ class BenchSpec:
     pin: bool = True
     metrics: bool = True
     timeout_s: float = 10
-    pipeline: int = 0  # requests in flight per connection; 0: enough for `pipeline_window_s`
-    pipeline_window_s: float = 1.0  # auto pipelining keeps sending through a stall this long
+    # Requests in flight per connection. 1 (default): lowest added latency; sends a busy
+    # connection holds back are put back on schedule from the log (latency.py). 0: pipeline
+    # `pipeline_window_s` of requests (sends stay on schedule, but h2load then adds ~1 ms at
+    # the median on the testbed: see docs/method.md).
+    pipeline: int = 1
+    pipeline_window_s: float = 1.0
     client_cpus: tuple[int, ...] = (0,)  # generator pinning (testbed: the other CPU than nginx)
     server_cpus: tuple[int, ...] = (1,)  # nginx worker pinning
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
@@ -95,7 +99,7 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
     if spec.timeout_s <= 0:
         raise _bad("timeout", f"must be > 0 s (got {spec.timeout_s:g})", "Give the response timeout in seconds.")
     if spec.pipeline < 0:
-        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Use 0 for automatic (open-loop) pipelining.")
+        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Use 1 (default), N, or 0 for one second's worth per connection.")
     if not spec.closed_loop and spec.rate / spec.connections * spec.duration_s < 1:
         raise _bad("rate", f"{spec.rate:g} req/s over {spec.connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
     if limits is None:

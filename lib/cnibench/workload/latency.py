@@ -7,9 +7,8 @@ free, so during a server stall it stops sending, and the requests it *should* ha
 see the stall. The number we report is the latency of an open-loop client: counted from when a
 request was *due*, not from when it was finally sent.
 
-The generator is driven open-loop (h2load pipelines up to a second of requests per
-connection, so it keeps sending on schedule while responses are outstanding). What remains is
-to *check* that it did, and correct where it did not: `schedule_lateness` rebuilds the
+h2load keeps each connection's schedule but sends late while the connection is busy (one
+request in flight by default, see generators/h2load.py). `schedule_lateness` rebuilds the
 aggregate schedule from the send times in the log. Request k (in send order) of a run at rate
 R was due at about t0 + k/R; the lag `R*(s_k - t0) - k` (requests behind schedule) stays in a
 band set by the phases of the connections while the generator keeps up, and rises when sends
@@ -25,8 +24,8 @@ their due times instead, so counts stay exact.
 Bias left (stated in docs/method.md): the band is estimated from the run itself (its median
 and 1st percentile), so lateness smaller than the band width (a few per-connection intervals)
 is not corrected; lateness of a single connection is diluted across all of them. Both make the
-corrected figure a lower bound of the open-loop latency, never an over-estimate; the default
-deep pipelining keeps lateness itself near zero (the record carries the largest lateness).
+corrected figure a lower bound of the open-loop latency, never an over-estimate (the record
+carries the band and the largest lateness found).
 """
 
 from __future__ import annotations
