@@ -125,6 +125,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for every reader
         os.replace(tmp, path)
     except BaseException:
         try:
