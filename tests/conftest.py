@@ -11,8 +11,19 @@ import fcntl
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
+
+# Tests never write into the project's data/, figures/ or reports/ (nor read its calibrations):
+# set before any cnibench module is imported, inherited by child processes and notebook kernels.
+_OWN_OUTPUT = "CNIBENCH_OUTPUT" not in os.environ
+os.environ.setdefault("CNIBENCH_OUTPUT", tempfile.mkdtemp(prefix="cnibench-tests-"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_OUTPUT and not os.environ.get("CNIBENCH_LOCK_HELD"):
+        shutil.rmtree(os.environ["CNIBENCH_OUTPUT"], ignore_errors=True)
 
 LOCK_PATH = "/run/cnibench-dev.lock"
 

@@ -19,12 +19,15 @@ from .errors import ConfigError
 # --- project paths -----------------------------------------------------------------------
 
 ROOT = Path(os.environ.get("CNIBENCH_ROOT", Path(__file__).resolve().parents[2]))
-DATA = ROOT / "data"
+# Where generated output goes (data/, figures/, reports/): the project, unless redirected
+# (the test suite points it at a temporary directory so tests never touch real results).
+OUTPUT = Path(os.environ.get("CNIBENCH_OUTPUT", ROOT))
+DATA = OUTPUT / "data"
 RAW = DATA / "raw"
 RUNS = DATA / "runs"
 PROCESSED = DATA / "processed"
-FIGURES = ROOT / "figures"
-REPORTS = ROOT / "reports"
+FIGURES = OUTPUT / "figures"
+REPORTS = OUTPUT / "reports"
 INVENTORIES = ROOT / "inventories"
 STUDIES = ROOT / "studies"
 NOTEBOOKS = ROOT / "notebooks"
