@@ -5,6 +5,9 @@
    the modes name (cnibcni0, cnibflannel.1, cnibdocker0, cnib[vdcim]<host>), nftables tables
    `cnib*`, routes with protocol 203 (our marker), and /run/cnibench/modes/<host>.json.
 3. On the testbed: routes with protocol 203 in the fabric (the VPC router).
+4. The workload's leftovers on every host (a run killed before its `finally`): nginx started
+   from /run/cnibench/workload/nginx-*/ is killed, and those directories and the generators'
+   /run/cnibench/workload/<generator>-<pid>-* scratch directories are removed.
 Never the data interface, never the interface the SSH session uses, never the testbed's own
 namespaces or links (cnib-<host>, cnib-fabric, cnib-m-*, cnibd-*, cnibbr0).
 """
@@ -27,6 +30,34 @@ def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple
     argvs += [["nft", "delete", "table", fam, name] for fam, name in sorted(tables) if name.startswith("cnib")]
     argvs.append(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO])
     return argvs
+
+
+# Kills nginx masters whose pid file is ours, and their workers, then removes our
+# scratch directories; prints each directory removed.
+WORKLOAD_SWEEP_SH = r"""d=$1
+[ -d "$d" ] || exit 0
+for f in "$d"/nginx-*/nginx.pid; do
+  [ -f "$f" ] || continue
+  p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] || continue
+  kill -KILL "$p" $(cat "/proc/$p/task/$p/children" 2>/dev/null) 2>/dev/null
+done
+for x in "$d"/nginx-* "$d"/h2load-* "$d"/tcpkali-*; do
+  [ -e "$x" ] || continue
+  rm -rf -- "$x" && echo "$x"
+done
+"""
+
+
+def workload_sweep_argv(run_dir: str) -> list[str]:
+    return ["sh", "-c", WORKLOAD_SWEEP_SH, "cnib-clean", f"{run_dir}/workload"]
+
+
+async def sweep_workload(host) -> list[str]:
+    """Remove the workload's leftovers on one host; returns what was removed."""
+    from .config import RUN_DIR
+
+    r = await host.run(workload_sweep_argv(str(RUN_DIR)), check=False)
+    return [f"{host.name}: removed {line}" for line in r.stdout.split()]
 
 
 async def _listing(host):
@@ -64,7 +95,7 @@ async def clean(fleet) -> list[str]:
             r = await host.run(argv, check=False)
             if r.exit_status == 0 and argv[:3] != ["ip", "route", "flush"] and argv[0] != "rm":
                 ran.append(f"{host.name}: {' '.join(argv)}")
-        return ran
+        return ran + await sweep_workload(host)
 
     for ran in (await fleet.gather("clean", sweep)).values():
         done += ran

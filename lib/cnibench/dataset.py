@@ -136,7 +136,7 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
                 else:  # CPU seconds in the period
                     dt, scale = float(s.get("period_s", period)), 1.0
                 seconds += dt
-                for cpu in (s.get("cpu") or {}).values():
+                for cpu in _cpu_rows(m, s):
                     for kind in CPU_KINDS:
                         totals[kind] += float(cpu.get(kind, 0.0) or 0.0) * scale
             if seconds <= 0:
@@ -146,6 +146,16 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
         except (AttributeError, TypeError, ValueError):
             continue  # metrics format drift: leave this host's columns empty
     return out
+
+
+def _cpu_rows(host_metrics: dict, sample: dict) -> list[dict]:
+    """Per-CPU {kind: value} of one sample: a dict by CPU name, or the record's compact arrays
+    (workload/metrics.compact: host-level "cpu_fields" name the columns)."""
+    cpu = sample.get("cpu") or {}
+    if isinstance(cpu, dict):
+        return list(cpu.values())
+    fields = host_metrics.get("cpu_fields") or ["user", "system", "irq", "softirq", "idle"]
+    return [dict(zip(fields, row)) for row in cpu if row is not None]
 
 
 def record_row(rec: dict, roles: dict[str, str] | None = None) -> dict:

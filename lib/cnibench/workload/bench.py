@@ -205,96 +205,174 @@ class _Failed(Exception):
 async def run_bench(fleet, endpoint, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
                     load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None,
                     limits: HostLimits | None = None) -> dict:
-    """Run once and return the run record (see results.py). `during` is an optional async hook
-    run alongside the load (fault injection in tests); its own exceptions propagate after
-    cleanup. Bad input raises ConfigError before anything starts."""
+    """Run once and return the run record (see results.py): a BenchSession of one run, so nginx
+    is started and stopped around it. `during` is an optional async hook run alongside the load
+    (fault injection in tests); its own exceptions propagate after cleanup. Bad input raises
+    ConfigError before anything starts."""
     validate_spec(spec)
-    validate_spec(spec, limits or await probe_limits(fleet))
-    client, server = fleet.client, fleet.server
-    gen = get_generator(spec.generator)
-    gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
-    load = load_spec(spec, endpoint, gen_dir)
-    argv = generator_argv(spec, load)
-    nginx_spec = nginx_mod.NginxSpec(
-        bind=endpoint.server_bind, port=endpoint.server_port, workers=spec.nginx_workers,
-        cpus=spec.server_cpus if spec.pin else None, max_connections=spec.connections)
-    rec = {
-        "schema": SCHEMA_VERSION, "run_id": run_id, "study": study, "mode": spec.mode, "size": spec.size,
-        "target_rate": 0.0 if spec.closed_loop else float(spec.rate), "load_fraction": load_fraction,
-        "repetition": repetition, "generator": gen.name,
-        "settings": {
-            **{k: v for k, v in asdict(spec).items() if k not in ("guard",)},
-            "guard": asdict(spec.guard), "pipeline": load.pipeline, "endpoint": endpoint.to_dict(),
-            "generator_command": quote(argv), "response_bytes": load.response_bytes,
-        },
-        "status": "failed", "reason": "", "started_at": _now(), "ended_at": None,
-        "achieved_rate": 0.0, "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0, "unfinished": 0},
-        "generator_cpu": None, "latency": _empty_latency(), "timeline": [], "metrics": {},
-        "provenance": None, "order": None, "notes": [],
-    }
-    notes: list[str] = rec["notes"]
-    nginx = bg = hook = None
-    sampler = Sampler()
-    hook_error: BaseException | None = None
-    try:
-        nginx = await nginx_mod.start(server, endpoint.server_netns, nginx_spec)
-        url = load.url
-        await nginx_mod.health_check(client, endpoint.client_netns, url, spec.size)
-        if spec.metrics:
-            for host, ns in ((client, endpoint.client_netns), (server, endpoint.server_netns)):
-                await sampler.start(host, host.spec.data_interface, ns)
-        await client.run(["mkdir", "-p", gen_dir], timeout=20)
-        bg = await client.start(argv, netns=endpoint.client_netns)
-        if during is not None:
-            hook = asyncio.ensure_future(during(RunContext(fleet, endpoint, spec, load, nginx, bg)))
-        limit = spec.warmup_s + spec.duration_s + max(30.0, 2 * spec.timeout_s)
-        try:
-            res = await asyncio.wait_for(bg.wait(), limit)
-        except asyncio.TimeoutError:
-            raise _Failed(f"the generator did not finish within {limit:g} s") from None
-        except (asyncssh.Error, OSError) as exc:  # the session carrying the generator died
-            lost = await _connection_lost(client)
-            raise _Failed(f"lost the SSH connection to the client host during the run ({lost or exc})") from None
-        files = {}
-        for key, path in gen.files(load).items():
-            try:
-                files[key] = await asyncio.wait_for(client.read_file(path), 60)
-            except Exception as exc:  # noqa: BLE001 - a missing file is the parser's business
-                files[key] = b""
-                notes.append(f"could not read {path}: {exc.__class__.__name__}")
-        result = gen.parse(load, res.stdout, res.stderr, res.exit_status, files)
-        result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
-        lost = await _connection_lost(client) if not result.ok else None
-        if not await nginx.alive():
-            rec["reason"] = "failed: nginx died during the run (master or worker gone)"
-        elif lost:
-            rec["reason"] = f"failed: lost the SSH connection to the client host during the run ({lost})"
-        elif not result.ok:
-            rec["reason"] = f"failed: {result.reason}"
-        _fill(rec, spec, result)
-        if not rec["reason"]:
-            reasons = guards_mod.check(rec["target_rate"], result.achieved_rate, result.requests, result.errors,
-                                       result.timeouts, result.generator_cpu, spec.threads, spec.guard)
-            rec["status"], rec["reason"] = guards_mod.verdict(reasons)
-    except (CnibenchError, OSError, asyncio.TimeoutError) as exc:
-        rec["reason"] = f"failed: {exc}"
-    except _Failed as exc:
-        rec["reason"] = f"failed: {exc}"
-    finally:
-        if hook is not None:
-            if hook.done() and not hook.cancelled() and hook.exception() is not None:
-                hook_error = hook.exception()
-            hook.cancel()
-        if bg is not None:
-            await _bounded("stop generator", bg.stop(grace=3), notes)
-        rec["metrics"] = await _bounded("stop samplers", sampler.stop(), notes) or {}
-        if nginx is not None:
+    async with BenchSession(fleet, endpoint, limits) as session:
+        return await session.run(spec, run_id=run_id, study=study, repetition=repetition,
+                                 load_fraction=load_fraction, during=during)
+
+
+class BenchSession:
+    """Many runs against one endpoint (a mode's block of runs) with nginx kept up between them.
+
+        async with BenchSession(fleet, endpoint, limits) as session:
+            rec = await session.run(spec, run_id=...)
+
+    Starting nginx and stopping it gracefully cost ~1.8 s, more than a third of a short run, so
+    nginx is started by the first run that needs it and stopped when the session closes (also
+    on error or cancellation). Every run still checks it first: nginx's processes must be alive
+    and a GET from the client must return the exact response, else the run fails with the
+    reason. A run during which nginx died is failed ("nginx died during the run"), what is left
+    of that nginx is stopped, and the next run starts a fresh one. A run whose nginx settings
+    differ (workers, pinning, connections) restarts it. The samplers and the generator are per
+    run, so a record's metrics cover exactly that run.
+    """
+
+    def __init__(self, fleet, endpoint, limits: HostLimits | None = None):
+        self.fleet, self.endpoint, self.limits = fleet, endpoint, limits
+        self.nginx: nginx_mod.NginxServer | None = None
+        self._nginx_spec: nginx_mod.NginxSpec | None = None
+        self.nginx_starts = 0  # how many times this session started nginx (tests, benchmarks)
+
+    async def __aenter__(self) -> "BenchSession":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> list[str]:
+        """Stop nginx (bounded; never raises). Safe to call twice."""
+        notes: list[str] = []
+        if self.nginx is not None:
+            nginx, self.nginx = self.nginx, None
             await _bounded("stop nginx", nginx.stop(), notes)
-        await _bounded("remove generator files", client.run(["rm", "-rf", "--", gen_dir], check=False, timeout=20), notes)
-        rec["ended_at"] = _now()
-    if hook_error is not None:
-        raise hook_error
-    return rec
+        return notes
+
+    def nginx_spec(self, spec: BenchSpec) -> nginx_mod.NginxSpec:
+        return nginx_mod.NginxSpec(
+            bind=self.endpoint.server_bind, port=self.endpoint.server_port, workers=spec.nginx_workers,
+            cpus=spec.server_cpus if spec.pin else None, max_connections=spec.connections)
+
+    async def _nginx(self, nspec: nginx_mod.NginxSpec, notes: list[str]) -> nginx_mod.NginxServer:
+        """The session's nginx for these settings: reused when it is alive, else (re)started."""
+        if self.nginx is not None:
+            if self._nginx_spec != nspec:
+                notes.append("nginx restarted: its settings changed")
+            elif not await self.nginx.alive():
+                notes.append("nginx restarted: it was no longer running")
+            else:
+                return self.nginx
+            await self.close()
+        self.nginx = await nginx_mod.start(self.fleet.server, self.endpoint.server_netns, nspec)
+        self._nginx_spec = nspec
+        self.nginx_starts += 1
+        return self.nginx
+
+    async def run(self, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
+                  load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None) -> dict:
+        """One run; returns its record (failed with the reason when it broke)."""
+        validate_spec(spec)
+        if self.limits is None:
+            self.limits = await probe_limits(self.fleet)
+        validate_spec(spec, self.limits)
+        fleet, endpoint = self.fleet, self.endpoint
+        client = fleet.client
+        gen = get_generator(spec.generator)
+        gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
+        load = load_spec(spec, endpoint, gen_dir)
+        argv = generator_argv(spec, load)
+        rec = {
+            "schema": SCHEMA_VERSION, "run_id": run_id, "study": study, "mode": spec.mode, "size": spec.size,
+            "target_rate": 0.0 if spec.closed_loop else float(spec.rate), "load_fraction": load_fraction,
+            "repetition": repetition, "generator": gen.name,
+            "settings": {
+                **{k: v for k, v in asdict(spec).items() if k not in ("guard",)},
+                "guard": asdict(spec.guard), "pipeline": load.pipeline, "endpoint": endpoint.to_dict(),
+                "generator_command": quote(argv), "response_bytes": load.response_bytes,
+            },
+            "status": "failed", "reason": "", "started_at": _now(), "ended_at": None,
+            "achieved_rate": 0.0, "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0, "unfinished": 0},
+            "generator_cpu": None, "latency": _empty_latency(), "timeline": [], "metrics": {},
+            "provenance": None, "order": None, "notes": [],
+        }
+        notes: list[str] = rec["notes"]
+        bg = hook = None
+        nginx_gone = False
+        sampler = Sampler()
+        hook_error: BaseException | None = None
+        try:
+            nginx = await self._nginx(self.nginx_spec(spec), notes)
+            await nginx_mod.health_check(client, endpoint.client_netns, load.url, spec.size)
+            await client.run(["mkdir", "-p", gen_dir], timeout=20)
+            if spec.metrics:
+                for host, ns in ((client, endpoint.client_netns), (fleet.server, endpoint.server_netns)):
+                    await sampler.start(host, host.spec.data_interface, ns)
+            bg = await client.start(argv, netns=endpoint.client_netns)
+            if during is not None:
+                hook = asyncio.ensure_future(during(RunContext(fleet, endpoint, spec, load, nginx, bg)))
+            limit = spec.warmup_s + spec.duration_s + max(30.0, 2 * spec.timeout_s)
+            try:
+                res = await asyncio.wait_for(bg.wait(), limit)
+            except asyncio.TimeoutError:
+                raise _Failed(f"the generator did not finish within {limit:g} s") from None
+            except (asyncssh.Error, OSError) as exc:  # the session carrying the generator died
+                lost = await _connection_lost(client)
+                raise _Failed(f"lost the SSH connection to the client host during the run ({lost or exc})") from None
+            # The load is over: the samplers' last sample closes the window now, not a period later.
+            if spec.metrics:
+                rec["metrics"] = await _bounded("stop samplers", sampler.stop(), notes) or {}
+            files = {}
+            for key, path in gen.files(load).items():
+                try:
+                    files[key] = await asyncio.wait_for(client.read_file(path), 60)
+                except Exception as exc:  # noqa: BLE001 - a missing file is the parser's business
+                    files[key] = b""
+                    notes.append(f"could not read {path}: {exc.__class__.__name__}")
+            result = gen.parse(load, res.stdout, res.stderr, res.exit_status, files)
+            result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
+            lost = await _connection_lost(client) if not result.ok else None
+            if not await nginx.alive():
+                nginx_gone = True
+                rec["reason"] = "failed: nginx died during the run (master or worker gone)"
+            elif lost:
+                rec["reason"] = f"failed: lost the SSH connection to the client host during the run ({lost})"
+            elif not result.ok:
+                rec["reason"] = f"failed: {result.reason}"
+            _fill(rec, spec, result)
+            if not rec["reason"]:
+                reasons = guards_mod.check(rec["target_rate"], result.achieved_rate, result.requests, result.errors,
+                                           result.timeouts, result.generator_cpu, spec.threads, spec.guard)
+                rec["status"], rec["reason"] = guards_mod.verdict(reasons)
+        except (CnibenchError, OSError, asyncio.TimeoutError) as exc:
+            rec["reason"] = f"failed: {exc}"
+        except _Failed as exc:
+            rec["reason"] = f"failed: {exc}"
+        finally:
+            if hook is not None:
+                if hook.done() and not hook.cancelled() and hook.exception() is not None:
+                    hook_error = hook.exception()
+                hook.cancel()
+            if bg is not None:
+                await _bounded("stop generator", bg.stop(grace=3), notes)
+            if sampler.running:
+                rec["metrics"] = await _bounded("stop samplers", sampler.stop(), notes) or rec["metrics"] or {}
+            if nginx_gone or rec["status"] == "failed" and self.nginx is not None and not await _alive_or_false(self.nginx):
+                notes.extend(await self.close())  # what is left of a dead nginx goes; the next run starts one
+            await _bounded("remove generator files", client.run(["rm", "-rf", "--", gen_dir], check=False, timeout=20), notes)
+            rec["ended_at"] = _now()
+        if hook_error is not None:
+            raise hook_error
+        return rec
+
+
+async def _alive_or_false(nginx) -> bool:
+    try:
+        return await asyncio.wait_for(nginx.alive(), 15)
+    except Exception:  # noqa: BLE001 - an unreachable host: treat nginx as gone
+        return False
 
 
 def _fill(rec: dict, spec: BenchSpec, result) -> None:

@@ -23,7 +23,8 @@ from typing import Callable
 
 from ..config import DATA
 from ..results import atomic_write_text
-from .bench import BenchSpec, run_bench
+from ..errors import CnibenchError
+from .bench import BenchSession, BenchSpec
 
 CALIBRATION = DATA / "calibration"
 
@@ -61,8 +62,26 @@ async def calibrate(fleet, endpoint, spec_template: BenchSpec, p99_bound_ms: flo
     probes: list[tuple[float, bool]] = []
     log: list[dict] = []
     base = replace(spec_template, duration_s=run_s, warmup_s=warmup_s, metrics=False, closed_loop=False)
+    async with BenchSession(fleet, endpoint) as session:  # one nginx for all the probes
+        return await _search(session, base, probes, log, p99_bound_ms, start_rate, max_rate, tolerance, progress)
+
+
+class CalibrationFailed(CnibenchError):
+    """No probed rate was valid: there is no maximum rate to express a study's load against."""
+
+
+def no_valid_rate_message(base: BenchSpec, log: list[dict], p99_bound_ms: float) -> str:
+    """Why a calibration found nothing: the probes' own reasons (pure)."""
+    tried = "; ".join(
+        f"{e['rate']:g} req/s: {e['reason'] or e['status']}" + ("" if e["p99_us"] is None else f", p99 {e['p99_us'] / 1000:.2f} ms")
+        for e in log[:4]) or "no probe ran"
+    return (f"calibration of {base.mode}/{base.size} found no valid rate with p99 <= {p99_bound_ms:g} ms ({tried}). "
+            "Check the mode (invoke mode.verify) and the hosts; or lower calibration start_rate, or raise p99_bound_ms.")
+
+
+async def _search(session, base, probes, log, p99_bound_ms, start_rate, max_rate, tolerance, progress) -> dict:
     while (rate := next_rate(probes, start_rate, 2.0, max_rate, tolerance=tolerance)) is not None:
-        rec = await run_bench(fleet, endpoint, replace(base, rate=rate), run_id=f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
+        rec = await session.run(replace(base, rate=rate), run_id=f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
         ok = probe_ok(rec, p99_bound_ms)
         probes.append((rate, ok))
         entry = {"rate": rate, "ok": ok, "status": rec["status"], "reason": rec["reason"], "achieved": rec["achieved_rate"],
@@ -73,10 +92,12 @@ async def calibrate(fleet, endpoint, spec_template: BenchSpec, p99_bound_ms: flo
         if rec["status"] == "failed" and not any(ok for _, ok in probes):
             break  # a broken setup, not a rate: stop here (the reason is in the log)
     good = [r for r, ok in probes if ok]
-    sat = await run_bench(fleet, endpoint, replace(base, closed_loop=True, pipeline=1), run_id=f"calibration/{base.mode}/{base.size}/saturation/rep1")
+    if not good:  # fail here, clearly, not later as "no calibrated maximum rate"
+        raise CalibrationFailed(no_valid_rate_message(base, log, p99_bound_ms))
+    sat = await session.run(replace(base, closed_loop=True, pipeline=1), run_id=f"calibration/{base.mode}/{base.size}/saturation/rep1")
     result = {
         "mode": base.mode, "size": base.size,
-        "max_rate": max(good) if good else 0.0,
+        "max_rate": max(good),
         "p99_bound_ms": p99_bound_ms,
         "saturation_rate": sat["achieved_rate"] if sat["status"] != "failed" else None,
         "saturation_generator_cpu": sat["generator_cpu"],
@@ -95,6 +116,8 @@ def calibration_path(inventory_name: str, mode: str, size: str) -> Path:
 
 
 def save_calibration(inventory_name: str, mode: str, size: str, result: dict) -> Path:
+    if not float(result.get("max_rate") or 0) > 0:  # a useless calibration is never saved
+        raise CalibrationFailed(f"calibration of {mode}/{size} has no maximum rate; not saved")
     path = calibration_path(inventory_name, mode, size)
     atomic_write_text(path, json.dumps({**result, "inventory": inventory_name}, indent=2, sort_keys=True))
     return path
