@@ -253,6 +253,8 @@ def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, n
     from cnibench.pipeline import run_all as pipeline_run_all
 
     try:
+        if os.geteuid() == 0:
+            packages.ensure()
         pipeline_run_all(study, inventory, keep=keep, stop_on_failure=stop_on_failure, progress=not no_progress)
     except CnibenchError as exc:
         raise Exit(f"error: {exc}", code=2)
