@@ -66,6 +66,8 @@ def main(argv=None) -> int:
         "warmup_s": summary["warmup_s"],
         "fraction_in_measurement_windows": round(summary["measure_s"] / wall, 3),
         "fraction_under_load_incl_warmup": round((summary["measure_s"] + summary["warmup_s"]) / wall, 3),
+        # calibration runs once per testbed (saved under data/calibration/): later run-alls skip it
+        "fraction_without_calibration": round(summary["measure_s"] / max(1e-9, wall - summary["calibration_s"]), 3),
         "phases_s": {
             "study session (runner)": summary["wall_s"],
             "testbed up/down + precheck": round(wall - summary["wall_s"] - (summary.get("analysis_s") or 0), 1),

@@ -1,7 +1,13 @@
-"""One benchmark run: nginx up, sampler on, load, parse, guards, everything stopped.
+"""Benchmark runs: nginx up, sampler on, load, parse, guards, everything stopped.
 
     validate_spec(spec, limits)  pure; bad input raises ConfigError before anything starts
     run_bench(fleet, endpoint, spec, run_id=...) -> a complete run record dict (not written)
+    async with BenchSession(fleet, endpoint, limits) as s:   many runs, nginx started once
+        rec = await s.run(spec, run_id=...)
+
+Per-run cost outside the load, measured on the testbed (benchmarks/pipeline_bench.py): 2.9 s
+when every run started nginx, stopped it gracefully and waited a sampler period; ~0.1-0.2 s in
+a session (a health check, two sampler starts/stops, the generator's files).
 
 Whatever happens during the run (generator killed, nginx killed, SSH dropped), run_bench ends
 within a bounded time, returns a record with status `failed` and the reason, and still stops
