@@ -468,16 +468,21 @@ NOTEBOOK_WORKERS = 2  # one kernel per core of the 2-core testbed: 0.31 s per no
 
 
 def notebooks_to_render(run_ids, raw_dir: Path, runs_dir: Path) -> list[str]:
-    """Runs with a complete record and no notebook, or one older than the record (a redone run)."""
+    """Runs that measured something (a complete record, not failed: a failed run has nothing to
+    plot, its reason is in the record and the summary line) and have no notebook, or one older
+    than the record (a redone run)."""
     from .runbook import notebook_path
 
     out = []
     for rid in run_ids:
-        rec = record_path(raw_dir, rid)
-        if not rec.exists():
+        path = record_path(raw_dir, rid)
+        if not path.exists():
             continue
         nb = notebook_path(runs_dir, rid)
-        if not nb.exists() or nb.stat().st_mtime < rec.stat().st_mtime:
+        if nb.exists() and nb.stat().st_mtime >= path.stat().st_mtime:
+            continue
+        rec = read_record(path)
+        if rec is not None and rec.get("status") != "failed":
             out.append(rid)
     return out
 

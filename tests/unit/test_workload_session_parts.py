@@ -166,8 +166,10 @@ def test_notebooks_to_render_are_records_without_an_up_to_date_notebook(tmp_path
     raw, runs = tmp_path / "raw", tmp_path / "runs"
     paths = synthetic.write_study(raw, "nbs", modes=("host",), sizes=("small",), loads=(0.3, 0.5), reps=2, duration_s=2)
     ids = [json.loads(p.read_text())["run_id"] for p in paths]
+    failed = synthetic.make_record("nbs", "host", "small", 0.7, 1, synthetic.Truth(), np.random.default_rng(1), status="failed")
+    results.write_record(raw, failed)  # nothing to show: no notebook
     missing = "nbs/host/small/99/rep1"  # planned, not recorded yet
-    assert notebooks_to_render(ids + [missing], raw, runs) == ids
+    assert notebooks_to_render(ids + [missing, failed["run_id"]], raw, runs) == ids
     for rid in ids[:2]:
         nb = notebook_path(runs, rid)
         nb.parent.mkdir(parents=True, exist_ok=True)
