@@ -333,7 +333,12 @@ async def run_study_async(
     sess: dict | None = None
     try:
         async with Fleet(inventory) as fleet:
-            # Whatever an earlier, killed session left up goes first (idempotent when nothing is).
+            # Whatever an earlier, killed session left up goes first (idempotent when nothing is):
+            # its nginx (still holding the port after a SIGKILL), then its mode.
+            from .clean import sweep_workload
+
+            for line in sum((await fleet.gather("sweep", sweep_workload)).values(), []):
+                out(f"cleaned a leftover of an earlier session: {line}")
             await mode_down(fleet)
             t = time.monotonic()
             calibration = await calibrated_max_rates(fleet, study, inventory.name, manifest, None)
