@@ -19,7 +19,6 @@ import asyncio
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from cnibench import testbed as tb
 from cnibench.config import ROOT, load_inventory

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Iterable
 
-from ..errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
+from ..errors import FleetError, PlanError, UnsupportedFeature
 from . import MODES, get_mode
 from .base import AWS, LOCAL, AwsSettings, Endpoint, ModeSettings, Step, VerifyResult
 from .facts import gather_facts

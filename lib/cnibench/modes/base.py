@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
 from ..errors import PlanError
 
@@ -288,6 +288,12 @@ def pod_subnets(hosts: HostFacts, settings: ModeSettings) -> dict[str, ipaddress
 
 def nth(net: ipaddress.IPv4Network, n: int) -> str:
     return str(net.network_address + n)
+
+
+def pod_to_pod_endpoint(mode: str, hosts: "HostFacts", settings: "ModeSettings") -> "Endpoint":
+    """The client pod dials the server pod's own address (every mode without NAT)."""
+    addr = nth(pod_subnets(hosts, settings)[hosts.server.name], 2)
+    return Endpoint(mode, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port, addr, settings.service_port)
 
 
 def sysctl_step(host: str, key: str, value, old) -> Step:

@@ -7,7 +7,7 @@ routes amount to on one L2 segment). Host-side veth MAC ee:ee:ee:ee:ee:ee as Cal
 from __future__ import annotations
 
 from . import pieces
-from .base import ROUTE_PROTO, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, step
+from .base import ROUTE_PROTO, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint, step
 
 GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -41,9 +41,7 @@ class CalicoRouted(NetworkMode):
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
-        subnets = pod_subnets(hosts, settings)
-        addr = nth(subnets[hosts.server.name], 2)
-        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port, addr, settings.service_port)
+        return pod_to_pod_endpoint(self.name, hosts, settings)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         from .base import Check

@@ -29,8 +29,8 @@ from .base import (
     ifname,
     mtu_for,
     nth,
-    pod_netns,
     pod_subnets,
+    pod_to_pod_endpoint,
     step,
     sysctl_step,
 )
@@ -81,10 +81,7 @@ class _Flannel(NetworkMode):
         return []
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
-        subnets = pod_subnets(hosts, settings)
-        c, s = hosts.client, hosts.server
-        addr = nth(subnets[s.name], 2)
-        return Endpoint(self.name, pod_netns(c.name), pod_netns(s.name), addr, settings.service_port, addr, settings.service_port)
+        return pod_to_pod_endpoint(self.name, hosts, settings)
 
 
 class FlannelVxlan(_Flannel):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..errors import PlanError
 from . import pieces
-from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_netns, pod_subnets, step
+from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
 from .macvlan import no_bridge_checks
 
 IPVLAN_MODES = ("l2", "l3")
@@ -50,9 +50,7 @@ class Ipvlan(NetworkMode):
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
-        subnets = pod_subnets(hosts, settings)
-        addr = nth(subnets[hosts.server.name], 2)
-        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port, addr, settings.service_port)
+        return pod_to_pod_endpoint(self.name, hosts, settings)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "ipvlan", settings.ipvlan_mode)

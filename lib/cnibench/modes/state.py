@@ -4,7 +4,6 @@ system (the testbed), hence one file per host name."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from ..config import RUN_DIR

@@ -7,7 +7,6 @@ addresses and ports travel as arguments, never inside the script text.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from .base import Check, Endpoint, ModeSettings, NetworkMode, VerifyResult
