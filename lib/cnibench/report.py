@@ -156,7 +156,7 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     n_all, n_valid = len(ds.runs), int(ds.runs["valid"].sum()) if len(ds.runs) else 0
     n_excluded = int(an.excluded["runs"].sum()) if not an.excluded.empty else 0
     lo, hi = an.band
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>cnibench report: {_esc(ds.study)}</title><style>{CSS}</style></head><body>",
              f"<h1>What does a container network cost? — study <code>{_esc(ds.study)}</code></h1>"]
     parts.append(

@@ -116,7 +116,7 @@ def histogram_from_quantiles(points: dict[float, float], total: int) -> HdrHisto
     if not points or total <= 0:
         return h
     items = sorted(points.items())
-    prev_p, prev_v = 0.0, items[0][1]
+    prev_v = items[0][1]
     done = 0
     for p, v in items:
         n = int(round(total * p / 100.0)) - done
@@ -126,5 +126,5 @@ def histogram_from_quantiles(points: dict[float, float], total: int) -> HdrHisto
             for value, count in zip(*np.unique(vals.astype(np.int64), return_counts=True)):
                 h.record_value(int(value), int(count))
             done += n
-        prev_p, prev_v = p, v
+        prev_v = v
     return h
