@@ -98,11 +98,14 @@ def _first_line(text: str) -> str:
 
 def parse_version(tool: str, text: str) -> str:
     """The version number in a tool's version banner (pure)."""
+    from .provenance import parse_version as version_in
+
     line = _first_line(text)
-    m = re.search(r"(\d+\.\d+(?:\.\d+)?(?:[-.\w]*)?)", line)
     if tool == "ip":
-        m = re.search(r"iproute2-([\w.]+)", text) or m
-    return m.group(1) if m else line
+        m = re.search(r"iproute2-([\w.]+)", text)
+        if m:
+            return m.group(1)
+    return version_in(line) or line
 
 
 def parse_cpuinfo(text: str) -> tuple[int, str]:
@@ -141,21 +144,27 @@ async def check_host(host: Host) -> HostReport:
 async def probe_kernel(host: Host) -> dict[str, dict]:
     """Create and delete one interface of each kind inside a throwaway namespace."""
     ns = f"cnib-probe-{secrets.token_hex(3)}"
-    out: dict[str, dict] = {}
     await host.run(["ip", "netns", "add", ns])
     try:
-        for kind in LINK_KINDS:
-            err = ""
-            for argv in probe_commands(ns, kind):
-                r = await host.run(argv, check=False, timeout=10)
-                if not r.ok:
-                    err = (r.stderr.strip() or r.stdout.strip() or f"exit {r.exit_status}")
-                    break
-            out[kind] = {"ok": not err, "reason": _explain(kind, err) if err else ""}
-            for name in ("cnibp0", "cnibpp0"):
-                await host.run(["ip", "-n", ns, "link", "del", name], check=False, timeout=10)
+        errors = await probe_link_kinds(host, ns, LINK_KINDS)
     finally:
         await host.run(["ip", "netns", "del", ns], check=False)
+    return {kind: {"ok": not err, "reason": _explain(kind, err) if err else ""} for kind, err in errors.items()}
+
+
+async def probe_link_kinds(host: Host, netns: str, kinds) -> dict[str, str]:
+    """Inside an existing throwaway namespace: kind -> "" if it can be created, else the error."""
+    out: dict[str, str] = {}
+    for kind in kinds:
+        err = ""
+        for argv in probe_commands(netns, kind):
+            r = await host.run(argv, check=False, timeout=10)
+            if not r.ok:
+                err = r.stderr.strip() or r.stdout.strip() or f"exit {r.exit_status}"
+                break
+        out[kind] = err
+        for name in ("cnibp0", "cnibpp0"):
+            await host.run(["ip", "-n", netns, "link", "del", name], check=False, timeout=10)
     return out
 
 

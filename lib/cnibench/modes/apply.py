@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import Iterable
 
 from ..errors import FleetError, PlanError, UnsupportedFeature
+from ..precheck import probe_link_kinds
 from . import MODES, get_mode
 from .base import AWS, LOCAL, AwsSettings, Endpoint, ModeSettings, Step, VerifyResult
 from .facts import gather_facts
@@ -137,17 +138,8 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
         missing = []
         await host.run(["ip", "netns", "add", ns])
         try:
-            # the lower device is a veth: this kernel (like many) may lack the dummy driver
-            await host.run(["ip", "-n", ns, "link", "add", "cnibprobe0", "type", "veth", "peer", "name", "cnibprobe9"])
-            for i, kind in enumerate(kinds):
-                argv = ["ip", "-n", ns, "link", "add", f"cnibprobe{i + 1}"]
-                argv += {"ipvlan": ["link", "cnibprobe0", "type", "ipvlan", "mode", "l2"],
-                         "macvlan": ["link", "cnibprobe0", "type", "macvlan", "mode", "bridge"],
-                         "vxlan": ["type", "vxlan", "id", "1", "dstport", "8472", "dev", "cnibprobe0"],
-                         "veth": ["type", "veth", "peer", "name", "cnibprobep"]}.get(kind, ["type", kind])
-                r = await host.run(argv, check=False)
-                if r.exit_status != 0:
-                    missing.append(f"{kind} ({r.stderr.strip()})")
+            errors = await probe_link_kinds(host, ns, kinds)
+            missing += [f"{kind} ({err})" for kind, err in errors.items() if err]
             if nft:
                 r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", "cnib_probe"], check=False)
                 if r.exit_status != 0:
