@@ -59,7 +59,9 @@ def move_into_pod(h: HostFact, link: str) -> list[Step]:
     ns = pod_netns(h.name)
     return [
         step(h.name, ["ip", "link", "set", link, "netns", ns]),
-        step(h.name, ["ip", "-n", ns, "link", "set", link, "name", POD_IF]),
+        # Deleting the link itself on teardown (not only its namespace, which the kernel destroys
+        # asynchronously) puts the data interface back as found at once: promiscuity included.
+        step(h.name, ["ip", "-n", ns, "link", "set", link, "name", POD_IF], ["ip", "-n", ns, "link", "del", POD_IF]),
     ]
 
 
