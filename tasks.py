@@ -186,17 +186,19 @@ _BENCH_HELP = {
     "rate": "constant request rate, requests/s over all connections",
     "duration": "measurement window, seconds",
     "warmup": "load before the window, seconds (default 2)",
-    "connections": "connections (default 16)",
-    "generator": "h2load (default) or tcpkali",
+    "connections": "connections (default: one per 100 req/s, at least 10)",
+    "generator": "openloop (default: the project's open-loop generator), h2load (cross-check, closed loop) or tcpkali",
     "threads": "generator threads (default 1)",
-    "pipeline": "requests in flight per connection (default 1; 0: one second's worth)",
+    "pipeline": "requests in flight per connection (default 0: the generator's own; openloop: a second's worth, >= 32)",
+    "arrival": "openloop: uniform (default, constant rate) or poisson",
     "no_pin": "do not pin nginx and the generator to CPUs",
     "no_metrics": "no system-metrics sampler",
     "inventory": "inventory file (default: the local testbed)",
 }
 
 
-def _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics):
+def _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics,
+                arrival="uniform", closed_loop=False):
     from cnibench.workload.bench import BenchSpec
 
     try:
@@ -204,17 +206,18 @@ def _bench_spec(mode, size, rate, duration, warmup, connections, generator, thre
     except ValueError as exc:
         raise Exit(f"error: bench: a number was expected ({exc}). Example: --rate 5000 --duration 10")
     return BenchSpec(mode=mode, size=size, rate=float(rate), duration_s=float(duration), warmup_s=float(warmup),
-                     connections=int(connections), generator=generator, threads=int(threads), pipeline=int(pipeline),
-                     pin=not no_pin, metrics=not no_metrics)
+                     connections=int(connections) or None, generator=generator, threads=int(threads),
+                     pipeline=int(pipeline) or None, arrival=arrival, pin=not no_pin, metrics=not no_metrics,
+                     closed_loop=closed_loop)
 
 
 @task(help=_BENCH_HELP)
-def bench(c, mode, size, rate, duration, warmup="2", connections=16, generator="h2load", threads=1, pipeline=1,
-          no_pin=False, no_metrics=False, inventory=None):
+def bench(c, mode, size, rate, duration, warmup="2", connections=0, generator="openloop", threads=1, pipeline=0,
+          no_pin=False, no_metrics=False, inventory=None, arrival="uniform"):
     """Run nginx + a constant-rate load once; print a summary; write the record under data/raw/adhoc/."""
     from cnibench.workload import cli
 
-    spec = _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics)
+    spec = _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics, arrival)
     rec, path = _run(cli.bench(spec, inventory))
     print(cli.summary(rec))
     print(f"record: {path}")
@@ -224,11 +227,11 @@ def bench(c, mode, size, rate, duration, warmup="2", connections=16, generator="
 
 @task(help={**{k: _BENCH_HELP[k] for k in ("mode", "size", "connections", "generator", "threads", "inventory")},
             "p99_bound": "p99 bound in ms a sustainable rate must stay under (default 10)"})
-def calibrate(c, mode, size, p99_bound=10.0, connections=16, generator="h2load", threads=1, inventory=None):
+def calibrate(c, mode, size, p99_bound=10.0, connections=0, generator="openloop", threads=1, inventory=None):
     """Find the maximum sustainable rate (valid run, p99 under the bound) and the saturation throughput."""
     from cnibench.workload import cli
 
-    spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 1, False, True)
+    spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 0, False, True)
     progress = lambda e: print("  " + (f"saturation {e['saturation']:.0f} req/s" if "saturation" in e else  # noqa: E731
                                       f"{e['rate']:.0f} req/s: {'ok' if e['ok'] else 'too much'} (p99 {e['p99_us']} us; {e['reason'] or e['status']})"))
     result, path = _run(cli.calibrate_cli(spec, float(p99_bound), inventory, progress))

@@ -161,11 +161,11 @@ def test_bad_input_is_one_clear_error(kw, key, words):
 
 
 def test_limits_from_the_hosts():
-    ok = HostLimits(nofile_client=1024, cpus_client=2, cpus_server=2, generators={"h2load": True, "tcpkali": False}, curl=True)
+    ok = HostLimits(nofile_client=1024, cpus_client=2, cpus_server=2, generators={"openloop": True, "h2load": True, "tcpkali": False}, curl=True)
     validate_spec(spec(), ok)
     with pytest.raises(ConfigError, match="open-file limit"):
         validate_spec(spec(connections=2000), ok)
-    with pytest.raises(ConfigError, match="'tcpkali' is not installed.*h2load"):
+    with pytest.raises(ConfigError, match="'tcpkali' is not installed.*openloop, h2load"):
         validate_spec(spec(generator="tcpkali"), ok)
     with pytest.raises(ConfigError, match="CPU 3 does not exist"):
         validate_spec(spec(server_cpus=(3,)), ok)
@@ -180,9 +180,24 @@ def test_generator_is_pinned_and_accounted():
     argv = generator_argv(spec(), load)
     assert argv[:3] == ["taskset", "-c", "0"]
     assert argv[3:5] == ["sh", "-c"] and argv[7] == "/run/cnibench/workload/g/cpu"
-    assert argv[8] == "h2load" and load.pipeline == 1  # the default
-    assert load_spec(spec(pipeline=0), Ep(), "/g").pipeline == 313  # 5000/16 per connection, 1 s deep
+    assert "cnib-openloop" in argv[8] and load.pipeline == 313  # the default: 5000/16 per connection, 1 s deep
+    assert argv[argv.index("--cpus") + 1] == "0"  # each thread pins itself
+    h2 = load_spec(spec(generator="h2load"), Ep(), "/g")
+    assert h2.pipeline == 1 and generator_argv(spec(generator="h2load"), h2)[8] == "h2load"
     assert generator_argv(spec(pin=False), load)[0] == "sh"
+
+
+def test_default_connections_follow_the_rate():
+    assert spec(connections=None, rate=25_000).n_connections == 250
+    assert spec(connections=None, rate=300).n_connections == 10
+    assert spec(connections=7).n_connections == 7
+
+
+def test_openloop_cannot_run_closed_loop():
+    with pytest.raises(ConfigError, match="open-loop only"):
+        validate_spec(spec(closed_loop=True))
+    with pytest.raises(ConfigError, match="arrival"):
+        validate_spec(spec(arrival="bursty"))
 
 
 def test_cpu_accounting_parser():

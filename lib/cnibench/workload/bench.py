@@ -31,7 +31,8 @@ from ..hosts import quote
 from ..results import SCHEMA_VERSION, encode_histogram, percentile_table
 from . import guards as guards_mod
 from . import nginx as nginx_mod
-from .generators import GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting, pipeline_depth
+from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting
+from .generators.openloop import default_connections, default_pipeline
 from .guards import GuardLimits
 from .metrics import Sampler
 
@@ -47,23 +48,28 @@ class BenchSpec:
     rate: float
     duration_s: float
     warmup_s: float
-    connections: int
-    generator: str = "h2load"
+    connections: int | None = None  # None: default_connections(rate), one per 100 req/s, >= 10
+    generator: str = DEFAULT_GENERATOR
     threads: int = 1
     nginx_workers: int = 1
     pin: bool = True
     metrics: bool = True
     timeout_s: float = 10
-    # Requests in flight per connection. 1 (default): lowest added latency; sends a busy
-    # connection holds back are put back on schedule from the log (latency.py). 0: pipeline
-    # `pipeline_window_s` of requests (sends stay on schedule, but h2load then adds ~1 ms at
-    # the median on the testbed: see docs/method.md).
-    pipeline: int = 1
-    pipeline_window_s: float = 1.0
+    # Requests in flight per connection. None or 0: the generator's default (openloop: a
+    # second's worth, >= 32, so sends keep the schedule through a stall; h2load: 1, see
+    # docs/method.md). An explicit N wins.
+    pipeline: int | None = None
+    arrival: str = "uniform"  # openloop only: "uniform" (constant rate) or "poisson"
+    seed: int = 0  # openloop only: seeds the Poisson schedule
     client_cpus: tuple[int, ...] = (0,)  # generator pinning (testbed: the other CPU than nginx)
     server_cpus: tuple[int, ...] = (1,)  # nginx worker pinning
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
     guard: GuardLimits = field(default_factory=GuardLimits)
+
+    @property
+    def n_connections(self) -> int:
+        """The connections this run uses: as given, or the default for its rate."""
+        return self.connections or default_connections(None if self.closed_loop else self.rate)
 
 
 @dataclass(frozen=True)
@@ -96,18 +102,22 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
         raise _bad("warmup", f"must be >= 0 s (got {spec.warmup_s:g})", "Use 0 for no warm-up.")
     if spec.duration_s < spec.warmup_s:
         raise _bad("duration", f"{spec.duration_s:g} s is shorter than the warm-up ({spec.warmup_s:g} s)", "Measure at least as long as you warm up: raise --duration or lower --warmup.")
-    if spec.connections < 1:
-        raise _bad("connections", f"must be >= 1 (got {spec.connections})", "Use at least one connection.")
-    if not 1 <= spec.threads <= spec.connections:
+    if spec.connections is not None and spec.connections < 1:
+        raise _bad("connections", f"must be >= 1 (got {spec.n_connections})", "Use at least one connection.")
+    if not 1 <= spec.threads <= spec.n_connections:
         raise _bad("threads", f"must be between 1 and the number of connections (got {spec.threads})", "Each generator thread needs at least one connection.")
     if spec.nginx_workers < 1:
         raise _bad("nginx_workers", f"must be >= 1 (got {spec.nginx_workers})", "Use at least one nginx worker.")
     if spec.timeout_s <= 0:
         raise _bad("timeout", f"must be > 0 s (got {spec.timeout_s:g})", "Give the response timeout in seconds.")
-    if spec.pipeline < 0:
-        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Use 1 (default), N, or 0 for one second's worth per connection.")
-    if not spec.closed_loop and spec.rate / spec.connections * spec.duration_s < 1:
-        raise _bad("rate", f"{spec.rate:g} req/s over {spec.connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
+    if spec.pipeline is not None and spec.pipeline < 0:
+        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Leave it out (the generator's default) or give N >= 1.")
+    if spec.arrival not in ("uniform", "poisson"):
+        raise _bad("arrival", f"'{spec.arrival}' is not an arrival process", "Use uniform (constant rate, the study's) or poisson.")
+    if spec.closed_loop and getattr(get_generator(spec.generator), "busy_polls", False):
+        raise _bad("generator", f"'{spec.generator}' is open-loop only", "Closed-loop (saturation) runs use --generator h2load.")
+    if not spec.closed_loop and spec.rate / spec.n_connections * spec.duration_s < 1:
+        raise _bad("rate", f"{spec.rate:g} req/s over {spec.n_connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
     if limits is None:
         return
     if limits.generators is not None and not limits.generators.get(spec.generator, False):
@@ -115,8 +125,8 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
         raise _bad("generator", f"'{spec.generator}' is not installed on the client host", f"Install it there, or use one that is: {', '.join(have) or 'none found'}.")
     if limits.curl is False:
         raise _bad("client", "curl is not installed on the client host (the health check needs it)", "apt-get install -y curl on the client host.")
-    if limits.nofile_client is not None and spec.connections + FD_MARGIN > limits.nofile_client:
-        raise _bad("connections", f"{spec.connections} connections exceed the client host's open-file limit ({limits.nofile_client})", f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit (LimitNOFILE of sshd / ulimit -n).")
+    if limits.nofile_client is not None and spec.n_connections + FD_MARGIN > limits.nofile_client:
+        raise _bad("connections", f"{spec.n_connections} connections exceed the client host's open-file limit ({limits.nofile_client})", f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit (LimitNOFILE of sshd / ulimit -n).")
     if spec.pin:
         for cpus, n, who in ((spec.client_cpus, limits.cpus_client, "client"), (spec.server_cpus, limits.cpus_server, "server")):
             if n is not None and any(c >= n for c in cpus):
@@ -150,8 +160,9 @@ class RunContext:
 
 def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
     rate = None if spec.closed_loop else float(spec.rate)
-    per_conn = None if rate is None else rate / spec.connections
+    per_conn = None if rate is None else rate / spec.n_connections
     gen = get_generator(spec.generator)
+    pipeline = spec.pipeline or (default_pipeline(per_conn) if gen.name == "openloop" else 1)
     from .generators.tcpkali import request_length
 
     return LoadSpec(
@@ -159,16 +170,19 @@ def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
         port=endpoint.connect_port,
         path=f"/{spec.size}",
         rate=rate,
-        connections=spec.connections,
+        connections=spec.n_connections,
         threads=spec.threads,
         duration_s=spec.duration_s,
         warmup_s=spec.warmup_s,
-        pipeline=pipeline_depth(per_conn, spec.pipeline_window_s, spec.pipeline),
+        pipeline=pipeline,
         timeout_s=spec.timeout_s,
         request_bytes=request_length(f"/{spec.size}") if gen.name == "tcpkali" else 0,
         response_bytes=nginx_mod.response_bytes(spec.size),
         log_path=f"{gen_dir}/requests.log",
         cpu_path=f"{gen_dir}/cpu",
+        arrival=spec.arrival,
+        seed=spec.seed,
+        cpus=tuple(spec.client_cpus) if spec.pin else (),
     )
 
 
@@ -242,6 +256,7 @@ class BenchSession:
         self.nginx: nginx_mod.NginxServer | None = None
         self._nginx_spec: nginx_mod.NginxSpec | None = None
         self.nginx_starts = 0  # how many times this session started nginx (tests, benchmarks)
+        self.built: dict[str, dict] = {}  # generator name -> its build (ours are compiled on the host)
 
     async def __aenter__(self) -> "BenchSession":
         return self
@@ -260,7 +275,7 @@ class BenchSession:
     def nginx_spec(self, spec: BenchSpec) -> nginx_mod.NginxSpec:
         return nginx_mod.NginxSpec(
             bind=self.endpoint.server_bind, port=self.endpoint.server_port, workers=spec.nginx_workers,
-            cpus=spec.server_cpus if spec.pin else None, max_connections=spec.connections)
+            cpus=spec.server_cpus if spec.pin else None, max_connections=max(1024, spec.n_connections))
 
     async def _nginx(self, nspec: nginx_mod.NginxSpec, notes: list[str]) -> nginx_mod.NginxServer:
         """The session's nginx for these settings: reused when it is alive, else (re)started."""
@@ -276,6 +291,15 @@ class BenchSession:
         self._nginx_spec = nspec
         self.nginx_starts += 1
         return self.nginx
+
+    async def prepare_generator(self, name: str) -> dict | None:
+        """Build the generator on the client host once per session when it is one of ours."""
+        gen = get_generator(name)
+        if getattr(gen, "prepare", None) is None:
+            return None
+        if name not in self.built:
+            self.built[name] = (await gen.prepare(self.fleet.client)).to_dict()
+        return self.built[name]
 
     async def run(self, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
                   load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None) -> dict:
@@ -298,6 +322,7 @@ class BenchSession:
                 **{k: v for k, v in asdict(spec).items() if k not in ("guard",)},
                 "guard": asdict(spec.guard), "pipeline": load.pipeline, "endpoint": endpoint.to_dict(),
                 "generator_command": quote(argv), "response_bytes": load.response_bytes,
+                "connections": load.connections,
             },
             "status": "failed", "reason": "", "started_at": _now(), "ended_at": None,
             "achieved_rate": 0.0, "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0, "unfinished": 0},
@@ -310,6 +335,9 @@ class BenchSession:
         sampler = Sampler()
         hook_error: BaseException | None = None
         try:
+            build = await self.prepare_generator(spec.generator)
+            if build is not None:
+                rec["settings"]["generator_build"] = build
             nginx = await self._nginx(self.nginx_spec(spec), notes)
             await nginx_mod.health_check(client, endpoint.client_netns, load.url, spec.size)
             await client.run(["mkdir", "-p", gen_dir], timeout=20)
@@ -349,8 +377,10 @@ class BenchSession:
                 rec["reason"] = f"failed: {result.reason}"
             _fill(rec, spec, result)
             if not rec["reason"]:
+                # A busy-polling generator is always ~100 % busy; its send lag says whether it kept up.
+                cpu = None if getattr(gen, "busy_polls", False) else result.generator_cpu
                 reasons = guards_mod.check(rec["target_rate"], result.achieved_rate, result.requests, result.errors,
-                                           result.timeouts, result.generator_cpu, spec.threads, spec.guard)
+                                           result.timeouts, cpu, spec.threads, spec.guard)
                 rec["status"], rec["reason"] = guards_mod.verdict(reasons)
         except (CnibenchError, OSError, asyncio.TimeoutError) as exc:
             rec["reason"] = f"failed: {exc}"
@@ -400,6 +430,12 @@ def _fill(rec: dict, spec: BenchSpec, result) -> None:
             "correction": result.correction,
             "source": result.source,
         }
+        if result.send_lag is not None:
+            rec["latency"]["send_lag"] = result.send_lag
+        if result.pacing is not None:
+            rec["latency"]["pacing"] = result.pacing
+    if result.generator_info:
+        rec["settings"]["generator_info"] = result.generator_info
     rec["timeline"] = result.timeline
 
 

@@ -94,7 +94,7 @@ async def _search(session, base, probes, log, p99_bound_ms, start_rate, max_rate
     good = [r for r, ok in probes if ok]
     if not good:  # fail here, clearly, not later as "no calibrated maximum rate"
         raise CalibrationFailed(no_valid_rate_message(base, log, p99_bound_ms))
-    sat = await session.run(replace(base, closed_loop=True, pipeline=1), run_id=f"calibration/{base.mode}/{base.size}/saturation/rep1")
+    sat = await session.run(replace(base, closed_loop=True, pipeline=1, generator="h2load", connections=base.n_connections), run_id=f"calibration/{base.mode}/{base.size}/saturation/rep1")
     result = {
         "mode": base.mode, "size": base.size,
         "max_rate": max(good),

@@ -4,29 +4,9 @@ Pure functions over numpy arrays (times in microseconds). The generators' parser
 
 Coordinated omission. A closed-loop client sends the next request only when a connection is
 free, so during a server stall it stops sending, and the requests it *should* have sent never
-see the stall. The number we report is the latency of an open-loop client: counted from when a
-request was *due*, not from when it was finally sent.
-
-h2load keeps each connection's schedule but sends late while the connection is busy (one
-request in flight by default, see generators/h2load.py). `schedule_lateness` rebuilds the
-aggregate schedule from the send times in the log. Request k (in send order) of a run at rate
-R was due at about t0 + k/R; the lag `R*(s_k - t0) - k` (requests behind schedule) stays in a
-band set by the phases of the connections while the generator keeps up, and rises when sends
-fall behind (a connection that hit its pipelining cap, a generator starved of CPU). Lateness
-is the lag above that band, divided by R; the corrected latency is the measured one plus it.
-
-Why this and not HdrHistogram's `record_corrected_value(v, interval)`: that correction invents
-the requests a *blocked* client failed to send. h2load does not drop those requests: it sends
-them late, in a burst, and logs them with short latencies. Adding invented values on top would
-count every stalled request twice. Rebuilding the schedule moves the real late requests to
-their due times instead, so counts stay exact.
-
-Bias left (stated in docs/method.md): the band is estimated from the run itself (its median
-and 1st percentile), so lateness smaller than the band width (a few per-connection intervals)
-is not corrected, lateness of a single connection is diluted across all of them, and where the
-estimate is tight an on-time send at the band's edge gets a small lateness (~2 ms at most in
-~1 % of requests on the testbed). The record carries the band, the largest lateness and the
-uncorrected histogram, so the correction's size is always visible.
+see the stall. The open-loop generator (generators/openloop.py) fixes each request's intended
+send time before the run and logs it; latency is counted from that time, so no correction is
+applied after the fact. The pacing figures below say whether the sends kept the schedule.
 """
 
 from __future__ import annotations
@@ -50,44 +30,40 @@ def histogram_of(values_us: np.ndarray) -> HdrHistogram:
     return h
 
 
-def fitted_rate(start_us: np.ndarray) -> float:
-    """The send rate (req/s) between the 5th and 95th percentile request: robust to a stall
-    or a burst at either end of the window. `start_us` must be sorted."""
-    n = len(start_us)
-    if n < 2:
-        return 0.0
-    lo, hi = int(n * 0.05), max(int(n * 0.95), 1)
-    if hi <= lo or start_us[hi] == start_us[lo]:
-        lo, hi = 0, n - 1
-    span = (start_us[hi] - start_us[lo]) / 1e6
-    return (hi - lo) / span if span > 0 else 0.0
+def per_ms_counts(times_ns: np.ndarray, start_ns: int, end_ns: int) -> np.ndarray:
+    """Events per 1 ms bin over [start_ns, end_ns) (times in ns on any common clock)."""
+    t = np.asarray(times_ns, dtype=np.int64)
+    t = t[(t >= start_ns) & (t < end_ns)]
+    nbins = max(0, int((end_ns - start_ns) // 1_000_000))
+    return np.bincount(((t - start_ns) // 1_000_000).astype(np.int64), minlength=nbins)[:nbins]
 
 
-def schedule_lateness(start_us: np.ndarray, rate: float | None = None) -> tuple[np.ndarray, dict]:
-    """How late each request was sent against the rebuilt schedule (µs), and a summary.
+def dispersion(counts: np.ndarray) -> float:
+    """Index of dispersion (variance / mean) of per-bin counts: 0 for a perfectly even stream,
+    1 for Poisson arrivals, >> 1 for bursts."""
+    c = np.asarray(counts, dtype=np.float64)
+    return float(c.var() / c.mean()) if len(c) and c.mean() > 0 else float("nan")
 
-    `start_us` is sorted. `rate` defaults to the fitted send rate (a sustained shortfall is the
-    achieved-rate guard's business, not this correction's).
-    """
-    n = len(start_us)
-    if n < 3:
-        return np.zeros(n), {"method": "schedule", "rate": 0.0, "band": 0.0, "max_ms": 0.0, "late_fraction": 0.0}
-    r = rate or fitted_rate(start_us)
-    if r <= 0:
-        return np.zeros(n), {"method": "schedule", "rate": 0.0, "band": 0.0, "max_ms": 0.0, "late_fraction": 0.0}
-    k = np.arange(n, dtype=np.float64)
-    lag = r * (start_us - start_us[0]) / 1e6 - k
-    p1, p50 = np.percentile(lag, [1, 50])
-    top = 2 * p50 - p1  # the band's upper edge: on schedule, lag stays below it
-    late = np.maximum(0.0, (lag - top) / r * 1e6)
-    info = {
-        "method": "schedule",
-        "rate": float(r),
-        "band": float(top - p1),  # requests: width of the on-schedule band
-        "max_ms": float(late.max() / 1e3),
-        "late_fraction": float((late > 0).mean()),
-    }
-    return late, info
+
+def max_line_ratio(actual: np.ndarray, scheduled: np.ndarray) -> float:
+    """The periodogram's highest line of (actual - scheduled) per-ms counts, in units of
+    n x mean (the level of Poisson noise): a periodic burst pattern (h2load's 10 ms ticks)
+    shows as a line of thousands; an on-schedule sender stays near or below 1."""
+    a, s = np.asarray(actual, dtype=np.float64), np.asarray(scheduled, dtype=np.float64)
+    n = len(a)
+    if n < 4 or a.mean() <= 0:
+        return float("nan")
+    power = np.abs(np.fft.rfft(a - s)[1:]) ** 2  # the zero-frequency term is the total lag
+    return float(power.max() / (n * a.mean()))
+
+
+def pacing(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: int) -> dict:
+    """How well the sends kept the schedule over [start_ns, end_ns): per-ms dispersion of the
+    sends and the highest periodogram line of their difference from the schedule."""
+    sent = np.asarray(sent_ns)[np.asarray(sent_ns) >= 0]
+    actual = per_ms_counts(sent, start_ns, end_ns)
+    scheduled = per_ms_counts(intended_ns, start_ns, end_ns)
+    return {"dispersion_per_ms": round(dispersion(actual), 4), "max_line_ratio": round(max_line_ratio(actual, scheduled), 3)}
 
 
 def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int, seconds: int) -> list[dict]:

@@ -11,7 +11,6 @@ so the CPU guard works the same for every generator.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +35,9 @@ class LoadSpec:
     response_bytes: int = 0  # bytes of one response on the wire (to count responses)
     log_path: str = ""  # per-request log on the client host
     cpu_path: str = ""  # CPU accounting file on the client host
+    arrival: str = "uniform"  # openloop: "uniform" (the study's constant rate) or "poisson"
+    seed: int = 0  # openloop: seeds the Poisson schedule
+    cpus: tuple[int, ...] = ()  # openloop: thread i is pinned to cpus[i % len(cpus)]
 
     @property
     def url(self) -> str:
@@ -67,6 +69,9 @@ class LoadResult:
     correction: dict = field(default_factory=dict)
     source: str = ""  # how the histogram was obtained
     generator_cpu: float | None = None
+    send_lag: dict | None = None  # openloop: sent - intended, percentiles in µs
+    pacing: dict | None = None  # openloop: per-ms dispersion of the sends, periodogram line
+    generator_info: dict = field(default_factory=dict)
 
 
 class Generator(Protocol):
@@ -116,13 +121,3 @@ def parse_accounting(text: str) -> float | None:
     if wall <= 0:
         return None
     return (cutime + cstime) / tck / wall
-
-
-def pipeline_depth(spec_rate_per_conn: float | None, window_s: float, requested: int) -> int:
-    """Requests in flight per connection: `requested` if set, else enough to keep sending on
-    schedule through a stall of `window_s` seconds (closed loop: 1)."""
-    if requested > 0:
-        return requested
-    if spec_rate_per_conn is None:
-        return 1
-    return max(16, min(65536, math.ceil(spec_rate_per_conn * window_s)))

@@ -1,0 +1,158 @@
+"""cnib-openloop: the project's own open-loop generator (source: workload/loadgen/openloop.c).
+
+Command: `cnib-openloop --host A --port P --path /small --rate R --connections C --threads T
+--duration D --warmup W --pipeline M --timeout S --arrival uniform|poisson --seed N --cpus L
+--log FILE`. The binary is built on the client host at set-up (`prepare`), named by the hash of
+its source, so the command is a pure function of the spec.
+
+Its guarantee: request k has an intended send time fixed before the run (uniform at rate R, or
+Poisson), is sent at that time on the next connection with fewer than M requests in flight,
+and its latency counts from the intended time. Its limits, read from its source: the clock is
+CLOCK_MONOTONIC read through the vDSO (ns resolution); a due request goes out on the first pass
+of the busy-poll loop after its time, so the send lag is the loop's period plus the write
+system call (a few µs on the testbed); when every connection of a thread has M requests in
+flight, due requests wait and their lag grows (it is logged and charged, never hidden).
+
+The log has one 32-byte record per request due in the window (warm-up excluded): intended,
+sent and completed times (ns since the schedule's origin; -1: did not happen), the HTTP status
+(-1: the connection broke with the request in flight, -2: never sent, 0: no answer before the
+generator gave up, `timeout_s` after the last due time), and the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from .. import latency as lat
+from ..loadgen import binary_path, ensure_built
+from .base import LoadResult, LoadSpec
+
+RECORD = np.dtype([("intended", "<i8"), ("sent", "<i8"), ("done", "<i8"), ("status", "<i4"), ("conn", "<u4")])
+ST_CONNERR, ST_NOTSENT, ST_NONE = -1, -2, 0
+PERCENTILES = ("50", "90", "99", "99.9", "100")
+
+
+def default_connections(rate: float | None) -> int:
+    """One connection per 100 req/s, at least 10: each connection's interval (10 ms) is far
+    above the tail, so a connection rarely has two requests in flight."""
+    if rate is None or not math.isfinite(rate):
+        return 16
+    return max(10, math.ceil(rate / 100))
+
+
+def default_pipeline(rate_per_connection: float | None) -> int:
+    """Requests in flight per connection: one second's worth, at least 32, so sends keep their
+    schedule through a server stall of a second (the stall test stops nginx for 200 ms)."""
+    if rate_per_connection is None:
+        return 1
+    return max(32, min(65536, math.ceil(rate_per_connection)))
+
+
+class Openloop:
+    name = "openloop"
+    binary = "cnib-openloop"
+    busy_polls = True  # its CPU is ~100 % by design: the send lag, not the CPU, says if it kept up
+
+    def files(self, spec: LoadSpec) -> dict[str, str]:
+        return {"log": spec.log_path, "cpu": spec.cpu_path}
+
+    async def prepare(self, host):
+        """Build the binary on the client host if it is not there yet (returns loadgen.Built)."""
+        return await ensure_built(host, "openloop")
+
+    def command(self, spec: LoadSpec) -> list[str]:
+        if spec.rate is None:
+            raise ValueError("cnib-openloop is open-loop only: give a rate (closed-loop runs use h2load)")
+        argv = [binary_path("openloop"), "--host", spec.address, "--port", str(spec.port), "--path", spec.path,
+                "--rate", f"{spec.rate:.6f}", "--connections", str(spec.connections), "--threads", str(spec.threads),
+                "--duration", f"{spec.duration_s:g}", "--warmup", f"{spec.warmup_s:g}", "--pipeline", str(spec.pipeline),
+                "--timeout", f"{spec.timeout_s:g}", "--arrival", spec.arrival, "--seed", str(spec.seed)]
+        if spec.cpus:
+            argv += ["--cpus", ",".join(map(str, spec.cpus))]
+        if spec.log_path:
+            argv += ["--log", spec.log_path]
+        return argv
+
+    def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult:
+        summary = parse_summary(stdout)
+        if exit_status != 0 or summary is None:
+            tail = " ".join((stderr or stdout or "").strip().splitlines()[-3:])
+            what = f"exited with status {exit_status}" if exit_status != 0 else "printed no summary"
+            return LoadResult(ok=False, reason=f"cnib-openloop {what}" + (f": {tail}" if tail else ""))
+        rows = parse_log(files.get("log", b""))
+        if len(rows) != summary["window_requests"]:
+            return LoadResult(ok=False, reason=f"cnib-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
+        return result_from_log(spec, rows, summary)
+
+
+def parse_summary(stdout: str) -> dict | None:
+    """The generator's one-line JSON summary (the last line that parses)."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        try:
+            out = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(out, dict) and out.get("generator") == "cnib-openloop":
+            return out
+    return None
+
+
+def parse_log(data: bytes) -> np.ndarray:
+    """The binary log as a structured array (a torn tail, from a killed generator, is dropped)."""
+    usable = len(data) - len(data) % RECORD.itemsize
+    return np.frombuffer(data[:usable], dtype=RECORD)
+
+
+def send_lag_summary(lag_ns: np.ndarray) -> dict:
+    """Percentiles of sent - intended (µs, exact from the log, not binned) and the count above 1 ms."""
+    if len(lag_ns) == 0:
+        return {"unit": "us", "percentiles": None, "over_1ms": 0, "n": 0}
+    pcts = np.percentile(lag_ns, [float(p) for p in PERCENTILES]) / 1e3
+    return {"unit": "us", "percentiles": {p: round(float(v), 3) for p, v in zip(PERCENTILES, pcts)},
+            "over_1ms": int((lag_ns > 1_000_000).sum()), "n": int(len(lag_ns))}
+
+
+def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResult:
+    """Counts, histograms, send lag, pacing and the timeline from the log (pure)."""
+    if len(rows) == 0:
+        return LoadResult(ok=False, reason="cnib-openloop had no request due in the measurement window")
+    status, intended, sent, done = rows["status"], rows["intended"], rows["sent"], rows["done"]
+    good = (status >= 200) & (status < 300)
+    latency_ns = np.where(done >= 0, done - intended, -1)
+    late = good & (latency_ns > spec.timeout_s * 1e9)
+    unanswered = status == ST_NONE
+    answered_ok = good & ~late
+    errors = int(((status != ST_NONE) & ~good).sum())  # broken connections, non-2xx, never sent
+    window_start = int(spec.warmup_s * 1e9)
+    window_end = window_start + int(spec.duration_s * 1e9)
+    was_sent = sent >= 0
+    lat_us = np.ceil(latency_ns[answered_ok] / 1e3).astype(np.int64)  # from the intended time
+    svc_us = np.ceil((done - sent)[answered_ok] / 1e3).astype(np.int64)  # from the actual send
+    lag = (sent - intended)[was_sent]
+    ok_count = int(answered_ok.sum())
+    all_lat_us = np.ceil(np.where(done >= 0, latency_ns, 0) / 1e3).astype(np.int64)
+    return LoadResult(
+        ok=True,
+        requests=int(len(rows)),
+        ok_count=ok_count,
+        errors=errors,
+        timeouts=int(late.sum() + unanswered.sum()),
+        unfinished=int(unanswered.sum()),
+        window_s=spec.duration_s,
+        achieved_rate=ok_count / spec.duration_s if spec.duration_s > 0 else 0.0,
+        histogram=lat.histogram_of(lat_us),
+        histogram_uncorrected=lat.histogram_of(svc_us),
+        # Per second of the window by completion time, as for every generator.
+        timeline=lat.timeline(done // 1000, all_lat_us, ~answered_ok, window_start // 1000, int(round(spec.duration_s))),
+        correction={"method": "none: latency from each request's intended send time"},
+        source="cnib-openloop per-request log; latency from the intended send time (open loop)",
+        send_lag=send_lag_summary(lag),
+        pacing=lat.pacing(intended, sent, window_start, window_end),
+        generator_info={k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns")},
+    )
+
+
+GENERATOR = Openloop()

@@ -1,0 +1,515 @@
+/* cnib-openloop: an open-loop HTTP/1.1 load generator for cnibench.
+ *
+ * The schedule is fixed before the run: request k is due at t0 + k/R (uniform, the study's
+ * constant rate) or at the points of a Poisson process of rate R (--arrival poisson). It is
+ * sent at its due time whatever the responses do, on the next of the thread's keep-alive
+ * connections that has fewer than --pipeline requests in flight. Latency is counted from the
+ * due (intended) time, so any lag in sending is charged to the request (the principle of wrk2)
+ * and no after-the-fact correction is needed.
+ *
+ * Each thread owns every T-th request of the schedule and every T-th connection, is pinned to
+ * its CPU, and busy-polls: it reads the monotonic clock (vDSO, no system call), sends what is
+ * due, and polls its sockets with epoll_wait(timeout 0). It never sleeps, so its CPU shows as
+ * 100 % busy; the send lag (sent - intended), logged per request, is the figure that says
+ * whether it kept up.
+ *
+ * Output: one JSON object on stdout (counts, t0 on the realtime clock, settings) and, with
+ * --log, a binary log of the requests due inside the measurement window (warm-up excluded):
+ * per request five little-endian fields, 32 bytes (see struct rec). Times are ns since t0 on
+ * CLOCK_MONOTONIC; -1 where the event did not happen.
+ *
+ * Built by cnibench at set-up with the system's C compiler (workload/loadgen.py); nothing here
+ * is downloaded. Linux only (epoll, sched_setaffinity).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VERSION "1"
+#define INBUF 65536
+#define ST_NONE 0      /* not answered (yet) */
+#define ST_CONNERR (-1) /* the connection failed or closed with the request in flight */
+#define ST_NOTSENT (-2) /* never sent: no connection could take it before the run ended */
+
+struct rec {            /* one per request due in the window; 32 bytes, little-endian */
+    int64_t intended_ns;
+    int64_t sent_ns;
+    int64_t done_ns;
+    int32_t status;     /* HTTP status, or ST_* */
+    uint32_t conn;
+};
+
+struct conn {
+    int fd;
+    int connected;
+    uint32_t id;
+    int64_t *fifo;      /* request numbers in flight, oldest first (ring of cap = pipeline) */
+    int head, count;
+    char out[4096];     /* bytes not yet written (partial writes) */
+    int out_len;
+    char in[INBUF];
+    int in_len;
+    int64_t reconnect_at;
+};
+
+struct thread {
+    int index;
+    int cpu;
+    pthread_t tid;
+    struct conn *conns;
+    int nconns;
+    int next_conn;
+    int epfd;
+    int64_t nreq;       /* requests this thread owns (warm-up + window) */
+    int64_t *due;       /* due time of each, ns since t0 */
+    struct rec *recs;   /* index: this thread's request number */
+    int64_t first_window; /* first request number inside the window */
+    uint64_t rng;
+    /* counters */
+    int64_t sent, ok, http_errors, conn_errors, reconnects, unfinished, not_sent, timeouts;
+    int64_t work_ns;    /* time in loop passes that sent or read something: the CPU the load costs */
+    int fail;
+    char err[256];
+};
+
+/* settings */
+static const char *g_host = "127.0.0.1", *g_path = "/", *g_log = NULL, *g_arrival = "uniform";
+static int g_port = 80, g_conns = 10, g_threads = 1, g_pipeline = 32;
+static double g_rate = 1000, g_duration = 5, g_warmup = 1, g_timeout = 10;
+static uint64_t g_seed = 1;
+static int g_cpus[256], g_ncpus = 0;
+static struct sockaddr_storage g_addr;
+static socklen_t g_addrlen;
+static char g_request[1024];
+static int g_reqlen;
+
+static int64_t g_t0;              /* CLOCK_MONOTONIC ns of the schedule's origin */
+static volatile int g_go = 0, g_ready = 0;
+static volatile sig_atomic_t g_stop = 0;
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void die(const char *msg) {
+    fprintf(stderr, "cnib-openloop: %s\n", msg);
+    exit(2);
+}
+
+static void on_signal(int sig) { (void)sig; g_stop = 1; }
+
+/* xorshift64*: a small seeded generator, so a Poisson schedule repeats for a seed. */
+static double uniform01(uint64_t *s) {
+    *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
+    return ((*s * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static void set_nonblock_nodelay(int fd) {
+    int one = 1;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* Connect (blocking for the initial set, so the schedule starts with every connection up). */
+static int open_conn(struct thread *t, struct conn *c, int blocking) {
+    int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (blocking) {
+        struct timeval tv = {.tv_sec = 3}; /* an unreachable server fails in 3 s, not minutes */
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0) { close(fd); return -1; }
+        set_nonblock_nodelay(fd);
+        c->connected = 1;
+    } else {
+        set_nonblock_nodelay(fd);
+        if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) != 0 && errno != EINPROGRESS) { close(fd); return -1; }
+        c->connected = 0;
+    }
+    c->fd = fd;
+    c->in_len = c->out_len = 0;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
+    if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) { close(fd); c->fd = -1; return -1; }
+    return 0;
+}
+
+static void close_conn(struct thread *t, struct conn *c, int64_t now) {
+    /* Requests in flight on a broken connection failed. */
+    while (c->count > 0) {
+        int64_t k = c->fifo[c->head];
+        c->head = (c->head + 1) % g_pipeline;
+        c->count--;
+        t->recs[k].status = ST_CONNERR;
+        t->recs[k].done_ns = now - g_t0;
+        if (k >= t->first_window) t->conn_errors++;
+    }
+    if (c->fd >= 0) {
+        epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->connected = 0;
+    c->in_len = c->out_len = 0;
+    c->reconnect_at = now + 1000000; /* retry in 1 ms */
+}
+
+static void flush_out(struct thread *t, struct conn *c, int64_t now) {
+    while (c->out_len > 0) {
+        ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
+        if (n > 0) {
+            memmove(c->out, c->out + n, c->out_len - n);
+            c->out_len -= (int)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return;
+        } else {
+            close_conn(t, c, now);
+            return;
+        }
+    }
+}
+
+/* The connection that takes the next request: round robin, skipping full or down ones. */
+static struct conn *pick(struct thread *t) {
+    for (int i = 0; i < t->nconns; i++) {
+        struct conn *c = &t->conns[(t->next_conn + i) % t->nconns];
+        if (c->connected && c->count < g_pipeline && c->out_len + g_reqlen <= (int)sizeof c->out) {
+            t->next_conn = (int)((c - t->conns) + 1) % t->nconns;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* Parse complete responses in c->in; each completes the oldest request in flight. */
+static void on_readable(struct thread *t, struct conn *c, int64_t now) {
+    for (;;) {
+        ssize_t n = recv(c->fd, c->in + c->in_len, INBUF - c->in_len, 0);
+        if (n == 0) { close_conn(t, c, now); return; }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            close_conn(t, c, now);
+            return;
+        }
+        c->in_len += (int)n;
+        int64_t done = now_ns() - g_t0;
+        for (;;) {
+            char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
+            if (!end) {
+                if (c->in_len >= INBUF) { close_conn(t, c, now); return; } /* header too large */
+                break;
+            }
+            int hlen = (int)(end - c->in) + 4;
+            long clen = 0;
+            int status = 0;
+            if (c->in_len >= 12 && memcmp(c->in, "HTTP/1.", 7) == 0) status = atoi(c->in + 9);
+            for (char *p = c->in; p < end; p++) {
+                if ((*p == 'C' || *p == 'c') && (p == c->in || p[-1] == '\n') &&
+                    strncasecmp(p, "Content-Length:", 15) == 0) {
+                    clen = strtol(p + 15, NULL, 10);
+                    break;
+                }
+            }
+            if (status == 0 || clen < 0 || hlen + clen > INBUF) { close_conn(t, c, now); return; }
+            if (c->in_len < hlen + clen) break;
+            if (c->count == 0) { close_conn(t, c, now); return; } /* a response nobody asked for */
+            int64_t k = c->fifo[c->head];
+            c->head = (c->head + 1) % g_pipeline;
+            c->count--;
+            t->recs[k].done_ns = done;
+            t->recs[k].status = status;
+            if (k >= t->first_window) {
+                if (status >= 200 && status < 300) t->ok++;
+                else t->http_errors++;
+            }
+            memmove(c->in, c->in + hlen + clen, c->in_len - hlen - clen);
+            c->in_len -= (int)(hlen + clen);
+        }
+        if (c->in_len == INBUF) { close_conn(t, c, now); return; }
+    }
+}
+
+static int poll_once(struct thread *t, int64_t now) {
+    struct epoll_event evs[64];
+    int n = epoll_wait(t->epfd, evs, 64, 0);
+    for (int i = 0; i < n; i++) {
+        struct conn *c = evs[i].data.ptr;
+        if (c->fd < 0) continue;
+        if (!c->connected && (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+            int err = 0; socklen_t len = sizeof err;
+            getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            if (err) { close_conn(t, c, now); continue; }
+            c->connected = 1;
+        }
+        if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(t, c, now);
+        if (c->fd >= 0 && (evs[i].events & EPOLLOUT) && c->out_len) flush_out(t, c, now);
+    }
+    return n;
+}
+
+static void *run_thread(void *arg) {
+    struct thread *t = arg;
+    if (t->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(t->cpu, &set);
+        if (sched_setaffinity(0, sizeof set, &set) != 0) {
+            snprintf(t->err, sizeof t->err, "cannot pin thread %d to CPU %d: %s", t->index, t->cpu, strerror(errno));
+            t->fail = 1;
+        }
+    }
+    t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    for (int i = 0; i < t->nconns && !t->fail; i++) {
+        if (open_conn(t, &t->conns[i], 1) != 0) {
+            snprintf(t->err, sizeof t->err, "cannot connect to %s:%d: %s", g_host, g_port, strerror(errno));
+            t->fail = 1;
+        }
+    }
+    pthread_mutex_lock(&g_mu);
+    g_ready++;
+    pthread_mutex_unlock(&g_mu);
+    while (!g_go) { if (g_stop) return NULL; }
+    if (g_go < 0) return NULL;
+
+    int64_t k = 0;  /* next request to send */
+    int64_t end_sched = (int64_t)((g_warmup + g_duration) * 1e9);
+    int64_t deadline = end_sched + (int64_t)(g_timeout * 1e9);
+    int64_t last_reconnect_scan = 0;
+    for (;;) {
+        int64_t now = now_ns();
+        int64_t rel = now - g_t0;
+        int64_t k_before = k;
+        while (k < t->nreq && t->due[k] <= rel) {
+            struct conn *c = pick(t);
+            if (!c) break;  /* every connection is full or down: the request waits (its lag counts) */
+            c->fifo[(c->head + c->count) % g_pipeline] = k;
+            c->count++;
+            memcpy(c->out + c->out_len, g_request, g_reqlen);
+            c->out_len += g_reqlen;
+            t->recs[k].sent_ns = now_ns() - g_t0;
+            t->recs[k].conn = c->id;
+            if (k >= t->first_window) t->sent++;
+            k++;
+            flush_out(t, c, now);
+            rel = now_ns() - g_t0;
+        }
+        if (poll_once(t, now) > 0 || k != k_before) t->work_ns += now_ns() - now;
+        if (rel - last_reconnect_scan > 1000000) { /* once a ms: reopen broken connections */
+            last_reconnect_scan = rel;
+            for (int i = 0; i < t->nconns; i++) {
+                struct conn *c = &t->conns[i];
+                if (c->fd < 0 && now >= c->reconnect_at) {
+                    t->reconnects++;
+                    if (open_conn(t, c, 0) != 0) c->reconnect_at = now + 10000000;
+                }
+            }
+        }
+        if (g_stop) break;
+        if (k >= t->nreq) {
+            int inflight = 0;
+            for (int i = 0; i < t->nconns; i++) inflight += t->conns[i].count;
+            if (inflight == 0 || rel > deadline) break;
+        } else if (rel > deadline) {
+            break; /* connections never came back: stop instead of waiting forever */
+        }
+    }
+    for (int i = 0; i < t->nconns; i++) if (t->conns[i].fd >= 0) close(t->conns[i].fd);
+    close(t->epfd);
+    for (int64_t j = t->first_window; j < t->nreq; j++) {
+        if (t->recs[j].sent_ns < 0) { t->recs[j].status = ST_NOTSENT; t->not_sent++; }
+        else if (t->recs[j].status == ST_NONE) t->unfinished++;
+    }
+    return NULL;
+}
+
+/* The schedule of one thread: its share of the aggregate one, ns since t0. */
+static int64_t build_schedule(struct thread *t) {
+    double span = g_warmup + g_duration;
+    int64_t cap = (int64_t)(span * g_rate / g_threads * 1.2) + 1024;
+    t->due = malloc(sizeof(int64_t) * cap);
+    if (!t->due) die("out of memory for the schedule");
+    int64_t n = 0;
+    if (strcmp(g_arrival, "poisson") == 0) {
+        /* Superposed Poisson processes are Poisson: each thread draws at rate R/T. */
+        double tt = 0, r = g_rate / g_threads;
+        for (;;) {
+            tt += -log(1.0 - uniform01(&t->rng)) / r;
+            if (tt >= span) break;
+            if (n == cap) { cap *= 2; t->due = realloc(t->due, sizeof(int64_t) * cap); if (!t->due) die("out of memory"); }
+            t->due[n++] = (int64_t)(tt * 1e9);
+        }
+    } else {
+        /* Request j of the aggregate schedule is due at j/R; this thread owns j = index mod T. */
+        for (int64_t j = t->index;; j += g_threads) {
+            double tt = (double)j / g_rate;
+            if (tt >= span) break;
+            if (n == cap) { cap *= 2; t->due = realloc(t->due, sizeof(int64_t) * cap); if (!t->due) die("out of memory"); }
+            t->due[n++] = (int64_t)llround(tt * 1e9);
+        }
+    }
+    int64_t warm = (int64_t)(g_warmup * 1e9);
+    t->first_window = 0;
+    while (t->first_window < n && t->due[t->first_window] < warm) t->first_window++;
+    return n;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: cnib-openloop --host ADDR --port N --path /small --rate R [--connections C] [--threads T]\n"
+            "         [--duration S] [--warmup S] [--pipeline M] [--timeout S] [--arrival uniform|poisson]\n"
+            "         [--seed N] [--cpus 0,1] [--log FILE] [--version]\n");
+    exit(2);
+}
+
+static double num(const char *name, const char *v, double lo, double hi) {
+    char *end;
+    double x = strtod(v, &end);
+    if (*v == 0 || *end != 0 || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "cnib-openloop: --%s must be a number in [%g, %g] (got '%s')\n", name, lo, hi, v);
+        exit(2);
+    }
+    return x;
+}
+
+static void parse_args(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--version") == 0) { printf("cnib-openloop %s\n", VERSION); exit(0); }
+        if (strncmp(a, "--", 2) != 0 || i + 1 >= argc) usage();
+        const char *v = argv[++i];
+        a += 2;
+        if (!strcmp(a, "host")) g_host = v;
+        else if (!strcmp(a, "port")) g_port = (int)num(a, v, 1, 65535);
+        else if (!strcmp(a, "path")) g_path = v;
+        else if (!strcmp(a, "rate")) g_rate = num(a, v, 0.001, 1e8);
+        else if (!strcmp(a, "connections")) g_conns = (int)num(a, v, 1, 1000000);
+        else if (!strcmp(a, "threads")) g_threads = (int)num(a, v, 1, 256);
+        else if (!strcmp(a, "duration")) g_duration = num(a, v, 0.001, 86400);
+        else if (!strcmp(a, "warmup")) g_warmup = num(a, v, 0, 86400);
+        else if (!strcmp(a, "pipeline")) g_pipeline = (int)num(a, v, 1, 65536);
+        else if (!strcmp(a, "timeout")) g_timeout = num(a, v, 0.001, 3600);
+        else if (!strcmp(a, "seed")) g_seed = (uint64_t)num(a, v, 0, 1e18);
+        else if (!strcmp(a, "arrival")) {
+            if (strcmp(v, "uniform") && strcmp(v, "poisson")) die("--arrival must be uniform or poisson");
+            g_arrival = v;
+        } else if (!strcmp(a, "log")) g_log = v;
+        else if (!strcmp(a, "cpus")) {
+            char *copy = strdup(v), *save = NULL;
+            for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+                if (g_ncpus == 256) die("--cpus: too many CPUs");
+                g_cpus[g_ncpus++] = (int)num("cpus", p, 0, 4095);
+            }
+            free(copy);
+        } else usage();
+    }
+    if (g_threads > g_conns) die("--threads must not exceed --connections (each thread needs a connection)");
+    if (strlen(g_path) > 512 || g_path[0] != '/' || strpbrk(g_path, " \r\n")) die("--path must start with / and hold no spaces or line breaks");
+    if (strlen(g_host) > 255 || strpbrk(g_host, " \r\n")) die("--host must hold no spaces or line breaks");
+}
+
+static void resolve(void) {
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+    char port[16];
+    snprintf(port, sizeof port, "%d", g_port);
+    int rc = getaddrinfo(g_host, port, &hints, &res);
+    if (rc != 0) { fprintf(stderr, "cnib-openloop: cannot resolve %s: %s\n", g_host, gai_strerror(rc)); exit(2); }
+    memcpy(&g_addr, res->ai_addr, res->ai_addrlen);
+    g_addrlen = res->ai_addrlen;
+    freeaddrinfo(res);
+    int v6 = strchr(g_host, ':') != NULL;
+    g_reqlen = snprintf(g_request, sizeof g_request,
+                        "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUser-Agent: cnib-openloop/" VERSION "\r\n\r\n",
+                        g_path, v6 ? "[" : "", g_host, v6 ? "]" : "", g_port);
+}
+
+int main(int argc, char **argv) {
+    parse_args(argc, argv);
+    resolve();
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    struct thread *ts = calloc(g_threads, sizeof *ts);
+    uint32_t next_id = 0;
+    for (int i = 0; i < g_threads; i++) {
+        struct thread *t = &ts[i];
+        t->index = i;
+        t->cpu = g_ncpus ? g_cpus[i % g_ncpus] : -1;
+        t->rng = g_seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xBF58476D1CE4E5B9ULL + 1;
+        t->nreq = build_schedule(t);
+        t->recs = malloc(sizeof(struct rec) * (t->nreq ? t->nreq : 1));
+        if (!t->recs) die("out of memory for the request log");
+        for (int64_t j = 0; j < t->nreq; j++)
+            t->recs[j] = (struct rec){t->due[j], -1, -1, ST_NONE, 0};
+        t->nconns = g_conns / g_threads + (i < g_conns % g_threads);
+        t->conns = calloc(t->nconns, sizeof *t->conns);
+        for (int c = 0; c < t->nconns; c++) {
+            t->conns[c].fd = -1;
+            t->conns[c].id = next_id++;
+            t->conns[c].fifo = malloc(sizeof(int64_t) * g_pipeline);
+        }
+    }
+    for (int i = 0; i < g_threads; i++) pthread_create(&ts[i].tid, NULL, run_thread, &ts[i]);
+    while (g_ready < g_threads && !g_stop) usleep(100);
+    int failed = 0;
+    for (int i = 0; i < g_threads; i++) failed |= ts[i].fail;
+    struct timespec rt;
+    g_t0 = now_ns() + 5000000; /* 5 ms from now: every thread is spinning by then */
+    clock_gettime(CLOCK_REALTIME, &rt);
+    int64_t realtime_at_t0 = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec + (g_t0 - now_ns());
+    __atomic_store_n(&g_go, failed ? -1 : 1, __ATOMIC_SEQ_CST);
+    for (int i = 0; i < g_threads; i++) pthread_join(ts[i].tid, NULL);
+    for (int i = 0; i < g_threads; i++) {
+        if (ts[i].fail) { fprintf(stderr, "cnib-openloop: %s\n", ts[i].err); return 1; }
+    }
+
+    int64_t work_ns = 0, window = 0, sent = 0, ok = 0, http_errors = 0, conn_errors = 0, reconnects = 0, unfinished = 0, not_sent = 0;
+    for (int i = 0; i < g_threads; i++) {
+        struct thread *t = &ts[i];
+        window += t->nreq - t->first_window;
+        sent += t->sent; ok += t->ok; http_errors += t->http_errors; conn_errors += t->conn_errors;
+        reconnects += t->reconnects; unfinished += t->unfinished; not_sent += t->not_sent; work_ns += t->work_ns;
+    }
+    if (g_log) {
+        FILE *f = fopen(g_log, "wb");
+        if (!f) { fprintf(stderr, "cnib-openloop: cannot write %s: %s\n", g_log, strerror(errno)); return 1; }
+        for (int i = 0; i < g_threads; i++) {
+            struct thread *t = &ts[i];
+            int64_t n = t->nreq - t->first_window;
+            if (n > 0 && fwrite(t->recs + t->first_window, sizeof(struct rec), n, f) != (size_t)n) {
+                fprintf(stderr, "cnib-openloop: short write to %s\n", g_log);
+                return 1;
+            }
+        }
+        if (fclose(f) != 0) { fprintf(stderr, "cnib-openloop: cannot write %s: %s\n", g_log, strerror(errno)); return 1; }
+    }
+    printf("{\"generator\": \"cnib-openloop\", \"version\": \"%s\", \"interrupted\": %s, "
+           "\"t0_realtime_ns\": %lld, \"rate\": %.6f, \"arrival\": \"%s\", \"connections\": %d, \"threads\": %d, "
+           "\"pipeline\": %d, \"warmup_s\": %.6f, \"duration_s\": %.6f, \"timeout_s\": %.6f, \"record_bytes\": %zu, "
+           "\"window_requests\": %lld, \"sent\": %lld, \"ok\": %lld, \"http_errors\": %lld, \"conn_errors\": %lld, "
+           "\"reconnects\": %lld, \"unfinished\": %lld, \"not_sent\": %lld, \"work_s\": %.6f}\n",
+           VERSION, g_stop ? "true" : "false", (long long)realtime_at_t0, g_rate, g_arrival, g_conns, g_threads,
+           g_pipeline, g_warmup, g_duration, g_timeout, sizeof(struct rec), (long long)window, (long long)sent,
+           (long long)ok, (long long)http_errors, (long long)conn_errors, (long long)reconnects,
+           (long long)unfinished, (long long)not_sent, work_ns / 1e9);
+    return g_stop ? 3 : 0;
+}

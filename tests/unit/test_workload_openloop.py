@@ -1,0 +1,134 @@
+"""cnib-openloop adapter: command, summary and log parsing, latency from the intended time,
+pacing figures. Pure: logs are built here with the generator's record layout."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cnibench.results import decode_histogram, encode_histogram
+from cnibench.workload import latency as lat
+from cnibench.workload.generators.base import LoadSpec
+from cnibench.workload.generators.openloop import (
+    GENERATOR, RECORD, ST_CONNERR, ST_NONE, ST_NOTSENT, default_connections, default_pipeline, parse_log, parse_summary,
+    result_from_log,
+)
+from cnibench.workload.loadgen import binary_path, build_argv, source_hash
+
+RATE = 1000.0
+
+
+def spec(**kw):
+    base = dict(address="198.18.0.12", port=8080, path="/small", rate=RATE, connections=10, threads=1, duration_s=2.0,
+                warmup_s=1.0, pipeline=32, timeout_s=1.0, log_path="/run/cnibench/workload/x/requests.log", cpus=(0,))
+    base.update(kw)
+    return LoadSpec(**base)
+
+
+def log_rows(n=2000, rate=RATE, warmup_s=1.0, lag_ns=500, latency_ns=50_000):
+    """A window's requests, on schedule: intended k/R after the warm-up."""
+    r = np.zeros(n, dtype=RECORD)
+    r["intended"] = (warmup_s * 1e9 + np.arange(n) * 1e9 / rate).astype(np.int64)
+    r["sent"] = r["intended"] + lag_ns
+    r["done"] = r["intended"] + latency_ns
+    r["status"] = 200
+    r["conn"] = np.arange(n) % 10
+    return r
+
+
+def summary(n=2000, **kw):
+    return {"generator": "cnib-openloop", "version": "1", "window_requests": n, "arrival": "uniform", "pipeline": 32,
+            "reconnects": 0, "t0_realtime_ns": 1, **kw}
+
+
+def test_command_is_the_built_binary_with_the_whole_schedule():
+    argv = GENERATOR.command(spec(arrival="poisson", seed=7, cpus=(0, 1), threads=2))
+    assert argv[0] == binary_path("openloop") and source_hash("openloop")[:12] in argv[0]
+    opts = dict(zip(argv[1::2], argv[2::2]))
+    assert opts["--rate"] == "1000.000000" and opts["--connections"] == "10" and opts["--threads"] == "2"
+    assert opts["--arrival"] == "poisson" and opts["--seed"] == "7" and opts["--cpus"] == "0,1"
+    assert opts["--duration"] == "2" and opts["--warmup"] == "1" and opts["--log"].endswith("requests.log")
+
+
+def test_closed_loop_is_refused():
+    with pytest.raises(ValueError, match="open-loop only"):
+        GENERATOR.command(spec(rate=None))
+
+
+def test_defaults_one_connection_per_100_rps_and_a_second_in_flight():
+    assert default_connections(25_000) == 250 and default_connections(500) == 10 and default_connections(None) == 16
+    assert default_pipeline(100.0) == 100 and default_pipeline(5.0) == 32 and default_pipeline(None) == 1
+
+
+def test_build_command_puts_libraries_after_the_source():
+    argv = build_argv("openloop", "/x/s.c", "/x/out")
+    assert argv[0] == "cc" and argv.index("/x/s.c") < argv.index("-lm") and "-pthread" in argv
+
+
+def test_summary_is_the_json_line():
+    line = json.dumps(summary())
+    assert parse_summary("noise\n" + line + "\n")["window_requests"] == 2000
+    assert parse_summary("no json here") is None
+
+
+def test_log_parser_drops_a_torn_record():
+    rows = log_rows(3)
+    assert len(parse_log(rows.tobytes() + b"\x01\x02")) == 3
+    assert RECORD.itemsize == 32
+
+
+def test_latency_counts_from_the_intended_time():
+    rows = log_rows(lag_ns=2_000_000, latency_ns=3_000_000)  # sent 2 ms late, done 3 ms after due
+    r = result_from_log(spec(), rows, summary())
+    assert r.ok and r.ok_count == 2000 and r.errors == 0 and r.timeouts == 0
+    assert r.histogram.get_value_at_percentile(50) == pytest.approx(3000, rel=0.01)
+    assert r.histogram_uncorrected.get_value_at_percentile(50) == pytest.approx(1000, rel=0.01)  # from the send
+    assert r.send_lag["percentiles"]["99"] == pytest.approx(2000.0) and r.send_lag["over_1ms"] == 2000
+
+
+def test_errors_timeouts_and_unanswered_are_counted():
+    rows = log_rows()
+    rows["status"][10] = ST_CONNERR
+    rows["status"][11] = 503
+    rows["status"][12] = ST_NOTSENT
+    rows["sent"][12] = -1
+    rows["done"][12] = -1
+    rows["done"][13] = rows["intended"][13] + 1_500_000_000  # later than the 1 s timeout
+    rows["status"][14] = ST_NONE
+    rows["done"][14] = -1
+    r = result_from_log(spec(), rows, summary())
+    assert (r.errors, r.timeouts, r.unfinished, r.ok_count) == (3, 2, 1, 1995)
+    assert r.send_lag["n"] == 1999  # the request never sent has no lag
+
+
+def test_parse_checks_exit_status_and_log_length():
+    bad = GENERATOR.parse(spec(), "", "cnib-openloop: cannot connect to 198.18.0.12:8080: Connection refused\n", 1, {})
+    assert not bad.ok and "status 1" in bad.reason and "refused" in bad.reason
+    short = GENERATOR.parse(spec(), json.dumps(summary()), "", 0, {"log": log_rows(5).tobytes()})
+    assert not short.ok and "logged 5" in short.reason
+    good = GENERATOR.parse(spec(), json.dumps(summary()), "", 0, {"log": log_rows().tobytes()})
+    assert good.ok and good.generator_info["arrival"] == "uniform"
+
+
+def test_timeline_is_per_second_of_the_window():
+    r = result_from_log(spec(), log_rows(), summary())
+    assert [t["t"] for t in r.timeline] == [0, 1] and [t["rate"] for t in r.timeline] == [1000, 1000]
+
+
+def test_histograms_survive_the_record_codec():
+    r = result_from_log(spec(), log_rows(), summary())
+    assert decode_histogram(encode_histogram(r.histogram)).get_total_count() == 2000
+
+
+def test_pacing_even_bursty_and_poisson():
+    rng = np.random.default_rng(1)
+    n, rate = 25_000, 25_000.0
+    intended = (np.arange(n) * 1e9 / rate).astype(np.int64)
+    even = lat.pacing(intended, intended + rng.integers(0, 5_000, n), 0, 10**9)
+    assert even["dispersion_per_ms"] <= 0.2 and even["max_line_ratio"] < 20
+    # h2load-like: each 10 ms of requests sent in the first 5 ms of the tick
+    burst_sent = (intended // 10_000_000) * 10_000_000 + (intended % 10_000_000) // 2
+    bursty = lat.pacing(intended, burst_sent, 0, 10**9)
+    assert bursty["dispersion_per_ms"] > 10 and bursty["max_line_ratio"] > 1000
+    poisson = np.cumsum(rng.exponential(1e9 / rate, n)).astype(np.int64)
+    assert lat.dispersion(lat.per_ms_counts(poisson, 0, int(poisson[-1]))) == pytest.approx(1.0, abs=0.1)
