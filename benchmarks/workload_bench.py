@@ -5,10 +5,10 @@
 Measures and prints:
   1. the calibrated maximum sustainable rate (valid, p99 <= bound) and the closed-loop
      saturation throughput, per mode (host, flannel-vxlan) and size (small, large);
-  2. the generator's own maximum rate on one core (closed loop, deep pipelining, its CPU use);
+  2. h2load's closed-loop maximum on one core (deep pipelining; cnib-openloop's capacity
+     against it is benchmarks/openloop_bench.py);
   3. p50 / p99 / p99.9 at 30, 40 and 50 % of the host-mode maximum, for host and flannel-vxlan;
-  4. the metrics sampler's cost: p99 with and without it at the same rate (alternating runs);
-  5. the pipelining bias: p50/p99 with one request in flight per connection vs the default.
+  4. the metrics sampler's cost: p99 with and without it at the same rate (alternating runs).
 Results also go to benchmarks/results/workload.json (git-ignored).
 """
 
@@ -41,7 +41,8 @@ def pct(rec, key):
 def row(rec):
     return {"rate": rec["target_rate"], "status": rec["status"], "reason": rec["reason"], "achieved": rec["achieved_rate"],
             "p50_ms": pct(rec, "50"), "p99_ms": pct(rec, "99"), "p99.9_ms": pct(rec, "99.9"),
-            "generator_cpu": rec["generator_cpu"], "max_send_lag_ms": (rec["latency"].get("correction") or {}).get("max_ms")}
+            "generator_cpu": rec["generator_cpu"],
+            "send_lag_p999_us": ((rec["latency"].get("send_lag") or {}).get("percentiles") or {}).get("99.9")}
 
 
 async def once(fleet, ep, spec, tag):
@@ -54,8 +55,8 @@ async def once(fleet, ep, spec, tag):
 
 async def main(quick: bool) -> dict:
     inv = load_inventory(tb.generated_inventory_path())
-    base = BenchSpec(mode="host", size="small", rate=1000, duration_s=5 if quick else 10, warmup_s=2, connections=16)
-    out: dict = {"calibration": {}, "generator_max": None, "fractions": {}, "sampler_cost": {}, "pipelining": {}}
+    base = BenchSpec(mode="host", size="small", rate=1000, duration_s=5 if quick else 10, warmup_s=2)
+    out: dict = {"calibration": {}, "generator_max": None, "fractions": {}, "sampler_cost": {}}
     async with Fleet(inv) as fleet:
         for mode in MODES:
             async with mode_endpoint(fleet, mode) as ep:
@@ -66,8 +67,9 @@ async def main(quick: bool) -> dict:
                     out["calibration"][f"{mode}/{size}"] = {k: res[k] for k in ("max_rate", "saturation_rate", "saturation_generator_cpu")}
                     print(f"  max {res['max_rate']:.0f} req/s, saturation {res['saturation_rate']} req/s", flush=True)
                 if mode == "host":
-                    print("generator's own maximum (closed loop, 16 connections x 32 in flight, one core)", flush=True)
-                    rec = await run_bench(fleet, ep, replace(base, closed_loop=True, pipeline=32, duration_s=5), run_id="bench/host/small/genmax/rep1")
+                    print("h2load's maximum (closed loop, 16 connections x 32 in flight, one core)", flush=True)
+                    rec = await run_bench(fleet, ep, replace(base, closed_loop=True, pipeline=32, duration_s=5, generator="h2load", connections=16),
+                                          run_id="bench/host/small/genmax/rep1")
                     out["generator_max"] = {"achieved": rec["achieved_rate"], "generator_cpu": rec["generator_cpu"]}
                     print(f"  {rec['achieved_rate']:.0f} req/s at generator CPU {rec['generator_cpu']}", flush=True)
         for mode in MODES:
@@ -82,9 +84,6 @@ async def main(quick: bool) -> dict:
                         for metrics in (True, False):
                             out["sampler_cost"].setdefault("with" if metrics else "without", []).append(
                                 await once(fleet, ep, replace(base, rate=rate, metrics=metrics), f"metrics={'on' if metrics else 'off'}"))
-                    rate = round(0.3 * out["calibration"]["host/small"]["max_rate"])
-                    for pipeline in (0, 1):
-                        out["pipelining"][f"pipeline={pipeline or 'auto'}"] = await once(fleet, ep, replace(base, rate=rate, pipeline=pipeline), f"pipeline={pipeline or 'auto'}")
     return out
 
 

@@ -26,6 +26,8 @@ REQUIRED = {
     "ps": "procps",
     "ping": "iputils-ping",
     "curl": "curl",
+    "cc": "build-essential",  # builds cnib-openloop, the project's own load generator
+    "tcpdump": "tcpdump",  # the tests compare the generator's log with the wire
 }
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 

@@ -22,8 +22,10 @@ TOOLS = {  # tool: (version argv, Debian package)
     "tcpkali": (["tcpkali", "--version"], "(build from source: github.com/satori-com/tcpkali)"),
     "nft": (["nft", "--version"], "nftables"),
     "taskset": (["taskset", "--version"], "util-linux"),
+    "cc": (["cc", "--version"], "build-essential"),  # builds cnib-openloop on the client host
 }
-GENERATORS = ("h2load", "tcpkali")
+# generator -> the tool that makes it available (ours is built from source with cc)
+GENERATORS = {"openloop": "cc", "h2load": "h2load", "tcpkali": "tcpkali"}
 LINK_KINDS = ("bridge", "veth", "vxlan", "macvlan", "ipvlan")
 
 
@@ -65,7 +67,7 @@ class HostReport:
 
     @property
     def generators(self) -> list[str]:
-        return [g for g in GENERATORS if self.tools.get(g)]
+        return [g for g, tool in GENERATORS.items() if self.tools.get(tool)]
 
     def problems(self) -> list[str]:
         out = []
@@ -76,8 +78,8 @@ class HostReport:
         for tool in ("ip",) + (("nginx",) if self.role == "server" else ()):
             if not self.tools.get(tool):
                 out.append(f"'{tool}' missing: apt-get install -y {TOOLS[tool][1]}")
-        if self.role == "client" and not self.generators:
-            out.append("no load generator: apt-get install -y nghttp2-client")
+        if self.role == "client" and "openloop" not in self.generators:
+            out.append("no C compiler to build cnib-openloop, the study's load generator: apt-get install -y build-essential")
         if self.data_mtu is None:
             out.append(f"data interface '{self.data_interface}' not found: fix data_interface in the inventory")
         return out

@@ -64,6 +64,7 @@ def fact_commands(data_interface: str) -> dict[str, list[str]]:
         "h2load": ["h2load", "--version"],
         "tcpkali": ["tcpkali", "--version"],
         "wrk": ["wrk", "--version"],
+        "cc": ["cc", "--version"],  # compiles cnib-openloop on the host
     }
 
 
@@ -138,7 +139,7 @@ def host_facts_from_outputs(outputs: Mapping[str, tuple[int, str, str]]) -> dict
         "nic": parse_ethtool_driver(drv) if drv else None,
         "mtu": int(mtu) if mtu and mtu.strip().isdigit() else None,
         "offloads": parse_offloads(offl) if offl else None,
-        "tools": {name: tool(name) for name in ("nginx", "h2load", "tcpkali", "wrk")},
+        "tools": {name: tool(name) for name in ("nginx", "h2load", "tcpkali", "wrk", "cc")},
     }
 
 
@@ -180,7 +181,12 @@ def driver_facts() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions}
+    from .workload.loadgen import SOURCES, source_hash
+
+    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions,
+            # the project's own C programs, built on the hosts from these sources (the build's
+            # compiler is each host's `tools.cc`; each run record names the binary it ran)
+            "c_sources_sha256": {name: source_hash(name) for name in SOURCES}}
 
 
 # --- the manifest document (pure updates, atomic writes) ---------------------------------

@@ -27,7 +27,7 @@ def test_precheck_reports_each_host(with_fleet, testbed):
     for r in reports:
         assert r.reachable and r.privileged == "root"
         assert r.tools["ip"] and r.tools["nginx"] and r.tools["h2load"]
-        assert "h2load" in r.generators
+        assert "h2load" in r.generators and "openloop" in r.generators
         assert r.cpu_count >= 1 and r.kernel
         assert r.data_mtu == 1500 and r.data_address == testbed.host(r.name).data_address
         for kind in ("bridge", "veth", "vxlan", "macvlan"):

@@ -64,6 +64,7 @@ class BenchSpec:
     client_cpus: tuple[int, ...] = (0,)  # generator pinning (testbed: the other CPU than nginx)
     server_cpus: tuple[int, ...] = (1,)  # nginx worker pinning
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
+    server_delay_s: float = 0.0  # a fixed delay nginx adds to every response (checks the instrument)
     guard: GuardLimits = field(default_factory=GuardLimits)
 
     @property
@@ -108,6 +109,8 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
         raise _bad("threads", f"must be between 1 and the number of connections (got {spec.threads})", "Each generator thread needs at least one connection.")
     if spec.nginx_workers < 1:
         raise _bad("nginx_workers", f"must be >= 1 (got {spec.nginx_workers})", "Use at least one nginx worker.")
+    if not 0 <= spec.server_delay_s <= 10:
+        raise _bad("server_delay", f"must be between 0 and 10 s (got {spec.server_delay_s:g})", "Use 0 (no delay) for measurements.")
     if spec.timeout_s <= 0:
         raise _bad("timeout", f"must be > 0 s (got {spec.timeout_s:g})", "Give the response timeout in seconds.")
     if spec.pipeline is not None and spec.pipeline < 0:
@@ -275,7 +278,8 @@ class BenchSession:
     def nginx_spec(self, spec: BenchSpec) -> nginx_mod.NginxSpec:
         return nginx_mod.NginxSpec(
             bind=self.endpoint.server_bind, port=self.endpoint.server_port, workers=spec.nginx_workers,
-            cpus=spec.server_cpus if spec.pin else None, max_connections=max(1024, spec.n_connections))
+            cpus=spec.server_cpus if spec.pin else None, max_connections=max(1024, spec.n_connections),
+            delay_s=spec.server_delay_s)
 
     async def _nginx(self, nspec: nginx_mod.NginxSpec, notes: list[str]) -> nginx_mod.NginxServer:
         """The session's nginx for these settings: reused when it is alive, else (re)started."""

@@ -1,0 +1,230 @@
+"""cnib-openloop on the testbed (host mode): pacing, the log against the wire, a known delay,
+agreement with h2load where h2load is smooth, two threads, and the stall sweep.
+
+Timing policy (stated, as the project's tests must not flake): a figure that a preempted
+generator can miss (pacing, send lag) is checked on up to ATTEMPTS runs and passes when one
+run meets it; every attempt's figures are printed, so a failure shows all of them. Noise on
+this 2-core VM comes in bursts (a hiccup of 1-10 ms every few runs, measured in issue 10);
+three misses in a row mean the generator, not the machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import struct
+
+import numpy as np
+import pytest
+
+from cnibench.results import decode_histogram
+from cnibench.workload import latency as lat
+from cnibench.workload import nginx as nginx_mod
+from cnibench.workload.bench import BenchSession, BenchSpec
+from cnibench.workload.generators.openloop import RECORD, parse_summary
+from cnibench.workload.loadgen import ensure_built
+
+from workload_helpers import host_endpoint
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+PORT = 8093
+ATTEMPTS = 3
+
+
+def spec(rate, size="small", **kw) -> BenchSpec:
+    base = dict(mode="host", size=size, rate=rate, duration_s=2.0, warmup_s=0.5, metrics=False)
+    base.update(kw)
+    return BenchSpec(**base)
+
+
+def session_runs(with_fleet, testbed, specs, during=None):
+    """Run each spec once in one session (nginx kept up); the records in order."""
+    ep = host_endpoint(testbed, port=PORT)
+
+    async def body(fleet):
+        out = []
+        async with BenchSession(fleet, ep) as s:
+            for i, sp in enumerate(specs):
+                out.append(await s.run(sp, run_id=f"test/host/{sp.size}/{sp.rate:g}/rep{i + 1}", during=during))
+        return out
+
+    return with_fleet(body)
+
+
+def figures(rec) -> dict:
+    lag = rec["latency"]["send_lag"]["percentiles"]
+    return {**rec["latency"]["pacing"], "lag_p99_us": lag["99"], "lag_p999_us": lag["99.9"], "status": rec["status"]}
+
+
+def meets_pacing(f, poisson=False) -> bool:
+    if poisson:
+        return abs(f["dispersion_per_ms"] - 1) <= 0.1
+    return f["dispersion_per_ms"] <= 0.2 and f["max_line_ratio"] <= 20 and f["lag_p99_us"] <= 50 and f["lag_p999_us"] <= 250
+
+
+def check_with_attempts(with_fleet, testbed, make_spec, ok, what):
+    seen = []
+    for attempt in range(ATTEMPTS):
+        rec = session_runs(with_fleet, testbed, [make_spec(attempt)])[0]
+        assert rec["status"] in ("ok", "invalid"), rec["reason"]
+        f = figures(rec)
+        seen.append(f)
+        if ok(f):
+            return rec
+    pytest.fail(f"{what}: no attempt met the criterion: {seen}")
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("rate", [5000, 15000, 25000, 45000])
+def test_uniform_sends_keep_the_schedule(with_fleet, testbed, rate, size):
+    """Criterion 1: per-ms dispersion <= 0.2, no periodogram line above 20 x n x mean; send lag
+    p99 <= 50 us and p99.9 <= 250 us up to 25,000 req/s (above, only the pacing shape)."""
+    lag_bound = rate <= 25000
+    rec = check_with_attempts(
+        with_fleet, testbed, lambda a: spec(rate, size),
+        lambda f: meets_pacing(f) if lag_bound else (f["dispersion_per_ms"] <= 0.2 and f["max_line_ratio"] <= 20),
+        f"{rate} req/s {size}")
+    assert rec["counts"]["errors"] == 0 and rec["achieved_rate"] >= 0.99 * rate
+
+
+def test_poisson_arrivals_have_dispersion_one(with_fleet, testbed):
+    check_with_attempts(with_fleet, testbed, lambda a: spec(15000, arrival="poisson", seed=a + 1),
+                        lambda f: meets_pacing(f, poisson=True), "poisson 15000 req/s")
+
+
+def test_two_threads_interleave_into_one_schedule(with_fleet, testbed):
+    """Criterion 6. Each thread pins itself to one CPU of client_cpus; on this 2-core testbed the
+    second thread shares nginx's CPU, so the check runs at a rate that leaves nginx room."""
+    rec = check_with_attempts(with_fleet, testbed, lambda a: spec(15000, threads=2, client_cpus=(0, 1)),
+                              meets_pacing, "two threads at 15000 req/s")
+    assert rec["settings"]["generator_info"]["pipeline"] >= 32
+
+
+def test_known_server_delay_moves_p50_and_p99_by_it(with_fleet, testbed):
+    """Criterion 4: nginx's echo_sleep of 5 ms (a timer of ms resolution) adds 5.0-6.5 ms."""
+    base, slow = session_runs(with_fleet, testbed, [spec(5000), spec(5000, server_delay_s=0.005)])
+    assert base["status"] == "ok" and slow["status"] in ("ok", "invalid"), (base["reason"], slow["reason"])
+    for p in ("50", "99"):
+        moved = (slow["latency"]["percentiles"][p] - base["latency"]["percentiles"][p]) / 1000
+        assert 5.0 <= moved <= 6.5, (p, moved, base["latency"]["percentiles"], slow["latency"]["percentiles"])
+
+
+def test_agrees_with_h2load_where_h2load_is_smooth(with_fleet, testbed):
+    """Criterion 5: 100 req/s over one connection (h2load then sends one request per 10 ms tick):
+    medians of p50 over 5 interleaved runs of each agree within 20 %."""
+    specs = []
+    for _ in range(5):
+        specs += [spec(100, connections=1, duration_s=2.0), spec(100, connections=1, duration_s=2.0, generator="h2load")]
+    recs = session_runs(with_fleet, testbed, specs)
+    assert all(r["status"] in ("ok", "invalid") for r in recs), [r["reason"] for r in recs]
+    ours = statistics.median(r["latency"]["percentiles"]["50"] for r in recs[0::2])
+    theirs = statistics.median(r["latency"]["percentiles"]["50"] for r in recs[1::2])
+    assert abs(ours - theirs) <= 0.2 * theirs, (ours, theirs)
+
+
+# --- the log against the wire -------------------------------------------------------------
+
+
+def pcap_request_times(data: bytes) -> np.ndarray:
+    """Realtime ns of each HTTP request seen in a pcap (Ethernet, IPv4, TCP; one per 'GET /')."""
+    magic = struct.unpack("<I", data[:4])[0]
+    scale = 1000 if magic == 0xA1B2C3D4 else 1  # µs or ns timestamps
+    out, off = [], 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack("<IIII", data[off:off + 16])
+        pkt = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        if len(pkt) < 34 or pkt[12:14] != b"\x08\x00":
+            continue
+        ihl = (pkt[14] & 0x0F) * 4
+        tcp = 14 + ihl
+        payload = pkt[tcp + (pkt[tcp + 12] >> 4) * 4:]
+        out += [sec * 10**9 + frac * scale] * payload.count(b"GET /")
+    return np.array(sorted(out), dtype=np.int64)
+
+
+@pytest.mark.parametrize("rate", [5000, 25000])
+def test_log_matches_the_wire(with_fleet, testbed, rate):
+    """Criterion 2: per-ms send counts from the log and from a capture in the server's
+    namespace (clocks aligned by the median offset) differ by <= 2 % of the requests."""
+    ep = host_endpoint(testbed, port=PORT)
+    duration, warmup = 2.0, 0.5
+
+    async def body(fleet):
+        client, server = fleet.client, fleet.server
+        built = await ensure_built(client, "openloop")
+        ng = await nginx_mod.start(server, None, nginx_mod.NginxSpec(bind=ep.server_bind, port=PORT, max_connections=1024))
+        pcap, log = "/run/cnibench/test-wire.pcap", "/run/cnibench/test-wire.log"
+        try:
+            dump = await server.start(["tcpdump", "-i", server.spec.data_interface, "-U", "-n", "-s", "0", "-w", pcap,
+                                       f"tcp dst port {PORT} and tcp[tcpflags] & tcp-push != 0"])
+            await asyncio.sleep(1.0)  # tcpdump is listening
+            r = await client.run([built.path, "--host", ep.connect_address, "--port", str(PORT), "--path", "/small",
+                                  "--rate", str(rate), "--connections", str(max(10, rate // 100)), "--duration", str(duration),
+                                  "--warmup", str(warmup), "--cpus", "0", "--log", log], timeout=60)
+            await asyncio.sleep(0.5)
+            await dump.stop(sig="INT", grace=5)
+            return r.stdout, await client.read_file(log), await server.read_file(pcap)
+        finally:
+            await ng.stop()
+            await client.run(["rm", "-f", pcap, log], check=False)
+
+    stdout, logdata, pcapdata = with_fleet(body)
+    summary = parse_summary(stdout)
+    rows = np.frombuffer(logdata, dtype=RECORD)
+    sent = np.sort(rows["sent"][rows["sent"] >= 0]) + summary["t0_realtime_ns"]
+    wire = pcap_request_times(pcapdata)
+    # The wire also holds the warm-up's requests: keep those within the logged window's span.
+    wire = wire[(wire >= sent[0] - 2_000_000) & (wire <= sent[-1] + 2_000_000)]
+    offset = int(np.median(wire[: len(sent)] - sent[: len(wire)]))
+    start, end = int(sent[0]), int(sent[0] + duration * 1e9) - 1_000_000
+    ours = lat.per_ms_counts(sent + offset, start + offset, end + offset)
+    theirs = lat.per_ms_counts(wire, start + offset, end + offset)
+    differ = int(np.abs(ours - theirs).sum())
+    assert differ <= 0.02 * ours.sum(), (differ, int(ours.sum()), offset)
+
+
+# --- the stall sweep ----------------------------------------------------------------------
+
+STOP_SH = r"""
+import os, signal, sys, time
+pid, stall = int(sys.argv[1]), float(sys.argv[2])
+os.kill(pid, signal.SIGSTOP)
+t0 = time.monotonic_ns()
+time.sleep(stall)
+t1 = time.monotonic_ns()
+os.kill(pid, signal.SIGCONT)
+print(t1 - t0)
+"""
+
+
+def slower_than(rec, us: float) -> int:
+    h = decode_histogram(rec["latency"]["histogram"])
+    return sum(it.count_at_value_iterated_to for it in h.get_recorded_iterator() if it.value_iterated_to > us)
+
+
+@pytest.mark.parametrize("stall_s", [0.02, 0.2])
+def test_stall_sweep_counts_every_request_due_during_the_stall(with_fleet, testbed, stall_s):
+    """Criterion 3 (runs on every change: no coordinated omission): the nginx worker stopped for
+    `stall` at 15,000 req/s; for x in 0.1..0.9, requests slower than x * stall equal
+    R * stall * (1 - x) plus what a stall-free run has above that threshold,
+    within +-max(15 %, R * 0.5 ms requests). The stall is the measured stop-to-continue time."""
+    rate = 15000
+    measured = {}
+
+    async def stall(ctx):
+        await asyncio.sleep(ctx.spec.warmup_s + 1.0)
+        r = await ctx.fleet.server.run(["python3", "-c", STOP_SH, str(ctx.nginx.worker_pids[0]), f"{stall_s:g}"])
+        measured["ns"] = int(r.stdout.strip())
+
+    ep_specs = [spec(rate, duration_s=2.5)]
+    calm = session_runs(with_fleet, testbed, ep_specs)[0]
+    stalled = session_runs(with_fleet, testbed, ep_specs, during=stall)[0]
+    assert calm["status"] == "ok" and stalled["status"] in ("ok", "invalid"), (calm["reason"], stalled["reason"])
+    real = measured["ns"] / 1e9
+    for x in (0.1, 0.3, 0.5, 0.7, 0.9):
+        thr = x * real * 1e6
+        expected = rate * real * (1 - x) + slower_than(calm, thr)
+        got = slower_than(stalled, thr)
+        tol = max(0.15 * expected, rate * 0.0005)
+        assert abs(got - expected) <= tol, (x, got, round(expected), round(tol), real)
