@@ -122,6 +122,26 @@ def test_agrees_with_h2load_where_h2load_is_smooth(with_fleet, testbed):
     assert abs(ours - theirs) <= 0.2 * theirs, (ours, theirs)
 
 
+def test_unreachable_server_and_bad_arguments_give_one_message(with_fleet, testbed):
+    """Criterion 8: nothing listening, or a bad argument: one line on stderr, a non-zero exit
+    within seconds, no generator left running."""
+    ep = host_endpoint(testbed, port=PORT)
+
+    async def body(fleet):
+        built = await ensure_built(fleet.client, "openloop")
+        base = [built.path, "--host", ep.connect_address, "--path", "/small", "--duration", "1", "--warmup", "0"]
+        refused = await fleet.client.run(base + ["--port", "9", "--rate", "100"], check=False, timeout=30)
+        bad = await fleet.client.run(base + ["--port", str(PORT), "--rate", "lots"], check=False, timeout=30)
+        left = await fleet.client.run(["pgrep", "-f", "^/run/cnibench/bin/cnib-openloop"], check=False)
+        return refused, bad, left
+
+    refused, bad, left = with_fleet(body)
+    assert refused.exit_status == 1 and refused.seconds < 10
+    assert refused.stderr.strip().count("\n") == 0 and "cannot connect" in refused.stderr and "refused" in refused.stderr
+    assert bad.exit_status == 2 and "--rate must be a number" in bad.stderr and bad.stderr.strip().count("\n") == 0
+    assert left.exit_status == 1, left.stdout
+
+
 # --- the log against the wire -------------------------------------------------------------
 
 

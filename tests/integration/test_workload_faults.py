@@ -40,7 +40,7 @@ async def drop_ssh(ctx):
 
 
 @pytest.mark.parametrize("fault,words", [
-    (kill_generator, "h2load exited with status 137"),
+    (kill_generator, "cnib-openloop exited with status 137"),
     (kill_nginx, "nginx died during the run"),
     (drop_ssh, "lost the SSH connection to the client host"),
 ])
@@ -57,7 +57,7 @@ def test_fault_is_recorded_and_everything_stops(with_fleet, testbed, fault, word
         rec = await run_bench(fleet, ep, spec, run_id="test/host/small/1000/rep1", during=fault)
         left = {
             "nginx": await processes(fleet.server, f"nginx-{PORT}"),
-            "h2load": await processes(fleet.client, f"h2load.*:{PORT}/"),
+            "generator": await processes(fleet.client, f"cnib-openloop.*--port {PORT} "),
             "sampler": await processes(fleet.client, "cnib-sampler") + await processes(fleet.server, "cnib-sampler"),
             "files": sorted(await files(fleet) - before),
         }
@@ -66,4 +66,4 @@ def test_fault_is_recorded_and_everything_stops(with_fleet, testbed, fault, word
     rec, left = with_fleet(body)
     assert rec["status"] == "failed" and words in rec["reason"], rec["reason"]
     assert validate_record(rec) == []
-    assert left == {"nginx": [], "h2load": [], "sampler": [], "files": []}
+    assert left == {"nginx": [], "generator": [], "sampler": [], "files": []}
