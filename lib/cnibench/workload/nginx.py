@@ -138,7 +138,7 @@ def _delayed_locations(delay_s: float, www: str) -> str:
     pad = f' add_header {PAD_HEADER} "{"x" * small_pad()}";'
     out = ""
     for size in SIZES:
-        out += (f"        location = /{size} {{ echo_sleep {delay_s:.6f}; echo_exec /cnib-static/{size}; }}\n"
+        out += (f"        location = /{size} {{ echo_sleep {delay_s:.3f}; echo_exec /cnib-static/{size}; }}\n"
                 f"        location = /cnib-static/{size} {{ internal; alias {www}/{size};{pad if size == 'small' else ''} }}\n")
     return out
 
