@@ -82,8 +82,48 @@ def _bad(key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(WHERE, key, problem, fix)
 
 
+_NUMBERS = ("rate", "duration_s", "warmup_s", "timeout_s", "pipeline_window_s")
+_WHOLE = ("connections", "threads", "nginx_workers", "pipeline")
+
+
+def _check_types_and_bounds(spec: BenchSpec) -> None:
+    """Types first (a string or a bool is never a number here), then the documented bounds
+    (workload/defaults.py), so nothing absurd reaches a host (pure)."""
+    import math
+
+    from . import defaults as d
+
+    for key in _NUMBERS:
+        v = getattr(spec, key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise _bad(key, f"{v!r} is not a finite number", f"Give a plain number for {key}.")
+    for key in _WHOLE:
+        v = getattr(spec, key)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise _bad(key, f"{v!r} is not a whole number", f"Give a whole number for {key}.")
+    for key in ("pin", "metrics", "closed_loop"):
+        if not isinstance(getattr(spec, key), bool):
+            raise _bad(key, f"{getattr(spec, key)!r} is not true or false", f"Write true or false for {key}.")
+    for key in ("client_cpus", "server_cpus"):
+        cpus = getattr(spec, key)
+        if not isinstance(cpus, tuple) or not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 4096 for c in cpus):
+            raise _bad(key, f"{cpus!r} is not a list of CPU numbers", f"Write e.g. {key}: [0].")
+    if not spec.closed_loop and spec.rate > d.MAX_RATE:
+        raise _bad("rate", f"{spec.rate:g} req/s is more than {d.MAX_RATE:g} req/s", "That is far beyond one client host; check the number (e.g. --rate 50000).")
+    bounds = (("duration_s", d.MAX_DURATION_S, "s"), ("warmup_s", d.MAX_WARMUP_S, "s"), ("timeout_s", d.MAX_TIMEOUT_S, "s"),
+              ("connections", d.MAX_CONNECTIONS, ""), ("threads", d.MAX_THREADS, ""), ("nginx_workers", d.MAX_NGINX_WORKERS, ""),
+              ("pipeline", d.MAX_PIPELINE, ""))
+    for key, top, unit in bounds:
+        v = getattr(spec, key)
+        if v > top:
+            why = (f" (one source address has {d.MAX_CONNECTIONS} local ports for one server ip:port: Linux's default "
+                   f"ip_local_port_range {d.PORT_RANGE[0]}-{d.PORT_RANGE[1]})") if key == "connections" else ""
+            raise _bad(key, f"{v:g}{unit} is more than {top:g}{unit}{why}", f"Use at most {top:g}{unit} for {key}.")
+
+
 def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
     """Raise one clear ConfigError for the first problem (pure)."""
+    _check_types_and_bounds(spec)
     if spec.size not in nginx_mod.SIZES:
         raise _bad("size", f"'{spec.size}' is not a response size", "Use --size small (350 B on the wire) or --size large (4096 B body).")
     if spec.generator not in GENERATORS:
