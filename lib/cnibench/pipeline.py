@@ -75,10 +75,9 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
             testbed.down()
             out("testbed: down (use --keep to leave it up)")
     out(format_summary(summary))
-    if summary["executed"] and summary["failed"] == summary["executed"]:
-        raise StudyFailed(f"every run of this session failed ({summary['executed']} of {summary['executed']}); nothing was measured. "
-                          f"First reason: {summary.get('first_failure')}. Fix that, then run again (failed runs are redone only "
-                          f"after their records are removed from {summary['raw_dir']}).")
+    failed = all_failed(summary)
+    if failed:
+        raise StudyFailed(failed)
     t = time.monotonic()
     scratch = None if Path(raw_dir) == config.RAW else Path(reports_dir).parent
     report = analyse(study.name, Path(raw_dir), Path(reports_dir) / study.name, out=out, scratch=scratch)
@@ -93,6 +92,15 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
 
 class StudyFailed(CnibenchError):
     """Every run of the session failed: the command exits non-zero and says why."""
+
+
+def all_failed(summary: dict) -> str | None:
+    """The message when every run of the session failed, else None (pure)."""
+    n = summary.get("executed") or 0
+    if not n or summary.get("failed") != n:
+        return None
+    return (f"every run of this session failed ({n} of {n}); nothing was measured. First reason: {summary.get('first_failure')}. "
+            f"Fix that, then run again (a failed run is redone once its record is removed from {summary.get('raw_dir')}).")
 
 
 def format_summary(s: dict) -> str:

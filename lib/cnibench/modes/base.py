@@ -132,6 +132,8 @@ def check_settings(s: "ModeSettings") -> None:
     for key in ("cluster_cidr", "docker_cidr"):
         v = getattr(s, key)
         try:
+            if not isinstance(v, str):
+                raise TypeError("not text")
             ipaddress.IPv4Network(v, strict=True)
         except (TypeError, ValueError) as exc:
             raise SettingError(key, f"{v!r} is not an IPv4 network ({exc})", "Write it like 10.244.0.0/16.") from None
