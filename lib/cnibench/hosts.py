@@ -150,7 +150,13 @@ class Host:
         """$SSH_CONNECTION of our session on the host (client ip, client port, server ip, server
         port), read WITHOUT sudo: sudo resets the environment and would drop it. [] if unset."""
         conn = await self._connection()
-        proc = await asyncio.wait_for(conn.run(quote(["printenv", "SSH_CONNECTION"]), check=False), 30)
+        try:
+            proc = await asyncio.wait_for(conn.run(quote(["printenv", "SSH_CONNECTION"]), check=False), 30)
+        except asyncio.TimeoutError:
+            raise CommandTimeout(self.name, "printenv SSH_CONNECTION", 30) from None
+        except (asyncssh.Error, OSError) as exc:
+            self._conn = None
+            raise HostUnreachable(self.name, f"connection lost while reading SSH_CONNECTION ({exc}). Check the host is up, then retry.") from None
         return _text(proc.stdout).split()
 
     # -- commands --------------------------------------------------------------------------

@@ -193,3 +193,14 @@ def test_insecure_ignore_warns_when_connecting(testbed, capfd):
     assert asyncio.run(body())
     err = capfd.readouterr().err
     assert "host key NOT verified" in err and "client" in err
+
+
+# --- item 8: a session in which every run failed ------------------------------------------------
+
+def test_run_all_where_every_run_fails_exits_non_zero_and_says_why(testbed, tmp_path):
+    study = tmp_path / "allfail.yml"  # the four-line study plus a setting that cannot work here
+    study.write_text(yaml.safe_dump({"name": "allfail", "modes": ["flannel-vxlan"], "sizes": ["small"], "load": {"rates": [1000]},
+                                     "mode_settings": {"flannel-vxlan": {"mtu": 9000}}, "notebooks": "none"}))
+    proc = invoke("run-all", "--study", str(study), "--inventory", str(testbed.path), "--no-progress")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "every run of this session failed (1 of 1)" in proc.stderr and "MTU 9000" in proc.stderr
