@@ -117,21 +117,39 @@ _MODE_HELP = {
 }
 
 
-def _with_fleet(inventory, fn):
-    """Run `async fn(fleet)` with a connected fleet over the inventory."""
+def _leased(inventory, command, call, clean=False):
+    """call() while this session holds the hosts' lease: another session on them is refused
+    with one message naming it (cnibench/lease.py); `clean` also takes over a stale lease."""
+    from cnibench.lease import session_lease
+
+    try:
+        with session_lease(config.load_inventory(inventory), command, clean=clean):
+            return call()
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+
+
+def _with_fleet(inventory, fn, lease=None, clean=False):
+    """Run `async fn(fleet)` with a connected fleet over the inventory; with `lease` (the
+    command's name) while holding the hosts' session lease."""
     from cnibench.hosts import Fleet
 
     async def main():
         async with Fleet(config.load_inventory(inventory)) as fleet:
             return await fn(fleet)
 
-    return _run(main())
+    if lease is None:
+        return _run(main())
+    return _leased(inventory, lease, lambda: _run(main()), clean=clean)
 
 
 def _mode_settings(ipvlan_mode, cluster_cidr):
     from cnibench.modes import ModeSettings
 
-    return ModeSettings(ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
+    try:
+        return ModeSettings(ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
 
 
 @task(help=_MODE_HELP)
@@ -140,7 +158,7 @@ def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2
     from cnibench.modes import cli
 
     settings = _mode_settings(ipvlan_mode, cluster_cidr)
-    print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_)))
+    print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_), lease=None if dry_run else f"mode.up --mode {mode}"))
 
 
 @task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "dry_run", "json_")})
@@ -148,7 +166,7 @@ def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
     """Tear down the mode that is up (from the state stored on the hosts); idempotent."""
     from cnibench.modes import cli
 
-    print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_)))
+    print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_), lease=None if dry_run else "mode.down"))
 
 
 @task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "json_")})
@@ -175,7 +193,7 @@ def clean(c, inventory=None):
     """Remove every leftover of any network mode (by the cnib prefix), e.g. after a crash."""
     from cnibench.clean import clean as sweep
 
-    done = _with_fleet(inventory, sweep)
+    done = _with_fleet(inventory, sweep, lease="clean", clean=True)  # clean also takes over a stale lease
     print("\n".join(done) if done else "nothing to clean")
 
 # --- workload ---
@@ -186,7 +204,7 @@ _BENCH_HELP = {
     "rate": "constant request rate, requests/s over all connections",
     "duration": "measurement window, seconds",
     "warmup": "load before the window, seconds (default 2)",
-    "connections": "connections (default: one per 100 req/s, at least 10)",
+    "connections": "connections (default: one per 100 req/s, at least 10: max(10, ceil(rate/100)))",
     "generator": "openloop (default: the project's open-loop generator), h2load (cross-check, closed loop) or tcpkali",
     "threads": "generator threads (default 1)",
     "pipeline": "requests in flight per connection (default 0: the generator's own; openloop: a second's worth, >= 32)",
@@ -198,27 +216,34 @@ _BENCH_HELP = {
 
 
 def _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics,
-                arrival="uniform", closed_loop=False):
-    from cnibench.workload.bench import BenchSpec
+                arrival="uniform"):
+    """The spec of the options, validated (bounds included) before any host is touched.
+    connections None: the default for each run's rate (workload/defaults.py)."""
+    from cnibench.workload.bench import BenchSpec, validate_spec
 
     try:
-        float(rate), float(duration), float(warmup), int(connections), int(threads), int(pipeline)
+        float(rate), float(duration), float(warmup), int(threads), int(pipeline)
+        connections = None if connections in (None, "", 0, "0") else int(connections)
     except ValueError as exc:
-        raise Exit(f"error: bench: a number was expected ({exc}). Example: --rate 5000 --duration 10")
-    return BenchSpec(mode=mode, size=size, rate=float(rate), duration_s=float(duration), warmup_s=float(warmup),
-                     connections=int(connections) or None, generator=generator, threads=int(threads),
-                     pipeline=int(pipeline) or None, arrival=arrival, pin=not no_pin, metrics=not no_metrics,
-                     closed_loop=closed_loop)
+        raise Exit(f"error: bench: a number was expected ({exc}). Example: --rate 5000 --duration 10", code=2)
+    spec = BenchSpec(mode=mode, size=size, rate=float(rate), duration_s=float(duration), warmup_s=float(warmup),
+                     connections=connections, generator=generator, threads=int(threads), pipeline=int(pipeline) or None,
+                     arrival=arrival, pin=not no_pin, metrics=not no_metrics)
+    try:
+        validate_spec(spec)
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    return spec
 
 
 @task(help=_BENCH_HELP)
-def bench(c, mode, size, rate, duration, warmup="2", connections=0, generator="openloop", threads=1, pipeline=0,
+def bench(c, mode, size, rate, duration, warmup="2", connections=None, generator="openloop", threads=1, pipeline=0,
           no_pin=False, no_metrics=False, inventory=None, arrival="uniform"):
     """Run nginx + a constant-rate load once; print a summary; write the record under data/raw/adhoc/."""
     from cnibench.workload import cli
 
     spec = _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics, arrival)
-    rec, path = _run(cli.bench(spec, inventory))
+    rec, path = _leased(inventory, f"bench --mode {mode} --rate {rate}", lambda: _run(cli.bench(spec, inventory)))
     print(cli.summary(rec))
     print(f"record: {path}")
     if rec["status"] == "failed":
@@ -234,7 +259,7 @@ def calibrate(c, mode, size, p99_bound=10.0, connections=0, generator="openloop"
     spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 0, False, True)
     progress = lambda e: print("  " + (f"saturation {e['saturation']:.0f} req/s" if "saturation" in e else  # noqa: E731
                                       f"{e['rate']:.0f} req/s: {'ok' if e['ok'] else 'too much'} (p99 {e['p99_us']} us; {e['reason'] or e['status']})"))
-    result, path = _run(cli.calibrate_cli(spec, float(p99_bound), inventory, progress))
+    result, path = _leased(inventory, f"calibrate --mode {mode}", lambda: _run(cli.calibrate_cli(spec, float(p99_bound), inventory, progress)))
     print(f"{mode}/{size}: maximum sustainable rate {result['max_rate']:.0f} req/s (p99 <= {p99_bound} ms), "
           f"saturation {result['saturation_rate'] or 0:.0f} req/s")
     print(f"stored: {path}")
@@ -281,8 +306,13 @@ _STUDY_HELP = {"study": "study name or file in studies/ (default: lab); reads da
 
 
 def _study_name(study: str) -> str:
-    from pathlib import Path as _P
-    return _P(study).stem if study.endswith((".yml", ".yaml")) else study
+    """A bare study name, or the name inside a study file that exists; '../../x' is refused."""
+    from cnibench.study import study_name_arg
+
+    try:
+        return study_name_arg(study)
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
 
 
 def _need_raw(name: str):

@@ -66,7 +66,7 @@ async def _listing(host):
     links = [l["ifname"] for l in json.loads((await host.run(["ip", "-j", "link", "show"])).stdout or "[]")]
     nft = await host.run(["nft", "-j", "list", "tables"], check=False)
     tables = [(t["table"]["family"], t["table"]["name"]) for t in json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if "table" in t] if nft.exit_status == 0 else []
-    env = (await host.run(["printenv", "SSH_CONNECTION"], check=False)).stdout.split()
+    env = await host.ssh_connection()  # not through sudo, which drops it
     protect = {host.spec.data_interface}
     if env:
         route = json.loads((await host.run(["ip", "-j", "route", "get", env[0]])).stdout or "[]")

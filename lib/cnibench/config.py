@@ -40,6 +40,9 @@ HOST_KEY_POLICIES = ("verify", "insecure-ignore")
 IFNAME_MAX = 15
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+# Names that become part of a path (data/calibration/<inventory>/, data/raw/<study>/): no '/',
+# no '..', no spaces or shell characters.
+SAFE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,10 @@ def parse_inventory(data: Any, path: Path | str = "<inventory>") -> Inventory:
     if not isinstance(tb, (bool, dict)):
         raise ConfigError(path, "testbed", f"'{tb}' is neither true/false nor a mapping", "Leave 'testbed' out for real hosts; the testbed writes it itself.")
     extra = {k: data[k] for k in ("aws", "testbed") if isinstance(data.get(k), dict)}
-    return Inventory(path=path, name=str(data.get("name") or path.stem), hosts=tuple(hosts), testbed=bool(tb), extra=extra)
+    name = str(data.get("name") or path.stem)
+    if not SAFE_NAME_RE.match(name):
+        raise ConfigError(path, "name", f"'{name}' is not a usable inventory name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name under data/calibration/).")
+    return Inventory(path=path, name=name, hosts=tuple(hosts), testbed=bool(tb), extra=extra)
 
 
 def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
@@ -178,6 +184,9 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
         key_path = _resolve(path, key_file)
         if not key_path.exists():
             raise ConfigError(path, f"{where}.key_file", f"'{key_path}' does not exist", "Point key_file at a private key, or remove it and set 'agent: true'.")
+        perms = key_path.stat().st_mode & 0o777
+        if perms & 0o077:  # as ssh itself: a key others can read is not private
+            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' can be read or written by other users (mode {perms:04o})", f"Make it private: chmod 600 {key_path}")
         key_file = str(key_path)
     known_hosts = raw.get("known_hosts")
     if known_hosts is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,14 +76,20 @@ class Host:
     # -- connection ------------------------------------------------------------------------
 
     def _connect_options(self) -> dict:
+        """Only the inventory decides how we connect: ~/.ssh/config is not read (config=None),
+        so e.g. its `ForwardAgent yes` never hands the user's agent to a benchmark host (where
+        root could use it). The agent is used for authentication only with `agent: true`, and
+        never forwarded: nothing on the hosts needs it."""
         s = self.spec
-        opts: dict = dict(host=s.address, port=s.port, username=s.user, connect_timeout=CONNECT_TIMEOUT)
+        opts: dict = dict(host=s.address, port=s.port, username=s.user, connect_timeout=CONNECT_TIMEOUT,
+                          config=None, agent_forwarding=False)
         if s.host_key_policy == "insecure-ignore":
             opts["known_hosts"] = None  # explicit inventory setting: host key not verified
         elif s.known_hosts:
             opts["known_hosts"] = s.known_hosts
         if s.key_file:
             opts["client_keys"] = [s.key_file]
+        if not s.agent:
             opts["agent_path"] = None
         return opts
 
@@ -112,6 +119,9 @@ class Host:
                     f"cannot reach {where} ({exc.__class__.__name__}: {exc}). Check the address, "
                     "the port, that sshd runs there, and any firewall on the way.",
                 ) from None
+            if self.spec.host_key_policy == "insecure-ignore":
+                warn(f"warning: {self.name} ({where}): host key NOT verified (host_key_policy: insecure-ignore); "
+                     "anyone on the path could pose as this host. Add its key to known_hosts and remove the setting.")
         return self
 
     async def close(self) -> None:
@@ -135,6 +145,19 @@ class Host:
 
     def _privileged(self, argv: Sequence[str]) -> list[str]:
         return ["sudo", "-n", "--", *argv] if self.spec.sudo else list(argv)
+
+    async def ssh_connection(self) -> list[str]:
+        """$SSH_CONNECTION of our session on the host (client ip, client port, server ip, server
+        port), read WITHOUT sudo: sudo resets the environment and would drop it. [] if unset."""
+        conn = await self._connection()
+        try:
+            proc = await asyncio.wait_for(conn.run(quote(["printenv", "SSH_CONNECTION"]), check=False), 30)
+        except asyncio.TimeoutError:
+            raise CommandTimeout(self.name, "printenv SSH_CONNECTION", 30) from None
+        except (asyncssh.Error, OSError) as exc:
+            self._conn = None
+            raise HostUnreachable(self.name, f"connection lost while reading SSH_CONNECTION ({exc}). Check the host is up, then retry.") from None
+        return _text(proc.stdout).split()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -188,9 +211,14 @@ class Host:
         return Background(self, argv, pid, proc)
 
     async def write_file(self, path: str, content: str | bytes, mode: int = 0o644) -> None:
-        """Write a file on the host (over SFTP), creating its parent directory."""
+        """Write a file on the host, creating its parent directory. As root: over SFTP. With
+        `sudo: true` SFTP would write as the login user (into a directory root made), so the
+        bytes go through `sudo install` instead: root owns the file, with `mode` from the start."""
         await self.run(["mkdir", "-p", str(Path(path).parent)])
         data = content.encode() if isinstance(content, str) else content
+        if self.spec.sudo:
+            await self._sudo_write(path, data, mode)
+            return
         conn = await self._connection()
         async with conn.start_sftp_client() as sftp:
             async with sftp.open(path, "wb") as f:
@@ -199,15 +227,38 @@ class Host:
 
     async def upload(self, local: str | Path, remote: str) -> None:
         await self.run(["mkdir", "-p", str(Path(remote).parent)])
+        if self.spec.sudo:
+            await self._sudo_write(remote, Path(local).read_bytes(), Path(local).stat().st_mode & 0o777)
+            return
         conn = await self._connection()
         async with conn.start_sftp_client() as sftp:
             await sftp.put(str(local), remote)
 
     async def read_file(self, path: str) -> bytes:
+        if self.spec.sudo:  # the file may be root's alone
+            return await self._raw(self._privileged(["cat", "--", path]), None, f"read {path}")
         conn = await self._connection()
         async with conn.start_sftp_client() as sftp:
             async with sftp.open(path, "rb") as f:
                 return await f.read()
+
+    async def _sudo_write(self, path: str, data: bytes, mode: int) -> None:
+        await self._raw(self._privileged(["install", "-m", f"{mode:o}", "/dev/stdin", path]), data, f"write {path}")
+
+    async def _raw(self, wire: Sequence[str], data: bytes | None, what: str) -> bytes:
+        """Run a wire command with binary stdin/stdout (file transfer under sudo)."""
+        conn = await self._connection()
+        try:
+            proc = await asyncio.wait_for(conn.run(quote(wire), input=data, check=False, encoding=None), DEFAULT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise CommandTimeout(self.name, quote(wire), DEFAULT_TIMEOUT) from None
+        except (asyncssh.Error, OSError) as exc:
+            self._conn = None
+            raise HostUnreachable(self.name, f"connection lost during '{what}' ({exc}). Check the host is up, then retry.") from None
+        if proc.exit_status != 0:
+            raise CommandFailed(CommandResult(self.name, tuple(wire), proc.exit_status if proc.exit_status is not None else -1,
+                                              "", _text(proc.stderr), 0.0))
+        return proc.stdout or b""
 
 
 class Background:
@@ -243,6 +294,11 @@ class Background:
         except asyncio.TimeoutError:
             await self.signal("KILL")
             return await self.wait(10)
+
+
+def warn(text: str) -> None:
+    """A warning the person at the terminal must see (stderr, not a logger they never configured)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _signal_number(exit_signal) -> int:

@@ -48,6 +48,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
             raw_dir: Path = config.RAW, runs_dir: Path = config.RUNS, reports_dir: Path = config.REPORTS, notebooks: str | None = None) -> dict:
     """The whole job; returns the study summary plus the report path (None if not built).
     The directories are parameters for tests and benchmarks; users keep the defaults."""
+    from .lease import session_lease
     from .runner import run_study
 
     t0 = time.monotonic()
@@ -59,14 +60,24 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts)})")
+    # The hosts are ours for the session; refused here (another session holds them), nothing
+    # was touched, and the testbed another session uses stays up.
+    lease = session_lease(config.load_inventory(inventory_path), f"run-all --study {study.name}", out=out)
+    lease.__enter__()
     try:
-        asyncio.run(precheck(inventory_path, out))
-        summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
+        try:
+            asyncio.run(precheck(inventory_path, out))
+            summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
+        finally:
+            lease.__exit__(None, None, None)
     finally:
         if is_testbed and not keep:
             testbed.down()
             out("testbed: down (use --keep to leave it up)")
     out(format_summary(summary))
+    failed = all_failed(summary)
+    if failed:
+        raise StudyFailed(failed)
     t = time.monotonic()
     scratch = None if Path(raw_dir) == config.RAW else Path(reports_dir).parent
     report = analyse(study.name, Path(raw_dir), Path(reports_dir) / study.name, out=out, scratch=scratch)
@@ -77,6 +88,19 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside measurement windows")
     out(f"report: {report}" if report else "report: none yet (see the analysis line above)")
     return summary
+
+
+class StudyFailed(CnibenchError):
+    """Every run of the session failed: the command exits non-zero and says why."""
+
+
+def all_failed(summary: dict) -> str | None:
+    """The message when every run of the session failed, else None (pure)."""
+    n = summary.get("executed") or 0
+    if not n or summary.get("failed") != n:
+        return None
+    return (f"every run of this session failed ({n} of {n}); nothing was measured. First reason: {summary.get('first_failure')}. "
+            f"Fix that, then run again (a failed run is redone once its record is removed from {summary.get('raw_dir')}).")
 
 
 def format_summary(s: dict) -> str:

@@ -20,7 +20,12 @@ leaves at most a temporary file, removed on the next start, and the run is redon
 SIGTERM cancel the study: the current mode is torn down in a `finally` and finished records stay.
 After SIGKILL nothing can run, so the next start tears down whatever mode the hosts say is up.
 A failed run is recorded (status "failed" with its reason) and the study goes on, unless
-stop_on_failure.
+stop_on_failure. Only failures of the hosts, the network or the workload are a run's reason
+(RUN_FAILURES); anything else (a TypeError, a KeyError: a bug) stops the study loudly.
+Every run's spec is validated before the first mode goes up, so a bad value stops the study
+with one message and nothing changed. Missing workload keys take the documented defaults of
+workload/defaults.py. A session in which every run failed is reported by pipeline.run_all,
+which then exits non-zero.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ from typing import Any, Mapping
 from . import matrix
 from .config import RAW, RUNS, load_inventory
 from .errors import CnibenchError, UnsupportedFeature
+
+import asyncssh
+
+# What may fail a run (recorded as its reason); any other exception is a bug and propagates.
+RUN_FAILURES = (CnibenchError, OSError, asyncio.TimeoutError, asyncssh.Error)
 from .matrix import PlannedRun
 from .progress import Progress
 from .provenance import (
@@ -66,16 +76,19 @@ class StudyStopped(CnibenchError):
 
 def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
     """The BenchSpec of one run, as plain fields (the study's workload + the run's point)."""
+    from .workload.defaults import with_defaults
+
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in study.workload.items()}
-    return {**fields, "mode": run.mode, "size": run.size, "rate": run.target_rate}
+    return with_defaults({**fields, "mode": run.mode, "size": run.size, "rate": run.target_rate})
 
 
 def bench_spec(fields: Mapping[str, Any]):
     """A BenchSpec from plain fields (YAML/JSON gives lists and dicts where it wants tuples/objects)."""
     from .workload.bench import BenchSpec
+    from .workload.defaults import with_defaults
     from .workload.guards import GuardLimits
 
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in with_defaults(fields).items()}
     if isinstance(kw.get("guard"), dict):
         kw["guard"] = GuardLimits(**kw["guard"])
     return BenchSpec(**kw)
@@ -234,7 +247,7 @@ async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Map
         if problems:
             return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), provenance)
         return rec
-    except Exception as exc:  # a failed run is a result; the study goes on
+    except RUN_FAILURES as exc:  # a failed run is a result; the study goes on (a bug is not: it propagates)
         log.debug("run %s failed", run.run_id, exc_info=True)
         return failed_record(run, reason_of(exc), fields, started, now_iso(), provenance)
 
@@ -273,6 +286,7 @@ class Session:
     calibration_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
     ended: str = "complete"
+    first_failure: str | None = None  # the reason of the first failed run (for "every run failed")
 
     def summary(self, **extra) -> dict:
         wall = time.monotonic() - self.started
@@ -283,6 +297,7 @@ class Session:
             "runs_s": round(self.runs_s, 2), "notebooks_s": round(self.notebooks_s, 2),
             "modes_s": round(self.modes_s, 2), "calibration_s": round(self.calibration_s, 2),
             "measure_fraction": round(self.measure_s / wall, 4) if wall > 0 else 0.0,
+            "first_failure": self.first_failure,
             **extra,
         }
 
@@ -344,6 +359,7 @@ async def run_study_async(
             calibration = await calibrated_max_rates(fleet, study, inventory.name, manifest, None)
             session.calibration_s = time.monotonic() - t
             runs = matrix.plan(study, (calibration or {}).get("max_rates"))
+            check_runs(study, runs)  # a bad value stops the study here, before any mode goes up
             if manifest is None:
                 manifest = new_manifest(study, inventory, [r.run_id for r in runs], calibration)
             elif manifest.get("study_sha256") != study.digest:
@@ -408,7 +424,7 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
     t = time.monotonic()
     try:
         endpoint = await mode_up(fleet, block.mode, settings)
-    except Exception as exc:  # unsupported here or broken: every run of the block records why
+    except RUN_FAILURES as exc:  # unsupported here or broken: every run of the block records why
         session.modes_s += time.monotonic() - t
         entry["error"] = reason_of(exc)
         # Make sure nothing half-made stays (mode_up undoes its own steps; this is belt and braces).
@@ -463,6 +479,8 @@ def _store(rec, took, raw_dir, bar, session, sess, manifest, mpath, written=Fals
     session.warmup_s += warm
     session.executed += 1
     session.statuses[rec["status"]] = session.statuses.get(rec["status"], 0) + 1
+    if rec["status"] == "failed" and session.first_failure is None:
+        session.first_failure = f"{rec['run_id']}: {rec.get('reason')}"
     sess["executed"].append(rec["run_id"])
     write_manifest(mpath, manifest)
     bar.line(summary_line(rec, took or None))
@@ -557,12 +575,32 @@ async def _measure_in_notebook(book, inventory_path, endpoint, fields, run, raw_
 
 def run_study(study_path: Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False, progress: bool = True, **kw) -> dict:
     """Run (or resume) a study; returns its summary. Ctrl-C / SIGTERM raise KeyboardInterrupt
-    after the current mode is torn down; finished records stay."""
+    after the current mode is torn down; finished records stay. The hosts are leased for the
+    session (lease.py): a second session on them is refused, naming this one."""
+    from .lease import session_lease
+
     study = load_study(study_path)
+    inv = Path(inventory_path) if inventory_path else None
     try:
-        return asyncio.run(run_study_async(study, Path(inventory_path) if inventory_path else None, stop_on_failure=stop_on_failure, progress=progress, **kw))
+        with session_lease(load_inventory(inv or study.inventory), f"run-study {study.name}"):
+            return asyncio.run(run_study_async(study, inv, stop_on_failure=stop_on_failure, progress=progress, **kw))
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
+
+
+def check_runs(study: Study, runs) -> None:
+    """Validate every planned run's spec (pure); ConfigError naming the study file and key."""
+    from .errors import ConfigError
+    from .workload.bench import validate_spec
+
+    for run in runs:
+        fields = spec_fields(study, run)
+        try:
+            validate_spec(bench_spec(fields))
+        except ConfigError as exc:
+            raise ConfigError(study.path, f"run {run.run_id}: {exc.key}", exc.problem, exc.fix) from None
+        except TypeError as exc:  # e.g. a guard key BenchSpec does not know
+            raise ConfigError(study.path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys against BenchSpec's fields.") from None
 
 
 # --- status -------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ is wrong and how to fix it (ConfigError), like inventories do.
       # rates: [50000, 100000]     # ... or absolute requests/s (exactly one of the two)
     repetitions: 1                 # every point
     focus: {range: [0.3, 0.5], repetitions: 3}   # more repetitions where the study looks
-    workload: {duration_s: 8, warmup_s: 2, connections: 32, ...}   # BenchSpec fields
+    workload: {duration_s: 8, warmup_s: 2, connections: 32, ...}   # BenchSpec fields; optional:
+                                   # duration_s 10, warmup_s 2, connections max(10, ceil(rate/100))
+                                   # (workload/defaults.py, which also has the bounds)
     calibration: {...}             # keyword arguments of workload calibrate()
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
@@ -23,12 +25,14 @@ is wrong and how to fix it (ConfigError), like inventories do.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_INVENTORY, STUDIES, _resolve, _suggest, read_yaml
+from .config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, _resolve, _suggest, read_yaml
 from .errors import ConfigError
+from .workload.defaults import MAX_CONNECTIONS, MAX_RATE
 
 # The contract's mode names in their fixed order; cnibench.modes is the authority when present.
 _CONTRACT_MODES = (
@@ -157,8 +161,8 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     _no_unknown(data, _TOP_KEYS, path, "", "top-level key")
 
     name = str(data.get("name") or path.stem)
-    if not name.replace("-", "").replace("_", "").isalnum() or not name[0].isalpha():
-        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
+    if not SAFE_NAME_RE.match(name):
+        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
 
     inventory = data.get("inventory")
     inventory = _resolve(path, inventory) if inventory else DEFAULT_INVENTORY
@@ -207,6 +211,9 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         keys = mode_setting_keys()
         if keys:
             _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
+            _check_mode_settings(settings, path, f"mode_settings.{mode}")
+
+    _check_workload(workload, load_kind, loads, modes, sizes, path)
 
     notebooks = data.get("notebooks", "warm")
     if notebooks not in NOTEBOOK_POLICIES:
@@ -270,8 +277,10 @@ def _loads(data: dict, path: Path) -> tuple[str, tuple[float, ...]]:
         raise ConfigError(path, f"load.{key}", "must be a non-empty list of numbers", f"Write e.g. 'load: {{{key}: [{'0.3, 0.5' if kind == 'fraction' else '50000, 100000'}]}}'.")
     values: list[float] = []
     for i, v in enumerate(raw):
-        if not _is_number(v) or v <= 0:
+        if not _is_number(v) or not math.isfinite(v) or v <= 0:
             raise ConfigError(path, f"load.{key}[{i}]", f"'{v}' is not a positive number", "Loads are positive numbers.")
+        if kind == "rate" and v > MAX_RATE:
+            raise ConfigError(path, f"load.{key}[{i}]", f"{v:g} requests/s is more than {MAX_RATE:g}", "That is far beyond one client host; check the number.")
         if kind == "fraction" and v > 1.5:
             raise ConfigError(path, f"load.{key}[{i}]", f"{v} is more than 1.5 times the calibrated maximum", "Fractions are of the maximum rate: 0.4 means 40 %. Use 'rates' for requests per second.")
         if v in values:
@@ -297,6 +306,56 @@ def _focus(data: dict, path: Path, loads, kind) -> tuple[tuple[float, float] | N
         unit = "fractions" if kind == "fraction" else "rates"
         raise ConfigError(path, "focus.range", f"no load in {rng} (the {unit} are {list(loads)})", "Put the range around some of the loads, in the same unit.")
     return (float(rng[0]), float(rng[1])), int(reps)
+
+
+def _check_mode_settings(settings: dict, path: Path, where: str) -> None:
+    """Types and ranges of a mode's settings, as mode_up would check them (now, not mid-study)."""
+    from .modes import ModeSettings
+    from .modes.base import SettingError
+
+    try:
+        ModeSettings(**settings)
+    except SettingError as exc:
+        raise ConfigError(path, f"{where}.{exc.key}", exc.problem, exc.fix) from None
+
+
+def _check_workload(workload: dict, kind: str, loads, modes, sizes, path: Path) -> None:
+    """Every run's workload, defaults filled in, through the workload's own validation (bounds
+    included), so a study that cannot run stops now with one message. Fraction studies learn
+    their rates at calibration: their rate-dependent checks run then (runner.check_runs)."""
+    try:
+        from .workload.bench import validate_spec
+    except ImportError:
+        return
+    from .runner import bench_spec
+
+    rates = loads if kind == "rate" else (None,)
+    for rate in rates:
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in workload.items()}
+        fields.update(mode=modes[0], size=sizes[0], rate=rate or 1.0)
+        try:
+            validate_spec(bench_spec(fields), rate_known=rate is not None)
+        except ConfigError as exc:
+            key = "load.rates" if exc.key == "rate" else f"workload.{_FIELD.get(exc.key, exc.key)}"
+            raise ConfigError(path, key, exc.problem, exc.fix) from None
+        except TypeError as exc:
+            raise ConfigError(path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys and their values.") from None
+
+
+_FIELD = {"duration": "duration_s", "warmup": "warmup_s", "timeout": "timeout_s"}
+
+
+def study_name_arg(arg: str) -> str:
+    """The study a command's --study names: a bare name (data/raw/<name>), or a study file that
+    exists (the name inside it). Anything else, e.g. '../../x', is refused: it would become a path."""
+    arg = str(arg)
+    if SAFE_NAME_RE.match(arg):
+        return arg
+    p = Path(arg)
+    if p.suffix in (".yml", ".yaml") and p.is_file():
+        return load_study(p).name
+    raise ConfigError("--study", "study", f"'{arg}' is neither a study name nor an existing study file",
+                      "Give a name like 'lab' (its records are data/raw/lab) or the path of a .yml study file.")
 
 
 def _mapping(data: dict, key: str, path: Path) -> dict:

@@ -365,6 +365,10 @@ def down() -> list[str]:
         shutil.rmtree(state_dir())
         removed.append(f"dir {state_dir()}")
     try:
+        (RUN_DIR / "lease").rmdir()  # the hosts' session leases (lease.py), when none is left
+    except OSError:
+        pass
+    try:
         RUN_DIR.rmdir()  # only if nothing else of ours is left in it
     except OSError:
         pass

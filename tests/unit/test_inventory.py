@@ -25,6 +25,7 @@ def good(**kw):
 def test_valid_inventory_is_typed(tmp_path):
     key = tmp_path / "id"
     key.write_text("x")
+    key.chmod(0o600)
     inv = parse_inventory(good(key_file=str(key), port=2222), tmp_path / "inv.yml")
     assert inv.client.name == "client" and inv.server.name == "server"
     assert inv.client.port == 2222 and inv.client.key_file == str(key)
@@ -34,6 +35,7 @@ def test_valid_inventory_is_typed(tmp_path):
 def test_relative_key_file_resolves_next_to_inventory(tmp_path):
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "id").write_text("x")
+    (tmp_path / "keys" / "id").chmod(0o600)
     inv = parse_inventory(good(key_file="keys/id"), tmp_path / "inv.yml")
     assert inv.client.key_file == str(tmp_path / "keys" / "id")
 
@@ -58,6 +60,8 @@ BAD = [
     ("bad data address", good(data_address="300.1.1.1"), "hosts[0].data_address", "not an IPv4 address"),
     ("missing known_hosts", good(known_hosts="/nonexistent/kh"), "hosts[0].known_hosts", "does not exist"),
     ("same ssh endpoint", {"hosts": [host(), dict(SERVER, address="198.18.0.11")]}, "hosts", "same SSH address"),
+    ("name with a path", {"name": "../../etc", "hosts": [host(), SERVER]}, "name", "not a usable inventory name"),
+    ("name with a slash", {"name": "a/b", "hosts": [host(), SERVER]}, "name", "not a usable inventory name"),
 ]
 
 
@@ -113,3 +117,26 @@ def test_example_inventories_parse_apart_from_keys():
         h.pop("key_file", None)
     inv = parse_inventory(doc, "two-hosts.example.yml")
     assert [h.role for h in inv.hosts] == ["client", "server"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_key_file_others_can_read_is_refused(tmp_path, mode):
+    key = tmp_path / "id"
+    key.write_text("x")
+    key.chmod(mode)
+    with pytest.raises(ConfigError) as err:
+        parse_inventory(good(key_file=str(key)), tmp_path / "inv.yml")
+    assert err.value.key == "hosts[0].key_file" and f"{mode:04o}" in str(err.value) and "chmod 600" in str(err.value)
+
+
+def test_ssh_options_ignore_ssh_config_and_never_forward_the_agent(tmp_path):
+    from cnibench.hosts import Host
+
+    inv = parse_inventory(good(), tmp_path / "inv.yml")
+    opts = Host(inv.client)._connect_options()
+    assert opts["config"] is None and opts["agent_forwarding"] is False
+    assert opts["agent_path"] is None  # agent: false (default): the agent is not used at all
+    with_agent = parse_inventory(good(agent=True), tmp_path / "inv.yml")
+    opts = Host(with_agent.client)._connect_options()
+    assert "agent_path" not in opts and opts["agent_forwarding"] is False  # used to log in, never forwarded
+

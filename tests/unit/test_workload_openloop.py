@@ -10,7 +10,7 @@ from cnibench.results import decode_histogram, encode_histogram
 from cnibench.workload import latency as lat
 from cnibench.workload.generators.base import LoadSpec
 from cnibench.workload.generators.openloop import (
-    GENERATOR, RECORD, ST_CONNERR, ST_NONE, ST_NOTSENT, default_connections, default_pipeline, parse_log, parse_summary,
+    GENERATOR, RECORD, ST_CONNERR, ST_NONE, ST_NOTSENT, default_pipeline, parse_log, parse_summary,
     result_from_log,
 )
 from cnibench.workload.loadgen import binary_path, build_argv, source_hash
@@ -55,8 +55,7 @@ def test_closed_loop_is_refused():
         GENERATOR.command(spec(rate=None))
 
 
-def test_defaults_one_connection_per_100_rps_and_a_second_in_flight():
-    assert default_connections(25_000) == 250 and default_connections(500) == 10 and default_connections(None) == 16
+def test_defaults_a_second_in_flight():
     assert default_pipeline(100.0) == 100 and default_pipeline(5.0) == 32 and default_pipeline(None) == 1
 
 

@@ -88,8 +88,65 @@ class ModeSettings:
     route_limit: int = 50  # the VPC route table's entry limit (AWS default, named by the study)
     aws: AwsSettings | None = None  # None: the testbed's fabric namespace acts as the VPC router
 
+    def __post_init__(self):
+        check_settings(self)
+
     def with_(self, **kw) -> "ModeSettings":
         return replace(self, **kw)
+
+
+SSH_PORT = 22
+# (setting, low, high) of the whole-number settings; each reaches a command line or a config
+# file, so it must be a real int (not a string, a float or a bool) in its range.
+_INT_RANGES = (
+    ("service_port", 1, 65535), ("published_port", 1, 65535), ("vxlan_port", 1, 65535),
+    ("vxlan_vni", 0, 2**24 - 1), ("subnet_prefix", 1, 32), ("route_limit", 1, 10_000),
+)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class SettingError(PlanError):
+    """One mode setting is wrong: names the setting, the problem and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"mode setting {key}: {problem}. {fix}")
+
+
+def check_settings(s: "ModeSettings") -> None:
+    """Types and ranges of every setting (pure); SettingError naming the setting and the fix."""
+    for key, lo, hi in _INT_RANGES:
+        v = getattr(s, key)
+        if not _whole(v) or not lo <= v <= hi:
+            raise SettingError(key, f"{v!r} is not a whole number from {lo} to {hi}", f"Write e.g. '{key}: {getattr(ModeSettings, key)}'.")
+    if s.published_port == SSH_PORT:
+        raise SettingError("published_port", f"{SSH_PORT} is SSH's port; publishing it would send new SSH logins to the server container",
+                           "Use another port, e.g. 30080.")
+    if s.mtu is not None and (not _whole(s.mtu) or not 576 <= s.mtu <= 65535):
+        raise SettingError("mtu", f"{s.mtu!r} is not a whole number from 576 to 65535", "Leave it out to use what the real solution uses.")
+    if s.ipvlan_mode not in ("l2", "l3"):
+        raise SettingError("ipvlan_mode", f"{s.ipvlan_mode!r} is not l2 or l3", "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
+    for key in ("cluster_cidr", "docker_cidr"):
+        v = getattr(s, key)
+        try:
+            if not isinstance(v, str):
+                raise TypeError("not text")
+            ipaddress.IPv4Network(v, strict=True)
+        except (TypeError, ValueError) as exc:
+            raise SettingError(key, f"{v!r} is not an IPv4 network ({exc})", "Write it like 10.244.0.0/16.") from None
+    if s.aws is not None and not isinstance(s.aws, AwsSettings):
+        raise SettingError("aws", "is not an AWS section", "Put the AWS settings in the inventory ('aws:').")
+
+
+def check_published_port(settings: "ModeSettings", hosts: "HostFacts") -> None:
+    """The published port must not be the port the server's sshd answers on (seen in SSH_CONNECTION)."""
+    s = hosts.server
+    if s.ssh_port is not None and settings.published_port == s.ssh_port:
+        raise SettingError("published_port", f"{settings.published_port} is the SSH port of {s.name}; publishing it would send "
+                           "new SSH logins to the server container", "Use another port, e.g. 30080.")
 
 
 @dataclass(frozen=True)
@@ -108,6 +165,7 @@ class HostFact:
     l2_peers: tuple[str, ...] = ()  # peers whose data address answers on the same L2 segment
     ssh_peer: str | None = None  # the address the SSH session comes from (never routed away)
     ssh_interface: str | None = None  # the interface the SSH session uses (never touched)
+    ssh_port: int | None = None  # the port this host's sshd answered our session on
 
     @property
     def data_network(self) -> ipaddress.IPv4Network:

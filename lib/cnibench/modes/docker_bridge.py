@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from . import pieces
-from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, check_networks, forwarding_step, mtu_for, network, nth, pod_netns, step
+from .base import Check, Endpoint, check_published_port, HostFacts, ModeSettings, NetworkMode, Step, check_networks, forwarding_step, mtu_for, network, nth, pod_netns, step
 
 BRIDGE = "cnibdocker0"
 TABLE = "cnib_docker"
@@ -29,6 +29,7 @@ class DockerBridge(NetworkMode):
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
         net = self._net(hosts, settings)
+        check_published_port(settings, hosts)
         gw, pod = nth(net, 1), nth(net, 2)
         steps: list[Step] = []
         for h in hosts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..errors import HostError
+from ..errors import HostError, PlanError
 from .base import HostFact, HostFacts, RouterFact
 from .local import LocalHost
 
@@ -41,17 +41,41 @@ async def _basics(host) -> dict:
         want = spec.data_address or "an IPv4 address"
         raise HostError(host.name, f"data interface {dev} has no {want}. Check data_interface/data_address in the inventory ('ip addr show dev {dev}' on the host).")
     sysctl = (await host.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects"])).stdout.split()
-    ssh_peer = ssh_if = None
-    env = (await host.run(["printenv", "SSH_CONNECTION"], check=False)).stdout.split()
-    if env:
-        ssh_peer = env[0]
-        route = json.loads((await host.run(["ip", "-j", "route", "get", ssh_peer])).stdout)
-        ssh_if = route[0].get("dev") if route else None
+    ssh_peer, ssh_if, ssh_port = await ssh_path(host)
     return dict(
         name=host.name, role=spec.role, data_interface=dev, data_address=chosen["local"], data_prefix=int(chosen["prefixlen"]),
         mtu=int(link["mtu"]), mac=link.get("address", ""), ip_forward=int(sysctl[0]), accept_redirects=int(sysctl[1]),
-        ssh_peer=ssh_peer, ssh_interface=ssh_if,
+        ssh_peer=ssh_peer, ssh_interface=ssh_if, ssh_port=ssh_port,
     )
+
+
+async def ssh_path(host) -> tuple[str | None, str | None, int | None]:
+    """(address our SSH session comes from, the interface it uses, sshd's port) on the host.
+
+    Plans keep that path untouched, so on a real host we refuse to plan without it, and refuse
+    a data interface that carries it (a mode builds on the data interface: promiscuous mode,
+    macvlan/ipvlan children, routes). The testbed's SSH runs on its own management link."""
+    env = await host.ssh_connection()
+    peer = env[0] if env else None
+    port = int(env[3]) if len(env) >= 4 and env[3].isdigit() else None
+    dev = None
+    if peer:
+        route = json.loads((await host.run(["ip", "-j", "route", "get", peer])).stdout or "[]")
+        dev = route[0].get("dev") if route else None
+    check_ssh_path(host.name, host.spec.data_interface, peer, dev, testbed=host.spec.testbed_netns is not None)
+    return peer, dev, port
+
+
+def check_ssh_path(name: str, data_interface: str, peer: str | None, dev: str | None, testbed: bool) -> None:
+    """Raise PlanError when the SSH path is unknown on a real host or is the data interface (pure)."""
+    if peer is None and not testbed:
+        raise PlanError(f"{name}: cannot tell which address this SSH session comes from (SSH_CONNECTION is not set "
+                        "for the login user), so a plan could cut it. Nothing was changed. Check that sshd sets "
+                        "SSH_CONNECTION (it always does unless the login shell or PAM clears it).")
+    if dev is not None and dev == data_interface:
+        raise PlanError(f"{name}: the SSH session runs over the data interface {data_interface}; a network mode changes "
+                        "that interface and could cut the session. Nothing was changed. Connect over another interface "
+                        "(a management NIC: set 'address' in the inventory) or use another NIC as data_interface.")
 
 
 async def _l2_peers(host, dev: str, peers: dict[str, str]) -> list[str]:

@@ -32,7 +32,8 @@ from ..results import SCHEMA_VERSION, encode_histogram, percentile_table
 from . import guards as guards_mod
 from . import nginx as nginx_mod
 from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting
-from .generators.openloop import default_connections, default_pipeline
+from .defaults import default_connections
+from .generators.openloop import default_pipeline
 from .guards import GuardLimits
 from .metrics import Sampler
 
@@ -89,8 +90,52 @@ def _bad(key: str, problem: str, fix: str) -> ConfigError:
     return ConfigError(WHERE, key, problem, fix)
 
 
-def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
-    """Raise one clear ConfigError for the first problem (pure)."""
+_NUMBERS = ("rate", "duration_s", "warmup_s", "timeout_s", "server_delay_s")
+_WHOLE = ("threads", "nginx_workers", "seed")
+_OPTIONAL_WHOLE = ("connections", "pipeline")  # None: the default
+
+
+def _check_types_and_bounds(spec: BenchSpec) -> None:
+    """Types first (a string or a bool is never a number here), then the documented bounds
+    (workload/defaults.py), so nothing absurd reaches a host (pure)."""
+    import math
+
+    from . import defaults as d
+
+    for key in _NUMBERS:
+        v = getattr(spec, key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise _bad(key, f"{v!r} is not a finite number", f"Give a plain number for {key}.")
+    for key in _WHOLE + _OPTIONAL_WHOLE:
+        v = getattr(spec, key)
+        if v is None and key in _OPTIONAL_WHOLE:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise _bad(key, f"{v!r} is not a whole number", f"Give a whole number for {key}.")
+    for key in ("pin", "metrics", "closed_loop"):
+        if not isinstance(getattr(spec, key), bool):
+            raise _bad(key, f"{getattr(spec, key)!r} is not true or false", f"Write true or false for {key}.")
+    for key in ("client_cpus", "server_cpus"):
+        cpus = getattr(spec, key)
+        if not isinstance(cpus, tuple) or not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 4096 for c in cpus):
+            raise _bad(key, f"{cpus!r} is not a list of CPU numbers", f"Write e.g. {key}: [0].")
+    if not spec.closed_loop and spec.rate > d.MAX_RATE:
+        raise _bad("rate", f"{spec.rate:g} req/s is more than {d.MAX_RATE:g} req/s", "That is far beyond one client host; check the number (e.g. --rate 50000).")
+    bounds = (("duration_s", d.MAX_DURATION_S, "s"), ("warmup_s", d.MAX_WARMUP_S, "s"), ("timeout_s", d.MAX_TIMEOUT_S, "s"),
+              ("connections", d.MAX_CONNECTIONS, ""), ("threads", d.MAX_THREADS, ""), ("nginx_workers", d.MAX_NGINX_WORKERS, ""),
+              ("pipeline", d.MAX_PIPELINE, ""))
+    for key, top, unit in bounds:
+        v = spec.n_connections if key == "connections" else getattr(spec, key)
+        if v is not None and v > top:
+            why = (f" (one source address has {d.MAX_CONNECTIONS} local ports for one server ip:port: Linux's default "
+                   f"ip_local_port_range {d.PORT_RANGE[0]}-{d.PORT_RANGE[1]})") if key == "connections" else ""
+            raise _bad(key, f"{v:g}{unit} is more than {top:g}{unit}{why}", f"Use at most {top:g}{unit} for {key}.")
+
+
+def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_known: bool = True) -> None:
+    """Raise one clear ConfigError for the first problem (pure). rate_known=False (a study whose
+    rates come from calibration): the checks that depend on the rate wait for it."""
+    _check_types_and_bounds(spec)
     if spec.size not in nginx_mod.SIZES:
         raise _bad("size", f"'{spec.size}' is not a response size", "Use --size small (350 B on the wire) or --size large (4096 B body).")
     if spec.generator not in GENERATORS:
@@ -119,7 +164,7 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None) -> None:
         raise _bad("arrival", f"'{spec.arrival}' is not an arrival process", "Use uniform (constant rate, the study's) or poisson.")
     if spec.closed_loop and getattr(get_generator(spec.generator), "busy_polls", False):
         raise _bad("generator", f"'{spec.generator}' is open-loop only", "Closed-loop (saturation) runs use --generator h2load.")
-    if not spec.closed_loop and spec.rate / spec.n_connections * spec.duration_s < 1:
+    if rate_known and not spec.closed_loop and spec.rate / spec.n_connections * spec.duration_s < 1:
         raise _bad("rate", f"{spec.rate:g} req/s over {spec.n_connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
     if limits is None:
         return

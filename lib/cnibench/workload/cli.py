@@ -8,7 +8,7 @@ from .. import config
 from ..hosts import Fleet
 from ..config import RAW
 from ..results import record_path, run_id, write_record
-from .bench import BenchSpec, run_bench, summary
+from .bench import BenchSpec, run_bench, summary, validate_spec
 from .calibrate import calibrate, save_calibration
 
 
@@ -36,6 +36,7 @@ def next_repetition(study: str, mode: str, size: str, rate: float) -> int:
 
 
 async def bench(spec: BenchSpec, inventory=None, study: str = "adhoc") -> tuple[dict, str]:
+    validate_spec(spec)  # bad input: one message before any host is touched (not after mode up)
     inv = config.load_inventory(inventory)
     async with Fleet(inv) as fleet:
         async with mode_endpoint(fleet, spec.mode) as ep:
@@ -45,6 +46,7 @@ async def bench(spec: BenchSpec, inventory=None, study: str = "adhoc") -> tuple[
 
 
 async def calibrate_cli(spec: BenchSpec, p99_bound_ms: float, inventory=None, progress=None) -> tuple[dict, str]:
+    validate_spec(spec)
     inv = config.load_inventory(inventory)
     async with Fleet(inv) as fleet:
         async with mode_endpoint(fleet, spec.mode) as ep:

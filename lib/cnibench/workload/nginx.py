@@ -12,6 +12,7 @@ Files live in RUN_DIR/workload/nginx-<port>/ on the server host and are removed 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass, field
 
 from ..config import RUN_DIR
@@ -88,7 +89,11 @@ def cpu_mask(cpu: int) -> str:
 
 def render_config(spec: NginxSpec) -> str:
     d = spec.dir
-    listen = f"[{spec.bind}]" if ":" in spec.bind else spec.bind
+    # Only an address and a whole-number port reach the config: nothing else can be written there.
+    if not (isinstance(spec.port, int) and not isinstance(spec.port, bool) and 1 <= spec.port <= 65535):
+        raise ValueError(f"nginx port {spec.port!r} is not a whole number from 1 to 65535")
+    listen = str(ipaddress.ip_address(spec.bind))
+    listen = f"[{listen}]" if ":" in listen else listen
     conns = max(1024, 2 * spec.max_connections + 64)
     affinity = ""
     if spec.cpus:

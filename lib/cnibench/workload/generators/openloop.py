@@ -36,14 +36,6 @@ ST_CONNERR, ST_NOTSENT, ST_NONE = -1, -2, 0
 PERCENTILES = ("50", "90", "99", "99.9", "100")
 
 
-def default_connections(rate: float | None) -> int:
-    """One connection per 100 req/s, at least 10: each connection's interval (10 ms) is far
-    above the tail, so a connection rarely has two requests in flight."""
-    if rate is None or not math.isfinite(rate):
-        return 16
-    return max(10, math.ceil(rate / 100))
-
-
 def default_pipeline(rate_per_connection: float | None) -> int:
     """Requests in flight per connection: one second's worth, at least 32, so sends keep their
     schedule through a server stall of a second (the stall test stops nginx for 200 ms)."""
