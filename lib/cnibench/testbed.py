@@ -386,11 +386,11 @@ def sshd_pids() -> list[int]:
     return pids
 
 
-def release_run_sshd(path: str = RUN_SSHD) -> bool:
+def release_run_sshd(path: str = RUN_SSHD, running=sshd_pids) -> bool:
     """Remove the privilege-separation directory the testbed made, unless another sshd (the
     system's, started since) now uses it; never a directory with anything in it. Called after
     the testbed's own sshds are gone. True if removed."""
-    if sshd_pids():
+    if running():
         return False
     try:
         os.rmdir(path)

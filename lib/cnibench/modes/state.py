@@ -216,10 +216,11 @@ async def load(fleet) -> Loaded:
 
 
 async def current_state(fleet) -> dict | None:
-    """The state, or PlanError when a file we cannot trust stands in for it (run clean)."""
+    """The state; PlanError when a state file cannot be read or trusted (only `clean`, which
+    sweeps by prefix, goes on without it)."""
     loaded = await load(fleet)
-    if loaded.state is None and loaded.problems:
-        raise PlanError("no usable mode state: " + "; ".join(loaded.problems) + ". Run 'invoke clean' to remove every leftover of any mode.")
+    if loaded.problems:
+        raise PlanError("the mode state cannot be used: " + "; ".join(loaded.problems) + ". Run 'invoke clean' to remove every leftover of any mode.")
     return loaded.state
 
 
