@@ -1,8 +1,8 @@
 """The run record: schema, histogram codec, atomic write-once storage, and a loader.
 
 A run record is one JSON file per run under data/raw/<study>/<mode>/<size>/<rate>/rep<k>.json.
-It is written once (temporary file, then a hard link: a second writer fails) and never edited. Everything downstream is
-regenerated from these files.
+It is written once (temporary file, then a hard link: a second writer fails) and never
+edited. Everything downstream is regenerated from these files.
 
 Record keys (schema 1):
   schema            int, SCHEMA_VERSION

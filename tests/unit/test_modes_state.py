@@ -18,7 +18,7 @@ from cnibench.config import HostSpec, Inventory
 from cnibench.errors import CommandFailed, HostUnreachable, PlanError
 from cnibench.hosts import CommandResult, Fleet
 from cnibench.modes import ModeSettings, apply, get_mode, state
-from cnibench.modes.apply import run_plan, undo_steps
+from cnibench.modes.apply import run_plan
 from cnibench.modes.base import step
 from cnibench.modes.local import LocalHost
 

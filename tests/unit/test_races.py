@@ -10,8 +10,6 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from cnibench import results, testbed
 from cnibench.clean import sweep_plan
 
