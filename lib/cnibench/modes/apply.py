@@ -237,8 +237,9 @@ async def begin(fleet, runners: Runners, docs: dict[str, dict]) -> None:
         raise
 
 
-async def forget(fleet, runners: Runners, steps: list[Step]) -> None:
-    await store.remove_all(fleet, runners[LOCAL] if any(s.host == LOCAL for s in steps) else None)
+async def forget(fleet, runners: Runners, step_dicts: list[dict]) -> None:
+    """Remove the state and the sysctl originals (the undo just restored them)."""
+    await store.remove_all(fleet, runners[LOCAL] if any(d["host"] == LOCAL for d in step_dicts) else None)
 
 
 async def up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:
@@ -268,7 +269,7 @@ async def up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint
         return endpoint
     problems = await undo_steps(runners, todo, strict=False)
     if not problems:
-        await forget(fleet, runners, steps)
+        await forget(fleet, runners, [s.to_dict() for s in steps])
         raise error
     # The rollback failed: keep what is needed to finish it (clean, or down).
     for t, doc in docs.items():
@@ -297,7 +298,7 @@ async def down(fleet, name: str | None = None, settings: ModeSettings | None = N
     runners = Runners(fleet, settings_for(fleet, settings) if settings else _settings_from(state, fleet))
     start = time.monotonic()
     await undo_steps(runners, steps)  # raises on a real failure: the state is kept
-    await forget(fleet, runners, steps)
+    await forget(fleet, runners, state.get("steps", []))
     return {"mode": state.get("mode"), "teardown_seconds": round(time.monotonic() - start, 4), "undo_commands": sum(1 for s in steps if s.undo)}
 
 
