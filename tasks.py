@@ -163,7 +163,7 @@ def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2
 
 @task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "dry_run", "json_")})
 def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
-    """Tear down the mode that is up (from the state stored on the hosts); idempotent."""
+    """Tear down the mode that is up (from the stored state); idempotent."""
     from cnibench.modes import cli
 
     print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_), lease=None if dry_run else "mode.down"))

@@ -1,13 +1,19 @@
 """`invoke clean`: remove every leftover of any network mode, by ownership, after a crash.
 
-1. If a mode's state file exists, run its stored undo commands (this restores sysctls).
-2. Sweep by prefix on every inventory host: container namespaces `cnib-<host>-*`, interfaces
-   the modes name (cnibcni0, cnibflannel.1, cnibdocker0, cnib[vdcim]<host>), nftables tables
-   `cnib*`, routes with protocol 203 (our marker), and /run/cnibench/modes/<host>.json.
-3. On the testbed: routes with protocol 203 in the fabric (the VPC router).
-4. The workload's leftovers on every host (a run killed before its `finally`): nginx started
-   from /run/cnibench/workload/nginx-*/ is killed, and those directories and the generators'
-   /run/cnibench/workload/<generator>-<pid>-* scratch directories are removed.
+1. The mode's state (the driver's copy; without one, the hosts' checked copies, see
+   modes/state.py): undo every step that was started. A state file that cannot be read or is
+   not trusted is reported and treated as absent: the sweep below still runs.
+2. Sweep by prefix on every inventory host: container namespaces `cnib-<host>-*`, the probe
+   namespaces `cnib-probe-*` a killed `hosts.check` leaves, interfaces the modes name
+   (cnibcni0, cnibflannel.1, cnibdocker0, cnib[vdcim]<host>), nftables tables `cnib*`, routes
+   with protocol 203 (our marker); then restore the sysctls from their recorded originals.
+3. On the testbed: routes with protocol 203 in the fabric (the VPC router), and its sysctls.
+4. The state is forgotten only when every undo and restore succeeded; otherwise it is kept
+   (and said so) for the next `clean`.
+5. The workload's leftovers on every host (a run killed before its `finally`): nginx started
+   from /run/cnibench/workload/nginx-*/ is killed (only a process that is still that nginx),
+   and those directories and the generators' /run/cnibench/workload/<generator>-<pid>-*
+   scratch directories are removed.
 Never the data interface, never the interface the SSH session uses, never the testbed's own
 namespaces or links (cnib-<host>, cnib-fabric, cnib-m-*, cnibd-*, cnibbr0).
 """
@@ -19,13 +25,14 @@ import re
 
 from .modes.base import ROUTE_PROTO
 
+PROBE_NETNS = "cnib-probe-"  # precheck.probe_kernel's throwaway namespaces
 # Interface names modes generate (see the modes' modules); anything else is not ours to remove.
 MODE_LINK = re.compile(r"^cnib(cni0|docker0|flannel\.1|[vdcim][a-z][a-z0-9]{0,7}|probe\w*)$")
 
 
 def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple[str, str]], protect: set[str]) -> list[list[str]]:
     """Commands removing this host's leftovers (pure): netns, then links, tables, routes."""
-    argvs = [["ip", "netns", "del", n] for n in sorted(netns) if n.startswith(f"cnib-{host}-")]
+    argvs = [["ip", "netns", "del", n] for n in sorted(netns) if n.startswith((f"cnib-{host}-", PROBE_NETNS))]
     argvs += [["ip", "link", "del", l] for l in sorted(links) if MODE_LINK.match(l) and l not in protect]
     argvs += [["nft", "delete", "table", fam, name] for fam, name in sorted(tables) if name.startswith("cnib")]
     argvs.append(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO])
@@ -33,13 +40,22 @@ def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple
 
 
 # Kills nginx masters whose pid file is ours, and their workers, then removes our
-# scratch directories; prints each directory removed.
+# scratch directories; prints each directory removed. A pid is killed only while it is still
+# the nginx master of that directory (its command line names it): a pid file outlives its
+# process, and the number may now belong to anything (or be -1: every process).
 WORKLOAD_SWEEP_SH = r"""d=$1
 [ -d "$d" ] || exit 0
+cmd() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null; }
 for f in "$d"/nginx-*/nginx.pid; do
   [ -f "$f" ] || continue
-  p=$(cat "$f" 2>/dev/null) && [ -n "$p" ] || continue
-  kill -KILL "$p" $(cat "/proc/$p/task/$p/children" 2>/dev/null) 2>/dev/null
+  p=$(head -c 20 "$f" 2>/dev/null | tr -d ' \n')
+  case "$p" in ''|*[!0-9]*|0*|1) continue ;; esac
+  case "$(cmd "$p")" in "nginx: master process "*"${f%/nginx.pid}/"*) ;; *) continue ;; esac
+  w=""
+  for c in $(cat "/proc/$p/task/$p/children" 2>/dev/null); do
+    case "$(cmd "$c")" in "nginx: "*) w="$w $c" ;; esac
+  done
+  kill -KILL "$p" $w 2>/dev/null
 done
 for x in "$d"/nginx-* "$d"/h2load-* "$d"/tcpkali-*; do
   [ -e "$x" ] || continue
@@ -74,32 +90,58 @@ async def _listing(host):
     return netns, links, tables, protect
 
 
+async def restore_sysctls(target, netns: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """Put back the sysctl originals recorded on `target`: (done, ignored, problems)."""
+    from .modes.state import read_originals
+
+    originals, why = await read_originals(target)
+    ignored = [why] if why else []
+    if not originals:
+        return [], ignored, []
+    r = await target.run(["sysctl", "-q", "-w", *originals], netns=netns, check=False)
+    if r.exit_status != 0:
+        return [], ignored, [f"{target.name}: sysctl -w {' '.join(originals)}: {(r.stderr or r.stdout).strip()}"]
+    return [f"{target.name}: restored {' '.join(originals)}"], ignored, []
+
+
 async def clean(fleet) -> list[str]:
     """Remove every leftover of any mode; returns what was done."""
     from .modes.apply import Runners, _settings_from, undo_steps
-    from .modes.base import Step
     from .modes.local import LocalHost
-    from .modes.state import current_state, state_path
+    from .modes.state import load, remove_all, steps_to_undo
 
-    done: list[str] = []
-    state = await current_state(fleet)
+    loaded = await load(fleet)
+    done = [f"ignored: {p}" for p in loaded.problems]
+    problems: list[str] = []
+    state = loaded.state
     if state:
-        steps = [Step.from_dict(d) for d in state.get("steps", [])]
-        problems = await undo_steps(Runners(fleet, _settings_from(state, fleet)), steps, strict=False)
+        problems += await undo_steps(Runners(fleet, _settings_from(state, fleet)), steps_to_undo(state), strict=False)
         done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + (f"; {len(problems)} undo(s) failed" if problems else ""))
 
     async def sweep(host):
         netns, links, tables, protect = await _listing(host)
         ran = []
-        for argv in sweep_plan(host.name, netns, links, tables, protect) + [["rm", "-f", state_path(host.name)]]:
+        for argv in sweep_plan(host.name, netns, links, tables, protect):
             r = await host.run(argv, check=False)
-            if r.exit_status == 0 and argv[:3] != ["ip", "route", "flush"] and argv[0] != "rm":
+            if r.exit_status == 0 and argv[:3] != ["ip", "route", "flush"]:
                 ran.append(f"{host.name}: {' '.join(argv)}")
-        return ran + await sweep_workload(host)
+        restored, ignored, failed = await restore_sysctls(host)
+        return ran + restored + [f"ignored: {w}" for w in ignored] + await sweep_workload(host), failed
 
-    for ran in (await fleet.gather("clean", sweep)).values():
+    for ran, failed in (await fleet.gather("clean", sweep)).values():
         done += ran
+        problems += failed
     tb = fleet.inventory.extra.get("testbed")
+    local = None
     if tb and tb.get("fabric_netns"):
-        await LocalHost().run(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO], netns=tb["fabric_netns"], check=False)
+        local = LocalHost()
+        await local.run(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO], netns=tb["fabric_netns"], check=False)
+        restored, ignored, failed = await restore_sysctls(local, tb["fabric_netns"])
+        done += restored + [f"ignored: {w}" for w in ignored]
+        problems += failed
+    if problems:
+        done += [f"problem: {p}" for p in problems]
+        done.append("kept the mode's state and sysctl originals: fix the problems above, then run 'invoke clean' again")
+    else:
+        await remove_all(fleet, local)
     return done

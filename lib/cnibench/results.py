@@ -1,8 +1,8 @@
 """The run record: schema, histogram codec, atomic write-once storage, and a loader.
 
 A run record is one JSON file per run under data/raw/<study>/<mode>/<size>/<rate>/rep<k>.json.
-It is written once (temporary file, then rename) and never edited. Everything downstream is
-regenerated from these files.
+It is written once (temporary file, then a hard link: a second writer fails) and never
+edited. Everything downstream is regenerated from these files.
 
 Record keys (schema 1):
   schema            int, SCHEMA_VERSION
@@ -110,10 +110,41 @@ def write_record(raw_dir: Path, rec: dict) -> Path:
     if problems:
         raise ValueError(f"refusing to write an incomplete run record {rec.get('run_id')}: {'; '.join(problems)}")
     path = record_path(raw_dir, rec["run_id"])
-    if path.exists():
-        raise FileExistsError(f"{path} exists: run records are write-once")
-    atomic_write_text(path, json.dumps(rec, separators=(",", ":"), sort_keys=True))
+    write_once_text(path, json.dumps(rec, separators=(",", ":"), sort_keys=True))
     return path
+
+
+def write_once_text(path: Path, text: str) -> None:
+    """Create `path` with `text`, whole, or raise FileExistsError: a hard link from a complete
+    temporary file never replaces an existing name (rename would), so of two writers racing
+    for one record, the second fails. The directory is fsynced so the new name survives."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for every reader
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} exists: run records are write-once") from None
+        _fsync_dir(path.parent)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

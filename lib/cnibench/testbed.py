@@ -37,6 +37,7 @@ DATA_NET = ipaddress.IPv4Network("198.18.0.0/24")
 ROUTER = "198.18.0.1"
 MGMT_NET = ipaddress.IPv4Network("198.19.0.0/16")
 SSH_PORT = 22
+RUN_SSHD = "/run/sshd"  # sshd's privilege-separation directory (shared with the system's sshd)
 DEFAULT_HOSTS = ("client", "server")
 TOOLS = {  # tool: Debian package that provides it
     "ip": "iproute2",
@@ -175,7 +176,7 @@ def _write_state(hosts: list[TestbedHost]) -> None:
     state["hosts"] = [h.name for h in hosts]
     # /run/sshd is sshd's privilege-separation directory; remember whether we made it.
     if "made_run_sshd" not in state:
-        state["made_run_sshd"] = not Path("/run/sshd").exists()
+        state["made_run_sshd"] = not Path(RUN_SSHD).exists()
     (state_dir() / "state.yml").write_text(yaml.safe_dump(state))
 
 
@@ -265,7 +266,7 @@ def _sshd_pid(h: TestbedHost) -> int | None:
 def _sshd(h: TestbedHost) -> None:
     if _sshd_pid(h):
         return
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    Path(RUN_SSHD).mkdir(mode=0o755, exist_ok=True)
     conf = h.dir / "sshd_config"
     conf.write_text(_sshd_config(h))
     sshd = _which("sshd") or "/usr/sbin/sshd"
@@ -359,8 +360,8 @@ def down() -> list[str]:
     if FABRIC_NS in present:
         _delete_netns(FABRIC_NS)
         removed.append(f"netns {FABRIC_NS}")
-    if state.get("made_run_sshd") and Path("/run/sshd").exists():
-        shutil.rmtree("/run/sshd", ignore_errors=True)
+    if state.get("made_run_sshd") and release_run_sshd():
+        removed.append(f"dir {RUN_SSHD}")
     if state_dir().exists():
         shutil.rmtree(state_dir())
         removed.append(f"dir {state_dir()}")
@@ -373,6 +374,33 @@ def down() -> list[str]:
     except OSError:
         pass
     return removed
+
+
+def sshd_pids() -> list[int]:
+    """Every running sshd process on this machine (listeners and sessions)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                comm = (d / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm.startswith("sshd") and not _gone(int(d.name)):
+                pids.append(int(d.name))
+    return pids
+
+
+def release_run_sshd(path: str = RUN_SSHD, running=sshd_pids) -> bool:
+    """Remove the privilege-separation directory the testbed made, unless another sshd (the
+    system's, started since) now uses it; never a directory with anything in it. Called after
+    the testbed's own sshds are gone. True if removed."""
+    if running():
+        return False
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
 
 
 def _root_links() -> list[str]:

@@ -127,20 +127,52 @@ def test_a_zombie_does_not_count_as_running():
         p.wait()
 
 
-def test_workload_sweep_kills_our_nginx_and_removes_only_our_directories(tmp_path):
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_workload_sweep_kills_only_our_nginx_and_removes_only_our_directories(tmp_path):
+    """A real nginx left by a killed run is killed; a pid file naming any other process (a
+    reused pid), 0 or 1 kills nothing."""
+    import shutil
+
+    if not shutil.which("nginx"):
+        pytest.skip("needs nginx (apt-get install -y nginx-light)")
     w = tmp_path / "workload"
-    for d in ("nginx-8080", "h2load-123-456", "tcpkali-1-2", "keep-me"):
+    for d in ("nginx-7070", "nginx-9090", "h2load-123-456", "tcpkali-1-2", "keep-me"):
         (w / d).mkdir(parents=True)
-    leftover = subprocess.Popen(["sleep", "100"])  # stands for a master a killed run left
-    (w / "nginx-8080" / "nginx.pid").write_text(f"{leftover.pid}\n")
+    spec = nginx.NginxSpec(bind="127.0.0.1", port=_free_port(), cpus=None, run_dir=str(w / "nginx-8080"))
+    (w / "nginx-8080" / "www").mkdir(parents=True)
+    (w / "nginx-8080" / "nginx.conf").write_text(nginx.render_config(spec))
+    subprocess.run(nginx.nginx_argv(spec), check=True, timeout=20)
+    master = int((w / "nginx-8080" / "nginx.pid").read_text())
+    workers = [int(x) for x in open(f"/proc/{master}/task/{master}/children").read().split()]
+    other = subprocess.Popen(["sleep", "100"])  # the pid an old nginx.pid names now belongs to this
+    (w / "nginx-9090" / "nginx.pid").write_text(f"{other.pid}\n")
+    (w / "nginx-7070" / "nginx.pid").write_text("0\n")
     try:
-        r = subprocess.run(workload_sweep_argv(str(tmp_path)), capture_output=True, text=True)
-        assert leftover.wait(timeout=20) == -signal.SIGKILL
+        # own session: were "0" used, it would kill the sweep's own process group, not pytest
+        r = subprocess.run(workload_sweep_argv(str(tmp_path)), capture_output=True, text=True, timeout=20, start_new_session=True)
+        assert r.returncode == 0, r
+        deadline = time.monotonic() + 10
+        while _sh(nginx.ANY_RUNNING_SH, master, *workers) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sh(nginx.ANY_RUNNING_SH, master, *workers) == 1, "our nginx survived the sweep"
+        assert other.poll() is None, "a process that is not our nginx was killed"
     finally:
-        if leftover.poll() is None:
-            leftover.kill()
+        other.kill()
+        other.wait()
+        for p in (master, *workers):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     assert sorted(os.listdir(w)) == ["keep-me"]
-    assert sorted(r.stdout.split()) == sorted(str(w / d) for d in ("nginx-8080", "h2load-123-456", "tcpkali-1-2"))
+    assert sorted(r.stdout.split()) == sorted(str(w / d) for d in ("nginx-7070", "nginx-8080", "nginx-9090", "h2load-123-456", "tcpkali-1-2"))
     assert subprocess.run(workload_sweep_argv(str(tmp_path / "nothing"))).returncode == 0
 
 

@@ -5,7 +5,8 @@
     await mode_down(fleet, "flannel-vxlan")              # reverse of up; idempotent
 
 A mode that is up is discoverable by a later process: mode_status(fleet) / current_endpoint(fleet)
-read what was applied from /run/cnibench/modes/ on the hosts.
+read what was applied from the driver's state (data/state/modes/), or else from the hosts'
+checked copies in /run/cnibench/modes/ (see state.py).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ async def mode_up(fleet, name: str, settings: ModeSettings | None = None) -> End
 
 
 async def mode_down(fleet, name: str | None = None, settings: ModeSettings | None = None) -> None:
-    """Undo mode `name` (None: whatever is up) from the state stored on the hosts; idempotent."""
+    """Undo mode `name` (None: whatever is up) from the stored state; idempotent."""
     from .apply import down
 
     await down(fleet, name, settings)
@@ -80,7 +81,7 @@ async def mode_verify(fleet, name: str, settings: ModeSettings | None = None) ->
 
 
 async def mode_status(fleet) -> dict:
-    """What is up on each host, read from /run/cnibench/modes/ (host name -> state or None)."""
+    """What is up on each host (host name -> state or None; see state.read_states)."""
     from .state import read_states
 
     return await read_states(fleet)

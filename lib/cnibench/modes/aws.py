@@ -58,7 +58,7 @@ class AwsDriver:
         except botocore.exceptions.ClientError as exc:
             e = exc.response.get("Error", {})
             status, err = 254, f"An error occurred ({e.get('Code')}): {e.get('Message')}"
-        except _LimitExceeded as exc:
+        except (_LimitExceeded, _NotFound) as exc:
             status, err = 254, str(exc)
         result = CommandResult(AWS, argv, status, out, err, time.monotonic() - start)
         if check and status != 0:
@@ -75,13 +75,45 @@ class AwsDriver:
                 raise _LimitExceeded(f"An error occurred (RouteLimitExceeded): The maximum number of routes ({self.route_limit}) in route table {o['route-table-id']} has been reached.")
             self.ec2.create_route(RouteTableId=o["route-table-id"], DestinationCidrBlock=o["destination-cidr-block"], InstanceId=o["instance-id"])
         elif op == "delete-route":
-            self.ec2.delete_route(RouteTableId=o["route-table-id"], DestinationCidrBlock=o["destination-cidr-block"])
+            return self._delete_route(o["route-table-id"], o["destination-cidr-block"], o.get("instance-id"))
         elif op == "modify-instance-attribute":
             value = "no-source-dest-check" not in o
             self.ec2.modify_instance_attribute(InstanceId=o["instance-id"], SourceDestCheck={"Value": value})
         else:
             raise ValueError(f"unsupported ec2 operation {op}")
         return ""
+
+
+    def _delete_route(self, table_id: str, cidr: str, instance_id: str | None) -> str:
+        """Delete the route only if it leads to `instance_id`: a route someone else made (or
+        changed) with the same destination is not ours to remove."""
+        table = self.ec2.describe_route_tables(RouteTableIds=[table_id])["RouteTables"][0]
+        route = next((r for r in table.get("Routes", []) if r.get("DestinationCidrBlock") == cidr), None)
+        if route is None:
+            raise _NotFound(f"An error occurred (InvalidRoute.NotFound): no route to {cidr} in {table_id}")
+        if instance_id and route.get("InstanceId") != instance_id:
+            target = route.get("InstanceId") or route.get("GatewayId") or route.get("NetworkInterfaceId") or "another target"
+            return f"kept: the route to {cidr} leads to {target}, not {instance_id} (not ours)"
+        self.ec2.delete_route(RouteTableId=table_id, DestinationCidrBlock=cidr)
+        return ""
+
+    def source_dest_check(self, instance_ids) -> dict[str, bool]:
+        """instance id -> its source/dest check now (read before the plan changes it)."""
+        import botocore.exceptions
+
+        out = {}
+        for iid in instance_ids:
+            try:
+                attr = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="sourceDestCheck")
+            except botocore.exceptions.ClientError as exc:
+                e = exc.response.get("Error", {})
+                raise PlanError(f"cannot read instance {iid} ({e.get('Code')}: {e.get('Message')}). Check the instance ids in the inventory's aws section.") from None
+            out[iid] = bool(attr["SourceDestCheck"]["Value"])
+        return out
+
+
+class _NotFound(Exception):
+    pass
 
 
 class _LimitExceeded(Exception):

@@ -190,6 +190,7 @@ class RouterFact:
 class HostFacts:
     hosts: tuple[HostFact, ...]
     router: RouterFact | None = None
+    source_dest_check: Mapping[str, bool] = field(default_factory=dict)  # AWS: instance id -> original value
 
     def __iter__(self):
         return iter(self.hosts)

@@ -8,7 +8,7 @@ from ..hosts import quote
 from . import get_mode
 from .apply import down as _down, prepare, setup_cost, up as _up, verify as _verify
 from .base import Step
-from .state import current_state, read_states
+from .state import current_state, read_states, steps_to_undo
 
 
 def format_plan(steps: list[Step], undo: bool = False) -> str:
@@ -42,7 +42,7 @@ async def down(fleet, mode, dry_run: bool, as_json: bool) -> str:
         state = await current_state(fleet)
         if not state:
             return "nothing is up"
-        steps = [Step.from_dict(d) for d in state["steps"]]
+        steps = steps_to_undo(state)
         return json.dumps([s.to_dict() for s in reversed(steps) if s.undo], indent=1) if as_json else format_plan(steps, undo=True)
     done = await _down(fleet, mode)
     if as_json:

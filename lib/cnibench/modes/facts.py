@@ -30,6 +30,20 @@ async def gather_facts(fleet, with_router: bool = True) -> HostFacts:
     return HostFacts(hosts, router)
 
 
+async def recorded(target) -> list[str]:
+    """Sysctl originals an earlier, unfinished mode recorded on `target` (state.py)."""
+    from .state import read_originals
+
+    return (await read_originals(target))[0]
+
+
+def originals_over(recorded: list[str], keys: list[str], values: list[str]) -> list[str]:
+    """The live `values` of `keys`, except where an original was recorded: a value a mode
+    changed and did not restore is never taken for the original (pure)."""
+    rec = dict(a.split("=", 1) for a in recorded)
+    return [rec.get(k, v) for k, v in zip(keys, values)]
+
+
 async def _basics(host) -> dict:
     spec = host.spec
     dev = spec.data_interface
@@ -41,6 +55,7 @@ async def _basics(host) -> dict:
         want = spec.data_address or "an IPv4 address"
         raise HostError(host.name, f"data interface {dev} has no {want}. Check data_interface/data_address in the inventory ('ip addr show dev {dev}' on the host).")
     sysctl = (await host.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects"])).stdout.split()
+    sysctl = originals_over(await recorded(host), ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects"], sysctl)
     ssh_peer, ssh_if, ssh_port = await ssh_path(host)
     return dict(
         name=host.name, role=spec.role, data_interface=dev, data_address=chosen["local"], data_prefix=int(chosen["prefixlen"]),
@@ -96,6 +111,8 @@ async def router_facts(netns: str, address: str, interface: str) -> RouterFact:
     local = LocalHost()
     vals = (await local.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects",
                              "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"], netns=netns)).stdout.split()
+    keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects", "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"]
+    vals = originals_over(await recorded(local), keys, vals)
     routes = json.loads((await local.run(["ip", "-j", "-n", netns, "route", "show"])).stdout or "[]")
     return RouterFact(netns=netns, address=address, interface=interface, ip_forward=int(vals[0]), accept_redirects=int(vals[1]),
                       send_redirects_all=int(vals[2]), send_redirects_if=int(vals[3]), routes=len(routes))

@@ -212,8 +212,11 @@ def aws_steps(hosts: HostFacts, subnets, settings: ModeSettings) -> list[Step]:
     steps = []
     for h in hosts:
         iid = a.instances[h.name]
+        # undo puts back the check as it was (True unless the user had turned it off)
+        original = "--source-dest-check" if hosts.source_dest_check.get(iid, True) else "--no-source-dest-check"
         steps.append(step(AWS, ["ec2", "modify-instance-attribute", "--instance-id", iid, "--no-source-dest-check"],
-                          ["ec2", "modify-instance-attribute", "--instance-id", iid, "--source-dest-check"]))
-        steps.append(step(AWS, ["ec2", "create-route", "--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name]), "--instance-id", iid],
-                          ["ec2", "delete-route", "--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name])]))
+                          ["ec2", "modify-instance-attribute", "--instance-id", iid, original]))
+        # delete-route names the target: the driver deletes the route only if it still leads there
+        route = ["--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name]), "--instance-id", iid]
+        steps.append(step(AWS, ["ec2", "create-route", *route], ["ec2", "delete-route", *route]))
     return steps
