@@ -59,6 +59,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts)})")
+    out(estimate_line(study, inventory_path, Path(raw_dir)))
     try:
         asyncio.run(precheck(inventory_path, out))
         summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
@@ -77,6 +78,17 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside measurement windows")
     out(f"report: {report}" if report else "report: none yet (see the analysis line above)")
     return summary
+
+
+def estimate_line(study, inventory_path: Path, raw_dir: Path) -> str:
+    """What `run-all` prints before it starts: the estimated wall time of what is left."""
+    from .matrix import format_estimate
+    from .runner import estimate_study
+
+    try:
+        return format_estimate(estimate_study(study, inventory_path, raw_dir))
+    except CnibenchError as exc:
+        return f"estimated duration: unknown ({exc})"
 
 
 def format_summary(s: dict) -> str:
