@@ -221,42 +221,39 @@ def attempts(runs: pd.DataFrame) -> pd.DataFrame:
     return last.drop(columns=["_t", "_inv", "_any_inv"]).reset_index(drop=True)
 
 
-@dataclass
 class _Band:
-    """One size's band runs for one percentile: log values and states by (repetition, rate) x mode."""
+    """One size's runs (in the band, or at one load) for one percentile: log values and states by
+    (repetition, rate) x mode, and what every comparison needs, computed once."""
 
-    values: pd.DataFrame
-    state: pd.DataFrame
-    us: pd.DataFrame
-
-    @classmethod
-    def of(cls, att: pd.DataFrame, col: str) -> "_Band":
+    def __init__(self, att: pd.DataFrame, col: str):
         idx = ["repetition", "target_rate"]
-        vals = att.pivot(index=idx, columns="mode", values=col)
-        return cls(np.log(vals), att.pivot(index=idx, columns="mode", values="state"), vals)
+        self.us = att.pivot(index=idx, columns="mode", values=col)
+        self.values = np.log(self.us)
+        self.state = att.pivot(index=idx, columns="mode", values="state")
+        by_rep = lambda df: df.groupby(level="repetition")  # noqa: E731
+        # a block is complete when every band run it has is ok (and it has some)
+        self.ok = by_rep(self.state.eq("ok") | self.state.isna()).all() & by_rep(self.state.notna()).any()
+        self.had = by_rep(self.state.notna()).any().sum()
+        self.ns = self.state.eq(NOT_SUSTAINED).sum()
+        self.means = by_rep(self.values).mean()
+        self.means_us = by_rep(self.us).mean()
+        self.modes = order_modes(self.state.columns)
 
-    @property
-    def modes(self) -> list[str]:
-        return order_modes(self.state.columns)
-
-    def block_ok(self, mode: str) -> pd.Series:
-        """Per repetition: every band run of the mode's block is ok (and it has some)."""
-        s = self.state[mode]
-        return (s.eq("ok") | s.isna()).groupby(level="repetition").all() & s.notna().groupby(level="repetition").any()
+    of = classmethod(lambda cls, att, col: cls(att, col))
 
     def not_sustained(self, mode: str) -> int:
-        return int(self.state[mode].eq(NOT_SUSTAINED).sum())
+        return int(self.ns[mode])
 
     def diffs(self, a: str, b: str, us: bool = False) -> pd.Series:
-        """Per repetition where both blocks are complete: mean over their common loads of a - b
-        (log values, or us)."""
-        v = self.us if us else self.values
-        d = (v[a] - v[b]).groupby(level="repetition").mean()
-        both = (self.block_ok(a) & self.block_ok(b)).reindex(d.index, fill_value=False)
-        return d[both]
+        """Per repetition where both blocks are complete: mean over their loads of a - b (log
+        values, or us). Both blocks of a repetition ran the same loads (matrix.py), so this is the
+        difference of the two block values."""
+        m = self.means_us if us else self.means
+        both = self.ok[a] & self.ok[b]
+        return (m[a] - m[b])[both]
 
     def block_values(self, mode: str) -> pd.Series:
-        return self.values[mode].groupby(level="repetition").mean()[self.block_ok(mode)]
+        return self.means[mode][self.ok[mode]]
 
 
 # --- the analysis -----------------------------------------------------------------------------
@@ -397,7 +394,7 @@ def _vs_reference(b: _Band, size, p, reference, margin, alpha) -> list[dict]:
     loads = int(b.values.index.get_level_values("target_rate").nunique())
     rows = []
     for m in others:
-        had = int(b.state[m].notna().groupby(level="repetition").any().sum())
+        had = int(b.had[m])
         row = dict(size=size, mode=m, percentile=p, loads=loads, not_sustained=b.not_sustained(m))
         if m not in sustained:
             rows.append({**row, "blocks": 0, "blocks_left_out": had, "verdict": NOT_SUSTAINED})
