@@ -4,10 +4,13 @@
     python3 benchmarks/stats_power.py --block 0.06 --run 0.12 --margin 0.2
     python3 benchmarks/stats_power.py --blocks 6 --loads-per-block 2   # 6 blocks of both loads
 
+    python3 benchmarks/stats_power.py --from-study lab     # spreads measured by an analysed study
+
 Spreads: standard deviations of log p99 between blocks (one mode set up once in one repetition)
-and between runs inside a block. Real values come from an analysis: the `blocks` table
-(data/processed/<study>/stats_blocks.csv) gives the block values; the spread of a mode's
-block values around its mean, minus what the runs contribute, is the block spread. For each
+and between runs inside a block. --from-study reads data/processed/<study>/stats_headline.csv:
+the SD of a mode's paired block differences is se * sqrt(blocks), and one block value's SD is
+that / sqrt(2); with one load per block (lab.yml) only this total matters, so it is simulated
+as the block spread with no run spread (the median over modes and sizes at p99). For each
 design prints: false separations and 95 % coverage with no true difference, the share of
 exact-zero effects called equivalent, the share of +30 % effects detected, and the median MDE.
 """
@@ -32,6 +35,21 @@ def lab_design(path="studies/lab.yml"):
     return s.repetitions, len(loads_of_repetition(s, 1)), len(s.modes) - 1, s.analysis.get("equivalence_margin", 0.10)
 
 
+def measured_spread(study: str) -> float:
+    """Median over modes and sizes of one p99 block value's SD, from a study's headline."""
+    import numpy as np
+    import pandas as pd
+
+    from cnibench import config
+
+    h = pd.read_csv(config.PROCESSED / study / "stats_headline.csv")
+    h = h[(h["percentile"] == 99.0) & h["se"].notna() & (h["blocks"] >= 2)]
+    per_block = h["se"] * np.sqrt(h["blocks"]) / np.sqrt(2)
+    print(f"{study}: SD of one p99 block value, by mode and size: "
+          + ", ".join(f"{m} {s} {v:.3f}" for m, s, v in zip(h["mode"], h["size"], per_block)))
+    return float(per_block.median())
+
+
 def main(argv=None) -> int:
     blocks, lpb, modes, margin = lab_design()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,8 +61,11 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=float, default=margin)
     ap.add_argument("--effect", type=float, default=0.30)
     ap.add_argument("--studies", type=int, default=4000)
+    ap.add_argument("--from-study", help="take the spread from this analysed study (data/processed/<name>)")
     a = ap.parse_args(argv)
     spreads = [(a.block, a.run)] if a.block is not None and a.run is not None else STATED
+    if a.from_study:
+        spreads = [(measured_spread(a.from_study), 0.0)]
     print(f"design: {a.blocks} blocks x {a.loads_per_block} loads per block, {a.modes} modes vs the reference, "
           f"margin +-{100 * a.margin:.0f} %, effect +{100 * a.effect:.0f} %, {a.studies} studies")
     print("block  run   | false sep. | coverage | equivalent | detected | median MDE")

@@ -45,6 +45,7 @@ ALPHA = 0.05
 MARGIN = 0.10  # default equivalence margin (study key analysis.equivalence_margin)
 POWER = 0.80
 NOT_SUSTAINED = "not sustained"
+NO_BLOCK = "no complete block"  # every pair of blocks had a failed run (nothing measured)
 KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run
 
 
@@ -407,7 +408,8 @@ def _vs_reference(b: _Band, size, p, reference, margin, alpha) -> list[dict]:
                      "mde_pct": 100 * np.expm1(f["mde"][i]), "p": f["p"][i], "p_holm": f["p_holm"][i],
                      "p_tost": f["p_tost"][i], "p_tost_holm": f["p_tost_holm"][i],
                      "diff_us": mean_us, "diff_lo": lo_us, "diff_hi": hi_us,
-                     "verdict": verdict_text(f["verdict"][i], reference) if f["n"][i] >= 2 else "inconclusive"})
+                     "verdict": verdict_text(f["verdict"][i], reference) if f["n"][i] >= 2 else
+                     "inconclusive" if f["n"][i] == 1 else NO_BLOCK})
     return rows
 
 

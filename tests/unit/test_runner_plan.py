@@ -169,3 +169,12 @@ def test_estimate_study_counts_only_what_is_left(tmp_path):
     write_record(tmp_path, rec)
     left = runner.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
     assert left["runs"] == fresh["runs"] - 1 and left["parts"]["calibration"] == 0
+
+
+def test_run_all_says_how_long_before_it_starts(tmp_path):
+    from cnibench.config import STUDIES
+    from cnibench.pipeline import estimate_line
+    from cnibench.study import load_study
+
+    line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
+    assert line.startswith("estimated duration: ") and "168 runs in 84 blocks" in line and "calibration" in line
