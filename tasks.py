@@ -328,7 +328,7 @@ def analyze(c, study="lab"):
     name = _study_name(study)
     _need_raw(name)
     ds = dataset.build_and_save(name, config.RAW, config.PROCESSED / name)
-    an = stats.analyze(ds)
+    an = report.analyse(ds)
     stats.save(an, config.PROCESSED / name)
     print(report.to_markdown(report.headline_table(an)))
     print(f"{int((~ds.runs['valid']).sum())} invalid or failed runs excluded; tables in {config.PROCESSED / name}")
@@ -337,12 +337,12 @@ def analyze(c, study="lab"):
 @task(help=_STUDY_HELP)
 def figures(c, study="lab"):
     """Every publication figure as PDF, SVG and 300-dpi PNG in figures/<study>/."""
-    from cnibench import dataset, plots, stats
+    from cnibench import dataset, plots, report
 
     name = _study_name(study)
     _need_raw(name)
     ds = dataset.build_and_save(name, config.RAW, config.PROCESSED / name)
-    for fig, paths in plots.make_all(ds, stats.analyze(ds), config.FIGURES / name).items():
+    for fig, paths in plots.make_all(ds, report.analyse(ds), config.FIGURES / name).items():
         print(paths["png"])
 
 
@@ -354,6 +354,23 @@ def report(c, study="lab"):
     name = _study_name(study)
     _need_raw(name)
     print(build_all(name, config.RAW))
+
+
+@task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; give it twice"})
+def compare(c, study=None):
+    """Two studies' headlines side by side: per mode, size and percentile, do the 95 % intervals agree?"""
+    from cnibench import report
+    from cnibench.compare import agreement_summary, compare_headlines
+
+    if len(study or []) != 2:
+        raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study /other/clone/data/processed/lab", code=2)
+    try:
+        (na, a), (nb, b) = (report.headline_of(s) for s in study)
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    table = compare_headlines(a, b, (na, nb))
+    print(report.to_markdown(table))
+    print(agreement_summary(table))
 
 
 @task(help={**_STUDY_HELP, "port": "port on 127.0.0.1 (default 8888)"})

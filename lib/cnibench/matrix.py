@@ -5,6 +5,14 @@ Inside a block the modes come in a seeded random order, and inside each mode the
 cells do too, so slow drift of the machine cannot pass for a difference between modes. Each
 block draws from its own generator seeded with (seed, k): adding repetitions never reorders
 the blocks already run. A mode is set up once per (repetition, mode) block.
+
+The block is the unit the statistics replicate (stats.py): every repetition holds every mode, so
+modes are compared with the reference pairwise by repetition. With `load: {rotate: true}` a
+repetition runs one load (both sizes) instead of all of them, the loads taking turns in a seeded
+order per cycle of len(loads) repetitions: the same runs make twice the blocks (12 instead of
+6 for two loads), which narrows the intervals more than more loads per block would.
+
+`estimate` is the wall time a plan will take, from measured per-run and per-block costs.
 """
 
 from __future__ import annotations
@@ -48,11 +56,23 @@ def block_order(study: Study) -> list[tuple[int, str, list[tuple[str, float]]]]:
         rng = random.Random(f"{study.seed}/rep{k}")
         modes = list(study.modes)
         rng.shuffle(modes)
+        loads = loads_of_repetition(study, k)
         for mode in modes:
-            cells = [(s, x) for s in study.sizes for x in study.loads if study.repetitions_at(x) >= k]
+            cells = [(s, x) for s in study.sizes for x in loads]
             rng.shuffle(cells)
             out.append((k, mode, cells))
     return out
+
+
+def loads_of_repetition(study: Study, k: int) -> tuple[float, ...]:
+    """The loads repetition k runs: all that get k repetitions, or with rotation one of them
+    (each cycle of len(loads) repetitions runs every load once, in a seeded order)."""
+    if not study.rotate_loads:
+        return tuple(x for x in study.loads if study.repetitions_at(x) >= k)
+    n = len(study.loads)
+    order = list(study.loads)
+    random.Random(f"{study.seed}/loads{(k - 1) // n}").shuffle(order)
+    return (order[(k - 1) % n],)
 
 
 def target_rate(study: Study, size: str, load: float, max_rates: Mapping[str, float] | None) -> tuple[float, float | None]:
@@ -110,3 +130,48 @@ def completion(runs: Iterable[PlannedRun], statuses: Mapping[str, str]) -> list[
         row["planned"] += 1
         row[statuses.get(r.run_id, "missing")] += 1
     return list(rows.values())
+
+
+# --- how long a plan takes ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds a study spends outside its measurement windows. Measured on this 2-core machine
+    for lab.yml (benchmarks/pipeline_bench.py, 2026-11-26: 154 runs, 1,046 s); re-measure when
+    the generator or the runner changes (the compiled open-loop generator will)."""
+
+    per_run_s: float = 0.17  # health check, samplers, record write (nginx stays up per block)
+    notebook_s: float = 0.32  # its run notebook, rendered after the matrix (warm / fresh)
+    measure_notebook_s: float = 1.5  # notebooks: measure (a kernel per run)
+    per_block_s: float = 0.3  # mode up + down, nginx start
+    calibration_per_size_s: float = 29.0  # the reference's calibration, when none is saved
+    fixed_s: float = 5.0  # testbed up, precheck, host facts, manifest
+    analysis_s: float = 15.0  # dataset, statistics, figures, report
+
+
+def estimate(study: Study, runs: Iterable[PlannedRun], calibrate_sizes: int = 0, costs: Costs = Costs()) -> dict:
+    """Estimated wall time of running `runs` (seconds), the part inside measurement windows and
+    its fraction; `calibrate_sizes`: how many sizes still need the reference's calibration."""
+    runs = list(runs)
+    window = float(study.workload.get("duration_s") or 0)
+    warmup = float(study.workload.get("warmup_s") or 0)
+    notebook = {"warm": costs.notebook_s, "fresh": costs.notebook_s,
+                "measure": costs.measure_notebook_s}.get(study.notebooks, 0.0)
+    n_blocks = len(blocks(runs))
+    parts = {
+        "windows": len(runs) * window,
+        "warmup": len(runs) * warmup,
+        "per_run": len(runs) * (costs.per_run_s + notebook),
+        "modes": n_blocks * costs.per_block_s,
+        "calibration": calibrate_sizes * costs.calibration_per_size_s,
+        "fixed": costs.fixed_s + costs.analysis_s,
+    }
+    total = sum(parts.values())
+    return {"runs": len(runs), "blocks": n_blocks, "seconds": total, "measure_s": parts["windows"],
+            "measure_fraction": parts["windows"] / total if total else 0.0, "parts": parts}
+
+
+def format_estimate(est: dict) -> str:
+    return (f"estimated duration: {est['seconds'] / 60:.1f} min for {est['runs']} runs in {est['blocks']} blocks "
+            f"({100 * est['measure_fraction']:.0f} % inside measurement windows"
+            + (f"; calibration {est['parts']['calibration']:.0f} s" if est["parts"]["calibration"] else "") + ")")

@@ -60,6 +60,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts)})")
+    out(estimate_line(study, inventory_path, Path(raw_dir)))
     # The hosts are ours for the session; refused here (another session holds them), nothing
     # was touched, and the testbed another session uses stays up.
     lease = session_lease(config.load_inventory(inventory_path), f"run-all --study {study.name}", out=out)
@@ -101,6 +102,17 @@ def all_failed(summary: dict) -> str | None:
         return None
     return (f"every run of this session failed ({n} of {n}); nothing was measured. First reason: {summary.get('first_failure')}. "
             f"Fix that, then run again (a failed run is redone once its record is removed from {summary.get('raw_dir')}).")
+
+
+def estimate_line(study, inventory_path: Path, raw_dir: Path) -> str:
+    """What `run-all` prints before it starts: the estimated wall time of what is left."""
+    from .matrix import format_estimate
+    from .runner import estimate_study
+
+    try:
+        return format_estimate(estimate_study(study, inventory_path, raw_dir))
+    except CnibenchError as exc:
+        return f"estimated duration: unknown ({exc})"
 
 
 def format_summary(s: dict) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
 
 from . import stats
@@ -146,7 +147,7 @@ def latency_vs_load(an: stats.Analysis, ds: Dataset | None = None, percentiles=(
             if r == 0:
                 ax.set_title(f"{size} responses")
                 _percent_axis(ax, qs)
-    fig.suptitle("Latency against load (95 % CI bands; shaded: 30–50 % of max)", y=1.0)
+    fig.suptitle("Latency of a typical run against load (95 % CI over repetitions; shaded: 30–50 % of max)", y=1.0)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     _legend(fig, modes)
     return fig
@@ -175,24 +176,26 @@ def _percent_axis(ax, qs):
 
 
 def overhead_forest(an: stats.Analysis):
-    """Overhead vs host over the 30–50 % band: ratio with 95 % CI per mode, p99 and p99.9."""
+    """Overhead vs host over the 30–50 % band: ratio with 95 % CI per mode, p50 to p99.9."""
     style()
     h = an.headline
     sizes = [s for s in ("small", "large") if s in set(h["size"])] + sorted(set(h["size"]) - {"small", "large"})
     sizes = sizes or ["(no data)"]
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.8 * len(sizes), 3.6), squeeze=False, sharey=True)
     modes = [m for m in order_modes(h["mode"].unique())] if not h.empty else []
-    offsets = {99.0: -0.15, 99.9: 0.15}
-    styles = {99.0: dict(marker="o", mfc=None), 99.9: dict(marker="s", mfc="white")}
+    offsets = {50.0: -0.27, 90.0: -0.09, 99.0: 0.09, 99.9: 0.27}
+    styles = {50.0: dict(marker="^", mfc="white"), 90.0: dict(marker="v", mfc="white"),
+              99.0: dict(marker="o", mfc=None), 99.9: dict(marker="s", mfc="white")}
     for ax, size in zip(axes[0], sizes):
         hs = h[h["size"] == size]
         for i, mode in enumerate(modes):
             for p, off in offsets.items():
                 row = hs[(hs["mode"] == mode) & (hs["percentile"] == p)]
-                if row.empty:
-                    continue
+                if row.empty or pd.isna(row.iloc[0]["overhead_pct"]):
+                    continue  # not sustained or no comparison: nothing to draw
                 row = row.iloc[0]
                 r, lo, hi = (1 + row[k] / 100 for k in ("overhead_pct", "overhead_lo", "overhead_hi"))
+                lo, hi = (r, r) if pd.isna(lo) else (lo, hi)
                 ax.errorbar([r], [i + off], xerr=[[r - lo], [hi - r]], color=colour(mode), capsize=2.5,
                             marker=styles[p]["marker"], mfc=styles[p]["mfc"] or colour(mode), ms=5, lw=1.3)
         ax.axvline(1.0, color="#555555", lw=0.9, ls="--")
@@ -201,9 +204,9 @@ def overhead_forest(an: stats.Analysis):
         ax.set_ylim(len(modes) - 0.5, -0.5)  # first mode on top (shared axis: set, not toggle)
         ax.set_xlabel(f"latency ratio to {REFERENCE} (95 % CI)")
         ax.set_title(f"{size} responses")
-    handles = [plt.Line2D([], [], color="#333333", marker="o", ls="", label="p99"),
-               plt.Line2D([], [], color="#333333", marker="s", mfc="white", ls="", label="p99.9")]
-    fig.legend(handles=handles, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
+    handles = [plt.Line2D([], [], color="#333333", marker=st["marker"], mfc=st["mfc"] or "#333333", ls="",
+                          label=f"p{p:g}") for p, st in styles.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.02))
     lo, hi = an.band
     fig.suptitle(f"Overhead versus {REFERENCE} at {lo:.0%}–{hi:.0%} of max load", y=1.0)
     fig.tight_layout(rect=(0, 0.07, 1, 1))

@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import config, dataset, plots, stats
+from . import compare, config, dataset, plots, stats
 from .dataset import REFERENCE, Dataset, order_modes
+from .errors import CnibenchError
 
 STUDY_PERCENTILES = (95.0, 99.0, 99.5, 99.99, 99.999)  # the study's table, plus the maximum
 TABLE_COLUMNS = [f"p{p:g}" for p in STUDY_PERCENTILES] + ["max"]
 FIGURE_CAPTIONS = {
     "latency_by_percentile": "Latency by percentile (the study's figure): a panel per load, a line per mode.",
-    "latency_vs_load": "p50, p99 and p99.9 against load with 95 % bootstrap CI bands; shaded: 30–50 % of max.",
-    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI.",
+    "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: 30–50 % of max.",
+    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (t-interval over paired repetition blocks).",
     "max_rate": "Maximum sustainable request rate per mode.",
     "cpu_per_request": "CPU time per request by kind (user, system, softirq) against load, client and server.",
 }
@@ -32,34 +33,74 @@ FIGURE_CAPTIONS = {
 # --- tables -----------------------------------------------------------------------------------
 
 def study_table(ds: Dataset) -> pd.DataFrame:
-    """Per size x load x mode: the study's percentiles and the maximum, in ms (pooled runs)."""
+    """Per size x load x mode: the study's percentiles and the maximum, in ms (pooled runs).
+    A cell with a run that ended invalid and was not redone is "not sustained", without numbers."""
     rows = []
-    v = ds.valid
-    for (size, rate), g in v.groupby(["size", "target_rate"]):
+    att = stats.attempts(stats.run_values(ds, ()))
+    for (size, rate), g in att.groupby(["size", "target_rate"]):
         for mode in order_modes(g["mode"].unique()):
-            q = stats.percentile_curve(ds, size, rate, mode, STUDY_PERCENTILES) / 1000.0
-            ids = g.loc[g["mode"] == mode, "run_id"]
-            mx = max((float(ds.hist[r][1][-1] - 1) for r in ids if r in ds.hist), default=np.nan) / 1000.0
-            lf = g["load_fraction"].median()
-            rows.append({"size": size, "rate_rps": rate, "load_pct": lf * 100 if pd.notna(lf) else np.nan,
-                         "mode": mode, "runs": len(ids), **dict(zip(TABLE_COLUMNS, [*q, mx]))})
-    df = pd.DataFrame(rows, columns=["size", "rate_rps", "load_pct", "mode", "runs", *TABLE_COLUMNS])
+            cell = g[g["mode"] == mode]
+            ids = cell.loc[cell["state"] == "ok", "run_id"]
+            ns = int((cell["state"] == stats.NOT_SUSTAINED).sum())
+            lf = cell["load_fraction"].median()
+            row = {"size": size, "rate_rps": rate, "load_pct": lf * 100 if pd.notna(lf) else np.nan, "mode": mode,
+                   "runs": len(ids), "status": f"{stats.NOT_SUSTAINED} ({ns} of {len(cell)})" if ns else "ok"}
+            if not ns:
+                q = stats.pooled_quantiles([ds.hist[r] for r in ids if r in ds.hist], STUDY_PERCENTILES) / 1000.0
+                mx = max((float(ds.hist[r][1][-1] - 1) for r in ids if r in ds.hist), default=np.nan) / 1000.0
+                row.update(zip(TABLE_COLUMNS, [*q, mx]))
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=["size", "rate_rps", "load_pct", "mode", "runs", "status", *TABLE_COLUMNS])
     return stats._sort(df.rename(columns={"rate_rps": "target_rate"})).rename(columns={"target_rate": "rate_rps"})
 
 
 def headline_table(an: stats.Analysis) -> pd.DataFrame:
-    """One row per size x mode: p99 and p99.9 overhead vs host over the band, with 95 % CIs."""
+    """One row per size x mode: per percentile the overhead vs host over the band with its 95 %
+    CI, the minimum detectable effect (80 % power) and the verdict."""
     rows = []
     h = an.headline
     for (size, mode), g in h.groupby(["size", "mode"], sort=False):
         row = {"size": size, "mode": mode}
         for _, r in g.iterrows():
             p = f"p{r['percentile']:g}"
-            row[f"{p} overhead"] = f"{r['overhead_pct']:+.1f} % [{r['overhead_lo']:+.1f}, {r['overhead_hi']:+.1f}]"
-            row[f"{p} added (µs)"] = f"{r['diff_us']:+.0f} [{r['diff_lo']:+.0f}, {r['diff_hi']:+.0f}]"
+            if pd.isna(r.get("overhead_pct")):
+                row[f"{p} overhead"], row[f"{p} MDE"] = r["verdict"], ""
+            else:
+                row[f"{p} overhead"] = f"{r['overhead_pct']:+.1f} % [{r['overhead_lo']:+.1f}, {r['overhead_hi']:+.1f}]"
+                row[f"{p} MDE"] = f"{r['mde_pct']:.0f} %" if pd.notna(r["mde_pct"]) else ""
             row[f"{p} verdict"] = r["verdict"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def study_settings(ds: Dataset) -> dict:
+    """The study file's `analysis` settings (equivalence margin, compare_with), found through the
+    manifest's study_file, else studies/<name>.yml; {} when neither is readable."""
+    from .study import load_study
+
+    for candidate in (ds.manifest.get("study_file"), ds.study):
+        if not candidate:
+            continue
+        try:
+            return load_study(candidate).analysis
+        except (CnibenchError, OSError):
+            continue
+    return {}
+
+
+def analyse(ds: Dataset) -> stats.Analysis:
+    """stats.analyze with the study file's equivalence margin."""
+    return stats.analyze(ds, margin=study_settings(ds).get("equivalence_margin", stats.MARGIN))
+
+
+def repeatability(study: str, an: stats.Analysis, processed_root: Path, compare_with=None) -> tuple[str, pd.DataFrame] | None:
+    """(the other study's name, the side-by-side table) for the first study found to compare
+    with (compare.earlier_studies), or None."""
+    for path in compare.earlier_studies(study, processed_root, compare_with):
+        other = pd.read_csv(Path(path) / "stats_headline.csv")
+        name = compare.read_design(path).get("study") or Path(path).name
+        return name, compare.compare_headlines(other, an.headline, (name, study))
+    return None
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
@@ -169,17 +210,21 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     if tables["headline"].empty:
         parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another mode.</p>")
     else:
-        parts.append("<p>Geometric mean over the loads in the band of each mode's latency ratio to "
-                     f"{REFERENCE} at the same load; 95 % CIs from a hierarchical bootstrap ({an.n_boot} "
-                     "resamples of runs, then of requests within runs). A verdict other than "
-                     "“cannot separate” needs both the CI to exclude 0 % and a Mann–Whitney test on "
-                     "per-run percentiles (Holm-corrected) to agree.</p>")
+        parts.append(f"<p>Per repetition, each mode's latency is compared with {REFERENCE}'s in the same repetition "
+                     "(mean over the band's loads of the log ratio); the overhead is the geometric mean of these "
+                     f"paired block ratios over the {an.design.get('blocks', '?')} repetition blocks, with a 95 % "
+                     "t-interval. Verdict: slower or faster than "
+                     f"{REFERENCE} when a paired t-test rejects (Holm over the modes), else equivalent when both "
+                     f"one-sided tests put it within ±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; "
+                     "“not sustained” when a run of the mode in the band ended invalid and was not redone. "
+                     "MDE: the smallest overhead this design detects with 80 % power.</p>")
         parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
         for size, g in an.tiers[an.tiers["percentile"] == 99.0].groupby("size", sort=False):
             groups = " &lt; ".join(f"[{_esc(t)}]" for t in g.sort_values("tier")["text"])
             parts.append(f"<li>{_esc(size)}, p99: {groups}</li>")
         parts.append("</ul>")
+    parts += _beside(tables, ds.study)
     parts.append(f"<p>Runs: {n_all} recorded, {n_valid} valid and used, <b>{n_excluded} invalid or failed runs "
                  "excluded</b> (listed under Statistics).</p>")
     # method
@@ -206,13 +251,14 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     if not tools.empty:
         parts.append("<h3>Hosts, tools and versions</h3>" + to_html(tools))
     parts.append(
-        "<h3>Statistics</h3><p>Per mode × size × load the runs' histograms are pooled. Quantile CIs: "
-        "hierarchical bootstrap (runs resampled with replacement, then requests within runs by a "
-        "Poisson bootstrap on the histogram buckets, bins merged to ~1 % width). Ratios and "
-        "differences to host at the same target rate: from the two cells' independent bootstrap "
-        "replicates. Whether modes differ: Kruskal–Wallis across modes on per-run p99 per load, then "
-        "pairwise Mann–Whitney with Holm correction; effect size Cliff's δ (−1: every run of the "
-        "first mode faster). Invalid and failed runs are excluded and counted.</p>")
+        "<h3>Statistics</h3><p>The unit of replication is the repetition block: one mode, set up once, "
+        "running its points of one repetition back to back. A run's value is the log of its quantile "
+        "(from its histogram); a block's, the mean over the band's loads; each mode is compared with "
+        f"{REFERENCE} by the differences of block values within each repetition (paired), with a "
+        "t-interval over blocks. Per load, the quantiles table gives the typical run's quantile "
+        "(geometric mean over repetitions) with a t-interval, and the pooled histogram's. Tiers and "
+        "pairs of modes use the same paired rule, Holm over the pairs. Failed runs are excluded and "
+        "counted; a cell whose run ended invalid without a valid redo is shown as not sustained.</p>")
     # figures
     parts.append("<h2 id='figures'>Figures</h2>")
     for name, paths in figures.items():
@@ -229,11 +275,10 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     parts.append("<h2 id='statistics'>Statistics</h2>")
     sections = [
         ("Excluded runs (invalid, failed, unreadable)", an.excluded),
-        ("Pairs of modes over the band (ratio a/b, 95 % CI, Mann–Whitney, Holm)", an.band_pairs),
-        (f"Ratio and difference to {REFERENCE} per load", an.comparisons),
-        ("Kruskal–Wallis across modes per load (per-run p99)", an.tests),
-        ("Pairwise Mann–Whitney per load (Holm within each load)", an.pairwise),
-        ("Quantiles with 95 % CIs (µs)", an.quantiles),
+        ("Pairs of modes over the band (ratio a/b, 95 % CI, paired t-test and TOST, Holm over pairs)", an.band_pairs),
+        (f"Ratio and difference to {REFERENCE} per load (paired by repetition)", an.comparisons),
+        ("Quantiles of a typical run with 95 % CIs, and pooled (µs)", an.quantiles),
+        ("Block values (µs): per size, mode and repetition, geometric mean over the band's loads", an.blocks),
     ]
     for title, df in sections:
         open_ = " open" if title.startswith("Excluded") else ""
@@ -253,18 +298,55 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     return "\n".join(parts)
 
 
+def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED, raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:
+    """(name, headline) of a study given by name or by its processed directory; a study with raw
+    records but no saved analysis is analysed first."""
+    path = compare.resolve(name_or_path, processed_root)
+    if not (path / "stats_headline.csv").exists():
+        name = Path(name_or_path).stem
+        if not (Path(raw_root) / name).is_dir():
+            raise CnibenchError(f"no analysis of '{name_or_path}' in {path} and no run records in {Path(raw_root) / name}: "
+                                "name a study in data/processed, or the processed directory of another clone")
+        ds = dataset.build_and_save(name, raw_root, path)
+        stats.save(analyse(ds), path)
+    return compare.read_design(path).get("study") or path.name, pd.read_csv(path / "stats_headline.csv")
+
+
+def _beside(tables: dict, study: str) -> list[str]:
+    """The headline beside an earlier study of the same design, and beside the 2016 study."""
+    parts = []
+    rep = tables.get("repeatability")
+    if rep is not None and not rep.empty:
+        other = rep["a"].iloc[0]
+        parts.append(f"<h3 id='repeatability'>Does it repeat? Beside study <code>{_esc(other)}</code></h3>"
+                     f"<p>{_esc(compare.agreement_summary(rep))}. “agree”: the two 95 % intervals overlap; "
+                     "difference and p: Welch t-test of the two log ratios.</p>")
+        parts.append(to_html(rep, table_id="repeatability-table"))
+    seed = tables.get("seed_2016")
+    if seed is not None and not seed.empty:
+        parts.append("<h3 id='seed-2016'>The 2016 study beside ours (p99, 30–50 % of max)</h3>"
+                     "<p>Each order of modes the 2016 study's conclusions state, and whether this study's "
+                     "paired band comparison agrees, disagrees or cannot tell.</p>")
+        parts.append(to_html(seed, table_id="seed-table"))
+    return parts
+
+
 def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = None,
-              processed_dir: Path | None = None, figures_dir: Path | None = None,
-              n_boot: int = stats.N_BOOT, seed: int = 0) -> Path:
+              processed_dir: Path | None = None, figures_dir: Path | None = None) -> Path:
     """dataset -> statistics -> figures -> tables -> report; returns the report's path."""
     out_dir = Path(out_dir or config.REPORTS / study)
     processed_dir = Path(processed_dir or config.PROCESSED / study)
     figures_dir = Path(figures_dir or config.FIGURES / study)
     ds = dataset.build_and_save(study, raw_dir, processed_dir)
-    an = stats.analyze(ds, n_boot=n_boot, seed=seed)
+    settings = study_settings(ds)
+    an = stats.analyze(ds, margin=settings.get("equivalence_margin", stats.MARGIN))
     stats.save(an, processed_dir)
     figures = plots.make_all(ds, an, figures_dir) if len(ds.valid) else {}
-    tables = {"headline": headline_table(an), "study_table": study_table(ds)}
+    tables = {"headline": headline_table(an), "study_table": study_table(ds),
+              "seed_2016": compare.seed_agreement(an.band_pairs)}
+    beside = repeatability(study, an, processed_dir.parent, settings.get("compare_with"))
+    if beside is not None:
+        tables["repeatability"] = beside[1]
     write_tables(tables, out_dir / "tables")
     method = config.ROOT / "docs" / "method.md"
     text = render(ds, an, figures, tables, method.read_text() if method.exists() else None)

@@ -603,6 +603,29 @@ def check_runs(study: Study, runs) -> None:
             raise ConfigError(study.path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys against BenchSpec's fields.") from None
 
 
+# --- estimate -----------------------------------------------------------------------------
+
+def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Path = RAW) -> dict:
+    """matrix.estimate for what is left of a study: its pending runs, and the reference's
+    calibration unless the manifest or the inventory has one saved (no hosts are contacted)."""
+    manifest = read_manifest(manifest_path(raw_dir, study.name))
+    max_rates = ((manifest or {}).get("calibration") or {}).get("max_rates")
+    need = 0
+    if study.uses_fractions and not max_rates:
+        saved = {}
+        try:
+            name = load_inventory(inventory_path or study.inventory).name
+            load_calibration = _calibration_api()[1]
+            saved = {s: float(c["max_rate"]) for s in study.sizes
+                     if (c := load_calibration(name, study.reference, s)) and c.get("max_rate")}
+        except CnibenchError:
+            pass  # inventory not readable yet: count every size as to calibrate
+        need = len(study.sizes) - len(saved)
+        max_rates = {s: saved.get(s, 1e9) for s in study.sizes}  # placeholder ids: only counts matter
+    runs = matrix.plan(study, max_rates)
+    return matrix.estimate(study, matrix.pending(runs, complete_statuses(raw_dir, study.name)), need)
+
+
 # --- status -------------------------------------------------------------------------------
 
 def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:

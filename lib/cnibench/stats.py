@@ -1,40 +1,55 @@
-"""Statistics over a tidy Dataset: quantiles with CIs, comparison with host, tests, the headline.
+"""Statistics that match how the runs are made: the repetition block is the unit of replication.
 
-Everything here is pure (a Dataset in, DataFrames out) and deterministic for a given seed.
+The runner sets a mode up once per repetition and runs all its points back to back (matrix.py):
+the runs of one block share that set-up (addresses, CPU placement, caches), so they are not
+independent samples; blocks are, and every repetition holds a block of every mode. So:
 
-Quantiles with 95 % CIs come from a hierarchical bootstrap done on histograms:
-  1. resample the cell's runs with replacement (multiplicities m_r ~ Multinomial(R, 1/R));
-  2. resample requests within each drawn run. With the Poisson bootstrap, a run drawn m times
-     contributes Poisson(m * c) to a bucket holding c requests, and independent Poissons add, so
-     the pooled resampled histogram is one Poisson(M @ C) draw per bucket: B x K draws per cell,
-     not B x R x N.
-To keep K small the cell's HdrHistogram buckets are merged into bins about 1 % wide (relative);
-a quantile is interpolated log-linearly inside its bin, so the binning moves it by far less than
-the CI width. Point estimates use the full-resolution pooled histogram.
+  run value     log of a run's quantile (p50, p90, p99, p99.9), from its histogram
+  block value   per size: mean over the band's loads of its runs' values
+  comparison    per repetition k, d_k = block value of a mode - that of the reference, both in
+                repetition k at the same loads (pairing removes whatever a repetition shares)
+  interval      t-interval on the d_k (n blocks, n - 1 degrees of freedom); ratio = exp(mean)
+  test          paired t-test of mean d = 0, Holm over the modes compared with the reference
+  equivalence   two one-sided t-tests against +-log(1 + margin) (TOST; margin from the study
+                file, default 10 %), Holm over the modes too
+  verdict       slower / faster than the reference (the test rejects); else equivalent (TOST
+                rejects); else inconclusive. "not sustained" is said instead when runs of the
+                mode in the band ended invalid and were not redone (see `attempts`).
+  MDE           the smallest effect this design detects with 80 % power at Holm's strictest
+                step (alpha / number of modes compared): (t_{1-alpha/2M} + t_{0.8}) * SE
+
+No bootstrap: a percentile bootstrap over 6 blocks under-covers (~87 % for a nominal 95 %),
+and resampling requests inside runs adds nothing once the block is the unit (the requests'
+noise is already inside each run's value). Mode pairs (tiers) use the same rule, Holm over
+the pairs. Everything here is pure (a Dataset in, DataFrames out) and deterministic.
 """
 
 from __future__ import annotations
 
 import itertools
-import zlib
+import json
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sst
 
-from .dataset import REFERENCE, Dataset, order_modes
+from .dataset import REFERENCE, Dataset, order_modes, pcol
 
-QUANTILES = (50.0, 90.0, 99.0, 99.9, 99.99)
-HEADLINE_PERCENTILES = (99.0, 99.9)
+QUANTILES = (50.0, 90.0, 99.0, 99.9, 99.99)  # the quantiles table and the figures
+HEADLINE_PERCENTILES = (50.0, 90.0, 99.0, 99.9)  # compared with the reference
 BAND = (0.30, 0.50)
 BAND_TOLERANCE = 0.005  # a run at 29.9 % of max belongs to the 30-50 % band
-BIN_WIDTH = 0.01
-N_BOOT = 1000
 ALPHA = 0.05
+MARGIN = 0.10  # default equivalence margin (study key analysis.equivalence_margin)
+POWER = 0.80
+NOT_SUSTAINED = "not sustained"
+NO_BLOCK = "no complete block"  # every pair of blocks had a failed run (nothing measured)
+KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run
 
 
-# --- quantiles of binned histograms -----------------------------------------------------------
+# --- quantiles of histograms ------------------------------------------------------------------
 
 def quantiles(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, ps) -> np.ndarray:
     """Percentiles ps (0-100) of a histogram whose bin k holds counts[..., k] values in [lo, hi).
@@ -78,82 +93,168 @@ def pool(hists) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ulo, all_hi[first], C
 
 
-def coarsen(lo: np.ndarray, hi: np.ndarray, C: np.ndarray, width: float = BIN_WIDTH):
-    """Merge sorted buckets into bins ~`width` wide (relative); empty bins are dropped."""
-    base = max(float(lo[0]), 1.0)
-    key = np.floor(np.log(np.maximum(lo, 1.0) / base) / np.log1p(width)).astype(np.int64)
-    keys, start = np.unique(key, return_index=True)
-    end = np.append(start[1:], len(lo)) - 1
-    Cb = np.add.reduceat(C, start, axis=1)
-    return lo[start], hi[end], Cb
-
-
-def cell_rng(seed: int, *key) -> np.random.Generator:
-    """One stream per cell, so a cell's CI does not depend on which other cells exist."""
-    return np.random.default_rng([seed, zlib.crc32(repr(key).encode())])
-
-
-def bootstrap_quantiles(hists, ps=QUANTILES, n_boot: int = N_BOOT, rng=None,
-                        width: float = BIN_WIDTH) -> tuple[np.ndarray, np.ndarray]:
-    """(point estimates (P,), bootstrap replicates (n_boot, P)) of pooled quantiles of runs."""
-    rng = rng if rng is not None else np.random.default_rng(0)
+def pooled_quantiles(hists, ps) -> np.ndarray:
+    if not hists:
+        return np.full(len(ps), np.nan)
     lo, hi, C = pool(hists)
-    point = quantiles(lo, hi, C.sum(axis=0), ps)
-    blo, bhi, Cb = coarsen(lo, hi, C, width)
-    R = Cb.shape[0]
-    M = rng.multinomial(R, np.full(R, 1.0 / R), size=n_boot)  # run multiplicities
-    pooled = rng.poisson(M @ Cb)
-    return point, quantiles(blo, bhi, pooled, ps)
+    return quantiles(lo, hi, C.sum(axis=0), ps)
 
 
-def ci(boot: np.ndarray, alpha: float = ALPHA, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of bootstrap replicates."""
-    return (np.nanquantile(boot, alpha / 2, axis=axis), np.nanquantile(boot, 1 - alpha / 2, axis=axis))
-
-
-# --- tests ------------------------------------------------------------------------------------
+# --- the numbers: paired t, TOST, Holm, MDE (arrays, vectorised over studies and modes) -------
 
 def holm(pvalues) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    p = np.asarray(pvalues, dtype=float)
-    m = len(p)
-    if m == 0:
-        return p
-    order = np.argsort(p)
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out = np.empty(m)
-    out[order] = adj
+    """Holm-Bonferroni adjusted p-values (same order as given); NaN stays NaN, not counted."""
+    return holm_rows(np.asarray(pvalues, dtype=float))
+
+
+def holm_rows(p: np.ndarray) -> np.ndarray:
+    """Holm along the last axis: each row is one family; NaN entries are not in the family."""
+    p = np.asarray(p, dtype=float)
+    if p.size == 0:
+        return p.copy()
+    nan = np.isnan(p)
+    m = (~nan).sum(axis=-1, keepdims=True)
+    filled = np.where(nan, np.inf, p)
+    order = np.argsort(filled, axis=-1, kind="stable")
+    ps = np.take_along_axis(filled, order, axis=-1)
+    i = np.arange(p.shape[-1])
+    scaled = np.where(i < m, (m - i) * np.where(np.isinf(ps), 0.0, ps), 0.0)
+    adj = np.minimum(1.0, np.maximum.accumulate(scaled, axis=-1))
+    out = np.empty_like(adj)
+    np.put_along_axis(out, order, adj, axis=-1)
+    return np.where(nan, np.nan, out)
+
+
+SLOWER, FASTER, EQUIVALENT, INCONCLUSIVE = 1, -1, 2, 0
+
+
+def family(D, margin: float = MARGIN, alpha: float = ALPHA, power: float = POWER) -> dict[str, np.ndarray]:
+    """Paired comparisons of a family of M modes (or pairs) over blocks.
+
+    D[..., m, k]: block k's difference of log quantiles (mode m minus its comparator); NaN where
+    that block is missing. Leading axes are independent families (e.g. simulated studies).
+    Returns arrays over [..., m]: n, mean, se, lo, hi (95 % t-interval of the mean), p (paired
+    t-test), p_holm, p_tost, p_tost_holm (equivalence within +-log(1 + margin)), mde (log; 80 %
+    power at alpha / M) and verdict (SLOWER, FASTER, EQUIVALENT, INCONCLUSIVE).
+    """
+    D = np.asarray(D, dtype=float)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        n = np.sum(~np.isnan(D), axis=-1)
+        mean = np.nanmean(D, axis=-1)
+        sd = np.nanstd(D, axis=-1, ddof=1)
+        df = np.where(n >= 2, n - 1, np.nan)
+        se = sd / np.sqrt(n)
+        half = sst.t.ppf(1 - alpha / 2, df) * se
+        deg = se == 0  # every block identical: the sign of the mean decides
+        t = mean / se
+        p = np.where(deg, np.where(mean == 0, 1.0, 0.0), 2 * sst.t.sf(np.abs(t), df))
+        bound = np.log1p(margin)
+        p_lo = sst.t.sf((mean + bound) / se, df)  # H0: mean <= -bound
+        p_hi = sst.t.cdf((mean - bound) / se, df)  # H0: mean >= +bound
+        p_tost = np.where(deg, np.where(np.abs(mean) < bound, 0.0, 1.0), np.maximum(p_lo, p_hi))
+        p = np.where(np.isnan(df), np.nan, p)
+        p_tost = np.where(np.isnan(df), np.nan, p_tost)
+        p_holm, p_tost_holm = holm_rows(p), holm_rows(p_tost)
+        m = np.sum(~np.isnan(p), axis=-1, keepdims=True)
+        mde = (sst.t.ppf(1 - alpha / (2 * np.maximum(m, 1)), df) + sst.t.ppf(power, df)) * se
+    differ = p_holm < alpha
+    verdict = np.where(differ & (mean > 0), SLOWER, np.where(differ & (mean < 0), FASTER,
+                       np.where(p_tost_holm < alpha, EQUIVALENT, INCONCLUSIVE)))
+    return dict(n=n, mean=mean, se=se, lo=mean - half, hi=mean + half, p=p, p_holm=p_holm,
+                p_tost=p_tost, p_tost_holm=p_tost_holm, mde=mde, verdict=verdict)
+
+
+def t_interval(x, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """(mean, lo, hi) of a sample with a t-interval; NaN bounds with fewer than 2 values."""
+    x = np.asarray(x, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan
+    if len(x) < 2:
+        return float(x[0]), np.nan, np.nan
+    half = sst.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
+
+
+# --- runs -> planned runs (attempts) -> blocks -------------------------------------------------
+
+def in_band(lf, band=BAND, tol=BAND_TOLERANCE):
+    lf = np.asarray(lf, dtype=float)
+    return (lf >= band[0] - tol) & (lf <= band[1] + tol)
+
+
+def run_values(ds: Dataset, ps=QUANTILES) -> pd.DataFrame:
+    """One row per run record (every status): its keys, status and its quantiles in us (columns
+    p50, p90, ... from its histogram; the record's own table when it has none; NaN unless valid)."""
+    runs = ds.runs
+    cols = KEY + ["run_id", "load_fraction", "status", "reason", "valid", "started_at"]
+    out = pd.DataFrame({c: runs[c] if c in runs else None for c in cols}).reset_index(drop=True)
+    out["valid"] = out["valid"].astype(bool)
+    Q = np.full((len(runs), len(ps)), np.nan)
+    table = [runs[pcol(p)].to_numpy(float) if pcol(p) in runs else np.full(len(runs), np.nan) for p in ps]
+    for i, (rid, ok) in enumerate(zip(runs["run_id"], out["valid"])):
+        if ok and rid in ds.hist and len(ps):
+            Q[i] = quantiles(*ds.hist[rid], ps)
+        elif ok:
+            Q[i] = [t[i] for t in table]
+    for j, p in enumerate(ps):
+        out[pcol(p)] = Q[:, j]
     return out
 
 
-def cliffs_delta(a, b) -> float:
-    """P(A > B) - P(A < B): +1 when every A exceeds every B."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if not len(a) or not len(b):
-        return np.nan
-    diff = a[:, None] - b[None, :]
-    return float(((diff > 0).sum() - (diff < 0).sum()) / diff.size)
+def attempts(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned run (size, mode, rate, repetition), whatever number of records
+    (attempts) it has. state: "ok" (the latest valid attempt's values), "not sustained" (an
+    attempt ended invalid — rate not sustained or a guard tripped — and no attempt was valid:
+    a redo that passed replaces it, one that did not does not) or "failed" (nothing measured:
+    the mode did not come up, the run crashed). Quantiles are NaN unless ok."""
+    if runs.empty:
+        return runs.assign(state=pd.Series(dtype=object), attempts=pd.Series(dtype=int))
+    r = runs.copy()
+    r["_t"] = r["started_at"].fillna("").astype(str)
+    r["_inv"] = r["status"].eq("invalid")
+    r = r.sort_values(["valid", "_t"], kind="stable")
+    r["_any_inv"] = r.groupby(KEY, sort=False)["_inv"].transform("any")
+    r["attempts"] = r.groupby(KEY, sort=False)["run_id"].transform("size")
+    last = r.groupby(KEY, sort=False).tail(1).copy()
+    last["state"] = np.where(last["valid"], "ok", np.where(last["_any_inv"], NOT_SUSTAINED, "failed"))
+    return last.drop(columns=["_t", "_inv", "_any_inv"]).reset_index(drop=True)
 
 
-def mann_whitney(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2:
-        return np.nan
-    if np.ptp(np.concatenate([a, b])) == 0:
-        return 1.0
-    return float(sst.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+class _Band:
+    """One size's runs (in the band, or at one load) for one percentile: log values and states by
+    (repetition, rate) x mode, and what every comparison needs, computed once."""
 
+    def __init__(self, att: pd.DataFrame, col: str):
+        idx = ["repetition", "target_rate"]
+        self.us = att.pivot(index=idx, columns="mode", values=col)
+        self.values = np.log(self.us)
+        self.state = att.pivot(index=idx, columns="mode", values="state")
+        by_rep = lambda df: df.groupby(level="repetition")  # noqa: E731
+        # a block is complete when every band run it has is ok (and it has some)
+        self.ok = by_rep(self.state.eq("ok") | self.state.isna()).all() & by_rep(self.state.notna()).any()
+        self.had = by_rep(self.state.notna()).any().sum()
+        self.ns = self.state.eq(NOT_SUSTAINED).sum()
+        self.means = by_rep(self.values).mean()
+        self.means_us = by_rep(self.us).mean()
+        self.modes = order_modes(self.state.columns)
 
-def kruskal(groups) -> tuple[float, float, float]:
-    """(H, p, epsilon-squared effect size) across groups with >= 2 values each."""
-    groups = [np.asarray(g, float) for g in groups if len(g) >= 2]
-    if len(groups) < 2:
-        return np.nan, np.nan, np.nan
-    n = sum(len(g) for g in groups)
-    if np.ptp(np.concatenate(groups)) == 0:
-        return 0.0, 1.0, 0.0
-    h, p = sst.kruskal(*groups)
-    return float(h), float(p), float(h / (n - 1))
+    of = classmethod(lambda cls, att, col: cls(att, col))
+
+    def not_sustained(self, mode: str) -> int:
+        return int(self.ns[mode])
+
+    def diffs(self, a: str, b: str, us: bool = False) -> pd.Series:
+        """Per repetition where both blocks are complete: mean over their loads of a - b (log
+        values, or us). Both blocks of a repetition ran the same loads (matrix.py), so this is the
+        difference of the two block values."""
+        m = self.means_us if us else self.means
+        both = self.ok[a] & self.ok[b]
+        return (m[a] - m[b])[both]
+
+    def block_values(self, mode: str) -> pd.Series:
+        return self.means[mode][self.ok[mode]]
 
 
 # --- the analysis -----------------------------------------------------------------------------
@@ -161,49 +262,50 @@ def kruskal(groups) -> tuple[float, float, float]:
 @dataclass
 class Analysis:
     study: str
-    quantiles: pd.DataFrame  # size, mode, target_rate, load_fraction, percentile, estimate, lo, hi, runs
-    comparisons: pd.DataFrame  # vs reference: ratio (+CI), diff_us (+CI)
-    tests: pd.DataFrame  # Kruskal-Wallis per size x load on per-run p99
-    pairwise: pd.DataFrame  # Mann-Whitney per size x load, Holm within the family, Cliff's delta
-    headline: pd.DataFrame  # per size x mode x percentile: overhead vs host over the band, CI
-    band_pairs: pd.DataFrame  # per size x percentile x pair of modes: separable or not
+    quantiles: pd.DataFrame  # per size x mode x load x percentile: typical run's quantile, t-CI
+    comparisons: pd.DataFrame  # per load vs the reference, paired by repetition
+    headline: pd.DataFrame  # per size x mode x percentile over the band: overhead, CI, MDE, verdict
+    band_pairs: pd.DataFrame  # per size x percentile x pair of modes over the band
     tiers: pd.DataFrame  # per size x percentile: groups of modes the data cannot separate
     excluded: pd.DataFrame  # counts of runs left out, by status and reason
-    n_boot: int = N_BOOT
+    blocks: pd.DataFrame  # per size x mode x repetition x percentile: the block values
     band: tuple = BAND
-    boot: dict = field(default_factory=dict, repr=False)  # (size, mode, rate) -> (n_boot, P)
+    margin: float = MARGIN
+    alpha: float = ALPHA
+    design: dict = field(default_factory=dict)  # what compare.py matches studies on
 
-    TABLES = ("quantiles", "comparisons", "tests", "pairwise", "headline", "band_pairs", "tiers", "excluded")
-
-
-def in_band(lf, band=BAND, tol=BAND_TOLERANCE):
-    lf = np.asarray(lf, dtype=float)
-    return (lf >= band[0] - tol) & (lf <= band[1] + tol)
+    TABLES = ("quantiles", "comparisons", "headline", "band_pairs", "tiers", "excluded", "blocks")
 
 
-def analyze(ds: Dataset, ps=QUANTILES, n_boot: int = N_BOOT, seed: int = 0, band=BAND) -> Analysis:
+def analyze(ds: Dataset, ps=QUANTILES, band=BAND, margin: float = MARGIN, alpha: float = ALPHA,
+            reference: str = REFERENCE) -> Analysis:
     ps = tuple(sorted(set(ps) | set(HEADLINE_PERCENTILES)))
-    valid = ds.valid
-    q_rows, boot = [], {}
-    for (size, mode, rate), g in valid.groupby(["size", "mode", "target_rate"], sort=False):
-        hists = [ds.hist[r] for r in g["run_id"] if r in ds.hist]
-        if not hists:
-            continue
-        point, reps = bootstrap_quantiles(hists, ps, n_boot, cell_rng(seed, size, mode, float(rate)))
-        boot[(size, mode, float(rate))] = reps
-        lo, hi = ci(reps)
-        lf = float(g["load_fraction"].median()) if g["load_fraction"].notna().any() else np.nan
-        for j, p in enumerate(ps):
-            q_rows.append(dict(size=size, mode=mode, target_rate=float(rate), load_fraction=lf,
-                               percentile=p, estimate=point[j], lo=lo[j], hi=hi[j], runs=len(hists),
-                               requests=int(sum(h[2].sum() for h in hists))))
-    qdf = _sort(pd.DataFrame(q_rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile",
-                                              "estimate", "lo", "hi", "runs", "requests"]))
-    comparisons = _comparisons(qdf, boot, ps)
-    tests, pairwise = _load_tests(valid)
-    headline, band_pairs, tiers = _headline(qdf, boot, ps, valid, band)
-    return Analysis(ds.study, qdf, comparisons, tests, pairwise, headline, band_pairs, tiers,
-                    excluded(ds), n_boot, tuple(band), boot)
+    att = attempts(run_values(ds, ps))
+    qdf = _quantiles(ds, att, ps, alpha)
+    comparisons = _per_load(att, ps, reference, margin, alpha)
+    head, pairs, tiers, blocks = [], [], [], []
+    band_att = att[in_band(att["load_fraction"], band)] if not att.empty else att
+    for size in _sizes(band_att):
+        a = band_att[band_att["size"] == size]
+        for p in HEADLINE_PERCENTILES:
+            b = _Band.of(a, pcol(p))
+            head += _vs_reference(b, size, p, reference, margin, alpha)
+            fam = _pairs(b, size, p, margin, alpha)
+            pairs += fam
+            tiers += _tiers(b, size, p, fam)
+            blocks += [dict(size=size, mode=m, repetition=int(k), percentile=p, value_us=float(np.exp(v)))
+                       for m in b.modes for k, v in b.block_values(m).items()]
+    headline = _sort(pd.DataFrame(head, columns=_HEAD_COLS))
+    design = _design(ds, band_att, band, margin, alpha, reference, headline)
+    return Analysis(ds.study, qdf, comparisons, headline, pd.DataFrame(pairs, columns=_PAIR_COLS),
+                    pd.DataFrame(tiers, columns=_TIER_COLS), excluded(ds),
+                    _sort(pd.DataFrame(blocks, columns=["size", "mode", "repetition", "percentile", "value_us"])),
+                    tuple(band), margin, alpha, design)
+
+
+def _sizes(df) -> list[str]:
+    present = set(df["size"]) if len(df) else set()
+    return [s for s in ("small", "large") if s in present] + sorted(present - {"small", "large"})
 
 
 def _sort(df: pd.DataFrame) -> pd.DataFrame:
@@ -212,181 +314,140 @@ def _sort(df: pd.DataFrame) -> pd.DataFrame:
     rank = {m: i for i, m in enumerate(order_modes(df["mode"].unique()))}
     keys = [c for c in ("size", "target_rate", "percentile") if c in df]
     df = df.assign(_m=df["mode"].map(rank), _s=df["size"].map({"small": 0, "large": 1}).fillna(2))
-    return df.sort_values(["_s"] + keys[1:] + ["_m"]).drop(columns=["_m", "_s"]).reset_index(drop=True)
+    return df.sort_values(["_s"] + keys[1:] + ["_m"], kind="stable").drop(columns=["_m", "_s"]).reset_index(drop=True)
 
 
-def _comparisons(qdf: pd.DataFrame, boot: dict, ps) -> pd.DataFrame:
+def _quantiles(ds, att, ps, alpha) -> pd.DataFrame:
+    """Per cell: the typical run's quantile (geometric mean over its repetitions) with a t-interval
+    over them, the pooled histogram's quantile, and "not sustained" cells left without numbers."""
     rows = []
-    for (size, mode, rate), reps in boot.items():
-        ref = boot.get((size, REFERENCE, rate))
-        if mode == REFERENCE or ref is None:
-            continue
-        cell = qdf[(qdf["size"] == size) & (qdf["mode"] == mode) & (qdf["target_rate"] == rate)]
-        refc = qdf[(qdf["size"] == size) & (qdf["mode"] == REFERENCE) & (qdf["target_rate"] == rate)]
-        ratio_lo, ratio_hi = ci(reps / ref)
-        diff_lo, diff_hi = ci(reps - ref)
+    for (size, mode, rate), g in att.groupby(["size", "mode", "target_rate"], sort=False):
+        ok = g[g["state"] == "ok"]
+        ns = int((g["state"] == NOT_SUSTAINED).sum())
+        status = NOT_SUSTAINED if ns else ("ok" if len(ok) else "failed")
+        pooled = pooled_quantiles([ds.hist[r] for r in ok["run_id"] if r in ds.hist], ps) if not ns else \
+            np.full(len(ps), np.nan)
+        lf = float(g["load_fraction"].median()) if g["load_fraction"].notna().any() else np.nan
         for j, p in enumerate(ps):
-            est = cell[cell["percentile"] == p]["estimate"].iloc[0]
-            ref_est = refc[refc["percentile"] == p]["estimate"].iloc[0]
-            rows.append(dict(size=size, mode=mode, target_rate=rate,
-                             load_fraction=cell["load_fraction"].iloc[0], percentile=p,
-                             ratio=est / ref_est, ratio_lo=ratio_lo[j], ratio_hi=ratio_hi[j],
-                             diff_us=est - ref_est, diff_lo=diff_lo[j], diff_hi=diff_hi[j]))
-    return _sort(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile",
-                                             "ratio", "ratio_lo", "ratio_hi", "diff_us", "diff_lo", "diff_hi"]))
+            est, lo, hi = t_interval(np.log(ok[pcol(p)].to_numpy(float)), alpha) if not ns else (np.nan,) * 3
+            rows.append(dict(size=size, mode=mode, target_rate=float(rate), load_fraction=lf, percentile=p,
+                             estimate=np.exp(est), lo=np.exp(lo), hi=np.exp(hi), pooled=pooled[j],
+                             runs=len(ok), not_sustained=ns, status=status))
+    return _sort(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "estimate",
+                                             "lo", "hi", "pooled", "runs", "not_sustained", "status"]))
 
 
-def _load_tests(valid: pd.DataFrame, col: str = "p99"):
-    """Per size x load: do modes differ (Kruskal-Wallis), and which pairs (Mann-Whitney, Holm)."""
-    trows, prows = [], []
-    for (size, rate), g in valid.groupby(["size", "target_rate"], sort=False):
-        modes = order_modes(g["mode"].unique())
-        groups = {m: g.loc[g["mode"] == m, col].dropna().to_numpy() for m in modes}
-        h, p, eps2 = kruskal(list(groups.values()))
-        trows.append(dict(size=size, target_rate=rate, metric=col, modes=len(modes),
-                          runs=int(sum(len(v) for v in groups.values())), H=h, p=p, epsilon2=eps2))
-        pairs = list(itertools.combinations(modes, 2))
-        praw = [mann_whitney(groups[a], groups[b]) for a, b in pairs]
-        padj = _holm_nan(praw)
-        for (a, b), pr, pa in zip(pairs, praw, padj):
-            prows.append(dict(size=size, target_rate=rate, metric=col, mode_a=a, mode_b=b,
-                              n_a=len(groups[a]), n_b=len(groups[b]), p=pr, p_holm=pa,
-                              cliffs_delta=cliffs_delta(groups[a], groups[b])))
-    tests = pd.DataFrame(trows, columns=["size", "target_rate", "metric", "modes", "runs", "H", "p", "epsilon2"])
-    pairwise = pd.DataFrame(prows, columns=["size", "target_rate", "metric", "mode_a", "mode_b", "n_a", "n_b",
-                                            "p", "p_holm", "cliffs_delta"])
-    return tests, pairwise
-
-
-def _holm_nan(p) -> np.ndarray:
-    p = np.asarray(p, float)
-    out = np.full(len(p), np.nan)
-    ok = ~np.isnan(p)
-    out[ok] = holm(p[ok])
-    return out
-
-
-def _band_ratio_boot(boot, size, a, b, rates, j) -> np.ndarray:
-    """Bootstrap replicates of the geometric mean over band loads of q_a / q_b."""
-    logs = [np.log(boot[(size, a, r)][:, j]) - np.log(boot[(size, b, r)][:, j]) for r in rates]
-    return np.exp(np.mean(logs, axis=0))
-
-
-def _headline(qdf, boot, ps, valid, band):
-    """Overhead vs host over the band, pairwise separability, and tiers instead of a ranking."""
-    hrows, prow, trows = [], [], []
-    if qdf.empty:
-        return (pd.DataFrame(columns=_HEAD_COLS), pd.DataFrame(columns=_PAIR_COLS),
-                pd.DataFrame(columns=_TIER_COLS))
-    for size in [s for s in ("small", "large") if s in set(qdf["size"])] + \
-            sorted(set(qdf["size"]) - {"small", "large"}):
-        q = qdf[(qdf["size"] == size) & in_band(qdf["load_fraction"], band)]
-        modes = order_modes(q["mode"].unique())
-        rates_of = {m: set(q.loc[q["mode"] == m, "target_rate"]) for m in modes}
-        for p in HEADLINE_PERCENTILES:
-            j = list(ps).index(p)
-            col = _run_col(p)
-            # per-run value relative to the reference's median run at the same load, for the tests
-            rel = _relative_runs(valid, size, band, col)
-            verdict_vs = {}
-            for a, b in itertools.combinations(modes, 2):
-                rates = sorted(rates_of[a] & rates_of[b])
-                if not rates:
+def _per_load(att, ps, reference, margin, alpha) -> pd.DataFrame:
+    """Per size x load x percentile: each mode's ratio to the reference, paired by repetition."""
+    rows = []
+    for (size, rate), g in att.groupby(["size", "target_rate"], sort=False):
+        if reference not in set(g["mode"]):
+            continue
+        lf = float(g["load_fraction"].median()) if g["load_fraction"].notna().any() else np.nan
+        for p in ps:
+            b = _Band.of(g, pcol(p))
+            others = [m for m in b.modes if m != reference]
+            D = _matrix([b.diffs(m, reference) for m in others])
+            Du = _matrix([b.diffs(m, reference, us=True) for m in others])
+            f = family(D, margin, alpha)
+            for i, m in enumerate(others):
+                row = dict(size=size, mode=m, target_rate=float(rate), load_fraction=lf, percentile=p)
+                if b.not_sustained(m):  # no numbers: not an average of the runs that passed
+                    rows.append({**row, "blocks": 0, "status": NOT_SUSTAINED})
                     continue
-                rb = _band_ratio_boot(boot, size, a, b, rates, j)
-                est = float(np.exp(np.mean([np.log(_est(q, a, r, p) / _est(q, b, r, p)) for r in rates])))
-                lo, hi = ci(rb)
-                prow.append(dict(size=size, percentile=p, mode_a=a, mode_b=b, loads=len(rates), ratio=est,
-                                 ratio_lo=float(lo), ratio_hi=float(hi),
-                                 p=mann_whitney(rel.get(a, []), rel.get(b, [])),
-                                 cliffs_delta=cliffs_delta(rel.get(a, []), rel.get(b, []))))
-            fam = [r for r in prow if r["size"] == size and r["percentile"] == p]
-            for r, adj in zip(fam, _holm_nan([r["p"] for r in fam])):
-                r["p_holm"] = adj
-                r["verdict"] = _verdict(r)
-                verdict_vs[(r["mode_a"], r["mode_b"])] = r["verdict"]
-            if REFERENCE in modes:
-                for m in modes:
-                    if m == REFERENCE:
-                        continue
-                    pr = next((r for r in fam if r["mode_a"] == REFERENCE and r["mode_b"] == m), None)
-                    if pr is None:
-                        continue
-                    rates = sorted(rates_of[m] & rates_of[REFERENCE])
-                    diff = np.mean([_est(q, m, r, p) - _est(q, REFERENCE, r, p) for r in rates])
-                    db = np.mean([boot[(size, m, r)][:, j] - boot[(size, REFERENCE, r)][:, j] for r in rates], axis=0)
-                    dlo, dhi = ci(db)
-                    # pair is (host, m): invert the ratio to get m / host
-                    hrows.append(dict(size=size, mode=m, percentile=p, loads=len(rates),
-                                      runs=int(q[(q["mode"] == m) & (q["percentile"] == p)]["runs"].sum()),
-                                      overhead_pct=(1 / pr["ratio"] - 1) * 100,
-                                      overhead_lo=(1 / pr["ratio_hi"] - 1) * 100,
-                                      overhead_hi=(1 / pr["ratio_lo"] - 1) * 100,
-                                      diff_us=float(diff), diff_lo=float(dlo), diff_hi=float(dhi),
-                                      p_holm=pr["p_holm"], verdict=_vs_host(pr["verdict"], m)))
-            trows.extend(_tiers(size, p, modes, q, verdict_vs))
-    head = _sort(pd.DataFrame(hrows, columns=_HEAD_COLS))
-    return head, pd.DataFrame(prow, columns=_PAIR_COLS), pd.DataFrame(trows, columns=_TIER_COLS)
+                mean_us, lo_us, hi_us = t_interval(Du[i], alpha)
+                rows.append({**row, "blocks": int(f["n"][i]), "ratio": np.exp(f["mean"][i]),
+                             "ratio_lo": np.exp(f["lo"][i]), "ratio_hi": np.exp(f["hi"][i]), "p": f["p"][i],
+                             "diff_us": mean_us, "diff_lo": lo_us, "diff_hi": hi_us, "status": "ok"})
+    return _sort(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "blocks",
+                                             "ratio", "ratio_lo", "ratio_hi", "p", "diff_us", "diff_lo", "diff_hi",
+                                             "status"]))
 
 
-_HEAD_COLS = ["size", "mode", "percentile", "loads", "runs", "overhead_pct", "overhead_lo", "overhead_hi",
-              "diff_us", "diff_lo", "diff_hi", "p_holm", "verdict"]
-_PAIR_COLS = ["size", "percentile", "mode_a", "mode_b", "loads", "ratio", "ratio_lo", "ratio_hi", "p",
-              "cliffs_delta", "p_holm", "verdict"]
+def _matrix(series: list[pd.Series]) -> np.ndarray:
+    """Rows of per-repetition values aligned on the union of repetitions (NaN where missing)."""
+    if not series:
+        return np.empty((0, 0))
+    return pd.concat(series, axis=1).to_numpy(float).T
+
+
+_HEAD_COLS = ["size", "mode", "percentile", "loads", "blocks", "blocks_left_out", "overhead_pct", "overhead_lo",
+              "overhead_hi", "log_ratio", "se", "mde_pct", "p", "p_holm", "p_tost", "p_tost_holm", "diff_us",
+              "diff_lo", "diff_hi", "not_sustained", "verdict"]
+_PAIR_COLS = ["size", "percentile", "mode_a", "mode_b", "blocks", "ratio", "ratio_lo", "ratio_hi", "p", "p_holm",
+              "p_tost", "p_tost_holm", "verdict"]
 _TIER_COLS = ["size", "percentile", "tier", "modes", "text"]
 
 
-def _run_col(p: float) -> str:
-    from .dataset import pcol
-    return pcol(p)
+def verdict_text(code: int, reference: str = REFERENCE) -> str:
+    return {SLOWER: f"slower than {reference}", FASTER: f"faster than {reference}",
+            EQUIVALENT: f"equivalent to {reference}", INCONCLUSIVE: "inconclusive"}[int(code)]
 
 
-def _est(q, mode, rate, p) -> float:
-    sel = q[(q["mode"] == mode) & (q["target_rate"] == rate) & (q["percentile"] == p)]
-    return float(sel["estimate"].iloc[0])
+def _vs_reference(b: _Band, size, p, reference, margin, alpha) -> list[dict]:
+    """The headline rows of one size and percentile: every mode against the reference."""
+    if reference not in b.modes:
+        return []
+    others = [m for m in b.modes if m != reference]
+    sustained = [m for m in others if not b.not_sustained(m)]
+    D = _matrix([b.diffs(m, reference) for m in sustained])
+    f = family(D, margin, alpha)
+    loads = int(b.values.index.get_level_values("target_rate").nunique())
+    rows = []
+    for m in others:
+        had = int(b.had[m])
+        row = dict(size=size, mode=m, percentile=p, loads=loads, not_sustained=b.not_sustained(m))
+        if m not in sustained:
+            rows.append({**row, "blocks": 0, "blocks_left_out": had, "verdict": NOT_SUSTAINED})
+            continue
+        i = sustained.index(m)
+        mean_us, lo_us, hi_us = t_interval(b.diffs(m, reference, us=True), alpha)
+        rows.append({**row, "blocks": int(f["n"][i]), "blocks_left_out": had - int(f["n"][i]),
+                     "overhead_pct": 100 * np.expm1(f["mean"][i]), "overhead_lo": 100 * np.expm1(f["lo"][i]),
+                     "overhead_hi": 100 * np.expm1(f["hi"][i]), "log_ratio": f["mean"][i], "se": f["se"][i],
+                     "mde_pct": 100 * np.expm1(f["mde"][i]), "p": f["p"][i], "p_holm": f["p_holm"][i],
+                     "p_tost": f["p_tost"][i], "p_tost_holm": f["p_tost_holm"][i],
+                     "diff_us": mean_us, "diff_lo": lo_us, "diff_hi": hi_us,
+                     "verdict": verdict_text(f["verdict"][i], reference) if f["n"][i] >= 2 else
+                     "inconclusive" if f["n"][i] == 1 else NO_BLOCK})
+    return rows
 
 
-def _relative_runs(valid, size, band, col) -> dict[str, list[float]]:
-    """Each valid band run's percentile divided by the reference's median run at that load."""
-    g = valid[(valid["size"] == size) & in_band(valid["load_fraction"], band)]
-    ref = g[g["mode"] == REFERENCE].groupby("target_rate")[col].median()
-    out: dict[str, list[float]] = {}
-    for mode, gm in g.groupby("mode"):
-        denom = gm["target_rate"].map(ref)
-        vals = (gm[col] / denom).dropna()
-        out[mode] = vals.tolist()
-    return out
+def _pairs(b: _Band, size, p, margin, alpha) -> list[dict]:
+    """Every pair of modes over the band, the same rule as against the reference (Holm over pairs)."""
+    modes = b.modes
+    sustained = [m for m in modes if not b.not_sustained(m)]
+    pairs = list(itertools.combinations(sustained, 2))
+    f = family(_matrix([b.diffs(x, y) for x, y in pairs]), margin, alpha)
+    rows = []
+    for i, (x, y) in enumerate(pairs):
+        code = int(f["verdict"][i])
+        verdict = {SLOWER: f"{y} lower", FASTER: f"{x} lower", EQUIVALENT: "equivalent",
+                   INCONCLUSIVE: "cannot separate"}[code]
+        rows.append(dict(size=size, percentile=p, mode_a=x, mode_b=y, blocks=int(f["n"][i]),
+                         ratio=np.exp(f["mean"][i]), ratio_lo=np.exp(f["lo"][i]), ratio_hi=np.exp(f["hi"][i]),
+                         p=f["p"][i], p_holm=f["p_holm"][i], p_tost=f["p_tost"][i], p_tost_holm=f["p_tost_holm"][i],
+                         verdict=verdict))
+    for x, y in itertools.combinations(modes, 2):
+        if x not in sustained or y not in sustained:
+            rows.append(dict(size=size, percentile=p, mode_a=x, mode_b=y, blocks=0, verdict=NOT_SUSTAINED))
+    return rows
 
 
-def _verdict(r: dict) -> str:
-    """Separated only when the bootstrap CI excludes 1 AND the rank test (Holm) agrees."""
-    ci_says = r["ratio_lo"] > 1 or r["ratio_hi"] < 1
-    test_says = not np.isnan(r["p_holm"]) and r["p_holm"] < ALPHA
-    if ci_says and test_says:
-        return f"{r['mode_b']} lower" if r["ratio"] > 1 else f"{r['mode_a']} lower"
-    return "cannot separate"
-
-
-def _vs_host(verdict: str, mode: str) -> str:
-    if verdict == "cannot separate":
-        return "cannot separate from host"
-    return "slower than host" if verdict == f"{REFERENCE} lower" else "faster than host"
-
-
-def _tiers(size, p, modes, q, verdict_vs) -> list[dict]:
+def _tiers(b: _Band, size, p, fam: list[dict]) -> list[dict]:
     """Modes by band latency; a tier is its best mode and every later mode the data cannot
     separate from that leader. Cross-tier pairs that cannot be separated are listed too, so the
-    tiers never read as a stricter ranking than the tests allow."""
-    def score(m):
-        rows = q[(q["mode"] == m) & (q["percentile"] == p)]
-        return float(np.exp(np.mean(np.log(rows["estimate"])))) if len(rows) else np.inf
+    tiers never read as a stricter ranking than the tests allow. Modes not sustained come last."""
+    verdict = {(r["mode_a"], r["mode_b"]): r["verdict"] for r in fam}
 
-    def separated(a, b):
-        v = verdict_vs.get((a, b)) or verdict_vs.get((b, a))
-        return v is not None and v != "cannot separate"
+    def separated(x, y):
+        v = verdict.get((x, y)) or verdict.get((y, x))
+        return v is not None and v.endswith(" lower")
 
+    sustained = [m for m in b.modes if not b.not_sustained(m)]
+    score = {m: float(b.block_values(m).mean()) if len(b.block_values(m)) else np.inf for m in sustained}
     tiers: list[list[str]] = []
-    for m in sorted(modes, key=score):
+    for m in sorted(sustained, key=lambda m: score[m]):
         if tiers and not separated(m, tiers[-1][0]):
             tiers[-1].append(m)
         else:
@@ -399,7 +460,26 @@ def _tiers(size, p, modes, q, verdict_vs) -> list[dict]:
         if overlap:
             text += "; not separable either from " + ", ".join(order_modes(overlap))
         rows.append(dict(size=size, percentile=p, tier=i, modes=",".join(t), text=text))
+    ns = [m for m in b.modes if m not in sustained]
+    if ns:
+        rows.append(dict(size=size, percentile=p, tier=len(tiers) + 1, modes=",".join(ns),
+                         text=f"{NOT_SUSTAINED}: " + ", ".join(ns)))
     return rows
+
+
+def _design(ds, band_att, band, margin, alpha, reference, headline) -> dict:
+    """What the study ran, as far as the statistics care: compare.py matches studies on it."""
+    def common(col):
+        v = ds.runs[col].dropna() if col in ds.runs else []
+        x = v.mode().iloc[0] if len(v) else None
+        return x.item() if hasattr(x, "item") else x
+
+    loads = sorted({round(float(x), 3) for x in band_att["load_fraction"].dropna()}) if len(band_att) else []
+    return {"study": ds.study, "reference": reference, "sizes": _sizes(band_att), "band": list(band),
+            "band_loads": loads, "modes": order_modes(band_att["mode"].unique()) if len(band_att) else [],
+            "percentiles": list(HEADLINE_PERCENTILES), "margin": margin, "alpha": alpha,
+            "blocks": int(headline["blocks"].max()) if len(headline) and headline["blocks"].notna().any() else 0,
+            "generator": common("generator"), "duration_s": common("duration_s")}
 
 
 def excluded(ds: Dataset) -> pd.DataFrame:
@@ -417,11 +497,7 @@ def excluded(ds: Dataset) -> pd.DataFrame:
 def percentile_curve(ds: Dataset, size: str, rate: float, mode: str, ps) -> np.ndarray:
     """Pooled latency (us) at each percentile, for the latency-by-percentile figure."""
     g = ds.valid[(ds.valid["size"] == size) & (ds.valid["mode"] == mode) & (ds.valid["target_rate"] == rate)]
-    hists = [ds.hist[r] for r in g["run_id"] if r in ds.hist]
-    if not hists:
-        return np.full(len(ps), np.nan)
-    lo, hi, C = pool(hists)
-    return quantiles(lo, hi, C.sum(axis=0), ps)
+    return pooled_quantiles([ds.hist[r] for r in g["run_id"] if r in ds.hist], ps)
 
 
 def save(an: Analysis, out_dir) -> None:
@@ -430,11 +506,17 @@ def save(an: Analysis, out_dir) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in Analysis.TABLES:
         getattr(an, name).to_csv(out / f"stats_{name}.csv", index=False)
+    (out / "stats_design.json").write_text(json.dumps(an.design, indent=1, default=str))
 
 
 def load(study: str, out_dir) -> Analysis:
-    """The saved tables (bootstrap replicates are not saved: re-run analyze() for those)."""
+    """The saved tables of an analysis."""
     from pathlib import Path
     out = Path(out_dir)
     tables = {name: pd.read_csv(out / f"stats_{name}.csv") for name in Analysis.TABLES}
-    return Analysis(study, **tables)
+    try:
+        design = json.loads((out / "stats_design.json").read_text())
+    except (OSError, ValueError):
+        design = {}
+    return Analysis(study, **tables, band=tuple(design.get("band", BAND)), margin=design.get("margin", MARGIN),
+                    alpha=design.get("alpha", ALPHA), design=design)

@@ -12,6 +12,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
     load:
       fractions: [0.1, 0.3, 0.5]   # of the reference mode's calibrated max rate ...
       # rates: [50000, 100000]     # ... or absolute requests/s (exactly one of the two)
+      # rotate: true               # each repetition runs one of the loads, in turn (see matrix.py)
     repetitions: 1                 # every point
     focus: {range: [0.3, 0.5], repetitions: 3}   # more repetitions where the study looks
     workload: {duration_s: 8, warmup_s: 2, connections: 32, ...}   # BenchSpec fields; optional:
@@ -20,6 +21,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
     calibration: {...}             # keyword arguments of workload calibrate()
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
+    analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large",
 NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
-    "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks",
+    "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
 )
+ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
 # BenchSpec fields a study may set (the workload module is the authority when present).
 _CONTRACT_WORKLOAD_KEYS = (
     "duration_s", "warmup_s", "connections", "generator", "threads", "nginx_workers", "pin",
@@ -117,6 +120,8 @@ class Study:
     notebooks: str = "warm"
     description: str = ""
     digest: str = ""  # sha256 of the file's bytes, for the provenance manifest
+    rotate_loads: bool = False  # one load per repetition, in turn (load.rotate)
+    analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
 
     def repetitions_at(self, load: float) -> int:
         """How many repetitions the point at `load` gets (more inside the focus range)."""
@@ -174,7 +179,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     modes = _modes(data, path)
     reference = data.get("reference", "host")
     sizes = _sizes(data, path)
-    load_kind, loads = _loads(data, path)
+    load_kind, loads, rotate = _loads(data, path)
     # Fractions are of the reference's calibrated maximum: it must be run. With absolute rates a
     # study may leave it out (no comparison then) but must not name a mode that does not exist.
     if reference not in modes and ("reference" in data or load_kind == "fraction"):
@@ -183,6 +188,11 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     if not _is_int(repetitions) or repetitions < 1:
         raise ConfigError(path, "repetitions", f"'{repetitions}' is not a whole number >= 1", "Write e.g. 'repetitions: 1'.")
     focus_range, focus_reps = _focus(data, path, loads, load_kind)
+    if rotate and focus_range:
+        raise ConfigError(path, "load.rotate", "cannot be combined with 'focus'", "Rotation runs one load per repetition; focus adds repetitions to some loads. Use one of the two.")
+    if rotate and repetitions % len(loads):
+        raise ConfigError(path, "repetitions", f"{repetitions} is not a multiple of the {len(loads)} rotated loads", f"Use a multiple of {len(loads)}, so every load gets the same number of repetition blocks.")
+    analysis = _analysis(data, path)
 
     workload = _mapping(data, "workload", path)
     _no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
@@ -226,6 +236,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         workload=dict(workload), calibration=dict(calibration),
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
+        rotate_loads=rotate, analysis=analysis,
     )
 
 
@@ -263,11 +274,14 @@ def _sizes(data: dict, path: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _loads(data: dict, path: Path) -> tuple[str, tuple[float, ...]]:
+def _loads(data: dict, path: Path) -> tuple[str, tuple[float, ...], bool]:
     load = data.get("load")
     if not isinstance(load, dict):
         raise ConfigError(path, "load", "must be a mapping with 'fractions' or 'rates'", "Write 'load: {fractions: [0.3, 0.4, 0.5]}' or 'load: {rates: [50000, 100000]}'.")
-    _no_unknown(load, ("fractions", "rates"), path, "load.", "load key")
+    _no_unknown(load, ("fractions", "rates", "rotate"), path, "load.", "load key")
+    rotate = load.get("rotate", False)
+    if not isinstance(rotate, bool):
+        raise ConfigError(path, "load.rotate", f"'{rotate}' is not true or false", "Write 'rotate: true' (one load per repetition, in turn) or leave it out.")
     if ("fractions" in load) == ("rates" in load):
         raise ConfigError(path, "load", "needs exactly one of 'fractions' and 'rates'", "Use fractions of the reference mode's calibrated maximum, or absolute requests per second, not both.")
     kind = "fraction" if "fractions" in load else "rate"
@@ -286,7 +300,27 @@ def _loads(data: dict, path: Path) -> tuple[str, tuple[float, ...]]:
         if v in values:
             raise ConfigError(path, f"load.{key}[{i}]", f"{v} appears twice", "List each load once; use 'repetitions' or 'focus' to repeat it.")
         values.append(float(v))
-    return kind, tuple(sorted(values))
+    return kind, tuple(sorted(values)), rotate
+
+
+def _analysis(data: dict, path: Path) -> dict:
+    """The analysis settings: equivalence margin (relative, default stats.MARGIN) and the
+    studies to compare with (names in data/processed, or paths of their processed directories)."""
+    analysis = _mapping(data, "analysis", path)
+    _no_unknown(analysis, ANALYSIS_KEYS, path, "analysis.", "analysis setting")
+    out = dict(analysis)
+    if "equivalence_margin" in analysis:
+        m = analysis["equivalence_margin"]
+        if not _is_number(m) or not 0 < m < 1:
+            raise ConfigError(path, "analysis.equivalence_margin", f"'{m}' is not a fraction between 0 and 1", "Write e.g. 'equivalence_margin: 0.10' (within +-10 % of the reference counts as equivalent).")
+        out["equivalence_margin"] = float(m)
+    if "compare_with" in analysis:
+        cw = analysis["compare_with"]
+        cw = [cw] if isinstance(cw, str) else cw
+        if not isinstance(cw, list) or not all(isinstance(x, str) and x for x in cw):
+            raise ConfigError(path, "analysis.compare_with", f"'{analysis['compare_with']}' is not a study name or a list of them", "Write e.g. 'compare_with: lab-a' or 'compare_with: [lab-a, /other/clone/data/processed/lab]'.")
+        out["compare_with"] = list(cw)
+    return out
 
 
 def _focus(data: dict, path: Path, loads, kind) -> tuple[tuple[float, float] | None, int]:

@@ -1,9 +1,11 @@
 """Synthetic run records with known latency distributions, for tests and the benchmark.
 
-Latency of a run is lognormal: median = base[size] * overhead[mode] * (1 + load^2) * run effect,
-shape `sigma`. The run effect is lognormal(0, between_sigma): run-to-run variation, so the
-hierarchical bootstrap has something to find. With between_sigma = 0 every quantile has a closed
-form (`true_quantile`), which is what the statistics tests check against.
+Latency of a run is lognormal: median = base[size] * overhead[mode] * (1 + load^2) * effects,
+shape `sigma`. The effects are lognormal, as the runs are made (matrix.py): a repetition effect
+(rep_sigma, shared by every run of one repetition: the machine drifting), a block effect
+(block_sigma, shared by the runs of one mode in one repetition: that set-up of the mode) and a
+run effect (between_sigma, run-to-run). With all three 0 every quantile has a closed form
+(`true_quantile`), which is what the statistics tests check against.
 
 Histograms are drawn directly as multinomial counts over the HdrHistogram buckets (exactly what
 recording N lognormal samples would give, without N calls), so 1,000 records take seconds.
@@ -33,7 +35,9 @@ class Truth:
 
     base_median_us: dict = field(default_factory=lambda: {"small": 200.0, "large": 320.0})
     sigma: float = 0.35
-    between_sigma: float = 0.05
+    between_sigma: float = 0.05  # run-to-run
+    block_sigma: float = 0.0  # per (repetition, mode) block
+    rep_sigma: float = 0.0  # per repetition, shared by every mode
     overhead: dict = field(default_factory=lambda: dict(DEFAULT_OVERHEAD))
     host_max_rate: dict = field(default_factory=lambda: {"small": 100_000.0, "large": 60_000.0})
     # CPU microseconds per request (before the mode's overhead) by host and kind
@@ -104,14 +108,16 @@ def percentile_table_from_counts(counts: np.ndarray, percentiles=results.PERCENT
 
 def make_record(study: str, mode: str, size: str, load: float, rep: int, truth: Truth,
                 rng: np.random.Generator, status: str = "ok", duration_s: int = 30,
-                warmup_s: int = 5, ncpu: int = 2, order: int | None = None) -> dict:
+                warmup_s: int = 5, ncpu: int = 2, order: int | None = None, effect: float = 0.0) -> dict:
+    """One run's record; `effect`: log-multiplier of its median shared with other runs (block,
+    repetition)."""
     target = float(round(load * truth.host_max_rate[size]))
     achieved = target * (0.91 if status == "invalid" else float(rng.uniform(0.995, 1.0)))
     if status == "failed":
         achieved = 0.0
     n = int(achieved * duration_s)
     run_effect = float(np.exp(rng.normal(0.0, truth.between_sigma))) if truth.between_sigma else 1.0
-    median = truth.median(mode, size, load) * run_effect
+    median = truth.median(mode, size, load) * run_effect * float(np.exp(effect))
     latency = {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": {}}
     if status != "failed" and n > 0:
         counts = lognormal_counts(rng, n, median, truth.sigma)
@@ -174,19 +180,28 @@ def _metrics(rng, truth: Truth, mode: str, rate: float, seconds: int, ncpu: int)
 def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("small", "large"),
                 loads=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), reps: int = 5, truth: Truth | None = None,
                 seed: int = 0, invalid_fraction: float = 0.0, failed_fraction: float = 0.0,
-                duration_s: int = 30, calibration_dir: Path | None = None, testbed: bool = True) -> list[Path]:
-    """Write a whole synthetic study (records, manifest, calibration); returns the record paths."""
+                duration_s: int = 30, calibration_dir: Path | None = None, testbed: bool = True,
+                rotate: bool = False) -> list[Path]:
+    """Write a whole synthetic study (records, manifest, calibration); returns the record paths.
+    `rotate`: repetition k runs only loads[(k - 1) % len(loads)] (study key load.rotate)."""
     truth = truth or Truth()
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    cells = [(m, s, l, r) for m in modes for s in sizes for l in loads for r in range(1, reps + 1)]
+    cells = [(m, s, l, r) for m in modes for s in sizes for l in loads for r in range(1, reps + 1)
+             if not rotate or l == loads[(r - 1) % len(loads)]]
+    # shared effects from their own stream, so the runs' draws do not depend on them
+    erng = np.random.default_rng([seed, 1])
+    rep_eff = {r: erng.normal(0.0, truth.rep_sigma) if truth.rep_sigma else 0.0 for r in range(1, reps + 1)}
+    block_eff = {(m, r): erng.normal(0.0, truth.block_sigma) if truth.block_sigma else 0.0
+                 for m in modes for r in range(1, reps + 1)}
     order = rng.permutation(len(cells))
     paths = []
     for k, (mode, size, load, rep) in enumerate(cells):
         u = rng.uniform()
         status = "failed" if u < failed_fraction else "invalid" if u < failed_fraction + invalid_fraction else "ok"
         rec = make_record(study, mode, size, load, rep, truth, rng, status=status,
-                          duration_s=duration_s, order=int(order[k]))
+                          duration_s=duration_s, order=int(order[k]),
+                          effect=rep_eff[rep] + block_eff[(mode, rep)])
         paths.append(results.write_record(raw_dir, rec))
     manifest = {
         "study": study, "synthetic": True, "git_commit": "synthetic",
@@ -205,3 +220,44 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
             results.atomic_write_text(cal / "synthetic" / mode / f"{size}.json",
                                       json.dumps({"max_rate": mx, "saturation_rate": mx * 1.1}))
     return paths
+
+
+def block_differences(rng: np.random.Generator, studies: int, modes: int, blocks: int, loads_per_block: int,
+                      block_sigma: float, run_sigma: float, rep_sigma: float = 0.0, effects=None) -> np.ndarray:
+    """Simulated paired block differences of log quantiles, as stats.family takes them:
+    (studies, modes, blocks). A study has a reference and `modes` others; run value = the mode's
+    true log effect (`effects`, default 0) + repetition effect + block effect + run effect, and a
+    block value is the mean over its `loads_per_block` runs (one size). For the design tests and
+    benchmarks/stats_power.py: thousands of studies in milliseconds."""
+    shape = (studies, modes + 1, blocks)
+    y = rng.normal(0.0, block_sigma, shape) + rng.normal(0.0, run_sigma, shape + (loads_per_block,)).mean(axis=-1)
+    y += rng.normal(0.0, rep_sigma, (studies, 1, blocks))  # cancels in the pairing, as it should
+    y[:, 1:, :] += np.asarray(effects if effects is not None else np.zeros(modes), float)[None, :, None]
+    return y[:, 1:, :] - y[:, :1, :]
+
+
+def simulate_design(blocks: int, loads_per_block: int, modes: int, block_sigma: float, run_sigma: float,
+                    margin: float, effect: float = 0.30, rep_sigma: float = 0.05, studies: int = 2000,
+                    seed: int = 0) -> dict:
+    """What a design gives under given spreads, by simulating `studies` studies twice through
+    stats.family: A/A (no mode differs from the reference) and with one mode `effect` slower.
+
+    false_separation: share of A/A comparisons called slower or faster; coverage: share of A/A
+    95 % intervals holding 0; equivalent: share of A/A comparisons called equivalent; detected:
+    share of studies calling the slow mode slower; mde: median MDE (relative)."""
+    from . import stats
+
+    rng = np.random.default_rng(seed)
+    aa = stats.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
+                                        rep_sigma), margin)
+    effects = np.zeros(modes)
+    effects[0] = np.log1p(effect)
+    one = stats.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
+                                         rep_sigma, effects), margin)
+    return {
+        "false_separation": float(np.isin(aa["verdict"], (stats.SLOWER, stats.FASTER)).mean()),
+        "coverage": float(((aa["lo"] <= 0) & (aa["hi"] >= 0)).mean()),
+        "equivalent": float((aa["verdict"] == stats.EQUIVALENT).mean()),
+        "detected": float((one["verdict"][:, 0] == stats.SLOWER).mean()),
+        "mde": float(np.expm1(np.median(aa["mde"]))),
+    }

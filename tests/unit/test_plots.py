@@ -14,7 +14,7 @@ def study(tmp_path_factory):
     synthetic.write_study(raw, modes=("host", "flannel-vxlan", "ipvlan"), loads=(0.3, 0.5, 0.7),
                           reps=3, seed=1, duration_s=5, failed_fraction=0.1)
     ds = dataset.build("synthetic", raw)
-    return ds, stats.analyze(ds, n_boot=100)
+    return ds, stats.analyze(ds)
 
 
 def test_palette_is_fixed_distinct_and_complete():

@@ -1,5 +1,6 @@
 """report.py: tables in the study's format, and a self-contained report a real browser renders."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from cnibench import report, synthetic  # noqa: E402
+from cnibench import dataset, report, stats, synthetic  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHECK = """<script>window.addEventListener('load', () => {
@@ -24,12 +25,19 @@ CHECK = """<script>window.addEventListener('load', () => {
 });</script></body>"""
 
 
+def _mark_invalid(path):
+    rec = json.loads(path.read_text())
+    rec.update(status="invalid", reason="invalid: achieved 93% of target")
+    path.write_text(json.dumps(rec))
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("study")
-    synthetic.write_study(base / "raw", modes=("host", "flannel-vxlan", "ipvlan"), loads=(0.3, 0.4, 0.5),
-                          reps=3, seed=4, duration_s=5, invalid_fraction=0.1, failed_fraction=0.05)
-    path = report.build_all("synthetic", base / "raw", base / "rep", base / "proc", base / "fig", n_boot=200)
+    paths = synthetic.write_study(base / "raw", modes=("host", "flannel-vxlan", "ipvlan"), loads=(0.3, 0.4, 0.5),
+                                  reps=3, seed=4, duration_s=5, invalid_fraction=0.1, failed_fraction=0.05)
+    _mark_invalid(next(p for p in paths if "/flannel-vxlan/small/" in str(p)))
+    path = report.build_all("synthetic", base / "raw", base / "rep", base / "proc", base / "fig")
     return base, path
 
 
@@ -48,9 +56,13 @@ def test_study_table_format(built):
     t = pd.read_csv(base / "rep" / "tables" / "study_table.csv")
     assert list(t.columns[-6:]) == ["p95", "p99", "p99.5", "p99.99", "p99.999", "max"]
     assert len(t) == 2 * 3 * 3  # sizes x loads x modes
-    vals = t[["p95", "p99", "p99.5", "p99.99", "p99.999", "max"]].to_numpy()
+    ok = t["status"] == "ok"
+    vals = t.loc[ok, ["p95", "p99", "p99.5", "p99.99", "p99.999", "max"]].to_numpy()
     assert (vals[:, 1:] >= vals[:, :-1]).all()  # percentiles are ordered
     assert 0.1 < vals[0, 0] < 5  # milliseconds, not microseconds
+    # a cell with an invalid run (no redo) is "not sustained" and has no numbers
+    bad = t[~ok & t["status"].str.startswith("not sustained")]
+    assert len(bad) and bad[["p95", "p99", "max"]].isna().all().all()
 
 
 def test_report_is_self_contained_and_honest(built):
@@ -58,6 +70,8 @@ def test_report_is_self_contained_and_honest(built):
     text = path.read_text()
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", text)  # nothing fetched from outside
     assert "share that machine's CPUs" in text and "excluded" in text
+    assert "id='seed-2016'" in text and "IPvlan had the lowest latency" in text
+    assert "bootstrap" not in text.split("<h2 id='method'>")[0]  # the headline says how it is computed
     n_excluded = int(re.search(r"<b>(\d+) invalid or failed runs", text).group(1))
     assert n_excluded > 0
 
@@ -76,3 +90,20 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
     images, loaded, rows = map(int, m.groups())
     assert images == 7 and loaded == images
     assert rows == 2 * 2  # two sizes x two non-reference modes
+
+
+def test_report_compares_with_a_study_of_the_same_design(tmp_path):
+    """Two synthetic studies of the same design: the second one's report puts the first beside it."""
+    ans = {}
+    for name, seed in (("first", 1), ("second", 2)):
+        synthetic.write_study(tmp_path / "raw", study=name, modes=("host", "flannel-vxlan"), sizes=("small",),
+                              loads=(0.3, 0.5), reps=4, seed=seed, duration_s=3)
+        ds = dataset.build(name, tmp_path / "raw")
+        ans[name] = (ds, report.analyse(ds))
+        stats.save(ans[name][1], tmp_path / "proc" / name)
+    ds, an = ans["second"]
+    other, table = report.repeatability("second", an, tmp_path / "proc")
+    assert other == "first" and set(table["b"]) == {"second"} and table["agree"].notna().all()
+    text = report.render(ds, an, {}, {"headline": report.headline_table(an), "study_table": report.study_table(ds),
+                                      "repeatability": table})
+    assert "id='repeatability'" in text and "Beside study <code>first</code>" in text

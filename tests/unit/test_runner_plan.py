@@ -119,3 +119,62 @@ def test_completion_counts():
     statuses = {runs[0].run_id: "ok", runs[1].run_id: "failed"}
     (row,) = matrix.completion(runs, statuses)
     assert row == {"mode": "host", "size": "small", "planned": len(runs), "ok": 1, "invalid": 0, "failed": 1, "missing": len(runs) - 2}
+
+
+def test_rotation_runs_one_load_per_repetition_each_load_equally_often():
+    s = study(load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=6)
+    runs = matrix.plan(s, MAX)
+    assert len(runs) == 4 * 2 * 6  # modes x sizes x repetitions, one load each
+    for k in range(1, 7):
+        loads = {r.load for r in runs if r.repetition == k}
+        assert len(loads) == 1  # every mode and size of a repetition at the same load: pairs
+    per_load = Counter(r.load for r in runs)
+    assert per_load[0.3] == per_load[0.5]
+    assert [r.run_id for r in matrix.plan(s, MAX)] == [r.run_id for r in runs]  # deterministic
+    more = matrix.plan(study(load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=8), MAX)
+    assert [r.run_id for r in more[:len(runs)]] == [r.run_id for r in runs]  # earlier blocks stay
+
+
+def test_estimate_adds_windows_and_overheads():
+    s = study(load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=2,
+              workload={"duration_s": 5, "warmup_s": 0.5, "connections": 8}, notebooks="none")
+    runs = matrix.plan(s, MAX)
+    costs = matrix.Costs(per_run_s=0.5, per_block_s=1.0, calibration_per_size_s=10.0, fixed_s=3.0, analysis_s=7.0)
+    e = matrix.estimate(s, runs, calibrate_sizes=1, costs=costs)
+    n, blocks = len(runs), 4 * 2  # 4 modes x 2 repetitions
+    assert e["runs"] == n == 16 and e["blocks"] == blocks
+    assert e["seconds"] == pytest.approx(n * (5 + 0.5 + 0.5) + blocks * 1.0 + 10.0 + 3.0 + 7.0)
+    assert e["measure_fraction"] == pytest.approx(n * 5 / e["seconds"])
+    assert "min for 16 runs in 8 blocks" in matrix.format_estimate(e)
+    assert matrix.estimate(s, [], costs=costs)["runs"] == 0
+
+
+def test_estimate_study_counts_only_what_is_left(tmp_path):
+    import json
+
+    from cnibench import runner, synthetic
+    from cnibench.results import write_record
+
+    s = study(name="t", load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=2,
+              workload={"duration_s": 5, "warmup_s": 0.5, "connections": 8})
+    fresh = runner.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
+    assert fresh["runs"] == 4 * 2 * 2 and fresh["parts"]["calibration"] > 0  # both sizes to calibrate
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "manifest.json").write_text(json.dumps(
+        {"schema": 1, "calibration": {"reference": "host", "max_rates": {"small": 100_000.0, "large": 60_000.0}}}))
+    run = matrix.plan(s, {"small": 100_000.0, "large": 60_000.0})[0]
+    rec = synthetic.make_record("t", run.mode, run.size, run.load, run.repetition, synthetic.Truth(),
+                                __import__("numpy").random.default_rng(0), duration_s=1)
+    assert rec["run_id"] == run.run_id
+    write_record(tmp_path, rec)
+    left = runner.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
+    assert left["runs"] == fresh["runs"] - 1 and left["parts"]["calibration"] == 0
+
+
+def test_run_all_says_how_long_before_it_starts(tmp_path):
+    from cnibench.config import STUDIES
+    from cnibench.pipeline import estimate_line
+    from cnibench.study import load_study
+
+    line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
+    assert line.startswith("estimated duration: ") and "168 runs in 84 blocks" in line and "calibration" in line

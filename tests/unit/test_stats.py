@@ -1,7 +1,9 @@
 """stats.py against answers known in closed form or by construction (synthetic.Truth)."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats as sst
 
 from cnibench import dataset, stats, synthetic
 from cnibench.synthetic import Truth
@@ -20,122 +22,174 @@ def test_quantiles_rows_and_empty():
     assert q[0, 0] == pytest.approx(2.0) and q[1, 0] == pytest.approx(3.0) and np.isnan(q[2, 0])
 
 
-def _cell(rng, n_runs, n, median, sigma, between):
-    hists = []
-    for _ in range(n_runs):
-        m = median * np.exp(rng.normal(0, between)) if between else median
-        counts = synthetic.lognormal_counts(rng, n, m, sigma)
-        h = synthetic.histogram_from_counts(counts)
-        hists.append(dataset.histogram_arrays(__import__("cnibench.results").results.encode_histogram(h)))
-    return hists
-
-
-def test_point_estimates_match_the_lognormal_truth():
-    t = Truth(between_sigma=0.0)
-    rng = np.random.default_rng(3)
-    hists = _cell(rng, 3, 400_000, t.median("host", "small", 0.4), t.sigma, 0.0)
-    point, _ = stats.bootstrap_quantiles(hists, (50, 99, 99.9), n_boot=50, rng=rng)
-    true = [t.true_quantile("host", "small", 0.4, p) for p in (50, 99, 99.9)]
-    assert point == pytest.approx(true, rel=0.01)
-
-
-def test_hierarchical_bootstrap_covers_the_population_quantile():
-    """Runs differ (between-run sigma 0.1): a requests-only bootstrap would almost never cover."""
-    sigma, between, median = 0.35, 0.1, 200.0
-    true_p99 = median * np.exp(np.hypot(sigma, between) * 2.3263479)
-    rng = np.random.default_rng(11)
-    covered, widths = 0, []
-    for _ in range(40):
-        hists = _cell(rng, 8, 20_000, median, sigma, between)
-        _, boot = stats.bootstrap_quantiles(hists, (99,), n_boot=300, rng=rng)
-        lo, hi = stats.ci(boot[:, 0])
-        covered += lo <= true_p99 <= hi
-        widths.append(hi - lo)
-    assert covered >= 32  # >= 80 % (a run-level bootstrap with 8 runs under-covers a little)
-    # and the width is dominated by run-to-run variation, not the within-run noise
-    rng = np.random.default_rng(12)
-    _, b0 = stats.bootstrap_quantiles(_cell(rng, 8, 20_000, median, sigma, 0.0), (99,), n_boot=300, rng=rng)
-    assert np.mean(widths) > 3 * np.subtract(*stats.ci(b0[:, 0])[::-1])
-
-
-def test_bootstrap_is_deterministic_per_cell_seed():
-    rng = np.random.default_rng(1)
-    hists = _cell(rng, 3, 10_000, 100.0, 0.3, 0.05)
-    a = stats.bootstrap_quantiles(hists, (99,), 100, stats.cell_rng(0, "small", "host", 1.0))[1]
-    b = stats.bootstrap_quantiles(hists, (99,), 100, stats.cell_rng(0, "small", "host", 1.0))[1]
-    c = stats.bootstrap_quantiles(hists, (99,), 100, stats.cell_rng(1, "small", "host", 1.0))[1]
-    assert np.array_equal(a, b) and not np.array_equal(a, c)
-
-
-def test_holm_known_answer():
+def test_holm_known_answer_and_nan():
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 2 * 0.5, then monotone
+    out = stats.holm([0.01, np.nan, 0.04])  # NaN is not in the family: m = 2
+    assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
+    rows = stats.holm_rows(np.array([[0.01, 0.04, 0.03, 0.005], [0.5, 0.9, np.nan, np.nan]]))
+    assert rows[0] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and rows[1, :2] == pytest.approx([1.0, 1.0])
 
 
-def test_cliffs_delta_and_rank_tests():
-    assert stats.cliffs_delta([3, 4], [1, 2]) == 1.0
-    assert stats.cliffs_delta([1, 2], [3, 4]) == -1.0
-    assert stats.cliffs_delta([1, 3], [2, 2]) == 0.0
-    assert stats.mann_whitney([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
-    assert stats.mann_whitney([1, 1], [1, 1]) == 1.0
-    h, p, eps = stats.kruskal([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
-    assert p < 0.05 and 0 < eps <= 1
-    assert stats.kruskal([[1, 1], [1, 1]]) == (0.0, 1.0, 0.0)
+def test_family_matches_scipy_paired_t_and_tost():
+    rng = np.random.default_rng(0)
+    D = rng.normal(0.02, 0.05, (3, 12))
+    f = stats.family(D, margin=0.10)
+    for m in range(3):
+        t = sst.ttest_1samp(D[m], 0.0)
+        assert f["p"][m] == pytest.approx(t.pvalue)
+        lo, hi = t.confidence_interval(0.95)
+        assert (f["lo"][m], f["hi"][m]) == pytest.approx((lo, hi))
+        b = np.log1p(0.10)
+        tost = max(sst.ttest_1samp(D[m], -b, alternative="greater").pvalue,
+                   sst.ttest_1samp(D[m], b, alternative="less").pvalue)
+        assert f["p_tost"][m] == pytest.approx(tost)
+    assert f["p_holm"] == pytest.approx(stats.holm(f["p"]))
+    # MDE: (t_{1 - alpha / 2M} + t_{0.8}) * SE, M = 3 comparisons, 11 df
+    se = D.std(axis=1, ddof=1) / np.sqrt(12)
+    assert f["mde"] == pytest.approx((sst.t.ppf(1 - 0.05 / 6, 11) + sst.t.ppf(0.8, 11)) * se)
+
+
+def test_family_verdicts_missing_blocks_and_degenerate():
+    D = np.array([
+        [0.30, 0.28, 0.31, 0.29, 0.30, 0.32],  # clearly slower
+        [-0.30, -0.28, -0.31, -0.29, -0.30, -0.32],  # clearly faster
+        [0.01, -0.01, 0.0, 0.01, -0.01, 0.0],  # clearly within +-10 %
+        [0.3, -0.3, 0.2, -0.2, 0.1, np.nan],  # noisy: neither; a missing block
+        [0.1, np.nan, np.nan, np.nan, np.nan, np.nan],  # one block: no interval
+    ])
+    f = stats.family(D)
+    assert list(f["verdict"]) == [stats.SLOWER, stats.FASTER, stats.EQUIVALENT, stats.INCONCLUSIVE, stats.INCONCLUSIVE]
+    assert list(f["n"]) == [6, 6, 6, 5, 1] and np.isnan(f["lo"][4]) and np.isnan(f["p"][4])
+    same = stats.family(np.zeros((1, 4)))  # identical blocks: equivalent, not a division by zero
+    assert same["verdict"][0] == stats.EQUIVALENT and same["p"][0] == 1.0
+    empty = stats.family(np.empty((0, 0)))
+    assert empty["verdict"].shape == (0,)
+
+
+def _runs(rows):
+    cols = ["size", "mode", "target_rate", "repetition", "run_id", "load_fraction", "status", "reason", "valid",
+            "started_at", "p99"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols)
+
+
+def test_attempts_a_valid_redo_replaces_an_invalid_run_and_a_lone_invalid_is_not_sustained():
+    r = _runs([
+        ("small", "host", 100.0, 1, "a", 0.3, "invalid", "invalid: achieved 93%", False, "t1", np.nan),
+        ("small", "host", 100.0, 1, "a-redo", 0.3, "ok", "", True, "t2", 200.0),  # redone: counts
+        ("small", "host", 100.0, 2, "b", 0.3, "invalid", "invalid: achieved 93%", False, "t3", np.nan),
+        ("small", "host", 100.0, 3, "c", 0.3, "failed", "failed: nginx died", False, "t4", np.nan),
+        ("small", "host", 100.0, 4, "d", 0.3, "invalid", "invalid", False, "t5", np.nan),
+        ("small", "host", 100.0, 4, "d-redo", 0.3, "failed", "failed", False, "t6", np.nan),  # still not sustained
+    ])
+    att = stats.attempts(r).set_index("repetition")
+    assert att.loc[1, "state"] == "ok" and att.loc[1, "p99"] == 200.0 and att.loc[1, "attempts"] == 2
+    assert att.loc[2, "state"] == stats.NOT_SUSTAINED
+    assert att.loc[3, "state"] == "failed"
+    assert att.loc[4, "state"] == stats.NOT_SUSTAINED
+
+
+def test_block_values_average_the_band_loads_and_pairs_skip_incomplete_blocks():
+    rows = []
+    for rep in (1, 2, 3):
+        for mode, base in (("host", 100.0), ("m", 150.0)):
+            for rate, lf in ((300.0, 0.3), (500.0, 0.5)):
+                rows.append(("small", mode, rate, rep, f"{mode}{rep}{rate}", lf, "ok", "", True, "", base * (1 + rep / 10) * lf * 10))
+    rows.append(("small", "m", 500.0, 4, "m4", 0.5, "ok", "", True, "", 1.0))  # host has no block 4: unpaired
+    att = stats.attempts(_runs(rows))
+    b = stats._Band.of(att, "p99")
+    d = b.diffs("m", "host")
+    assert list(d.index) == [1, 2, 3] and d.to_numpy() == pytest.approx([np.log(1.5)] * 3)
+    # a block value is the mean over the band's loads of the log quantile
+    v = b.block_values("host")
+    assert v.loc[1] == pytest.approx(np.mean([np.log(110 * 3), np.log(110 * 5)]))
 
 
 @pytest.fixture(scope="module")
 def analysis(tmp_path_factory):
+    """lab.yml's design on a few modes: 12 repetitions, one band load each (rotation), with
+    repetition, block and run effects; docker-bridge has one run that was not sustained."""
     raw = tmp_path_factory.mktemp("raw")
-    truth = Truth(overhead={"host": 1.0, "flannel-vxlan": 1.3, "ipvlan": 1.0})
-    synthetic.write_study(raw, modes=("host", "flannel-vxlan", "ipvlan"), sizes=("small",),
-                          loads=(0.1, 0.3, 0.4, 0.5, 0.8), reps=6, truth=truth, seed=5,
-                          invalid_fraction=0.05, failed_fraction=0.05, duration_s=10)
+    truth = Truth(overhead={"host": 1.0, "flannel-vxlan": 1.3, "macvlan": 1.0, "docker-bridge": 1.1},
+                  between_sigma=0.03, block_sigma=0.03, rep_sigma=0.05)
+    synthetic.write_study(raw, modes=("host", "flannel-vxlan", "macvlan", "docker-bridge"), sizes=("small", "large"),
+                          loads=(0.3, 0.5), reps=12, truth=truth, seed=5, duration_s=4, rotate=True)
+    # one docker-bridge small run ends invalid (not redone); one host run fails outright
+    import json
+    for pattern, status in (("docker-bridge/small/*/rep3.json", "invalid"), ("host/large/*/rep5.json", "failed")):
+        path = next(raw.glob(f"synthetic/{pattern}"))
+        rec = json.loads(path.read_text())
+        rec.update(status=status, reason=f"{status}: test")
+        path.write_text(json.dumps(rec))
     ds = dataset.build("synthetic", raw)
-    return ds, stats.analyze(ds, n_boot=400)
+    return ds, stats.analyze(ds, margin=0.10)
 
 
-def test_ratio_to_host_recovers_known_overhead(analysis):
+def test_headline_recovers_known_overheads_with_paired_blocks(analysis):
     _, an = analysis
-    c = an.comparisons[(an.comparisons["mode"] == "flannel-vxlan") & (an.comparisons["percentile"] == 99)]
-    assert len(c) == 5
-    assert ((c["ratio_lo"] < 1.3) & (c["ratio_hi"] > 1.3)).sum() >= 4  # 95 % CIs: most cover
-    assert (c["ratio_lo"] > 1).all()
-    same = an.comparisons[(an.comparisons["mode"] == "ipvlan") & (an.comparisons["percentile"] == 99)]
-    assert ((same["ratio_lo"] < 1) & (same["ratio_hi"] > 1)).mean() >= 0.8
+    h = an.headline.set_index(["size", "mode", "percentile"])
+    for size in ("small", "large"):
+        vx = h.loc[(size, "flannel-vxlan", 99.0)]  # within 4 standard errors of the truth, +30 %
+        assert abs(vx["log_ratio"] - np.log(1.3)) < 4 * vx["se"] and vx["verdict"] == "slower than host"
+        assert vx["overhead_lo"] < vx["overhead_pct"] < vx["overhead_hi"]
+        mv = h.loc[(size, "macvlan", 99.0)]
+        assert abs(mv["log_ratio"]) < 4 * mv["se"] and mv["verdict"] == "equivalent to host"
+        assert mv["loads"] == 2 and 0 < mv["mde_pct"] < 15
+    assert h.loc[("small", "macvlan", 99.0), "blocks"] == 12
+    assert h.loc[("large", "macvlan", 99.0), "blocks"] == 11  # host's failed block 5 is left out
+    assert h.loc[("large", "macvlan", 99.0), "blocks_left_out"] == 1
+    assert set(an.headline["percentile"]) == {50.0, 90.0, 99.0, 99.9}
 
 
-def test_headline_uses_the_band_and_says_cannot_separate(analysis):
-    _, an = analysis
-    h = an.headline.set_index(["mode", "percentile"])
-    assert set(an.headline["loads"]) == {3}  # 0.3, 0.4, 0.5 of max; not 0.1 or 0.8
-    vx = h.loc[("flannel-vxlan", 99.0)]
-    assert vx["overhead_lo"] < 30 < vx["overhead_hi"] and vx["verdict"] == "slower than host"
-    ip = h.loc[("ipvlan", 99.0)]
-    assert ip["overhead_lo"] < 0 < ip["overhead_hi"] and ip["verdict"] == "cannot separate from host"
-    tiers = an.tiers[an.tiers["percentile"] == 99]
-    assert tiers.iloc[0]["modes"].split(",") in (["host", "ipvlan"], ["ipvlan", "host"])
-    assert tiers.iloc[-1]["modes"] == "flannel-vxlan"
-
-
-def test_invalid_and_failed_runs_are_excluded_and_counted(analysis):
+def test_headline_equals_family_on_the_block_differences(analysis):
+    """The headline is exactly the paired t on block differences, computed here by hand."""
     ds, an = analysis
-    bad = int((~ds.runs["valid"]).sum())
-    assert bad > 0 and int(an.excluded["runs"].sum()) == bad
-    n_valid = ds.runs[ds.runs["valid"]].groupby(["mode", "target_rate"]).size()
-    q = an.quantiles[an.quantiles["percentile"] == 50].set_index(["mode", "target_rate"])["runs"]
-    assert (q.sort_index() == n_valid.sort_index()).all()
+    v = ds.valid[(ds.valid["size"] == "small")]
+    logq = {r.run_id: np.log(stats.quantiles(*ds.hist[r.run_id], [99.0])[0]) for r in v.itertuples()}
+    by = {(r.mode, r.repetition): logq[r.run_id] for r in v.itertuples()}
+    modes = ["flannel-vxlan", "macvlan"]
+    D = np.array([[by[(m, k)] - by[("host", k)] for k in range(1, 13)] for m in modes])
+    f = stats.family(D, margin=0.10)
+    h = an.headline[(an.headline["size"] == "small") & (an.headline["percentile"] == 99.0)].set_index("mode")
+    for i, m in enumerate(modes):
+        assert h.loc[m, "log_ratio"] == pytest.approx(f["mean"][i])
+        assert h.loc[m, "overhead_lo"] == pytest.approx(100 * np.expm1(f["lo"][i]))
+    # Holm over the modes compared: docker-bridge is not sustained at small, so over these two
+    assert h.loc[modes, "p_holm"].to_numpy() == pytest.approx(stats.holm(h.loc[modes, "p"].to_numpy()))
+    assert h.loc[modes, "p_holm"].to_numpy() == pytest.approx(f["p_holm"])
 
 
-def test_tests_find_the_slow_mode(analysis):
+def test_a_mode_with_an_unsustained_run_shows_as_not_sustained(analysis):
     _, an = analysis
-    assert (an.tests["p"] < 0.05).all()
-    pw = an.pairwise[(an.pairwise["mode_a"] == "host") & (an.pairwise["mode_b"] == "flannel-vxlan")]
-    assert (pw["cliffs_delta"] == -1).all()  # every host run is faster than every vxlan run
+    h = an.headline.set_index(["size", "mode", "percentile"])
+    db = h.loc[("small", "docker-bridge", 99.0)]
+    assert db["verdict"] == stats.NOT_SUSTAINED and np.isnan(db["overhead_pct"]) and db["not_sustained"] == 1
+    large = h.loc[("large", "docker-bridge", 99.0)]  # its large runs were all fine
+    assert large["verdict"] != stats.NOT_SUSTAINED and large["overhead_lo"] < 10 < large["overhead_hi"]
+    q = an.quantiles[(an.quantiles["mode"] == "docker-bridge") & (an.quantiles["size"] == "small")]
+    bad = q[q["status"] == stats.NOT_SUSTAINED]
+    assert len(bad) and bad["estimate"].isna().all() and bad["pooled"].isna().all()
+    t = an.tiers[(an.tiers["size"] == "small") & (an.tiers["percentile"] == 99.0)]
+    assert t.iloc[-1]["text"] == "not sustained: docker-bridge"
+    assert t.iloc[0]["modes"].split(",") in (["host", "macvlan"], ["macvlan", "host"])
+
+
+def test_quantile_cells_are_typical_runs_with_t_intervals(analysis):
+    ds, an = analysis
+    q = an.quantiles[(an.quantiles["mode"] == "host") & (an.quantiles["size"] == "small") & (an.quantiles["percentile"] == 50)]
+    assert set(q["runs"]) == {6}  # 12 repetitions, each load in 6
+    assert (q["lo"] < q["estimate"]).all() and (q["estimate"] < q["hi"]).all()
+    assert (abs(q["pooled"] / q["estimate"] - 1) < 0.05).all()
 
 
 def test_save_and_load_tables(analysis, tmp_path):
     _, an = analysis
     stats.save(an, tmp_path)
     back = stats.load("synthetic", tmp_path)
-    assert back.headline.shape == an.headline.shape
-    assert back.headline["overhead_pct"].to_numpy() == pytest.approx(an.headline["overhead_pct"].to_numpy())
+    assert back.headline.shape == an.headline.shape and back.margin == 0.10 and back.design["blocks"] == 12
+    assert back.headline["overhead_pct"].to_numpy() == pytest.approx(an.headline["overhead_pct"].to_numpy(), nan_ok=True)
+
+
+def test_invalid_and_failed_runs_are_excluded_and_counted(analysis):
+    ds, an = analysis
+    assert int(an.excluded["runs"].sum()) == int((~ds.runs["valid"]).sum()) == 2

@@ -76,6 +76,12 @@ def test_inventory_is_relative_to_the_study_file():
         ({"seed": "abc"}, "seed"),
         ({"mode_settings": {"ipvlan": {}}}, "mode_settings.ipvlan"),
         ({"modez": ["host"]}, "modez"),
+        ({"load": {"fractions": [0.3, 0.5], "rotate": "yes"}}, "load.rotate"),
+        ({"load": {"fractions": [0.3, 0.5], "rotate": True}}, "load.rotate"),  # with focus
+        ({"load": {"fractions": [0.3, 0.5], "rotate": True}, "focus": None, "repetitions": 3}, "repetitions"),
+        ({"analysis": {"equivalence_margin": 10}}, "analysis.equivalence_margin"),
+        ({"analysis": {"compare_with": [3]}}, "analysis.compare_with"),
+        ({"analysis": {"margin": 0.1}}, "analysis.margin"),
     ],
 )
 def test_errors_name_the_key(over, key):
@@ -134,7 +140,14 @@ def test_bare_name_resolves_to_studies_dir():
     assert resolve_study_path("quick") == STUDIES / "quick.yml"
 
 
-@pytest.mark.parametrize("name", ["lab", "quick", "paper"])
+def test_rotation_and_analysis_settings():
+    s = study(load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=4,
+              analysis={"equivalence_margin": 0.2, "compare_with": "lab-a"})
+    assert s.rotate_loads and s.analysis == {"equivalence_margin": 0.2, "compare_with": ["lab-a"]}
+    assert not study().rotate_loads and study().analysis == {}
+
+
+@pytest.mark.parametrize("name", ["lab", "quick", "paper", "sweep"])
 def test_shipped_studies_load(name):
     s = load_study(STUDIES / f"{name}.yml")
     assert s.name == name
@@ -142,14 +155,30 @@ def test_shipped_studies_load(name):
 
 
 def test_lab_covers_what_the_issue_asks():
+    """Issue 11: >= 6 repetition blocks over the 30-50 % band, both sizes, every mode this kernel
+    supports; the equivalence margin and the generator are study keys."""
+    from cnibench.matrix import estimate, plan
+
     s = load_study(STUDIES / "lab.yml")
     assert set(s.sizes) == {"small", "large"}
     assert "ipvlan" not in s.modes  # this kernel has no ipvlan module
-    assert {"host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc"} <= set(s.modes)
-    assert min(s.loads) == pytest.approx(0.1) and max(s.loads) == pytest.approx(0.9)
-    focus = [x for x in s.loads if 0.3 <= x <= 0.5]
-    assert len(focus) >= 3  # extra points in 30-50 %
-    assert all(s.repetitions_at(x) >= 3 for x in focus)
+    assert set(s.modes) == {"host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "macvlan",
+                            "docker-bridge", "calico-routed"}
+    assert s.loads == (0.3, 0.5) and s.rotate_loads and s.repetitions >= 6
+    assert s.workload["generator"] == "openloop" and 0 < s.analysis["equivalence_margin"] < 1
+    # 20 minutes including calibration of both sizes, >= 75 % inside measurement windows
+    e = estimate(s, plan(s, {"small": 100_000, "large": 60_000}), calibrate_sizes=2)
+    assert e["seconds"] <= 20 * 60 - 60 and e["measure_fraction"] >= 0.75  # a minute left for redos
+
+
+def test_sweep_has_the_curve_and_the_maximum_rates():
+    from cnibench.matrix import estimate, plan
+
+    s = load_study(STUDIES / "sweep.yml")
+    assert min(s.loads) == pytest.approx(0.1) and max(s.loads) > 1.0 and 0.9 in s.loads
+    assert set(s.modes) == set(load_study(STUDIES / "lab.yml").modes)
+    e = estimate(s, plan(s, {"small": 100_000, "large": 60_000}), calibrate_sizes=2)
+    assert e["seconds"] <= 20 * 60  # its stated budget
 
 
 def test_paper_is_the_seed_matrix():

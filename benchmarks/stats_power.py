@@ -1,0 +1,80 @@
+"""What a study design can tell, for given spreads of log quantiles (simulation, seconds).
+
+    python3 benchmarks/stats_power.py                       # lab.yml's design, the stated spreads
+    python3 benchmarks/stats_power.py --block 0.06 --run 0.12 --margin 0.2
+    python3 benchmarks/stats_power.py --blocks 6 --loads-per-block 2   # 6 blocks of both loads
+
+    python3 benchmarks/stats_power.py --from-study lab     # spreads measured by an analysed study
+
+Spreads: standard deviations of log p99 between blocks (one mode set up once in one repetition)
+and between runs inside a block. --from-study reads data/processed/<study>/stats_headline.csv:
+the SD of a mode's paired block differences is se * sqrt(blocks), and one block value's SD is
+that / sqrt(2); with one load per block (lab.yml) only this total matters, so it is simulated
+as the block spread with no run spread (the median over modes and sizes at p99). For each
+design prints: false separations and 95 % coverage with no true difference, the share of
+exact-zero effects called equivalent, the share of +30 % effects detected, and the median MDE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from cnibench import synthetic  # noqa: E402
+from cnibench.matrix import loads_of_repetition  # noqa: E402
+from cnibench.study import load_study  # noqa: E402
+
+STATED = ((0.05, 0.05), (0.07, 0.10), (0.10, 0.10))  # keep in step with tests/unit/test_stats_design.py
+
+
+def lab_design(path="studies/lab.yml"):
+    s = load_study(Path(__file__).resolve().parents[1] / path)
+    return s.repetitions, len(loads_of_repetition(s, 1)), len(s.modes) - 1, s.analysis.get("equivalence_margin", 0.10)
+
+
+def measured_spread(study: str) -> float:
+    """Median over modes and sizes of one p99 block value's SD, from a study's headline."""
+    import numpy as np
+    import pandas as pd
+
+    from cnibench import config
+
+    h = pd.read_csv(config.PROCESSED / study / "stats_headline.csv")
+    h = h[(h["percentile"] == 99.0) & h["se"].notna() & (h["blocks"] >= 2)]
+    per_block = h["se"] * np.sqrt(h["blocks"]) / np.sqrt(2)
+    print(f"{study}: SD of one p99 block value, by mode and size: "
+          + ", ".join(f"{m} {s} {v:.3f}" for m, s, v in zip(h["mode"], h["size"], per_block)))
+    return float(per_block.median())
+
+
+def main(argv=None) -> int:
+    blocks, lpb, modes, margin = lab_design()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--block", type=float, help="block-to-block SD of log p99 (default: the stated spreads)")
+    ap.add_argument("--run", type=float, help="run-to-run SD of log p99")
+    ap.add_argument("--blocks", type=int, default=blocks)
+    ap.add_argument("--loads-per-block", type=int, default=lpb)
+    ap.add_argument("--modes", type=int, default=modes, help="modes compared with the reference")
+    ap.add_argument("--margin", type=float, default=margin)
+    ap.add_argument("--effect", type=float, default=0.30)
+    ap.add_argument("--studies", type=int, default=4000)
+    ap.add_argument("--from-study", help="take the spread from this analysed study (data/processed/<name>)")
+    a = ap.parse_args(argv)
+    spreads = [(a.block, a.run)] if a.block is not None and a.run is not None else STATED
+    if a.from_study:
+        spreads = [(measured_spread(a.from_study), 0.0)]
+    print(f"design: {a.blocks} blocks x {a.loads_per_block} loads per block, {a.modes} modes vs the reference, "
+          f"margin +-{100 * a.margin:.0f} %, effect +{100 * a.effect:.0f} %, {a.studies} studies")
+    print("block  run   | false sep. | coverage | equivalent | detected | median MDE")
+    for sb, sr in spreads:
+        r = synthetic.simulate_design(a.blocks, a.loads_per_block, a.modes, sb, sr, a.margin, a.effect, studies=a.studies)
+        print(f"{sb:<6.3g} {sr:<5.3g} | {r['false_separation']:10.3f} | {r['coverage']:8.3f} | {r['equivalent']:10.3f} | "
+              f"{r['detected']:8.3f} | {100 * r['mde']:8.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
