@@ -27,6 +27,8 @@ REQUIRED = {
     "ping": "iputils-ping",
     "curl": "curl",
 }
+# `invoke test` only: the report's headless-browser test
+FOR_TESTS = {"chromium": "chromium"}
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 

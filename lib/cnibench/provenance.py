@@ -171,6 +171,13 @@ def git_state(root: Path = ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def lock_sha256() -> str | None:
+    """Hash of requirements.lock, the environment the suite passed with (None: no lock)."""
+    from .lockfile import LOCK
+
+    return sha256_file(LOCK)
+
+
 def driver_facts() -> dict[str, Any]:
     from importlib import metadata
 
@@ -180,7 +187,8 @@ def driver_facts() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions}
+    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions,
+            "lock_sha256": lock_sha256()}
 
 
 # --- the manifest document (pure updates, atomic writes) ---------------------------------
