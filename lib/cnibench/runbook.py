@@ -34,15 +34,15 @@ from .errors import CnibenchError
 
 TEMPLATE = NOTEBOOKS / "run.ipynb"
 KERNEL = "python3"
-# A kernel answers in ~2 s on the 2-core machine, a rendering cell takes seconds (the slowest
-# analysis cell in the tests ~10 s): a stuck kernel fails within 2 minutes either way.
+# A kernel answers in ~2 s on the 2-core machine and a rendering cell takes seconds (the tests'
+# slowest notebook, figures, ~16 s in all): a stuck kernel fails within 2 minutes either way.
 START_TIMEOUT = 60
 CELL_TIMEOUT = 100
 log = logging.getLogger(__name__)
 
 
 class NotebookTimeout(CnibenchError):
-    """A notebook's kernel did not start or a cell did not finish in time (the kernel is stopped)."""
+    """A notebook's kernel did not answer in time: at its start, in a cell, or after the last one."""
 
 
 def cell_timeout_for(parameters: Mapping[str, Any]) -> float:
