@@ -96,13 +96,24 @@ def hosts_check(c, inventory=None, json_=False):
 
 @task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)"})
 def test(c, k="", unit=False):
-    """Install what is missing, then run the test suite (integration tests need root)."""
+    """Install what is missing (Debian packages, chromium for the report test), then run the test suite (integration tests need root)."""
     if os.geteuid() == 0:
-        packages.ensure()
+        packages.ensure({**packages.REQUIRED, **packages.FOR_TESTS})
     argv = [sys.executable, "-m", "pytest", "-q"] + (["tests/unit"] if unit else []) + (["-k", k] if k else [])
     result = c.run(shlex.join(argv), warn=True, pty=False)
     if result.exited != 0:
         raise Exit(code=result.exited)
+
+
+@task(help={"upgrade": "move every pin to the newest release (default: keep the pins, follow pyproject.toml's changes)"})
+def lock(c, upgrade=False):
+    """Regenerate requirements.lock from pyproject.toml: exact versions and hashes (Python 3.11, Linux x86_64)."""
+    from cnibench import lockfile
+
+    result = c.run(shlex.join(lockfile.compile_command(upgrade)), warn=True, pty=False)
+    if result.exited != 0:
+        raise Exit("error: uv could not lock the dependencies (is uv installed? python3 -m pip install uv)", code=result.exited or 1)
+    print(f"{lockfile.LOCK.name}: {len(lockfile.parse(lockfile.LOCK.read_text()))} packages pinned with hashes")
 
 
 # --- modes ---

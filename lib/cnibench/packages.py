@@ -29,6 +29,8 @@ REQUIRED = {
     "cc": "build-essential",  # builds cnib-openloop, the project's own load generator
     "tcpdump": "tcpdump",  # the tests compare the generator's log with the wire
 }
+# `invoke test` only: the report's headless-browser test
+FOR_TESTS = {"chromium": "chromium", "sudo": "sudo"}  # sudo: the `sudo: true` host test
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 

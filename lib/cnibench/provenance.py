@@ -172,6 +172,13 @@ def git_state(root: Path = ROOT) -> dict[str, Any]:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+def lock_sha256() -> str | None:
+    """Hash of requirements.lock, the environment the suite passed with (None: no lock)."""
+    from .lockfile import LOCK
+
+    return sha256_file(LOCK)
+
+
 def driver_facts() -> dict[str, Any]:
     from importlib import metadata
 
@@ -184,6 +191,7 @@ def driver_facts() -> dict[str, Any]:
     from .workload.loadgen import SOURCES, source_hash
 
     return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions,
+            "lock_sha256": lock_sha256(),
             # the project's own C programs, built on the hosts from these sources (the build's
             # compiler is each host's `tools.cc`; each run record names the binary it ran)
             "c_sources_sha256": {name: source_hash(name) for name in SOURCES}}

@@ -10,6 +10,12 @@ second. `fresh` starts a kernel per notebook (full isolation, slower).
 Papermill is synchronous and runs its own event loop; all calls go through one worker thread
 that owns the kernel, so its sockets stay on one loop and the runner's loop is never blocked.
 A failed notebook is saved by papermill before the error is raised, so it can be opened.
+
+No notebook can hang a run or a test: every execution (the runner's and the tests') goes through
+`execute`, which gives the kernel START_TIMEOUT s to answer and each cell a timeout, and turns a
+timeout into a NotebookTimeout naming the notebook and the cell. Kernels talk over Unix sockets
+(`ipc`) in a private directory: no TCP port to race for, nothing reachable from the network, and
+no "Kernel is running over TCP without encryption" warning.
 """
 
 from __future__ import annotations
@@ -17,14 +23,108 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 from .config import NOTEBOOKS
+from .errors import CnibenchError
 
 TEMPLATE = NOTEBOOKS / "run.ipynb"
 KERNEL = "python3"
+# A kernel answers in ~2 s on the 2-core machine and a rendering cell takes seconds (the tests'
+# slowest notebook, figures, ~16 s in all): a stuck kernel fails within 2 minutes either way.
+START_TIMEOUT = 60
+CELL_TIMEOUT = 100
 log = logging.getLogger(__name__)
+
+
+class NotebookTimeout(CnibenchError):
+    """A notebook's kernel did not answer in time: at its start, in a cell, or after the last one."""
+
+
+def cell_timeout_for(parameters: Mapping[str, Any]) -> float:
+    """A measuring run notebook's cell runs the whole measurement: it gets its duration on top."""
+    if not parameters.get("measure"):
+        return CELL_TIMEOUT
+    spec = parameters.get("spec") or {}
+    return CELL_TIMEOUT + float(spec.get("duration_s") or 0) + float(spec.get("warmup_s") or 0)
+
+
+def _ipc(sockets: str) -> dict[str, str]:
+    # absolute socket paths: the kernel's working directory differs from ours
+    return {"transport": "ipc", "ip": os.path.join(sockets, "k")}
+
+
+def kernel_manager(kernel_name: str = KERNEL):
+    """A kernel manager whose kernel listens on Unix sockets in a private directory."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    return AsyncKernelManager(kernel_name=kernel_name, **_ipc(tempfile.mkdtemp(prefix="cnib-kernel-")))
+
+
+def stop_kernel(km) -> None:
+    from jupyter_core.utils import run_sync
+
+    try:
+        run_sync(km.shutdown_kernel)(now=True)
+    except Exception as exc:  # the kernel may already be gone
+        log.debug("kernel shutdown: %s", exc)
+    shutil.rmtree(Path(km.ip).parent, ignore_errors=True)
+
+
+def execute(template: Path, out: Path, parameters: Mapping[str, Any], km=None, cwd: Path | None = None,
+            kernel_name: str = KERNEL, start_timeout: float = START_TIMEOUT, cell_timeout: float | None = None) -> None:
+    """papermill.execute_notebook with both timeouts, in `km`'s kernel (left running) or in a
+    kernel of its own (papermill starts and stops it). A timeout raises NotebookTimeout; papermill
+    has saved the notebook at `out` by then."""
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError
+    from traitlets.config import Config
+
+    timeout = cell_timeout if cell_timeout is not None else cell_timeout_for(parameters)
+    sockets = None
+    if km is None:
+        sockets = tempfile.mkdtemp(prefix="cnib-kernel-")
+        kw: dict[str, Any] = {"kernel_name": kernel_name, "config": Config({"KernelManager": _ipc(sockets)})}
+    else:
+        kw = {"kernel_name": km.kernel_name, "km": km}
+    try:
+        pm.execute_notebook(
+            str(template), str(out), parameters=dict(parameters), progress_bar=False, log_output=False,
+            cwd=str(cwd) if cwd else None, start_timeout=start_timeout, execution_timeout=timeout, **kw,
+        )
+    except CellTimeoutError as exc:
+        raise NotebookTimeout(f"{Path(template).name}: {_running_cell(out)} did not finish within {timeout:g} s "
+                              f"(the notebook so far is {out})") from exc
+    except (TimeoutError, RuntimeError) as exc:
+        # nbclient: "Kernel didn't respond in N seconds" (start), "Cell execution timed out" (no
+        # reply to papermill's closing kernel_info)
+        if "respond" not in str(exc) and "timed out" not in str(exc):
+            raise
+        raise NotebookTimeout(f"{Path(template).name}: the kernel did not answer ({exc}); "
+                              f"start timeout {start_timeout:g} s, cell timeout {timeout:g} s") from exc
+    finally:
+        if sockets:
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _running_cell(out: Path) -> str:
+    """'cell N (first line)': the last cell papermill started, read from the notebook it saved."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(out, as_version=4).cells
+    except Exception:
+        return "a cell"
+    started = [i for i, c in enumerate(cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return "a cell"
+    i = started[-1]
+    first = next((line for line in cells[i].source.splitlines() if line.strip()), "")
+    return f"cell {i} ({first[:60]!r})"
 
 
 def notebook_path(runs_dir: Path, rid: str) -> Path:
@@ -45,27 +145,24 @@ class RunBook:
         if self.policy != "warm":
             return None
         if self._km is None or not _alive(self._km):
-            from jupyter_client.manager import AsyncKernelManager
             from jupyter_core.utils import run_sync
 
-            self._km = AsyncKernelManager(kernel_name=KERNEL)
+            if self._km is not None:
+                stop_kernel(self._km)
+            self._km = kernel_manager()
             run_sync(self._km.start_kernel)(cwd=str(self.cwd) if self.cwd else None)
         return self._km
 
     def _execute(self, out: Path, parameters: Mapping[str, Any]) -> Path:
-        import papermill as pm
-
         out.parent.mkdir(parents=True, exist_ok=True)
-        kw: dict[str, Any] = {}
-        km = self._kernel()
-        if km is not None:
-            kw["km"] = km
         tmp = out.with_name(f".{out.stem}.partial.ipynb")
         try:
-            pm.execute_notebook(
-                str(self.template), str(tmp), parameters=dict(parameters), kernel_name=KERNEL,
-                progress_bar=False, log_output=False, cwd=str(self.cwd) if self.cwd else None, **kw,
-            )
+            execute(self.template, tmp, parameters, km=self._kernel(), cwd=self.cwd)
+        except NotebookTimeout:
+            if self._km is not None:  # stuck: the next notebook gets a new kernel
+                stop_kernel(self._km)
+                self._km = None
+            raise
         finally:
             # Even a failed notebook is kept (papermill saved it) under the final name.
             if tmp.exists():
@@ -82,12 +179,7 @@ class RunBook:
     def close(self) -> None:
         def stop():
             if self._km is not None:
-                from jupyter_core.utils import run_sync
-
-                try:
-                    run_sync(self._km.shutdown_kernel)(now=True)
-                except Exception as exc:  # the kernel may already be gone
-                    log.debug("kernel shutdown: %s", exc)
+                stop_kernel(self._km)
                 self._km = None
 
         try:

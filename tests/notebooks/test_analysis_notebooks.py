@@ -8,7 +8,7 @@ import pytest
 
 papermill = pytest.importorskip("papermill")
 
-from cnibench import config, synthetic  # noqa: E402
+from cnibench import config, runbook, synthetic  # noqa: E402
 
 NOTEBOOKS = config.ROOT / "notebooks"
 
@@ -30,8 +30,8 @@ def kernel_env(monkeypatch):
 
 
 def _run(name, out, **params):
-    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=params,
-                               kernel_name="python3", progress_bar=False, cwd=str(config.ROOT))
+    # the runner's path: kernel start and per-cell timeouts, so a stuck kernel fails, never hangs
+    runbook.execute(NOTEBOOKS / f"{name}.ipynb", out, params, cwd=config.ROOT)
     return json.loads(Path(out).read_text())
 
 
