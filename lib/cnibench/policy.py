@@ -4,7 +4,7 @@ tuning (pure; the runner does the I/O).
 Study keys (all optional):
 
     redo:    {max_attempts: 3}          # a disturbed run is run at most this often (default 1: never redone)
-    quiet:   {max_cpu: 0.10, window_s: 0.5, max_wait_s: 60}
+    quiet:   {max_cpu: 0.10, window_s: 0.5, max_wait_s: 30}
     require: {governor: performance, max_cstate: 1, mtu: 1500, offloads: {tso: true}}
 
 Redo. A run is *disturbed* when a noise guard made it invalid (guards.disturbed: foreign CPU,
@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 from .errors import ConfigError
 
 REDO_DEFAULTS = {"max_attempts": 1}
-QUIET_DEFAULTS = {"max_cpu": 0.10, "window_s": 0.5, "max_wait_s": 60.0}
+QUIET_DEFAULTS = {"max_cpu": 0.10, "window_s": 0.5, "max_wait_s": 30.0}
 REQUIRE_KEYS = ("governor", "max_cstate", "cpuidle_driver", "mtu", "offloads")
 ATTEMPTS_DIR = "attempts"
 
