@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import matrix, policy
+from . import matrix
+from . import policy as study_policy
 from .config import RAW, RUNS, load_inventory
 from .errors import CnibenchError, UnsupportedFeature
 from .matrix import PlannedRun
@@ -398,7 +399,7 @@ async def run_study_async(
 
             limits = await probe_limits(fleet)
             done = complete_statuses(raw_dir, study.name)
-            redo = policy.redo_ids(iter_records(raw_dir, study.name), study.redo["max_attempts"])
+            redo = study_policy.redo_ids(iter_records(raw_dir, study.name), study.redo["max_attempts"])
             todo = matrix.pending(runs, set(done) - redo)  # disturbed runs with attempts left are redone
             session.planned, session.already_done = len(runs), len(runs) - len(todo)
             bar = Progress(len(runs), session.already_done, enabled=progress, label=study.name)
@@ -506,23 +507,23 @@ async def _measure_with_redo(fleet, endpoint, study, run, fields, ref, limits, b
     earlier: list[dict] = []
     old = read_record(path)
     if old is not None:  # a disturbed run left by an earlier session: redone now
-        earlier = list(old.get("earlier_attempts") or []) + [policy.set_aside(path, old)]
+        earlier = list(old.get("earlier_attempts") or []) + [study_policy.set_aside(path, old)]
     while True:
         rec = await measure(fleet, endpoint, study.name, run, fields, ref, limits, session=bench)
         if earlier:
-            rec = policy.next_attempt(rec, earlier)
+            rec = study_policy.next_attempt(rec, earlier)
         write_record(raw_dir, rec)
-        if not policy.should_redo(rec, study.redo["max_attempts"]):
+        if not study_policy.should_redo(rec, study.redo["max_attempts"]):
             return rec
         session.redone += 1
-        bar.line(summary_line(rec, None) + f"  (disturbed: attempt {policy.attempt_of(rec) + 1} of {study.redo['max_attempts']} follows)")
-        earlier = earlier + [policy.set_aside(path, rec)]
+        bar.line(summary_line(rec, None) + f"  (disturbed: attempt {study_policy.attempt_of(rec) + 1} of {study.redo['max_attempts']} follows)")
+        earlier = earlier + [study_policy.set_aside(path, rec)]
 
 
 def check_requirements(study: Study, hosts: Mapping[str, Mapping]) -> None:
     """The study's `require:` against each host's recorded tuning; one clear error listing every
     mismatch, before any run (the hosts are not changed)."""
-    problems = [p for name, facts in hosts.items() for p in policy.tuning_mismatches(study.require, (facts or {}).get("tuning"), name)]
+    problems = [p for name, facts in hosts.items() for p in study_policy.tuning_mismatches(study.require, (facts or {}).get("tuning"), name)]
     if problems:
         raise RequirementsNotMet(f"the hosts do not meet {study.path}'s 'require': " + "; ".join(problems)
                                  + ". Tune them (e.g. cpupower frequency-set -g performance), or relax 'require'.")
@@ -653,8 +654,8 @@ def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
     runs = matrix.plan(study, max_rates)
     rows = matrix.completion(runs, complete_statuses(raw_dir, study.name))
     records = list(iter_records(raw_dir, study.name))
-    for row in rows:  # redo bookkeeping (policy.redo_counts): runs redone, still disturbed, flagged
-        c = policy.redo_counts(r for r in records if (r["mode"], r["size"]) == (row["mode"], row["size"]))
+    for row in rows:  # redo bookkeeping (study_policy.redo_counts): runs redone, still disturbed, flagged
+        c = study_policy.redo_counts(r for r in records if (r["mode"], r["size"]) == (row["mode"], row["size"]))
         row.update(redone=c["redone"], disturbed=c["disturbed"], flagged=c["flagged_runs"])
     return sorted(rows, key=lambda r: (study.modes.index(r["mode"]), study.sizes.index(r["size"])))
 
