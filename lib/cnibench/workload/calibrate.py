@@ -170,6 +170,19 @@ async def check_probe(fleet, endpoint, spec_template: BenchSpec, max_rate: float
     return {"rate": max_rate, "ok": bool(check_verdict(results)), "probes": log}
 
 
+class CalibrationFailed(CnibenchError):
+    """No probed rate was valid: there is no maximum rate to express a study's load against."""
+
+
+def no_valid_rate_message(base: BenchSpec, log: list[dict], p99_bound_ms: float) -> str:
+    """Why a calibration found nothing: the probes' own reasons (pure)."""
+    tried = "; ".join(
+        f"{e['rate']:g} req/s: {e['reason'] or e['status']}" + ("" if e["p99_us"] is None else f", p99 {e['p99_us'] / 1000:.2f} ms")
+        for e in log[:4]) or "no probe ran"
+    return (f"calibration of {base.mode}/{base.size} found no valid rate with p99 <= {p99_bound_ms:g} ms ({tried}). "
+            "Check the mode (invoke mode.verify) and the hosts; or lower calibration start_rate, or raise p99_bound_ms.")
+
+
 async def _search(session, base, probes, log, p99_bound_ms, start_rate, max_rate, tolerance, progress) -> dict:
     while (rate := next_rate(probes, start_rate, 2.0, max_rate, tolerance=tolerance)) is not None:
         ok, rec = await _probe(session, base, rate, p99_bound_ms, log, progress)
