@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
