@@ -76,16 +76,26 @@ def testbed_status(c, json_=False):
         print("  other cnib namespaces: " + ", ".join(st["other_cnib_netns"]))
 
 
-@task(help={"inventory": "inventory file (default inventories/testbed.yml)", "json_": "print JSON"})
-def hosts_check(c, inventory=None, json_=False):
-    """Precheck every host: reachable, privileges, tools, kernel features, CPU, MTU."""
+@task(help={"inventory": "inventory file (default inventories/testbed.yml)", "json_": "print JSON",
+            "study": "also check the host tuning this study requires (its 'require:' key)"})
+def hosts_check(c, inventory=None, json_=False, study=None):
+    """Precheck every host: reachable, privileges, tools, kernel features, CPU, MTU, tuning, hiccup meter."""
     from cnibench.hosts import Fleet
     from cnibench.precheck import check_fleet, format_table
+
+    require = None
+    if study:
+        from cnibench.study import load_study
+
+        try:
+            require = load_study(study).require
+        except CnibenchError as exc:
+            raise Exit(f"error: {exc}", code=2)
 
     async def main():
         fleet = Fleet(config.load_inventory(inventory))
         try:
-            return await check_fleet(fleet)
+            return await check_fleet(fleet, require)
         finally:
             await fleet.close()
 

@@ -64,6 +64,9 @@ class HostReport:
     data_interface: str = ""
     data_mtu: int | None = None
     data_address: str | None = None
+    hiccup_meter: str = ""  # cbuild.built_state of the hiccup meter (workload/hiccup)
+    tuning: dict = field(default_factory=dict)  # provenance.parse_tuning (+ mtu, offloads)
+    required: dict = field(default_factory=dict)  # a study's `require:` to check (policy.py)
 
     @property
     def generators(self) -> list[str]:
@@ -82,6 +85,9 @@ class HostReport:
             out.append("no C compiler to build cnib-openloop, the study's load generator: apt-get install -y build-essential")
         if self.data_mtu is None:
             out.append(f"data interface '{self.data_interface}' not found: fix data_interface in the inventory")
+        from .policy import tuning_mismatches
+
+        out.extend(tuning_mismatches(self.required, self.tuning, self.name))
         return out
 
     def to_dict(self) -> dict:
@@ -140,7 +146,21 @@ async def check_host(host: Host) -> HostReport:
         rep.data_address = s.data_address or (v4[0] if v4 else None)
     if rep.privileged:
         rep.kernel_features = await probe_kernel(host)
+    await _hygiene_facts(host, rep)
     return rep
+
+
+async def _hygiene_facts(host: Host, rep: HostReport) -> None:
+    """The hiccup meter's build state and the host's tuning (read only)."""
+    from .provenance import TUNING_SH, parse_offloads, parse_tuning
+    from .workload.cbuild import built_state
+    from .workload.hiccup import source
+
+    rep.hiccup_meter = await built_state(host, "hiccup", source())
+    r = await host.run(["sh", "-c", TUNING_SH, "cnib-tuning", rep.data_interface], check=False, timeout=15)
+    rep.tuning = parse_tuning(r.stdout)
+    k = await host.run(["ethtool", "-k", rep.data_interface], check=False, timeout=15)
+    rep.tuning.update(mtu=rep.data_mtu, offloads=parse_offloads(k.stdout) if k.ok else None)
 
 
 async def probe_kernel(host: Host) -> dict[str, dict]:
@@ -176,8 +196,12 @@ def _explain(kind: str, err: str) -> str:
     return err
 
 
-async def check_fleet(fleet: Fleet) -> list[HostReport]:
-    return list(await asyncio.gather(*(check_host(h) for h in fleet)))
+async def check_fleet(fleet: Fleet, require: dict | None = None) -> list[HostReport]:
+    """Every host's report; `require`: a study's host-tuning requirements, reported as problems."""
+    reports = list(await asyncio.gather(*(check_host(h) for h in fleet)))
+    for r in reports:
+        r.required = dict(require or {})
+    return reports
 
 
 def format_table(reports: list[HostReport]) -> str:
@@ -194,6 +218,11 @@ def format_table(reports: list[HostReport]) -> str:
         tools = ", ".join(f"{t} {v}" if v else f"{t} -" for t, v in r.tools.items())
         lines.append(f"  tools        {tools}")
         lines.append(f"  generators   {', '.join(r.generators) or 'none'}")
+        t = r.tuning or {}
+        govs = ", ".join(sorted(set((t.get("governor") or {}).values()))) or "n/a"
+        irqs = ", ".join(f"{i['irq']}->{i['affinity']}" for i in t.get("nic_irqs") or []) or "none found"
+        lines.append(f"  tuning       governor {govs}; max_cstate {t.get('max_cstate', '?')}; cpuidle {t.get('cpuidle_driver') or '?'}; NIC irqs {irqs}")
+        lines.append(f"  hiccup meter {r.hiccup_meter or '?'}")
         for kind, res in r.kernel_features.items():
             lines.append(f"  {kind:<12} {'yes' if res['ok'] else 'NO: ' + res['reason']}")
         for p in r.problems():

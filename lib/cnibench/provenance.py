@@ -60,12 +60,57 @@ def fact_commands(data_interface: str) -> dict[str, list[str]]:
         "nic_driver": ["ethtool", "-i", data_interface],
         "mtu": ["cat", f"/sys/class/net/{data_interface}/mtu"],
         "offloads": ["ethtool", "-k", data_interface],
+        "tuning": ["sh", "-c", TUNING_SH, "cnib-tuning", data_interface],
         "nginx": ["nginx", "-v"],
         "h2load": ["h2load", "--version"],
         "tcpkali": ["tcpkali", "--version"],
         "wrk": ["wrk", "--version"],
         "cc": ["cc", "--version"],  # compiles cnib-openloop on the host
     }
+
+
+# Host tuning that moves latency: frequency governor per CPU, C-state limits, the data NIC's
+# interrupts and their CPU affinity (lines of /proc/interrupts naming the interface or its PCI
+# address). One read-only command; parse_tuning reads its lines.
+TUNING_SH = r"""i=$1
+for f in /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor; do
+  [ -r "$f" ] && { c=${f#/sys/devices/system/cpu/}; echo "governor ${c%%/*} $(cat "$f")"; }
+done
+[ -r /sys/module/intel_idle/parameters/max_cstate ] && echo "max_cstate $(cat /sys/module/intel_idle/parameters/max_cstate)"
+[ -r /sys/devices/system/cpu/cpuidle/current_driver ] && echo "cpuidle_driver $(cat /sys/devices/system/cpu/cpuidle/current_driver)"
+[ -r /sys/devices/system/cpu/cpuidle/current_governor_ro ] && echo "cpuidle_governor $(cat /sys/devices/system/cpu/cpuidle/current_governor_ro)"
+for d in /sys/devices/system/cpu/cpu0/cpuidle/state[0-9]*; do
+  [ -r "$d/name" ] && echo "cstate ${d##*/} $(cat "$d/disable" 2>/dev/null || echo ?) $(cat "$d/name")"
+done
+bus=$(basename "$(readlink "/sys/class/net/$i/device" 2>/dev/null)" 2>/dev/null)
+grep -E "(^|[^[:alnum:]])$i([^[:alnum:]]|\$)${bus:+|$bus}" /proc/interrupts 2>/dev/null | while read -r n rest; do
+  n=${n%:}; echo "irq $n $(cat /proc/irq/$n/smp_affinity_list 2>/dev/null || echo ?) ${rest##* }"
+done
+exit 0
+"""
+
+
+def parse_tuning(text: str) -> dict[str, Any]:
+    """TUNING_SH's lines as {"governor": {cpu: name}, "max_cstate", "cpuidle_driver",
+    "cpuidle_governor", "cstates": [{"state", "name", "disabled"}], "nic_irqs": [{"irq", "affinity", "name"}]}."""
+    out: dict[str, Any] = {"governor": {}, "max_cstate": None, "cpuidle_driver": None, "cpuidle_governor": None,
+                           "cstates": [], "nic_irqs": []}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        key = parts[0]
+        if key == "governor" and len(parts) == 3:
+            out["governor"][parts[1]] = parts[2]
+        elif key == "max_cstate":
+            out["max_cstate"] = int(parts[1]) if parts[1].lstrip("-").isdigit() else parts[1]
+        elif key in ("cpuidle_driver", "cpuidle_governor"):
+            out[key] = parts[1]
+        elif key == "cstate" and len(parts) >= 4:
+            out["cstates"].append({"state": parts[1], "name": " ".join(parts[3:]), "disabled": {"1": True, "0": False}.get(parts[2])})
+        elif key == "irq" and len(parts) >= 3:
+            out["nic_irqs"].append({"irq": parts[1], "affinity": parts[2], "name": parts[3] if len(parts) > 3 else ""})
+    return out
 
 
 def parse_cpu_model(cpuinfo: str) -> str | None:
@@ -130,6 +175,11 @@ def host_facts_from_outputs(outputs: Mapping[str, tuple[int, str, str]]) -> dict
 
     cpuinfo, mtu, drv, offl, osr = ok("cpuinfo"), ok("mtu"), ok("nic_driver"), ok("offloads"), ok("os_release")
     count = ok("cpu_count")
+    mtu_v = int(mtu) if mtu and mtu.strip().isdigit() else None
+    offloads = parse_offloads(offl) if offl else None
+    tuning = parse_tuning(ok("tuning") or "") if outputs.get("tuning") else None
+    if tuning is not None:
+        tuning.update(mtu=mtu_v, offloads=offloads)
     return {
         "kernel": (ok("kernel") or "").strip() or None,
         "machine": (ok("machine") or "").strip() or None,
@@ -137,8 +187,9 @@ def host_facts_from_outputs(outputs: Mapping[str, tuple[int, str, str]]) -> dict
         "cpu_model": parse_cpu_model(cpuinfo) if cpuinfo else None,
         "cpu_count": int(count) if count and count.strip().isdigit() else None,
         "nic": parse_ethtool_driver(drv) if drv else None,
-        "mtu": int(mtu) if mtu and mtu.strip().isdigit() else None,
-        "offloads": parse_offloads(offl) if offl else None,
+        "mtu": mtu_v,
+        "offloads": offloads,
+        "tuning": tuning,
         "tools": {name: tool(name) for name in ("nginx", "h2load", "tcpkali", "wrk", "cc")},
     }
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import matrix
+from . import policy as study_policy
 from .config import RAW, RUNS, load_inventory
 from .errors import CnibenchError, UnsupportedFeature
 
@@ -70,6 +71,10 @@ log = logging.getLogger(__name__)
 
 class StudyStopped(CnibenchError):
     """stop_on_failure: a run failed, the study stopped after tearing its mode down."""
+
+
+class RequirementsNotMet(CnibenchError):
+    """The study's `require:` (host tuning) does not hold on some host."""
 
 
 # --- pure pieces -------------------------------------------------------------------------
@@ -159,44 +164,74 @@ def complete_statuses(raw_dir: Path, study: str) -> dict[str, str]:
 
 # --- calibration ----------------------------------------------------------------------------
 
-async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifest: dict | None, progress: Progress | None) -> dict | None:
-    """{"reference", "max_rates": {size: rps}, "source", "details"}; None for absolute-rate studies.
+async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifest: dict | None, progress: Progress | None, out=print) -> dict | None:
+    """{"reference", "max_rates": {size: rps}, "details", ["modes": {mode: {size: rps}}]}; None
+    for absolute-rate studies that do not calibrate every mode.
 
     A study keeps the calibration it started with (in its manifest) so its run ids stay the same
-    across resumes; otherwise a saved calibration of the inventory is used, else it calibrates.
+    across resumes; otherwise a saved calibration of the inventory is used after one check probe
+    at its maximum passes (workload/calibrate.check_probe), else the mode is calibrated. With
+    `calibration: {modes: all}` (a sweep study) every mode is, so each has a measured maximum.
     """
     if manifest and manifest.get("calibration"):
         return manifest["calibration"]
-    if not study.uses_fractions:
+    every = study.calibration.get("modes") == "all"
+    if not study.uses_fractions and not every:
         return None
-    calibrate, load_calibration, save_calibration = _calibration_api()
-
-    found: dict[str, dict] = {}
-    for size in study.sizes:
-        saved = load_calibration(inventory_name, study.reference, size)
-        if saved and saved.get("max_rate"):
-            found[size] = {"source": "saved", **saved}
-    missing = [s for s in study.sizes if s not in found]
-    if missing:
-        from .modes import mode_down, mode_up
-
-        if progress:
-            progress.status(f"calibrating {study.reference} ({', '.join(missing)})")
-        settings = mode_settings(study, study.reference)
-        endpoint = await mode_up(fleet, study.reference, settings)
-        try:
-            for size in missing:
-                template = bench_spec({**study.workload, "mode": study.reference, "size": size, "rate": 1})
-                result = await calibrate(fleet, endpoint, template, **study.calibration)
-                save_calibration(inventory_name, study.reference, size, result)
-                found[size] = {"source": "calibrated", **result}
-        finally:
-            await mode_down(fleet, study.reference, settings)
-    return {
+    found = await _calibrate_mode(fleet, study, inventory_name, study.reference, progress, out)
+    result = {
         "reference": study.reference,
         "max_rates": {s: float(found[s]["max_rate"]) for s in study.sizes},
         "details": {s: _jsonable(found[s]) for s in study.sizes},
     }
+    if every:
+        result["modes"] = {study.reference: dict(result["max_rates"])}
+        for mode in study.modes:
+            if mode != study.reference:
+                f = await _calibrate_mode(fleet, study, inventory_name, mode, progress, out)
+                result["modes"][mode] = {s: float(f[s]["max_rate"]) for s in study.sizes}
+                result.setdefault("mode_details", {})[mode] = {s: _jsonable(f[s]) for s in study.sizes}
+    return result
+
+
+def calibrate_kwargs(study: Study) -> dict:
+    """The study's calibration settings as calibrate() keywords ('modes' is the runner's)."""
+    return {k: v for k, v in study.calibration.items() if k != "modes"}
+
+
+async def _calibrate_mode(fleet, study: Study, inventory_name: str, mode: str, progress, out) -> dict[str, dict]:
+    """{size: calibration} of one mode: saved ones that pass their check probe, the rest calibrated."""
+    calibrate, load_calibration, save_calibration = _calibration_api()
+    from .workload.calibrate import check_probe
+
+    saved = {}
+    for size in study.sizes:
+        cal = load_calibration(inventory_name, mode, size)
+        if cal and cal.get("max_rate"):
+            saved[size] = cal
+    found: dict[str, dict] = {}
+    from .modes import mode_down, mode_up
+
+    kw = calibrate_kwargs(study)
+    settings = mode_settings(study, mode)
+    if progress:
+        progress.status(f"calibration of {mode}")
+    endpoint = await mode_up(fleet, mode, settings)
+    try:
+        for size in study.sizes:
+            template = bench_spec({**study.workload, "mode": mode, "size": size, "rate": 1})
+            if size in saved:
+                chk = await check_probe(fleet, endpoint, template, float(saved[size]["max_rate"]), **kw)
+                if chk["ok"]:
+                    found[size] = {"source": "saved", **saved[size], "check": chk}
+                    continue
+                out(f"the saved maximum of {mode}/{size} ({saved[size]['max_rate']:.0f} req/s) failed its check probe: calibrating again")
+            result = await calibrate(fleet, endpoint, template, **kw)
+            save_calibration(inventory_name, mode, size, result)
+            found[size] = {"source": "calibrated", **result}
+    finally:
+        await mode_down(fleet, mode, settings)
+    return found
 
 
 def _calibration_api():
@@ -284,6 +319,7 @@ class Session:
     notebooks_s: float = 0.0
     modes_s: float = 0.0  # mode up + down
     calibration_s: float = 0.0
+    redone: int = 0  # attempts that were disturbed and run again
     started: float = field(default_factory=time.monotonic)
     ended: str = "complete"
     first_failure: str | None = None  # the reason of the first failed run (for "every run failed")
@@ -292,7 +328,7 @@ class Session:
         wall = time.monotonic() - self.started
         return {
             "study": self.study, "planned": self.planned, "already_done": self.already_done,
-            "executed": self.executed, **self.statuses, "ended": self.ended,
+            "executed": self.executed, **self.statuses, "redone": self.redone, "ended": self.ended,
             "wall_s": round(wall, 2), "measure_s": round(self.measure_s, 2), "warmup_s": round(self.warmup_s, 2),
             "runs_s": round(self.runs_s, 2), "notebooks_s": round(self.notebooks_s, 2),
             "modes_s": round(self.modes_s, 2), "calibration_s": round(self.calibration_s, 2),
@@ -355,8 +391,11 @@ async def run_study_async(
             for line in sum((await fleet.gather("sweep", sweep_workload)).values(), []):
                 out(f"cleaned a leftover of an earlier session: {line}")
             await mode_down(fleet)
+            from .workload.quiet import wait_quiet
+
+            first_quiet = await wait_quiet(fleet, study.quiet, out, where="the study")
             t = time.monotonic()
-            calibration = await calibrated_max_rates(fleet, study, inventory.name, manifest, None)
+            calibration = await calibrated_max_rates(fleet, study, inventory.name, manifest, None, out)
             session.calibration_s = time.monotonic() - t
             runs = matrix.plan(study, (calibration or {}).get("max_rates"))
             check_runs(study, runs)  # a bad value stops the study here, before any mode goes up
@@ -367,14 +406,17 @@ async def run_study_async(
                 manifest["order"] = [r.run_id for r in runs]
             manifest["calibration"] = calibration
             sess = new_session(study, inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
+            sess["quiet"] = [first_quiet]
             add_session(manifest, sess)
             write_manifest(mpath, manifest)
+            check_requirements(study, sess["hosts"])
 
             from .workload.bench import probe_limits
 
             limits = await probe_limits(fleet)
             done = complete_statuses(raw_dir, study.name)
-            todo = matrix.pending(runs, done)
+            redo = study_policy.redo_ids(iter_records(raw_dir, study.name), study.redo["max_attempts"])
+            todo = matrix.pending(runs, set(done) - redo)  # disturbed runs with attempts left are redone
             session.planned, session.already_done = len(runs), len(runs) - len(todo)
             bar = Progress(len(runs), session.already_done, enabled=progress, label=study.name)
             if session.already_done:
@@ -420,6 +462,10 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
     settings = mode_settings(study, block.mode)
     entry = {"repetition": block.repetition, "mode": block.mode, "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
     sess["mode_blocks"].append(entry)
+    from .workload.quiet import wait_quiet
+
+    bar.status(f"quiet-machine check before {block.mode}")
+    entry["quiet"] = await wait_quiet(fleet, study.quiet, bar.line, where=f"{block.mode} (rep {block.repetition})")
     bar.status(f"{block.mode} up (rep {block.repetition})")
     t = time.monotonic()
     try:
@@ -453,9 +499,8 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
                 rec = await _measure_in_notebook(book, inventory_path, endpoint, fields, run, raw_dir, runs_dir, ref)
                 took = time.monotonic() - t
             else:
-                rec = await measure(fleet, endpoint, study.name, run, fields, ref, limits, session=bench)
+                rec = await _measure_with_redo(fleet, endpoint, study, run, fields, ref, limits, bench, raw_dir, bar, session)
                 took = time.monotonic() - t
-                write_record(raw_dir, rec)
             session.runs_s += took
             _store(rec, took, raw_dir, bar, session, sess, manifest, mpath, written=True)
             if stop_on_failure and rec["status"] == "failed":
@@ -469,6 +514,35 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
         await mode_down(fleet, block.mode, settings)
         entry["down_s"] = round(time.monotonic() - t, 3)
         session.modes_s += time.monotonic() - t
+
+
+async def _measure_with_redo(fleet, endpoint, study, run, fields, ref, limits, bench, raw_dir, bar, session) -> dict:
+    """Measure a run and write its record; a disturbed run is run again while the study's redo
+    policy allows (policy.py): earlier attempts are moved to attempts/, the last one is the run's."""
+    path = record_path(raw_dir, run.run_id)
+    earlier: list[dict] = []
+    old = read_record(path)
+    if old is not None:  # a disturbed run left by an earlier session: redone now
+        earlier = list(old.get("earlier_attempts") or []) + [study_policy.set_aside(path, old)]
+    while True:
+        rec = await measure(fleet, endpoint, study.name, run, fields, ref, limits, session=bench)
+        if earlier:
+            rec = study_policy.next_attempt(rec, earlier)
+        write_record(raw_dir, rec)
+        if not study_policy.should_redo(rec, study.redo["max_attempts"]):
+            return rec
+        session.redone += 1
+        bar.line(summary_line(rec, None) + f"  (disturbed: attempt {study_policy.attempt_of(rec) + 1} of {study.redo['max_attempts']} follows)")
+        earlier = earlier + [study_policy.set_aside(path, rec)]
+
+
+def check_requirements(study: Study, hosts: Mapping[str, Mapping]) -> None:
+    """The study's `require:` against each host's recorded tuning; one clear error listing every
+    mismatch, before any run (the hosts are not changed)."""
+    problems = [p for name, facts in hosts.items() for p in study_policy.tuning_mismatches(study.require, (facts or {}).get("tuning"), name)]
+    if problems:
+        raise RequirementsNotMet(f"the hosts do not meet {study.path}'s 'require': " + "; ".join(problems)
+                                 + ". Tune them (e.g. cpupower frequency-set -g performance), or relax 'require'.")
 
 
 def _store(rec, took, raw_dir, bar, session, sess, manifest, mpath, written=False) -> None:
@@ -640,15 +714,19 @@ def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
         max_rates = {s: 1e9 for s in study.sizes}  # placeholder ids: only the counts matter
     runs = matrix.plan(study, max_rates)
     rows = matrix.completion(runs, complete_statuses(raw_dir, study.name))
+    records = list(iter_records(raw_dir, study.name))
+    for row in rows:  # redo bookkeeping (study_policy.redo_counts): runs redone, still disturbed, flagged
+        c = study_policy.redo_counts(r for r in records if (r["mode"], r["size"]) == (row["mode"], row["size"]))
+        row.update(redone=c["redone"], disturbed=c["disturbed"], flagged=c["flagged_runs"])
     return sorted(rows, key=lambda r: (study.modes.index(r["mode"]), study.sizes.index(r["size"])))
 
 
 def format_status(rows: list[dict]) -> str:
-    cols = ("mode", "size", "planned", "ok", "invalid", "failed", "missing")
-    total = {c: sum(r[c] for r in rows) for c in cols[2:]}
+    cols = ("mode", "size", "planned", "ok", "invalid", "failed", "missing", "redone", "disturbed", "flagged")
+    total = {c: sum(r.get(c, 0) for r in rows) for c in cols[2:]}
     lines = [f"{'mode':<18}{'size':<7}" + "".join(f"{c:>9}" for c in cols[2:])]
     for r in rows:
-        lines.append(f"{r['mode']:<18}{r['size']:<7}" + "".join(f"{r[c]:>9}" for c in cols[2:]))
+        lines.append(f"{r['mode']:<18}{r['size']:<7}" + "".join(f"{r.get(c, 0):>9}" for c in cols[2:]))
     lines.append(f"{'total':<25}" + "".join(f"{total[c]:>9}" for c in cols[2:]))
     done = total["ok"] + total["invalid"] + total["failed"]
     lines.append(f"{done} of {total['planned']} runs recorded ({100 * done / max(1, total['planned']):.0f} %)")

@@ -18,7 +18,8 @@ is wrong and how to fix it (ConfigError), like inventories do.
     workload: {duration_s: 8, warmup_s: 2, connections: 32, ...}   # BenchSpec fields; optional:
                                    # duration_s 10, warmup_s 2, connections max(10, ceil(rate/100))
                                    # (workload/defaults.py, which also has the bounds)
-    calibration: {...}             # keyword arguments of workload calibrate()
+    calibration: {...}             # keyword arguments of workload calibrate(); modes: all (calibrate every mode)
+    redo: {max_attempts: 3}        # disturbed runs redone (policy.py); quiet: {...}; require: {...}
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
     analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, _resolve, _suggest, read_yaml
+from . import policy
 from .errors import ConfigError
 from .workload.defaults import MAX_CONNECTIONS, MAX_RATE
 
@@ -47,6 +49,7 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
+    "redo", "quiet", "require",
 )
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
 # BenchSpec fields a study may set (the workload module is the authority when present).
@@ -119,6 +122,9 @@ class Study:
     mode_settings: dict[str, dict] = field(default_factory=dict)
     notebooks: str = "warm"
     description: str = ""
+    redo: dict[str, Any] = field(default_factory=dict)  # policy.py
+    quiet: dict[str, Any] = field(default_factory=dict)
+    require: dict[str, Any] = field(default_factory=dict)
     digest: str = ""  # sha256 of the file's bytes, for the provenance manifest
     rotate_loads: bool = False  # one load per repetition, in turn (load.rotate)
     analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
@@ -211,7 +217,10 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     calibration = _mapping(data, "calibration", path)
     keys = calibration_keys()
     if keys:
-        _no_unknown(calibration, keys, path, "calibration.", "calibration setting")
+        _no_unknown(calibration, keys + ("modes",), path, "calibration.", "calibration setting")
+    if calibration.get("modes", "reference") not in ("reference", "all"):
+        raise ConfigError(path, "calibration.modes", f"'{calibration['modes']}' is not 'reference' or 'all'",
+                          "Write 'modes: all' to calibrate every mode (a sweep study), or leave it out.")
     mode_settings = _mapping(data, "mode_settings", path)
     for mode, settings in mode_settings.items():
         if mode not in modes:
@@ -237,6 +246,8 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
         rotate_loads=rotate, analysis=analysis,
+        redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
+        require=policy.parse_require(data.get("require"), path),
     )
 
 

@@ -33,3 +33,35 @@ def test_problems_name_the_fix():
 def test_missing_packages():
     assert missing({"definitely-not-a-program-cnib": "pkg-x", "sh": "dash"}) == ["pkg-x"]
     assert install_command(["a"])[:3] == ["apt-get", "install", "-y"]
+
+
+# --- host tuning (provenance.parse_tuning) and a study's `require` (policy.tuning_mismatches) ---
+
+TUNING = """governor cpu0 performance
+governor cpu1 powersave
+max_cstate 1
+cpuidle_driver intel_idle
+cpuidle_governor menu
+cstate state0 0 POLL
+cstate state1 1 haltpoll idle
+irq 38 0-1 virtio2-input.0
+irq 39 3 eth0-TxRx-0
+"""
+
+
+def test_tuning_is_parsed_and_checked_against_require():
+    from cnibench import policy
+    from cnibench.provenance import parse_tuning
+
+    t = parse_tuning(TUNING)
+    assert t["governor"] == {"cpu0": "performance", "cpu1": "powersave"} and t["max_cstate"] == 1
+    assert t["cstates"][1] == {"state": "state1", "name": "haltpoll idle", "disabled": True}
+    assert t["nic_irqs"][1] == {"irq": "39", "affinity": "3", "name": "eth0-TxRx-0"}
+    t.update(mtu=1500, offloads={"tcp-segmentation-offload": True})
+    assert policy.tuning_mismatches({}, t, "h") == []
+    problems = policy.tuning_mismatches({"governor": "performance", "max_cstate": 1, "mtu": 9000,
+                                         "offloads": {"tcp-segmentation-offload": False}}, t, "server")
+    assert len(problems) == 3
+    assert "server: CPU frequency governor is performance, powersave" in problems[0]
+    assert "mtu is 1500, the study requires 9000" in problems[1] and "offload tcp-segmentation-offload is on" in problems[2]
+    assert "governor is unknown" in policy.tuning_mismatches({"governor": "performance"}, {"governor": {}}, "vm")[0]

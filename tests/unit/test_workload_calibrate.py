@@ -15,17 +15,17 @@ def search(capacity, **kw):
 
 def test_ramp_then_bisect_brackets_the_capacity_within_tolerance():
     probes = search(23_000, start=2000, tolerance=0.05)
-    rates = [r for r, _ in probes]
+    rates = list(dict.fromkeys(r for r, _ in probes))  # a failure is probed twice (its vote)
     assert rates[:5] == [2000, 4000, 8000, 16000, 32000]  # ramp x2 until a failure
     best = max(r for r, ok in probes if ok)
     worst = min(r for r, ok in probes if not ok and r > best)
     assert best <= 23_000 < worst and (worst - best) / best <= 0.05
-    assert len(probes) <= 12
+    assert len(probes) <= 18
 
 
 def test_first_rate_too_high_ramps_down():
     probes = search(700, start=2000)
-    assert probes[0] == (2000, False) and probes[1] == (1000, False) and probes[2] == (500, True)
+    assert probes[:5] == [(2000, False), (2000, False), (1000, False), (1000, False), (500, True)]
     assert max(r for r, ok in probes if ok) <= 700
 
 

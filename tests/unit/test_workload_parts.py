@@ -106,7 +106,7 @@ def test_intervals_are_rates_between_samples():
     assert len(rows) == 1  # the torn third sample is dropped
     r = rows[0]
     assert r["dt"] == 2.0 and r["ctxt_per_s"] == 500.0 and r["intr_per_s"] == 500.0
-    assert r["cpu"]["cpu1"] == {"user": 40.0, "system": 10.0, "irq": 10.0, "softirq": 20.0, "idle": 20.0}
+    assert r["cpu"]["cpu1"] == {"user": 40.0, "system": 10.0, "irq": 10.0, "softirq": 20.0, "idle": 20.0, "steal": 0.0}
     assert r["net"]["rx_packets_per_s"] == 10.0 and r["net"]["rx_bytes_per_s"] == 1000.0 and r["net"]["rx_dropped"] == 2
     assert r["tcp_retrans"] == 2 and r["tcp_retrans_container"] == 2
 

@@ -29,13 +29,12 @@ from ..config import RUN_DIR
 from ..errors import CnibenchError, ConfigError, HostError
 from ..hosts import quote
 from ..results import SCHEMA_VERSION, encode_histogram, percentile_table
-from . import guards as guards_mod
 from . import nginx as nginx_mod
 from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting
 from .defaults import default_connections
 from .generators.openloop import default_pipeline
 from .guards import GuardLimits
-from .metrics import Sampler
+from .hygiene import HICCUP_PLACEMENTS, RunHygiene, judge_run
 
 WHERE = "bench"  # ConfigError 'path' for command-line/spec input
 FD_MARGIN = 64  # descriptors a generator needs besides its connections
@@ -67,6 +66,7 @@ class BenchSpec:
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
     server_delay_s: float = 0.0  # a fixed delay nginx adds to every response (checks the instrument)
     guard: GuardLimits = field(default_factory=GuardLimits)
+    hiccup: str = "on"  # hiccup meter per host: on (unpinned) | pinned (one per pinned core) | off; see hiccup/
 
     @property
     def n_connections(self) -> int:
@@ -158,6 +158,8 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
         raise _bad("server_delay", f"must be between 0 and 10 s (got {spec.server_delay_s:g})", "Use 0 (no delay) for measurements.")
     if spec.timeout_s <= 0:
         raise _bad("timeout", f"must be > 0 s (got {spec.timeout_s:g})", "Give the response timeout in seconds.")
+    if spec.hiccup not in HICCUP_PLACEMENTS:
+        raise _bad("hiccup", f"'{spec.hiccup}' is not a hiccup meter placement", f"Use one of: {', '.join(HICCUP_PLACEMENTS)}.")
     if spec.pipeline is not None and spec.pipeline < 0:
         raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Leave it out (the generator's default) or give N >= 1.")
     if spec.arrival not in ("uniform", "poisson"):
@@ -381,7 +383,7 @@ class BenchSession:
         notes: list[str] = rec["notes"]
         bg = hook = None
         nginx_gone = False
-        sampler = Sampler()
+        hyg = RunHygiene(fleet, endpoint, spec)
         hook_error: BaseException | None = None
         try:
             build = await self.prepare_generator(spec.generator)
@@ -390,9 +392,7 @@ class BenchSession:
             nginx = await self._nginx(self.nginx_spec(spec), notes)
             await nginx_mod.health_check(client, endpoint.client_netns, load.url, spec.size)
             await client.run(["mkdir", "-p", gen_dir], timeout=20)
-            if spec.metrics:
-                for host, ns in ((client, endpoint.client_netns), (fleet.server, endpoint.server_netns)):
-                    await sampler.start(host, host.spec.data_interface, ns)
+            await hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
             bg = await client.start(argv, netns=endpoint.client_netns)
             if during is not None:
                 hook = asyncio.ensure_future(during(RunContext(fleet, endpoint, spec, load, nginx, bg)))
@@ -405,8 +405,7 @@ class BenchSession:
                 lost = await _connection_lost(client)
                 raise _Failed(f"lost the SSH connection to the client host during the run ({lost or exc})") from None
             # The load is over: the samplers' last sample closes the window now, not a period later.
-            if spec.metrics:
-                rec["metrics"] = await _bounded("stop samplers", sampler.stop(), notes) or {}
+            rec["metrics"] = await _bounded("stop samplers", hyg.stop(), notes) or {}
             files = {}
             for key, path in gen.files(load).items():
                 try:
@@ -426,11 +425,7 @@ class BenchSession:
                 rec["reason"] = f"failed: {result.reason}"
             _fill(rec, spec, result)
             if not rec["reason"]:
-                # A busy-polling generator is always ~100 % busy; its send lag says whether it kept up.
-                cpu = None if getattr(gen, "busy_polls", False) else result.generator_cpu
-                reasons = guards_mod.check(rec["target_rate"], result.achieved_rate, result.requests, result.errors,
-                                           result.timeouts, cpu, spec.threads, spec.guard)
-                rec["status"], rec["reason"] = guards_mod.verdict(reasons)
+                judge_run(rec, spec, hyg, files)  # every guard (workload/guards.py), figures in rec["hygiene"]
         except (CnibenchError, OSError, asyncio.TimeoutError) as exc:
             rec["reason"] = f"failed: {exc}"
         except _Failed as exc:
@@ -442,8 +437,9 @@ class BenchSession:
                 hook.cancel()
             if bg is not None:
                 await _bounded("stop generator", bg.stop(grace=3), notes)
-            if sampler.running:
-                rec["metrics"] = await _bounded("stop samplers", sampler.stop(), notes) or rec["metrics"] or {}
+            if hyg.running:
+                rec["metrics"] = await _bounded("stop samplers", hyg.stop(), notes) or rec["metrics"] or {}
+            notes.extend(hyg.meters.notes)
             if nginx_gone or rec["status"] == "failed" and self.nginx is not None and not await _alive_or_false(self.nginx):
                 notes.extend(await self.close())  # what is left of a dead nginx goes; the next run starts one
             await _bounded("remove generator files", client.run(["rm", "-rf", "--", gen_dir], check=False, timeout=20), notes)

@@ -1,21 +1,35 @@
-"""System metrics on every host during a run: a sampler over SSH with a 1 s period.
+"""System metrics on every host during a run: one long-lived sampler per namespace under test.
 
-The remote side is one `sh` loop that prints /proc/stat, /proc/net/dev and /proc/net/snmp
-(and, for a container mode, the container's /proc/net/snmp: TCP runs there) behind a
-timestamp from /proc/uptime. Nothing else runs on the host; a sample costs a few `cat`s.
-Everything below `SAMPLER_SH` is pure parsing of that text into per-interval rates:
+The sampler is one `bash` process started once per run, before the warm-up, inside the network
+namespace under test (the container's; the host's own for `host`), so every mode pays the same:
+it starts no process per sample. It reads /proc with the `read`/`mapfile` builtins and sleeps
+with `read -t` on a pipe that never delivers, so a sample costs only its own reads (its CPU is
+recorded per run: the `sampler` line of @@pids). Per sample it prints, behind the time from
+/proc/uptime:
+
+  @@stat       the per-CPU lines of /proc/stat (steal included), ctxt and the intr total
+  @@netdev     /proc/net/dev and @@snmp the Tcp lines of /proc/net/snmp of the *host's*
+               namespace, read through /proc/<pid>/net of the SSH session that started it
+               (a process of the host's namespace), @@snmp-container the container's own
+  @@pids       "<role> <pid> <utime+stime ticks>" of the processes whose CPU the noise guards
+               subtract (guards.py): the sampler itself, its ancestors (the sshd session that
+               carries it: role sshd) and the pids it was given (nginx, the hiccup meter)
+
+and once at start @@boot (the kernel's boot id: two hosts with the same id share a machine,
+as the testbed's do). Everything below `SAMPLER_SH` is pure parsing of that text into
+per-interval rates:
 
   {"t": s since the first sample, "dt": s,
-   "cpu": {"cpu0": {"user": %, "system": %, "irq": %, "softirq": %, "idle": %}, ...},
+   "cpu": {"cpu0": {"user": %, "system": %, "irq": %, "softirq": %, "idle": %, "steal": %}, ...},
    "ctxt_per_s", "intr_per_s",
    "net": {"rx_packets_per_s", "tx_packets_per_s", "rx_bytes_per_s", "tx_bytes_per_s",
            "rx_dropped", "tx_dropped"},           (the data interface; drops are counts)
    "tcp_retrans": count, "tcp_retrans_container": count | None}
 
 In the run record (`compact`) the per-CPU part is stored as arrays, rounded to 0.1 %: per host
-"cpu_fields": ["user", "system", "irq", "softirq", "idle"], "cpus": ["cpu0", ...] and per
-sample "cpu": [[user, system, irq, softirq, idle] per CPU in that order]. A 36-CPU host then
-costs ~1 KB per second of run instead of ~3 KB, so a record stays under 64 KB.
+"cpu_fields": ["user", "system", "irq", "softirq", "idle", "steal"], "cpus": ["cpu0", ...] and
+per sample "cpu": [[user, system, irq, softirq, idle, steal] per CPU in that order]. A 36-CPU
+host then costs ~1 KB per second of run instead of ~3 KB, so a record stays under 64 KB.
 """
 
 from __future__ import annotations
@@ -25,31 +39,65 @@ import asyncio
 from ..hosts import Background
 
 PERIOD_S = 1.0
-# TERM (Sampler.stop) takes one last sample and exits at once: the sleep runs in the background
-# and `wait` returns on the signal, so a stop neither waits out a period nor loses the tail of
-# the run. A sample torn by the signal has no @@end and is dropped by split_samples.
-SAMPLER_SH = r"""p=$1; ns=$2; s=
+USER_HZ = 100  # the unit of /proc/<pid>/stat and /proc/stat times on Linux (USER_HZ, not HZ)
+# TERM (Sampler.stop) takes one last sample and exits at once: `read -t` returns on a trapped
+# signal, so a stop neither waits out a period nor loses the tail of the run. A sample torn by
+# the signal has no @@end and is dropped by split_samples. $2 > 0: exit after that many samples
+# (the quiet-machine check). $3: 1 when started inside a container's namespace. $4..: "role:pid"
+# of processes to account. The ancestors accounted as sshd are the sshd/sudo processes above us
+# (the walk stops at the first other one: the testbed's sshd may have the driver as parent).
+SAMPLER_SH = r"""p=$1; n=$2; cont=$3; shift 3
+hp=$PPID  # the SSH session (or sudo) that started us: a process of the host's namespace
+exec {w}<> <(:)  # a pipe we hold both ends of: `read -t` on it is a sleep without a process
+pids=("$@" "sampler:$$")
+q=$hp
+while [ "$q" -gt 1 ] 2>/dev/null; do
+  read -r l < "/proc/$q/stat" || break
+  c=${l#*(}; c=${c%%)*}
+  case $c in sshd*|sudo) pids+=("sshd:$q");; *) break;; esac
+  r=${l##*) }; set -- $r; q=$2
+done
+cpu() {
+  local x l
+  for x in "${pids[@]}"; do
+    read -r l < "/proc/${x#*:}/stat" 2>/dev/null || continue
+    l=${l##*) }; set -- $l; echo "${x%%:*} ${x#*:} $(( ${12} + ${13} ))"
+  done
+}
 sample() {
+  local l up
   read -r up _ < /proc/uptime
   echo "@@sample $up"
-  echo "@@stat"; cat /proc/stat
-  echo "@@netdev"; cat /proc/net/dev
-  echo "@@snmp"; cat /proc/net/snmp
-  if [ -n "$ns" ]; then echo "@@snmp-container"; ip netns exec "$ns" cat /proc/net/snmp 2>/dev/null; fi
+  echo "@@stat"
+  while read -r l; do
+    case $l in cpu*|ctxt*) echo "$l";; intr*) set -- $l; echo "intr $2";; esac
+  done < /proc/stat
+  echo "@@netdev"; mapfile -t L < "/proc/$hp/net/dev"; printf '%s\n' "${L[@]}"
+  echo "@@snmp"; while read -r l; do case $l in Tcp:*) echo "$l";; esac; done < "/proc/$hp/net/snmp"
+  if [ "$cont" = 1 ]; then
+    echo "@@snmp-container"; while read -r l; do case $l in Tcp:*) echo "$l";; esac; done < /proc/$$/net/snmp
+  fi
+  echo "@@pids"; cpu
   echo "@@end"
 }
-trap '[ -n "$s" ] && kill "$s" 2>/dev/null; sample; exit 0' TERM
+trap 'sample; exit 0' TERM
+read -r b < /proc/sys/kernel/random/boot_id; echo "@@boot $b"
+i=0
 while :; do
   sample
-  sleep "$p" & s=$!
-  wait "$s"
+  i=$((i + 1)); [ "$n" -gt 0 ] && [ "$i" -ge "$n" ] && exit 0
+  read -t "$p" -u "$w"
 done
 """
 _CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
-def sampler_argv(period_s: float = PERIOD_S, container_netns: str | None = None) -> list[str]:
-    return ["sh", "-c", SAMPLER_SH, "cnib-sampler", f"{period_s:g}", container_netns or ""]
+def sampler_argv(period_s: float = PERIOD_S, watch: dict[str, list[int]] | None = None, count: int = 0,
+                 in_container: bool = False) -> list[str]:
+    """The sampler's command (run it inside the namespace to sample: Host.start(netns=...)).
+    `watch`: {role: [pid, ...]} of processes whose CPU it reports besides its own and sshd's."""
+    roles = [f"{role}:{pid}" for role, pids in (watch or {}).items() for pid in pids]
+    return ["bash", "-c", SAMPLER_SH, "cnib-sampler", f"{period_s:g}", str(int(count)), "1" if in_container else "0", *roles]
 
 
 def split_samples(text: str) -> list[dict[str, str]]:
@@ -114,11 +162,30 @@ def _cpu_percent(a: dict, b: dict) -> dict:
         "irq": round(100.0 * d["irq"] / total, 2),
         "softirq": round(100.0 * d["softirq"] / total, 2),
         "idle": round(100.0 * (d["idle"] + d["iowait"]) / total, 2),
+        "steal": round(100.0 * d["steal"] / total, 2),
     }
 
 
-def intervals(text: str, interface: str) -> list[dict]:
-    """Per-interval rates between consecutive complete samples (see the module docstring)."""
+def parse_pids(text: str) -> dict[int, tuple[str, int]]:
+    """@@pids lines: {pid: (role, utime+stime ticks)}."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            out[int(parts[1])] = (parts[0], int(parts[2]))
+    return out
+
+
+def boot_id(text: str) -> str | None:
+    """The @@boot line the sampler prints once at start (None: not there)."""
+    for line in text.splitlines():
+        if line.startswith("@@boot "):
+            return line.split(None, 1)[1].strip() or None
+    return None
+
+
+def parse_samples(text: str, interface: str) -> list[dict]:
+    """Complete samples, parsed: {"uptime", "stat", "net", "tcp", "tcp_c", "pids"}."""
     parsed = []
     for s in split_samples(text):
         try:
@@ -128,9 +195,19 @@ def intervals(text: str, interface: str) -> list[dict]:
                 "net": parse_netdev(s.get("netdev", ""), interface),
                 "tcp": parse_snmp_tcp(s.get("snmp", "")),
                 "tcp_c": parse_snmp_tcp(s["snmp-container"]) if "snmp-container" in s else None,
+                "pids": parse_pids(s.get("pids", "")),
             })
         except (KeyError, ValueError, IndexError):
             continue  # a malformed sample is skipped, not fatal
+    return parsed
+
+
+def intervals(text: str, interface: str) -> list[dict]:
+    """Per-interval rates between consecutive complete samples (see the module docstring)."""
+    return intervals_of(parse_samples(text, interface))
+
+
+def intervals_of(parsed: list[dict]) -> list[dict]:
     out = []
     for a, b in zip(parsed, parsed[1:]):
         dt = b["uptime"] - a["uptime"]
@@ -162,7 +239,7 @@ def intervals(text: str, interface: str) -> list[dict]:
     return out
 
 
-CPU_KINDS = ("user", "system", "irq", "softirq", "idle")
+CPU_KINDS = ("user", "system", "irq", "softirq", "idle", "steal")
 
 
 def compact(samples: list[dict]) -> dict:
@@ -192,14 +269,17 @@ def expand_cpu(host_metrics: dict, sample: dict) -> dict[str, dict]:
 
 
 class Sampler:
-    """One sampler per host for the length of a run."""
+    """One sampler per host for the length of a run, inside the namespace under test."""
 
     def __init__(self, period_s: float = PERIOD_S):
         self.period_s = period_s
         self.running: dict[str, tuple[Background, str]] = {}
+        self.parsed: dict[str, dict] = {}  # host -> {"boot_id", "samples": parse_samples(...)} once stopped
 
-    async def start(self, host, interface: str, container_netns: str | None = None) -> None:
-        bg = await host.start(sampler_argv(self.period_s, container_netns))
+    async def start(self, host, interface: str, container_netns: str | None = None,
+                    watch: dict[str, list[int]] | None = None) -> None:
+        argv = sampler_argv(self.period_s, watch, in_container=container_netns is not None)
+        bg = await host.start(argv, netns=container_netns)
         self.running[host.name] = (bg, interface)
 
     async def stop(self) -> dict[str, dict]:
@@ -214,6 +294,8 @@ class Sampler:
                     raise res
                 out[name] = {"period_s": self.period_s, "interface": interface, "samples": [], "error": str(res)}
             else:
-                out[name] = {"period_s": self.period_s, "interface": interface, **compact(intervals(res.stdout, interface))}
+                parsed = parse_samples(res.stdout, interface)
+                self.parsed[name] = {"boot_id": boot_id(res.stdout), "samples": parsed}
+                out[name] = {"period_s": self.period_s, "interface": interface, **compact(intervals_of(parsed))}
             self.running.pop(name, None)
         return out

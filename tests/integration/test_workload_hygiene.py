@@ -1,0 +1,146 @@
+"""The noise guards on the testbed: each provoked by a real disturbance (a CPU hog on nginx's
+core, a stalled hiccup meter and generator, lost packets, a stalled second), and a quiet run
+that passes. Short runs (2 s window); the provocations are generator-agnostic (the SIGSTOP
+test also checks the send-lag guard when the generator records send lag).
+
+Steal time cannot be provoked from inside a guest (only the hypervisor steals); its guard is
+covered by the unit tests. NIC drops likewise (the testbed's veth links do not drop at these
+rates); retransmits are provoked with an nftables rule that drops 2 % of nginx's segments.
+"""
+
+import asyncio
+
+import pytest
+
+from cnibench.results import validate_record
+from cnibench.workload import hiccup
+from cnibench.workload.bench import BenchSpec, run_bench
+from cnibench.workload.quiet import wait_quiet
+
+from workload_helpers import host_endpoint, processes
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+PORT = 8097
+SPEC = BenchSpec(mode="host", size="small", rate=2000, duration_s=2.5, warmup_s=0.5, connections=4)
+
+
+def run(with_fleet, testbed, during=None, spec=SPEC, quiet_first=False):
+    ep = host_endpoint(testbed, port=PORT)
+
+    async def body(fleet):
+        if quiet_first:  # a quiet run needs a quiet machine (a provoked guard fires on a busy one too)
+            q = await wait_quiet(fleet, {"max_cpu": 0.15, "window_s": 0.5, "max_wait_s": 60}, out=lambda _: None)
+            if not q["quiet"]:
+                return None
+        rec = await run_bench(fleet, ep, spec, run_id=f"test/host/small/{int(spec.rate)}/rep1", during=during)
+        left = await processes(fleet.client, "hiccup-") + await processes(fleet.client, "cnib-sampler")
+        return rec, left
+
+    out = with_fleet(body)
+    if out is None:
+        pytest.skip("the machine is not quiet (other processes use more than 0.15 cores for 60 s): cannot tell noise from the provocation")
+    rec, left = out
+    assert validate_record(rec) == [] and rec["status"] != "failed", rec["reason"]
+    assert left == []  # meters and samplers stopped
+    return rec
+
+
+def checks(rec):
+    return {c["guard"]: c for c in rec["hygiene"]["checks"]}
+
+
+def test_quiet_run_is_valid_and_records_every_figure(with_fleet, testbed):
+    rec = run(with_fleet, testbed, quiet_first=True)
+    h = rec["hygiene"]
+    assert rec["status"] == "ok", rec["reason"]
+    assert not h["disturbed"]
+    fig = h["figures"]
+    for key in ("foreign_cpu", "steal", "irq", "softirq", "hiccup_max_us", "tcp_retransmits", "nic_drops"):
+        assert fig[key] is not None, key
+    assert fig["foreign_cpu"] <= SPEC.guard.max_foreign_cpu
+    # our own processes' CPU, recorded separately
+    assert {"nginx", "generator", "sampler", "sshd", "hiccup", "driver"} <= set(h["cpu_s"])
+    assert h["cpu_s"]["generator"] > 0 and h["cpu_s"]["nginx"] > 0
+    # the testbed's two hosts are one machine: both pinned cores judged together
+    (machine,) = h["machines"]
+    assert machine["pinned"] == ["cpu0", "cpu1"] and sorted(machine["hosts"]) == ["client", "server"]
+    assert checks(rec)["irq_softirq"]["verdict"] == "report"
+
+
+def test_cpu_hog_on_the_server_core_is_foreign_cpu(with_fleet, testbed):
+    started = {}
+
+    async def hog(ctx):
+        bg = await ctx.fleet.server.start(["stress-ng", "--cpu", "1", "--taskset", str(ctx.spec.server_cpus[0]), "--timeout", "4s", "--quiet"])
+        started["bg"] = bg
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await bg.stop(grace=3)
+
+    rec = run(with_fleet, testbed, during=hog)
+    c = checks(rec)["foreign_cpu"]
+    assert c["verdict"] == "invalid" and "foreign CPU on the pinned cores" in rec["reason"], rec["reason"]
+    assert c["value"] > 0.2  # a hog sharing one of the two pinned cores
+    assert rec["hygiene"]["disturbed"]
+
+
+async def stop_for(host, pids, seconds):
+    await host.run(["sh", "-c", 'kill -STOP "$@"; sleep ' + f"{seconds:g}" + '; kill -CONT "$@"', "cnib", *map(str, pids)])
+
+
+async def our_meters(ctx):
+    return [int(ln.split()[0]) for ln in await processes(ctx.fleet.client, hiccup.path())]
+
+
+@pytest.mark.parametrize("stall_s,verdict", [(0.005, "flag"), (0.06, "invalid")])
+def test_stalled_meter_and_generator_are_a_hiccup(with_fleet, testbed, stall_s, verdict):
+    """A stall of the machine as the meters see it: they (and the generator) are stopped for
+    `stall_s`. 5 ms flags the run (at least: on a busy machine other hiccups may add up to the
+    invalid limit); 60 ms (more than the 20 ms sum limit) invalidates it."""
+    async def stall(ctx):
+        await asyncio.sleep(ctx.spec.warmup_s + 1.0)
+        gen = (await ctx.fleet.client.run(["pgrep", "-P", str(ctx.generator.pid)], check=False)).stdout.split()
+        await stop_for(ctx.fleet.client, [*(await our_meters(ctx)), *map(int, gen)], stall_s)
+
+    rec = run(with_fleet, testbed, during=stall)
+    c = checks(rec)["hiccup"]
+    assert c["verdict"] in ((verdict, "invalid") if verdict == "flag" else (verdict,)), (c, rec["hygiene"]["hiccup"])
+    assert rec["hygiene"]["figures"]["hiccup_max_us"] >= stall_s * 1e6 * 0.9
+    if c["verdict"] == "flag":
+        assert "hiccup" in rec["hygiene"]["flags"]
+    else:
+        assert rec["status"] == "invalid" and "hiccups" in rec["reason"] and rec["hygiene"]["disturbed"]
+    if (rec["latency"] or {}).get("send_lag"):  # generators that record their send lag (openloop)
+        assert checks(rec)["send_lag"]["verdict"] in ("flag", "invalid")
+
+
+def test_lost_segments_are_flagged_as_retransmits(with_fleet, testbed):
+    table = "cnibtest_loss"
+
+    async def lose(ctx):
+        nft = ["nft", "-f", "-"]
+        rules = (f"table inet {table} {{\n chain out {{\n  type filter hook output priority 0;\n"
+                 f"  tcp sport {PORT} numgen random mod 50 0 drop\n }}\n}}\n")
+        await ctx.fleet.server.run(nft, input=rules)
+        try:
+            await asyncio.sleep(60)
+        finally:
+            await ctx.fleet.server.run(["nft", "delete", "table", "inet", table], check=False)
+
+    rec = run(with_fleet, testbed, during=lose)
+    c = checks(rec)["retransmits"]
+    assert c["verdict"] == "flag" and "retransmits" in rec["hygiene"]["flags"], c
+    assert rec["hygiene"]["figures"]["tcp_retransmits"] > 0
+
+
+def test_a_stalled_second_marks_the_run_unstable(with_fleet, testbed):
+    async def stall_nginx(ctx):
+        await asyncio.sleep(ctx.spec.warmup_s + 1.3)
+        await stop_for(ctx.fleet.server, ctx.nginx.worker_pids, 0.3)
+
+    spec = BenchSpec(mode="host", size="small", rate=3000, duration_s=3, warmup_s=0.5, connections=8, pipeline=0)
+    rec = run(with_fleet, testbed, during=stall_nginx, spec=spec)
+    c = checks(rec)["unstable"]
+    assert c["verdict"] == "flag" and c["value"] > 3, (c, rec["timeline"])
+    assert "unstable" in rec["hygiene"]["flags"]
