@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -45,12 +46,13 @@ class NotebookTimeout(CnibenchError):
     """A notebook's kernel did not answer in time: at its start, in a cell, or after the last one."""
 
 
-def cell_timeout_for(parameters: Mapping[str, Any]) -> float:
-    """A measuring run notebook's cell runs the whole measurement: it gets its duration on top."""
+def cell_timeout_for(parameters: Mapping[str, Any]) -> int:
+    """A measuring run notebook's cell runs the whole measurement: it gets its duration on top
+    (whole seconds: nbclient's timeout is an int)."""
     if not parameters.get("measure"):
-        return CELL_TIMEOUT
+        return int(CELL_TIMEOUT)
     spec = parameters.get("spec") or {}
-    return CELL_TIMEOUT + float(spec.get("duration_s") or 0) + float(spec.get("warmup_s") or 0)
+    return math.ceil(CELL_TIMEOUT + float(spec.get("duration_s") or 0) + float(spec.get("warmup_s") or 0))
 
 
 def _ipc(sockets: str) -> dict[str, str]:

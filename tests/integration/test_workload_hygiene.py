@@ -119,18 +119,21 @@ def test_lost_segments_are_flagged_as_retransmits(with_fleet, testbed):
     table = "cnibtest_loss"
 
     async def lose(ctx):
+        # Responses lost on the way in to the client: the server's TCP sees the loss and
+        # retransmits. (Dropping them in the server's own output hook does not: the local drop
+        # is returned to TCP, which neither counts a retransmit nor a loss probe on this kernel.)
         nft = ["nft", "-f", "-"]
-        rules = (f"table inet {table} {{\n chain out {{\n  type filter hook output priority 0;\n"
+        rules = (f"table inet {table} {{\n chain in {{\n  type filter hook input priority 0;\n"
                  f"  tcp sport {PORT} numgen random mod 50 0 drop\n }}\n}}\n")
-        await ctx.fleet.server.run(nft, input=rules)
+        await ctx.fleet.client.run(nft, input=rules)
         try:
             await asyncio.sleep(60)
         finally:
-            await ctx.fleet.server.run(["nft", "delete", "table", "inet", table], check=False)
+            await ctx.fleet.client.run(["nft", "delete", "table", "inet", table], check=False)
 
     rec = run(with_fleet, testbed, during=lose)
     c = checks(rec)["retransmits"]
-    assert c["verdict"] == "flag" and "retransmits" in rec["hygiene"]["flags"], c
+    assert c["verdict"] == "flag" and "retransmits" in rec["hygiene"]["flags"], (c, rec["hygiene"]["figures"])
     assert rec["hygiene"]["figures"]["tcp_retransmits"] > 0
 
 
