@@ -40,7 +40,8 @@ def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple
 
 
 # Kills nginx masters whose pid file is ours, and their workers, then removes our
-# scratch directories; prints each directory removed. A pid is killed only while it is still
+# scratch directories and the C programs built for this host (cbuild: rebuilt on next use);
+# prints each path removed. A pid is killed only while it is still
 # the nginx master of that directory (its command line names it): a pid file outlives its
 # process, and the number may now belong to anything (or be -1: every process).
 WORKLOAD_SWEEP_SH = r"""d=$1
@@ -57,7 +58,7 @@ for f in "$d"/nginx-*/nginx.pid; do
   done
   kill -KILL "$p" $w 2>/dev/null
 done
-for x in "$d"/nginx-* "$d"/h2load-* "$d"/tcpkali-*; do
+for x in "$d"/nginx-* "$d"/h2load-* "$d"/tcpkali-* "$d"/openloop-* "${d%/workload}"/bin/*; do
   [ -e "$x" ] || continue
   rm -rf -- "$x" && echo "$x"
 done

@@ -239,13 +239,15 @@ def driver_facts() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
+    from .workload import hiccup
     from .workload.loadgen import SOURCES, source_hash
 
     return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions,
             "lock_sha256": lock_sha256(),
             # the project's own C programs, built on the hosts from these sources (the build's
             # compiler is each host's `tools.cc`; each run record names the binary it ran)
-            "c_sources_sha256": {name: source_hash(name) for name in SOURCES}}
+            "c_sources_sha256": {**{name: source_hash(name) for name in SOURCES},
+                                 "hiccup": hashlib.sha256(hiccup.source()).hexdigest()}}
 
 
 # --- the manifest document (pure updates, atomic writes) ---------------------------------

@@ -13,7 +13,8 @@ from cnibench.workload.generators.openloop import (
     GENERATOR, RECORD, ST_CONNERR, ST_NONE, ST_NOTSENT, default_pipeline, parse_log, parse_summary,
     result_from_log,
 )
-from cnibench.workload.loadgen import binary_path, build_argv, source_hash
+from cnibench.workload.cbuild import build_script
+from cnibench.workload.loadgen import SOURCES, binary_path, build_argv, source_hash
 
 RATE = 1000.0
 
@@ -62,6 +63,7 @@ def test_defaults_a_second_in_flight():
 def test_build_command_puts_libraries_after_the_source():
     argv = build_argv("openloop", "/x/s.c", "/x/out")
     assert argv[0] == "cc" and argv.index("/x/s.c") < argv.index("-lm") and "-pthread" in argv
+    assert "-lm" in build_script(*SOURCES["openloop"]).split("\"$s\"")[1]  # what the host runs
 
 
 def test_summary_is_the_json_line():

@@ -1,23 +1,29 @@
-"""Small C programs of the project, built on each host from the project's own source.
+"""The project's own C programs, built on each host from the project's own source.
 
-    path = await ensure_built(host, "hiccup", source)   # /var/lib/cnibench/bin/hiccup-<hash>
-    state = await built_state(host, "hiccup", source)    # for hosts.check
+    path = await ensure_built(host, "hiccup", source)              # /run/cnibench/bin/hiccup-<hash>
+    path = await ensure_built(host, "cnib-openloop", source, ("-O2", "-pthread"), ("-lm",))
+    state = await built_state(host, "hiccup", source)               # for hosts.check
+    version = await compiler_version(host)                          # for the records
 
-The binary's name carries the first 16 hex digits of the source's sha256, so a changed source
-is a new binary and an unchanged one is built once per host. Built with the host's own `cc`
-(Debian's gcc; `apt-get install -y gcc` when missing), into a temporary name renamed into
-place, so two builds at once (the testbed's hosts share a file system) never leave half a file.
-Nothing is downloaded.
+The source is copied to the host and compiled there with the host's C compiler (`cc`: Debian's
+build-essential), so the binary matches the host's libc and CPU. Nothing is downloaded. The
+binary's name carries the first 16 hex digits of the source's SHA-256: a changed source builds
+anew, an unchanged one is built once per host (per boot: the binaries live under the project's
+run directory, tmpfs, which `invoke clean` sweeps). A build goes to a temporary name that is
+renamed into place, so two builds at once (the testbed's hosts share one file system) never
+leave half a file.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from ..config import RUN_DIR
 from ..errors import HostError
 
-BIN_DIR = "/var/lib/cnibench/bin"
+BIN_DIR = f"{RUN_DIR}/bin"
 CFLAGS = ("-O2", "-Wall")
+COMPILER = "cc"
 
 
 def source_hash(source: bytes) -> str:
@@ -28,25 +34,26 @@ def binary_path(name: str, source: bytes) -> str:
     return f"{BIN_DIR}/{name}-{source_hash(source)}"
 
 
-def build_script() -> str:
-    """sh script: $1 binary path, $2 source path; compiles unless the binary is there."""
-    flags = " ".join(CFLAGS)
+def build_script(cflags=CFLAGS, libs=()) -> str:
+    """sh script: $1 binary path, $2 source path; compiles unless the binary is there
+    (libraries after the source, so they resolve)."""
     return (
         'set -e; b=$1; s=$2; [ -x "$b" ] && exit 0\n'
-        'command -v cc >/dev/null || { echo "no C compiler (cc): apt-get install -y gcc" >&2; exit 3; }\n'
-        f't="$b.tmp.$$"; cc {flags} -o "$t" "$s" && mv -f "$t" "$b"\n'
+        f'command -v {COMPILER} >/dev/null || {{ echo "no C compiler ({COMPILER}): apt-get install -y build-essential" >&2; exit 3; }}\n'
+        f't="$b.tmp.$$"; {COMPILER} {" ".join(cflags)} -o "$t" "$s" {" ".join(libs)} && mv -f "$t" "$b"\n'
     )
 
 
-async def ensure_built(host, name: str, source: bytes) -> str:
+async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=()) -> str:
     """The binary's path on `host`, compiled there first when missing. HostError when it cannot be."""
     path = binary_path(name, source)
     r = await host.run(["test", "-x", path], check=False, timeout=10)
     if r.exit_status == 0:
         return path
-    src = f"{path}.c"
+    src = f"{path}.{host.name}.c"
     await host.write_file(src, source)
-    r = await host.run(["sh", "-c", build_script(), "cnib-build", path, src], check=False, timeout=120)
+    r = await host.run(["sh", "-c", build_script(cflags, libs), "cnib-build", path, src], check=False, timeout=120)
+    await host.run(["rm", "-f", "--", src], check=False, timeout=10)
     if r.exit_status != 0:
         why = (r.stderr or r.stdout).strip().splitlines()
         raise HostError(host.name, f"could not build {name} ({why[-1] if why else f'exit {r.exit_status}'})")
@@ -56,11 +63,17 @@ async def ensure_built(host, name: str, source: bytes) -> str:
 async def built_state(host, name: str, source: bytes) -> str:
     """'built <path>', 'not built yet (<path>)' or 'no C compiler: ...' (read only)."""
     path = binary_path(name, source)
-    r = await host.run(["sh", "-c", 'test -x "$1" && echo built || { command -v cc >/dev/null && echo missing || echo nocc; }',
+    r = await host.run(["sh", "-c", f'test -x "$1" && echo built || {{ command -v {COMPILER} >/dev/null && echo missing || echo nocc; }}',
                         "cnib", path], check=False, timeout=10)
     state = r.stdout.strip()
     if state == "built":
         return f"built {path}"
     if state == "missing":
         return f"not built yet ({path}; built on first use)"
-    return "no C compiler: apt-get install -y gcc"
+    return "no C compiler: apt-get install -y build-essential"
+
+
+async def compiler_version(host) -> str | None:
+    """The first line of the host's `cc --version` (None: no compiler)."""
+    r = await host.run(["sh", "-c", f'command -v {COMPILER} >/dev/null && {COMPILER} --version'], check=False, timeout=15)
+    return r.stdout.splitlines()[0].strip() if r.ok and r.stdout.strip() else None

@@ -1,13 +1,9 @@
-"""Build the project's own C programs on a host: compiled from source at set-up, never downloaded.
+"""cnib-openloop's source (openloop.c, the project's own load generator) and its build on a host.
 
-    path = await ensure_built(host, "openloop")   # -> /run/cnibench/bin/cnib-openloop-<hash>
+    built = await ensure_built(host, "openloop")   # -> Built(path=/run/cnibench/bin/cnib-openloop-<hash>, ...)
 
-The source ships in this package (`<name>.c`). It is copied to the host and compiled there
-with the host's C compiler (Debian's gcc: `apt-get install -y build-essential`), so the binary
-matches the host's libc and CPU. The binary's name carries the first 12 hex digits of the
-source's SHA-256: a changed source builds anew, an unchanged one is reused. It lives under the
-project's run directory (tmpfs, swept by `invoke clean`). A build goes to a temporary name and
-is renamed into place, so two hosts of the testbed (one file system) never see half a binary.
+Compiled on the client host by workload/cbuild.py (the host's cc; nothing downloaded). The
+binary's path is a pure function of the source, so a generator's command is too.
 """
 
 from __future__ import annotations
@@ -16,16 +12,9 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from ...config import RUN_DIR
-from ...errors import CnibenchError
+from .. import cbuild
 
-SOURCES = {"openloop": ["-O2", "-pthread", "-lm"]}  # program: compiler flags
-BIN_DIR = f"{RUN_DIR}/bin"
-COMPILER = "cc"
-
-
-class BuildError(CnibenchError):
-    pass
+SOURCES = {"openloop": (("-O2", "-Wall", "-pthread"), ("-lm",))}  # program: (compiler flags, libraries)
 
 
 def source(name: str) -> bytes:
@@ -33,19 +22,18 @@ def source(name: str) -> bytes:
 
 
 def source_hash(name: str) -> str:
+    """The full SHA-256 of the source (the manifest and records carry it)."""
     return hashlib.sha256(source(name)).hexdigest()
 
 
 def binary_path(name: str) -> str:
-    return f"{BIN_DIR}/cnib-{name}-{source_hash(name)[:12]}"
+    return cbuild.binary_path(f"cnib-{name}", source(name))
 
 
 def build_argv(name: str, src: str, out: str) -> list[str]:
-    """The compile command (pure): flags after the source, so -l libraries resolve."""
-    flags = SOURCES[name]
-    cflags = [f for f in flags if not f.startswith("-l")]
-    libs = [f for f in flags if f.startswith("-l")]
-    return [COMPILER, *cflags, "-Wall", "-o", out, src, *libs]
+    """The compile command as an argv (what cbuild's script runs), for documentation and tests."""
+    cflags, libs = SOURCES[name]
+    return [cbuild.COMPILER, *cflags, "-o", out, src, *libs]
 
 
 @dataclass(frozen=True)
@@ -53,37 +41,14 @@ class Built:
     name: str
     path: str
     source_sha256: str
-    compiler: str  # the compiler's first --version line
+    compiler: str | None  # the compiler's first --version line
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": self.path, "source_sha256": self.source_sha256, "compiler": self.compiler}
 
 
-async def compiler_version(host) -> str | None:
-    r = await host.run(["sh", "-c", 'command -v "$1" >/dev/null && "$1" --version', "sh", COMPILER], check=False, timeout=15)
-    return r.stdout.splitlines()[0].strip() if r.ok and r.stdout.strip() else None
-
-
 async def ensure_built(host, name: str) -> Built:
     """The program's binary on `host`, compiled there if it is not there yet."""
-    path = binary_path(name)
-    digest = source_hash(name)
-    version = await compiler_version(host)
-    if version is None:
-        raise BuildError(f"{host.name}: no C compiler ('{COMPILER}') to build cnib-{name}. "
-                         f"Install one there: apt-get install -y build-essential")
-    present = await host.run(["test", "-x", path], check=False, timeout=15)
-    if present.ok:
-        return Built(name, path, digest, version)
-    tmp = f"{path}.tmp-{host.name}"
-    src = f"{tmp}.c"
-    await host.run(["mkdir", "-p", BIN_DIR], timeout=15)
-    await host.write_file(src, source(name), mode=0o644)
-    r = await host.run(build_argv(name, src, tmp), check=False, timeout=120)
-    await host.run(["rm", "-f", "--", src], check=False, timeout=15)
-    if not r.ok:
-        await host.run(["rm", "-f", "--", tmp], check=False, timeout=15)
-        tail = " ".join((r.stderr or r.stdout).strip().splitlines()[-4:])
-        raise BuildError(f"{host.name}: building cnib-{name} failed (exit {r.exit_status}): {tail}")
-    await host.run(["mv", "-f", "--", tmp, path], timeout=15)
-    return Built(name, path, digest, version)
+    cflags, libs = SOURCES[name]
+    path = await cbuild.ensure_built(host, f"cnib-{name}", source(name), cflags, libs)
+    return Built(name, path, source_hash(name), await cbuild.compiler_version(host))
