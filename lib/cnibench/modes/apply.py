@@ -250,8 +250,12 @@ async def up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint
             return Endpoint.from_dict(existing["endpoint"])  # already up, same plan
         raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' (or 'invoke clean') first.")
     await probe_kernel(fleet, mode.link_kinds, mode.needs_nft)
+    details = await mode.before_up(fleet, facts, settings)  # refuses before any change
     runners = Runners(fleet, settings)
     docs = state_docs(fleet, name, endpoint, steps, settings)
+    if details:
+        for doc in docs.values():
+            doc["details"] = details
     await begin(fleet, runners, docs)
 
     def journal(target: str, n: int) -> None:

@@ -199,7 +199,7 @@ def merge(docs: dict[str, dict], source: str) -> dict | None:
     first = next(iter(docs.values()))
     statuses = {d.get("status") for d in docs.values()}
     status = next((s for s in ("rollback-failed", "applying") if s in statuses), "up")
-    state = {k: first.get(k) for k in ("mode", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds")}
+    state = {k: first.get(k) for k in ("mode", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds", "details")}
     state.update(status=status, source=source, steps=[s for d in docs.values() for s in d["steps"]],
                  started={t: d.get("started") for t, d in docs.items()})
     return state
