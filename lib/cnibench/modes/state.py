@@ -152,7 +152,7 @@ async def read_host_copy(host) -> tuple[dict | None, str | None]:
     if text is None:
         return None, None
     try:
-        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults()), None
+        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults(), host.spec.data_interface), None
     except (ValueError, StateRefused) as exc:
         return None, f"{host.name}:{host_state_path(host.name)} is not trusted ({exc}); treated as absent"
 
