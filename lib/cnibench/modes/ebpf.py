@@ -10,9 +10,10 @@ host-side veth and of the data NIC:
                       hop (the peer's data address) taken from the LPM map cnib_peers;
     peer -> pod       cnib_from_net: bpf_redirect_peer into the pod's namespace (map cnib_pods).
 
-The host's IP stack forwards nothing (ip_forward stays as found; Ip: ForwDatagrams stays flat).
-Routes to peers' pod subnets are added natively as in flannel-host-gw, for the host's own
-traffic. Programs and maps are pinned in a bpffs the mode mounts per host at
+ip_forward is on, as Cilium sets it: traffic the programs pass (a pod's DNS query, anything not
+for a peer's pod) is routed by the host as in the routed modes; pod-to-pod packets never are
+(Ip: ForwDatagrams stays flat during the flow, which verify checks). Routes to peers' pod
+subnets are added natively as in flannel-host-gw, for the host's own and the passed traffic. Programs and maps are pinned in a bpffs the mode mounts per host at
 /run/cnibench/bpf/cnib-<host> (the testbed's hosts share one mount namespace: each has its own
 mount, so none is unmounted under another); unmounting it drops every pin.
 
@@ -45,6 +46,7 @@ from .base import (
     NetworkMode,
     Step,
     ifname,
+    forwarding_step,
     mtu_for,
     nth,
     pod_netns,
@@ -126,6 +128,7 @@ class EbpfRedirect(NetworkMode):
             net = subnets[h.name]
             pod, gw = nth(net, 2), nth(net, 1)
             veth, ns, pins, mtu = veth_name(h.name), pod_netns(h.name), pin_dir(h.name), mtu_for(h, settings)
+            steps.append(forwarding_step(h))
             steps += pieces.netns(h)
             add = ["ip", "link", "add", "name", veth, "index", POD_IFINDEX, "address", host_mac(pod), "mtu", mtu,
                    "type", "veth", "peer", "name", pieces.POD_IF, "address", pod_mac(pod), "mtu", mtu, "netns", ns]
