@@ -174,3 +174,11 @@ def test_clean_sweeps_the_bpf_leftovers_it_owns_only():
     theirs = ours.replace("cnib_from_net", "cil_from_netdev")
     flat = [" ".join(a) for a in sweep_plan("client", [], [], [], set(), theirs, "eth0", [])]
     assert not any(x.startswith(("tc", "umount", "rmdir")) for x in flat)
+
+
+def test_setup_cost_counts_the_bpf_objects():
+    from cnibench.modes.apply import setup_cost
+
+    # per host: netns, veth, pod addr, 2 pod routes, neigh, pod /32 route, peer route,
+    # bpffs mount, program load, 2 map entries, 2 qdiscs, 2 filters
+    assert setup_cost(plan())["kernel_objects"] == 2 * 16

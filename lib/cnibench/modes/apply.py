@@ -40,7 +40,8 @@ def already_gone(exit_status: int, text: str) -> bool:
     return exit_status not in (126, 127) and bool(ABSENT.search(text)) and not NOT_RUN.search(text)
 
 # Kernel objects a step creates (for the setup-cost record).
-_CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route)\b")
+_CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route"
+                      r"|tc (qdisc|filter) add|mount -t bpf|bpftool (prog loadall|map update))\b")
 
 
 def settings_for(fleet, settings: ModeSettings | None) -> ModeSettings:
