@@ -129,7 +129,7 @@ def lock(c, upgrade=False):
 # --- modes ---
 
 _MODE_HELP = {
-    "mode": "network mode (host, flannel-vxlan, flannel-host-gw, flannel-aws-vpc, ipvlan, macvlan, docker-bridge, calico-routed)",
+    "mode": "network mode (host, flannel-vxlan, flannel-host-gw, flannel-aws-vpc, ipvlan, macvlan, docker-bridge, calico-routed, ebpf-redirect)",
     "inventory": "inventory file (default: the local testbed)",
     "dry_run": "print the exact commands per host and change nothing",
     "json_": "print JSON",

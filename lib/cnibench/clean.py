@@ -5,8 +5,11 @@
    not trusted is reported and treated as absent: the sweep below still runs.
 2. Sweep by prefix on every inventory host: container namespaces `cnib-<host>-*`, the probe
    namespaces `cnib-probe-*` a killed `hosts.check` leaves, interfaces the modes name
-   (cnibcni0, cnibflannel.1, cnibdocker0, cnib[vdcim]<host>), nftables tables `cnib*`, routes
-   with protocol 203 (our marker); then restore the sysctls from their recorded originals.
+   (cnibcni0, cnibflannel.1, cnibdocker0, cnib[vdcime]<host>), nftables tables `cnib*`, routes
+   with protocol 203 (our marker), the clsact qdisc of the data interface when our program
+   (cnib_from_net) is attached there, the host's bpffs mount `<run dir>/bpf/cnib-<host>` (which
+   drops its pinned programs and maps) and its directory; then restore the sysctls from their
+   recorded originals.
 3. On the testbed: routes with protocol 203 in the fabric (the VPC router), and its sysctls.
 4. The state is forgotten only when every undo and restore succeeded; otherwise it is kept
    (and said so) for the next `clean`.
@@ -24,17 +27,30 @@ import json
 import re
 
 from .modes.base import ROUTE_PROTO
+from .modes.ebpf import pin_dir
+from .modes.hoststate import bpf_mounts
 
 PROBE_NETNS = "cnib-probe-"  # precheck.probe_kernel's throwaway namespaces
 # Interface names modes generate (see the modes' modules); anything else is not ours to remove.
-MODE_LINK = re.compile(r"^cnib(cni0|docker0|flannel\.1|[vdcim][a-z][a-z0-9]{0,7}|probe\w*)$")
+MODE_LINK = re.compile(r"^cnib(cni0|docker0|flannel\.1|[vdcime][a-z][a-z0-9]{0,7}|probe\w*)$")
+OUR_PROGRAM = re.compile(r"\bname cnib_\w+")  # a tc filter running one of our BPF programs
 
 
-def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple[str, str]], protect: set[str]) -> list[list[str]]:
-    """Commands removing this host's leftovers (pure): netns, then links, tables, routes."""
+def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple[str, str]], protect: set[str],
+               data_filters: str = "", data_interface: str | None = None, mounts: list[str] = (), pins_left: bool = False) -> list[list[str]]:
+    """Commands removing this host's leftovers (pure): netns, links, tables, the data
+    interface's clsact qdisc when our program is attached there (`data_filters`: its
+    `tc filter show ... ingress`), the host's bpffs mount (`mounts`: the bpffs mount points,
+    stacked ones repeated) and its directory (`pins_left`: it exists), then routes."""
     argvs = [["ip", "netns", "del", n] for n in sorted(netns) if n.startswith((f"cnib-{host}-", PROBE_NETNS))]
     argvs += [["ip", "link", "del", l] for l in sorted(links) if MODE_LINK.match(l) and l not in protect]
     argvs += [["nft", "delete", "table", fam, name] for fam, name in sorted(tables) if name.startswith("cnib")]
+    if data_interface and OUR_PROGRAM.search(data_filters):
+        argvs.append(["tc", "qdisc", "del", "dev", data_interface, "clsact"])
+    pins = pin_dir(host)
+    argvs += [["umount", pins] for m in mounts if m == pins]
+    if pins_left:
+        argvs.append(["rmdir", pins])
     argvs.append(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO])
     return argvs
 
@@ -88,7 +104,10 @@ async def _listing(host):
     if env:
         route = json.loads((await host.run(["ip", "-j", "route", "get", env[0]])).stdout or "[]")
         protect |= {r.get("dev") for r in route if r.get("dev")}
-    return netns, links, tables, protect
+    filters = (await host.run(["tc", "filter", "show", "dev", host.spec.data_interface, "ingress"], check=False)).stdout
+    mounts = [m.split()[0] for m in bpf_mounts((await host.run(["cat", "/proc/self/mountinfo"], check=False)).stdout)]
+    pins_left = (await host.run(["test", "-d", pin_dir(host.name)], check=False)).exit_status == 0
+    return netns, links, tables, protect, filters, mounts, pins_left
 
 
 async def restore_sysctls(target, netns: str | None = None) -> tuple[list[str], list[str], list[str]]:
@@ -120,9 +139,9 @@ async def clean(fleet) -> list[str]:
         done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + (f"; {len(problems)} undo(s) failed" if problems else ""))
 
     async def sweep(host):
-        netns, links, tables, protect = await _listing(host)
+        netns, links, tables, protect, filters, mounts, pins_left = await _listing(host)
         ran = []
-        for argv in sweep_plan(host.name, netns, links, tables, protect):
+        for argv in sweep_plan(host.name, netns, links, tables, protect, filters, host.spec.data_interface, mounts, pins_left):
             r = await host.run(argv, check=False)
             if r.exit_status == 0 and argv[:3] != ["ip", "route", "flush"]:
                 ran.append(f"{host.name}: {' '.join(argv)}")

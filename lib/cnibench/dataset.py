@@ -24,7 +24,7 @@ from . import config, results
 
 # Fixed order everywhere (tables, legends, colours). The first is the reference.
 MODES = ("host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan",
-         "docker-bridge", "calico-routed")
+         "docker-bridge", "calico-routed", "ebpf-redirect")
 REFERENCE = "host"
 SIZES = ("small", "large")
 CPU_KINDS = ("user", "system", "irq", "softirq")

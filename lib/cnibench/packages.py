@@ -28,16 +28,21 @@ REQUIRED = {
     "curl": "curl",
     "cc": "build-essential",  # builds cnib-openloop, the project's own load generator
     "tcpdump": "tcpdump",  # the tests compare the generator's log with the wire
+    # ebpf-redirect builds its tc programs with clang on each host and loads them with bpftool
+    "clang": "clang",
+    "bpftool": "bpftool",
+    "tc": "iproute2",
+    "/usr/include/bpf/bpf_helpers.h": "libbpf-dev",  # a header, not a program: looked up as a file
 }
 # `invoke test` only: the report's headless-browser test
-FOR_TESTS = {"chromium": "chromium", "sudo": "sudo"}  # sudo: the `sudo: true` host test
+FOR_TESTS = {"chromium": "chromium", "sudo": "sudo", "stress-ng": "stress-ng"}  # sudo: the `sudo: true` host test; stress-ng: the CPU-hog guard tests
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 
 
 def missing(required: dict[str, str] = REQUIRED) -> list[str]:
     """Debian packages whose program is not installed (pure apart from PATH look-ups)."""
     path = os.environ.get("PATH", "") + ":" + SBIN
-    return sorted({pkg for prog, pkg in required.items() if not shutil.which(prog, path=path)})
+    return sorted({pkg for prog, pkg in required.items() if not (shutil.which(prog, path=path) or (prog.startswith("/") and os.path.exists(prog)))})
 
 
 def install_command(pkgs: list[str]) -> list[str]:

@@ -18,9 +18,10 @@ import seaborn as sns
 from . import stats
 from .dataset import MODES, REFERENCE, Dataset, order_modes
 
-OKABE_ITO = ["#000000", "#D55E00", "#0072B2", "#56B4E9", "#009E73", "#CC79A7", "#E69F00", "#B8A000"]
+# Okabe-Ito's eight, then Tol's wine for the ninth mode (ebpf-redirect).
+OKABE_ITO = ["#000000", "#D55E00", "#0072B2", "#56B4E9", "#009E73", "#CC79A7", "#E69F00", "#B8A000", "#882255"]
 COLOURS = dict(zip(MODES, OKABE_ITO))  # host black; vxlan vermillion; ... (yellow darkened for white)
-MARKERS = dict(zip(MODES, ["o", "s", "^", "v", "D", "P", "X", "*"]))
+MARKERS = dict(zip(MODES, ["o", "s", "^", "v", "D", "P", "X", "*", "h"]))
 EXTRA_COLOURS = ["#666666", "#999999", "#333333", "#BBBBBB"]
 FORMATS = ("pdf", "svg", "png")
 DPI = 300

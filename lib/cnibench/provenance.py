@@ -295,7 +295,7 @@ def new_session(study, inventory, git: dict, driver: dict, hosts: dict) -> dict:
         "driver": driver,
         "hosts": hosts,
         "executed": [],  # run ids in the order they ran in this session
-        "mode_blocks": [],  # [{"repetition", "mode", "up_s", "down_s", "error"}]
+        "mode_blocks": [],  # [{"repetition", "mode", "up_s", "down_s", "error"[, "details"]}]
     }
 
 

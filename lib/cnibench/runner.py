@@ -457,6 +457,16 @@ async def run_study_async(
     return session.summary(manifest=str(mpath), raw_dir=str(raw_dir / study.name), runs_dir=str(runs_dir / study.name))
 
 
+async def _mode_details(fleet) -> dict | None:
+    """What the mode recorded in its state when it went up (modes/apply.py), or None."""
+    try:
+        from .modes.state import current_state
+
+        return ((await current_state(fleet)) or {}).get("details") or None
+    except Exception:  # a fake fleet in tests, an unreadable state: the manifest just lacks it
+        return None
+
+
 async def _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down, limits) -> None:
     """One mode, set up once, for all its runs in one repetition; always torn down."""
     settings = mode_settings(study, block.mode)
@@ -487,6 +497,9 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
         return
     entry["up_s"] = round(time.monotonic() - t, 3)
     session.modes_s += time.monotonic() - t
+    details = await _mode_details(fleet)
+    if details:
+        entry["details"] = details  # ebpf-redirect: the BPF object's source hash, clang, kernel
     from .workload.bench import BenchSession
 
     bench = BenchSession(fleet, endpoint, limits)  # nginx up once for the block's runs

@@ -41,7 +41,7 @@ from .workload.defaults import MAX_CONNECTIONS, MAX_RATE
 # The contract's mode names in their fixed order; cnibench.modes is the authority when present.
 _CONTRACT_MODES = (
     "host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan",
-    "docker-bridge", "calico-routed",
+    "docker-bridge", "calico-routed", "ebpf-redirect",
 )
 SIZES = ("small", "large")
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}

@@ -26,6 +26,7 @@ from .dataset import MODES, bucket_bounds
 DEFAULT_OVERHEAD = {
     "host": 1.00, "flannel-vxlan": 1.30, "flannel-host-gw": 1.05, "flannel-aws-vpc": 1.06,
     "ipvlan": 1.02, "macvlan": 1.03, "docker-bridge": 1.15, "calico-routed": 1.08,
+    "ebpf-redirect": 1.04,
 }
 
 

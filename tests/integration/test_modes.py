@@ -57,6 +57,12 @@ def test_mode_up_verify_down_leaves_hosts_as_found(with_fleet, name):
         try:
             status = await mode_status(fleet)
             assert all(s and s["mode"] == name and s["status"] == "up" for s in status.values())
+            if name == "ebpf-redirect":  # the state records what was built and for which kernel
+                from cnibench.modes.bpf import source_hash
+
+                built = next(iter(status.values()))["details"]["bpf"]
+                assert set(built) == {h.name for h in fleet}
+                assert all(b["source_sha256"] == source_hash("redirect") and "clang" in b["clang"] and b["kernel"] for b in built.values())
             result = await mode_verify(fleet, name)
             assert result.ok, str(result)
         finally:
@@ -87,6 +93,29 @@ def test_ipvlan_on_a_kernel_without_it_fails_before_any_change(with_fleet):
         return state_diff(before, await snapshot(fleet))
 
     assert with_fleet(body) == {}
+
+
+def test_ebpf_on_a_kernel_without_a_helper_fails_before_any_change(with_fleet, monkeypatch):
+    """A kernel that lacks a helper the programs call (simulated: one more helper, which no
+    kernel has, is probed for): one message naming it, nothing changed, nothing built."""
+    from cnibench.modes.bpf import object_path
+    from cnibench.modes.ebpf import HELPERS, EbpfRedirect
+
+    monkeypatch.setattr(EbpfRedirect, "helpers", HELPERS + ("bpf_cnib_no_such_helper",))
+
+    async def body(fleet):
+        await fleet.run(["rm", "-f", object_path("redirect")])
+        before = await snapshot(fleet)
+        with pytest.raises(UnsupportedFeature) as e:
+            await mode_up(fleet, "ebpf-redirect")
+        assert all(s is None for s in (await mode_status(fleet)).values())
+        built = await fleet.client.run(["test", "-e", object_path("redirect")], check=False)
+        return str(e.value), built.ok, state_diff(before, await snapshot(fleet))
+
+    message, built, d = with_fleet(body)
+    assert "helper bpf_cnib_no_such_helper" in message and "Nothing was changed" in message
+    assert message.count("bpf_cnib_no_such_helper") == 2 and "helper bpf_redirect_peer" not in message  # per host, only it
+    assert not built and d == {}
 
 
 def test_bad_settings_are_refused_without_touching_the_hosts(with_fleet):
@@ -130,7 +159,7 @@ def test_cli_dry_run_then_up_status_verify_down_across_processes(testbed, with_f
     assert state_diff(before, with_fleet(snapshot)) == {}
 
 
-@pytest.mark.parametrize("name", ["flannel-vxlan", "docker-bridge"])
+@pytest.mark.parametrize("name", ["flannel-vxlan", "docker-bridge", "ebpf-redirect"])
 def test_clean_after_a_crash_midway_through_up(testbed, with_fleet, name):
     """SIGKILL once the server has started half of its steps (the driver's journal says so)."""
     from cnibench.config import load_inventory

@@ -16,7 +16,8 @@ def facts(l2=True, names=("client", "server"), mtu=1500, router=True) -> HostFac
     for i, n in enumerate(names):
         peers = tuple(p for p in names if p != n) if l2 else ()
         hosts.append(HostFact(n, "client" if i == 0 else "server", "eth0", f"198.18.0.{11 + i}", 24, mtu, f"02:00:00:00:00:0{i}",
-                              ip_forward=0, accept_redirects=1, l2_peers=peers, ssh_peer=f"198.19.{i}.1", ssh_interface="mgmt0"))
+                              ip_forward=0, accept_redirects=1, l2_peers=peers, ssh_peer=f"198.19.{i}.1", ssh_interface="mgmt0",
+                              data_ifindex=2 + i))
     r = RouterFact("cnib-fabric", "198.18.0.1", "cnibbr0", routes=1) if router else None
     return HostFacts(tuple(hosts), r)
 
@@ -26,7 +27,7 @@ def cmds(steps, host=None):
 
 
 def test_modes_are_registered_in_the_contract_order():
-    assert MODES == ("host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan", "docker-bridge", "calico-routed")
+    assert MODES == ("host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan", "docker-bridge", "calico-routed", "ebpf-redirect")
     assert [get_mode(m).name for m in MODES] == list(MODES)
 
 

@@ -44,9 +44,9 @@ def host_doc(name, steps, endpoint, settings, host="server"):
 def test_every_undo_a_mode_plans_for_a_host_is_allowed(name, steps, endpoint, settings):
     for s in steps:
         if s.host not in (LOCAL, AWS) and s.undo is not None:
-            assert undo_allowed(s.host, s.undo), f"{name}: {' '.join(s.undo)}"
+            assert undo_allowed(s.host, s.undo, "eth0"), f"{name}: {' '.join(s.undo)}"
     for host in ("client", "server"):
-        checked = check_host_state(host, host_doc(name, steps, endpoint, settings, host), MODES, _setting_defaults())
+        checked = check_host_state(host, host_doc(name, steps, endpoint, settings, host), MODES, _setting_defaults(), "eth0")
         assert checked["steps"] == [s.to_dict() for s in steps if s.host == host]
 
 
@@ -148,3 +148,25 @@ def test_fact_gathering_takes_a_recorded_original_over_the_live_value():
 ])
 def test_already_gone_is_only_a_missing_object_never_a_missing_command(status, text, gone):
     assert already_gone(status, text) is gone
+
+
+def test_ebpf_undos_are_allowed_only_for_the_hosts_own_objects():
+    """ebpf-redirect's undos: the clsact qdisc of the inventory's data interface or of our own
+    interfaces, and the host's own bpffs mount; nothing else of the same shape."""
+    from cnibench.modes.ebpf import pin_dir
+
+    mine = pin_dir("server")
+    assert mine.endswith("/bpf/cnib-server")
+    for undo in (["tc", "qdisc", "del", "dev", "eth0", "clsact"], ["tc", "qdisc", "del", "dev", "cnibeserver", "clsact"],
+                 ["umount", mine], ["rmdir", mine]):
+        assert undo_allowed("server", undo, "eth0"), undo
+    for undo in (["tc", "qdisc", "del", "dev", "mgmt0", "clsact"],  # not the data interface
+                 ["tc", "qdisc", "del", "dev", "eth0", "root"], ["tc", "qdisc", "del", "dev", "eth0", "ingress"],
+                 ["tc", "filter", "del", "dev", "eth0", "ingress"],
+                 ["umount", pin_dir("client")], ["rmdir", pin_dir("client")],  # another host's mount
+                 ["umount", "/sys/fs/bpf"], ["umount", "/"], ["umount", "-l", mine], ["rmdir", "/etc"],
+                 ["rmdir", mine + "/.."], ["rm", "-rf", mine]):
+        assert not undo_allowed("server", undo, "eth0"), undo
+    # without the inventory's data interface (a host copy read for another inventory): only ours
+    assert not undo_allowed("server", ["tc", "qdisc", "del", "dev", "eth0", "clsact"])
+    assert undo_allowed("server", ["tc", "qdisc", "del", "dev", "cnibeserver", "clsact"])

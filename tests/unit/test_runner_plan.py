@@ -177,4 +177,4 @@ def test_run_all_says_how_long_before_it_starts(tmp_path):
     from cnibench.study import load_study
 
     line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
-    assert line.startswith("estimated duration: ") and "168 runs in 84 blocks" in line and "calibration" in line
+    assert line.startswith("estimated duration: ") and "192 runs in 96 blocks" in line and "calibration" in line

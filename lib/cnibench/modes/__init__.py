@@ -32,18 +32,20 @@ MODES: tuple[str, ...] = (
     "macvlan",
     "docker-bridge",
     "calico-routed",
+    "ebpf-redirect",
 )
 
 
 def _registry() -> dict[str, NetworkMode]:
     from .calico import CalicoRouted
     from .docker_bridge import DockerBridge
+    from .ebpf import EbpfRedirect
     from .flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
     from .host import HostMode
     from .ipvlan import Ipvlan
     from .macvlan import Macvlan
 
-    modes = [HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(), CalicoRouted()]
+    modes = [HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(), CalicoRouted(), EbpfRedirect()]
     return {m.name: m for m in modes}
 
 

@@ -40,7 +40,8 @@ def already_gone(exit_status: int, text: str) -> bool:
     return exit_status not in (126, 127) and bool(ABSENT.search(text)) and not NOT_RUN.search(text)
 
 # Kernel objects a step creates (for the setup-cost record).
-_CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route)\b")
+_CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route"
+                      r"|tc (qdisc|filter) add|mount -t bpf|bpftool (prog loadall|map update))\b")
 
 
 def settings_for(fleet, settings: ModeSettings | None) -> ModeSettings:
@@ -250,8 +251,12 @@ async def up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint
             return Endpoint.from_dict(existing["endpoint"])  # already up, same plan
         raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' (or 'invoke clean') first.")
     await probe_kernel(fleet, mode.link_kinds, mode.needs_nft)
+    details = await mode.before_up(fleet, facts, settings)  # refuses before any change
     runners = Runners(fleet, settings)
     docs = state_docs(fleet, name, endpoint, steps, settings)
+    if details:
+        for doc in docs.values():
+            doc["details"] = details
     await begin(fleet, runners, docs)
 
     def journal(target: str, n: int) -> None:

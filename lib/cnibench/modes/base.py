@@ -166,6 +166,7 @@ class HostFact:
     ssh_peer: str | None = None  # the address the SSH session comes from (never routed away)
     ssh_interface: str | None = None  # the interface the SSH session uses (never touched)
     ssh_port: int | None = None  # the port this host's sshd answered our session on
+    data_ifindex: int = 0  # the data interface's ifindex (ebpf-redirect's maps name it)
 
     @property
     def data_network(self) -> ipaddress.IPv4Network:
@@ -254,6 +255,11 @@ class NetworkMode:
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         raise NotImplementedError
+
+    async def before_up(self, fleet, facts: HostFacts, settings: ModeSettings) -> dict:
+        """I/O after the kernel probe and before the first change (checks, builds); what it
+        returns is kept in the mode's state under `details`. Raises to refuse the mode."""
+        return {}
 
     async def verify(self, fleet, endpoint: Endpoint, settings: ModeSettings) -> VerifyResult:
         from .verify import verify_mode

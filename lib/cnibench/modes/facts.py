@@ -60,7 +60,7 @@ async def _basics(host) -> dict:
     return dict(
         name=host.name, role=spec.role, data_interface=dev, data_address=chosen["local"], data_prefix=int(chosen["prefixlen"]),
         mtu=int(link["mtu"]), mac=link.get("address", ""), ip_forward=int(sysctl[0]), accept_redirects=int(sysctl[1]),
-        ssh_peer=ssh_peer, ssh_interface=ssh_if, ssh_port=ssh_port,
+        ssh_peer=ssh_peer, ssh_interface=ssh_if, ssh_port=ssh_port, data_ifindex=int(link.get("ifindex", 0)),
     )
 
 

@@ -1,8 +1,10 @@
 """Capture the network state of a host (or a local namespace) and diff two captures.
 
 What `down` must leave exactly as `up` found it: links, addresses, routes (all tables), rules,
-permanent neighbours, static FDB entries, the nftables ruleset, the sysctls modes touch, and the
-host's container namespaces. Only volatile values (timers, counters, lifetimes) are normalised.
+permanent neighbours, static FDB entries, the nftables ruleset, the sysctls modes touch, the
+host's container namespaces, tc qdiscs and the filters on every link's ingress and egress, and
+the bpffs mounts and pins (ebpf-redirect). Only volatile values (timers, counters, lifetimes) are
+normalised.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import re
 from typing import Awaitable, Callable, Sequence
 
 SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all", "net.ipv4.conf.default")
+# Pins under the modes' bpffs root and the usual bpffs (a constant script; the root is $1).
+BPF_PINS_SH = 'find "$1" /sys/fs/bpf -mindepth 1 2>/dev/null; true'
 
 
 def state_commands(data_interface: str | None = None) -> list[tuple[str, list[str]]]:
@@ -26,7 +30,41 @@ def state_commands(data_interface: str | None = None) -> list[tuple[str, list[st
         ("nft", ["nft", "list", "ruleset"]),
         ("sysctl", ["sysctl", *sysctls]),
         ("netns", ["ip", "netns", "list"]),
+        ("qdisc", ["tc", "qdisc", "show"]),
+        ("mounts", ["cat", "/proc/self/mountinfo"]),
+        ("bpf_pins", ["sh", "-c", BPF_PINS_SH, "sh", _bpf_root()]),
     ]
+
+
+def _bpf_root() -> str:
+    from .ebpf import BPF_ROOT
+
+    return BPF_ROOT
+
+
+def bpf_mounts(mountinfo: str) -> list[str]:
+    """'mount point source' of every bpffs in /proc/self/mountinfo (pure; ids left out)."""
+    out = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if sep and len(fields) >= 5 and tail[:1] == ["bpf"]:
+            out.append(f"{fields[4]} {tail[1] if len(tail) > 1 else ''}".rstrip())
+    return sorted(out)
+
+
+async def tc_filters(run) -> str:
+    """`tc filter show dev X ingress|egress` of every link (tc lists filters per device)."""
+    import json
+
+    links = [l["ifname"] for l in json.loads(await run(["ip", "-j", "link", "show"]) or "[]")]
+    parts = []
+    for dev in sorted(links):
+        for hook in ("ingress", "egress"):
+            out = (await run(["tc", "filter", "show", "dev", dev, hook])).strip()
+            if out:
+                parts.append(f"{dev} {hook}:\n{out}")
+    return "\n".join(parts)
 
 
 _TIMERS = re.compile(r"\b(\w+_timer)\s+[\d.]+")
@@ -47,6 +85,8 @@ def normalise(name: str, text: str, netns_prefix: str | None = None) -> str:
         lines = [l for l in lines if "permanent" in l or "static" in l]
     elif name == "nft":
         lines = [_COUNTER.sub("counter packets * bytes *", l) for l in lines]
+    elif name == "mounts":
+        lines = bpf_mounts(text)
     elif name == "netns":
         # named namespaces are machine-wide: only this host's containers are its state
         names = [l.split()[0] for l in lines if l.strip()]
@@ -56,7 +96,9 @@ def normalise(name: str, text: str, netns_prefix: str | None = None) -> str:
 
 async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface: str | None = None, netns_prefix: str | None = None) -> dict[str, str]:
     """`run(argv) -> stdout` runs a command where the state lives (a host, a namespace)."""
-    return {name: normalise(name, await run(argv), netns_prefix) for name, argv in state_commands(data_interface)}
+    out = {name: normalise(name, await run(argv), netns_prefix) for name, argv in state_commands(data_interface)}
+    out["tc_filter"] = await tc_filters(run)
+    return out
 
 
 async def settle(run, timeout: float = 10.0) -> None:

@@ -152,7 +152,7 @@ async def read_host_copy(host) -> tuple[dict | None, str | None]:
     if text is None:
         return None, None
     try:
-        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults()), None
+        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults(), host.spec.data_interface), None
     except (ValueError, StateRefused) as exc:
         return None, f"{host.name}:{host_state_path(host.name)} is not trusted ({exc}); treated as absent"
 
@@ -199,7 +199,7 @@ def merge(docs: dict[str, dict], source: str) -> dict | None:
     first = next(iter(docs.values()))
     statuses = {d.get("status") for d in docs.values()}
     status = next((s for s in ("rollback-failed", "applying") if s in statuses), "up")
-    state = {k: first.get(k) for k in ("mode", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds")}
+    state = {k: first.get(k) for k in ("mode", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds", "details")}
     state.update(status=status, source=source, steps=[s for d in docs.values() for s in d["steps"]],
                  started={t: d.get("started") for t, d in docs.items()})
     return state

@@ -41,29 +41,38 @@ def pod_netns_re(host: str) -> str:
     return re.escape(f"cnib-{host}-") + r"[a-z0-9]{1,16}"
 
 
-def undo_shapes(host: str) -> list[tuple[str, ...]]:
-    """argv patterns (one regex per word) of every undo a plan gives a host."""
+def undo_shapes(host: str, data_interface: str | None = None) -> list[tuple[str, ...]]:
+    """argv patterns (one regex per word) of every undo a plan gives a host. `data_interface`
+    (the inventory's, never the host's word): ebpf-redirect removes the clsact qdisc it added
+    there; without it, only a clsact qdisc on one of our interfaces may be removed."""
+    from .ebpf import pin_dir
+
     ns = pod_netns_re(host)
+    qdisc_dev = OUR_IF + (f"|{re.escape(data_interface)}" if data_interface else "")
+    pins = re.escape(pin_dir(host))  # the host's own bpffs mount (ebpf-redirect)
     return [
         ("ip", "netns", "del", ns),
         ("ip", "link", "del", OUR_IF),
         ("ip", "-n", ns, "link", "del", "eth0"),
         ("ip", "route", "del", CIDR, "via", IPV4, "dev", IFNAME, "proto", "203"),
         ("nft", "delete", "table", "ip|inet", OUR_TABLE),
+        ("tc", "qdisc", "del", "dev", qdisc_dev, "clsact"),
+        ("umount", pins),
+        ("rmdir", pins),
     ]
 
 
-def undo_allowed(host: str, argv: Sequence[str]) -> bool:
+def undo_allowed(host: str, argv: Sequence[str], data_interface: str | None = None) -> bool:
     """Is `argv` an undo the modes could have planned for `host`?"""
     if not all(isinstance(a, str) for a in argv):
         return False
     argv = list(argv)
     if argv[:3] == ["sysctl", "-q", "-w"] and 1 <= len(argv) - 3 <= 4:
         return all(SYSCTL_SET.fullmatch(a) for a in argv[3:])
-    return any(len(shape) == len(argv) and all(re.fullmatch(p, a) for p, a in zip(shape, argv)) for shape in undo_shapes(host))
+    return any(len(shape) == len(argv) and all(re.fullmatch(p, a) for p, a in zip(shape, argv)) for shape in undo_shapes(host, data_interface))
 
 
-def check_step(host: str, d: Any) -> dict:
+def check_step(host: str, d: Any, data_interface: str | None = None) -> dict:
     if not isinstance(d, dict) or set(d) != {"host", "argv", "undo", "netns"}:
         raise StateRefused(f"a step is not of the form {{host, argv, undo, netns}}: {str(d)[:120]}")
     if d["host"] != host:
@@ -72,7 +81,7 @@ def check_step(host: str, d: Any) -> dict:
         raise StateRefused("a step's argv is not a list of strings")
     if d["netns"] is not None and not (isinstance(d["netns"], str) and re.fullmatch(pod_netns_re(host), d["netns"])):
         raise StateRefused(f"a step runs in namespace {d['netns']!r}, not one of this host's containers")
-    if d["undo"] is not None and not (isinstance(d["undo"], list) and undo_allowed(host, d["undo"])):
+    if d["undo"] is not None and not (isinstance(d["undo"], list) and undo_allowed(host, d["undo"], data_interface)):
         raise StateRefused(f"undo {d['undo']!r} is not a command a mode plans")
     return d
 
@@ -131,7 +140,7 @@ def check_settings(d: Any, defaults: Mapping[str, Any]) -> dict:
     return out
 
 
-def check_host_state(host: str, d: Any, modes: Sequence[str], setting_defaults: Mapping[str, Any]) -> dict:
+def check_host_state(host: str, d: Any, modes: Sequence[str], setting_defaults: Mapping[str, Any], data_interface: str | None = None) -> dict:
     """A host's copy of the mode state, or StateRefused saying what is wrong with it."""
     if not isinstance(d, dict):
         raise StateRefused("not a JSON object")
@@ -143,7 +152,7 @@ def check_host_state(host: str, d: Any, modes: Sequence[str], setting_defaults: 
         raise StateRefused("steps is not a list")
     out = {
         "mode": d["mode"], "status": d["status"],
-        "steps": [check_step(host, s) for s in d["steps"]],
+        "steps": [check_step(host, s, data_interface) for s in d["steps"]],
         "endpoint": check_endpoint(d.get("endpoint"), modes),
         "settings": check_settings(d.get("settings", {}), setting_defaults),
     }

@@ -30,29 +30,33 @@ def source_hash(source: bytes) -> str:
     return hashlib.sha256(source).hexdigest()[:16]
 
 
-def binary_path(name: str, source: bytes) -> str:
-    return f"{BIN_DIR}/{name}-{source_hash(source)}"
+def binary_path(name: str, source: bytes, suffix: str = "") -> str:
+    return f"{BIN_DIR}/{name}-{source_hash(source)}{suffix}"
 
 
-def build_script(cflags=CFLAGS, libs=()) -> str:
-    """sh script: $1 binary path, $2 source path; compiles unless the binary is there
-    (libraries after the source, so they resolve)."""
+def build_script(cflags=CFLAGS, libs=(), compiler: str = COMPILER, package: str = "build-essential") -> str:
+    """sh script: $1 output path, $2 source path; compiles unless the output is there
+    (libraries after the source, so they resolve). Flags are the project's constants, never
+    input: they may hold a $(...) the host's shell expands (the BPF build's include path)."""
     return (
-        'set -e; b=$1; s=$2; [ -x "$b" ] && exit 0\n'
-        f'command -v {COMPILER} >/dev/null || {{ echo "no C compiler ({COMPILER}): apt-get install -y build-essential" >&2; exit 3; }}\n'
-        f't="$b.tmp.$$"; {COMPILER} {" ".join(cflags)} -o "$t" "$s" {" ".join(libs)} && mv -f "$t" "$b"\n'
+        'set -e; b=$1; s=$2; [ -s "$b" ] && exit 0\n'
+        f'command -v {compiler} >/dev/null || {{ echo "no compiler ({compiler}): apt-get install -y {package}" >&2; exit 3; }}\n'
+        f't="$b.tmp.$$"; {compiler} {" ".join(cflags)} -o "$t" "$s" {" ".join(libs)} && mv -f "$t" "$b"\n'
     )
 
 
-async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=()) -> str:
-    """The binary's path on `host`, compiled there first when missing. HostError when it cannot be."""
-    path = binary_path(name, source)
-    r = await host.run(["test", "-x", path], check=False, timeout=10)
+async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=(), *, compiler: str = COMPILER,
+                       package: str = "build-essential", suffix: str = "") -> str:
+    """The binary's (or object's) path on `host`, compiled there first when missing. HostError
+    when it cannot be."""
+    path = binary_path(name, source, suffix)
+    r = await host.run(["test", "-s", path], check=False, timeout=10)
     if r.exit_status == 0:
         return path
     src = f"{path}.{host.name}.c"
     await host.write_file(src, source)
-    r = await host.run(["sh", "-c", build_script(cflags, libs), "cnib-build", path, src], check=False, timeout=120)
+    script = build_script(cflags, libs, compiler, package)
+    r = await host.run(["sh", "-c", script, "cnib-build", path, src], check=False, timeout=120)
     await host.run(["rm", "-f", "--", src], check=False, timeout=10)
     if r.exit_status != 0:
         why = (r.stderr or r.stdout).strip().splitlines()
@@ -73,7 +77,7 @@ async def built_state(host, name: str, source: bytes) -> str:
     return "no C compiler: apt-get install -y build-essential"
 
 
-async def compiler_version(host) -> str | None:
-    """The first line of the host's `cc --version` (None: no compiler)."""
-    r = await host.run(["sh", "-c", f'command -v {COMPILER} >/dev/null && {COMPILER} --version'], check=False, timeout=15)
+async def compiler_version(host, compiler: str = COMPILER) -> str | None:
+    """The first line of the host's `<compiler> --version` (None: no such compiler)."""
+    r = await host.run(["sh", "-c", f'command -v {compiler} >/dev/null && {compiler} --version'], check=False, timeout=15)
     return r.stdout.splitlines()[0].strip() if r.ok and r.stdout.strip() else None
