@@ -60,7 +60,8 @@ def server_busy(rec: dict) -> float | None:
 
 
 def paced(f: dict) -> bool:
-    return f["status"] == "ok" and f.get("dispersion_per_ms", 99) <= 0.2 and f.get("max_line_ratio", 1e9) <= 20
+    """The capacity criterion: pacing met (the noise guards judge the machine, not this)."""
+    return f["status"] != "failed" and f.get("dispersion_per_ms", 99) <= 0.2 and f.get("max_line_ratio", 1e9) <= 20
 
 
 def show(f: dict) -> None:
@@ -79,7 +80,7 @@ async def main(runs: int) -> dict:
             return f
 
         print("pacing", flush=True)
-        for rate, size, n in [(5000, "small", runs), (15000, "small", runs), (25000, "small", runs), (45000, "small", 3), (45000, "large", 3)]:
+        for rate, size, n in [] if runs == 0 else [(5000, "small", runs), (15000, "small", runs), (25000, "small", runs), (45000, "small", 3), (45000, "large", 3)]:
             rows = [await once(BenchSpec("host", size, rate, 3.0, 0.5), f"pacing{i}") for i in range(n)]
             met = sum(r["lag_p99_us"] is not None and r["lag_p99_us"] <= LAG_P99_US and r["lag_p999_us"] <= LAG_P999_US for r in rows)
             out["pacing"][f"{rate}/{size}"] = {"runs": rows, "lag_criterion_met": met, "of": n}
@@ -110,7 +111,7 @@ async def main(runs: int) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10, help="runs per pacing rate up to 25,000 req/s (default 10)")
+    ap.add_argument("--runs", type=int, default=10, help="runs per pacing rate up to 25,000 req/s (default 10; 0: capacity only)")
     args = ap.parse_args()
     tb.down()
     tb.up()
@@ -119,6 +120,7 @@ if __name__ == "__main__":
     finally:
         tb.down()
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2))
+    out = OUT if args.runs else OUT.with_name("openloop-capacity.json")
+    out.write_text(json.dumps(result, indent=2))
     json.dump({k: v for k, v in result.items() if k != "pacing"}, sys.stdout, indent=2)
     print()
