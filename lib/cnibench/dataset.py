@@ -169,6 +169,8 @@ def record_row(rec: dict, roles: dict[str, str] | None = None) -> dict:
         "target_rate": target, "load_fraction": rec.get("load_fraction"),
         "repetition": int(rec["repetition"]), "generator": rec.get("generator"),
         "status": rec["status"], "reason": rec.get("reason", ""), "valid": rec["status"] == "ok",
+        # invalid because the machine was disturbed (noise guards), not because the mode failed
+        "disturbed": bool((rec.get("hygiene") or {}).get("disturbed")) and rec["status"] == "invalid",
         "started_at": rec.get("started_at"), "order": rec.get("order"),
         "achieved_rate": achieved, "achieved_ratio": achieved / target if target else np.nan,
         "requests": counts.get("requests"), "ok": counts.get("ok"),

@@ -14,7 +14,9 @@ independent samples; blocks are, and every repetition holds a block of every mod
                 file, default 10 %), Holm over the modes too
   verdict       slower / faster than the reference (the test rejects); else equivalent (TOST
                 rejects); else inconclusive. "not sustained" is said instead when runs of the
-                mode in the band ended invalid and were not redone (see `attempts`).
+                mode in the band ended invalid (rate not reached, errors) and were not redone
+                (see `attempts`). A run invalid only by the noise guards (the machine was
+                disturbed) is "disturbed": its block is left out and counted, like a failed one.
   MDE           the smallest effect this design detects with 80 % power at Holm's strictest
                 step (alpha / number of modes compared): (t_{1-alpha/2M} + t_{0.8}) * SE
 
@@ -45,6 +47,7 @@ ALPHA = 0.05
 MARGIN = 0.10  # default equivalence margin (study key analysis.equivalence_margin)
 POWER = 0.80
 NOT_SUSTAINED = "not sustained"
+DISTURBED = "disturbed"  # invalid only by the noise guards: the block is left out, the mode not blamed
 NO_BLOCK = "no complete block"  # every pair of blocks had a failed run (nothing measured)
 KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run
 
@@ -206,20 +209,28 @@ def run_values(ds: Dataset, ps=QUANTILES) -> pd.DataFrame:
 def attempts(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per planned run (size, mode, rate, repetition), whatever number of records
     (attempts) it has. state: "ok" (the latest valid attempt's values), "not sustained" (an
-    attempt ended invalid — rate not sustained or a guard tripped — and no attempt was valid:
-    a redo that passed replaces it, one that did not does not) or "failed" (nothing measured:
-    the mode did not come up, the run crashed). Quantiles are NaN unless ok."""
+    attempt ended invalid — rate not sustained, errors — and no attempt was valid: a redo that
+    passed replaces it, one that did not does not), "disturbed" (invalid only by the noise
+    guards, no valid attempt) or "failed" (nothing measured: the mode did not come up, the
+    run crashed). Quantiles are NaN unless ok."""
     if runs.empty:
         return runs.assign(state=pd.Series(dtype=object), attempts=pd.Series(dtype=int))
     r = runs.copy()
     r["_t"] = r["started_at"].fillna("").astype(str)
-    r["_inv"] = r["status"].eq("invalid")
+    disturbed = r["disturbed"].fillna(False).astype(bool) if "disturbed" in r else pd.Series(False, index=r.index)
+    # Invalid because the mode did not sustain the rate (or errors): "not sustained". Invalid only
+    # because the machine was disturbed (noise guards: send lag, foreign CPU, steal, hiccups):
+    # "disturbed", left out like a failed run and counted, never blamed on the mode.
+    r["_inv"] = r["status"].eq("invalid") & ~disturbed
+    r["_dist"] = r["status"].eq("invalid") & disturbed
     r = r.sort_values(["valid", "_t"], kind="stable")
     r["_any_inv"] = r.groupby(KEY, sort=False)["_inv"].transform("any")
+    r["_any_dist"] = r.groupby(KEY, sort=False)["_dist"].transform("any")
     r["attempts"] = r.groupby(KEY, sort=False)["run_id"].transform("size")
     last = r.groupby(KEY, sort=False).tail(1).copy()
-    last["state"] = np.where(last["valid"], "ok", np.where(last["_any_inv"], NOT_SUSTAINED, "failed"))
-    return last.drop(columns=["_t", "_inv", "_any_inv"]).reset_index(drop=True)
+    last["state"] = np.where(last["valid"], "ok", np.where(last["_any_inv"], NOT_SUSTAINED,
+                                                            np.where(last["_any_dist"], DISTURBED, "failed")))
+    return last.drop(columns=["_t", "_inv", "_any_inv", "_dist", "_any_dist"]).reset_index(drop=True)
 
 
 class _Band:

@@ -8,7 +8,7 @@ its source, so the command is a pure function of the spec.
 Its guarantee: request k has an intended send time fixed before the run (uniform at rate R, or
 Poisson), is sent at that time on the next connection with fewer than M requests in flight,
 and its latency counts from the intended time. Its limits, read from its source: the clock is
-CLOCK_MONOTONIC read through the vDSO (ns resolution); within 250 µs of a due time the thread
+CLOCK_MONOTONIC read through the vDSO (ns resolution); within 1 ms of a due time the thread
 busy-polls, so a due request goes out on the first pass of the loop after its time and the send
 lag is the loop's period plus the write system call (a few µs on the testbed); further from a
 due time it sleeps in epoll (a response wakes it); when every connection of a thread has M requests in
