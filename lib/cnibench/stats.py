@@ -191,7 +191,7 @@ def run_values(ds: Dataset, ps=QUANTILES) -> pd.DataFrame:
     """One row per run record (every status): its keys, status and its quantiles in us (columns
     p50, p90, ... from its histogram; the record's own table when it has none; NaN unless valid)."""
     runs = ds.runs
-    cols = KEY + ["run_id", "load_fraction", "status", "reason", "valid", "started_at"]
+    cols = KEY + ["run_id", "load_fraction", "status", "reason", "valid", "disturbed", "started_at"]
     out = pd.DataFrame({c: runs[c] if c in runs else None for c in cols}).reset_index(drop=True)
     out["valid"] = out["valid"].astype(bool)
     Q = np.full((len(runs), len(ps)), np.nan)
@@ -218,6 +218,7 @@ def attempts(runs: pd.DataFrame) -> pd.DataFrame:
     r = runs.copy()
     r["_t"] = r["started_at"].fillna("").astype(str)
     disturbed = r["disturbed"].fillna(False).astype(bool) if "disturbed" in r else pd.Series(False, index=r.index)
+    disturbed = disturbed.where(r["disturbed"].notna(), False) if "disturbed" in r else disturbed
     # Invalid because the mode did not sustain the rate (or errors): "not sustained". Invalid only
     # because the machine was disturbed (noise guards: send lag, foreign CPU, steal, hiccups):
     # "disturbed", left out like a failed run and counted, never blamed on the mode.
