@@ -121,3 +121,11 @@ def parse_accounting(text: str) -> float | None:
     if wall <= 0:
         return None
     return (cutime + cstime) / tck / wall
+
+
+def broken_run(program: str, exit_status: int, stdout: str, stderr: str) -> LoadResult:
+    """The result of a generator that exited non-zero or printed no summary: one clear reason
+    with the last lines it printed."""
+    tail = " ".join((stderr or stdout or "").strip().splitlines()[-3:])
+    what = f"exited with status {exit_status}" if exit_status != 0 else "printed no summary"
+    return LoadResult(ok=False, reason=f"{program} {what}" + (f": {tail}" if tail else ""))

@@ -24,7 +24,7 @@ import re
 import numpy as np
 
 from .. import latency as lat
-from .base import LoadResult, LoadSpec
+from .base import LoadResult, LoadSpec, broken_run
 
 _REQUESTS = re.compile(
     r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout"
@@ -59,9 +59,7 @@ class H2load:
     def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult:
         summary = parse_summary(stdout)
         if exit_status != 0 or summary is None:
-            tail = " ".join((stderr or stdout or "").strip().splitlines()[-3:])
-            what = f"exited with status {exit_status}" if exit_status != 0 else "printed no summary"
-            return LoadResult(ok=False, reason=f"h2load {what}" + (f": {tail}" if tail else ""))
+            return broken_run("h2load", exit_status, stdout, stderr)
         if summary["succeeded"] == 0 and summary["started"] > 0:
             tail = " ".join((stderr or "").strip().splitlines()[-2:])
             return LoadResult(ok=False, reason=f"h2load: no request succeeded ({summary['failed']} failed, {summary['errored']} errored) {tail}".strip())

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import latency as lat
 from ..loadgen import binary_path, ensure_built
-from .base import LoadResult, LoadSpec
+from .base import LoadResult, LoadSpec, broken_run
 
 RECORD = np.dtype([("intended", "<i8"), ("sent", "<i8"), ("done", "<i8"), ("status", "<i4"), ("conn", "<u4")])
 ST_CONNERR, ST_NOTSENT, ST_NONE = -1, -2, 0
@@ -72,9 +72,7 @@ class Openloop:
     def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult:
         summary = parse_summary(stdout)
         if exit_status != 0 or summary is None:
-            tail = " ".join((stderr or stdout or "").strip().splitlines()[-3:])
-            what = f"exited with status {exit_status}" if exit_status != 0 else "printed no summary"
-            return LoadResult(ok=False, reason=f"cnib-openloop {what}" + (f": {tail}" if tail else ""))
+            return broken_run("cnib-openloop", exit_status, stdout, stderr)
         rows = parse_log(files.get("log", b""))
         if len(rows) != summary["window_requests"]:
             return LoadResult(ok=False, reason=f"cnib-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
