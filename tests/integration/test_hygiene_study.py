@@ -20,7 +20,11 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(400)]
 
 def write(tmp_path, testbed, attempts):
     data = {"name": "hog", "inventory": str(testbed.path), "seed": 1, "modes": ["host"], "sizes": ["small"],
-            "load": {"rates": [2000]}, "workload": {"duration_s": 2, "warmup_s": 0.5, "connections": 4},
+            "load": {"rates": [2000]},
+            # Only the guard the hog provokes judges here: this VM's own stalls and steal (1-10 ms,
+            # up to 5 %, in every run) would otherwise mark the redo too, whatever the hog did.
+            "workload": {"duration_s": 2, "warmup_s": 0.5, "connections": 4,
+                         "guard": {"max_hiccup_total_us": None, "max_steal": None, "max_send_lag_p99_us": None}},
             "notebooks": "none", "quiet": {"max_wait_s": 0}, "redo": {"max_attempts": attempts}}
     path = tmp_path / "hog.yml"
     path.write_text(yaml.safe_dump(data))
