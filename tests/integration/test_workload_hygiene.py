@@ -52,9 +52,16 @@ def checks(rec):
 def test_quiet_run_is_valid_and_records_every_figure(with_fleet, testbed):
     rec = run(with_fleet, testbed, quiet_first=True)
     h = rec["hygiene"]
+    fig = h["figures"]
+    # Every figure is recorded whatever the verdict; "valid" needs a hypervisor that left the
+    # run alone, which the quiet-machine check (processes only) cannot see beforehand.
+    for key in ("foreign_cpu", "steal", "irq", "softirq", "hiccup_max_us", "tcp_retransmits", "nic_drops"):
+        assert fig[key] is not None, key
+    if (fig["steal"] or 0) > SPEC.guard.flag_steal or (fig["hiccup_total_us"] or 0) > SPEC.guard.max_hiccup_total_us:
+        pytest.skip(f"the hypervisor disturbed the run (steal {100 * fig['steal']:.1f} %, stalls {fig['hiccup_total_us'] / 1000:.0f} ms): "
+                    "a quiet run cannot be shown on this machine now")
     assert rec["status"] == "ok", rec["reason"]
     assert not h["disturbed"]
-    fig = h["figures"]
     for key in ("foreign_cpu", "steal", "irq", "softirq", "hiccup_max_us", "tcp_retransmits", "nic_drops"):
         assert fig[key] is not None, key
     assert fig["foreign_cpu"] <= SPEC.guard.max_foreign_cpu
