@@ -119,14 +119,8 @@ def write_once_text(path: Path, text: str) -> None:
     temporary file never replaces an existing name (rename would), so of two writers racing
     for one record, the second fails. The directory is fsynced so the new name survives."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _complete_temp(path, text)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for every reader
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -147,8 +141,8 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
+def _complete_temp(path: Path, text: str) -> str:
+    """A temporary file beside `path` holding `text`, synced to disk, readable by all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -157,6 +151,16 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are for every reader
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = _complete_temp(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         try:
