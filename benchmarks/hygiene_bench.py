@@ -32,6 +32,8 @@ from cnibench import testbed as tb
 from cnibench.config import ROOT, load_inventory
 from cnibench.hosts import Fleet
 from cnibench.workload.bench import BenchSession, BenchSpec
+from cnibench.runner import bench_spec, calibrate_kwargs
+from cnibench.study import load_study
 from cnibench.workload.calibrate import calibrate
 from cnibench.workload.cli import mode_endpoint
 from cnibench.workload.quiet import wait_quiet
@@ -118,12 +120,16 @@ async def bench_meter(fleet, args) -> dict:
 
 
 async def bench_calibration(fleet, args) -> dict:
-    template = BenchSpec(mode=args.mode, size=args.size, rate=1, duration_s=3, warmup_s=1, connections=16)
+    # Exactly as `invoke run-all` calibrates for studies/lab.yml: its workload (generator, default
+    # connections, guards) and its calibration settings.
+    lab = load_study("lab")
+    template = bench_spec({**lab.workload, "mode": args.mode, "size": args.size, "rate": 1})
+    kw = calibrate_kwargs(lab)
     maxima, runs = [], []
     async with mode_endpoint(fleet, args.mode) as ep:
         for i in range(args.repeat):
             t = time.monotonic()
-            res = await calibrate(fleet, ep, template, args.p99_bound)
+            res = await calibrate(fleet, ep, template, **kw)
             maxima.append(res["max_rate"])
             runs.append({"max_rate": res["max_rate"], "probes": len(res["probes"]), "seconds": round(time.monotonic() - t, 1)})
             print(f"  calibration {i + 1}: {res['max_rate']:.0f} req/s ({len(res['probes'])} probes, {runs[-1]['seconds']} s)", flush=True)
@@ -157,7 +163,6 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--mode", default="host")
     ap.add_argument("--size", default="small")
-    ap.add_argument("--p99-bound", type=float, default=10.0)
     ap.add_argument("--quiet-wait", type=float, default=120, help="seconds to wait for a quiet machine first")
     a = ap.parse_args()
     result = asyncio.run(main(a))

@@ -8,7 +8,7 @@ Run it on an otherwise idle machine. Measures and prints (issue 9's criteria 1 a
      (both sizes); how many runs meet send lag p99 <= 50 us and p99.9 <= 250 us;
   2. capacity: h2load's closed-loop maximum (16 connections x 32 in flight, one core), then the
      highest rate at which cnib-openloop on one core is valid (dispersion <= 0.2, no line above
-     20, >= 99 % of the target answered), found by bisection; the ratio of the two, and the
+     20, >= 99 % of the target answered, in 2 of 3 runs of 5 s), found by bisection; the ratio of the two, and the
      server core's busy share at the first rate that failed (saturated server: the server, not
      the generator, is the limit);
   3. the generator's CPU per request: the time its loop spent in passes that sent or read
@@ -32,6 +32,7 @@ from cnibench.workload.cli import mode_endpoint
 
 OUT = ROOT / "benchmarks" / "results" / "openloop.json"
 LAG_P99_US, LAG_P999_US = 50, 250
+CAPACITY_WINDOW_S = 5.0  # per-ms dispersion from a 5 ms stall falls as 1/window: ~0.35 over 3 s at 50k req/s
 
 
 def figures(rec: dict) -> dict:
@@ -45,7 +46,7 @@ def figures(rec: dict) -> dict:
             "lag_p99_us": lag.get("99"), "lag_p999_us": lag.get("99.9"), "lag_max_us": lag.get("100"),
             "p50_us": p.get("50"), "p99_us": p.get("99"), "p999_us": p.get("99.9"),
             "work_us_per_request": None if info.get("work_s") is None else round(info["work_s"] * 1e6 / ok_n, 3),
-            "server_busy": server_busy(rec)}
+            "server_busy": server_busy(rec), "hiccup_max_us": (rec.get("hygiene") or {}).get("hiccup_max_us")}
 
 
 def server_busy(rec: dict) -> float | None:
@@ -67,7 +68,7 @@ def paced(f: dict) -> bool:
 def show(f: dict) -> None:
     print(f"  {f['rate']:8.0f} {f['size']:5s} {f['status']:7s} disp {f.get('dispersion_per_ms')} line {f.get('max_line_ratio')} "
           f"lag p99/p99.9 {f['lag_p99_us']}/{f['lag_p999_us']} us  p50/p99 {f['p50_us']}/{f['p99_us']} us  "
-          f"work {f['work_us_per_request']} us/req  server {f['server_busy']}  {f['reason']}", flush=True)
+          f"work {f['work_us_per_request']} us/req  server {f['server_busy']}  stall {f['hiccup_max_us']} us  {f['reason']}", flush=True)
 
 
 async def main(runs: int) -> dict:
@@ -94,8 +95,15 @@ async def main(runs: int) -> dict:
         lo, hi, fail = 0.0, 1.3 * h2max, None
         rate = 0.9 * h2max
         for _ in range(7):
-            f = await once(BenchSpec("host", "small", round(rate), 3.0, 0.5), "capacity")
-            if paced(f) and f["achieved"] >= 0.99 * f["rate"]:
+            # 2-of-3 votes per rate, as the calibration does: one VM stall (5-16 ms here, in
+            # most runs) in a single short run would otherwise end the search low.
+            votes = []
+            for attempt in range(3):
+                f = await once(BenchSpec("host", "small", round(rate), CAPACITY_WINDOW_S, 0.5), f"capacity{attempt}")
+                votes.append(paced(f) and f["achieved"] >= 0.99 * f["rate"])
+                if votes.count(True) == 2 or votes.count(False) == 2:
+                    break
+            if votes.count(True) >= 2:
                 lo = rate
             else:
                 hi, fail = rate, f

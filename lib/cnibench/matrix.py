@@ -136,32 +136,37 @@ def completion(runs: Iterable[PlannedRun], statuses: Mapping[str, str]) -> list[
 
 @dataclass(frozen=True)
 class Costs:
-    """Seconds a study spends outside its measurement windows. Measured on this 2-core machine
-    for lab.yml (benchmarks/pipeline_bench.py, 2026-11-26: 154 runs, 1,046 s); re-measure when
-    the generator or the runner changes (the compiled open-loop generator will)."""
+    """Seconds a study spends outside its measurement windows, measured on this 2-core machine
+    with the compiled open-loop generator: lab.yml from a fresh clone, 2026-11-28 (run B of
+    issue 11: 192 runs and 136 redone attempts in 1,831 s, their notebooks in 107 s). Re-measure
+    when the generator or the runner changes."""
 
-    per_run_s: float = 0.17  # health check, samplers, record write (nginx stays up per block)
-    notebook_s: float = 0.32  # its run notebook, rendered after the matrix (warm / fresh)
+    per_run_s: float = 0.5  # health check, samplers, hiccup meters, log fetch and parse, record write
+    notebook_s: float = 0.55  # its run notebook, rendered after the matrix (warm / fresh)
     measure_notebook_s: float = 1.5  # notebooks: measure (a kernel per run)
     per_block_s: float = 0.3  # mode up + down, nginx start
-    calibration_per_size_s: float = 29.0  # the reference's calibration, when none is saved
-    fixed_s: float = 5.0  # testbed up, precheck, host facts, manifest
+    calibration_per_size_s: float = 65.0  # the reference's calibration (p90 bound, votes), when none is saved
+    fixed_s: float = 10.0  # testbed up, precheck, host facts, quiet-machine check, manifest
     analysis_s: float = 15.0  # dataset, statistics, figures, report
+    redo_share: float = 0.15  # attempts redone per run when the study redoes disturbed runs (this VM, lab.yml's guards)
 
 
 def estimate(study: Study, runs: Iterable[PlannedRun], calibrate_sizes: int = 0, costs: Costs = Costs()) -> dict:
     """Estimated wall time of running `runs` (seconds), the part inside measurement windows and
-    its fraction; `calibrate_sizes`: how many sizes still need the reference's calibration."""
+    its fraction; `calibrate_sizes`: how many sizes still need the reference's calibration.
+    Redone attempts are expected time too, but their windows do not count as measurement."""
     runs = list(runs)
     window = float(study.workload.get("duration_s") or 0)
     warmup = float(study.workload.get("warmup_s") or 0)
     notebook = {"warm": costs.notebook_s, "fresh": costs.notebook_s,
                 "measure": costs.measure_notebook_s}.get(study.notebooks, 0.0)
     n_blocks = len(blocks(runs))
+    redo = costs.redo_share if int((study.redo or {}).get("max_attempts") or 1) > 1 else 0.0
     parts = {
         "windows": len(runs) * window,
         "warmup": len(runs) * warmup,
         "per_run": len(runs) * (costs.per_run_s + notebook),
+        "redo": len(runs) * redo * (window + warmup + costs.per_run_s),
         "modes": n_blocks * costs.per_block_s,
         "calibration": calibrate_sizes * costs.calibration_per_size_s,
         "fixed": costs.fixed_s + costs.analysis_s,

@@ -320,6 +320,7 @@ class Session:
     modes_s: float = 0.0  # mode up + down
     calibration_s: float = 0.0
     redone: int = 0  # attempts that were disturbed and run again
+    interrupted_by: str | None = None  # SIGINT / SIGTERM received: no new run starts
     started: float = field(default_factory=time.monotonic)
     ended: str = "complete"
     first_failure: str | None = None  # the reason of the first failed run (for "every run failed")
@@ -371,13 +372,23 @@ async def run_study_async(
 
         book = RunBook("fresh")
 
-    # SIGTERM ends the study like Ctrl-C: cancel, tear the mode down, keep the records.
+    # Ctrl-C and SIGTERM end the study: cancel, tear the mode down, keep the records. The signal
+    # is also remembered and checked before every run, because a cancellation can be absorbed on
+    # its way up (Python 3.11's asyncio.wait_for drops one that arrives as its inner await
+    # completes): the study then stops at the next run instead of running to the end.
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+
+    def on_signal(name: str) -> None:
+        session.interrupted_by = name
+        task.cancel()
+
+    signals = (signal.SIGINT, signal.SIGTERM)
     try:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        for sig in signals:
+            loop.add_signal_handler(sig, on_signal, sig.name)
     except (NotImplementedError, RuntimeError):
-        pass
+        signals = ()
 
     manifest = read_manifest(mpath)
     bar: Progress | None = None
@@ -423,7 +434,11 @@ async def run_study_async(
                 bar.line(f"{study.name}: {session.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
 
             for block in matrix.blocks(todo):
+                if session.interrupted_by:
+                    raise asyncio.CancelledError(f"{session.interrupted_by} received")
                 await _run_block(fleet, study, block, inventory_path, book, policy, bar, session, sess, manifest, mpath, raw_dir, runs_dir, ref, stop_on_failure, mode_up, mode_down, limits)
+        if session.interrupted_by:
+            raise asyncio.CancelledError(f"{session.interrupted_by} received")
         if policy in ("warm", "fresh"):
             # The run notebooks are views of saved records: rendered once no measurement runs
             # (rendering between runs put ~0.6 s of non-measuring wall time into every run).
@@ -442,10 +457,8 @@ async def run_study_async(
         session.ended = "crashed"
         raise
     finally:
-        try:
-            loop.remove_signal_handler(signal.SIGTERM)
-        except (NotImplementedError, RuntimeError):
-            pass
+        for sig in signals:
+            loop.remove_signal_handler(sig)
         if bar is not None:
             bar.close()
         if book is not None:
@@ -505,6 +518,8 @@ async def _run_block(fleet, study, block, inventory_path, book, policy, bar, ses
     bench = BenchSession(fleet, endpoint, limits)  # nginx up once for the block's runs
     try:
         for run in block.runs:
+            if session.interrupted_by:
+                raise asyncio.CancelledError(f"{session.interrupted_by} received")
             bar.status(f"{block.mode} rep {block.repetition}")
             fields = spec_fields(study, run)
             t = time.monotonic()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -147,6 +148,11 @@ def test_estimate_adds_windows_and_overheads():
     assert e["measure_fraction"] == pytest.approx(n * 5 / e["seconds"])
     assert "min for 16 runs in 8 blocks" in matrix.format_estimate(e)
     assert matrix.estimate(s, [], costs=costs)["runs"] == 0
+    # a study that redoes disturbed runs expects that time too; the redone windows are not measurement
+    redo = matrix.estimate(dataclasses.replace(s, redo={"max_attempts": 2}), runs, calibrate_sizes=1,
+                           costs=dataclasses.replace(costs, redo_share=0.2))
+    assert redo["seconds"] == pytest.approx(e["seconds"] + n * 0.2 * (5 + 0.5 + 0.5))
+    assert redo["measure_s"] == e["measure_s"]
 
 
 def test_estimate_study_counts_only_what_is_left(tmp_path):
@@ -177,4 +183,4 @@ def test_run_all_says_how_long_before_it_starts(tmp_path):
     from cnibench.study import load_study
 
     line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
-    assert line.startswith("estimated duration: ") and "192 runs in 96 blocks" in line and "calibration" in line
+    assert line.startswith("estimated duration: ") and "160 runs in 80 blocks" in line and "calibration" in line

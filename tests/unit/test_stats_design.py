@@ -44,7 +44,7 @@ def simulate(spread, blocks=None, loads_per_block=None, margin=None, seed=0):
 
 
 def test_lab_design_is_what_the_simulations_assume():
-    assert lab_design() == (12, 1, 7, 0.15)  # 7 modes against host since ebpf-redirect (issue 15)
+    assert lab_design() == (10, 1, 7, 0.15)  # 7 modes against host since ebpf-redirect (issue 15); 10 blocks since 2026-11-28 (budget)
 
 
 @pytest.mark.parametrize("spread", SPREADS)
@@ -58,11 +58,21 @@ def test_aa_no_false_separations_and_intervals_cover(spread, design):
     assert r["coverage"] >= 0.93
 
 
-@pytest.mark.parametrize("spread", SPREADS)
+@pytest.mark.parametrize("spread", ["0.05", "guess"])
 def test_known_effect_is_detected_with_the_lab_design(spread):
     """+30 % p99 on one mode: called slower than host in >= 80 % of simulated lab studies.
-    (Measured: 100 % / 96 % / 88 %; 6 blocks of both loads would give 98 % / 64 % / 43 %.)"""
+    (Measured with 10 blocks: 100 % / 86 %; 6 blocks of both loads would give 98 % / 64 %.)"""
     assert simulate(spread, seed=2)["detected"] >= 0.80
+
+
+def test_known_effect_at_the_largest_spread_is_what_the_budget_costs():
+    """At spreads of 0.10/0.10 the 10 blocks that fit 20 minutes detect +30 % in ~73 % of studies,
+    under the issue's 80 %; the 12 blocks lab.yml had before (~23 min here) gave 88 %. lab.yml's
+    Budget states the trade; the real studies' spreads are larger still (their MDEs are in the
+    report)."""
+    ten = simulate("0.10", seed=2)["detected"]
+    assert 0.65 <= ten < 0.80
+    assert simulate("0.10", blocks=12, seed=2)["detected"] >= 0.80
 
 
 def test_six_blocks_of_both_loads_would_miss_it_at_the_larger_spreads():
@@ -72,10 +82,10 @@ def test_six_blocks_of_both_loads_would_miss_it_at_the_larger_spreads():
     assert simulate("0.10", 6, 2, seed=2)["detected"] < 0.80
 
 
-@pytest.mark.parametrize("spread,margin", [("0.05", None), ("guess", 0.25), ("0.10", 0.25)])
+@pytest.mark.parametrize("spread,margin", [("0.05", None), ("guess", 0.25), ("0.10", 0.30)])
 def test_zero_effect_is_called_equivalent(spread, margin):
     """An exact-zero effect is called equivalent in >= 80 % of studies: with lab.yml's margin
-    (+-15 %) at spreads of 0.05; at the guess and at 0.10 only with a margin of +-25 %."""
+    (+-15 %) at spreads of 0.05; at the guess only with a margin of +-25 %, at 0.10 of +-30 %."""
     assert simulate(spread, margin=margin, seed=3)["equivalent"] >= 0.80
 
 
@@ -87,9 +97,9 @@ def test_ten_percent_margin_is_out_of_reach_in_twenty_minutes():
 
 
 def test_mde_of_the_lab_design():
-    """p99 MDE (80 % power at Holm's strictest step): ~12 % / 22 % / 26 %; the issue's
-    repeatability criterion wants <= 25 % in every cell, which holds up to about the guess."""
+    """p99 MDE (80 % power at Holm's strictest step), 10 blocks: ~14 % / 26 % / 30 %; the issue's
+    repeatability criterion wants <= 25 % in every cell, which holds below about the guess."""
     mde = {s: simulate(s, seed=4)["mde"] for s in SPREADS}
-    assert mde["0.05"] < 0.15 and mde["guess"] < 0.25 and 0.22 < mde["0.10"] < 0.30
+    assert mde["0.05"] < 0.16 and 0.22 < mde["guess"] < 0.29 and 0.26 < mde["0.10"] < 0.34
     assert mde["0.05"] < mde["guess"] < mde["0.10"]
 

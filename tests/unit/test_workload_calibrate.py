@@ -3,6 +3,7 @@
 import pytest
 
 from cnibench.workload import calibrate as cal
+from cnibench.workload.bench import BenchSpec
 
 
 def search(capacity, **kw):
@@ -35,11 +36,20 @@ def test_stops_at_max_rate_and_min_rate_and_probe_budget():
     assert len(search(23_000, start=2000, max_probes=6)) == 6
 
 
-def test_probe_ok_needs_a_valid_run_under_the_bound():
-    rec = {"status": "ok", "latency": {"percentiles": {"99": 9000}}}
-    assert cal.probe_ok(rec, 10.0) and not cal.probe_ok(rec, 5.0)
+def test_probe_ok_needs_a_valid_run_under_the_bound_at_the_chosen_percentile():
+    rec = {"status": "ok", "latency": {"percentiles": {"90": 4000, "99": 9000}}}
+    assert cal.probe_ok(rec, 10.0, 99) and not cal.probe_ok(rec, 5.0, 99)
+    assert cal.probe_ok(rec, 5.0) and not cal.probe_ok(rec, 3.0)  # the default is p90
     assert not cal.probe_ok({**rec, "status": "invalid"}, 10.0)
     assert not cal.probe_ok({"status": "failed", "latency": {"percentiles": None}}, 10.0)
+
+
+def test_probes_judge_machine_noise_but_not_the_generators_own_lag():
+    template = BenchSpec(mode="host", size="small", rate=1, duration_s=5, warmup_s=1)
+    probe = cal.probe_spec(template, 3.0, 0.5)
+    assert probe.guard.max_send_lag_p99_us is None and template.guard.max_send_lag_p99_us is not None
+    assert probe.guard.max_steal == template.guard.max_steal and probe.guard.max_foreign_cpu == template.guard.max_foreign_cpu
+    assert (probe.duration_s, probe.warmup_s, probe.metrics, probe.closed_loop) == (3.0, 0.5, False, False)
 
 
 def test_save_and_load(tmp_path, monkeypatch):

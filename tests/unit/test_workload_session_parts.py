@@ -180,10 +180,10 @@ def test_workload_sweep_kills_only_our_nginx_and_removes_only_our_directories(tm
 
 def test_calibration_without_a_valid_rate_is_a_clear_error_and_is_not_saved(tmp_path, monkeypatch):
     base = BenchSpec(mode="host", size="small", rate=1, duration_s=2, warmup_s=0.5, connections=16)
-    log = [{"rate": 2000.0, "ok": False, "status": "failed", "reason": "failed: nginx health check of http://x failed: no answer", "p99_us": None},
-           {"rate": 1000.0, "ok": False, "status": "ok", "reason": "", "p99_us": 25000}]
-    msg = cal.no_valid_rate_message(base, log, 10.0)
-    assert "host/small found no valid rate" in msg and "nginx health check" in msg and "p99 25.00 ms" in msg
+    log = [{"rate": 2000.0, "ok": False, "status": "failed", "reason": "failed: nginx health check of http://x failed: no answer", "latency_us": None},
+           {"rate": 1000.0, "ok": False, "status": "ok", "reason": "", "latency_us": 25000}]
+    msg = cal.no_valid_rate_message(base, log, 10.0, 90)
+    assert "host/small found no valid rate with p90 <= 10 ms" in msg and "nginx health check" in msg and "p90 25.00 ms" in msg
     monkeypatch.setattr(cal, "CALIBRATION", tmp_path)
     with pytest.raises(cal.CalibrationFailed):
         cal.save_calibration("inv", "host", "small", {"max_rate": 0.0})

@@ -45,12 +45,12 @@ async def bench(spec: BenchSpec, inventory=None, study: str = "adhoc") -> tuple[
     return rec, str(write_record(RAW, rec))  # failed and invalid runs are kept too
 
 
-async def calibrate_cli(spec: BenchSpec, p99_bound_ms: float, inventory=None, progress=None) -> tuple[dict, str]:
+async def calibrate_cli(spec: BenchSpec, bound_ms: float, percentile: float, inventory=None, progress=None) -> tuple[dict, str]:
     validate_spec(spec)
     inv = config.load_inventory(inventory)
     async with Fleet(inv) as fleet:
         async with mode_endpoint(fleet, spec.mode) as ep:
-            result = await calibrate(fleet, ep, spec, p99_bound_ms, progress=progress)
+            result = await calibrate(fleet, ep, spec, bound_ms, percentile=percentile, progress=progress)
     return result, str(save_calibration(inv.name, spec.mode, spec.size, result))
 
 
