@@ -131,7 +131,8 @@ async def bench_calibration(fleet, args) -> dict:
             t = time.monotonic()
             res = await calibrate(fleet, ep, template, **kw)
             maxima.append(res["max_rate"])
-            runs.append({"max_rate": res["max_rate"], "probes": len(res["probes"]), "seconds": round(time.monotonic() - t, 1)})
+            runs.append({"max_rate": res["max_rate"], "probes": len(res["probes"]), "seconds": round(time.monotonic() - t, 1),
+                         "probe_log": res["probes"]})
             print(f"  calibration {i + 1}: {res['max_rate']:.0f} req/s ({len(res['probes'])} probes, {runs[-1]['seconds']} s)", flush=True)
     c = cv(maxima)
     print(f"{args.mode}/{args.size}: maxima {[round(m) for m in maxima]}, CV {100 * c:.2f} % (target <= 3 %)" if c is not None else "one calibration: no CV")
