@@ -71,7 +71,7 @@ def show(f: dict) -> None:
           f"work {f['work_us_per_request']} us/req  server {f['server_busy']}  stall {f['hiccup_max_us']} us  {f['reason']}", flush=True)
 
 
-async def main(runs: int) -> dict:
+async def main(runs: int, capacity: bool = True) -> dict:
     inv = load_inventory(tb.generated_inventory_path())
     out: dict = {"pacing": {}, "capacity": {}}
     async with Fleet(inv) as fleet, mode_endpoint(fleet, "host") as ep, BenchSession(fleet, ep) as s:
@@ -87,6 +87,8 @@ async def main(runs: int) -> dict:
             out["pacing"][f"{rate}/{size}"] = {"runs": rows, "lag_criterion_met": met, "of": n}
             print(f"  -> {rate} {size}: send-lag criterion met in {met} of {n} runs", flush=True)
 
+        if not capacity:
+            return out
         print("capacity: h2load closed loop (16 connections x 32 in flight, one core)", flush=True)
         h2 = await s.run(BenchSpec("host", "small", 1000, 3.0, 0.5, connections=16, generator="h2load", pipeline=32,
                                    closed_loop=True), run_id="bench/host/small/h2load-max/rep1")
@@ -120,11 +122,12 @@ async def main(runs: int) -> dict:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10, help="runs per pacing rate up to 25,000 req/s (default 10; 0: capacity only)")
+    ap.add_argument("--no-capacity", action="store_true", help="pacing only")
     args = ap.parse_args()
     tb.down()
     tb.up()
     try:
-        result = asyncio.run(main(args.runs))
+        result = asyncio.run(main(args.runs, capacity=not args.no_capacity))
     finally:
         tb.down()
     OUT.parent.mkdir(parents=True, exist_ok=True)

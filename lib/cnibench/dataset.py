@@ -158,7 +158,9 @@ def _cpu_rows(host_metrics: dict, sample: dict) -> list[dict]:
     return [dict(zip(fields, row)) for row in cpu if row is not None]
 
 
-def record_row(rec: dict, roles: dict[str, str] | None = None) -> dict:
+def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[float, float] | None = None) -> dict:
+    """One run's row. sustain: (bound_ms, percentile) of the study's calibration, which also says
+    whether a run kept up with its rate (results.sustained); default p90 <= 10 ms."""
     counts = rec.get("counts") or {}
     settings = rec.get("settings") or {}
     pct = (rec.get("latency") or {}).get("percentiles") or {}
@@ -181,6 +183,14 @@ def record_row(rec: dict, roles: dict[str, str] | None = None) -> dict:
     for p in RUN_PERCENTILES:
         v = pct.get(p)
         row[pcol(p)] = float(v) if v is not None else np.nan
+    bound_ms, percentile = sustain or (results.SUSTAINED_BOUND_MS, results.SUSTAINED_PERCENTILE)
+    row["sustained"] = results.sustained(pct, bound_ms, percentile)
+    if row["valid"] and row["sustained"] is False:
+        # The queue did not drain: latency grew through the window (a mode past its maximum).
+        # The guards judge the measurement; this is the result, so the run is not sustained,
+        # never an average of the runs that kept up (stats.attempts).
+        row.update(valid=False, status="invalid", reason=f"not sustained: p{percentile:g} "
+                   f"{float(pct[results.percentile_key(percentile)]) / 1000:.1f} ms > {bound_ms:g} ms")
     row.update(cpu_per_request(rec.get("metrics"), achieved, roles or {}))
     return row
 
@@ -237,7 +247,7 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
         if rec is None:
             unreadable.append(str(path.relative_to(raw_dir)))
             continue
-        row = record_row(rec, roles)
+        row = record_row(rec, roles, sustain_criterion(manifest))
         encoded = (rec.get("latency") or {}).get("histogram")
         if encoded:
             try:
@@ -253,6 +263,15 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
                                      "repetition", "status", "reason", "valid"])
     runs = _fill_load_fraction(runs, calibration)
     return Dataset(study, runs, hist, manifest, calibration, unreadable)
+
+
+def sustain_criterion(manifest: dict) -> tuple[float, float]:
+    """(bound_ms, percentile) the study's calibration used (its manifest), else the default."""
+    details = ((manifest.get("calibration") or {}).get("details") or {}).values()
+    for d in details:
+        if d.get("bound_ms") and d.get("percentile"):
+            return float(d["bound_ms"]), float(d["percentile"])
+    return results.SUSTAINED_BOUND_MS, float(results.SUSTAINED_PERCENTILE)
 
 
 def _fill_load_fraction(runs: pd.DataFrame, calibration: dict) -> pd.DataFrame:

@@ -216,7 +216,9 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
                      "t-interval. Verdict: slower or faster than "
                      f"{REFERENCE} when a paired t-test rejects (Holm over the modes), else equivalent when both "
                      f"one-sided tests put it within ±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; "
-                     "“not sustained” when a run of the mode in the band ended invalid and was not redone. "
+                     "“not sustained” when a run of the mode in the band ended invalid and was not redone, "
+                     "or did not keep up with its rate (its p90 from the intended send time above the bound "
+                     "that defines the calibrated maximum, 10 ms by default). "
                      "MDE: the smallest overhead this design detects with 80 % power.</p>")
         parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
@@ -258,7 +260,8 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
         "t-interval over blocks. Per load, the quantiles table gives the typical run's quantile "
         "(geometric mean over repetitions) with a t-interval, and the pooled histogram's. Tiers and "
         "pairs of modes use the same paired rule, Holm over the pairs. Failed runs are excluded and "
-        "counted; a cell whose run ended invalid without a valid redo is shown as not sustained.</p>")
+        "counted; a cell whose run ended invalid without a valid redo, or did not keep up with its rate, "
+        "is shown as not sustained.</p>")
     # figures
     parts.append("<h2 id='figures'>Figures</h2>")
     for name, paths in figures.items():

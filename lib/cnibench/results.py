@@ -52,6 +52,21 @@ REQUIRED_KEYS = (
 )
 
 
+# A rate is sustained when this percentile of latency, counted from the intended send time,
+# stays within the bound: the definition of the calibrated maximum (workload/calibrate.py) and of
+# a run that kept up with its rate (dataset.py). p90, not p99: a machine stall fails a p99 bound
+# long before the queue stops draining (calibrate.py says why).
+SUSTAINED_PERCENTILE = 90
+SUSTAINED_BOUND_MS = 10.0
+
+
+def sustained(percentiles: dict | None, bound_ms: float = SUSTAINED_BOUND_MS,
+              percentile: float = SUSTAINED_PERCENTILE) -> bool | None:
+    """Did the run keep up with its rate? None when the record has no such percentile (pure)."""
+    v = (percentiles or {}).get(percentile_key(percentile))
+    return None if v is None else float(v) <= bound_ms * 1000
+
+
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(HIST_LOWEST_US, HIST_HIGHEST_US, HIST_DIGITS)
 

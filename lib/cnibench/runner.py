@@ -226,12 +226,27 @@ async def _calibrate_mode(fleet, study: Study, inventory_name: str, mode: str, p
                     found[size] = {"source": "saved", **saved[size], "check": chk}
                     continue
                 out(f"the saved maximum of {mode}/{size} ({saved[size]['max_rate']:.0f} req/s) failed its check probe: calibrating again")
-            result = await calibrate(fleet, endpoint, template, **kw)
+            out(f"calibrating {mode}/{size}: probes of {kw.get('run_s', 3):g} s, bisection to 2 % (1-2 minutes)")
+            result = await calibrate(fleet, endpoint, template, **kw, progress=_probe_printer(out, mode, size))
             save_calibration(inventory_name, mode, size, result)
+            out(f"calibrated {mode}/{size}: maximum sustainable rate {result['max_rate']:.0f} req/s "
+                f"({len(result['probes'])} probes)")
             found[size] = {"source": "calibrated", **result}
     finally:
         await mode_down(fleet, mode, settings)
     return found
+
+
+def _probe_printer(out, mode: str, size: str):
+    """One line per calibration probe, so a study's first minutes are not silent."""
+    def show(e: dict) -> None:
+        if "saturation" in e:
+            out(f"  {mode}/{size}: closed-loop saturation {e['saturation'] or 0:.0f} req/s")
+            return
+        lat = "-" if e.get("latency_us") is None else f"{e['latency_us'] / 1000:.2f} ms"
+        verdict = "disturbed, again" if e.get("disturbed") else ("ok" if e["ok"] else "too much")
+        out(f"  {mode}/{size}: {e['rate']:.0f} req/s: p{e.get('percentile', 90):g} {lat}: {verdict}")
+    return show
 
 
 def _calibration_api():

@@ -151,17 +151,48 @@ def test_resume_after_sigkill(testbed, tmp_path):
 
 
 def test_quick_study_end_to_end(testbed, tmp_path):
-    """studies/quick.yml as shipped (calibration included when none is saved), on the testbed."""
+    """studies/quick.yml as shipped, on the testbed, with a saved maximum for host/small: the
+    study checks it with a probe (workload/calibrate.check_probe) and uses it. A full calibration
+    takes 1-2 minutes of probes; the real search runs in test_calibration_searches_on_the_testbed,
+    and in full in `invoke run-all` and benchmarks/hygiene_bench.py."""
+    from cnibench.workload.calibrate import save_calibration
+
     study = load_study(STUDIES / "quick.yml")
     path = tmp_path / "quick.yml"
     data = yaml.safe_load((STUDIES / "quick.yml").read_text())
     data["inventory"] = str(testbed.path)
     path.write_text(yaml.safe_dump(data))
+    saved = 20_000.0  # well under host/small's maximum here (56-67k req/s), so its check passes
+    save_calibration(testbed.name, "host", "small", {"max_rate": saved, "mode": "host", "size": "small"})
     summary = run_study(path, raw_dir=tmp_path / "raw", runs_dir=tmp_path / "runs", progress=False)
     recs = records(tmp_path / "raw", "quick")
     assert len(recs) == summary["planned"] == len(study.modes) * len(study.sizes) * len(study.loads)
     assert all(r["status"] in ("ok", "invalid") for r in recs), [r["reason"] for r in recs if r["status"] == "failed"]
+    assert sorted({r["target_rate"] for r in recs}) == pytest.approx([0.3 * saved, 0.5 * saved], rel=0.01)
+    cal = read_manifest(manifest_path(tmp_path / "raw", "quick"))["calibration"]
+    assert cal["max_rates"]["small"] == saved and cal["details"]["small"]["source"] == "saved"
+    assert cal["details"]["small"]["check"]["ok"]
     # Its wall time is measured by benchmarks/pipeline_bench.py, not asserted here.
+
+
+def test_calibration_searches_on_the_testbed(testbed, with_fleet):
+    """The real search, bounded at 8,000 req/s so it stays short: it ramps 2k, 4k, 8k with
+    probes of 3 s, judges each on p90 from the intended send time, and ends at the bound; then
+    the closed-loop saturation run."""
+    from cnibench.workload.bench import BenchSpec
+    from cnibench.workload.calibrate import calibrate
+    from cnibench.workload.cli import mode_endpoint
+
+    async def body(fleet):
+        async with mode_endpoint(fleet, "host") as ep:
+            return await calibrate(fleet, ep, BenchSpec(mode="host", size="small", rate=1, duration_s=3, warmup_s=0.5),
+                                   max_rate=8000, warmup_s=0.5)
+
+    res = with_fleet(body)
+    assert res["max_rate"] == 8000 and (res["bound_ms"], res["percentile"]) == (10.0, 90)
+    assert [p["rate"] for p in res["probes"] if not p["disturbed"]][:3] == [2000, 4000, 8000]
+    assert all(p["ok"] and p["latency_us"] <= 10_000 for p in res["probes"] if not p["disturbed"])
+    assert res["saturation_rate"] and res["saturation_rate"] > 8000
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -184,3 +184,16 @@ def test_run_all_says_how_long_before_it_starts(tmp_path):
 
     line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
     assert line.startswith("estimated duration: ") and "160 runs in 80 blocks" in line and "calibration" in line
+
+
+def test_calibration_probes_are_printed_one_line_each():
+    from cnibench import runner
+
+    lines: list[str] = []
+    show = runner._probe_printer(lines.append, "host", "small")
+    show({"rate": 2000.0, "ok": True, "latency_us": 1500, "percentile": 90, "disturbed": False})
+    show({"rate": 64000.0, "ok": False, "latency_us": 250_000, "percentile": 90, "disturbed": False})
+    show({"rate": 8000.0, "ok": False, "latency_us": None, "percentile": 90, "disturbed": True})
+    show({"saturation": 70000.0})
+    assert lines == ["  host/small: 2000 req/s: p90 1.50 ms: ok", "  host/small: 64000 req/s: p90 250.00 ms: too much",
+                     "  host/small: 8000 req/s: p90 -: disturbed, again", "  host/small: closed-loop saturation 70000 req/s"]
