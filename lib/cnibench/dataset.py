@@ -159,8 +159,8 @@ def _cpu_rows(host_metrics: dict, sample: dict) -> list[dict]:
 
 
 def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[float, float] | None = None) -> dict:
-    """One run's row. sustain: (bound_ms, percentile) of the study's calibration, which also says
-    whether a run kept up with its rate (results.sustained); default p90 <= 10 ms."""
+    """One run's row. sustain: (bound_ms, percentile) that says whether the run kept up with its
+    rate (results.sustained; sustain_criterion); default p50 <= 10 ms."""
     counts = rec.get("counts") or {}
     settings = rec.get("settings") or {}
     pct = (rec.get("latency") or {}).get("percentiles") or {}
@@ -183,7 +183,7 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
     for p in RUN_PERCENTILES:
         v = pct.get(p)
         row[pcol(p)] = float(v) if v is not None else np.nan
-    bound_ms, percentile = sustain or (results.SUSTAINED_BOUND_MS, results.SUSTAINED_PERCENTILE)
+    bound_ms, percentile = sustain or (results.SUSTAINED_BOUND_MS, results.RUN_SUSTAINED_PERCENTILE)
     row["sustained"] = results.sustained(pct, bound_ms, percentile)
     if row["valid"] and row["sustained"] is False:
         # The queue did not drain: latency grew through the window (a mode past its maximum).
@@ -266,12 +266,11 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
 
 
 def sustain_criterion(manifest: dict) -> tuple[float, float]:
-    """(bound_ms, percentile) the study's calibration used (its manifest), else the default."""
+    """(bound_ms, percentile) a run of the study is judged by: the bound its calibration used (its
+    manifest; default 10 ms) at the run's percentile (results.RUN_SUSTAINED_PERCENTILE)."""
     details = ((manifest.get("calibration") or {}).get("details") or {}).values()
-    for d in details:
-        if d.get("bound_ms") and d.get("percentile"):
-            return float(d["bound_ms"]), float(d["percentile"])
-    return results.SUSTAINED_BOUND_MS, float(results.SUSTAINED_PERCENTILE)
+    bound = next((float(d["bound_ms"]) for d in details if d.get("bound_ms")), results.SUSTAINED_BOUND_MS)
+    return bound, float(results.RUN_SUSTAINED_PERCENTILE)
 
 
 def _fill_load_fraction(runs: pd.DataFrame, calibration: dict) -> pd.DataFrame:

@@ -217,8 +217,8 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
                      f"{REFERENCE} when a paired t-test rejects (Holm over the modes), else equivalent when both "
                      f"one-sided tests put it within ±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; "
                      "“not sustained” when a run of the mode in the band ended invalid and was not redone, "
-                     "or did not keep up with its rate (its p90 from the intended send time above the bound "
-                     "that defines the calibrated maximum, 10 ms by default). "
+                     "or did not keep up with its rate (its median latency from the intended send time above "
+                     "the bound that defines the calibrated maximum, 10 ms by default). "
                      "MDE: the smallest overhead this design detects with 80 % power.</p>")
         parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")

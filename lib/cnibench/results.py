@@ -58,6 +58,12 @@ REQUIRED_KEYS = (
 # long before the queue stops draining (calibrate.py says why).
 SUSTAINED_PERCENTILE = 90
 SUSTAINED_BOUND_MS = 10.0
+# One run of a study cannot be voted on as a calibration probe is (2 of 3), and a disturbance of a
+# few hundred ms near a mode's capacity fails its p90 (seen: p50 82 us, p90 35 ms, steal and a
+# 12 ms stall in the last second). So a study's run is judged on its median against the same
+# bound: "not sustained" when half its requests waited longer (the queue did not drain for most
+# of the window; seen: p50 15-363 ms).
+RUN_SUSTAINED_PERCENTILE = 50
 
 
 def sustained(percentiles: dict | None, bound_ms: float = SUSTAINED_BOUND_MS,
