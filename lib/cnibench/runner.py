@@ -58,11 +58,10 @@ from .provenance import (
     manifest_ref,
     new_manifest,
     new_session,
-    now_iso,
     read_manifest,
     write_manifest,
 )
-from .results import SCHEMA_VERSION, iter_records, read_record, record_path, validate_record, write_record
+from .results import failed_record, iter_records, now_iso, read_record, record_path, validate_record, write_record
 from .runview import summary_line
 from .study import Study, load_study
 
@@ -76,8 +75,6 @@ class StudyStopped(CnibenchError):
 class RequirementsNotMet(CnibenchError):
     """The study's `require:` (host tuning) does not hold on some host."""
 
-
-# --- pure pieces -------------------------------------------------------------------------
 
 def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
     """The BenchSpec of one run, as plain fields (the study's workload + the run's point)."""
@@ -97,20 +94,6 @@ def bench_spec(fields: Mapping[str, Any]):
     if isinstance(kw.get("guard"), dict):
         kw["guard"] = GuardLimits(**kw["guard"])
     return BenchSpec(**kw)
-
-
-def failed_record(run: PlannedRun, reason: str, settings: Mapping[str, Any], started_at: str, ended_at: str, provenance: str | None) -> dict:
-    """The record of a run that produced no measurement: its reason is the result."""
-    return {
-        "schema": SCHEMA_VERSION, "run_id": run.run_id, "study": run.study, "mode": run.mode,
-        "size": run.size, "target_rate": run.target_rate, "load_fraction": run.load_fraction,
-        "repetition": run.repetition, "generator": settings.get("generator", "h2load"),
-        "settings": dict(settings), "status": "failed", "reason": reason,
-        "started_at": started_at, "ended_at": ended_at, "achieved_rate": 0.0,
-        "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0}, "generator_cpu": None,
-        "latency": {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": {}},
-        "timeline": [], "metrics": {}, "provenance": provenance, "order": run.order,
-    }
 
 
 def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
@@ -145,8 +128,6 @@ def stale_files(study_raw: Path) -> tuple[list[Path], list[Path]]:
     return temps, torn
 
 
-# --- the study's records on disk ------------------------------------------------------------
-
 def clear_stale(study_raw: Path, out=print) -> None:
     """Remove half-written files so their runs are redone; keep torn records aside for a look."""
     temps, torn = stale_files(study_raw)
@@ -161,8 +142,6 @@ def clear_stale(study_raw: Path, out=print) -> None:
 def complete_statuses(raw_dir: Path, study: str) -> dict[str, str]:
     return {rec["run_id"]: rec["status"] for rec in iter_records(raw_dir, study)}
 
-
-# --- calibration ----------------------------------------------------------------------------
 
 async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifest: dict | None, progress: Progress | None, out=print) -> dict | None:
     """{"reference", "max_rates": {size: rps}, "details", ["modes": {mode: {size: rps}}]}; None
@@ -250,11 +229,8 @@ def _probe_printer(out, mode: str, size: str):
 
 
 def _calibration_api():
-    """(calibrate, load_calibration, save_calibration) from the workload (calibrate.py per the design)."""
-    try:
-        from .workload import calibrate as mod
-    except ImportError:
-        from .workload import bench as mod
+    """(calibrate, load_calibration, save_calibration) from workload/calibrate.py."""
+    from .workload import calibrate as mod
     return mod.calibrate, mod.load_calibration, mod.save_calibration
 
 
@@ -272,8 +248,6 @@ def _jsonable(d: Mapping) -> dict:
 
     return json.loads(json.dumps(d, default=str))
 
-
-# --- one run ------------------------------------------------------------------------------
 
 async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Mapping[str, Any], provenance: str | None, limits=None, session=None) -> dict:
     """Run the workload for one planned run and return its finished record (not yet written).
@@ -316,8 +290,6 @@ async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Map
         rec = await measure(fleet, Endpoint.from_dict(endpoint), planned.study, planned, dict(spec), manifest_ref(planned.study))
     return write_record(raw, rec)
 
-
-# --- the study ----------------------------------------------------------------------------
 
 @dataclass
 class Session:
@@ -720,8 +692,6 @@ def check_runs(study: Study, runs) -> None:
             raise ConfigError(study.path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys against BenchSpec's fields.") from None
 
 
-# --- estimate -----------------------------------------------------------------------------
-
 def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Path = RAW) -> dict:
     """matrix.estimate for what is left of a study: its pending runs, and the reference's
     calibration unless the manifest or the inventory has one saved (no hosts are contacted)."""
@@ -742,8 +712,6 @@ def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Pa
     runs = matrix.plan(study, max_rates)
     return matrix.estimate(study, matrix.pending(runs, complete_statuses(raw_dir, study.name)), need)
 
-
-# --- status -------------------------------------------------------------------------------
 
 def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
     """Completion per (mode, size): planned, ok, invalid, failed, missing (no hosts needed).

@@ -119,7 +119,7 @@ def make_record(study: str, mode: str, size: str, load: float, rep: int, truth: 
     n = int(achieved * duration_s)
     run_effect = float(np.exp(rng.normal(0.0, truth.between_sigma))) if truth.between_sigma else 1.0
     median = truth.median(mode, size, load) * run_effect * float(np.exp(effect))
-    latency = {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": {}}
+    latency = results.empty_latency()
     if status != "failed" and n > 0:
         counts = lognormal_counts(rng, n, median, truth.sigma)
         latency["histogram"] = results.encode_histogram(histogram_from_counts(counts))
@@ -127,25 +127,23 @@ def make_record(study: str, mode: str, size: str, load: float, rep: int, truth: 
         latency["histogram_uncorrected"] = results.encode_histogram(histogram_from_counts(uncorrected))
         latency["percentiles"] = percentile_table_from_counts(counts)
     reason = {"ok": "", "invalid": "invalid: achieved 91% of target", "failed": "failed: nginx died"}[status]
-    rec = {
-        "schema": results.SCHEMA_VERSION,
-        "run_id": results.run_id(study, mode, size, target, rep),
-        "study": study, "mode": mode, "size": size, "target_rate": target,
-        "load_fraction": load, "repetition": rep, "generator": "h2load",
-        "settings": {"connections": 64, "threads": 1, "duration_s": duration_s,
-                     "warmup_s": warmup_s, "pipeline": 1},
-        "status": status, "reason": reason,
-        "started_at": "2024-01-01T00:00:00Z", "ended_at": "2024-01-01T00:00:35Z",
-        "achieved_rate": achieved,
-        "counts": {"requests": n, "ok": n, "errors": 0, "timeouts": 0},
-        "generator_cpu": round(min(1.0, achieved / 150_000), 3),
-        "latency": latency,
-        "timeline": _timeline(rng, achieved, median, truth.sigma, duration_s),
-        "metrics": _metrics(rng, truth, mode, achieved, duration_s + warmup_s, ncpu),
-        "provenance": f"{study}/manifest.json",
-        "order": order,
-    }
-    return rec
+    return results.new_record(
+        run_id=results.run_id(study, mode, size, target, rep),
+        study=study, mode=mode, size=size, target_rate=target,
+        load_fraction=load, repetition=rep, generator="h2load",
+        settings={"connections": 64, "threads": 1, "duration_s": duration_s,
+                  "warmup_s": warmup_s, "pipeline": 1},
+        status=status, reason=reason,
+        started_at="2024-01-01T00:00:00Z", ended_at="2024-01-01T00:00:35Z",
+        achieved_rate=achieved,
+        counts={"requests": n, "ok": n, "errors": 0, "timeouts": 0},
+        generator_cpu=round(min(1.0, achieved / 150_000), 3),
+        latency=latency,
+        timeline=_timeline(rng, achieved, median, truth.sigma, duration_s),
+        metrics=_metrics(rng, truth, mode, achieved, duration_s + warmup_s, ncpu),
+        provenance=f"{study}/manifest.json",
+        order=order,
+    )
 
 
 def _timeline(rng, rate, median, sigma, duration_s) -> list[dict]:

@@ -11,7 +11,8 @@ import pytest
 
 from cnibench import matrix, provenance, results, runview
 from cnibench.errors import UnsupportedFeature
-from cnibench.runner import clear_stale, failed_record, finish_record, format_status, reason_of, stale_files, study_status, window_seconds
+from cnibench.results import failed_record
+from cnibench.runner import clear_stale, finish_record, format_status, reason_of, stale_files, study_status, window_seconds
 from cnibench.study import parse_study
 from cnibench.synthetic import Truth, make_record
 

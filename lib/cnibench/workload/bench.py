@@ -20,7 +20,6 @@ import asyncio
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
 import asyncssh
@@ -28,7 +27,7 @@ import asyncssh
 from ..config import RUN_DIR
 from ..errors import CnibenchError, ConfigError, HostError
 from ..hosts import quote
-from ..results import SCHEMA_VERSION, encode_histogram, percentile_table
+from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
 from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting
 from .defaults import default_connections
@@ -243,14 +242,6 @@ def generator_argv(spec: BenchSpec, load: LoadSpec) -> list[str]:
     return argv
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _empty_latency() -> dict:
-    return {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": None}
-
-
 async def _bounded(what: str, coro, notes: list[str], timeout: float = CLEANUP_TIMEOUT):
     """Run one cleanup step; a failure is noted, never raised (the next steps still run)."""
     try:
@@ -365,21 +356,20 @@ class BenchSession:
         gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
         load = load_spec(spec, endpoint, gen_dir)
         argv = generator_argv(spec, load)
-        rec = {
-            "schema": SCHEMA_VERSION, "run_id": run_id, "study": study, "mode": spec.mode, "size": spec.size,
-            "target_rate": 0.0 if spec.closed_loop else float(spec.rate), "load_fraction": load_fraction,
-            "repetition": repetition, "generator": gen.name,
-            "settings": {
+        rec = new_record(
+            run_id=run_id, study=study, mode=spec.mode, size=spec.size,
+            target_rate=0.0 if spec.closed_loop else float(spec.rate), load_fraction=load_fraction,
+            repetition=repetition, generator=gen.name,
+            settings={
                 **{k: v for k, v in asdict(spec).items() if k not in ("guard",)},
                 "guard": asdict(spec.guard), "pipeline": load.pipeline, "endpoint": endpoint.to_dict(),
                 "generator_command": quote(argv), "response_bytes": load.response_bytes,
                 "connections": load.connections,
             },
-            "status": "failed", "reason": "", "started_at": _now(), "ended_at": None,
-            "achieved_rate": 0.0, "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0, "unfinished": 0},
-            "generator_cpu": None, "latency": _empty_latency(), "timeline": [], "metrics": {},
-            "provenance": None, "order": None, "notes": [],
-        }
+            started_at=now_iso("milliseconds"), counts={**zero_counts(), "unfinished": 0},
+            latency={**empty_latency(), "percentiles": None},
+        )
+        rec["notes"] = []
         notes: list[str] = rec["notes"]
         bg = hook = None
         nginx_gone = False
@@ -443,7 +433,7 @@ class BenchSession:
             if nginx_gone or rec["status"] == "failed" and self.nginx is not None and not await _alive_or_false(self.nginx):
                 notes.extend(await self.close())  # what is left of a dead nginx goes; the next run starts one
             await _bounded("remove generator files", client.run(["rm", "-rf", "--", gen_dir], check=False, timeout=20), notes)
-            rec["ended_at"] = _now()
+            rec["ended_at"] = now_iso("milliseconds")
         if hook_error is not None:
             raise hook_error
         return rec
