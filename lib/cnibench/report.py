@@ -30,8 +30,6 @@ FIGURE_CAPTIONS = {
 }
 
 
-# --- tables -----------------------------------------------------------------------------------
-
 def study_table(ds: Dataset) -> pd.DataFrame:
     """Per size x load x mode: the study's percentiles and the maximum, in ms (pooled runs).
     A cell with a run that ended invalid and was not redone is "not sustained", without numbers."""
@@ -130,8 +128,6 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Pa
         paths[name] = out / f"{name}.csv"
     return paths
 
-
-# --- the report -------------------------------------------------------------------------------
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

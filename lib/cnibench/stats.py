@@ -52,8 +52,6 @@ NO_BLOCK = "no complete block"  # every pair of blocks had a failed run (nothing
 KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run
 
 
-# --- quantiles of histograms ------------------------------------------------------------------
-
 def quantiles(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, ps) -> np.ndarray:
     """Percentiles ps (0-100) of a histogram whose bin k holds counts[..., k] values in [lo, hi).
 
@@ -102,8 +100,6 @@ def pooled_quantiles(hists, ps) -> np.ndarray:
     lo, hi, C = pool(hists)
     return quantiles(lo, hi, C.sum(axis=0), ps)
 
-
-# --- the numbers: paired t, TOST, Holm, MDE (arrays, vectorised over studies and modes) -------
 
 def holm(pvalues) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (same order as given); NaN stays NaN, not counted."""
@@ -179,8 +175,6 @@ def t_interval(x, alpha: float = ALPHA) -> tuple[float, float, float]:
     half = sst.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
     return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
 
-
-# --- runs -> planned runs (attempts) -> blocks -------------------------------------------------
 
 def in_band(lf, band=BAND, tol=BAND_TOLERANCE):
     lf = np.asarray(lf, dtype=float)
@@ -268,8 +262,6 @@ class _Band:
     def block_values(self, mode: str) -> pd.Series:
         return self.means[mode][self.ok[mode]]
 
-
-# --- the analysis -----------------------------------------------------------------------------
 
 @dataclass
 class Analysis:

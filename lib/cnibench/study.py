@@ -27,7 +27,9 @@ is wrong and how to fix it (ConfigError), like inventories do.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +40,6 @@ from . import policy
 from .errors import ConfigError
 from .workload.defaults import MAX_CONNECTIONS, MAX_RATE
 
-# The contract's mode names in their fixed order; cnibench.modes is the authority when present.
-_CONTRACT_MODES = (
-    "host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan",
-    "docker-bridge", "calico-routed", "ebpf-redirect",
-)
 SIZES = ("small", "large")
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
 NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
@@ -52,54 +49,35 @@ _TOP_KEYS = (
     "redo", "quiet", "require",
 )
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
-# BenchSpec fields a study may set (the workload module is the authority when present).
-_CONTRACT_WORKLOAD_KEYS = (
-    "duration_s", "warmup_s", "connections", "generator", "threads", "nginx_workers", "pin",
-    "metrics",
-)
 # Fields the runner fills in per run; a study cannot set them.
 _PER_RUN_KEYS = ("mode", "size", "rate", "closed_loop")
 
 
 def known_modes() -> tuple[str, ...]:
-    try:
-        from .modes import MODES
-    except ImportError:
-        return _CONTRACT_MODES
+    from .modes import MODES  # here, not at the top: the modes package is heavy for a notebook
+
     return tuple(MODES)
 
 
 def workload_keys() -> tuple[str, ...]:
     """BenchSpec fields a study may set."""
-    try:
-        import dataclasses
+    from .workload.bench import BenchSpec
 
-        from .workload.bench import BenchSpec
-    except ImportError:
-        return _CONTRACT_WORKLOAD_KEYS
     return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS)
 
 
 def calibration_keys() -> tuple[str, ...]:
-    """Keyword arguments of the workload's calibrate() a study may set (empty: not checked)."""
-    try:
-        import inspect
+    """Keyword arguments of the workload's calibrate() a study may set."""
+    from .workload.calibrate import calibrate
 
-        from .workload.calibrate import calibrate
-    except ImportError:
-        return ()
     skip = {"fleet", "endpoint", "spec_template", "progress"}
     return tuple(n for n, p in inspect.signature(calibrate).parameters.items() if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def mode_setting_keys() -> tuple[str, ...]:
-    """ModeSettings fields a study may set per mode (empty: not checked, modes not installed)."""
-    try:
-        import dataclasses
+    """ModeSettings fields a study may set per mode."""
+    from .modes import ModeSettings
 
-        from .modes import ModeSettings
-    except ImportError:
-        return ()
     return tuple(f.name for f in dataclasses.fields(ModeSettings) if f.name != "aws")
 
 
@@ -159,8 +137,6 @@ def load_study(path: Path | str) -> Study:
 
 
 def _replace(study: Study, **kw) -> Study:
-    import dataclasses
-
     return dataclasses.replace(study, **kw)
 
 
@@ -250,8 +226,6 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         require=policy.parse_require(data.get("require"), path),
     )
 
-
-# --- pieces ------------------------------------------------------------------------------
 
 def _modes(data: dict, path: Path) -> tuple[str, ...]:
     raw = data.get("modes")
@@ -368,11 +342,8 @@ def _check_workload(workload: dict, kind: str, loads, modes, sizes, path: Path) 
     """Every run's workload, defaults filled in, through the workload's own validation (bounds
     included), so a study that cannot run stops now with one message. Fraction studies learn
     their rates at calibration: their rate-dependent checks run then (runner.check_runs)."""
-    try:
-        from .workload.bench import validate_spec
-    except ImportError:
-        return
     from .runner import bench_spec
+    from .workload.bench import validate_spec
 
     rates = loads if kind == "rate" else (None,)
     for rate in rates:

@@ -105,9 +105,6 @@ def testbed_hosts(names=DEFAULT_HOSTS) -> list[TestbedHost]:
     return [TestbedHost(n, i) for i, n in enumerate(names)]
 
 
-# --- local commands (the testbed is built on this machine, as root) ---------------------------
-
-
 def _sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -140,9 +137,6 @@ def precheck() -> None:
 
 def _which(tool: str) -> str | None:
     return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin")
-
-
-# --- up --------------------------------------------------------------------------------------
 
 
 def up(names=DEFAULT_HOSTS) -> Path:
@@ -330,9 +324,6 @@ def _wait_for_ssh(hosts: list[TestbedHost], timeout: float = 10.0) -> None:
                 time.sleep(0.05)
 
 
-# --- down ------------------------------------------------------------------------------------
-
-
 def down() -> list[str]:
     """Remove every object the testbed made. Returns what was removed."""
     precheck()
@@ -443,9 +434,6 @@ def _delete_netns(ns: str) -> None:
     proc = _sh(["ip", "netns", "del", ns], check=False)
     if proc.returncode != 0 and "No such file" not in proc.stderr:
         raise TestbedError(f"could not delete namespace {ns}: {proc.stderr.strip()}")
-
-
-# --- status ----------------------------------------------------------------------------------
 
 
 def status() -> dict:
