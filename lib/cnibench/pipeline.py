@@ -44,7 +44,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     """The whole job; returns the study summary plus the report path (None if not built).
     The directories are parameters for tests and benchmarks; users keep the defaults."""
     from .lease import session_lease
-    from .runner import run_study
+    from .study_run import run_study
 
     t0 = time.monotonic()
     study = load_study(study_path)
@@ -102,7 +102,7 @@ def all_failed(summary: dict) -> str | None:
 def estimate_line(study, inventory_path: Path, raw_dir: Path) -> str:
     """What `run-all` prints before it starts: the estimated wall time of what is left."""
     from .matrix import format_estimate
-    from .runner import estimate_study
+    from .study_status import estimate_study
 
     try:
         return format_estimate(estimate_study(study, inventory_path, raw_dir))

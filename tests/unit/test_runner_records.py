@@ -12,7 +12,8 @@ import pytest
 from cnibench import matrix, provenance, results, runview
 from cnibench.errors import UnsupportedFeature
 from cnibench.results import failed_record
-from cnibench.runner import clear_stale, finish_record, format_status, reason_of, stale_files, study_status, window_seconds
+from cnibench.runner import clear_stale, finish_record, reason_of, stale_files, window_seconds
+from cnibench.study_status import format_status, study_status
 from cnibench.study import parse_study
 from cnibench.synthetic import Truth, make_record
 
