@@ -38,7 +38,8 @@ from typing import Callable
 from ..config import DATA
 from ..results import SUSTAINED_BOUND_MS, SUSTAINED_PERCENTILE, atomic_write_text, now_iso, percentile_key, sustained
 from ..errors import CnibenchError, ConfigError
-from .bench import BenchSession, BenchSpec
+from .bench import BenchSpec
+from .session import BenchSession
 
 CALIBRATION = DATA / "calibration"
 
