@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import compare, config, dataset, plots, stats
+from . import compare, config, dataset, histquant, plots, stats
 from .dataset import REFERENCE, Dataset, order_modes
 from .errors import CnibenchError
 
@@ -44,7 +44,7 @@ def study_table(ds: Dataset) -> pd.DataFrame:
             row = {"size": size, "rate_rps": rate, "load_pct": lf * 100 if pd.notna(lf) else np.nan, "mode": mode,
                    "runs": len(ids), "status": f"{stats.NOT_SUSTAINED} ({ns} of {len(cell)})" if ns else "ok"}
             if not ns:
-                q = stats.pooled_quantiles([ds.hist[r] for r in ids if r in ds.hist], STUDY_PERCENTILES) / 1000.0
+                q = histquant.pooled_quantiles([ds.hist[r] for r in ids if r in ds.hist], STUDY_PERCENTILES) / 1000.0
                 mx = max((float(ds.hist[r][1][-1] - 1) for r in ids if r in ds.hist), default=np.nan) / 1000.0
                 row.update(zip(TABLE_COLUMNS, [*q, mx]))
             rows.append(row)

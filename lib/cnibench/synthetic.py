@@ -223,7 +223,7 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
 
 def block_differences(rng: np.random.Generator, studies: int, modes: int, blocks: int, loads_per_block: int,
                       block_sigma: float, run_sigma: float, rep_sigma: float = 0.0, effects=None) -> np.ndarray:
-    """Simulated paired block differences of log quantiles, as stats.family takes them:
+    """Simulated paired block differences of log quantiles, as paired.family takes them:
     (studies, modes, blocks). A study has a reference and `modes` others; run value = the mode's
     true log effect (`effects`, default 0) + repetition effect + block effect + run effect, and a
     block value is the mean over its `loads_per_block` runs (one size). For the design tests and
@@ -239,24 +239,24 @@ def simulate_design(blocks: int, loads_per_block: int, modes: int, block_sigma: 
                     margin: float, effect: float = 0.30, rep_sigma: float = 0.05, studies: int = 2000,
                     seed: int = 0) -> dict:
     """What a design gives under given spreads, by simulating `studies` studies twice through
-    stats.family: A/A (no mode differs from the reference) and with one mode `effect` slower.
+    paired.family: A/A (no mode differs from the reference) and with one mode `effect` slower.
 
     false_separation: share of A/A comparisons called slower or faster; coverage: share of A/A
     95 % intervals holding 0; equivalent: share of A/A comparisons called equivalent; detected:
     share of studies calling the slow mode slower; mde: median MDE (relative)."""
-    from . import stats
+    from . import paired
 
     rng = np.random.default_rng(seed)
-    aa = stats.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
+    aa = paired.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
                                         rep_sigma), margin)
     effects = np.zeros(modes)
     effects[0] = np.log1p(effect)
-    one = stats.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
+    one = paired.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
                                          rep_sigma, effects), margin)
     return {
-        "false_separation": float(np.isin(aa["verdict"], (stats.SLOWER, stats.FASTER)).mean()),
+        "false_separation": float(np.isin(aa["verdict"], (paired.SLOWER, paired.FASTER)).mean()),
         "coverage": float(((aa["lo"] <= 0) & (aa["hi"] >= 0)).mean()),
-        "equivalent": float((aa["verdict"] == stats.EQUIVALENT).mean()),
-        "detected": float((one["verdict"][:, 0] == stats.SLOWER).mean()),
+        "equivalent": float((aa["verdict"] == paired.EQUIVALENT).mean()),
+        "detected": float((one["verdict"][:, 0] == paired.SLOWER).mean()),
         "mde": float(np.expm1(np.median(aa["mde"]))),
     }
