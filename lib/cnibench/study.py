@@ -349,14 +349,15 @@ _FIELD = {"duration": "duration_s", "warmup": "warmup_s", "timeout": "timeout_s"
 
 
 def study_name_arg(arg: str) -> str:
-    """The study a command's --study names: a bare name (data/raw/<name>), or a study file that
-    exists (the name inside it). Anything else, e.g. '../../x', is refused: it would become a path."""
+    """The study a command's --study names: a study file that exists, or a bare name of one in
+    studies/ (the name inside it, as `run-all` records under), else a bare name (data/raw/<name>).
+    Anything else, e.g. '../../x', is refused: it would become a path."""
     arg = str(arg)
-    if SAFE_NAME_RE.match(arg):
-        return arg
-    p = Path(arg)
+    p = resolve_study_path(arg)
     if p.suffix in (".yml", ".yaml") and p.is_file():
         return load_study(p).name
+    if SAFE_NAME_RE.match(arg):
+        return arg
     raise ConfigError("--study", "study", f"'{arg}' is neither a study name nor an existing study file",
                       "Give a name like 'lab' (its records are data/raw/lab) or the path of a .yml study file.")
 
