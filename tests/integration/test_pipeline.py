@@ -19,7 +19,7 @@ import yaml
 
 from cnibench import results
 from cnibench.config import STUDIES
-from cnibench.provenance import manifest_path, read_manifest
+from cnibench.provenance import git_state, manifest_path, read_manifest
 from cnibench.study_run import run_study
 from cnibench.study import load_study
 
@@ -102,7 +102,7 @@ def test_small_study_end_to_end(testbed, tmp_path):
     assert manifest["sessions"][-1]["executed"] == manifest["order"]
     assert sorted(r["order"] for r in recs) == list(range(6))
     assert manifest["hosts"]["client"]["kernel"] and manifest["hosts"]["server"]["nic"]["driver"] == "veth"
-    assert manifest["git_commit"] is None or len(manifest["git_commit"]) == 40
+    assert manifest["git_commit"] == git_state()["commit"] and len(manifest["git_commit"]) == 40  # this checkout
     for r in recs:
         assert r["provenance"] == "e2e/manifest.json"
         nb = runs / f"{r['run_id']}.ipynb"
