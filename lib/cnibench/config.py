@@ -16,7 +16,6 @@ import yaml
 
 from .errors import ConfigError
 
-# --- project paths -----------------------------------------------------------------------
 
 ROOT = Path(os.environ.get("CNIBENCH_ROOT", Path(__file__).resolve().parents[2]))
 # Where generated output goes (data/, figures/, reports/): the project, unless redirected

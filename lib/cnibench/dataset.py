@@ -65,8 +65,6 @@ def order_modes(modes: Iterable[str]) -> list[str]:
     return [m for m in MODES if m in modes] + sorted(modes - set(MODES))
 
 
-# --- histograms as arrays ---------------------------------------------------------------------
-
 def bucket_bounds(h) -> tuple[np.ndarray, np.ndarray]:
     """[lo, hi) in us of every counts index of an HdrHistogram (vectorised hdrh index math)."""
     idx = np.arange(h.counts_len, dtype=np.int64)
@@ -96,8 +94,6 @@ def histogram_arrays(encoded: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nz = np.nonzero(counts)[0]
     return lo[nz].copy(), hi[nz].copy(), counts[nz]
 
-
-# --- one record -> one row --------------------------------------------------------------------
 
 def host_roles(manifest: dict) -> dict[str, str]:
     """Host name -> role, from the manifest if it says so (several shapes accepted)."""
@@ -194,8 +190,6 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
     row.update(cpu_per_request(rec.get("metrics"), achieved, roles or {}))
     return row
 
-
-# --- build / save / load ----------------------------------------------------------------------
 
 def read_manifest(raw_dir: Path, study: str) -> dict:
     try:

@@ -19,8 +19,8 @@ import yaml
 
 from cnibench import results
 from cnibench.config import STUDIES
-from cnibench.provenance import manifest_path, read_manifest
-from cnibench.runner import run_study
+from cnibench.provenance import git_state, manifest_path, read_manifest
+from cnibench.study_run import run_study
 from cnibench.study import load_study
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
@@ -102,7 +102,7 @@ def test_small_study_end_to_end(testbed, tmp_path):
     assert manifest["sessions"][-1]["executed"] == manifest["order"]
     assert sorted(r["order"] for r in recs) == list(range(6))
     assert manifest["hosts"]["client"]["kernel"] and manifest["hosts"]["server"]["nic"]["driver"] == "veth"
-    assert manifest["git_commit"] is None or len(manifest["git_commit"]) == 40
+    assert manifest["git_commit"] == git_state()["commit"] and len(manifest["git_commit"]) == 40  # this checkout
     for r in recs:
         assert r["provenance"] == "e2e/manifest.json"
         nb = runs / f"{r['run_id']}.ipynb"
@@ -118,7 +118,7 @@ def test_resume_after_sigkill(testbed, tmp_path):
     what is missing, and every run exists exactly once with no corrupt record."""
     path = write_study(tmp_path, testbed, "resume", load={"rates": [300, 600, 900]}, notebooks="none")
     raw, runs = tmp_path / "raw", tmp_path / "runs"
-    code = f"from cnibench.runner import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(runs)!r}, progress=False)"
+    code = f"from cnibench.study_run import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(runs)!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -208,7 +208,7 @@ def test_interrupt_tears_the_mode_down_and_keeps_records(testbed, tmp_path, sig)
     the session says it was interrupted."""
     path = write_study(tmp_path, testbed, "intr", modes=["flannel-host-gw"], load={"rates": [300, 600, 900]}, notebooks="none")
     raw = tmp_path / "raw"
-    code = f"from cnibench.runner import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(tmp_path / 'runs')!r}, progress=False)"
+    code = f"from cnibench.study_run import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(tmp_path / 'runs')!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
