@@ -89,7 +89,8 @@ def stale_files(study_raw: Path) -> tuple[list[Path], list[Path]]:
     """(temporary files a killed write left, record files that are torn or incomplete)."""
     if not study_raw.exists():
         return [], []
-    temps = sorted(p for p in study_raw.rglob(".rep*.json.*.tmp"))
+    # results' temp-file writer names them .<file>.<random>.tmp: records and the manifest alike
+    temps = sorted(p for p in study_raw.rglob(".*.json.*.tmp"))
     torn = sorted(p for p in study_raw.rglob("rep*.json") if read_record(p) is None)
     return temps, torn
 

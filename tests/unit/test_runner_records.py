@@ -56,13 +56,15 @@ def test_stale_files_are_cleared_and_torn_records_put_aside(tmp_path):
     good = results.write_record(tmp_path, failed_record(run, "failed: x", {}, "a", "b", None))
     temp = good.parent / ".rep2.json.abc123.tmp"
     temp.write_text('{"schema": 1, "run_')
+    manifest_temp = tmp_path / "t" / ".manifest.json.k9x2.tmp"  # a SIGKILL during the manifest's write
+    manifest_temp.write_text('{"study": ')
     torn = good.parent / "rep3.json"
     torn.write_text('{"schema": 1, "run_id": "t/host/small/1000/rep3"')
     temps, torns = stale_files(tmp_path / "t")
-    assert temps == [temp] and torns == [torn]
+    assert temps == sorted([temp, manifest_temp]) and torns == [torn]
     lines = []
     clear_stale(tmp_path / "t", lines.append)
-    assert not temp.exists() and not torn.exists() and good.exists()
+    assert not temp.exists() and not manifest_temp.exists() and not torn.exists() and good.exists()
     assert len(lines) == 1 and list(good.parent.glob("rep3.json.torn-*"))
     assert [r["run_id"] for r in results.iter_records(tmp_path, "t")] == [run.run_id]
 
