@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import re
 
-from .modes.base import ROUTE_PROTO
+from .parsing import ip_json
+from .catalog import PREFIX, ROUTE_PROTO
 from .modes.ebpf import pin_dir
 from .modes.hoststate import bpf_mounts
 
-PROBE_NETNS = "cnib-probe-"  # precheck.probe_kernel's throwaway namespaces
+PROBE_NETNS = f"{PREFIX}-probe-"  # precheck.probe_kernel's throwaway namespaces
 # Interface names modes generate (see the modes' modules); anything else is not ours to remove.
-MODE_LINK = re.compile(r"^cnib(cni0|docker0|flannel\.1|[vdcime][a-z][a-z0-9]{0,7}|probe\w*)$")
-OUR_PROGRAM = re.compile(r"\bname cnib_\w+")  # a tc filter running one of our BPF programs
+MODE_LINK = re.compile(rf"^{PREFIX}(cni0|docker0|flannel\.1|[vdcime][a-z][a-z0-9]{{0,7}}|probe\w*)$")
+OUR_PROGRAM = re.compile(rf"\bname {PREFIX}_\w+")  # a tc filter running one of our BPF programs
 
 
 def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple[str, str]], protect: set[str],
@@ -42,9 +43,9 @@ def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple
     interface's clsact qdisc when our program is attached there (`data_filters`: its
     `tc filter show ... ingress`), the host's bpffs mount (`mounts`: the bpffs mount points,
     stacked ones repeated) and its directory (`pins_left`: it exists), then routes."""
-    argvs = [["ip", "netns", "del", n] for n in sorted(netns) if n.startswith((f"cnib-{host}-", PROBE_NETNS))]
+    argvs = [["ip", "netns", "del", n] for n in sorted(netns) if n.startswith((f"{PREFIX}-{host}-", PROBE_NETNS))]
     argvs += [["ip", "link", "del", l] for l in sorted(links) if MODE_LINK.match(l) and l not in protect]
-    argvs += [["nft", "delete", "table", fam, name] for fam, name in sorted(tables) if name.startswith("cnib")]
+    argvs += [["nft", "delete", "table", fam, name] for fam, name in sorted(tables) if name.startswith(f"{PREFIX}")]
     if data_interface and OUR_PROGRAM.search(data_filters):
         argvs.append(["tc", "qdisc", "del", "dev", data_interface, "clsact"])
     pins = pin_dir(host)
@@ -82,7 +83,7 @@ done
 
 
 def workload_sweep_argv(run_dir: str) -> list[str]:
-    return ["sh", "-c", WORKLOAD_SWEEP_SH, "cnib-clean", f"{run_dir}/workload"]
+    return ["sh", "-c", WORKLOAD_SWEEP_SH, f"{PREFIX}-clean", f"{run_dir}/workload"]
 
 
 async def sweep_workload(host) -> list[str]:
@@ -96,13 +97,13 @@ async def sweep_workload(host) -> list[str]:
 async def _listing(host):
     ns_out = (await host.run(["ip", "-j", "netns", "list"], check=False)).stdout.strip()
     netns = [e["name"] for e in json.loads(ns_out or "[]")]
-    links = [l["ifname"] for l in json.loads((await host.run(["ip", "-j", "link", "show"])).stdout or "[]")]
+    links = [l["ifname"] for l in ip_json((await host.run(["ip", "-j", "link", "show"])).stdout)]
     nft = await host.run(["nft", "-j", "list", "tables"], check=False)
     tables = [(t["table"]["family"], t["table"]["name"]) for t in json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if "table" in t] if nft.exit_status == 0 else []
     env = await host.ssh_connection()  # not through sudo, which drops it
     protect = {host.spec.data_interface}
     if env:
-        route = json.loads((await host.run(["ip", "-j", "route", "get", env[0]])).stdout or "[]")
+        route = ip_json((await host.run(["ip", "-j", "route", "get", env[0]])).stdout)
         protect |= {r.get("dev") for r in route if r.get("dev")}
     filters = (await host.run(["tc", "filter", "show", "dev", host.spec.data_interface, "ingress"], check=False)).stdout
     mounts = [m.split()[0] for m in bpf_mounts((await host.run(["cat", "/proc/self/mountinfo"], check=False)).stdout)]

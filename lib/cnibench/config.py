@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from .catalog import IFNAME_MAX, PREFIX
 from .errors import ConfigError
 
 # --- project paths -----------------------------------------------------------------------
@@ -37,7 +38,6 @@ DEFAULT_INVENTORY = INVENTORIES / "testbed.yml"
 
 ROLES = ("client", "server")
 HOST_KEY_POLICIES = ("verify", "insecure-ignore")
-IFNAME_MAX = 15
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
 # Names that become part of a path (data/calibration/<inventory>/, data/raw/<study>/): no '/',

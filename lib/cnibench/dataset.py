@@ -21,12 +21,9 @@ import numpy as np
 import pandas as pd
 
 from . import config, results
+from .catalog import MODES, REFERENCE, SIZES  # noqa: F401  (re-exported: plots, report, stats)
 
 # Fixed order everywhere (tables, legends, colours). The first is the reference.
-MODES = ("host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan",
-         "docker-bridge", "calico-routed", "ebpf-redirect")
-REFERENCE = "host"
-SIZES = ("small", "large")
 CPU_KINDS = ("user", "system", "irq", "softirq")
 # Percentiles kept as run columns (us): the record's table, named p50 ... p99_999, pmax.
 RUN_PERCENTILES = ("50", "90", "95", "99", "99.5", "99.9", "99.99", "99.999", "100")

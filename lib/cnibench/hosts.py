@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, Iterable, Sequence
 
 import asyncssh
 
+from .catalog import PREFIX
 from .config import HostSpec, Inventory
 from .errors import (
     AuthenticationFailed,
@@ -199,7 +200,7 @@ class Host:
         """Start argv in the background; the handle can check, stop and collect it."""
         argv = tuple(str(a) for a in in_netns(netns, argv))
         # `echo $$; exec` reports the PID of the program itself (ip netns exec execs too).
-        wire = self._privileged(["sh", "-c", 'echo "$$"; exec "$@"', "cnib", *argv])
+        wire = self._privileged(["sh", "-c", 'echo "$$"; exec "$@"', f"{PREFIX}", *argv])
         conn = await self._connection()
         proc = await conn.create_process(quote(wire), encoding="utf-8", errors="replace")
         first = await asyncio.wait_for(proc.stdout.readline(), timeout=30)

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
+from .catalog import PREFIX
 from .config import RUN_DIR
 from .errors import CnibenchError, HostError
 
@@ -66,7 +67,7 @@ release) [ "$cur" = "$me" ] && rm -f -- "$f"; echo RELEASED; exit 0 ;;
 esac
 printf '%s\n' "$me" > "$f.tmp" && mv -f -- "$f.tmp" "$f" && echo ACQUIRED
 """
-_LOCKED_SH = 'mkdir -p -- "$1" && exec flock -w "$2" "$1" sh -c "$3" cnib-lease "$4" "$5" "$6" "$7"'
+_LOCKED_SH = f'mkdir -p -- "$1" && exec flock -w "$2" "$1" sh -c "$3" {PREFIX}-lease "$4" "$5" "$6" "$7"'
 
 
 class LeaseHeld(CnibenchError):
@@ -201,7 +202,7 @@ class Lease:
 
     # driver-thread side
     def acquire(self) -> "Lease":
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="cnib-lease", daemon=True)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name=f"{PREFIX}-lease", daemon=True)
         self._thread.start()
         if not self._ready.wait(120):
             raise HostError("lease", "taking the hosts' lease did not finish within 120 s. Check the hosts (invoke hosts.check).")
@@ -246,7 +247,7 @@ class Lease:
 
     async def _op(self, host, op: str, seen: str = "") -> tuple[str, float | None, str]:
         path = f"{LEASE_DIR}/{host.name}.json"
-        r = await host.run(["sh", "-c", _LOCKED_SH, "cnib-lease-lock", str(LEASE_DIR), str(LOCK_WAIT_S), LEASE_SH,
+        r = await host.run(["sh", "-c", _LOCKED_SH, f"{PREFIX}-lease-lock", str(LEASE_DIR), str(LOCK_WAIT_S), LEASE_SH,
                             op, path, self.owner.record(), seen], check=False, timeout=LOCK_WAIT_S + 20)
         if r.exit_status == 127 or "flock: not found" in r.stderr or "flock: command not found" in r.stderr:
             raise HostError(host.name, "flock is not installed (the session lease needs it). Install util-linux there.")

@@ -12,6 +12,9 @@ import re
 import secrets
 from dataclasses import asdict, dataclass, field
 
+from .catalog import PREFIX
+from .parsing import ip_json
+from .parsing import version as version_in
 from .errors import CnibenchError
 from .hosts import Fleet, Host
 
@@ -33,17 +36,17 @@ def probe_commands(netns: str, kind: str) -> list[list[str]]:
     """argv lists that create one throwaway interface of `kind` inside `netns` (pure)."""
     ip = ["ip", "-n", netns, "link", "add"]
     if kind == "bridge":
-        return [ip + ["cnibp0", "type", "bridge"]]
+        return [ip + [f"{PREFIX}p0", "type", "bridge"]]
     if kind == "veth":
-        return [ip + ["cnibp0", "type", "veth", "peer", "name", "cnibp1"]]
+        return [ip + [f"{PREFIX}p0", "type", "veth", "peer", "name", f"{PREFIX}p1"]]
     if kind == "vxlan":
-        return [ip + ["cnibp0", "type", "vxlan", "id", "42", "dstport", "4789"]]
+        return [ip + [f"{PREFIX}p0", "type", "vxlan", "id", "42", "dstport", "4789"]]
     if kind in ("macvlan", "ipvlan"):
         mode = ["mode", "bridge"] if kind == "macvlan" else ["mode", "l2"]
         # a parent link is needed: a veth end inside the same throwaway namespace
         return [
-            ip + ["cnibpp0", "type", "veth", "peer", "name", "cnibpp1"],
-            ip + ["cnibp0", "link", "cnibpp0", "type", kind, *mode],
+            ip + [f"{PREFIX}pp0", "type", "veth", "peer", "name", f"{PREFIX}pp1"],
+            ip + [f"{PREFIX}p0", "link", f"{PREFIX}pp0", "type", kind, *mode],
         ]
     raise ValueError(kind)
 
@@ -82,7 +85,7 @@ class HostReport:
             if not self.tools.get(tool):
                 out.append(f"'{tool}' missing: apt-get install -y {TOOLS[tool][1]}")
         if self.role == "client" and "openloop" not in self.generators:
-            out.append("no C compiler to build cnib-openloop, the study's load generator: apt-get install -y build-essential")
+            out.append(f"no C compiler to build {PREFIX}-openloop, the study's load generator: apt-get install -y build-essential")
         if self.data_mtu is None:
             out.append(f"data interface '{self.data_interface}' not found: fix data_interface in the inventory")
         from .policy import tuning_mismatches
@@ -105,14 +108,10 @@ def _first_line(text: str) -> str:
 
 
 def parse_version(tool: str, text: str) -> str:
-    """The version number in a tool's version banner (pure)."""
-    from .provenance import parse_version as version_in
-
+    """The version number in a tool's version banner, else its first line (pure)."""
     line = _first_line(text)
-    if tool == "ip":
-        m = re.search(r"iproute2-([\w.]+)", text)
-        if m:
-            return m.group(1)
+    if tool == "ip" and re.search(r"iproute2-[\w.]", text):
+        return version_in(text, tool)
     return version_in(line) or line
 
 
@@ -140,7 +139,7 @@ async def check_host(host: Host) -> HostReport:
     rep.cpu_count, rep.cpu_model = parse_cpuinfo((await host.run(["cat", "/proc/cpuinfo"])).stdout)
     r = await host.run(["ip", "-j", "addr", "show", "dev", s.data_interface], check=False)
     if r.ok and r.stdout.strip():
-        link = json.loads(r.stdout)[0]
+        link = ip_json(r.stdout)[0]
         rep.data_mtu = link.get("mtu")
         v4 = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
         rep.data_address = s.data_address or (v4[0] if v4 else None)
@@ -157,7 +156,7 @@ async def _hygiene_facts(host: Host, rep: HostReport) -> None:
     from .workload.hiccup import source
 
     rep.hiccup_meter = await built_state(host, "hiccup", source())
-    r = await host.run(["sh", "-c", TUNING_SH, "cnib-tuning", rep.data_interface], check=False, timeout=15)
+    r = await host.run(["sh", "-c", TUNING_SH, f"{PREFIX}-tuning", rep.data_interface], check=False, timeout=15)
     rep.tuning = parse_tuning(r.stdout)
     k = await host.run(["ethtool", "-k", rep.data_interface], check=False, timeout=15)
     rep.tuning.update(mtu=rep.data_mtu, offloads=parse_offloads(k.stdout) if k.ok else None)
@@ -165,7 +164,7 @@ async def _hygiene_facts(host: Host, rep: HostReport) -> None:
 
 async def probe_kernel(host: Host) -> dict[str, dict]:
     """Create and delete one interface of each kind inside a throwaway namespace."""
-    ns = f"cnib-probe-{secrets.token_hex(3)}"
+    ns = f"{PREFIX}-probe-{secrets.token_hex(3)}"
     await host.run(["ip", "netns", "add", ns])
     try:
         errors = await probe_link_kinds(host, ns, LINK_KINDS)
@@ -185,7 +184,7 @@ async def probe_link_kinds(host: Host, netns: str, kinds) -> dict[str, str]:
                 err = r.stderr.strip() or r.stdout.strip() or f"exit {r.exit_status}"
                 break
         out[kind] = err
-        for name in ("cnibp0", "cnibpp0"):
+        for name in (f"{PREFIX}p0", f"{PREFIX}pp0"):
             await host.run(["ip", "-n", netns, "link", "del", name], check=False, timeout=10)
     return out
 

@@ -20,7 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from .catalog import PREFIX
 from .config import ROOT
+from .parsing import version
 from .results import atomic_write_text
 
 MANIFEST_SCHEMA = 1
@@ -60,7 +62,7 @@ def fact_commands(data_interface: str) -> dict[str, list[str]]:
         "nic_driver": ["ethtool", "-i", data_interface],
         "mtu": ["cat", f"/sys/class/net/{data_interface}/mtu"],
         "offloads": ["ethtool", "-k", data_interface],
-        "tuning": ["sh", "-c", TUNING_SH, "cnib-tuning", data_interface],
+        "tuning": ["sh", "-c", TUNING_SH, f"{PREFIX}-tuning", data_interface],
         "nginx": ["nginx", "-v"],
         "h2load": ["h2load", "--version"],
         "tcpkali": ["tcpkali", "--version"],
@@ -151,13 +153,7 @@ def parse_os_release(text: str) -> str | None:
     return None
 
 
-_VERSION_RE = re.compile(r"(\d+\.\d+(?:\.\d+)?(?:[-.\w]*)?)")
-
-
-def parse_version(text: str) -> str | None:
-    """The first version-looking token of a tool's --version output ('nginx/1.22.1' -> 1.22.1)."""
-    m = _VERSION_RE.search(text or "")
-    return m.group(1) if m else None
+parse_version = version  # the one parser (parsing.version); the manifest's tool versions
 
 
 def host_facts_from_outputs(outputs: Mapping[str, tuple[int, str, str]]) -> dict[str, Any]:

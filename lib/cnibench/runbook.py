@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from .catalog import PREFIX
 from .config import NOTEBOOKS
 from .errors import CnibenchError
 
@@ -64,7 +65,7 @@ def kernel_manager(kernel_name: str = KERNEL):
     """A kernel manager whose kernel listens on Unix sockets in a private directory."""
     from jupyter_client.manager import AsyncKernelManager
 
-    return AsyncKernelManager(kernel_name=kernel_name, **_ipc(tempfile.mkdtemp(prefix="cnib-kernel-")))
+    return AsyncKernelManager(kernel_name=kernel_name, **_ipc(tempfile.mkdtemp(prefix=f"{PREFIX}-kernel-")))
 
 
 def stop_kernel(km) -> None:
@@ -89,7 +90,7 @@ def execute(template: Path, out: Path, parameters: Mapping[str, Any], km=None, c
     timeout = cell_timeout if cell_timeout is not None else cell_timeout_for(parameters)
     sockets = None
     if km is None:
-        sockets = tempfile.mkdtemp(prefix="cnib-kernel-")
+        sockets = tempfile.mkdtemp(prefix=f"{PREFIX}-kernel-")
         kw: dict[str, Any] = {"kernel_name": kernel_name, "config": Config({"KernelManager": _ipc(sockets)})}
     else:
         kw = {"kernel_name": km.kernel_name, "km": km}
@@ -140,7 +141,7 @@ class RunBook:
         if policy not in ("warm", "fresh"):
             raise ValueError(f"notebook policy '{policy}' is not warm or fresh")
         self.policy, self.template, self.cwd = policy, Path(template), cwd
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnib-runbook")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{PREFIX}-runbook")
         self._km = None
 
     def _kernel(self):

@@ -35,15 +35,12 @@ from typing import Any
 
 from .config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, _resolve, _suggest, read_yaml
 from . import policy
+from .catalog import MODES, SIZES
 from .errors import ConfigError
 from .workload.defaults import MAX_CONNECTIONS, MAX_RATE
 
 # The contract's mode names in their fixed order; cnibench.modes is the authority when present.
-_CONTRACT_MODES = (
-    "host", "flannel-vxlan", "flannel-host-gw", "flannel-aws-vpc", "ipvlan", "macvlan",
-    "docker-bridge", "calico-routed", "ebpf-redirect",
-)
-SIZES = ("small", "large")
+_CONTRACT_MODES = MODES
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
 NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (

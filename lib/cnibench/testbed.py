@@ -28,11 +28,13 @@ from pathlib import Path
 
 import yaml
 
+from .parsing import ip_json
+from .catalog import PREFIX
 from .config import RUN_DIR
 from .errors import TestbedError
 
-FABRIC_NS = "cnib-fabric"
-BRIDGE = "cnibbr0"
+FABRIC_NS = f"{PREFIX}-fabric"
+BRIDGE = f"{PREFIX}br0"
 DATA_NET = ipaddress.IPv4Network("198.18.0.0/24")
 ROUTER = "198.18.0.1"
 MGMT_NET = ipaddress.IPv4Network("198.19.0.0/16")
@@ -62,7 +64,7 @@ class TestbedHost:
 
     @property
     def netns(self) -> str:
-        return f"cnib-{self.name}"
+        return f"{PREFIX}-{self.name}"
 
     @property
     def role(self) -> str:
@@ -82,11 +84,11 @@ class TestbedHost:
 
     @property
     def mgmt_if(self) -> str:
-        return f"cnib-m-{self.name}"
+        return f"{PREFIX}-m-{self.name}"
 
     @property
     def fabric_port(self) -> str:
-        return f"cnibd-{self.name}"
+        return f"{PREFIX}d-{self.name}"
 
     @property
     def dir(self) -> Path:
@@ -117,11 +119,7 @@ def _sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
 
 def _netns_list() -> set[str]:
     out = _sh(["ip", "-j", "netns", "list"], check=False).stdout.strip()
-    if not out:
-        return set()
-    import json
-
-    return {entry["name"] for entry in json.loads(out)}
+    return {entry["name"] for entry in ip_json(out)}
 
 
 def _link_exists(name: str, netns: str | None = None) -> bool:
@@ -195,7 +193,7 @@ def _keys(hosts: list[TestbedHost]) -> None:
         h.dir.mkdir(parents=True, exist_ok=True)
         key = h.dir / "ssh_host_ed25519_key"
         if not key.exists():
-            _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"cnib-{h.name}", "-f", str(key)])
+            _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{PREFIX}-{h.name}", "-f", str(key)])
 
 
 def _fabric() -> None:
@@ -337,7 +335,7 @@ def down() -> list[str]:
     """Remove every object the testbed made. Returns what was removed."""
     precheck()
     state = read_state() or {}
-    names = state.get("hosts") or [n[len("cnib-m-"):] for n in _root_links() if n.startswith("cnib-m-")]
+    names = state.get("hosts") or [n[len(f"{PREFIX}-m-"):] for n in _root_links() if n.startswith(f"{PREFIX}-m-")]
     hosts = [TestbedHost(n, i) for i, n in enumerate(names)]
     removed: list[str] = []
     for h in hosts:
@@ -407,7 +405,7 @@ def _root_links() -> list[str]:
     import json
 
     out = _sh(["ip", "-j", "link", "show"], check=False).stdout
-    return [l["ifname"] for l in json.loads(out or "[]")]
+    return [l["ifname"] for l in ip_json(out)]
 
 
 def _gone(pid: int) -> bool:
@@ -471,5 +469,5 @@ def status() -> dict:
             }
             for h in hosts
         ],
-        "other_cnib_netns": sorted(n for n in present if n.startswith("cnib") and n != FABRIC_NS and not any(n == h.netns or n.startswith(h.netns + "-") for h in hosts)),
+        f"other_{PREFIX}_netns": sorted(n for n in present if n.startswith(f"{PREFIX}") and n != FABRIC_NS and not any(n == h.netns or n.startswith(h.netns + "-") for h in hosts)),
     }

@@ -11,6 +11,7 @@ checked copies in /run/cnibench/modes/ (see state.py).
 
 from __future__ import annotations
 
+from ..catalog import MODES
 from ..errors import PlanError
 from .base import (  # noqa: F401  (re-exported contract)
     Check,
@@ -23,17 +24,6 @@ from .base import (  # noqa: F401  (re-exported contract)
     VerifyResult,
 )
 
-MODES: tuple[str, ...] = (
-    "host",
-    "flannel-vxlan",
-    "flannel-host-gw",
-    "flannel-aws-vpc",
-    "ipvlan",
-    "macvlan",
-    "docker-bridge",
-    "calico-routed",
-    "ebpf-redirect",
-)
 
 
 def _registry() -> dict[str, NetworkMode]:

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict
 from typing import Iterable
 
+from ..catalog import PREFIX
 from ..errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
 from ..precheck import probe_link_kinds
 from . import MODES, get_mode
@@ -171,14 +172,14 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
         return
 
     async def probe(host):
-        ns = f"cnib-{host.name}-probe"
+        ns = f"{PREFIX}-{host.name}-probe"
         missing = []
         await host.run(["ip", "netns", "add", ns])
         try:
             errors = await probe_link_kinds(host, ns, kinds)
             missing += [f"{kind} ({err})" for kind, err in errors.items() if err]
             if nft:
-                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", "cnib_probe"], check=False)
+                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", f"{PREFIX}_probe"], check=False)
                 if r.exit_status != 0:
                     missing.append(f"nftables ({(r.stderr or 'nft missing').strip()})")
         finally:

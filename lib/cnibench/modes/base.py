@@ -15,10 +15,11 @@ import ipaddress
 from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Mapping
 
+from ..catalog import PREFIX
+from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
+from ..catalog import name as prefixed
 from ..errors import PlanError
 
-IFNAME_MAX = 15
-ROUTE_PROTO = "203"  # ownership marker on every route a mode adds (see /etc/iproute2/rt_protos)
 LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)
 AWS = "@aws"  # Step.host for AWS API calls (argv read by the boto3 driver, aws.py)
 
@@ -276,7 +277,7 @@ class NetworkMode:
 
 
 def pod_netns(host: str, role: str = "pod") -> str:
-    return f"cnib-{host}-{role}"
+    return f"{PREFIX}-{host}-{role}"
 
 
 def ifname(name: str) -> str:

@@ -7,6 +7,7 @@ routes amount to on one L2 segment). Host-side veth MAC ee:ee:ee:ee:ee:ee as Cal
 from __future__ import annotations
 
 from . import pieces
+from ..catalog import PREFIX
 from .base import ROUTE_PROTO, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint, step
 
 GATEWAY = "169.254.1.1"
@@ -24,7 +25,7 @@ class CalicoRouted(NetworkMode):
         require_l2(hosts, self.name)
         steps: list[Step] = []
         for h in hosts:
-            veth = f"cnibc{h.name}"
+            veth = f"{PREFIX}c{h.name}"
             pod = nth(subnets[h.name], 2)
             mtu = mtu_for(h, settings)
             steps.append(forwarding_step(h))
@@ -50,6 +51,6 @@ class CalicoRouted(NetworkMode):
 
         checks = await direct_route_checks(fleet, endpoint, settings, facts, probe)
         r = await route_get(fleet.server, endpoint.connect_address)
-        veth = f"cnibc{facts.server.name}"
+        veth = f"{PREFIX}c{facts.server.name}"
         checks.append(Check("server host routes the pod's /32 straight to its veth (no bridge)", f"dev {veth}" in r, r))
         return checks

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 
 from . import pieces
+from ..catalog import PREFIX
 from .base import Check, Endpoint, check_published_port, HostFacts, ModeSettings, NetworkMode, Step, check_networks, forwarding_step, mtu_for, network, nth, pod_netns, step
 
-BRIDGE = "cnibdocker0"
-TABLE = "cnib_docker"
+BRIDGE = f"{PREFIX}docker0"
+TABLE = f"{PREFIX}_docker"
 
 
 class DockerBridge(NetworkMode):
@@ -37,7 +38,7 @@ class DockerBridge(NetworkMode):
             steps.append(forwarding_step(h))
             steps += pieces.netns(h)
             steps += pieces.bridge(h, BRIDGE, f"{gw}/{net.prefixlen}", mtu)
-            steps += pieces.veth(h, f"cnibd{h.name}", mtu, master=BRIDGE)
+            steps += pieces.veth(h, f"{PREFIX}d{h.name}", mtu, master=BRIDGE)
             steps += pieces.pod_address(h, f"{pod}/{net.prefixlen}", [["default", "via", gw]])
             steps += [
                 step(h.name, ["nft", "add", "table", "ip", TABLE], ["nft", "delete", "table", "ip", TABLE]),

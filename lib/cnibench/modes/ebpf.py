@@ -33,6 +33,8 @@ import ipaddress
 import json
 import re
 
+from ..parsing import ip_json
+from ..catalog import PREFIX
 from ..config import RUN_DIR
 from ..errors import PlanError, UnsupportedFeature
 from . import pieces
@@ -56,8 +58,8 @@ from .base import (
 )
 
 PROGRAM = "redirect"  # bpf/redirect.c
-FROM_POD, FROM_NET = "cnib_from_pod", "cnib_from_net"
-PODS_MAP, PEERS_MAP, STATS_MAP = "cnib_pods", "cnib_peers", "cnib_stats"
+FROM_POD, FROM_NET = f"{PREFIX}_from_pod", f"{PREFIX}_from_net"
+PODS_MAP, PEERS_MAP, STATS_MAP = f"{PREFIX}_pods", f"{PREFIX}_peers", f"{PREFIX}_stats"
 STATS = ("neigh_ok", "peer_ok", "neigh_failed", "peer_failed")  # cnib_stats' keys, in order
 BPF_ROOT = f"{RUN_DIR}/bpf"
 POD_IFINDEX = int.from_bytes(b"cnib", "big")  # 1668180322: the host-side veth's ifindex
@@ -73,11 +75,11 @@ TOOLS = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2"}
 
 def pin_dir(host: str) -> str:
     """The host's own bpffs mount: programs under prog/, maps under maps/."""
-    return f"{BPF_ROOT}/cnib-{host}"
+    return f"{BPF_ROOT}/{PREFIX}-{host}"
 
 
 def veth_name(host: str) -> str:
-    return ifname(f"cnibe{host}")
+    return ifname(f"{PREFIX}e{host}")
 
 
 def pod_mac(address: str) -> str:
@@ -142,7 +144,7 @@ class EbpfRedirect(NetworkMode):
             steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
             # bpffs, programs and maps: unmounting drops every pin, so only the mount has an undo.
             steps.append(step(h.name, ["mkdir", "-p", pins], ["rmdir", pins]))
-            steps.append(step(h.name, ["mount", "-t", "bpf", f"cnib-{h.name}", pins], ["umount", pins]))
+            steps.append(step(h.name, ["mount", "-t", "bpf", f"{PREFIX}-{h.name}", pins], ["umount", pins]))
             steps.append(step(h.name, ["bpftool", "prog", "loadall", obj, f"{pins}/prog", "type", "classifier", "pinmaps", f"{pins}/maps"]))
             steps.append(map_update(h.name, PODS_MAP, hex_ip(pod), hex_be32(POD_IFINDEX) + hex_mac(pod_mac(pod)) + hex_mac(host_mac(pod))))
             for p in hosts.peers(h.name):
@@ -215,7 +217,7 @@ async def probe_host(host, fact: HostFact, helpers=HELPERS) -> list[str]:
         missing += missing_features(json.loads(r.stdout), helpers)
     except json.JSONDecodeError:
         missing.append(f"a BPF feature probe (bpftool feature probe kernel: {(r.stderr or r.stdout).strip()[-200:] or f'exit {r.exit_status}'})")
-    ns = f"cnib-{host.name}-bpfprobe"
+    ns = f"{PREFIX}-{host.name}-bpfprobe"
     await host.run(["ip", "netns", "add", ns])
     try:
         for what, argv in (("the clsact qdisc", ["tc", "qdisc", "add", "dev", "lo", "clsact"]),
@@ -263,7 +265,7 @@ def parse_forwarded(snmp: str) -> int:
     return int(dict(zip(rows[0], rows[1]))["ForwDatagrams"])
 
 
-VERIFY_TABLE = "cnib_verify"
+VERIFY_TABLE = f"{PREFIX}_verify"
 
 
 async def _read(host, fact: HostFact) -> tuple[dict[str, int], int]:
@@ -324,7 +326,7 @@ async def redirect_checks(fleet, endpoint, settings, facts: HostFacts, probe) ->
 
 async def _no_bridge(host, f: HostFact) -> list[Check]:
     veth = veth_name(f.name)
-    links = {l["ifname"]: l for l in json.loads((await host.run(["ip", "-j", "link", "show"])).stdout)}
+    links = {l["ifname"]: l for l in ip_json((await host.run(["ip", "-j", "link", "show"])).stdout)}
     masters = {n: links.get(n, {}).get("master") for n in (veth, f.data_interface)}
     filters = {}
     for dev, prog in ((veth, FROM_POD), (f.data_interface, FROM_NET)):

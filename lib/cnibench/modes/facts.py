@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from ..parsing import ip_json
+from ..catalog import PREFIX
 from ..errors import HostError, PlanError
 from .base import HostFact, HostFacts, RouterFact
 from .local import LocalHost
@@ -26,7 +28,7 @@ async def gather_facts(fleet, with_router: bool = True) -> HostFacts:
     router = None
     tb = inv.extra.get("testbed") if with_router else None
     if tb and tb.get("fabric_netns"):
-        router = await router_facts(tb["fabric_netns"], tb.get("router", "198.18.0.1"), tb.get("bridge", "cnibbr0"))
+        router = await router_facts(tb["fabric_netns"], tb.get("router", "198.18.0.1"), tb.get("bridge", f"{PREFIX}br0"))
     return HostFacts(hosts, router)
 
 
@@ -47,8 +49,8 @@ def originals_over(recorded: list[str], keys: list[str], values: list[str]) -> l
 async def _basics(host) -> dict:
     spec = host.spec
     dev = spec.data_interface
-    link = json.loads((await host.run(["ip", "-j", "link", "show", "dev", dev])).stdout)[0]
-    addrs = json.loads((await host.run(["ip", "-j", "-4", "addr", "show", "dev", dev])).stdout)
+    link = ip_json((await host.run(["ip", "-j", "link", "show", "dev", dev])).stdout)[0]
+    addrs = ip_json((await host.run(["ip", "-j", "-4", "addr", "show", "dev", dev])).stdout)
     inet = [a for entry in addrs for a in entry.get("addr_info", []) if a.get("family") == "inet"]
     chosen = next((a for a in inet if a["local"] == spec.data_address), None) if spec.data_address else (inet[0] if inet else None)
     if chosen is None:
@@ -75,7 +77,7 @@ async def ssh_path(host) -> tuple[str | None, str | None, int | None]:
     port = int(env[3]) if len(env) >= 4 and env[3].isdigit() else None
     dev = None
     if peer:
-        route = json.loads((await host.run(["ip", "-j", "route", "get", peer])).stdout or "[]")
+        route = ip_json((await host.run(["ip", "-j", "route", "get", peer])).stdout)
         dev = route[0].get("dev") if route else None
     check_ssh_path(host.name, host.spec.data_interface, peer, dev, testbed=host.spec.testbed_netns is not None)
     return peer, dev, port
@@ -97,11 +99,11 @@ async def _l2_peers(host, dev: str, peers: dict[str, str]) -> list[str]:
     """Peers whose data address is on-link (no gateway) and answers ARP on `dev`."""
     found = []
     for name, addr in peers.items():
-        route = json.loads((await host.run(["ip", "-j", "route", "get", addr])).stdout)
+        route = ip_json((await host.run(["ip", "-j", "route", "get", addr])).stdout)
         if not route or route[0].get("gateway") or route[0].get("dev") != dev:
             continue
         await host.run(["ping", "-n", "-c", "1", "-W", "1", "-I", dev, addr], check=False)
-        neigh = json.loads((await host.run(["ip", "-j", "neigh", "show", "to", addr, "dev", dev])).stdout or "[]")
+        neigh = ip_json((await host.run(["ip", "-j", "neigh", "show", "to", addr, "dev", dev])).stdout)
         if any(n.get("lladdr") and set(n.get("state", [])) & L2_STATES for n in neigh):
             found.append(name)
     return found
@@ -113,6 +115,6 @@ async def router_facts(netns: str, address: str, interface: str) -> RouterFact:
                              "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"], netns=netns)).stdout.split()
     keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects", "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"]
     vals = originals_over(await recorded(local), keys, vals)
-    routes = json.loads((await local.run(["ip", "-j", "-n", netns, "route", "show"])).stdout or "[]")
+    routes = ip_json((await local.run(["ip", "-j", "-n", netns, "route", "show"])).stdout)
     return RouterFact(netns=netns, address=address, interface=interface, ip_forward=int(vals[0]), accept_redirects=int(vals[1]),
                       send_redirects_all=int(vals[2]), send_redirects_if=int(vals[3]), routes=len(routes))

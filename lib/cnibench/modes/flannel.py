@@ -13,6 +13,7 @@ Names carry the project prefix: cni0 -> cnibcni0, flannel.1 -> cnibflannel.1.
 
 from __future__ import annotations
 
+from ..catalog import PREFIX
 from ..errors import PlanError
 from . import pieces
 from .base import (
@@ -36,8 +37,8 @@ from .base import (
 )
 from .pathcheck import counters, route_get
 
-BRIDGE = "cnibcni0"
-VXLAN = "cnibflannel.1"
+BRIDGE = f"{PREFIX}cni0"
+VXLAN = f"{PREFIX}flannel.1"
 VXLAN_OVERHEAD = 50
 
 
@@ -66,7 +67,7 @@ class _Flannel(NetworkMode):
             steps.append(forwarding_step(h))
             steps += pieces.netns(h)
             steps += pieces.bridge(h, BRIDGE, f"{nth(net, 1)}/{net.prefixlen}", mtu)
-            steps += pieces.veth(h, f"cnibv{h.name}", mtu, master=BRIDGE)
+            steps += pieces.veth(h, f"{PREFIX}v{h.name}", mtu, master=BRIDGE)
             steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [["default", "via", nth(net, 1)]])
             steps += self.backend(h, hosts, subnets, settings, mtu)
         return steps + self.fabric(hosts, subnets, settings)

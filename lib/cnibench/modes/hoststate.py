@@ -12,6 +12,8 @@ from __future__ import annotations
 import difflib
 import re
 from typing import Awaitable, Callable, Sequence
+from ..parsing import ip_json
+from ..catalog import PREFIX
 
 SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all", "net.ipv4.conf.default")
 # Pins under the modes' bpffs root and the usual bpffs (a constant script; the root is $1).
@@ -57,7 +59,7 @@ async def tc_filters(run) -> str:
     """`tc filter show dev X ingress|egress` of every link (tc lists filters per device)."""
     import json
 
-    links = [l["ifname"] for l in json.loads(await run(["ip", "-j", "link", "show"]) or "[]")]
+    links = [l["ifname"] for l in ip_json(await run(["ip", "-j", "link", "show"]))]
     parts = []
     for dev in sorted(links):
         for hook in ("ingress", "egress"):
@@ -117,7 +119,7 @@ async def capture_host(host) -> dict[str, str]:
         return (await host.run(argv)).stdout
 
     await settle(run)
-    return await capture(run, host.spec.data_interface, f"cnib-{host.name}-")
+    return await capture(run, host.spec.data_interface, f"{PREFIX}-{host.name}-")
 
 
 async def capture_local(netns: str) -> dict[str, str]:

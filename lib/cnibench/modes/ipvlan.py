@@ -12,6 +12,7 @@ refuses, before any change, when it is missing.
 
 from __future__ import annotations
 
+from ..catalog import PREFIX
 from ..errors import PlanError
 from . import pieces
 from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
@@ -36,7 +37,7 @@ class Ipvlan(NetworkMode):
         steps: list[Step] = []
         for h in hosts:
             net = subnets[h.name]
-            link = ifname(f"cnibi{h.name}")
+            link = ifname(f"{PREFIX}i{h.name}")
             steps += pieces.netns(h)
             # Undo for the case where moving it into the container failed; afterwards it goes
             # with the namespace and this undo finds nothing (tolerated).

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 from . import pieces
+from ..parsing import ip_json
+from ..catalog import PREFIX
 from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
 from .pathcheck import counters
 
@@ -23,7 +25,7 @@ class Macvlan(NetworkMode):
         steps: list[Step] = []
         for h in hosts:
             net = subnets[h.name]
-            link = ifname(f"cnibm{h.name}")
+            link = ifname(f"{PREFIX}m{h.name}")
             steps += pieces.netns(h)
             steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "macvlan", "mode", "bridge"], ["ip", "link", "del", link]))
             steps += pieces.move_into_pod(h, link)
@@ -43,10 +45,10 @@ async def no_bridge_checks(fleet, endpoint, settings, facts, probe, kind: str, m
     delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
     checks = []
     for host, f, ns in ((fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
-        pod = json.loads((await host.run(["ip", "-d", "-j", "-n", ns, "link", "show", "dev", pieces.POD_IF])).stdout)[0]
+        pod = ip_json((await host.run(["ip", "-d", "-j", "-n", ns, "link", "show", "dev", pieces.POD_IF])).stdout)[0]
         info = pod.get("linkinfo", {})
         got_mode = (info.get("info_data") or {}).get("mode")
-        data = json.loads((await host.run(["ip", "-j", "link", "show", "dev", f.data_interface])).stdout)[0]
+        data = ip_json((await host.run(["ip", "-j", "link", "show", "dev", f.data_interface])).stdout)[0]
         checks.append(Check(f"{f.name}: container eth0 is {kind} ({mode}) and {f.data_interface} is in no bridge",
                             info.get("info_kind") == kind and got_mode == mode and "master" not in data,
                             f"kind={info.get('info_kind')} mode={got_mode} {f.data_interface} master={data.get('master')}"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from ..parsing import ip_json
+from ..catalog import PREFIX
 
-VERIFY_TABLE = "cnib_verify"  # a throwaway nftables table, removed after each check
+VERIFY_TABLE = f"{PREFIX}_verify"  # a throwaway nftables table, removed after each check
 
 
 async def route_get(host, address: str) -> str:
@@ -43,7 +45,7 @@ async def counters(host, data_if: str, endpoint, settings, probe) -> dict[str, i
 
 
 async def tx_packets(host, dev: str) -> int:
-    link = json.loads((await host.run(["ip", "-s", "-j", "link", "show", "dev", dev])).stdout)[0]
+    link = ip_json((await host.run(["ip", "-s", "-j", "link", "show", "dev", dev])).stdout)[0]
     return int(link["stats64"]["tx"]["packets"])
 
 

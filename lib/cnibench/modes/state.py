@@ -29,6 +29,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..catalog import PREFIX
 from ..config import DATA, RUN_DIR
 from ..errors import PlanError
 from .base import AWS, LOCAL, ModeSettings, Step
@@ -134,7 +135,7 @@ mv -f "$t" "$f"
 
 
 def atomic_write_argv(path: str, nbytes: int, mode: str = "644") -> list[str]:
-    return ["sh", "-c", ATOMIC_WRITE_SH, "cnib-write", path, str(nbytes), mode]
+    return ["sh", "-c", ATOMIC_WRITE_SH, f"{PREFIX}-write", path, str(nbytes), mode]
 
 
 async def write_atomic(target, path: str, text: str, mode: str = "644") -> None:

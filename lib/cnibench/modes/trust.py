@@ -17,6 +17,7 @@ import ipaddress
 import re
 from typing import Any, Mapping, Sequence
 
+from ..catalog import PREFIX
 from ..errors import CnibenchError
 
 STATUSES = ("applying", "up", "rollback-failed")
@@ -24,8 +25,8 @@ HOST = r"[a-z][a-z0-9]{0,7}"  # inventory host names (config._NAME_RE)
 IPV4 = r"\d{1,3}(\.\d{1,3}){3}"
 CIDR = IPV4 + r"/\d{1,2}"
 IFNAME = r"[A-Za-z0-9_.-]{1,15}"
-OUR_IF = r"cnib[A-Za-z0-9_.-]{1,11}"  # every interface a mode creates carries the prefix
-OUR_TABLE = r"cnib_[a-z0-9_]{1,27}"
+OUR_IF = rf"{PREFIX}[A-Za-z0-9_.-]{{1,11}}"  # every interface a mode creates carries the prefix
+OUR_TABLE = rf"{PREFIX}_[a-z0-9_]{{1,27}}"
 INT = r"\d{1,3}"
 # sysctls the modes change (with their original values in the undo); per-interface keys name a
 # plain interface (no dots: sysctl reads dots as path separators).
@@ -38,7 +39,7 @@ class StateRefused(CnibenchError):
 
 
 def pod_netns_re(host: str) -> str:
-    return re.escape(f"cnib-{host}-") + r"[a-z0-9]{1,16}"
+    return re.escape(f"{PREFIX}-{host}-") + r"[a-z0-9]{1,16}"
 
 
 def undo_shapes(host: str, data_interface: str | None = None) -> list[tuple[str, ...]]:
@@ -108,7 +109,7 @@ def check_endpoint(d: Any, modes: Sequence[str]) -> dict:
     if d["mode"] not in modes:
         raise StateRefused(f"the endpoint's mode {d['mode']!r} is not a known mode")
     for k in ("client_netns", "server_netns"):
-        if d[k] is not None and not (isinstance(d[k], str) and re.fullmatch(rf"cnib-{HOST}-[a-z0-9]{{1,16}}", d[k])):
+        if d[k] is not None and not (isinstance(d[k], str) and re.fullmatch(rf"{PREFIX}-{HOST}-[a-z0-9]{{1,16}}", d[k])):
             raise StateRefused(f"endpoint {k} {d[k]!r} is not a container namespace of ours")
     _address(d["server_bind"], "endpoint server_bind")
     _address(d["connect_address"], "endpoint connect_address")

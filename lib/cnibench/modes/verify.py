@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 
+from ..catalog import PREFIX
 from .base import Check, Endpoint, ModeSettings, NetworkMode, VerifyResult
 from .facts import gather_facts
 
-BODY = "cnib-verify"
+BODY = f"{PREFIX}-verify"
 
 SERVER = r"""
 import sys, http.server

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 
+from ..catalog import PREFIX
 from ..config import RUN_DIR
 from ..errors import HostError
 
@@ -56,7 +57,7 @@ async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=(), *
     src = f"{path}.{host.name}.c"
     await host.write_file(src, source)
     script = build_script(cflags, libs, compiler, package)
-    r = await host.run(["sh", "-c", script, "cnib-build", path, src], check=False, timeout=120)
+    r = await host.run(["sh", "-c", script, f"{PREFIX}-build", path, src], check=False, timeout=120)
     await host.run(["rm", "-f", "--", src], check=False, timeout=10)
     if r.exit_status != 0:
         why = (r.stderr or r.stdout).strip().splitlines()
@@ -68,7 +69,7 @@ async def built_state(host, name: str, source: bytes) -> str:
     """'built <path>', 'not built yet (<path>)' or 'no C compiler: ...' (read only)."""
     path = binary_path(name, source)
     r = await host.run(["sh", "-c", f'test -x "$1" && echo built || {{ command -v {COMPILER} >/dev/null && echo missing || echo nocc; }}',
-                        "cnib", path], check=False, timeout=10)
+                        f"{PREFIX}", path], check=False, timeout=10)
     state = r.stdout.strip()
     if state == "built":
         return f"built {path}"

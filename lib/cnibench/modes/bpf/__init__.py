@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
+from ...catalog import PREFIX
 from ...errors import HostError
 from ...workload import cbuild
 
@@ -33,7 +34,7 @@ def source_hash(name: str) -> str:
 
 
 def object_path(name: str) -> str:
-    return cbuild.binary_path(f"cnib-{name}", source(name), ".o")
+    return cbuild.binary_path(f"{PREFIX}-{name}", source(name), ".o")
 
 
 def build_argv(src: str, out: str, multiarch: str | None) -> list[str]:
@@ -62,11 +63,11 @@ async def ensure_object(host, name: str) -> Built:
     """The program's object on `host`, compiled there if it is not there yet."""
     version = await cbuild.compiler_version(host, COMPILER)
     if version is None:
-        raise BuildError(host.name, f"no clang to build the BPF programs (cnib-{name}). Install: apt-get install -y {PACKAGES}")
+        raise BuildError(host.name, f"no clang to build the BPF programs ({PREFIX}-{name}). Install: apt-get install -y {PACKAGES}")
     kernel = (await host.run(["uname", "-r"], timeout=15)).stdout.strip()
     try:
-        path = await cbuild.ensure_built(host, f"cnib-{name}", source(name), CFLAGS, compiler=COMPILER, package=PACKAGES, suffix=".o")
+        path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), CFLAGS, compiler=COMPILER, package=PACKAGES, suffix=".o")
     except HostError as exc:
         hint = f" (missing headers? apt-get install -y {PACKAGES})" if "file not found" in str(exc) else ""
-        raise BuildError(host.name, f"building cnib-{name} failed: {exc}{hint}") from None
+        raise BuildError(host.name, f"building {PREFIX}-{name} failed: {exc}{hint}") from None
     return Built(name, path, source_hash(name), version, kernel)
