@@ -109,6 +109,9 @@ def test(c, k="", unit=False):
     """Install what is missing (Debian packages, chromium for the report test), then run the test suite (integration tests need root)."""
     if os.geteuid() == 0:
         packages.ensure({**packages.REQUIRED, **packages.FOR_TESTS})
+    lint = c.run(shlex.join([sys.executable, "-m", "ruff", "check", "."]), warn=True, pty=False)
+    if lint.exited != 0:
+        raise Exit("error: ruff check found problems (above); fix them before the tests run", code=lint.exited)
     argv = [sys.executable, "-m", "pytest", "-q"] + (["tests/unit"] if unit else []) + (["-k", k] if k else [])
     result = c.run(shlex.join(argv), warn=True, pty=False)
     if result.exited != 0:

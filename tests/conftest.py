@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,14 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(os.environ["CNIBENCH_OUTPUT"], ignore_errors=True)
 
 LOCK_PATH = "/run/cnibench-dev.lock"
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ needs root and the testbed: marked `root` by its path."""
+    for item in items:
+        if INTEGRATION in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.root)
 
 
 def root_skip_reason() -> str | None:

@@ -1,5 +1,9 @@
 """One-off: write the ownership prefix through catalog.PREFIX instead of the literal "cnib"."""
-import io, re, sys, tokenize, pathlib
+import io
+import re
+import sys
+import tokenize
+import pathlib
 
 LIB = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "lib/cnibench")
 LIT = re.compile(r"cnib(?!ench)")

@@ -127,7 +127,7 @@ async def restore_sysctls(target, netns: str | None = None) -> tuple[list[str], 
 
 async def clean(fleet) -> list[str]:
     """Remove every leftover of any mode; returns what was done."""
-    from .modes.apply import Runners, _settings_from, undo_steps
+    from .modes.apply import Runners, settings_from_state, undo_steps
     from .modes.local import LocalHost
     from .modes.state import load, remove_all, steps_to_undo
 
@@ -136,7 +136,7 @@ async def clean(fleet) -> list[str]:
     problems: list[str] = []
     state = loaded.state
     if state:
-        problems += await undo_steps(Runners(fleet, _settings_from(state, fleet)), steps_to_undo(state), strict=False)
+        problems += await undo_steps(Runners(fleet, settings_from_state(state, fleet)), steps_to_undo(state), strict=False)
         done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + (f"; {len(problems)} undo(s) failed" if problems else ""))
 
     async def sweep(host):

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .catalog import IFNAME_MAX, PREFIX
+from .catalog import IFNAME_MAX
 from .errors import ConfigError
 
 # --- project paths -----------------------------------------------------------------------
@@ -34,6 +34,8 @@ STUDIES = ROOT / "studies"
 NOTEBOOKS = ROOT / "notebooks"
 # Everything the project leaves on a host lives here (ownership prefix: cnib).
 RUN_DIR = Path(os.environ.get("CNIBENCH_RUN_DIR", "/run/cnibench"))
+TESTBED_STATE = RUN_DIR / "testbed"  # the local testbed's state (testbed.py)
+TESTBED_INVENTORY = TESTBED_STATE / "inventory.yml"  # the inventory `testbed.up` writes
 DEFAULT_INVENTORY = INVENTORIES / "testbed.yml"
 
 ROLES = ("client", "server")
@@ -96,7 +98,7 @@ _HOST_KEYS = {
 }
 
 
-def _suggest(word: str, choices) -> str:
+def did_you_mean(word: str, choices) -> str:
     import difflib
 
     close = difflib.get_close_matches(word, list(choices), n=1)
@@ -123,7 +125,7 @@ def parse_inventory(data: Any, path: Path | str = "<inventory>") -> Inventory:
     unknown = set(data) - {"name", "hosts", "testbed", "aws"}
     if unknown:
         k = sorted(unknown)[0]
-        raise ConfigError(path, k, "is not a known key" + _suggest(k, ["name", "hosts", "testbed", "aws"]), "Known top-level keys: name, hosts, testbed, aws.")
+        raise ConfigError(path, k, "is not a known key" + did_you_mean(k, ["name", "hosts", "testbed", "aws"]), "Known top-level keys: name, hosts, testbed, aws.")
     hosts_raw = data.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise ConfigError(path, "hosts", "must be a non-empty list of hosts", "Add one entry per machine with at least name, address, role and data_interface.")
@@ -157,7 +159,7 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
     unknown = set(raw) - _HOST_KEYS
     if unknown:
         k = sorted(unknown)[0]
-        raise ConfigError(path, f"{where}.{k}", "is not a known host key" + _suggest(k, _HOST_KEYS), f"Known keys: {', '.join(sorted(_HOST_KEYS))}.")
+        raise ConfigError(path, f"{where}.{k}", "is not a known host key" + did_you_mean(k, _HOST_KEYS), f"Known keys: {', '.join(sorted(_HOST_KEYS))}.")
     for key in ("name", "address", "role", "data_interface"):
         if key not in raw or raw[key] in (None, ""):
             raise ConfigError(path, f"{where}.{key}", "is missing", f"Add '{key}:' to this host.")
@@ -166,7 +168,7 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
         raise ConfigError(path, f"{where}.name", f"'{name}' is not a valid host name", "Use 1-8 lowercase letters and digits, starting with a letter (it becomes part of 15-character interface names).")
     role = str(raw["role"])
     if role not in ROLES:
-        raise ConfigError(path, f"{where}.role", f"'{role}' is not a role{_suggest(role, ROLES)}", "Use 'client' or 'server'.")
+        raise ConfigError(path, f"{where}.role", f"'{role}' is not a role{did_you_mean(role, ROLES)}", "Use 'client' or 'server'.")
     port = raw.get("port", 22)
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ConfigError(path, f"{where}.port", f"'{port}' is not a TCP port", "Use a whole number from 1 to 65535 (22 is the SSH default).")
@@ -175,13 +177,13 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
         raise ConfigError(path, f"{where}.data_interface", f"'{ifname}' is not a valid interface name", f"Interface names have 1-{IFNAME_MAX} characters without spaces or '/'; see 'ip link' on the host.")
     policy = str(raw.get("host_key_policy", "verify"))
     if policy not in HOST_KEY_POLICIES:
-        raise ConfigError(path, f"{where}.host_key_policy", f"'{policy}' is not a policy{_suggest(policy, HOST_KEY_POLICIES)}", "Use 'verify' (default: known_hosts must hold the key) or, knowingly, 'insecure-ignore'.")
+        raise ConfigError(path, f"{where}.host_key_policy", f"'{policy}' is not a policy{did_you_mean(policy, HOST_KEY_POLICIES)}", "Use 'verify' (default: known_hosts must hold the key) or, knowingly, 'insecure-ignore'.")
     key_file = raw.get("key_file")
     agent = raw.get("agent", False)
     if not isinstance(agent, bool):
         raise ConfigError(path, f"{where}.agent", f"'{agent}' is not true or false", "Write 'agent: true' to use the SSH agent.")
     if key_file is not None:
-        key_path = _resolve(path, key_file)
+        key_path = resolve_relative(path, key_file)
         if not key_path.exists():
             raise ConfigError(path, f"{where}.key_file", f"'{key_path}' does not exist", "Point key_file at a private key, or remove it and set 'agent: true'.")
         perms = key_path.stat().st_mode & 0o777
@@ -190,7 +192,7 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
         key_file = str(key_path)
     known_hosts = raw.get("known_hosts")
     if known_hosts is not None:
-        kh = _resolve(path, known_hosts)
+        kh = resolve_relative(path, known_hosts)
         if policy == "verify" and not kh.exists():
             raise ConfigError(path, f"{where}.known_hosts", f"'{kh}' does not exist", "Create it with 'ssh-keyscan -p PORT ADDRESS >> FILE' after checking the fingerprint, or remove the key to use ~/.ssh/known_hosts.")
         known_hosts = str(kh)
@@ -212,7 +214,7 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
     )
 
 
-def _resolve(base_file: Path, value: Any) -> Path:
+def resolve_relative(base_file: Path, value: Any) -> Path:
     p = Path(os.path.expanduser(str(value)))
     return p if p.is_absolute() else (Path(base_file).parent / p)
 
@@ -222,9 +224,7 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
     path = Path(path) if path else DEFAULT_INVENTORY
     data = read_yaml(path)
     if isinstance(data, dict) and set(data) == {"testbed"} and isinstance(data["testbed"], dict):
-        from .testbed import generated_inventory_path
-
-        live = generated_inventory_path()
+        live = TESTBED_INVENTORY
         if not live.exists():
             raise ConfigError(path, "testbed", "the local testbed is not up", "Run 'invoke testbed.up' first (as root).")
         return parse_inventory(read_yaml(live), live)

@@ -7,7 +7,6 @@ deleted inside a throwaway namespace, so the probe changes nothing on the host.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import secrets
 from dataclasses import asdict, dataclass, field

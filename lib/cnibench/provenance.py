@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import re
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path

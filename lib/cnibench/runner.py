@@ -45,8 +45,6 @@ from .errors import CnibenchError, UnsupportedFeature
 
 import asyncssh
 
-# What may fail a run (recorded as its reason); any other exception is a bug and propagates.
-RUN_FAILURES = (CnibenchError, OSError, asyncio.TimeoutError, asyncssh.Error)
 from .matrix import PlannedRun
 from .progress import Progress
 from .provenance import (
@@ -65,6 +63,10 @@ from .provenance import (
 from .results import SCHEMA_VERSION, iter_records, read_record, record_path, validate_record, write_record
 from .runview import summary_line
 from .study import Study, load_study
+from .workload.specfields import bench_spec
+
+# What may fail a run (recorded as its reason); any other exception is a bug and propagates.
+RUN_FAILURES = (CnibenchError, OSError, asyncio.TimeoutError, asyncssh.Error)
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +87,6 @@ def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in study.workload.items()}
     return with_defaults({**fields, "mode": run.mode, "size": run.size, "rate": run.target_rate})
-
-
-def bench_spec(fields: Mapping[str, Any]):
-    """A BenchSpec from plain fields (YAML/JSON gives lists and dicts where it wants tuples/objects)."""
-    from .workload.bench import BenchSpec
-    from .workload.defaults import with_defaults
-    from .workload.guards import GuardLimits
-
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in with_defaults(fields).items()}
-    if isinstance(kw.get("guard"), dict):
-        kw["guard"] = GuardLimits(**kw["guard"])
-    return BenchSpec(**kw)
 
 
 def failed_record(run: PlannedRun, reason: str, settings: Mapping[str, Any], started_at: str, ended_at: str, provenance: str | None) -> dict:

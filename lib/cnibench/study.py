@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, _resolve, _suggest, read_yaml
+from .config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_relative, did_you_mean, read_yaml
 from . import policy
 from .catalog import MODES, SIZES
 from .errors import ConfigError
-from .workload.defaults import MAX_CONNECTIONS, MAX_RATE
+from .workload.defaults import MAX_RATE
 
 # The contract's mode names in their fixed order; cnibench.modes is the authority when present.
 _CONTRACT_MODES = MODES
@@ -173,7 +173,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
 
     inventory = data.get("inventory")
-    inventory = _resolve(path, inventory) if inventory else DEFAULT_INVENTORY
+    inventory = resolve_relative(path, inventory) if inventory else DEFAULT_INVENTORY
 
     seed = data.get("seed", 0)
     if not _is_int(seed):
@@ -221,7 +221,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     mode_settings = _mapping(data, "mode_settings", path)
     for mode, settings in mode_settings.items():
         if mode not in modes:
-            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{_suggest(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
+            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{did_you_mean(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
         if not isinstance(settings, dict):
             raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
         keys = mode_setting_keys()
@@ -233,7 +233,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
 
     notebooks = data.get("notebooks", "warm")
     if notebooks not in NOTEBOOK_POLICIES:
-        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{_suggest(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' (the notebook itself measures, a kernel per run) or 'none'.")
+        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{did_you_mean(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' (the notebook itself measures, a kernel per run) or 'none'.")
 
     return Study(
         path=path, name=name, inventory=Path(inventory), seed=int(seed), modes=modes,
@@ -259,7 +259,7 @@ def _modes(data: dict, path: Path) -> tuple[str, ...]:
     for i, m in enumerate(raw):
         m = str(m)
         if m not in known:
-            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{_suggest(m, known)}", f"Known modes: {', '.join(known)}.")
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{did_you_mean(m, known)}", f"Known modes: {', '.join(known)}.")
         if m in out:
             raise ConfigError(path, f"modes[{i}]", f"'{m}' appears twice", "List each mode once; use 'repetitions' to run it more.")
         out.append(m)
@@ -275,7 +275,7 @@ def _sizes(data: dict, path: Path) -> tuple[str, ...]:
         s = str(s)
         canon = s if s in SIZES else _SIZE_ALIASES.get(s.lower())
         if canon is None:
-            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{_suggest(s, SIZES)}", "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
+            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{did_you_mean(s, SIZES)}", "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
         if canon in out:
             raise ConfigError(path, f"sizes[{i}]", f"'{s}' appears twice", "List each size once.")
         out.append(canon)
@@ -369,7 +369,7 @@ def _check_workload(workload: dict, kind: str, loads, modes, sizes, path: Path) 
         from .workload.bench import validate_spec
     except ImportError:
         return
-    from .runner import bench_spec
+    from .workload.specfields import bench_spec
 
     rates = loads if kind == "rate" else (None,)
     for rate in rates:
@@ -410,7 +410,7 @@ def _mapping(data: dict, key: str, path: Path) -> dict:
 def _no_unknown(data: dict, known, path: Path, prefix: str, what: str) -> None:
     for k in data:
         if k not in known:
-            raise ConfigError(path, f"{prefix}{k}", f"is not a known {what}{_suggest(str(k), known)}", f"Known: {', '.join(known)}.")
+            raise ConfigError(path, f"{prefix}{k}", f"is not a known {what}{did_you_mean(str(k), known)}", f"Known: {', '.join(known)}.")
 
 
 def _is_int(v) -> bool:

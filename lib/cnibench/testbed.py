@@ -30,7 +30,7 @@ import yaml
 
 from .parsing import ip_json
 from .catalog import PREFIX
-from .config import RUN_DIR
+from .config import RUN_DIR, TESTBED_INVENTORY, TESTBED_STATE
 from .errors import TestbedError
 
 FABRIC_NS = f"{PREFIX}-fabric"
@@ -50,11 +50,11 @@ TOOLS = {  # tool: Debian package that provides it
 
 
 def state_dir() -> Path:
-    return RUN_DIR / "testbed"
+    return TESTBED_STATE
 
 
 def generated_inventory_path() -> Path:
-    return state_dir() / "inventory.yml"
+    return TESTBED_INVENTORY
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,6 @@ def release_run_sshd(path: str = RUN_SSHD, running=sshd_pids) -> bool:
 
 
 def _root_links() -> list[str]:
-    import json
 
     out = _sh(["ip", "-j", "link", "show"], check=False).stdout
     return [l["ifname"] for l in ip_json(out)]

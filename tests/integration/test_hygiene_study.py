@@ -15,7 +15,7 @@ from cnibench.provenance import manifest_path, read_manifest
 from cnibench.runner import run_study, study_status
 from cnibench.workload.quiet import wait_quiet
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.timeout(400)]
 
 
 def write(tmp_path, testbed, attempts):

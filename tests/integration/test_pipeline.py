@@ -23,7 +23,7 @@ from cnibench.provenance import manifest_path, read_manifest
 from cnibench.runner import run_study
 from cnibench.study import load_study
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600)]
 
 # Pipeline mechanics, not noise: on a shared machine the noise guards measure and flag but do not
 # invalidate, and the quiet-machine check looks once without waiting.

@@ -16,7 +16,7 @@ import pytest
 from cnibench import testbed as tb
 from cnibench.config import RUN_DIR, load_inventory
 from cnibench.errors import CommandFailed, HostKeyError
-from cnibench.hosts import Fleet, Host
+from cnibench.hosts import Host
 
 
 def machine_state() -> dict:

@@ -11,7 +11,7 @@ from cnibench.workload.bench import BenchSpec, run_bench
 
 from workload_helpers import host_endpoint, processes
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.timeout(180)]
 PORT = 8095
 
 

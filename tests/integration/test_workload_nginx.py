@@ -9,7 +9,6 @@ from cnibench.workload.bench import BenchSpec, run_bench
 
 from workload_helpers import host_endpoint, processes, raw_sizes
 
-pytestmark = pytest.mark.root
 
 
 def test_responses_are_exactly_the_studys_sizes(with_fleet, testbed):

@@ -11,8 +11,7 @@ checked copies in /run/cnibench/modes/ (see state.py).
 
 from __future__ import annotations
 
-from ..catalog import MODES
-from ..errors import PlanError
+from ..catalog import MODES  # noqa: F401  (re-exported)
 from .base import (  # noqa: F401  (re-exported contract)
     Check,
     Endpoint,
@@ -23,32 +22,7 @@ from .base import (  # noqa: F401  (re-exported contract)
     Step,
     VerifyResult,
 )
-
-
-
-def _registry() -> dict[str, NetworkMode]:
-    from .calico import CalicoRouted
-    from .docker_bridge import DockerBridge
-    from .ebpf import EbpfRedirect
-    from .flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
-    from .host import HostMode
-    from .ipvlan import Ipvlan
-    from .macvlan import Macvlan
-
-    modes = [HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(), CalicoRouted(), EbpfRedirect()]
-    return {m.name: m for m in modes}
-
-
-def get_mode(name: str) -> NetworkMode:
-    """The mode called `name`; an unknown name raises PlanError listing the known ones."""
-    modes = _registry()
-    if name not in modes:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), MODES, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise PlanError(f"unknown network mode '{name}'.{hint} Known modes: {', '.join(MODES)}.")
-    return modes[name]
+from .registry import get_mode  # noqa: F401  (re-exported)
 
 
 async def mode_up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:

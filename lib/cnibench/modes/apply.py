@@ -22,7 +22,8 @@ from typing import Iterable
 from ..catalog import PREFIX
 from ..errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
 from ..precheck import probe_link_kinds
-from . import MODES, get_mode
+from ..catalog import MODES
+from .registry import get_mode
 from . import state as store
 from .base import AWS, LOCAL, AwsSettings, Endpoint, ModeSettings, Step, VerifyResult
 from .facts import gather_facts
@@ -301,7 +302,7 @@ async def down(fleet, name: str | None = None, settings: ModeSettings | None = N
     if name is not None and state.get("mode") != name:
         raise PlanError(f"mode {state.get('mode')} is up, not {name}. Run 'invoke mode.down --mode {state.get('mode')}'.")
     steps = steps_to_undo(state)
-    runners = Runners(fleet, settings_for(fleet, settings) if settings else _settings_from(state, fleet))
+    runners = Runners(fleet, settings_for(fleet, settings) if settings else settings_from_state(state, fleet))
     start = time.monotonic()
     await undo_steps(runners, steps)  # raises on a real failure: the state is kept
     await forget(fleet, runners, state.get("steps", []))
@@ -313,7 +314,7 @@ async def verify(fleet, name: str, settings: ModeSettings | None = None) -> Veri
     state = await current_state(fleet)
     if not state or state.get("mode") != name or state.get("status") != "up":
         raise PlanError(f"mode {name} is not up. Run 'invoke mode.up --mode {name}' first.")
-    settings = settings or _settings_from(state, fleet)
+    settings = settings or settings_from_state(state, fleet)
     from .verify import verify_mode
 
     return await verify_mode(mode, fleet, Endpoint.from_dict(state["endpoint"]), settings)
@@ -326,7 +327,7 @@ def _settings_dict(settings: ModeSettings) -> dict:
     return d
 
 
-def _settings_from(state: dict, fleet) -> ModeSettings:
+def settings_from_state(state: dict, fleet) -> ModeSettings:
     """The settings a state was applied with; AWS settings only from the driver's own copy."""
     d = dict(state.get("settings") or {})
     aws = d.pop("aws", None)

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 from ..catalog import PREFIX
 from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
-from ..catalog import name as prefixed
+from ..config import RUN_DIR
 from ..errors import PlanError
 
 LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)
@@ -381,3 +381,11 @@ def mtu_for(h: HostFact, settings: ModeSettings, overhead: int = 0) -> int:
     if mtu < 576 or mtu > h.mtu - overhead:
         raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. Choose an MTU from 576 to {h.mtu - overhead}.")
     return mtu
+
+
+BPF_ROOT = f"{RUN_DIR}/bpf"  # bpffs mounts of the ebpf-redirect mode
+
+
+def pin_dir(host: str) -> str:
+    """The host's own bpffs mount: programs under prog/, maps under maps/."""
+    return f"{BPF_ROOT}/{PREFIX}-{host}"

@@ -19,7 +19,7 @@ class CalicoRouted(NetworkMode):
     link_kinds = ("veth",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from .flannel import require_l2
+        from .pieces import require_l2
 
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
@@ -46,7 +46,7 @@ class CalicoRouted(NetworkMode):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         from .base import Check
-        from .flannel import direct_route_checks
+        from .pathcheck import direct_route_checks
         from .pathcheck import route_get
 
         checks = await direct_route_checks(fleet, endpoint, settings, facts, probe)

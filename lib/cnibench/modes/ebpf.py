@@ -35,7 +35,6 @@ import re
 
 from ..parsing import ip_json
 from ..catalog import PREFIX
-from ..config import RUN_DIR
 from ..errors import PlanError, UnsupportedFeature
 from . import pieces
 from .base import (
@@ -48,6 +47,7 @@ from .base import (
     NetworkMode,
     Step,
     ifname,
+    pin_dir,
     forwarding_step,
     mtu_for,
     nth,
@@ -61,7 +61,6 @@ PROGRAM = "redirect"  # bpf/redirect.c
 FROM_POD, FROM_NET = f"{PREFIX}_from_pod", f"{PREFIX}_from_net"
 PODS_MAP, PEERS_MAP, STATS_MAP = f"{PREFIX}_pods", f"{PREFIX}_peers", f"{PREFIX}_stats"
 STATS = ("neigh_ok", "peer_ok", "neigh_failed", "peer_failed")  # cnib_stats' keys, in order
-BPF_ROOT = f"{RUN_DIR}/bpf"
 POD_IFINDEX = int.from_bytes(b"cnib", "big")  # 1668180322: the host-side veth's ifindex
 FILTER = ["pref", "1", "handle", "1", "bpf", "direct-action"]
 
@@ -71,11 +70,6 @@ TOOLS = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2"}
 
 
 # --- names and encodings (pure) ---------------------------------------------------------------
-
-
-def pin_dir(host: str) -> str:
-    """The host's own bpffs mount: programs under prog/, maps under maps/."""
-    return f"{BPF_ROOT}/{PREFIX}-{host}"
 
 
 def veth_name(host: str) -> str:
@@ -118,7 +112,7 @@ class EbpfRedirect(NetworkMode):
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
         from .bpf import object_path
-        from .flannel import require_l2
+        from .pieces import require_l2
 
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from ..parsing import ip_json
 from ..catalog import PREFIX

@@ -35,22 +35,12 @@ from .base import (
     step,
     sysctl_step,
 )
-from .pathcheck import counters, route_get
+from .pathcheck import counters, direct_route_checks, route_get
+from .pieces import require_l2
 
 BRIDGE = f"{PREFIX}cni0"
 VXLAN = f"{PREFIX}flannel.1"
 VXLAN_OVERHEAD = 50
-
-
-def require_l2(hosts: HostFacts, mode: str) -> None:
-    for h in hosts:
-        for p in hosts.peers(h.name):
-            if p.name not in h.l2_peers:
-                raise PlanError(
-                    f"{mode} needs every host on one L2 segment, but {h.name} does not reach "
-                    f"{p.name} ({p.data_address}) directly on {h.data_interface}. Use flannel-vxlan, "
-                    "or put the hosts' data interfaces on one switch/subnet."
-                )
 
 
 class _Flannel(NetworkMode):
@@ -133,17 +123,6 @@ class FlannelHostGw(_Flannel):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         return await direct_route_checks(fleet, endpoint, settings, facts, probe)
-
-
-async def direct_route_checks(fleet, endpoint, settings, facts, probe) -> list[Check]:
-    """host-gw and routed modes: the pod route goes via the peer's data address, unencapsulated."""
-    c, s = facts.client, facts.server
-    delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
-    route = await route_get(fleet.client, endpoint.connect_address)
-    return [
-        Check("route to the server pod via the server's data address", f"via {s.data_address} dev {c.data_interface}" in route, route),
-        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0, f"plain {delta['plain']}, UDP/{settings.vxlan_port} {delta['encap']}"),
-    ]
 
 
 class FlannelAwsVpc(_Flannel):

@@ -39,7 +39,7 @@ def state_commands(data_interface: str | None = None) -> list[tuple[str, list[st
 
 
 def _bpf_root() -> str:
-    from .ebpf import BPF_ROOT
+    from .base import BPF_ROOT
 
     return BPF_ROOT
 
@@ -57,7 +57,6 @@ def bpf_mounts(mountinfo: str) -> list[str]:
 
 async def tc_filters(run) -> str:
     """`tc filter show dev X ingress|egress` of every link (tc lists filters per device)."""
-    import json
 
     links = [l["ifname"] for l in ip_json(await run(["ip", "-j", "link", "show"]))]
     parts = []

@@ -16,7 +16,7 @@ from ..catalog import PREFIX
 from ..errors import PlanError
 from . import pieces
 from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
-from .macvlan import no_bridge_checks
+from .pathcheck import no_bridge_checks
 
 IPVLAN_MODES = ("l2", "l3")
 
@@ -31,7 +31,7 @@ class Ipvlan(NetworkMode):
             raise PlanError(f"ipvlan_mode '{mode}' is not one of {', '.join(IPVLAN_MODES)}. Choose l2 or l3.")
         subnets = pod_subnets(hosts, settings)
         if mode == "l2":
-            from .flannel import require_l2
+            from .pieces import require_l2
 
             require_l2(hosts, f"{self.name} (l2)")
         steps: list[Step] = []

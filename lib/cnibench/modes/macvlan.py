@@ -4,13 +4,11 @@ host. Containers on different hosts reach each other on the data segment (one L2
 
 from __future__ import annotations
 
-import json
 
 from . import pieces
-from ..parsing import ip_json
 from ..catalog import PREFIX
 from .base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
-from .pathcheck import counters
+from .pathcheck import no_bridge_checks
 
 
 class Macvlan(NetworkMode):
@@ -18,7 +16,7 @@ class Macvlan(NetworkMode):
     link_kinds = ("macvlan",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from .flannel import require_l2
+        from .pieces import require_l2
 
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
@@ -39,22 +37,3 @@ class Macvlan(NetworkMode):
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "macvlan", "bridge")
 
 
-async def no_bridge_checks(fleet, endpoint, settings, facts, probe, kind: str, mode: str) -> list[Check]:
-    """The container's eth0 is a `kind` child of the data interface, which is in no bridge."""
-    c = facts.client
-    delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
-    checks = []
-    for host, f, ns in ((fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
-        pod = ip_json((await host.run(["ip", "-d", "-j", "-n", ns, "link", "show", "dev", pieces.POD_IF])).stdout)[0]
-        info = pod.get("linkinfo", {})
-        got_mode = (info.get("info_data") or {}).get("mode")
-        data = ip_json((await host.run(["ip", "-j", "link", "show", "dev", f.data_interface])).stdout)[0]
-        checks.append(Check(f"{f.name}: container eth0 is {kind} ({mode}) and {f.data_interface} is in no bridge",
-                            info.get("info_kind") == kind and got_mode == mode and "master" not in data,
-                            f"kind={info.get('info_kind')} mode={got_mode} {f.data_interface} master={data.get('master')}"))
-    # The container's packets leave the NIC (tx rises) without passing the host's IP stack
-    # (its postrouting hook sees none of them): no bridge, no routing on the way.
-    checks.append(Check(f"pod packets leave {c.data_interface} without crossing the host's stack",
-                        delta["tx"] >= 3 and delta["plain"] == 0 and delta["encap"] == 0,
-                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, {delta['encap']} UDP/{settings.vxlan_port}"))
-    return checks

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from .base import ROUTE_PROTO, HostFact, Step, ifname, pod_netns, step
+from ..errors import PlanError
+from .base import ROUTE_PROTO, HostFact, HostFacts, Step, ifname, pod_netns, step
 
 POD_IF = "eth0"  # the container's interface, as Docker and Kubernetes name it
 
@@ -76,3 +77,14 @@ def vtep_mac(address: str) -> str:
     (flanneld publishes the VTEP MAC in etcd; deriving it keeps planning pure)."""
     b = ipaddress.IPv4Address(address).packed
     return "0e:cb:" + ":".join(f"{x:02x}" for x in b)
+
+
+def require_l2(hosts: HostFacts, mode: str) -> None:
+    for h in hosts:
+        for p in hosts.peers(h.name):
+            if p.name not in h.l2_peers:
+                raise PlanError(
+                    f"{mode} needs every host on one L2 segment, but {h.name} does not reach "
+                    f"{p.name} ({p.data_address}) directly on {h.data_interface}. Use flannel-vxlan, "
+                    "or put the hosts' data interfaces on one switch/subnet."
+                )

@@ -281,7 +281,7 @@ async def remove_all(fleet, local=None) -> None:
 
 
 def _modes():
-    from . import MODES
+    from ..catalog import MODES
 
     return MODES
 

@@ -46,7 +46,7 @@ def undo_shapes(host: str, data_interface: str | None = None) -> list[tuple[str,
     """argv patterns (one regex per word) of every undo a plan gives a host. `data_interface`
     (the inventory's, never the host's word): ebpf-redirect removes the clsact qdisc it added
     there; without it, only a clsact qdisc on one of our interfaces may be removed."""
-    from .ebpf import pin_dir
+    from .base import pin_dir
 
     ns = pod_netns_re(host)
     qdisc_dev = OUR_IF + (f"|{re.escape(data_interface)}" if data_interface else "")
