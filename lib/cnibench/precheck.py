@@ -1,14 +1,12 @@
 """Precheck every host before building anything: reachable, privileged, tools, kernel, CPU, MTU.
 
-Kernel support is probed, not guessed: a throwaway interface of each kind is created and
-deleted inside a throwaway namespace, so the probe changes nothing on the host.
+Kernel support is probed, not guessed (kernelprobe.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from dataclasses import asdict, dataclass, field
 
 from .catalog import PREFIX
@@ -16,6 +14,7 @@ from .parsing import ip_json
 from .parsing import version as version_in
 from .errors import CnibenchError
 from .hosts import Fleet, Host
+from .kernelprobe import LINK_KINDS, probe_commands, probe_kernel, probe_link_kinds  # noqa: F401  (re-exported)
 
 TOOLS = {  # tool: (version argv, Debian package)
     "ip": (["ip", "-V"], "iproute2"),
@@ -28,28 +27,6 @@ TOOLS = {  # tool: (version argv, Debian package)
 }
 # generator -> the tool that makes it available (ours is built from source with cc)
 GENERATORS = {"openloop": "cc", "h2load": "h2load", "tcpkali": "tcpkali"}
-LINK_KINDS = ("bridge", "veth", "vxlan", "macvlan", "ipvlan")
-
-
-def probe_commands(netns: str, kind: str) -> list[list[str]]:
-    """argv lists that create one throwaway interface of `kind` inside `netns` (pure)."""
-    ip = ["ip", "-n", netns, "link", "add"]
-    if kind == "bridge":
-        return [ip + [f"{PREFIX}p0", "type", "bridge"]]
-    if kind == "veth":
-        return [ip + [f"{PREFIX}p0", "type", "veth", "peer", "name", f"{PREFIX}p1"]]
-    if kind == "vxlan":
-        return [ip + [f"{PREFIX}p0", "type", "vxlan", "id", "42", "dstport", "4789"]]
-    if kind in ("macvlan", "ipvlan"):
-        mode = ["mode", "bridge"] if kind == "macvlan" else ["mode", "l2"]
-        # a parent link is needed: a veth end inside the same throwaway namespace
-        return [
-            ip + [f"{PREFIX}pp0", "type", "veth", "peer", "name", f"{PREFIX}pp1"],
-            ip + [f"{PREFIX}p0", "link", f"{PREFIX}pp0", "type", kind, *mode],
-        ]
-    raise ValueError(kind)
-
-
 @dataclass
 class HostReport:
     name: str
@@ -159,39 +136,6 @@ async def _hygiene_facts(host: Host, rep: HostReport) -> None:
     rep.tuning = parse_tuning(r.stdout)
     k = await host.run(["ethtool", "-k", rep.data_interface], check=False, timeout=15)
     rep.tuning.update(mtu=rep.data_mtu, offloads=parse_offloads(k.stdout) if k.ok else None)
-
-
-async def probe_kernel(host: Host) -> dict[str, dict]:
-    """Create and delete one interface of each kind inside a throwaway namespace."""
-    ns = f"{PREFIX}-probe-{secrets.token_hex(3)}"
-    await host.run(["ip", "netns", "add", ns])
-    try:
-        errors = await probe_link_kinds(host, ns, LINK_KINDS)
-    finally:
-        await host.run(["ip", "netns", "del", ns], check=False)
-    return {kind: {"ok": not err, "reason": _explain(kind, err) if err else ""} for kind, err in errors.items()}
-
-
-async def probe_link_kinds(host: Host, netns: str, kinds) -> dict[str, str]:
-    """Inside an existing throwaway namespace: kind -> "" if it can be created, else the error."""
-    out: dict[str, str] = {}
-    for kind in kinds:
-        err = ""
-        for argv in probe_commands(netns, kind):
-            r = await host.run(argv, check=False, timeout=10)
-            if not r.ok:
-                err = r.stderr.strip() or r.stdout.strip() or f"exit {r.exit_status}"
-                break
-        out[kind] = err
-        for name in (f"{PREFIX}p0", f"{PREFIX}pp0"):
-            await host.run(["ip", "-n", netns, "link", "del", name], check=False, timeout=10)
-    return out
-
-
-def _explain(kind: str, err: str) -> str:
-    if "Unknown device type" in err or "not supported" in err.lower():
-        return f"the kernel has no {kind} driver ({err}); load or build the module ('modprobe {kind}') on a kernel that has it"
-    return err
 
 
 async def check_fleet(fleet: Fleet, require: dict | None = None) -> list[HostReport]:

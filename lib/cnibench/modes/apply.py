@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..catalog import PREFIX
 from ..errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
-from ..precheck import probe_link_kinds
+from ..kernelprobe import probe_link_kinds
 from ..catalog import MODES
 from .registry import get_mode
 from . import state as store
