@@ -67,7 +67,7 @@ MOVES = {
     "compare": "analysis.compare",
 }
 # Top-level modules that stay: the foundation every stage may use, and the pipeline over all.
-STAY = {"__init__", "catalog", "parsing", "errors", "results", "pipeline"}
+STAY = {"__init__", "catalog", "parsing", "errors", "results", "pipeline", "smoke"}  # smoke: deleted on main
 # Modules added by the `split` branch: their stage follows the module they were split from.
 PREFIXES = {"runner_": "study.", "study_": "study.", "stats_": "analysis.", "report_": "analysis.",
             "testbed_": "infra.", "records": None}
@@ -240,7 +240,7 @@ def from_import_rewrite(src: str, mods) -> str:
         for it in items:
             name, _, alias = it.partition(" as ")
             sub = f"{target}.{name}" if target else name
-            if sub in MOVES or any(sub.startswith(k + ".") for k in MOVES):
+            if sub in mods and new_name(sub) != sub:  # an old module name (not one already rewritten)
                 new = new_name(sub)
                 frm, leaf = new.rpartition(".")[0], new.rpartition(".")[2]
                 alias = alias or (name if leaf != name else "")

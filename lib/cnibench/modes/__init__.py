@@ -7,6 +7,12 @@
 A mode that is up is discoverable by a later process: mode_status(fleet) / current_endpoint(fleet)
 read what was applied from the driver's state (data/state/modes/), or else from the hosts'
 checked copies in /run/cnibench/modes/ (see state.py).
+
+Stage 2. Here: the API, the contract (base.py), the registry, the CLI formatting and `clean`;
+engine/ applies, verifies and keeps state; kinds/ holds one module per mode kind, and kinds
+never import each other (what they share lives in the engine).
+
+May import: catalog, parsing, errors, infra
 """
 
 from __future__ import annotations
