@@ -320,7 +320,7 @@ def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, n
 @task(help={"study": "study file or name in studies/ (default: lab)"})
 def status(c, study="lab"):
     """How much of a study is recorded: planned, ok, invalid, failed, missing per mode and size."""
-    from cnibench.runner import format_status, study_status
+    from cnibench.study_status import format_status, study_status
 
     try:
         print(format_status(study_status(study)))

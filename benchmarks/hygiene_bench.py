@@ -31,8 +31,10 @@ from dataclasses import replace
 from cnibench import testbed as tb
 from cnibench.config import ROOT, load_inventory
 from cnibench.hosts import Fleet
-from cnibench.workload.bench import BenchSession, BenchSpec
-from cnibench.runner import bench_spec, calibrate_kwargs
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import BenchSession
+from cnibench.runner import bench_spec
+from cnibench.study_calibration import calibrate_kwargs
 from cnibench.study import load_study
 from cnibench.workload.calibrate import calibrate
 from cnibench.workload.cli import mode_endpoint

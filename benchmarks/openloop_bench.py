@@ -27,7 +27,8 @@ import sys
 from cnibench import testbed as tb
 from cnibench.config import ROOT, load_inventory
 from cnibench.hosts import Fleet
-from cnibench.workload.bench import BenchSession, BenchSpec
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import BenchSession
 from cnibench.workload.cli import mode_endpoint
 
 OUT = ROOT / "benchmarks" / "results" / "openloop.json"

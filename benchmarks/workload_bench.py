@@ -23,7 +23,8 @@ from dataclasses import replace
 from cnibench import testbed as tb
 from cnibench.config import ROOT, load_inventory
 from cnibench.hosts import Fleet
-from cnibench.workload.bench import BenchSpec, run_bench
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import run_bench
 from cnibench.workload.calibrate import calibrate, save_calibration
 from cnibench.workload.cli import mode_endpoint
 

@@ -86,8 +86,6 @@ def agreement_summary(cmp: pd.DataFrame, percentiles=(50.0, 99.0)) -> str:
     return text + (f"; {missing} cells without an interval in one of the studies" if missing else "")
 
 
-# --- which earlier study ---------------------------------------------------------------------
-
 DESIGN_KEYS = ("reference", "sizes", "band_loads", "generator", "duration_s")
 
 
@@ -122,8 +120,6 @@ def earlier_studies(study: str, processed_root: Path, compare_with=None) -> list
     same = [d for d in others if (d / "stats_headline.csv").exists() and same_design(mine, read_design(d))]
     return sorted(same, key=lambda d: (d / "stats_headline.csv").stat().st_mtime, reverse=True)
 
-
-# --- the 2016 study -----------------------------------------------------------------------
 
 # (lower latency, higher latency, what STUDY.md's conclusions say, scope). Scope "band": a
 # statement about the study's tests generally, checked at 30-50 % of max; "max load": stated for

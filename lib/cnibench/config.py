@@ -17,7 +17,6 @@ import yaml
 from .catalog import IFNAME_MAX
 from .errors import ConfigError
 
-# --- project paths -----------------------------------------------------------------------
 
 ROOT = Path(os.environ.get("CNIBENCH_ROOT", Path(__file__).resolve().parents[2]))
 # Where generated output goes (data/, figures/, reports/): the project, unless redirected

@@ -62,8 +62,6 @@ def order_modes(modes: Iterable[str]) -> list[str]:
     return [m for m in MODES if m in modes] + sorted(modes - set(MODES))
 
 
-# --- histograms as arrays ---------------------------------------------------------------------
-
 def bucket_bounds(h) -> tuple[np.ndarray, np.ndarray]:
     """[lo, hi) in us of every counts index of an HdrHistogram (vectorised hdrh index math)."""
     idx = np.arange(h.counts_len, dtype=np.int64)
@@ -93,8 +91,6 @@ def histogram_arrays(encoded: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nz = np.nonzero(counts)[0]
     return lo[nz].copy(), hi[nz].copy(), counts[nz]
 
-
-# --- one record -> one row --------------------------------------------------------------------
 
 def host_roles(manifest: dict) -> dict[str, str]:
     """Host name -> role, from the manifest if it says so (several shapes accepted)."""
@@ -156,8 +152,8 @@ def _cpu_rows(host_metrics: dict, sample: dict) -> list[dict]:
 
 
 def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[float, float] | None = None) -> dict:
-    """One run's row. sustain: (bound_ms, percentile) of the study's calibration, which also says
-    whether a run kept up with its rate (results.sustained); default p90 <= 10 ms."""
+    """One run's row. sustain: (bound_ms, percentile) that says whether the run kept up with its
+    rate (results.sustained; sustain_criterion); default p50 <= 10 ms."""
     counts = rec.get("counts") or {}
     settings = rec.get("settings") or {}
     pct = (rec.get("latency") or {}).get("percentiles") or {}
@@ -180,7 +176,7 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
     for p in RUN_PERCENTILES:
         v = pct.get(p)
         row[pcol(p)] = float(v) if v is not None else np.nan
-    bound_ms, percentile = sustain or (results.SUSTAINED_BOUND_MS, results.SUSTAINED_PERCENTILE)
+    bound_ms, percentile = sustain or (results.SUSTAINED_BOUND_MS, results.RUN_SUSTAINED_PERCENTILE)
     row["sustained"] = results.sustained(pct, bound_ms, percentile)
     if row["valid"] and row["sustained"] is False:
         # The queue did not drain: latency grew through the window (a mode past its maximum).
@@ -191,8 +187,6 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
     row.update(cpu_per_request(rec.get("metrics"), achieved, roles or {}))
     return row
 
-
-# --- build / save / load ----------------------------------------------------------------------
 
 def read_manifest(raw_dir: Path, study: str) -> dict:
     try:
@@ -263,12 +257,11 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
 
 
 def sustain_criterion(manifest: dict) -> tuple[float, float]:
-    """(bound_ms, percentile) the study's calibration used (its manifest), else the default."""
+    """(bound_ms, percentile) a run of the study is judged by: the bound its calibration used (its
+    manifest; default 10 ms) at the run's percentile (results.RUN_SUSTAINED_PERCENTILE)."""
     details = ((manifest.get("calibration") or {}).get("details") or {}).values()
-    for d in details:
-        if d.get("bound_ms") and d.get("percentile"):
-            return float(d["bound_ms"]), float(d["percentile"])
-    return results.SUSTAINED_BOUND_MS, float(results.SUSTAINED_PERCENTILE)
+    bound = next((float(d["bound_ms"]) for d in details if d.get("bound_ms")), results.SUSTAINED_BOUND_MS)
+    return bound, float(results.RUN_SUSTAINED_PERCENTILE)
 
 
 def _fill_load_fraction(runs: pd.DataFrame, calibration: dict) -> pd.DataFrame:

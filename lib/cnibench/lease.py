@@ -74,8 +74,6 @@ class LeaseHeld(CnibenchError):
     """Another session holds (some of) the hosts; nothing was changed."""
 
 
-# --- pure pieces -----------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Owner:
     session: str
@@ -176,8 +174,6 @@ def refusal(held: dict[str, tuple[str, str | None]], clean: bool) -> str:
     return ("the hosts are in use by another cnibench session: " + "; ".join(parts) +
             ". Nothing was changed. Wait for that session to end, or stop it on the machine that runs it.")
 
-
-# --- the lease --------------------------------------------------------------------------------
 
 _held: dict[tuple, "Lease"] = {}  # hosts this process holds (nested sessions)
 _held_lock = threading.Lock()

@@ -132,8 +132,6 @@ def completion(runs: Iterable[PlannedRun], statuses: Mapping[str, str]) -> list[
     return list(rows.values())
 
 
-# --- how long a plan takes ---------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Costs:
     """Seconds a study spends outside its measurement windows, measured on this 2-core machine

@@ -1,8 +1,7 @@
 """`invoke run-all`: testbed up (when the inventory is the testbed) -> precheck -> the study's
 runs (calibrating first when needed) -> analysis -> report -> testbed down (unless keep).
 
-Every step prints what it did; the last line says where the report is, or plainly which
-step does not exist yet. Nothing is invented when a step is missing.
+Every step prints what it did; the last line says where the report is.
 """
 
 from __future__ import annotations
@@ -16,14 +15,10 @@ from .errors import CnibenchError
 from .study import load_study
 
 
-def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print, scratch: Path | None = None) -> Path | None:
-    """The analysis, figures and report of a study, or None (said plainly) when not built yet.
+def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print, scratch: Path | None = None) -> Path:
+    """The analysis, figures and report of a study.
     `scratch`: keep processed data and figures there instead of data/processed and figures/."""
-    try:
-        from .report import build_all
-    except ImportError as exc:
-        out(f"analysis: not run — cnibench.report.build_all does not exist yet ({exc}). The run records are in {Path(raw_dir) / study_name}.")
-        return None
+    from .report import build_all  # here, not at the top: pandas and matplotlib load slowly
     kw = {}
     if scratch is not None:
         kw = {"processed_dir": Path(scratch) / "processed" / study_name, "figures_dir": Path(scratch) / "figures" / study_name}
@@ -49,7 +44,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     """The whole job; returns the study summary plus the report path (None if not built).
     The directories are parameters for tests and benchmarks; users keep the defaults."""
     from .lease import session_lease
-    from .runner import run_study
+    from .study_run import run_study
 
     t0 = time.monotonic()
     study = load_study(study_path)
@@ -84,10 +79,10 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     report = analyse(study.name, Path(raw_dir), Path(reports_dir) / study.name, out=out, scratch=scratch)
     summary["analysis_s"] = round(time.monotonic() - t, 2)
     summary["total_s"] = round(time.monotonic() - t0, 2)
-    summary["report"] = str(report) if report else None
+    summary["report"] = str(report)
     summary["total_measure_fraction"] = round(summary["measure_s"] / summary["total_s"], 4) if summary["total_s"] else 0.0
     out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside measurement windows")
-    out(f"report: {report}" if report else "report: none yet (see the analysis line above)")
+    out(f"report: {report}")
     return summary
 
 
@@ -107,7 +102,7 @@ def all_failed(summary: dict) -> str | None:
 def estimate_line(study, inventory_path: Path, raw_dir: Path) -> str:
     """What `run-all` prints before it starts: the estimated wall time of what is left."""
     from .matrix import format_estimate
-    from .runner import estimate_study
+    from .study_status import estimate_study
 
     try:
         return format_estimate(estimate_study(study, inventory_path, raw_dir))

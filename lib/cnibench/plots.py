@@ -84,8 +84,6 @@ def _rate_label(rate: float) -> str:
     return f"{rate / 1000:g}k rps"
 
 
-# --- figures ----------------------------------------------------------------------------------
-
 def latency_by_percentile(ds: Dataset, size: str, rates=None, modes=None, p_range=(85.0, 99.999)):
     """The study's figure: latency against percentile, a panel per load, one line per mode."""
     style()
@@ -289,8 +287,6 @@ def cpu_per_request(ds: Dataset, size: str, modes=None):
     _legend(fig, modes)
     return fig
 
-
-# --- saving -----------------------------------------------------------------------------------
 
 def save(fig, out_dir: Path, name: str, close: bool = True) -> dict[str, Path]:
     out = Path(out_dir)

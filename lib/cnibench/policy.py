@@ -70,8 +70,6 @@ def parse_require(raw: Any, path) -> dict:
     return dict(raw)
 
 
-# --- host tuning against a study's requirements ----------------------------------------------
-
 def tuning_mismatches(required: Mapping[str, Any], tuning: Mapping[str, Any] | None, host: str) -> list[str]:
     """What a host's recorded tuning (provenance.parse_tuning) lacks of the study's `require`."""
     if not required:
@@ -98,8 +96,6 @@ def tuning_mismatches(required: Mapping[str, Any], tuning: Mapping[str, Any] | N
 def _onoff(v) -> str:
     return "unknown" if v is None else "on" if v else "off"
 
-
-# --- redo ---------------------------------------------------------------------------------
 
 def is_disturbed(rec: Mapping) -> bool:
     return rec.get("status") == "invalid" and bool((rec.get("hygiene") or {}).get("disturbed"))

@@ -15,21 +15,16 @@ import hashlib
 import json
 import platform
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
 from .catalog import PREFIX
 from .config import ROOT
 from .parsing import version
-from .results import atomic_write_text
+from .results import atomic_write_text, now_iso
 
 MANIFEST_SCHEMA = 1
 MANIFEST_NAME = "manifest.json"
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path) -> str | None:
@@ -47,8 +42,6 @@ def manifest_ref(study: str) -> str:
     """What a record's `provenance` key holds: the manifest's path relative to data/raw."""
     return f"{study}/{MANIFEST_NAME}"
 
-
-# --- host facts: commands (argv) and pure parsers ------------------------------------------
 
 def fact_commands(data_interface: str) -> dict[str, list[str]]:
     """The read-only commands whose output describes a host."""
@@ -204,8 +197,6 @@ async def gather_host_facts(fleet) -> dict[str, dict]:
     return await fleet.gather("gather host facts", one)
 
 
-# --- the driving machine ------------------------------------------------------------------
-
 def git_state(root: Path = ROOT) -> dict[str, Any]:
     """Commit and dirty flag of the code that ran (None when not a git checkout)."""
 
@@ -244,8 +235,6 @@ def driver_facts() -> dict[str, Any]:
             "c_sources_sha256": {**{name: source_hash(name) for name in SOURCES},
                                  "hiccup": hashlib.sha256(hiccup.source()).hexdigest()}}
 
-
-# --- the manifest document (pure updates, atomic writes) ---------------------------------
 
 def new_manifest(study, inventory, planned_order: list[str], calibration: dict | None) -> dict:
     """A study's manifest. `inventory` is a config.Inventory (name, path, testbed flag)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import compare, config, dataset, plots, stats
+from . import compare, config, dataset, histquant, plots, stats
 from .dataset import REFERENCE, Dataset, order_modes
 from .errors import CnibenchError
 
@@ -29,8 +29,6 @@ FIGURE_CAPTIONS = {
     "cpu_per_request": "CPU time per request by kind (user, system, softirq) against load, client and server.",
 }
 
-
-# --- tables -----------------------------------------------------------------------------------
 
 def study_table(ds: Dataset) -> pd.DataFrame:
     """Per size x load x mode: the study's percentiles and the maximum, in ms (pooled runs).
@@ -46,7 +44,7 @@ def study_table(ds: Dataset) -> pd.DataFrame:
             row = {"size": size, "rate_rps": rate, "load_pct": lf * 100 if pd.notna(lf) else np.nan, "mode": mode,
                    "runs": len(ids), "status": f"{stats.NOT_SUSTAINED} ({ns} of {len(cell)})" if ns else "ok"}
             if not ns:
-                q = stats.pooled_quantiles([ds.hist[r] for r in ids if r in ds.hist], STUDY_PERCENTILES) / 1000.0
+                q = histquant.pooled_quantiles([ds.hist[r] for r in ids if r in ds.hist], STUDY_PERCENTILES) / 1000.0
                 mx = max((float(ds.hist[r][1][-1] - 1) for r in ids if r in ds.hist), default=np.nan) / 1000.0
                 row.update(zip(TABLE_COLUMNS, [*q, mx]))
             rows.append(row)
@@ -131,8 +129,6 @@ def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Pa
     return paths
 
 
-# --- the report -------------------------------------------------------------------------------
-
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
@@ -192,10 +188,14 @@ def _is_testbed(manifest: dict) -> bool | None:
 
 def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
            tables: dict[str, pd.DataFrame], method_md: str | None = None) -> str:
-    m = ds.manifest
-    testbed = _is_testbed(m)
-    n_all, n_valid = len(ds.runs), int(ds.runs["valid"].sum()) if len(ds.runs) else 0
-    n_excluded = int(an.excluded["runs"].sum()) if not an.excluded.empty else 0
+    """The report as one HTML page, section by section."""
+    parts = _question(ds, an) + _headline(ds, an, tables) + _method(ds.manifest, method_md)
+    parts += _figures(figures) + _tables(tables) + _statistics(an) + _provenance(ds)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _question(ds: Dataset, an: stats.Analysis) -> list[str]:
     lo, hi = an.band
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>cnibench report: {_esc(ds.study)}</title><style>{CSS}</style></head><body>",
@@ -205,7 +205,14 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
         f"compared with no network containerization (<code>{REFERENCE}</code> networking), measured as "
         f"high-percentile latency under a constant request rate, above all at {lo:.0%}–{hi:.0%} of the "
         "maximum load — the study's “most common use of a non-overloaded system”?</p>")
-    # headline
+    return parts
+
+
+def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) -> list[str]:
+    n_all, n_valid = len(ds.runs), int(ds.runs["valid"].sum()) if len(ds.runs) else 0
+    n_excluded = int(an.excluded["runs"].sum()) if not an.excluded.empty else 0
+    lo, hi = an.band
+    parts = []
     parts.append(f"<h2 id='headline'>Headline: overhead versus {REFERENCE} at {lo:.0%}–{hi:.0%} of max load</h2>")
     if tables["headline"].empty:
         parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another mode.</p>")
@@ -217,8 +224,8 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
                      f"{REFERENCE} when a paired t-test rejects (Holm over the modes), else equivalent when both "
                      f"one-sided tests put it within ±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; "
                      "“not sustained” when a run of the mode in the band ended invalid and was not redone, "
-                     "or did not keep up with its rate (its p90 from the intended send time above the bound "
-                     "that defines the calibrated maximum, 10 ms by default). "
+                     "or did not keep up with its rate (its median latency from the intended send time above "
+                     "the bound that defines the calibrated maximum, 10 ms by default). "
                      "MDE: the smallest overhead this design detects with 80 % power.</p>")
         parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
@@ -229,7 +236,12 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     parts += _beside(tables, ds.study)
     parts.append(f"<p>Runs: {n_all} recorded, {n_valid} valid and used, <b>{n_excluded} invalid or failed runs "
                  "excluded</b> (listed under Statistics).</p>")
-    # method
+    return parts
+
+
+def _method(m: dict, method_md: str | None) -> list[str]:
+    testbed = _is_testbed(m)
+    parts = []
     parts.append("<h2 id='method'>Method</h2>")
     if testbed:
         parts.append("<p class='caveat'><b>Testbed.</b> These results come from the local testbed: the "
@@ -262,7 +274,11 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
         "pairs of modes use the same paired rule, Holm over the pairs. Failed runs are excluded and "
         "counted; a cell whose run ended invalid without a valid redo, or did not keep up with its rate, "
         "is shown as not sustained.</p>")
-    # figures
+    return parts
+
+
+def _figures(figures: dict[str, dict[str, Path]]) -> list[str]:
+    parts = []
     parts.append("<h2 id='figures'>Figures</h2>")
     for name, paths in figures.items():
         key = next((k for k in FIGURE_CAPTIONS if name.startswith(k)), name)
@@ -270,11 +286,19 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
         caption = FIGURE_CAPTIONS.get(key, name) + (f" ({suffix} responses)" if suffix else "")
         parts.append(f"<figure id='fig-{_esc(name)}'>{_img(paths['png'], caption)}"
                      f"<figcaption>{_esc(caption)} Files: {_esc(name)}.pdf / .svg / .png</figcaption></figure>")
-    # tables
+    return parts
+
+
+def _tables(tables: dict[str, pd.DataFrame]) -> list[str]:
+    parts = []
     parts.append("<h2 id='tables'>Latency in the study's format (ms)</h2>"
                  "<p>Pooled valid runs per mode and load; percentiles and maximum in milliseconds.</p>")
     parts.append(to_html(tables["study_table"], table_id="study-table"))
-    # statistics
+    return parts
+
+
+def _statistics(an: stats.Analysis) -> list[str]:
+    parts = []
     parts.append("<h2 id='statistics'>Statistics</h2>")
     sections = [
         ("Excluded runs (invalid, failed, unreadable)", an.excluded),
@@ -287,7 +311,12 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
         open_ = " open" if title.startswith("Excluded") else ""
         parts.append(f"<details{open_}><summary>{_esc(title)} — {len(df)} rows</summary>"
                      f"{to_html(df) if not df.empty else '<p>none</p>'}</details>")
-    # provenance
+    return parts
+
+
+def _provenance(ds: Dataset) -> list[str]:
+    m = ds.manifest
+    parts = []
     parts.append("<h2 id='provenance'>Provenance</h2><ul>")
     inv = m.get("inventory")
     parts.append(f"<li>git commit: <code>{_esc(m.get('git_commit'))}</code></li>")
@@ -297,8 +326,7 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     parts.append(f"<li>unreadable record files: {len(ds.unreadable)}</li></ul>")
     parts.append("<details><summary>Full manifest</summary><pre>"
                  f"{_esc(json.dumps(m, indent=1, sort_keys=True, default=str))}</pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED, raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:

@@ -30,157 +30,24 @@ from __future__ import annotations
 
 import itertools
 import json
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sst
 
 from .dataset import REFERENCE, Dataset, order_modes, pcol
+from .histquant import pooled_quantiles, quantiles
+from .paired import ALPHA, EQUIVALENT, FASTER, INCONCLUSIVE, MARGIN, SLOWER, family, t_interval
 
 QUANTILES = (50.0, 90.0, 99.0, 99.9, 99.99)  # the quantiles table and the figures
 HEADLINE_PERCENTILES = (50.0, 90.0, 99.0, 99.9)  # compared with the reference
 BAND = (0.30, 0.50)
 BAND_TOLERANCE = 0.005  # a run at 29.9 % of max belongs to the 30-50 % band
-ALPHA = 0.05
-MARGIN = 0.10  # default equivalence margin (study key analysis.equivalence_margin)
-POWER = 0.80
 NOT_SUSTAINED = "not sustained"
 DISTURBED = "disturbed"  # invalid only by the noise guards: the block is left out, the mode not blamed
 NO_BLOCK = "no complete block"  # every pair of blocks had a failed run (nothing measured)
 KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run
 
-
-# --- quantiles of histograms ------------------------------------------------------------------
-
-def quantiles(lo: np.ndarray, hi: np.ndarray, counts: np.ndarray, ps) -> np.ndarray:
-    """Percentiles ps (0-100) of a histogram whose bin k holds counts[..., k] values in [lo, hi).
-
-    counts may be 2-D (one histogram per row, same bins): the answer is then (rows, len(ps)).
-    Inside the bin that holds the target rank the value is interpolated log-linearly (linearly
-    for a bin starting at 0). An empty histogram gives NaN.
-    """
-    counts = np.asarray(counts, dtype=float)
-    one = counts.ndim == 1
-    c = np.atleast_2d(counts)
-    ps = np.asarray(ps, dtype=float)
-    cum = np.cumsum(c, axis=1)
-    total = cum[:, -1:]
-    target = total * ps[None, :] / 100.0  # (rows, P)
-    k = (cum[:, None, :] < target[:, :, None]).sum(axis=2)  # first bin with cum >= target
-    k = np.minimum(k, c.shape[1] - 1)
-    rows = np.arange(c.shape[0])[:, None]
-    below = np.where(k > 0, cum[rows, np.maximum(k - 1, 0)], 0.0)
-    in_bin = c[rows, k]
-    frac = np.clip(np.divide(target - below, in_bin, out=np.ones_like(target), where=in_bin > 0), 0, 1)
-    blo, bhi = np.asarray(lo, float)[k], np.asarray(hi, float)[k]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        loglin = blo * np.power(bhi / np.where(blo > 0, blo, 1.0), frac)
-    out = np.where(blo > 0, loglin, blo + (bhi - blo) * frac)
-    out = np.where(total > 0, out, np.nan)
-    return out[0] if one else out
-
-
-def pool(hists) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs' (lo, hi, counts) on one common set of buckets: (lo, hi, C) with C of shape (R, K)."""
-    all_lo = np.concatenate([h[0] for h in hists])
-    all_hi = np.concatenate([h[1] for h in hists])
-    ulo, first, inv = np.unique(all_lo, return_index=True, return_inverse=True)
-    C = np.zeros((len(hists), len(ulo)))
-    start = 0
-    for r, h in enumerate(hists):
-        n = len(h[2])
-        np.add.at(C[r], inv[start:start + n], h[2])
-        start += n
-    return ulo, all_hi[first], C
-
-
-def pooled_quantiles(hists, ps) -> np.ndarray:
-    if not hists:
-        return np.full(len(ps), np.nan)
-    lo, hi, C = pool(hists)
-    return quantiles(lo, hi, C.sum(axis=0), ps)
-
-
-# --- the numbers: paired t, TOST, Holm, MDE (arrays, vectorised over studies and modes) -------
-
-def holm(pvalues) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (same order as given); NaN stays NaN, not counted."""
-    return holm_rows(np.asarray(pvalues, dtype=float))
-
-
-def holm_rows(p: np.ndarray) -> np.ndarray:
-    """Holm along the last axis: each row is one family; NaN entries are not in the family."""
-    p = np.asarray(p, dtype=float)
-    if p.size == 0:
-        return p.copy()
-    nan = np.isnan(p)
-    m = (~nan).sum(axis=-1, keepdims=True)
-    filled = np.where(nan, np.inf, p)
-    order = np.argsort(filled, axis=-1, kind="stable")
-    ps = np.take_along_axis(filled, order, axis=-1)
-    i = np.arange(p.shape[-1])
-    scaled = np.where(i < m, (m - i) * np.where(np.isinf(ps), 0.0, ps), 0.0)
-    adj = np.minimum(1.0, np.maximum.accumulate(scaled, axis=-1))
-    out = np.empty_like(adj)
-    np.put_along_axis(out, order, adj, axis=-1)
-    return np.where(nan, np.nan, out)
-
-
-SLOWER, FASTER, EQUIVALENT, INCONCLUSIVE = 1, -1, 2, 0
-
-
-def family(D, margin: float = MARGIN, alpha: float = ALPHA, power: float = POWER) -> dict[str, np.ndarray]:
-    """Paired comparisons of a family of M modes (or pairs) over blocks.
-
-    D[..., m, k]: block k's difference of log quantiles (mode m minus its comparator); NaN where
-    that block is missing. Leading axes are independent families (e.g. simulated studies).
-    Returns arrays over [..., m]: n, mean, se, lo, hi (95 % t-interval of the mean), p (paired
-    t-test), p_holm, p_tost, p_tost_holm (equivalence within +-log(1 + margin)), mde (log; 80 %
-    power at alpha / M) and verdict (SLOWER, FASTER, EQUIVALENT, INCONCLUSIVE).
-    """
-    D = np.asarray(D, dtype=float)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        n = np.sum(~np.isnan(D), axis=-1)
-        mean = np.nanmean(D, axis=-1)
-        sd = np.nanstd(D, axis=-1, ddof=1)
-        df = np.where(n >= 2, n - 1, np.nan)
-        se = sd / np.sqrt(n)
-        half = sst.t.ppf(1 - alpha / 2, df) * se
-        deg = se == 0  # every block identical: the sign of the mean decides
-        t = mean / se
-        p = np.where(deg, np.where(mean == 0, 1.0, 0.0), 2 * sst.t.sf(np.abs(t), df))
-        bound = np.log1p(margin)
-        p_lo = sst.t.sf((mean + bound) / se, df)  # H0: mean <= -bound
-        p_hi = sst.t.cdf((mean - bound) / se, df)  # H0: mean >= +bound
-        p_tost = np.where(deg, np.where(np.abs(mean) < bound, 0.0, 1.0), np.maximum(p_lo, p_hi))
-        p = np.where(np.isnan(df), np.nan, p)
-        p_tost = np.where(np.isnan(df), np.nan, p_tost)
-        p_holm, p_tost_holm = holm_rows(p), holm_rows(p_tost)
-        m = np.sum(~np.isnan(p), axis=-1, keepdims=True)
-        mde = (sst.t.ppf(1 - alpha / (2 * np.maximum(m, 1)), df) + sst.t.ppf(power, df)) * se
-    differ = p_holm < alpha
-    verdict = np.where(differ & (mean > 0), SLOWER, np.where(differ & (mean < 0), FASTER,
-                       np.where(p_tost_holm < alpha, EQUIVALENT, INCONCLUSIVE)))
-    return dict(n=n, mean=mean, se=se, lo=mean - half, hi=mean + half, p=p, p_holm=p_holm,
-                p_tost=p_tost, p_tost_holm=p_tost_holm, mde=mde, verdict=verdict)
-
-
-def t_interval(x, alpha: float = ALPHA) -> tuple[float, float, float]:
-    """(mean, lo, hi) of a sample with a t-interval; NaN bounds with fewer than 2 values."""
-    x = np.asarray(x, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return np.nan, np.nan, np.nan
-    if len(x) < 2:
-        return float(x[0]), np.nan, np.nan
-    half = sst.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
-
-
-# --- runs -> planned runs (attempts) -> blocks -------------------------------------------------
 
 def in_band(lf, band=BAND, tol=BAND_TOLERANCE):
     lf = np.asarray(lf, dtype=float)
@@ -268,8 +135,6 @@ class _Band:
     def block_values(self, mode: str) -> pd.Series:
         return self.means[mode][self.ok[mode]]
 
-
-# --- the analysis -----------------------------------------------------------------------------
 
 @dataclass
 class Analysis:

@@ -27,6 +27,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -35,12 +36,11 @@ from typing import Any
 
 from .config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_relative, did_you_mean, read_yaml
 from . import policy
-from .catalog import MODES, SIZES
+from .catalog import SIZES
 from .errors import ConfigError
+from .study_keys import calibration_keys, known_modes, mode_setting_keys, workload_keys
 from .workload.defaults import MAX_RATE
 
-# The contract's mode names in their fixed order; cnibench.modes is the authority when present.
-_CONTRACT_MODES = MODES
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
 NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
@@ -49,57 +49,6 @@ _TOP_KEYS = (
     "redo", "quiet", "require",
 )
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
-# BenchSpec fields a study may set (the workload module is the authority when present).
-_CONTRACT_WORKLOAD_KEYS = (
-    "duration_s", "warmup_s", "connections", "generator", "threads", "nginx_workers", "pin",
-    "metrics",
-)
-# Fields the runner fills in per run; a study cannot set them.
-_PER_RUN_KEYS = ("mode", "size", "rate", "closed_loop")
-
-
-def known_modes() -> tuple[str, ...]:
-    try:
-        from .modes import MODES
-    except ImportError:
-        return _CONTRACT_MODES
-    return tuple(MODES)
-
-
-def workload_keys() -> tuple[str, ...]:
-    """BenchSpec fields a study may set."""
-    try:
-        import dataclasses
-
-        from .workload.bench import BenchSpec
-    except ImportError:
-        return _CONTRACT_WORKLOAD_KEYS
-    return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS)
-
-
-def calibration_keys() -> tuple[str, ...]:
-    """Keyword arguments of the workload's calibrate() a study may set (empty: not checked)."""
-    try:
-        import inspect
-
-        from .workload.calibrate import calibrate
-    except ImportError:
-        return ()
-    skip = {"fleet", "endpoint", "spec_template", "progress"}
-    return tuple(n for n, p in inspect.signature(calibrate).parameters.items() if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-
-
-def mode_setting_keys() -> tuple[str, ...]:
-    """ModeSettings fields a study may set per mode (empty: not checked, modes not installed)."""
-    try:
-        import dataclasses
-
-        from .modes import ModeSettings
-    except ImportError:
-        return ()
-    return tuple(f.name for f in dataclasses.fields(ModeSettings) if f.name != "aws")
-
-
 @dataclass(frozen=True)
 class Study:
     path: Path
@@ -156,8 +105,6 @@ def load_study(path: Path | str) -> Study:
 
 
 def _replace(study: Study, **kw) -> Study:
-    import dataclasses
-
     return dataclasses.replace(study, **kw)
 
 
@@ -168,9 +115,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         raise ConfigError(path, "(top level)", "must be a mapping", "Start the file with 'modes:', 'sizes:' and 'load:' keys (see studies/quick.yml).")
     _no_unknown(data, _TOP_KEYS, path, "", "top-level key")
 
-    name = str(data.get("name") or path.stem)
-    if not SAFE_NAME_RE.match(name):
-        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
+    name = _name(data, path)
 
     inventory = data.get("inventory")
     inventory = resolve_relative(path, inventory) if inventory else DEFAULT_INVENTORY
@@ -197,37 +142,9 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         raise ConfigError(path, "repetitions", f"{repetitions} is not a multiple of the {len(loads)} rotated loads", f"Use a multiple of {len(loads)}, so every load gets the same number of repetition blocks.")
     analysis = _analysis(data, path)
 
-    workload = _mapping(data, "workload", path)
-    _no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
-    for key in ("duration_s", "warmup_s"):
-        if key in workload and (not _is_number(workload[key]) or workload[key] < 0):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0", f"Write e.g. '{key}: 8'.")
-    if "duration_s" in workload and workload["duration_s"] <= 0:
-        raise ConfigError(path, "workload.duration_s", "must be more than 0", "Write e.g. 'duration_s: 8'.")
-    for key in ("connections", "threads", "nginx_workers"):
-        if key in workload and (not _is_int(workload[key]) or workload[key] < 1):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1", f"Write e.g. '{key}: 1'.")
-    for key in ("pin", "metrics"):
-        if key in workload and not isinstance(workload[key], bool):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false", f"Write '{key}: true' or '{key}: false'.")
-
-    calibration = _mapping(data, "calibration", path)
-    keys = calibration_keys()
-    if keys:
-        _no_unknown(calibration, keys + ("modes",), path, "calibration.", "calibration setting")
-    if calibration.get("modes", "reference") not in ("reference", "all"):
-        raise ConfigError(path, "calibration.modes", f"'{calibration['modes']}' is not 'reference' or 'all'",
-                          "Write 'modes: all' to calibrate every mode (a sweep study), or leave it out.")
-    mode_settings = _mapping(data, "mode_settings", path)
-    for mode, settings in mode_settings.items():
-        if mode not in modes:
-            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{did_you_mean(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
-        if not isinstance(settings, dict):
-            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
-        keys = mode_setting_keys()
-        if keys:
-            _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
-            _check_mode_settings(settings, path, f"mode_settings.{mode}")
+    workload = _workload(data, path)
+    calibration = _calibration(data, path)
+    mode_settings = _mode_settings(data, path, modes)
 
     _check_workload(workload, load_kind, loads, modes, sizes, path)
 
@@ -248,7 +165,54 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     )
 
 
-# --- pieces ------------------------------------------------------------------------------
+def _name(data: dict, path: Path) -> str:
+    name = str(data.get("name") or path.stem)
+    if not SAFE_NAME_RE.match(name):
+        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
+    return name
+
+
+def _workload(data: dict, path: Path) -> dict:
+    workload = _mapping(data, "workload", path)
+    _no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
+    for key in ("duration_s", "warmup_s"):
+        if key in workload and (not _is_number(workload[key]) or workload[key] < 0):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0", f"Write e.g. '{key}: 8'.")
+    if "duration_s" in workload and workload["duration_s"] <= 0:
+        raise ConfigError(path, "workload.duration_s", "must be more than 0", "Write e.g. 'duration_s: 8'.")
+    for key in ("connections", "threads", "nginx_workers"):
+        if key in workload and (not _is_int(workload[key]) or workload[key] < 1):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1", f"Write e.g. '{key}: 1'.")
+    for key in ("pin", "metrics"):
+        if key in workload and not isinstance(workload[key], bool):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false", f"Write '{key}: true' or '{key}: false'.")
+    return workload
+
+
+def _calibration(data: dict, path: Path) -> dict:
+    calibration = _mapping(data, "calibration", path)
+    keys = calibration_keys()
+    if keys:
+        _no_unknown(calibration, keys + ("modes",), path, "calibration.", "calibration setting")
+    if calibration.get("modes", "reference") not in ("reference", "all"):
+        raise ConfigError(path, "calibration.modes", f"'{calibration['modes']}' is not 'reference' or 'all'",
+                          "Write 'modes: all' to calibrate every mode (a sweep study), or leave it out.")
+    return calibration
+
+
+def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
+    mode_settings = _mapping(data, "mode_settings", path)
+    for mode, settings in mode_settings.items():
+        if mode not in modes:
+            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{did_you_mean(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
+        if not isinstance(settings, dict):
+            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
+        keys = mode_setting_keys()
+        if keys:
+            _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
+            _check_mode_settings(settings, path, f"mode_settings.{mode}")
+    return mode_settings
+
 
 def _modes(data: dict, path: Path) -> tuple[str, ...]:
     raw = data.get("modes")
@@ -365,10 +329,7 @@ def _check_workload(workload: dict, kind: str, loads, modes, sizes, path: Path) 
     """Every run's workload, defaults filled in, through the workload's own validation (bounds
     included), so a study that cannot run stops now with one message. Fraction studies learn
     their rates at calibration: their rate-dependent checks run then (runner.check_runs)."""
-    try:
-        from .workload.bench import validate_spec
-    except ImportError:
-        return
+    from .workload.bench import validate_spec
     from .workload.specfields import bench_spec
 
     rates = loads if kind == "rate" else (None,)
@@ -388,14 +349,15 @@ _FIELD = {"duration": "duration_s", "warmup": "warmup_s", "timeout": "timeout_s"
 
 
 def study_name_arg(arg: str) -> str:
-    """The study a command's --study names: a bare name (data/raw/<name>), or a study file that
-    exists (the name inside it). Anything else, e.g. '../../x', is refused: it would become a path."""
+    """The study a command's --study names: a study file that exists, or a bare name of one in
+    studies/ (the name inside it, as `run-all` records under), else a bare name (data/raw/<name>).
+    Anything else, e.g. '../../x', is refused: it would become a path."""
     arg = str(arg)
-    if SAFE_NAME_RE.match(arg):
-        return arg
-    p = Path(arg)
+    p = resolve_study_path(arg)
     if p.suffix in (".yml", ".yaml") and p.is_file():
         return load_study(p).name
+    if SAFE_NAME_RE.match(arg):
+        return arg
     raise ConfigError("--study", "study", f"'{arg}' is neither a study name nor an existing study file",
                       "Give a name like 'lab' (its records are data/raw/lab) or the path of a .yml study file.")
 

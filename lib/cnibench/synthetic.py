@@ -119,7 +119,7 @@ def make_record(study: str, mode: str, size: str, load: float, rep: int, truth: 
     n = int(achieved * duration_s)
     run_effect = float(np.exp(rng.normal(0.0, truth.between_sigma))) if truth.between_sigma else 1.0
     median = truth.median(mode, size, load) * run_effect * float(np.exp(effect))
-    latency = {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": {}}
+    latency = results.empty_latency()
     if status != "failed" and n > 0:
         counts = lognormal_counts(rng, n, median, truth.sigma)
         latency["histogram"] = results.encode_histogram(histogram_from_counts(counts))
@@ -127,25 +127,23 @@ def make_record(study: str, mode: str, size: str, load: float, rep: int, truth: 
         latency["histogram_uncorrected"] = results.encode_histogram(histogram_from_counts(uncorrected))
         latency["percentiles"] = percentile_table_from_counts(counts)
     reason = {"ok": "", "invalid": "invalid: achieved 91% of target", "failed": "failed: nginx died"}[status]
-    rec = {
-        "schema": results.SCHEMA_VERSION,
-        "run_id": results.run_id(study, mode, size, target, rep),
-        "study": study, "mode": mode, "size": size, "target_rate": target,
-        "load_fraction": load, "repetition": rep, "generator": "h2load",
-        "settings": {"connections": 64, "threads": 1, "duration_s": duration_s,
-                     "warmup_s": warmup_s, "pipeline": 1},
-        "status": status, "reason": reason,
-        "started_at": "2024-01-01T00:00:00Z", "ended_at": "2024-01-01T00:00:35Z",
-        "achieved_rate": achieved,
-        "counts": {"requests": n, "ok": n, "errors": 0, "timeouts": 0},
-        "generator_cpu": round(min(1.0, achieved / 150_000), 3),
-        "latency": latency,
-        "timeline": _timeline(rng, achieved, median, truth.sigma, duration_s),
-        "metrics": _metrics(rng, truth, mode, achieved, duration_s + warmup_s, ncpu),
-        "provenance": f"{study}/manifest.json",
-        "order": order,
-    }
-    return rec
+    return results.new_record(
+        run_id=results.run_id(study, mode, size, target, rep),
+        study=study, mode=mode, size=size, target_rate=target,
+        load_fraction=load, repetition=rep, generator="h2load",
+        settings={"connections": 64, "threads": 1, "duration_s": duration_s,
+                  "warmup_s": warmup_s, "pipeline": 1},
+        status=status, reason=reason,
+        started_at="2024-01-01T00:00:00Z", ended_at="2024-01-01T00:00:35Z",
+        achieved_rate=achieved,
+        counts={"requests": n, "ok": n, "errors": 0, "timeouts": 0},
+        generator_cpu=round(min(1.0, achieved / 150_000), 3),
+        latency=latency,
+        timeline=_timeline(rng, achieved, median, truth.sigma, duration_s),
+        metrics=_metrics(rng, truth, mode, achieved, duration_s + warmup_s, ncpu),
+        provenance=f"{study}/manifest.json",
+        order=order,
+    )
 
 
 def _timeline(rng, rate, median, sigma, duration_s) -> list[dict]:
@@ -225,7 +223,7 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
 
 def block_differences(rng: np.random.Generator, studies: int, modes: int, blocks: int, loads_per_block: int,
                       block_sigma: float, run_sigma: float, rep_sigma: float = 0.0, effects=None) -> np.ndarray:
-    """Simulated paired block differences of log quantiles, as stats.family takes them:
+    """Simulated paired block differences of log quantiles, as paired.family takes them:
     (studies, modes, blocks). A study has a reference and `modes` others; run value = the mode's
     true log effect (`effects`, default 0) + repetition effect + block effect + run effect, and a
     block value is the mean over its `loads_per_block` runs (one size). For the design tests and
@@ -241,24 +239,24 @@ def simulate_design(blocks: int, loads_per_block: int, modes: int, block_sigma: 
                     margin: float, effect: float = 0.30, rep_sigma: float = 0.05, studies: int = 2000,
                     seed: int = 0) -> dict:
     """What a design gives under given spreads, by simulating `studies` studies twice through
-    stats.family: A/A (no mode differs from the reference) and with one mode `effect` slower.
+    paired.family: A/A (no mode differs from the reference) and with one mode `effect` slower.
 
     false_separation: share of A/A comparisons called slower or faster; coverage: share of A/A
     95 % intervals holding 0; equivalent: share of A/A comparisons called equivalent; detected:
     share of studies calling the slow mode slower; mde: median MDE (relative)."""
-    from . import stats
+    from . import paired
 
     rng = np.random.default_rng(seed)
-    aa = stats.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
+    aa = paired.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
                                         rep_sigma), margin)
     effects = np.zeros(modes)
     effects[0] = np.log1p(effect)
-    one = stats.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
+    one = paired.family(block_differences(rng, studies, modes, blocks, loads_per_block, block_sigma, run_sigma,
                                          rep_sigma, effects), margin)
     return {
-        "false_separation": float(np.isin(aa["verdict"], (stats.SLOWER, stats.FASTER)).mean()),
+        "false_separation": float(np.isin(aa["verdict"], (paired.SLOWER, paired.FASTER)).mean()),
         "coverage": float(((aa["lo"] <= 0) & (aa["hi"] >= 0)).mean()),
-        "equivalent": float((aa["verdict"] == stats.EQUIVALENT).mean()),
-        "detected": float((one["verdict"][:, 0] == stats.SLOWER).mean()),
+        "equivalent": float((aa["verdict"] == paired.EQUIVALENT).mean()),
+        "detected": float((one["verdict"][:, 0] == paired.SLOWER).mean()),
         "mde": float(np.expm1(np.median(aa["mde"]))),
     }

@@ -20,18 +20,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from .parsing import ip_json
 from .catalog import PREFIX
 from .config import RUN_DIR, TESTBED_INVENTORY, TESTBED_STATE
 from .errors import TestbedError
+from .testbed_proc import RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, release_run_sshd, root_links, sh, which
 
 FABRIC_NS = f"{PREFIX}-fabric"
 BRIDGE = f"{PREFIX}br0"
@@ -39,7 +37,6 @@ DATA_NET = ipaddress.IPv4Network("198.18.0.0/24")
 ROUTER = "198.18.0.1"
 MGMT_NET = ipaddress.IPv4Network("198.19.0.0/16")
 SSH_PORT = 22
-RUN_SSHD = "/run/sshd"  # sshd's privilege-separation directory (shared with the system's sshd)
 DEFAULT_HOSTS = ("client", "server")
 TOOLS = {  # tool: Debian package that provides it
     "ip": "iproute2",
@@ -107,40 +104,13 @@ def testbed_hosts(names=DEFAULT_HOSTS) -> list[TestbedHost]:
     return [TestbedHost(n, i) for i, n in enumerate(names)]
 
 
-# --- local commands (the testbed is built on this machine, as root) ---------------------------
-
-
-def _sh(argv: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise TestbedError(f"command failed ({proc.returncode}): {' '.join(argv)}\n  {proc.stderr.strip()}")
-    return proc
-
-
-def _netns_list() -> set[str]:
-    out = _sh(["ip", "-j", "netns", "list"], check=False).stdout.strip()
-    return {entry["name"] for entry in ip_json(out)}
-
-
-def _link_exists(name: str, netns: str | None = None) -> bool:
-    argv = (["ip", "-n", netns] if netns else ["ip"]) + ["link", "show", "dev", name]
-    return _sh(argv, check=False).returncode == 0
-
-
 def precheck() -> None:
     """Root and the tools we need, or one clear message with the command to fix it."""
     if os.geteuid() != 0:
         raise TestbedError("the local testbed needs root (it creates network namespaces). Run as root, e.g. 'sudo invoke testbed.up'.")
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if not _which(tool)})
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if not which(tool)})
     if missing:
         raise TestbedError(f"missing tools for the testbed. Install them with: apt-get install -y {' '.join(missing)}")
-
-
-def _which(tool: str) -> str | None:
-    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin:/bin")
-
-
-# --- up --------------------------------------------------------------------------------------
 
 
 def up(names=DEFAULT_HOSTS) -> Path:
@@ -187,41 +157,41 @@ def _keys(hosts: list[TestbedHost]) -> None:
     sd = state_dir()
     client_key = sd / "id_ed25519"
     if not client_key.exists():
-        _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cnibench-testbed", "-f", str(client_key)])
+        sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "cnibench-testbed", "-f", str(client_key)])
     (sd / "authorized_keys").write_text((sd / "id_ed25519.pub").read_text())
     for h in hosts:
         h.dir.mkdir(parents=True, exist_ok=True)
         key = h.dir / "ssh_host_ed25519_key"
         if not key.exists():
-            _sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{PREFIX}-{h.name}", "-f", str(key)])
+            sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{PREFIX}-{h.name}", "-f", str(key)])
 
 
 def _fabric() -> None:
-    if FABRIC_NS not in _netns_list():
-        _sh(["ip", "netns", "add", FABRIC_NS])
-    _sh(["ip", "-n", FABRIC_NS, "link", "set", "lo", "up"])
-    if not _link_exists(BRIDGE, FABRIC_NS):
-        _sh(["ip", "-n", FABRIC_NS, "link", "add", BRIDGE, "type", "bridge"])
-        _sh(["ip", "-n", FABRIC_NS, "addr", "add", f"{ROUTER}/{DATA_NET.prefixlen}", "dev", BRIDGE])
-    _sh(["ip", "-n", FABRIC_NS, "link", "set", BRIDGE, "up"])
+    if FABRIC_NS not in netns_list():
+        sh(["ip", "netns", "add", FABRIC_NS])
+    sh(["ip", "-n", FABRIC_NS, "link", "set", "lo", "up"])
+    if not link_exists(BRIDGE, FABRIC_NS):
+        sh(["ip", "-n", FABRIC_NS, "link", "add", BRIDGE, "type", "bridge"])
+        sh(["ip", "-n", FABRIC_NS, "addr", "add", f"{ROUTER}/{DATA_NET.prefixlen}", "dev", BRIDGE])
+    sh(["ip", "-n", FABRIC_NS, "link", "set", BRIDGE, "up"])
 
 
 def _host(h: TestbedHost) -> None:
-    if h.netns not in _netns_list():
-        _sh(["ip", "netns", "add", h.netns])
-    _sh(["ip", "-n", h.netns, "link", "set", "lo", "up"])
-    if not _link_exists("eth0", h.netns):
-        _sh(["ip", "link", "add", "eth0", "netns", h.netns, "type", "veth", "peer", "name", h.fabric_port, "netns", FABRIC_NS])
-        _sh(["ip", "-n", h.netns, "addr", "add", f"{h.data_address}/{DATA_NET.prefixlen}", "dev", "eth0"])
-        _sh(["ip", "-n", FABRIC_NS, "link", "set", h.fabric_port, "master", BRIDGE])
-    _sh(["ip", "-n", FABRIC_NS, "link", "set", h.fabric_port, "up"])
-    _sh(["ip", "-n", h.netns, "link", "set", "eth0", "up"])
-    if not _link_exists(h.mgmt_if):
-        _sh(["ip", "link", "add", h.mgmt_if, "type", "veth", "peer", "name", "mgmt0", "netns", h.netns])
-        _sh(["ip", "addr", "add", f"{h.mgmt_root}/30", "dev", h.mgmt_if])
-        _sh(["ip", "-n", h.netns, "addr", "add", f"{h.mgmt_host}/30", "dev", "mgmt0"])
-    _sh(["ip", "link", "set", h.mgmt_if, "up"])
-    _sh(["ip", "-n", h.netns, "link", "set", "mgmt0", "up"])
+    if h.netns not in netns_list():
+        sh(["ip", "netns", "add", h.netns])
+    sh(["ip", "-n", h.netns, "link", "set", "lo", "up"])
+    if not link_exists("eth0", h.netns):
+        sh(["ip", "link", "add", "eth0", "netns", h.netns, "type", "veth", "peer", "name", h.fabric_port, "netns", FABRIC_NS])
+        sh(["ip", "-n", h.netns, "addr", "add", f"{h.data_address}/{DATA_NET.prefixlen}", "dev", "eth0"])
+        sh(["ip", "-n", FABRIC_NS, "link", "set", h.fabric_port, "master", BRIDGE])
+    sh(["ip", "-n", FABRIC_NS, "link", "set", h.fabric_port, "up"])
+    sh(["ip", "-n", h.netns, "link", "set", "eth0", "up"])
+    if not link_exists(h.mgmt_if):
+        sh(["ip", "link", "add", h.mgmt_if, "type", "veth", "peer", "name", "mgmt0", "netns", h.netns])
+        sh(["ip", "addr", "add", f"{h.mgmt_root}/30", "dev", h.mgmt_if])
+        sh(["ip", "-n", h.netns, "addr", "add", f"{h.mgmt_host}/30", "dev", "mgmt0"])
+    sh(["ip", "link", "set", h.mgmt_if, "up"])
+    sh(["ip", "-n", h.netns, "link", "set", "mgmt0", "up"])
 
 
 def _sshd_config(h: TestbedHost) -> str:
@@ -258,7 +228,7 @@ def _sshd_pid(h: TestbedHost) -> int | None:
         pid = int(p.read_text().strip())
     except (OSError, ValueError):
         return None
-    return None if _gone(pid) else pid
+    return None if gone(pid) else pid
 
 
 def _sshd(h: TestbedHost) -> None:
@@ -267,10 +237,10 @@ def _sshd(h: TestbedHost) -> None:
     Path(RUN_SSHD).mkdir(mode=0o755, exist_ok=True)
     conf = h.dir / "sshd_config"
     conf.write_text(_sshd_config(h))
-    sshd = _which("sshd") or "/usr/sbin/sshd"
-    _sh([sshd, "-t", "-f", str(conf)])
+    sshd = which("sshd") or "/usr/sbin/sshd"
+    sh([sshd, "-t", "-f", str(conf)])
     # Join only the network namespace: see the module docstring for why not `ip netns exec`.
-    _sh(["nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
+    sh(["nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
 
 
 def _write_known_hosts(hosts: list[TestbedHost]) -> None:
@@ -328,35 +298,32 @@ def _wait_for_ssh(hosts: list[TestbedHost], timeout: float = 10.0) -> None:
                 time.sleep(0.05)
 
 
-# --- down ------------------------------------------------------------------------------------
-
-
 def down() -> list[str]:
     """Remove every object the testbed made. Returns what was removed."""
     precheck()
     state = read_state() or {}
-    names = state.get("hosts") or [n[len(f"{PREFIX}-m-"):] for n in _root_links() if n.startswith(f"{PREFIX}-m-")]
+    names = state.get("hosts") or [n[len(f"{PREFIX}-m-"):] for n in root_links() if n.startswith(f"{PREFIX}-m-")]
     hosts = [TestbedHost(n, i) for i, n in enumerate(names)]
     removed: list[str] = []
     for h in hosts:
         pid = _sshd_pid(h)
         if pid:
-            _kill(pid)
+            kill(pid)
             removed.append(f"sshd {h.name} (pid {pid})")
-    present = _netns_list()
+    present = netns_list()
     for h in hosts:
         # container namespaces that modes made on this testbed host go with it
         for ns in sorted(n for n in present if n.startswith(h.netns + "-")):
-            _delete_netns(ns)
+            delete_netns(ns)
             removed.append(f"netns {ns}")
         if h.netns in present:
-            _delete_netns(h.netns)
+            delete_netns(h.netns)
             removed.append(f"netns {h.netns}")
-        if _link_exists(h.mgmt_if):  # normally gone with its peer
-            _sh(["ip", "link", "del", h.mgmt_if], check=False)
+        if link_exists(h.mgmt_if):  # normally gone with its peer
+            sh(["ip", "link", "del", h.mgmt_if], check=False)
             removed.append(f"link {h.mgmt_if}")
     if FABRIC_NS in present:
-        _delete_netns(FABRIC_NS)
+        delete_netns(FABRIC_NS)
         removed.append(f"netns {FABRIC_NS}")
     if state.get("made_run_sshd") and release_run_sshd():
         removed.append(f"dir {RUN_SSHD}")
@@ -374,81 +341,10 @@ def down() -> list[str]:
     return removed
 
 
-def sshd_pids() -> list[int]:
-    """Every running sshd process on this machine (listeners and sessions)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                comm = (d / "comm").read_text().strip()
-            except OSError:
-                continue
-            if comm.startswith("sshd") and not _gone(int(d.name)):
-                pids.append(int(d.name))
-    return pids
-
-
-def release_run_sshd(path: str = RUN_SSHD, running=sshd_pids) -> bool:
-    """Remove the privilege-separation directory the testbed made, unless another sshd (the
-    system's, started since) now uses it; never a directory with anything in it. Called after
-    the testbed's own sshds are gone. True if removed."""
-    if running():
-        return False
-    try:
-        os.rmdir(path)
-    except OSError:
-        return False
-    return True
-
-
-def _root_links() -> list[str]:
-
-    out = _sh(["ip", "-j", "link", "show"], check=False).stdout
-    return [l["ifname"] for l in ip_json(out)]
-
-
-def _gone(pid: int) -> bool:
-    """Exited, or a zombie waiting for a parent that is not us (daemonized sshd)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-
-
-def _kill(pid: int, grace: float = 3.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if _gone(pid):
-            return
-        time.sleep(0.01)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _delete_netns(ns: str) -> None:
-    """Kill what still runs in the namespace (nginx, generators, sessions), then delete it."""
-    pids = _sh(["ip", "netns", "pids", ns], check=False).stdout.split()
-    for pid in pids:
-        _kill(int(pid), grace=1.0)
-    proc = _sh(["ip", "netns", "del", ns], check=False)
-    if proc.returncode != 0 and "No such file" not in proc.stderr:
-        raise TestbedError(f"could not delete namespace {ns}: {proc.stderr.strip()}")
-
-
-# --- status ----------------------------------------------------------------------------------
-
-
 def status() -> dict:
     """What of the testbed exists right now."""
     state = read_state()
-    present = _netns_list()
+    present = netns_list()
     names = (state or {}).get("hosts") or []
     hosts = [TestbedHost(n, i) for i, n in enumerate(names)]
     return {

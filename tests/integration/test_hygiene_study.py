@@ -12,7 +12,8 @@ import yaml
 from cnibench import results
 from cnibench.hosts import Fleet
 from cnibench.provenance import manifest_path, read_manifest
-from cnibench.runner import run_study, study_status
+from cnibench.study_run import run_study
+from cnibench.study_status import study_status
 from cnibench.workload.quiet import wait_quiet
 
 pytestmark = [pytest.mark.timeout(400)]

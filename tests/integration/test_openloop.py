@@ -20,7 +20,8 @@ import pytest
 from cnibench.results import decode_histogram
 from cnibench.workload import latency as lat
 from cnibench.workload import nginx as nginx_mod
-from cnibench.workload.bench import BenchSession, BenchSpec
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import BenchSession
 from cnibench.workload.generators.openloop import RECORD, parse_summary
 from cnibench.workload.loadgen import ensure_built
 

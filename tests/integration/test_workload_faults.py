@@ -7,7 +7,8 @@ import pytest
 
 from cnibench.errors import HostError
 from cnibench.results import validate_record
-from cnibench.workload.bench import BenchSpec, run_bench
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import run_bench
 
 from workload_helpers import host_endpoint, processes
 

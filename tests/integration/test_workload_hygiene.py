@@ -14,7 +14,8 @@ import pytest
 
 from cnibench.results import validate_record
 from cnibench.workload import hiccup
-from cnibench.workload.bench import BenchSpec, run_bench
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import run_bench
 from cnibench.workload.quiet import wait_quiet
 
 from workload_helpers import host_endpoint, processes

@@ -5,7 +5,8 @@ import pytest
 
 from cnibench.errors import ConfigError
 from cnibench.workload import nginx
-from cnibench.workload.bench import BenchSpec, run_bench
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import run_bench
 
 from workload_helpers import host_endpoint, processes, raw_sizes
 

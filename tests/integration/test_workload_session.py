@@ -5,7 +5,8 @@ import asyncio
 
 import pytest
 
-from cnibench.workload.bench import BenchSession, BenchSpec
+from cnibench.workload.bench import BenchSpec
+from cnibench.workload.session import BenchSession
 from cnibench.workload.guards import noise_reported_only
 from cnibench.workload.nginx import ANY_RUNNING_SH
 

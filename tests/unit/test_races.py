@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from cnibench import results, testbed
+from cnibench import results, testbed_proc
 from cnibench.clean import sweep_plan
 
 
@@ -56,19 +56,19 @@ def test_testbed_down_keeps_a_run_sshd_another_sshd_uses(tmp_path):
     proc = subprocess.Popen([str(fake), "100"])
     try:
         deadline = time.monotonic() + 5
-        while proc.pid not in testbed.sshd_pids() and time.monotonic() < deadline:
+        while proc.pid not in testbed_proc.sshd_pids() and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert proc.pid in testbed.sshd_pids()
-        assert testbed.release_run_sshd(str(run_sshd)) is False and run_sshd.is_dir()
+        assert proc.pid in testbed_proc.sshd_pids()
+        assert testbed_proc.release_run_sshd(str(run_sshd)) is False and run_sshd.is_dir()
     finally:
         proc.kill()
         proc.wait()
-    assert proc.pid not in testbed.sshd_pids()
+    assert proc.pid not in testbed_proc.sshd_pids()
     none = lambda: []  # noqa: E731  (other sshds may run on this machine: the test's own view)
     (run_sshd / "x").write_text("")  # never a directory with something in it
-    assert testbed.release_run_sshd(str(run_sshd), none) is False and run_sshd.is_dir()
+    assert testbed_proc.release_run_sshd(str(run_sshd), none) is False and run_sshd.is_dir()
     (run_sshd / "x").unlink()
-    assert testbed.release_run_sshd(str(run_sshd), none) is True and not run_sshd.exists()
+    assert testbed_proc.release_run_sshd(str(run_sshd), none) is True and not run_sshd.exists()
 
 
 def test_clean_sweeps_the_probe_namespaces_a_killed_hosts_check_leaves():

@@ -158,12 +158,12 @@ def test_estimate_adds_windows_and_overheads():
 def test_estimate_study_counts_only_what_is_left(tmp_path):
     import json
 
-    from cnibench import runner, synthetic
+    from cnibench import study_status, synthetic
     from cnibench.results import write_record
 
     s = study(name="t", load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=2,
               workload={"duration_s": 5, "warmup_s": 0.5, "connections": 8})
-    fresh = runner.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
+    fresh = study_status.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
     assert fresh["runs"] == 4 * 2 * 2 and fresh["parts"]["calibration"] > 0  # both sizes to calibrate
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "manifest.json").write_text(json.dumps(
@@ -173,7 +173,7 @@ def test_estimate_study_counts_only_what_is_left(tmp_path):
                                 __import__("numpy").random.default_rng(0), duration_s=1)
     assert rec["run_id"] == run.run_id
     write_record(tmp_path, rec)
-    left = runner.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
+    left = study_status.estimate_study(s, tmp_path / "no-inventory.yml", tmp_path)
     assert left["runs"] == fresh["runs"] - 1 and left["parts"]["calibration"] == 0
 
 
@@ -187,10 +187,10 @@ def test_run_all_says_how_long_before_it_starts(tmp_path):
 
 
 def test_calibration_probes_are_printed_one_line_each():
-    from cnibench import runner
+    from cnibench import study_calibration
 
     lines: list[str] = []
-    show = runner._probe_printer(lines.append, "host", "small")
+    show = study_calibration._probe_printer(lines.append, "host", "small")
     show({"rate": 2000.0, "ok": True, "latency_us": 1500, "percentile": 90, "disturbed": False})
     show({"rate": 64000.0, "ok": False, "latency_us": 250_000, "percentile": 90, "disturbed": False})
     show({"rate": 8000.0, "ok": False, "latency_us": None, "percentile": 90, "disturbed": True})

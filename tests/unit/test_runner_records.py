@@ -10,7 +10,9 @@ import pytest
 
 from cnibench import matrix, provenance, results, runview
 from cnibench.errors import UnsupportedFeature
-from cnibench.runner import clear_stale, failed_record, finish_record, format_status, reason_of, stale_files, study_status, window_seconds
+from cnibench.results import failed_record
+from cnibench.runner import clear_stale, finish_record, reason_of, stale_files, window_seconds
+from cnibench.study_status import format_status, study_status
 from cnibench.study import parse_study
 from cnibench.synthetic import Truth, make_record
 
@@ -133,10 +135,20 @@ def test_host_facts_from_outputs():
     assert facts["os"] == "Debian GNU/Linux 12 (bookworm)"
 
 
-def test_git_state_of_this_checkout():
-    g = provenance.git_state()
-    assert g["commit"] is None or len(g["commit"]) == 40
-    assert g["dirty"] in (True, False, None)
+def test_git_state_of_a_checkout_clean_dirty_and_none(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert provenance.git_state(tmp_path) == {"commit": None, "dirty": None}  # not a checkout
+    git("init", "-q")
+    (tmp_path / "f").write_text("a\n")
+    git("add", "f")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "one")
+    assert provenance.git_state(tmp_path) == {"commit": git("rev-parse", "HEAD"), "dirty": False}
+    (tmp_path / "f").write_text("b\n")
+    assert provenance.git_state(tmp_path)["dirty"] is True
 
 
 def test_manifest_write_is_atomic_and_readable(tmp_path):

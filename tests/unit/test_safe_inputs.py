@@ -195,6 +195,19 @@ def test_invoke_bench_refuses_absurd_rates_with_one_message(rate, words, tmp_pat
     assert not (tmp_path / "data").exists()  # no record written
 
 
+def test_study_argument_is_the_name_inside_the_study_file(tmp_path, monkeypatch):
+    """`--study x.yml` and `--study x` (studies/x.yml) name the study by the file's `name:`,
+    the directory `run-all` records under, not by the file's stem."""
+    from cnibench import study as study_mod
+
+    doc = "name: yname\nmodes: [host]\nsizes: [small]\nload: {rates: [1000]}\n"
+    (tmp_path / "x.yml").write_text(doc)
+    monkeypatch.setattr(study_mod, "STUDIES", tmp_path)
+    assert study_name_arg(str(tmp_path / "x.yml")) == "yname"
+    assert study_name_arg("x") == "yname"
+    assert study_name_arg("nofile") == "nofile"
+
+
 def test_invoke_analyze_refuses_a_study_path_outside(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib"), "CNIBENCH_OUTPUT": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "invoke", "analyze", "--study", "../../x"], cwd=ROOT, env=env,

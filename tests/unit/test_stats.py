@@ -5,36 +5,36 @@ import pandas as pd
 import pytest
 from scipy import stats as sst
 
-from cnibench import dataset, stats, synthetic
+from cnibench import dataset, histquant, paired, stats, synthetic
 from cnibench.synthetic import Truth
 
 
 def test_quantiles_of_a_hand_made_histogram():
     lo, hi, c = np.array([0, 10, 20]), np.array([10, 20, 30]), np.array([1, 1, 2])
-    q = stats.quantiles(lo, hi, c, [25, 50, 75])
+    q = histquant.quantiles(lo, hi, c, [25, 50, 75])
     # rank 1 ends bin 0 (linear from 0), rank 2 ends bin 1, rank 3 is halfway (log-linear) in bin 2
     assert q == pytest.approx([10.0, 20.0, 20 * 1.5 ** 0.5])
 
 
 def test_quantiles_rows_and_empty():
     lo, hi = np.array([1, 2]), np.array([2, 3])
-    q = stats.quantiles(lo, hi, np.array([[1, 0], [0, 1], [0, 0]]), [100])
+    q = histquant.quantiles(lo, hi, np.array([[1, 0], [0, 1], [0, 0]]), [100])
     assert q[0, 0] == pytest.approx(2.0) and q[1, 0] == pytest.approx(3.0) and np.isnan(q[2, 0])
 
 
 def test_holm_known_answer_and_nan():
-    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 2 * 0.5, then monotone
-    out = stats.holm([0.01, np.nan, 0.04])  # NaN is not in the family: m = 2
+    assert paired.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert paired.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 2 * 0.5, then monotone
+    out = paired.holm([0.01, np.nan, 0.04])  # NaN is not in the family: m = 2
     assert out[0] == pytest.approx(0.02) and np.isnan(out[1]) and out[2] == pytest.approx(0.04)
-    rows = stats.holm_rows(np.array([[0.01, 0.04, 0.03, 0.005], [0.5, 0.9, np.nan, np.nan]]))
+    rows = paired.holm_rows(np.array([[0.01, 0.04, 0.03, 0.005], [0.5, 0.9, np.nan, np.nan]]))
     assert rows[0] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and rows[1, :2] == pytest.approx([1.0, 1.0])
 
 
 def test_family_matches_scipy_paired_t_and_tost():
     rng = np.random.default_rng(0)
     D = rng.normal(0.02, 0.05, (3, 12))
-    f = stats.family(D, margin=0.10)
+    f = paired.family(D, margin=0.10)
     for m in range(3):
         t = sst.ttest_1samp(D[m], 0.0)
         assert f["p"][m] == pytest.approx(t.pvalue)
@@ -44,7 +44,7 @@ def test_family_matches_scipy_paired_t_and_tost():
         tost = max(sst.ttest_1samp(D[m], -b, alternative="greater").pvalue,
                    sst.ttest_1samp(D[m], b, alternative="less").pvalue)
         assert f["p_tost"][m] == pytest.approx(tost)
-    assert f["p_holm"] == pytest.approx(stats.holm(f["p"]))
+    assert f["p_holm"] == pytest.approx(paired.holm(f["p"]))
     # MDE: (t_{1 - alpha / 2M} + t_{0.8}) * SE, M = 3 comparisons, 11 df
     se = D.std(axis=1, ddof=1) / np.sqrt(12)
     assert f["mde"] == pytest.approx((sst.t.ppf(1 - 0.05 / 6, 11) + sst.t.ppf(0.8, 11)) * se)
@@ -58,12 +58,12 @@ def test_family_verdicts_missing_blocks_and_degenerate():
         [0.3, -0.3, 0.2, -0.2, 0.1, np.nan],  # noisy: neither; a missing block
         [0.1, np.nan, np.nan, np.nan, np.nan, np.nan],  # one block: no interval
     ])
-    f = stats.family(D)
-    assert list(f["verdict"]) == [stats.SLOWER, stats.FASTER, stats.EQUIVALENT, stats.INCONCLUSIVE, stats.INCONCLUSIVE]
+    f = paired.family(D)
+    assert list(f["verdict"]) == [paired.SLOWER, paired.FASTER, paired.EQUIVALENT, paired.INCONCLUSIVE, paired.INCONCLUSIVE]
     assert list(f["n"]) == [6, 6, 6, 5, 1] and np.isnan(f["lo"][4]) and np.isnan(f["p"][4])
-    same = stats.family(np.zeros((1, 4)))  # identical blocks: equivalent, not a division by zero
-    assert same["verdict"][0] == stats.EQUIVALENT and same["p"][0] == 1.0
-    empty = stats.family(np.empty((0, 0)))
+    same = paired.family(np.zeros((1, 4)))  # identical blocks: equivalent, not a division by zero
+    assert same["verdict"][0] == paired.EQUIVALENT and same["p"][0] == 1.0
+    empty = paired.family(np.empty((0, 0)))
     assert empty["verdict"].shape == (0,)
 
 
@@ -145,17 +145,17 @@ def test_headline_equals_family_on_the_block_differences(analysis):
     """The headline is exactly the paired t on block differences, computed here by hand."""
     ds, an = analysis
     v = ds.valid[(ds.valid["size"] == "small")]
-    logq = {r.run_id: np.log(stats.quantiles(*ds.hist[r.run_id], [99.0])[0]) for r in v.itertuples()}
+    logq = {r.run_id: np.log(histquant.quantiles(*ds.hist[r.run_id], [99.0])[0]) for r in v.itertuples()}
     by = {(r.mode, r.repetition): logq[r.run_id] for r in v.itertuples()}
     modes = ["flannel-vxlan", "macvlan"]
     D = np.array([[by[(m, k)] - by[("host", k)] for k in range(1, 13)] for m in modes])
-    f = stats.family(D, margin=0.10)
+    f = paired.family(D, margin=0.10)
     h = an.headline[(an.headline["size"] == "small") & (an.headline["percentile"] == 99.0)].set_index("mode")
     for i, m in enumerate(modes):
         assert h.loc[m, "log_ratio"] == pytest.approx(f["mean"][i])
         assert h.loc[m, "overhead_lo"] == pytest.approx(100 * np.expm1(f["lo"][i]))
     # Holm over the modes compared: docker-bridge is not sustained at small, so over these two
-    assert h.loc[modes, "p_holm"].to_numpy() == pytest.approx(stats.holm(h.loc[modes, "p"].to_numpy()))
+    assert h.loc[modes, "p_holm"].to_numpy() == pytest.approx(paired.holm(h.loc[modes, "p"].to_numpy()))
     assert h.loc[modes, "p_holm"].to_numpy() == pytest.approx(f["p_holm"])
 
 

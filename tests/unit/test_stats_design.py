@@ -3,7 +3,7 @@
 A simulated study has a reference and 6 other modes; a run's log p99 is the mode's true effect
 + a repetition effect (SD 0.05, shared by every mode of a repetition) + a block effect (one mode
 set up once in one repetition) + a run effect; a block's value is the mean over its band loads.
-The comparisons go through stats.family, the code the headline uses (test_stats.py checks that
+The comparisons go through paired.family, the code the headline uses (test_stats.py checks that
 the headline is family() on the block differences).
 
 SPREADS: standard deviations of log p99 between blocks and between runs inside a block. 0.05 and

@@ -8,7 +8,8 @@ import pytest
 
 from cnibench.config import STUDIES
 from cnibench.errors import ConfigError
-from cnibench.study import SIZES, known_modes, load_study, parse_study, resolve_study_path
+from cnibench.study import SIZES, load_study, parse_study, resolve_study_path
+from cnibench.study_keys import known_modes
 
 BASE = {
     "modes": ["host", "flannel-vxlan"],

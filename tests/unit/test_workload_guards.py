@@ -233,9 +233,10 @@ def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look
 
 
 def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
-    """_measure_with_redo: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
+    """measure_with_redo: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
     from cnibench import runner
     from cnibench.matrix import PlannedRun
+    from cnibench.study_run import Session
     from cnibench.study import parse_study
 
     rng = np.random.default_rng(3)
@@ -254,8 +255,8 @@ def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
         def line(self, _):
             pass
 
-    sess = runner.Session("st")
-    rec = asyncio.run(runner._measure_with_redo(None, None, study, run, {}, None, None, None, tmp_path, Bar(), sess))
+    sess = Session("st")
+    rec = asyncio.run(runner.measure_with_redo(None, None, study, run, {}, None, None, None, tmp_path, Bar(), sess))
     assert rec["status"] == "ok" and rec["attempt"] == 2 and sess.redone == 1
     path = results.record_path(tmp_path, run.run_id)
     assert results.read_record(path)["attempt"] == 2

@@ -15,7 +15,7 @@ import pytest
 from cnibench import dataset, results, synthetic
 from cnibench.clean import workload_sweep_argv
 from cnibench.runbook import notebook_path
-from cnibench.runner import notebooks_to_render
+from cnibench.run_notebooks import notebooks_to_render
 from cnibench.workload import calibrate as cal
 from cnibench.workload import metrics, nginx
 from cnibench.workload.bench import BenchSpec

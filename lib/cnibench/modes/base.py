@@ -262,18 +262,10 @@ class NetworkMode:
         returns is kept in the mode's state under `details`. Raises to refuse the mode."""
         return {}
 
-    async def verify(self, fleet, endpoint: Endpoint, settings: ModeSettings) -> VerifyResult:
-        from .verify import verify_mode
-
-        return await verify_mode(self, fleet, endpoint, settings)
-
     async def path_checks(self, fleet, endpoint: Endpoint, settings: ModeSettings, facts: HostFacts, probe) -> list[Check]:
         """Checks that the data path is the intended one; `probe()` sends one HTTP request."""
         await probe()
         return []
-
-
-# --- pure helpers shared by the modes --------------------------------------------------------
 
 
 def pod_netns(host: str, role: str = "pod") -> str:

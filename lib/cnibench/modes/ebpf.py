@@ -69,9 +69,6 @@ MAP_TYPES = ("hash", "lpm_trie", "percpu_array")
 TOOLS = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2"}
 
 
-# --- names and encodings (pure) ---------------------------------------------------------------
-
-
 def veth_name(host: str) -> str:
     return ifname(f"{PREFIX}e{host}")
 
@@ -173,9 +170,6 @@ class EbpfRedirect(NetworkMode):
         return await redirect_checks(fleet, endpoint, settings, facts, probe)
 
 
-# --- the checks before any change -------------------------------------------------------------
-
-
 def missing_features(probe: dict, helpers=HELPERS, map_types=MAP_TYPES) -> list[str]:
     """What `bpftool feature probe kernel -j` says this kernel lacks (pure)."""
     out = []
@@ -229,9 +223,6 @@ async def probe_host(host, fact: HostFact, helpers=HELPERS) -> list[str]:
     if foreign_ingress(qd.stdout):
         missing.append(f"a free ingress hook on {fact.data_interface} (it already has a clsact/ingress qdisc: another tc or eBPF datapath)")
     return missing
-
-
-# --- verification -----------------------------------------------------------------------------
 
 
 def parse_stats(dump: str) -> dict[str, int]:

@@ -40,12 +40,8 @@ HOST_DIR = RUN_DIR / "modes"
 SPECIAL = (LOCAL, AWS)
 
 
-# --- paths -----------------------------------------------------------------------------------
-
-
 def host_state_path(name: str) -> str:
     return f"{HOST_DIR}/{name}.json"
-
 
 
 def originals_path(name: str) -> str:
@@ -60,9 +56,6 @@ def inventory_key(name: str) -> str:
 
 def driver_dir(inventory) -> Path:
     return Path(DRIVER_DIR) / inventory_key(inventory.name)
-
-
-# --- the driver's copy -----------------------------------------------------------------------
 
 
 def _commit(tmp: str, path: str) -> None:
@@ -116,8 +109,6 @@ def remove_driver(inventory) -> None:
             p.unlink()
         d.rmdir()
 
-
-# --- files on a target (a host, or this machine for @local) ----------------------------------
 
 # Writes stdin to $1 through a temporary file in the same directory; renames it only when all
 # $2 bytes arrived (a dropped connection gives a short stdin, never a torn file).
@@ -184,9 +175,6 @@ async def remove_originals(target) -> None:
     await target.run(["rm", "-f", originals_path(target.name)], check=False)
 
 
-# --- the whole state, as the rest of the package sees it -------------------------------------
-
-
 @dataclass
 class Loaded:
     state: dict | None = None  # mode, status, endpoint, settings, steps, started, source
@@ -248,9 +236,6 @@ async def read_states(fleet) -> dict[str, dict | None]:
     return {h: c for h, (c, _) in copies.items()}
 
 
-# --- writing and removing everything ---------------------------------------------------------
-
-
 def host_copy(doc: dict) -> dict:
     """What a host keeps: its own steps, no journal, and no AWS settings."""
     settings = {k: v for k, v in (doc.get("settings") or {}).items() if k != "aws"}
@@ -277,7 +262,6 @@ async def remove_all(fleet, local=None) -> None:
     if local is not None:
         await remove_originals(local)
     remove_driver(fleet.inventory)
-
 
 
 def _modes():

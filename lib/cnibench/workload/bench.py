@@ -1,44 +1,29 @@
-"""Benchmark runs: nginx up, sampler on, load, parse, guards, everything stopped.
+"""A benchmark run's spec: what a run may ask for, checked before anything starts.
 
     validate_spec(spec, limits)  pure; bad input raises ConfigError before anything starts
-    run_bench(fleet, endpoint, spec, run_id=...) -> a complete run record dict (not written)
-    async with BenchSession(fleet, endpoint, limits) as s:   many runs, nginx started once
-        rec = await s.run(spec, run_id=...)
+    probe_limits(fleet)          the hosts' facts validate_spec checks
+    load_spec(spec, endpoint, dir), generator_argv(spec, load)   the generator's command
 
-Per-run cost outside the load, measured on the testbed (benchmarks/pipeline_bench.py): 2.9 s
-when every run started nginx, stopped it gracefully and waited a sampler period; ~0.1-0.2 s in
-a session (a health check, two sampler starts/stops, the generator's files).
-
-Whatever happens during the run (generator killed, nginx killed, SSH dropped), run_bench ends
-within a bounded time, returns a record with status `failed` and the reason, and still stops
-the generator, the samplers and nginx (try/finally, each step bounded and independent).
+Running it is workload/session.py (run_bench, BenchSession).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from dataclasses import dataclass, field
 
-import asyncssh
-
-from ..config import RUN_DIR
-from ..errors import CnibenchError, ConfigError, HostError
-from ..hosts import quote
-from ..results import SCHEMA_VERSION, encode_histogram, percentile_table
+from ..errors import ConfigError
 from . import nginx as nginx_mod
-from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator, parse_accounting
+from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator
 from .defaults import default_connections
 from .generators.openloop import default_pipeline
 from .guards import GuardLimits
-from .hygiene import HICCUP_PLACEMENTS, RunHygiene, judge_run
+from .hygiene import HICCUP_PLACEMENTS
 
 WHERE = "bench"  # ConfigError 'path' for command-line/spec input
 FD_MARGIN = 64  # descriptors a generator needs besides its connections
-CLEANUP_TIMEOUT = 30.0
+# A hung host fails the run, never the study.
+FACTS_TIMEOUT = 15.0  # a cheap fact command (ulimit, command -v), or nginx's alive check
 
 
 @dataclass(frozen=True)
@@ -186,13 +171,13 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
 async def probe_limits(fleet) -> HostLimits:
     """The facts validate_spec checks, from the hosts (a few cheap commands)."""
     async def facts(host):
-        r = await host.run(["sh", "-c", "ulimit -n; nproc"], timeout=15)
+        r = await host.run(["sh", "-c", "ulimit -n; nproc"], timeout=FACTS_TIMEOUT)
         nofile, ncpu = r.stdout.split()[:2]
         return (None if nofile == "unlimited" else int(nofile)), int(ncpu)
 
     (nf_c, cpu_c), (nf_s, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
     gens = await available(fleet.client)
-    curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False, timeout=15)).exit_status == 0
+    curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False, timeout=FACTS_TIMEOUT)).exit_status == 0
     return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl)
 
 
@@ -243,257 +228,3 @@ def generator_argv(spec: BenchSpec, load: LoadSpec) -> list[str]:
     return argv
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _empty_latency() -> dict:
-    return {"unit": "us", "histogram": None, "histogram_uncorrected": None, "percentiles": None}
-
-
-async def _bounded(what: str, coro, notes: list[str], timeout: float = CLEANUP_TIMEOUT):
-    """Run one cleanup step; a failure is noted, never raised (the next steps still run)."""
-    try:
-        return await asyncio.wait_for(coro, timeout)
-    except Exception as exc:  # noqa: BLE001 - cleanup must go on
-        notes.append(f"{what}: {exc.__class__.__name__}: {exc}")
-        return None
-
-
-async def _connection_lost(host) -> str | None:
-    try:
-        await host.run(["true"], timeout=10)
-        return None
-    except HostError as exc:
-        return str(exc)
-
-
-class _Failed(Exception):
-    """The run broke in a way that has no error class of its own."""
-
-
-async def run_bench(fleet, endpoint, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
-                    load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None,
-                    limits: HostLimits | None = None) -> dict:
-    """Run once and return the run record (see results.py): a BenchSession of one run, so nginx
-    is started and stopped around it. `during` is an optional async hook run alongside the load
-    (fault injection in tests); its own exceptions propagate after cleanup. Bad input raises
-    ConfigError before anything starts."""
-    validate_spec(spec)
-    async with BenchSession(fleet, endpoint, limits) as session:
-        return await session.run(spec, run_id=run_id, study=study, repetition=repetition,
-                                 load_fraction=load_fraction, during=during)
-
-
-class BenchSession:
-    """Many runs against one endpoint (a mode's block of runs) with nginx kept up between them.
-
-        async with BenchSession(fleet, endpoint, limits) as session:
-            rec = await session.run(spec, run_id=...)
-
-    Starting nginx and stopping it gracefully cost ~1.8 s, more than a third of a short run, so
-    nginx is started by the first run that needs it and stopped when the session closes (also
-    on error or cancellation). Every run still checks it first: nginx's processes must be alive
-    and a GET from the client must return the exact response, else the run fails with the
-    reason. A run during which nginx died is failed ("nginx died during the run"), what is left
-    of that nginx is stopped, and the next run starts a fresh one. A run whose nginx settings
-    differ (workers, pinning, connections) restarts it. The samplers and the generator are per
-    run, so a record's metrics cover exactly that run.
-    """
-
-    def __init__(self, fleet, endpoint, limits: HostLimits | None = None):
-        self.fleet, self.endpoint, self.limits = fleet, endpoint, limits
-        self.nginx: nginx_mod.NginxServer | None = None
-        self._nginx_spec: nginx_mod.NginxSpec | None = None
-        self.nginx_starts = 0  # how many times this session started nginx (tests, benchmarks)
-        self.built: dict[str, dict] = {}  # generator name -> its build (ours are compiled on the host)
-
-    async def __aenter__(self) -> "BenchSession":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    async def close(self) -> list[str]:
-        """Stop nginx (bounded; never raises). Safe to call twice."""
-        notes: list[str] = []
-        if self.nginx is not None:
-            nginx, self.nginx = self.nginx, None
-            await _bounded("stop nginx", nginx.stop(), notes)
-        return notes
-
-    def nginx_spec(self, spec: BenchSpec) -> nginx_mod.NginxSpec:
-        return nginx_mod.NginxSpec(
-            bind=self.endpoint.server_bind, port=self.endpoint.server_port, workers=spec.nginx_workers,
-            cpus=spec.server_cpus if spec.pin else None, max_connections=max(1024, spec.n_connections),
-            delay_s=spec.server_delay_s)
-
-    async def _nginx(self, nspec: nginx_mod.NginxSpec, notes: list[str]) -> nginx_mod.NginxServer:
-        """The session's nginx for these settings: reused when it is alive, else (re)started."""
-        if self.nginx is not None:
-            if self._nginx_spec != nspec:
-                notes.append("nginx restarted: its settings changed")
-            elif not await self.nginx.alive():
-                notes.append("nginx restarted: it was no longer running")
-            else:
-                return self.nginx
-            await self.close()
-        self.nginx = await nginx_mod.start(self.fleet.server, self.endpoint.server_netns, nspec)
-        self._nginx_spec = nspec
-        self.nginx_starts += 1
-        return self.nginx
-
-    async def prepare_generator(self, name: str) -> dict | None:
-        """Build the generator on the client host once per session when it is one of ours."""
-        gen = get_generator(name)
-        if getattr(gen, "prepare", None) is None:
-            return None
-        if name not in self.built:
-            self.built[name] = (await gen.prepare(self.fleet.client)).to_dict()
-        return self.built[name]
-
-    async def run(self, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
-                  load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None) -> dict:
-        """One run; returns its record (failed with the reason when it broke)."""
-        validate_spec(spec)
-        if self.limits is None:
-            self.limits = await probe_limits(self.fleet)
-        validate_spec(spec, self.limits)
-        fleet, endpoint = self.fleet, self.endpoint
-        client = fleet.client
-        gen = get_generator(spec.generator)
-        gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
-        load = load_spec(spec, endpoint, gen_dir)
-        argv = generator_argv(spec, load)
-        rec = {
-            "schema": SCHEMA_VERSION, "run_id": run_id, "study": study, "mode": spec.mode, "size": spec.size,
-            "target_rate": 0.0 if spec.closed_loop else float(spec.rate), "load_fraction": load_fraction,
-            "repetition": repetition, "generator": gen.name,
-            "settings": {
-                **{k: v for k, v in asdict(spec).items() if k not in ("guard",)},
-                "guard": asdict(spec.guard), "pipeline": load.pipeline, "endpoint": endpoint.to_dict(),
-                "generator_command": quote(argv), "response_bytes": load.response_bytes,
-                "connections": load.connections,
-            },
-            "status": "failed", "reason": "", "started_at": _now(), "ended_at": None,
-            "achieved_rate": 0.0, "counts": {"requests": 0, "ok": 0, "errors": 0, "timeouts": 0, "unfinished": 0},
-            "generator_cpu": None, "latency": _empty_latency(), "timeline": [], "metrics": {},
-            "provenance": None, "order": None, "notes": [],
-        }
-        notes: list[str] = rec["notes"]
-        bg = hook = None
-        nginx_gone = False
-        hyg = RunHygiene(fleet, endpoint, spec)
-        hook_error: BaseException | None = None
-        try:
-            build = await self.prepare_generator(spec.generator)
-            if build is not None:
-                rec["settings"]["generator_build"] = build
-            nginx = await self._nginx(self.nginx_spec(spec), notes)
-            await nginx_mod.health_check(client, endpoint.client_netns, load.url, spec.size)
-            await client.run(["mkdir", "-p", gen_dir], timeout=20)
-            await hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
-            bg = await client.start(argv, netns=endpoint.client_netns)
-            if during is not None:
-                hook = asyncio.ensure_future(during(RunContext(fleet, endpoint, spec, load, nginx, bg)))
-            limit = spec.warmup_s + spec.duration_s + max(30.0, 2 * spec.timeout_s)
-            try:
-                res = await asyncio.wait_for(bg.wait(), limit)
-            except asyncio.TimeoutError:
-                raise _Failed(f"the generator did not finish within {limit:g} s") from None
-            except (asyncssh.Error, OSError) as exc:  # the session carrying the generator died
-                lost = await _connection_lost(client)
-                raise _Failed(f"lost the SSH connection to the client host during the run ({lost or exc})") from None
-            # The load is over: the samplers' last sample closes the window now, not a period later.
-            rec["metrics"] = await _bounded("stop samplers", hyg.stop(), notes) or {}
-            files = {}
-            for key, path in gen.files(load).items():
-                try:
-                    files[key] = await asyncio.wait_for(client.read_file(path), 60)
-                except Exception as exc:  # noqa: BLE001 - a missing file is the parser's business
-                    files[key] = b""
-                    notes.append(f"could not read {path}: {exc.__class__.__name__}")
-            result = gen.parse(load, res.stdout, res.stderr, res.exit_status, files)
-            result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
-            lost = await _connection_lost(client) if not result.ok else None
-            if not await nginx.alive():
-                nginx_gone = True
-                rec["reason"] = "failed: nginx died during the run (master or worker gone)"
-            elif lost:
-                rec["reason"] = f"failed: lost the SSH connection to the client host during the run ({lost})"
-            elif not result.ok:
-                rec["reason"] = f"failed: {result.reason}"
-            _fill(rec, spec, result)
-            if not rec["reason"]:
-                judge_run(rec, spec, hyg, files)  # every guard (workload/guards.py), figures in rec["hygiene"]
-        except (CnibenchError, OSError, asyncio.TimeoutError) as exc:
-            rec["reason"] = f"failed: {exc}"
-        except _Failed as exc:
-            rec["reason"] = f"failed: {exc}"
-        finally:
-            if hook is not None:
-                if hook.done() and not hook.cancelled() and hook.exception() is not None:
-                    hook_error = hook.exception()
-                hook.cancel()
-            if bg is not None:
-                await _bounded("stop generator", bg.stop(grace=3), notes)
-            if hyg.running:
-                rec["metrics"] = await _bounded("stop samplers", hyg.stop(), notes) or rec["metrics"] or {}
-            notes.extend(hyg.meters.notes)
-            if nginx_gone or rec["status"] == "failed" and self.nginx is not None and not await _alive_or_false(self.nginx):
-                notes.extend(await self.close())  # what is left of a dead nginx goes; the next run starts one
-            await _bounded("remove generator files", client.run(["rm", "-rf", "--", gen_dir], check=False, timeout=20), notes)
-            rec["ended_at"] = _now()
-        if hook_error is not None:
-            raise hook_error
-        return rec
-
-
-async def _alive_or_false(nginx) -> bool:
-    try:
-        return await asyncio.wait_for(nginx.alive(), 15)
-    except Exception:  # noqa: BLE001 - an unreachable host: treat nginx as gone
-        return False
-
-
-def _fill(rec: dict, spec: BenchSpec, result) -> None:
-    """Copy what the generator measured into the record (also for failed runs, when known)."""
-    rec["achieved_rate"] = round(result.achieved_rate, 3)
-    rec["counts"] = {"requests": result.requests, "ok": result.ok_count, "errors": result.errors,
-                     "timeouts": result.timeouts, "unfinished": result.unfinished}
-    rec["generator_cpu"] = None if result.generator_cpu is None else round(result.generator_cpu, 4)
-    if result.histogram is not None and result.histogram.get_total_count() > 0:
-        table = percentile_table(result.histogram)
-        if result.percentiles:  # the generator's own table wins where it has one
-            table.update(result.percentiles)
-        rec["latency"] = {
-            "unit": "us",
-            "histogram": encode_histogram(result.histogram),
-            "histogram_uncorrected": encode_histogram(result.histogram_uncorrected) if result.histogram_uncorrected is not None else None,
-            "percentiles": table,
-            "percentiles_uncorrected": percentile_table(result.histogram_uncorrected) if result.histogram_uncorrected is not None else None,
-            "correction": result.correction,
-            "source": result.source,
-        }
-        if result.send_lag is not None:
-            rec["latency"]["send_lag"] = result.send_lag
-        if result.pacing is not None:
-            rec["latency"]["pacing"] = result.pacing
-    if result.generator_info:
-        rec["settings"]["generator_info"] = result.generator_info
-    rec["timeline"] = result.timeline
-
-
-def summary(rec: dict) -> str:
-    """A few lines for a terminal."""
-    p = (rec.get("latency") or {}).get("percentiles") or {}
-    cpu = "-" if rec.get("generator_cpu") is None else f"{100 * rec['generator_cpu']:.0f}%"
-    ms = lambda k: f"{p[k] / 1000:.3f}" if k in p and p[k] is not None else "-"  # noqa: E731
-    lines = [
-        f"{rec['run_id']}: {rec['status']}" + (f" ({rec['reason']})" if rec["reason"] else ""),
-        f"  target {rec['target_rate']:.0f} req/s, achieved {rec['achieved_rate']:.0f} req/s, "
-        f"requests {rec['counts']['requests']}, errors {rec['counts']['errors']}, timeouts {rec['counts']['timeouts']}, "
-        f"generator CPU {cpu}",
-        f"  latency ms: p50 {ms('50')}  p90 {ms('90')}  p99 {ms('99')}  p99.9 {ms('99.9')}  p99.99 {ms('99.99')}  max {ms('100')}",
-    ]
-    return "\n".join(lines)

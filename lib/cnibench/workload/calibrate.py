@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from ..config import DATA
-from ..results import SUSTAINED_BOUND_MS, SUSTAINED_PERCENTILE, atomic_write_text, percentile_key, sustained
+from ..results import SUSTAINED_BOUND_MS, SUSTAINED_PERCENTILE, atomic_write_text, now_iso, percentile_key, sustained
 from ..errors import CnibenchError, ConfigError
-from .bench import BenchSession, BenchSpec
+from .bench import BenchSpec
+from .session import BenchSession
 
 CALIBRATION = DATA / "calibration"
 
@@ -232,7 +232,7 @@ async def _search(session, base, probes, log, crit, start_rate, max_rate, tolera
         "saturation_p99_us": ((sat["latency"] or {}).get("percentiles") or {}).get("99"),
         "probes": log,
         "spec": {k: v for k, v in asdict(base).items() if k not in ("rate", "guard")},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now_iso(),
     }
     if progress:
         progress({"saturation": result["saturation_rate"]})

@@ -8,7 +8,8 @@ from .. import config
 from ..hosts import Fleet
 from ..config import RAW
 from ..results import record_path, run_id, write_record
-from .bench import BenchSpec, run_bench, summary, validate_spec
+from .bench import BenchSpec, validate_spec
+from .session import run_bench, summary
 from .calibrate import calibrate, save_calibration
 
 

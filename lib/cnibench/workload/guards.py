@@ -87,8 +87,6 @@ def _pct(v: float) -> str:
     return f"{100 * v:.1f}%"
 
 
-# --- the generator delivered what was asked ---------------------------------------------------
-
 def achieved(target_rate: float | None, achieved_rate: float, limits: GuardLimits) -> dict:
     if not target_rate:  # closed-loop runs have no target to miss
         return _check("achieved", None, "fraction")
@@ -134,8 +132,6 @@ def send_lag(percentiles: dict | None, limits: GuardLimits) -> dict:
             return c2
     return c
 
-
-# --- noise on the machine ----------------------------------------------------------------
 
 def foreign_cpu(share: float | None, limits: GuardLimits) -> dict:
     return _check("foreign_cpu", share, "share of the pinned cores", invalid_at=limits.max_foreign_cpu, noise=True,
@@ -193,8 +189,6 @@ def stability(timeline: list[dict] | None, limits: GuardLimits) -> dict:
     return c
 
 
-# --- the record as a whole ----------------------------------------------------------------
-
 def judge(rec: dict, limits: GuardLimits) -> list[dict]:
     """Every guard on one run record (its counts, latency, timeline and hygiene figures)."""
     counts = rec.get("counts") or {}
@@ -229,7 +223,7 @@ def disturbed(checks: list[dict]) -> bool:
     return any(c["verdict"] == "invalid" and c.get("noise") for c in checks)
 
 
-# --- the older interface (kept for callers of the generator guards alone) --------------------
+# The older interface, kept for callers of the generator guards alone.
 
 def check(target_rate: float | None, achieved_rate: float, requests: int, errors_: int, timeouts: int,
           generator_cpu_: float | None, threads: int = 1, limits: GuardLimits = GuardLimits(), generator: str = "") -> list[str]:

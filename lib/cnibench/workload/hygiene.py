@@ -59,8 +59,6 @@ def accounted_seconds(text: str) -> float | None:
     return None if frac is None else frac * (up1 - up0)
 
 
-# --- pure figures --------------------------------------------------------------------------
-
 def _ticks(cpu: dict, *fields: str) -> int:
     return sum(int(cpu.get(f, 0)) for f in fields)
 
@@ -162,8 +160,6 @@ def figures(parsed: dict[str, dict], pinned: dict[str, list[int]], extra_known: 
     out["hiccup_total_us"] = max((stall_total_us(m, threshold) for m in summaries), default=None)
     return {"figures": out, "machines": per_machine, "cpu_s": cpu_s}
 
-
-# --- the run's instruments (I/O) ----------------------------------------------------------
 
 class RunHygiene:
     """Samplers (spec.metrics) and hiccup meters (spec.hiccup) of one run."""
