@@ -83,8 +83,8 @@ def testbed_lock(needs_root):
 @pytest.fixture(scope="session")
 def testbed(testbed_lock):
     """The local testbed, up for the whole session and down at the end (also on failure)."""
-    from cnibench import testbed as tb
-    from cnibench.config import load_inventory
+    from cnibench.infra import testbed as tb
+    from cnibench.infra.config import load_inventory
 
     tb.down()  # a clean start even if an earlier run was killed
     try:
@@ -104,7 +104,7 @@ def with_fleet(testbed):
                 return await fleet.client.run(["true"])
             assert with_fleet(body).ok
     """
-    from cnibench.hosts import Fleet
+    from cnibench.infra.hosts import Fleet
 
     def run(body, *args):
         async def main():

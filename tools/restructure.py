@@ -59,12 +59,19 @@ MOVES = {
     "policy": "study.policy",
     "progress": "study.progress",
     "precheck": "study.precheck",
+    "study_run": "study.study_run",  # modules the split branch made from runner.py and study.py
+    "study_calibration": "study.calibration",
+    "study_keys": "study.keys",
+    "study_status": "study.status",
+    "run_notebooks": "study.run_notebooks",
     "dataset": "analysis.dataset",
     "stats": "analysis.stats",
     "plots": "analysis.plots",
     "report": "analysis.report",
     "synthetic": "analysis.synthetic",
     "compare": "analysis.compare",
+    "histquant": "analysis.histquant",  # split from stats.py by the split branch
+    "paired": "analysis.paired",
 }
 # Top-level modules that stay: the foundation every stage may use, and the pipeline over all.
 STAY = {"__init__", "catalog", "parsing", "errors", "results", "pipeline", "smoke"}  # smoke: deleted on main
@@ -222,8 +229,13 @@ def text_rewrite(text: str, mods: dict[str, Path]) -> str:
     keys = sorted(MOVES, key=len, reverse=True)
     dotted = re.compile(r"\bcnibench\.(" + "|".join(re.escape(k) for k in keys) + r")\b(?!\.(?:py|c|ipynb)\b)")
     text = dotted.sub(lambda m: "cnibench." + MOVES[m.group(1)], text)
-    slashed = re.compile(r"\bcnibench/(" + "|".join(re.escape(k.replace(".", "/")) for k in keys) + r")(?=\.py\b|/)")
-    text = slashed.sub(lambda m: "cnibench/" + MOVES[m.group(1).replace("/", ".")].replace(".", "/"), text)
+    # a path names a module as x.py and a package as x/ (study.py's new home is the package study/)
+    pkgs = [k for k in keys if is_pkg(mods, k)]
+    files = re.compile(r"\bcnibench/(" + "|".join(re.escape(k.replace(".", "/")) for k in keys) + r")(?=\.py\b)")
+    text = files.sub(lambda m: "cnibench/" + MOVES[m.group(1).replace("/", ".")].replace(".", "/"), text)
+    if pkgs:
+        dirs = re.compile(r"\bcnibench/(" + "|".join(re.escape(k.replace(".", "/")) for k in pkgs) + r")(?=/)")
+        text = dirs.sub(lambda m: "cnibench/" + MOVES[m.group(1).replace("/", ".")].replace(".", "/"), text)
     return text
 
 

@@ -33,35 +33,35 @@ from .registry import get_mode  # noqa: F401  (re-exported)
 
 async def mode_up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:
     """Precheck, plan and apply mode `name` on the fleet (undoing everything on failure)."""
-    from .apply import up
+    from .engine.apply import up
 
     return await up(fleet, name, settings)
 
 
 async def mode_down(fleet, name: str | None = None, settings: ModeSettings | None = None) -> None:
     """Undo mode `name` (None: whatever is up) from the stored state; idempotent."""
-    from .apply import down
+    from .engine.apply import down
 
     await down(fleet, name, settings)
 
 
 async def mode_verify(fleet, name: str, settings: ModeSettings | None = None) -> VerifyResult:
     """Reachability (one HTTP request client container -> server endpoint) and data-path checks."""
-    from .apply import verify
+    from .engine.apply import verify
 
     return await verify(fleet, name, settings)
 
 
 async def mode_status(fleet) -> dict:
     """What is up on each host (host name -> state or None; see state.read_states)."""
-    from .state import read_states
+    from .engine.state import read_states
 
     return await read_states(fleet)
 
 
 async def current_endpoint(fleet) -> Endpoint | None:
     """The endpoint of the mode that is up, or None."""
-    from .state import current_state
+    from .engine.state import current_state
 
     state = await current_state(fleet)
     return Endpoint.from_dict(state["endpoint"]) if state and state.get("status") == "up" else None

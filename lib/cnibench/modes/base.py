@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 from ..catalog import PREFIX
 from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
-from ..config import RUN_DIR
+from ..infra.config import RUN_DIR
 from ..errors import PlanError
 
 LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)

@@ -8,13 +8,13 @@ from .base import NetworkMode
 
 
 def _registry() -> dict[str, NetworkMode]:
-    from .calico import CalicoRouted
-    from .docker_bridge import DockerBridge
-    from .ebpf import EbpfRedirect
-    from .flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
-    from .host import HostMode
-    from .ipvlan import Ipvlan
-    from .macvlan import Macvlan
+    from .kinds.calico import CalicoRouted
+    from .kinds.docker_bridge import DockerBridge
+    from .kinds.ebpf import EbpfRedirect
+    from .kinds.flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
+    from .kinds.host import HostMode
+    from .kinds.ipvlan import Ipvlan
+    from .kinds.macvlan import Macvlan
 
     modes = [HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(), CalicoRouted(), EbpfRedirect()]
     return {m.name: m for m in modes}

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 
 from ..catalog import PREFIX
-from ..hosts import Background
+from ..infra.hosts import Background
 
 PERIOD_S = 1.0
 USER_HZ = 100  # the unit of /proc/<pid>/stat and /proc/stat times on Linux (USER_HZ, not HZ)

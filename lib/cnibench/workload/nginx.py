@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import PREFIX
 from ..catalog import SIZES
-from ..config import RUN_DIR
+from ..infra.config import RUN_DIR
 from ..errors import HostError
 
 BODY_BYTES = {"small": 100, "large": 4096}

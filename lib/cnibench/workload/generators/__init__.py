@@ -19,7 +19,7 @@ def get_generator(name: str) -> Generator:
 async def available(host) -> dict[str, bool]:
     """Which generators a host can run: installed ones (`command -v`), and ours when the host
     has a C compiler to build it (or it is built already)."""
-    from ..cbuild import COMPILER
+    from ...infra.cbuild import COMPILER
 
     out = {}
     for name, gen in GENERATORS.items():
