@@ -27,11 +27,12 @@ from pathlib import Path
 import yaml
 
 from ..catalog import PREFIX
+from ..catalog import name as prefixed
 from .config import RUN_DIR, TESTBED_INVENTORY, TESTBED_STATE
 from ..errors import TestbedError
 from .testbed_proc import RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, release_run_sshd, root_links, sh, which
 
-FABRIC_NS = f"{PREFIX}-fabric"
+FABRIC_NS = prefixed("fabric")
 BRIDGE = f"{PREFIX}br0"
 DATA_NET = ipaddress.IPv4Network("198.18.0.0/24")
 ROUTER = "198.18.0.1"
@@ -61,7 +62,7 @@ class TestbedHost:
 
     @property
     def netns(self) -> str:
-        return f"{PREFIX}-{self.name}"
+        return prefixed(self.name)
 
     @property
     def role(self) -> str:
@@ -81,7 +82,7 @@ class TestbedHost:
 
     @property
     def mgmt_if(self) -> str:
-        return f"{PREFIX}-m-{self.name}"
+        return prefixed("m", self.name)
 
     @property
     def fabric_port(self) -> str:
@@ -364,5 +365,5 @@ def status() -> dict:
             }
             for h in hosts
         ],
-        f"other_{PREFIX}_netns": sorted(n for n in present if n.startswith(f"{PREFIX}") and n != FABRIC_NS and not any(n == h.netns or n.startswith(h.netns + "-") for h in hosts)),
+        "other_cnib_netns": sorted(n for n in present if n.startswith(f"{PREFIX}") and n != FABRIC_NS and not any(n == h.netns or n.startswith(h.netns + "-") for h in hosts)),
     }

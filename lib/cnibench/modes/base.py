@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Mapping
 
 from ..catalog import PREFIX
+from ..catalog import name as prefixed
 from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
 from ..infra.config import RUN_DIR
 from ..errors import PlanError
@@ -269,7 +270,7 @@ class NetworkMode:
 
 
 def pod_netns(host: str, role: str = "pod") -> str:
-    return f"{PREFIX}-{host}-{role}"
+    return prefixed(host, role)
 
 
 def ifname(name: str) -> str:
