@@ -96,7 +96,7 @@ async def sweep_workload(host) -> list[str]:
 
 async def _listing(host):
     ns_out = (await host.run(["ip", "-j", "netns", "list"], check=False)).stdout.strip()
-    netns = [e["name"] for e in json.loads(ns_out or "[]")]
+    netns = [e["name"] for e in ip_json(ns_out)]
     links = [l["ifname"] for l in ip_json((await host.run(["ip", "-j", "link", "show"])).stdout)]
     nft = await host.run(["nft", "-j", "list", "tables"], check=False)
     tables = [(t["table"]["family"], t["table"]["name"]) for t in json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if "table" in t] if nft.exit_status == 0 else []
