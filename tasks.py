@@ -13,7 +13,7 @@ import sys
 
 from invoke import Collection, Exit, Task, task
 
-from cnibench import config
+from cnibench.infra import config
 from cnibench.errors import CnibenchError
 
 
@@ -27,7 +27,7 @@ def _run(coro):
 
 # --- foundation (lead) ---
 
-from cnibench import packages  # noqa: E402
+from cnibench.infra import packages  # noqa: E402
 
 
 @task
@@ -39,7 +39,7 @@ def setup(c):
 @task(help={"hosts": "comma-separated host names (default: client,server)"})
 def testbed_up(c, hosts="client,server"):
     """Bring the local testbed up (idempotent) and print its inventory path."""
-    from cnibench import testbed
+    from cnibench.infra import testbed
 
     packages.ensure()
     try:
@@ -51,7 +51,7 @@ def testbed_up(c, hosts="client,server"):
 @task
 def testbed_down(c):
     """Remove every object the local testbed created (namespaces, links, sshd, files)."""
-    from cnibench import testbed
+    from cnibench.infra import testbed
 
     try:
         removed = testbed.down()
@@ -63,7 +63,7 @@ def testbed_down(c):
 @task(help={"json_": "print JSON"})
 def testbed_status(c, json_=False):
     """Show what of the local testbed exists."""
-    from cnibench import testbed
+    from cnibench.infra import testbed
 
     st = testbed.status()
     if json_:
@@ -80,12 +80,12 @@ def testbed_status(c, json_=False):
             "study": "also check the host tuning this study requires (its 'require:' key)"})
 def hosts_check(c, inventory=None, json_=False, study=None):
     """Precheck every host: reachable, privileges, tools, kernel features, CPU, MTU, tuning, hiccup meter."""
-    from cnibench.hosts import Fleet
-    from cnibench.precheck import check_fleet, format_table
+    from cnibench.infra.hosts import Fleet
+    from cnibench.study.precheck import check_fleet, format_table
 
     require = None
     if study:
-        from cnibench.study import load_study
+        from cnibench.study.spec import load_study
 
         try:
             require = load_study(study).require
@@ -109,6 +109,9 @@ def test(c, k="", unit=False):
     """Install what is missing (Debian packages, chromium for the report test), then run the test suite (integration tests need root)."""
     if os.geteuid() == 0:
         packages.ensure({**packages.REQUIRED, **packages.FOR_TESTS})
+    lint = c.run(shlex.join([sys.executable, "-m", "ruff", "check", "."]), warn=True, pty=False)
+    if lint.exited != 0:
+        raise Exit("error: ruff check found problems (above); fix them before the tests run", code=lint.exited)
     argv = [sys.executable, "-m", "pytest", "-q"] + (["tests/unit"] if unit else []) + (["-k", k] if k else [])
     result = c.run(shlex.join(argv), warn=True, pty=False)
     if result.exited != 0:
@@ -118,7 +121,7 @@ def test(c, k="", unit=False):
 @task(help={"upgrade": "move every pin to the newest release (default: keep the pins, follow pyproject.toml's changes)"})
 def lock(c, upgrade=False):
     """Regenerate requirements.lock from pyproject.toml: exact versions and hashes (Python 3.11, Linux x86_64)."""
-    from cnibench import lockfile
+    from cnibench.infra import lockfile
 
     result = c.run(shlex.join(lockfile.compile_command(upgrade)), warn=True, pty=False)
     if result.exited != 0:
@@ -140,8 +143,8 @@ _MODE_HELP = {
 
 def _leased(inventory, command, call, clean=False):
     """call() while this session holds the hosts' lease: another session on them is refused
-    with one message naming it (cnibench/lease.py); `clean` also takes over a stale lease."""
-    from cnibench.lease import session_lease
+    with one message naming it (cnibench/infra/lease.py); `clean` also takes over a stale lease."""
+    from cnibench.infra.lease import session_lease
 
     try:
         with session_lease(config.load_inventory(inventory), command, clean=clean):
@@ -153,7 +156,7 @@ def _leased(inventory, command, call, clean=False):
 def _with_fleet(inventory, fn, lease=None, clean=False):
     """Run `async fn(fleet)` with a connected fleet over the inventory; with `lease` (the
     command's name) while holding the hosts' session lease."""
-    from cnibench.hosts import Fleet
+    from cnibench.infra.hosts import Fleet
 
     async def main():
         async with Fleet(config.load_inventory(inventory)) as fleet:
@@ -212,7 +215,7 @@ def mode_status(c, inventory=None, json_=False):
 @task(help={"inventory": "inventory file (default: the local testbed)"})
 def clean(c, inventory=None):
     """Remove every leftover of any network mode (by the cnib prefix), e.g. after a crash."""
-    from cnibench.clean import clean as sweep
+    from cnibench.modes.clean import clean as sweep
 
     done = _with_fleet(inventory, sweep, lease="clean", clean=True)  # clean also takes over a stale lease
     print("\n".join(done) if done else "nothing to clean")
@@ -317,7 +320,7 @@ def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, n
 @task(help={"study": "study file or name in studies/ (default: lab)"})
 def status(c, study="lab"):
     """How much of a study is recorded: planned, ok, invalid, failed, missing per mode and size."""
-    from cnibench.study_status import format_status, study_status
+    from cnibench.study.status import format_status, study_status
 
     try:
         print(format_status(study_status(study)))
@@ -331,7 +334,7 @@ _STUDY_HELP = {"study": "study name or file in studies/ (default: lab); reads da
 
 def _study_name(study: str) -> str:
     """A bare study name, or the name inside a study file that exists; '../../x' is refused."""
-    from cnibench.study import study_name_arg
+    from cnibench.study.spec import study_name_arg
 
     try:
         return study_name_arg(study)
@@ -347,7 +350,7 @@ def _need_raw(name: str):
 @task(help=_STUDY_HELP)
 def analyze(c, study="lab"):
     """Tidy dataset and statistics (data/processed/<study>/); prints the headline."""
-    from cnibench import dataset, report, stats
+    from cnibench.analysis import dataset, report, stats
 
     name = _study_name(study)
     _need_raw(name)
@@ -361,7 +364,7 @@ def analyze(c, study="lab"):
 @task(help=_STUDY_HELP)
 def figures(c, study="lab"):
     """Every publication figure as PDF, SVG and 300-dpi PNG in figures/<study>/."""
-    from cnibench import dataset, plots, report
+    from cnibench.analysis import dataset, plots, report
 
     name = _study_name(study)
     _need_raw(name)
@@ -373,7 +376,7 @@ def figures(c, study="lab"):
 @task(help=_STUDY_HELP)
 def report(c, study="lab"):
     """dataset -> statistics -> figures -> tables -> one self-contained reports/<study>/report.html."""
-    from cnibench.report import build_all
+    from cnibench.analysis.report import build_all
 
     name = _study_name(study)
     _need_raw(name)
@@ -383,8 +386,8 @@ def report(c, study="lab"):
 @task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; give it twice"})
 def compare(c, study=None):
     """Two studies' headlines side by side: per mode, size and percentile, do the 95 % intervals agree?"""
-    from cnibench import report
-    from cnibench.compare import agreement_summary, compare_headlines
+    from cnibench.analysis import report
+    from cnibench.analysis.compare import agreement_summary, compare_headlines
 
     if len(study or []) != 2:
         raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study /other/clone/data/processed/lab", code=2)

@@ -21,7 +21,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 
-from cnibench import dataset, plots, report, stats, synthetic  # noqa: E402
+from cnibench.analysis import dataset, plots, report, stats, synthetic  # noqa: E402
 
 
 def main() -> int:

@@ -12,9 +12,9 @@ import statistics
 import time
 from pathlib import Path
 
-from cnibench import testbed
-from cnibench.config import load_inventory
-from cnibench.hosts import Fleet
+from cnibench.infra import testbed
+from cnibench.infra.config import load_inventory
+from cnibench.infra.hosts import Fleet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -28,14 +28,14 @@ import sys
 import time
 from dataclasses import replace
 
-from cnibench import testbed as tb
-from cnibench.config import ROOT, load_inventory
-from cnibench.hosts import Fleet
+from cnibench.infra import testbed as tb
+from cnibench.infra.config import ROOT, load_inventory
+from cnibench.infra.hosts import Fleet
 from cnibench.workload.bench import BenchSpec
 from cnibench.workload.session import BenchSession
-from cnibench.runner import bench_spec
-from cnibench.study_calibration import calibrate_kwargs
-from cnibench.study import load_study
+from cnibench.study.runner import bench_spec
+from cnibench.study.calibration import calibrate_kwargs
+from cnibench.study.spec import load_study
 from cnibench.workload.calibrate import calibrate
 from cnibench.workload.cli import mode_endpoint
 from cnibench.workload.quiet import wait_quiet

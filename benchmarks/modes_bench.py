@@ -17,14 +17,14 @@ import statistics
 import time
 from pathlib import Path
 
-from cnibench import testbed as tb
-from cnibench.config import load_inventory
+from cnibench.infra import testbed as tb
+from cnibench.infra.config import load_inventory
 from cnibench.errors import UnsupportedFeature
-from cnibench.hosts import Fleet
+from cnibench.infra.hosts import Fleet
 from cnibench.modes import MODES, mode_down, mode_up
-from cnibench.modes.apply import down
-from cnibench.modes.state import current_state
-from cnibench.modes.verify import requests, start_server
+from cnibench.modes.engine.apply import down
+from cnibench.modes.engine.state import current_state
+from cnibench.modes.engine.verify import requests, start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -24,9 +24,9 @@ import json
 import statistics
 import sys
 
-from cnibench import testbed as tb
-from cnibench.config import ROOT, load_inventory
-from cnibench.hosts import Fleet
+from cnibench.infra import testbed as tb
+from cnibench.infra.config import ROOT, load_inventory
+from cnibench.infra.hosts import Fleet
 from cnibench.workload.bench import BenchSpec
 from cnibench.workload.session import BenchSession
 from cnibench.workload.cli import mode_endpoint

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from cnibench import config
+from cnibench.infra import config
 from cnibench.pipeline import run_all
-from cnibench.study import resolve_study_path
+from cnibench.study.spec import resolve_study_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from cnibench import synthetic  # noqa: E402
-from cnibench.matrix import loads_of_repetition  # noqa: E402
-from cnibench.study import load_study  # noqa: E402
+from cnibench.analysis import synthetic  # noqa: E402
+from cnibench.study.matrix import loads_of_repetition  # noqa: E402
+from cnibench.study.spec import load_study  # noqa: E402
 
 STATED = ((0.05, 0.05), (0.07, 0.10), (0.10, 0.10))  # keep in step with tests/unit/test_stats_design.py
 
@@ -40,7 +40,7 @@ def measured_spread(study: str) -> float:
     import numpy as np
     import pandas as pd
 
-    from cnibench import config
+    from cnibench.infra import config
 
     h = pd.read_csv(config.PROCESSED / study / "stats_headline.csv")
     h = h[(h["percentile"] == 99.0) & h["se"].notna() & (h["blocks"] >= 2)]

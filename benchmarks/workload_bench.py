@@ -20,9 +20,9 @@ import json
 import sys
 from dataclasses import replace
 
-from cnibench import testbed as tb
-from cnibench.config import ROOT, load_inventory
-from cnibench.hosts import Fleet
+from cnibench.infra import testbed as tb
+from cnibench.infra.config import ROOT, load_inventory
+from cnibench.infra.hosts import Fleet
 from cnibench.workload.bench import BenchSpec
 from cnibench.workload.session import run_bench
 from cnibench.workload.calibrate import calibrate, save_calibration

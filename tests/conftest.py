@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,14 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(os.environ["CNIBENCH_OUTPUT"], ignore_errors=True)
 
 LOCK_PATH = "/run/cnibench-dev.lock"
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/integration/ needs root and the testbed: marked `root` by its path."""
+    for item in items:
+        if INTEGRATION in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.root)
 
 
 def root_skip_reason() -> str | None:
@@ -74,8 +83,8 @@ def testbed_lock(needs_root):
 @pytest.fixture(scope="session")
 def testbed(testbed_lock):
     """The local testbed, up for the whole session and down at the end (also on failure)."""
-    from cnibench import testbed as tb
-    from cnibench.config import load_inventory
+    from cnibench.infra import testbed as tb
+    from cnibench.infra.config import load_inventory
 
     tb.down()  # a clean start even if an earlier run was killed
     try:
@@ -95,7 +104,7 @@ def with_fleet(testbed):
                 return await fleet.client.run(["true"])
             assert with_fleet(body).ok
     """
-    from cnibench.hosts import Fleet
+    from cnibench.infra.hosts import Fleet
 
     def run(body, *args):
         async def main():

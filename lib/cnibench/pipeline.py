@@ -10,15 +10,15 @@ import asyncio
 import time
 from pathlib import Path
 
-from . import config
+from .infra import config
 from .errors import CnibenchError
-from .study import load_study
+from .study.spec import load_study
 
 
 def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print, scratch: Path | None = None) -> Path:
     """The analysis, figures and report of a study.
     `scratch`: keep processed data and figures there instead of data/processed and figures/."""
-    from .report import build_all  # here, not at the top: pandas and matplotlib load slowly
+    from .analysis.report import build_all  # here, not at the top: pandas and matplotlib load slowly
     kw = {}
     if scratch is not None:
         kw = {"processed_dir": Path(scratch) / "processed" / study_name, "figures_dir": Path(scratch) / "figures" / study_name}
@@ -26,8 +26,8 @@ def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = 
 
 
 async def precheck(inventory_path: Path, out=print) -> None:
-    from .hosts import Fleet
-    from .precheck import check_fleet, format_table
+    from .infra.hosts import Fleet
+    from .study.precheck import check_fleet, format_table
 
     fleet = Fleet(config.load_inventory(inventory_path))
     try:
@@ -43,15 +43,15 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
             raw_dir: Path = config.RAW, runs_dir: Path = config.RUNS, reports_dir: Path = config.REPORTS, notebooks: str | None = None) -> dict:
     """The whole job; returns the study summary plus the report path (None if not built).
     The directories are parameters for tests and benchmarks; users keep the defaults."""
-    from .lease import session_lease
-    from .study_run import run_study
+    from .infra.lease import session_lease
+    from .study.study_run import run_study
 
     t0 = time.monotonic()
     study = load_study(study_path)
     inventory_path = Path(inventory_path) if inventory_path else study.inventory
     is_testbed = config.testbed_hosts(inventory_path) is not None
     if is_testbed:
-        from . import testbed
+        from .infra import testbed
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts)})")
@@ -101,8 +101,8 @@ def all_failed(summary: dict) -> str | None:
 
 def estimate_line(study, inventory_path: Path, raw_dir: Path) -> str:
     """What `run-all` prints before it starts: the estimated wall time of what is left."""
-    from .matrix import format_estimate
-    from .study_status import estimate_study
+    from .study.matrix import format_estimate
+    from .study.status import estimate_study
 
     try:
         return format_estimate(estimate_study(study, inventory_path, raw_dir))

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from cnibench.errors import AuthenticationFailed, CommandTimeout, FleetError, HostUnreachable
-from cnibench.hosts import Fleet, Host
+from cnibench.infra.hosts import Host
 
 
 def run_host(spec):

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from cnibench import results
-from cnibench.hosts import Fleet
-from cnibench.provenance import manifest_path, read_manifest
-from cnibench.study_run import run_study
-from cnibench.study_status import study_status
+from cnibench.infra.hosts import Fleet
+from cnibench.study.provenance import manifest_path, read_manifest
+from cnibench.study.study_run import run_study
+from cnibench.study.status import study_status
 from cnibench.workload.quiet import wait_quiet
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.timeout(400)]
 
 
 def write(tmp_path, testbed, attempts):

@@ -15,8 +15,8 @@ import pytest
 
 from cnibench.errors import PlanError, UnsupportedFeature
 from cnibench.modes import MODES, ModeSettings, mode_down, mode_status, mode_up, mode_verify
-from cnibench.modes.apply import probe_kernel
-from cnibench.modes.hoststate import capture_host, capture_local, diff
+from cnibench.modes.engine.apply import probe_kernel
+from cnibench.modes.engine.hoststate import capture_host, capture_local, diff
 
 ROOT = Path(__file__).resolve().parents[2]
 FABRIC = "cnib-fabric"
@@ -58,7 +58,7 @@ def test_mode_up_verify_down_leaves_hosts_as_found(with_fleet, name):
             status = await mode_status(fleet)
             assert all(s and s["mode"] == name and s["status"] == "up" for s in status.values())
             if name == "ebpf-redirect":  # the state records what was built and for which kernel
-                from cnibench.modes.bpf import source_hash
+                from cnibench.modes.kinds.bpf import source_hash
 
                 built = next(iter(status.values()))["details"]["bpf"]
                 assert set(built) == {h.name for h in fleet}
@@ -98,8 +98,8 @@ def test_ipvlan_on_a_kernel_without_it_fails_before_any_change(with_fleet):
 def test_ebpf_on_a_kernel_without_a_helper_fails_before_any_change(with_fleet, monkeypatch):
     """A kernel that lacks a helper the programs call (simulated: one more helper, which no
     kernel has, is probed for): one message naming it, nothing changed, nothing built."""
-    from cnibench.modes.bpf import object_path
-    from cnibench.modes.ebpf import HELPERS, EbpfRedirect
+    from cnibench.modes.kinds.bpf import object_path
+    from cnibench.modes.kinds.ebpf import HELPERS, EbpfRedirect
 
     monkeypatch.setattr(EbpfRedirect, "helpers", HELPERS + ("bpf_cnib_no_such_helper",))
 
@@ -162,8 +162,8 @@ def test_cli_dry_run_then_up_status_verify_down_across_processes(testbed, with_f
 @pytest.mark.parametrize("name", ["flannel-vxlan", "docker-bridge", "ebpf-redirect"])
 def test_clean_after_a_crash_midway_through_up(testbed, with_fleet, name):
     """SIGKILL once the server has started half of its steps (the driver's journal says so)."""
-    from cnibench.config import load_inventory
-    from cnibench.modes.state import read_driver
+    from cnibench.infra.config import load_inventory
+    from cnibench.modes.engine.state import read_driver
 
     inv = testbed.path
     before = with_fleet(snapshot)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnibench.config import load_inventory
+from cnibench.infra.config import load_inventory
 from cnibench.errors import PlanError
 from cnibench.modes import current_endpoint, mode_down, mode_status, mode_up
-from cnibench.modes import state as store
+from cnibench.modes.engine import state as store
 
 from test_modes import ROOT, invoke, snapshot, state_diff
 
@@ -27,9 +27,10 @@ from test_modes import ROOT, invoke, snapshot, state_diff
 # that commits it is not (a test SIGKILLs it there). argv: inventory mode target started marker
 PAUSED_UP = r"""
 import asyncio, json, sys, time
-from cnibench.config import load_inventory
-from cnibench.hosts import Fleet
-from cnibench.modes import mode_up, state
+from cnibench.infra.config import load_inventory
+from cnibench.infra.hosts import Fleet
+from cnibench.modes import mode_up
+from cnibench.modes.engine import state
 
 inventory, mode, target, started, marker = sys.argv[1:]
 real = state._commit

@@ -27,7 +27,7 @@ from cnibench.workload.loadgen import ensure_built
 
 from workload_helpers import host_endpoint
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 PORT = 8093
 ATTEMPTS = 3
 

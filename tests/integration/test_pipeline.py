@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from cnibench import results
-from cnibench.config import STUDIES
-from cnibench.provenance import git_state, manifest_path, read_manifest
-from cnibench.study_run import run_study
-from cnibench.study import load_study
+from cnibench.infra.config import STUDIES
+from cnibench.study.provenance import git_state, manifest_path, read_manifest
+from cnibench.study.study_run import run_study
+from cnibench.study.spec import load_study
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.timeout(600)]
 
 # Pipeline mechanics, not noise: on a shared machine the noise guards measure and flag but do not
 # invalidate, and the quiet-machine check looks once without waiting.
@@ -53,9 +53,9 @@ def no_pods_left(testbed) -> bool:
 
 def test_run_notebook_measures_a_tiny_run(testbed, tmp_path):
     """papermill executes run.ipynb with measure=True: it runs the load and writes the record."""
-    from cnibench.hosts import Fleet
+    from cnibench.infra.hosts import Fleet
     from cnibench.modes import mode_down, mode_up
-    from cnibench.runbook import RunBook
+    from cnibench.study.runbook import RunBook
 
     async def up():
         async with Fleet(testbed) as fleet:
@@ -118,7 +118,7 @@ def test_resume_after_sigkill(testbed, tmp_path):
     what is missing, and every run exists exactly once with no corrupt record."""
     path = write_study(tmp_path, testbed, "resume", load={"rates": [300, 600, 900]}, notebooks="none")
     raw, runs = tmp_path / "raw", tmp_path / "runs"
-    code = f"from cnibench.study_run import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(runs)!r}, progress=False)"
+    code = f"from cnibench.study.study_run import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(runs)!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -208,7 +208,7 @@ def test_interrupt_tears_the_mode_down_and_keeps_records(testbed, tmp_path, sig)
     the session says it was interrupted."""
     path = write_study(tmp_path, testbed, "intr", modes=["flannel-host-gw"], load={"rates": [300, 600, 900]}, notebooks="none")
     raw = tmp_path / "raw"
-    code = f"from cnibench.study_run import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(tmp_path / 'runs')!r}, progress=False)"
+    code = f"from cnibench.study.study_run import run_study; run_study({str(path)!r}, raw_dir={str(raw)!r}, runs_dir={str(tmp_path / 'runs')!r}, progress=False)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 240

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from cnibench.precheck import check_fleet
+from cnibench.study.precheck import check_fleet
 
 
 def local_kernel_has(kind: str) -> bool:

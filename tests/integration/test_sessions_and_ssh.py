@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnibench.config import load_inventory
-from cnibench.hosts import Fleet, Host
-from cnibench.lease import LeaseHeld, lease_path, session_lease
+from cnibench.infra.config import load_inventory
+from cnibench.infra.hosts import Fleet, Host
+from cnibench.infra.lease import LeaseHeld, lease_path, session_lease
 from cnibench.modes import mode_down, mode_status, mode_up, mode_verify
-from cnibench.modes.hoststate import capture_host, capture_local, diff
+from cnibench.modes.engine.hoststate import capture_host, capture_local, diff
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,8 +33,8 @@ def invoke(*args, timeout=120) -> subprocess.CompletedProcess:
 
 HOLDER = """
 import sys, time
-from cnibench.config import load_inventory
-from cnibench.lease import session_lease
+from cnibench.infra.config import load_inventory
+from cnibench.infra.lease import session_lease
 with session_lease(load_inventory(sys.argv[1]), "run-all --study holder-test"):
     print("held", flush=True)
     time.sleep(120)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cnibench import testbed as tb
-from cnibench.config import RUN_DIR, load_inventory
+from cnibench.infra import testbed as tb
+from cnibench.infra.config import RUN_DIR, load_inventory
 from cnibench.errors import CommandFailed, HostKeyError
-from cnibench.hosts import Fleet, Host
+from cnibench.infra.hosts import Host
 
 
 def machine_state() -> dict:

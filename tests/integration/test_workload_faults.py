@@ -12,7 +12,7 @@ from cnibench.workload.session import run_bench
 
 from workload_helpers import host_endpoint, processes
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.timeout(180)]
 PORT = 8095
 
 

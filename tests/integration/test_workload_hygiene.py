@@ -20,7 +20,7 @@ from cnibench.workload.quiet import wait_quiet
 
 from workload_helpers import host_endpoint, processes
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.timeout(240)]
 PORT = 8097
 SPEC = BenchSpec(mode="host", size="small", rate=2000, duration_s=2.5, warmup_s=0.5, connections=4)
 

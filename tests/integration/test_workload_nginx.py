@@ -10,7 +10,6 @@ from cnibench.workload.session import run_bench
 
 from workload_helpers import host_endpoint, processes, raw_sizes
 
-pytestmark = pytest.mark.root
 
 
 def test_responses_are_exactly_the_studys_sizes(with_fleet, testbed):

@@ -12,7 +12,7 @@ from cnibench.workload.nginx import ANY_RUNNING_SH
 
 from workload_helpers import host_endpoint, processes
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.timeout(180)]
 PORT = 8097
 # Session mechanics, not noise: the noise guards measure but do not invalidate (a shared machine).
 SPEC = BenchSpec(mode="host", size="small", rate=1000, duration_s=1, warmup_s=0.2, connections=4, guard=noise_reported_only())

@@ -8,7 +8,9 @@ import pytest
 
 papermill = pytest.importorskip("papermill")
 
-from cnibench import config, runbook, synthetic  # noqa: E402
+from cnibench.infra import config  # noqa: E402
+from cnibench.study import runbook
+from cnibench.analysis import synthetic
 
 NOTEBOOKS = config.ROOT / "notebooks"
 

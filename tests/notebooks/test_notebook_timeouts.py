@@ -12,8 +12,8 @@ import time
 import nbformat
 import pytest
 
-from cnibench import runbook
-from cnibench.runbook import NotebookTimeout, RunBook
+from cnibench.study import runbook
+from cnibench.study.runbook import NotebookTimeout, RunBook
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cnibench import results
-from cnibench.runbook import TEMPLATE, RunBook
-from cnibench.synthetic import Truth, make_record
+from cnibench.study.runbook import TEMPLATE, RunBook
+from cnibench.analysis.synthetic import Truth, make_record
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cnibench import compare, report, stats, synthetic
+from cnibench.analysis import compare, report, stats, synthetic
 
 
 def head(rows):

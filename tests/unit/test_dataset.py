@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from cnibench import dataset, results, synthetic
-from cnibench.synthetic import Truth
+from cnibench.analysis import dataset, synthetic
+from cnibench import results
+from cnibench.analysis.synthetic import Truth
 
 
 def test_histogram_arrays_match_hdrh():
@@ -94,7 +95,7 @@ def test_a_run_that_did_not_keep_up_is_not_sustained(tmp_path):
     """A run whose p50 from the intended send time passed the study's bound (its queue did not
     drain for most of the window) is 'not sustained' in the analysis, whatever the guards said of
     the measurement; a heavy tail alone (p90 over the bound) is not."""
-    from cnibench import stats
+    from cnibench.analysis import stats
 
     raw = tmp_path / "raw"
     rng = np.random.default_rng(0)

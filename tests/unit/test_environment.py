@@ -46,7 +46,8 @@ import pytest  # noqa: E402
 from packaging.requirements import Requirement  # noqa: E402
 from packaging.version import Version  # noqa: E402
 
-from cnibench import lockfile, provenance  # noqa: E402
+from cnibench.infra import lockfile  # noqa: E402
+from cnibench.study import provenance
 
 LOCK_TEXT = lockfile.LOCK.read_text()
 LOCKED = lockfile.parse(LOCK_TEXT)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnibench.config import load_inventory, parse_inventory
+from cnibench.infra.config import load_inventory, parse_inventory
 from cnibench.errors import ConfigError
 
 
@@ -94,8 +94,8 @@ def test_testbed_marker_when_down_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("CNIBENCH_RUN_DIR", str(tmp_path / "run"))
     import importlib
 
-    import cnibench.config as config
-    import cnibench.testbed as testbed
+    import cnibench.infra.config as config
+    import cnibench.infra.testbed as testbed
 
     importlib.reload(config)
     importlib.reload(testbed)
@@ -130,7 +130,7 @@ def test_key_file_others_can_read_is_refused(tmp_path, mode):
 
 
 def test_ssh_options_ignore_ssh_config_and_never_forward_the_agent(tmp_path):
-    from cnibench.hosts import Host
+    from cnibench.infra.hosts import Host
 
     inv = parse_inventory(good(), tmp_path / "inv.yml")
     opts = Host(inv.client)._connect_options()

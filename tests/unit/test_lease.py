@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from cnibench import lease
-from cnibench.lease import LEASE_SH, Owner, describe, holder_of, parse_reply, refusal, stale_reason
+from cnibench.infra import lease
+from cnibench.infra.lease import LEASE_SH, Owner, describe, holder_of, parse_reply, refusal, stale_reason
 
 HERE = "driver1"
 

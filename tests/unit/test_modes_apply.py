@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from cnibench.clean import sweep_plan
+from cnibench.modes.clean import sweep_plan
 from cnibench.errors import CommandFailed, PlanError
-from cnibench.hosts import CommandResult
-from cnibench.modes.apply import apply_steps, undo_steps
+from cnibench.infra.hosts import CommandResult
+from cnibench.modes.engine.apply import apply_steps, undo_steps
 from cnibench.modes.base import Step, step
-from cnibench.modes.docker_bridge import parse_dnat_packets
-from cnibench.modes.hoststate import diff, normalise
-from cnibench.modes.pathcheck import parse_rule_counters, parse_ttl
+from cnibench.modes.kinds.docker_bridge import parse_dnat_packets
+from cnibench.modes.engine.hoststate import diff, normalise
+from cnibench.modes.engine.pathcheck import parse_rule_counters, parse_ttl
 
 
 class FakeHost:

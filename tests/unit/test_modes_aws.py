@@ -11,8 +11,8 @@ boto3 = pytest.importorskip("boto3")
 
 from cnibench.errors import CommandFailed  # noqa: E402
 from cnibench.modes import ModeSettings, get_mode  # noqa: E402
-from cnibench.modes.apply import apply_steps, undo_steps  # noqa: E402
-from cnibench.modes.aws import AwsDriver  # noqa: E402
+from cnibench.modes.engine.apply import apply_steps, undo_steps  # noqa: E402
+from cnibench.modes.engine.aws import AwsDriver  # noqa: E402
 from cnibench.modes.base import AWS, AwsSettings, HostFact, HostFacts  # noqa: E402
 
 
@@ -120,7 +120,7 @@ def test_delete_route_keeps_a_route_that_leads_elsewhere(ec2):
 def test_after_a_crash_only_routes_whose_creation_ran_are_deleted(ec2):
     """The user already has a route to the server's pod subnet (to another target). up crashed
     after its first route: the journal says the second create-route never started."""
-    from cnibench.modes.state import merge, steps_to_undo
+    from cnibench.modes.engine.state import merge, steps_to_undo
 
     client, rtb, ids = ec2
     vpc = client.describe_route_tables(RouteTableIds=[rtb])["RouteTables"][0]["VpcId"]

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from cnibench.clean import sweep_plan
+from cnibench.modes.clean import sweep_plan
 from cnibench.errors import PlanError
 from cnibench.modes import ModeSettings, get_mode
-from cnibench.modes import ebpf
+from cnibench.modes.kinds import ebpf
 from cnibench.modes.base import HostFacts
-from cnibench.modes.bpf import build_argv, object_path, source, source_hash
-from cnibench.modes.hoststate import bpf_mounts, normalise
+from cnibench.modes.kinds.bpf import build_argv, object_path, source, source_hash
+from cnibench.modes.engine.hoststate import bpf_mounts, normalise
 
 from test_modes_plans import cmds, facts
 
@@ -177,7 +177,7 @@ def test_clean_sweeps_the_bpf_leftovers_it_owns_only():
 
 
 def test_setup_cost_counts_the_bpf_objects():
-    from cnibench.modes.apply import setup_cost
+    from cnibench.modes.engine.apply import setup_cost
 
     # per host: netns, veth, pod addr, 2 pod routes, neigh, pod /32 route, peer route,
     # bpffs mount, program load, 2 map entries, 2 qdiscs, 2 filters

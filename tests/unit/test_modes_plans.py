@@ -6,7 +6,7 @@ import pytest
 
 from cnibench.errors import PlanError
 from cnibench.modes import MODES, ModeSettings, get_mode
-from cnibench.modes.apply import setup_cost
+from cnibench.modes.engine.apply import setup_cost
 from cnibench.modes.base import LOCAL, AwsSettings, HostFact, HostFacts, RouterFact, Step, pod_subnets
 from cnibench.modes.cli import format_plan
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from cnibench import clean as clean_mod
-from cnibench.config import HostSpec, Inventory
+from cnibench.modes import clean as clean_mod
+from cnibench.infra.config import HostSpec, Inventory
 from cnibench.errors import CommandFailed, HostUnreachable, PlanError
-from cnibench.hosts import CommandResult, Fleet
-from cnibench.modes import ModeSettings, apply, get_mode, state
-from cnibench.modes.apply import run_plan
+from cnibench.infra.hosts import CommandResult, Fleet
+from cnibench.modes import ModeSettings, get_mode
+from cnibench.modes.engine import apply, state
+from cnibench.modes.engine.apply import run_plan
 from cnibench.modes.base import step
-from cnibench.modes.local import LocalHost
+from cnibench.infra.local import LocalHost
 
 from test_modes_plans import facts
 

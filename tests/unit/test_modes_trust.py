@@ -9,11 +9,11 @@ import json
 import pytest
 
 from cnibench.modes import MODES, ModeSettings, get_mode
-from cnibench.modes.apply import _settings_dict, already_gone
+from cnibench.modes.engine.apply import _settings_dict, already_gone
 from cnibench.modes.base import LOCAL, AWS
-from cnibench.modes.facts import originals_over
-from cnibench.modes.state import _setting_defaults, host_copy
-from cnibench.modes.trust import (
+from cnibench.modes.engine.facts import originals_over
+from cnibench.modes.engine.state import _setting_defaults, host_copy
+from cnibench.modes.engine.trust import (
     StateRefused,
     check_endpoint,
     check_host_state,
@@ -153,7 +153,7 @@ def test_already_gone_is_only_a_missing_object_never_a_missing_command(status, t
 def test_ebpf_undos_are_allowed_only_for_the_hosts_own_objects():
     """ebpf-redirect's undos: the clsact qdisc of the inventory's data interface or of our own
     interfaces, and the host's own bpffs mount; nothing else of the same shape."""
-    from cnibench.modes.ebpf import pin_dir
+    from cnibench.modes.kinds.ebpf import pin_dir
 
     mine = pin_dir("server")
     assert mine.endswith("/bpf/cnib-server")

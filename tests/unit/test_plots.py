@@ -5,7 +5,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from cnibench import dataset, plots, stats, synthetic  # noqa: E402
+from cnibench.analysis import dataset, plots, stats, synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-from cnibench.precheck import HostReport, parse_cpuinfo, parse_version, probe_commands
-from cnibench.packages import install_command, missing
+from cnibench.study.precheck import HostReport, parse_cpuinfo, parse_version, probe_commands
+from cnibench.infra.packages import install_command, missing
 
 
 def test_versions_from_real_banners():
@@ -50,8 +50,8 @@ irq 39 3 eth0-TxRx-0
 
 
 def test_tuning_is_parsed_and_checked_against_require():
-    from cnibench import policy
-    from cnibench.provenance import parse_tuning
+    from cnibench.study import policy
+    from cnibench.study.provenance import parse_tuning
 
     t = parse_tuning(TUNING)
     assert t["governor"] == {"cpu0": "performance", "cpu1": "powersave"} and t["max_cstate"] == 1

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from cnibench.hosts import in_netns, quote
+from cnibench.infra.hosts import in_netns, quote
 
 NASTY = ["a b", "it's", '"dq"', "x; rm -rf /tmp/nothing", "$(id)", "`id`", "$HOME", "a|b", "*", "", "new\nline", "back\\slash"]
 

@@ -10,8 +10,9 @@ import subprocess
 import threading
 import time
 
-from cnibench import results, testbed_proc
-from cnibench.clean import sweep_plan
+from cnibench import results
+from cnibench.infra import testbed_proc
+from cnibench.modes.clean import sweep_plan
 
 
 def test_of_two_writers_of_one_record_exactly_one_wins(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from cnibench import dataset, report, stats, synthetic  # noqa: E402
+from cnibench.analysis import dataset, report, stats, synthetic  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHECK = """<script>window.addEventListener('load', () => {

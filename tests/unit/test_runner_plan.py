@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cnibench import matrix
+from cnibench.study import matrix
 from cnibench.errors import PlanError
-from cnibench.study import parse_study
+from cnibench.study.spec import parse_study
 
 MAX = {"small": 10_000, "large": 6_000}
 
@@ -158,7 +158,8 @@ def test_estimate_adds_windows_and_overheads():
 def test_estimate_study_counts_only_what_is_left(tmp_path):
     import json
 
-    from cnibench import study_status, synthetic
+    from cnibench.study import status as study_status
+    from cnibench.analysis import synthetic
     from cnibench.results import write_record
 
     s = study(name="t", load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=2,
@@ -178,16 +179,16 @@ def test_estimate_study_counts_only_what_is_left(tmp_path):
 
 
 def test_run_all_says_how_long_before_it_starts(tmp_path):
-    from cnibench.config import STUDIES
+    from cnibench.infra.config import STUDIES
     from cnibench.pipeline import estimate_line
-    from cnibench.study import load_study
+    from cnibench.study.spec import load_study
 
     line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
     assert line.startswith("estimated duration: ") and "160 runs in 80 blocks" in line and "calibration" in line
 
 
 def test_calibration_probes_are_printed_one_line_each():
-    from cnibench import study_calibration
+    from cnibench.study import calibration as study_calibration
 
     lines: list[str] = []
     show = study_calibration._probe_printer(lines.append, "host", "small")

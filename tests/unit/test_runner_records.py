@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cnibench import matrix, provenance, results, runview
+from cnibench.study import matrix, provenance, runview
+from cnibench import results
 from cnibench.errors import UnsupportedFeature
 from cnibench.results import failed_record
-from cnibench.runner import clear_stale, finish_record, reason_of, stale_files, window_seconds
-from cnibench.study_status import format_status, study_status
-from cnibench.study import parse_study
-from cnibench.synthetic import Truth, make_record
+from cnibench.study.runner import clear_stale, finish_record, reason_of, stale_files, window_seconds
+from cnibench.study.status import format_status, study_status
+from cnibench.study.spec import parse_study
+from cnibench.analysis.synthetic import Truth, make_record
 
 
 def one_run():

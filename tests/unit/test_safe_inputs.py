@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cnibench import matrix
+from cnibench.study import matrix
 from cnibench.errors import ConfigError, HostError, PlanError
 from cnibench.modes import ModeSettings
 from cnibench.modes.base import SettingError, check_published_port
-from cnibench.modes.facts import check_ssh_path
+from cnibench.modes.engine.facts import check_ssh_path
 from cnibench.pipeline import all_failed
-from cnibench.runner import check_runs, measure, spec_fields
-from cnibench.study import parse_study, study_name_arg
+from cnibench.study.runner import check_runs, measure, spec_fields
+from cnibench.study.spec import parse_study, study_name_arg
 from cnibench.workload import defaults, nginx
 from cnibench.workload.bench import BenchSpec, validate_spec
 
@@ -198,7 +198,7 @@ def test_invoke_bench_refuses_absurd_rates_with_one_message(rate, words, tmp_pat
 def test_study_argument_is_the_name_inside_the_study_file(tmp_path, monkeypatch):
     """`--study x.yml` and `--study x` (studies/x.yml) name the study by the file's `name:`,
     the directory `run-all` records under, not by the file's stem."""
-    from cnibench import study as study_mod
+    from cnibench.study import spec as study_mod
 
     doc = "name: yname\nmodes: [host]\nsizes: [small]\nload: {rates: [1000]}\n"
     (tmp_path / "x.yml").write_text(doc)

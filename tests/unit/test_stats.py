@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sst
 
-from cnibench import dataset, histquant, paired, stats, synthetic
-from cnibench.synthetic import Truth
+from cnibench.analysis import dataset, histquant, paired, stats, synthetic
+from cnibench.analysis.synthetic import Truth
 
 
 def test_quantiles_of_a_hand_made_histogram():

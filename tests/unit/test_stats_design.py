@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cnibench import synthetic
-from cnibench.matrix import loads_of_repetition
-from cnibench.study import load_study
+from cnibench.analysis import synthetic
+from cnibench.study.matrix import loads_of_repetition
+from cnibench.study.spec import load_study
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"
 SPREADS = {  # name: (block-to-block SD, run-to-run SD) of log p99

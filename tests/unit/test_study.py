@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cnibench.config import STUDIES
+from cnibench.infra.config import STUDIES
 from cnibench.errors import ConfigError
-from cnibench.study import SIZES, load_study, parse_study, resolve_study_path
-from cnibench.study_keys import known_modes
+from cnibench.study.spec import SIZES, load_study, parse_study, resolve_study_path
+from cnibench.study.keys import known_modes
 
 BASE = {
     "modes": ["host", "flannel-vxlan"],
@@ -158,7 +158,7 @@ def test_shipped_studies_load(name):
 def test_lab_covers_what_the_issue_asks():
     """Issue 11: >= 6 repetition blocks over the 30-50 % band, both sizes, every mode this kernel
     supports; the equivalence margin and the generator are study keys."""
-    from cnibench.matrix import estimate, plan
+    from cnibench.study.matrix import estimate, plan
 
     s = load_study(STUDIES / "lab.yml")
     assert set(s.sizes) == {"small", "large"}
@@ -176,7 +176,7 @@ def test_lab_covers_what_the_issue_asks():
 
 
 def test_sweep_has_the_curve_and_the_maximum_rates():
-    from cnibench.matrix import estimate, plan
+    from cnibench.study.matrix import estimate, plan
 
     s = load_study(STUDIES / "sweep.yml")
     assert min(s.loads) == pytest.approx(0.1) and max(s.loads) > 1.0 and 0.9 in s.loads

@@ -1,6 +1,5 @@
 """Calibration's search (pure) and storage."""
 
-import pytest
 
 from cnibench.workload import calibrate as cal
 from cnibench.workload.bench import BenchSpec

@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from cnibench import policy, results, synthetic
+from cnibench.study import policy
+from cnibench import results
+from cnibench.analysis import synthetic
 from cnibench.errors import ConfigError
 from cnibench.workload import guards, hiccup, hygiene, metrics, quiet
 from cnibench.workload.guards import GuardLimits
@@ -234,10 +236,10 @@ def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look
 
 def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
     """measure_with_redo: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
-    from cnibench import runner
-    from cnibench.matrix import PlannedRun
-    from cnibench.study_run import Session
-    from cnibench.study import parse_study
+    from cnibench.study import runner
+    from cnibench.study.matrix import PlannedRun
+    from cnibench.study.study_run import Session
+    from cnibench.study.spec import parse_study
 
     rng = np.random.default_rng(3)
     base = synthetic.make_record("st", "host", "small", 0.3, 1, synthetic.Truth(), rng, duration_s=2)

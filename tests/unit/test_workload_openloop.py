@@ -13,7 +13,7 @@ from cnibench.workload.generators.openloop import (
     GENERATOR, RECORD, ST_CONNERR, ST_NONE, ST_NOTSENT, default_pipeline, parse_log, parse_summary,
     result_from_log,
 )
-from cnibench.workload.cbuild import build_script
+from cnibench.infra.cbuild import build_script
 from cnibench.workload.loadgen import SOURCES, binary_path, build_argv, source_hash
 
 RATE = 1000.0

@@ -1,7 +1,6 @@
 """Pure parts of the workload: nginx responses and config, metrics parsing, guards, spec
 validation, CPU accounting."""
 
-import re
 from pathlib import Path
 
 import pytest

@@ -7,16 +7,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-from cnibench import dataset, results, synthetic
-from cnibench.clean import workload_sweep_argv
-from cnibench.runbook import notebook_path
-from cnibench.run_notebooks import notebooks_to_render
+from cnibench.analysis import dataset, synthetic
+from cnibench import results
+from cnibench.modes.clean import workload_sweep_argv
+from cnibench.study.runbook import notebook_path
+from cnibench.study.run_notebooks import notebooks_to_render
 from cnibench.workload import calibrate as cal
 from cnibench.workload import metrics, nginx
 from cnibench.workload.bench import BenchSpec

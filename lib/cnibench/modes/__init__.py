@@ -7,11 +7,17 @@
 A mode that is up is discoverable by a later process: mode_status(fleet) / current_endpoint(fleet)
 read what was applied from the driver's state (data/state/modes/), or else from the hosts'
 checked copies in /run/cnibench/modes/ (see state.py).
+
+Stage 2. Here: the API, the contract (base.py), the registry, the CLI formatting and `clean`;
+engine/ applies, verifies and keeps state; kinds/ holds one module per mode kind, and kinds
+never import each other (what they share lives in the engine).
+
+May import: catalog, parsing, errors, infra
 """
 
 from __future__ import annotations
 
-from ..errors import PlanError
+from ..catalog import MODES  # noqa: F401  (re-exported)
 from .base import (  # noqa: F401  (re-exported contract)
     Check,
     Endpoint,
@@ -22,76 +28,40 @@ from .base import (  # noqa: F401  (re-exported contract)
     Step,
     VerifyResult,
 )
-
-MODES: tuple[str, ...] = (
-    "host",
-    "flannel-vxlan",
-    "flannel-host-gw",
-    "flannel-aws-vpc",
-    "ipvlan",
-    "macvlan",
-    "docker-bridge",
-    "calico-routed",
-    "ebpf-redirect",
-)
-
-
-def _registry() -> dict[str, NetworkMode]:
-    from .calico import CalicoRouted
-    from .docker_bridge import DockerBridge
-    from .ebpf import EbpfRedirect
-    from .flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
-    from .host import HostMode
-    from .ipvlan import Ipvlan
-    from .macvlan import Macvlan
-
-    modes = [HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(), CalicoRouted(), EbpfRedirect()]
-    return {m.name: m for m in modes}
-
-
-def get_mode(name: str) -> NetworkMode:
-    """The mode called `name`; an unknown name raises PlanError listing the known ones."""
-    modes = _registry()
-    if name not in modes:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), MODES, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise PlanError(f"unknown network mode '{name}'.{hint} Known modes: {', '.join(MODES)}.")
-    return modes[name]
+from .registry import get_mode  # noqa: F401  (re-exported)
 
 
 async def mode_up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:
     """Precheck, plan and apply mode `name` on the fleet (undoing everything on failure)."""
-    from .apply import up
+    from .engine.apply import up
 
     return await up(fleet, name, settings)
 
 
 async def mode_down(fleet, name: str | None = None, settings: ModeSettings | None = None) -> None:
     """Undo mode `name` (None: whatever is up) from the stored state; idempotent."""
-    from .apply import down
+    from .engine.apply import down
 
     await down(fleet, name, settings)
 
 
 async def mode_verify(fleet, name: str, settings: ModeSettings | None = None) -> VerifyResult:
     """Reachability (one HTTP request client container -> server endpoint) and data-path checks."""
-    from .apply import verify
+    from .engine.apply import verify
 
     return await verify(fleet, name, settings)
 
 
 async def mode_status(fleet) -> dict:
     """What is up on each host (host name -> state or None; see state.read_states)."""
-    from .state import read_states
+    from .engine.state import read_states
 
     return await read_states(fleet)
 
 
 async def current_endpoint(fleet) -> Endpoint | None:
     """The endpoint of the mode that is up, or None."""
-    from .state import current_state
+    from .engine.state import current_state
 
     state = await current_state(fleet)
     return Endpoint.from_dict(state["endpoint"]) if state and state.get("status") == "up" else None

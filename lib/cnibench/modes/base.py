@@ -15,10 +15,12 @@ import ipaddress
 from dataclasses import dataclass, field, fields, replace
 from typing import Iterable, Mapping
 
+from ..catalog import PREFIX
+from ..catalog import name as prefixed
+from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
+from ..infra.config import RUN_DIR
 from ..errors import PlanError
 
-IFNAME_MAX = 15
-ROUTE_PROTO = "203"  # ownership marker on every route a mode adds (see /etc/iproute2/rt_protos)
 LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)
 AWS = "@aws"  # Step.host for AWS API calls (argv read by the boto3 driver, aws.py)
 
@@ -268,7 +270,7 @@ class NetworkMode:
 
 
 def pod_netns(host: str, role: str = "pod") -> str:
-    return f"cnib-{host}-{role}"
+    return prefixed(host, role)
 
 
 def ifname(name: str) -> str:
@@ -372,3 +374,11 @@ def mtu_for(h: HostFact, settings: ModeSettings, overhead: int = 0) -> int:
     if mtu < 576 or mtu > h.mtu - overhead:
         raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. Choose an MTU from 576 to {h.mtu - overhead}.")
     return mtu
+
+
+BPF_ROOT = f"{RUN_DIR}/bpf"  # bpffs mounts of the ebpf-redirect mode
+
+
+def pin_dir(host: str) -> str:
+    """The host's own bpffs mount: programs under prog/, maps under maps/."""
+    return f"{BPF_ROOT}/{PREFIX}-{host}"

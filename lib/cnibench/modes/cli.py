@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from ..hosts import quote
-from . import get_mode
-from .apply import down as _down, prepare, setup_cost, up as _up, verify as _verify
+from ..infra.hosts import quote
+from .registry import get_mode
+from .engine.apply import down as _down, prepare, setup_cost, up as _up, verify as _verify
 from .base import Step
-from .state import current_state, read_states, steps_to_undo
+from .engine.state import current_state, read_states, steps_to_undo
 
 
 def format_plan(steps: list[Step], undo: bool = False) -> str:

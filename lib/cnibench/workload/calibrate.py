@@ -35,7 +35,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import DATA
+from ..infra.config import DATA
 from ..results import SUSTAINED_BOUND_MS, SUSTAINED_PERCENTILE, atomic_write_text, now_iso, percentile_key, sustained
 from ..errors import CnibenchError, ConfigError
 from .bench import BenchSpec

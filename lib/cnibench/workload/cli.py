@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from .. import config
-from ..hosts import Fleet
-from ..config import RAW
+from ..infra import config
+from ..infra.hosts import Fleet
+from ..infra.config import RAW
 from ..results import record_path, run_id, write_record
 from .bench import BenchSpec, validate_spec
 from .session import run_bench, summary

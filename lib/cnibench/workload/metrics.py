@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import asyncio
 
-from ..hosts import Background
+from ..catalog import PREFIX
+from ..infra.hosts import Background
 
 PERIOD_S = 1.0
 USER_HZ = 100  # the unit of /proc/<pid>/stat and /proc/stat times on Linux (USER_HZ, not HZ)
@@ -97,7 +98,7 @@ def sampler_argv(period_s: float = PERIOD_S, watch: dict[str, list[int]] | None 
     """The sampler's command (run it inside the namespace to sample: Host.start(netns=...)).
     `watch`: {role: [pid, ...]} of processes whose CPU it reports besides its own and sshd's."""
     roles = [f"{role}:{pid}" for role, pids in (watch or {}).items() for pid in pids]
-    return ["bash", "-c", SAMPLER_SH, "cnib-sampler", f"{period_s:g}", str(int(count)), "1" if in_container else "0", *roles]
+    return ["bash", "-c", SAMPLER_SH, f"{PREFIX}-sampler", f"{period_s:g}", str(int(count)), "1" if in_container else "0", *roles]
 
 
 def split_samples(text: str) -> list[dict[str, str]]:

@@ -15,10 +15,11 @@ import asyncio
 import ipaddress
 from dataclasses import dataclass, field
 
-from ..config import RUN_DIR
+from ..catalog import PREFIX
+from ..catalog import SIZES
+from ..infra.config import RUN_DIR
 from ..errors import HostError
 
-SIZES = ("small", "large")
 BODY_BYTES = {"small": 100, "large": 4096}
 SMALL_HEADER_BYTES = 250  # the study: 350 B = 100 B content + 250 B headers
 PAD_HEADER = "X-Pad"
@@ -143,8 +144,8 @@ def _delayed_locations(delay_s: float, www: str) -> str:
     pad = f' add_header {PAD_HEADER} "{"x" * small_pad()}";'
     out = ""
     for size in SIZES:
-        out += (f"        location = /{size} {{ echo_sleep {delay_s:.3f}; echo_exec /cnib-static/{size}; }}\n"
-                f"        location = /cnib-static/{size} {{ internal; alias {www}/{size};{pad if size == 'small' else ''} }}\n")
+        out += (f"        location = /{size} {{ echo_sleep {delay_s:.3f}; echo_exec /{PREFIX}-static/{size}; }}\n"
+                f"        location = /{PREFIX}-static/{size} {{ internal; alias {www}/{size};{pad if size == 'small' else ''} }}\n")
     return out
 
 
@@ -178,7 +179,7 @@ class NginxServer:
 
     async def alive(self) -> bool:
         """Master and every worker still running."""
-        r = await self.host.run(["sh", "-c", ALL_RUNNING_SH, "cnib", *map(str, [self.master_pid, *self.worker_pids])], check=False, timeout=10)
+        r = await self.host.run(["sh", "-c", ALL_RUNNING_SH, f"{PREFIX}", *map(str, [self.master_pid, *self.worker_pids])], check=False, timeout=10)
         return r.exit_status == 0
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -202,7 +203,7 @@ async def stop_pids(host, masters: list[int], workers: list[int], grace: float) 
     loop = asyncio.get_running_loop()
     end = loop.time() + grace
     while loop.time() < end:
-        r = await host.run(["sh", "-c", ANY_RUNNING_SH, "cnib", *pids], check=False, timeout=10)
+        r = await host.run(["sh", "-c", ANY_RUNNING_SH, f"{PREFIX}", *pids], check=False, timeout=10)
         if r.exit_status != 0:
             return
         await asyncio.sleep(0.1)

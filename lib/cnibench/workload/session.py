@@ -23,9 +23,9 @@ from typing import Awaitable, Callable
 
 import asyncssh
 
-from ..config import RUN_DIR
+from ..infra.config import RUN_DIR
 from ..errors import CnibenchError, HostError
-from ..hosts import quote
+from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
 from .bench import FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits, validate_spec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...catalog import PREFIX
 from .base import Generator, LoadResult, LoadSpec, accounted, parse_accounting
 from .h2load import GENERATOR as H2LOAD
 from .openloop import GENERATOR as OPENLOOP
@@ -18,12 +19,12 @@ def get_generator(name: str) -> Generator:
 async def available(host) -> dict[str, bool]:
     """Which generators a host can run: installed ones (`command -v`), and ours when the host
     has a C compiler to build it (or it is built already)."""
-    from ..cbuild import COMPILER
+    from ...infra.cbuild import COMPILER
 
     out = {}
     for name, gen in GENERATORS.items():
         binary = COMPILER if getattr(gen, "prepare", None) else gen.binary
-        r = await host.run(["sh", "-c", 'command -v "$1"', "cnib", binary], check=False, timeout=15)
+        r = await host.run(["sh", "-c", 'command -v "$1"', f"{PREFIX}", binary], check=False, timeout=15)
         out[name] = r.exit_status == 0
     return out
 

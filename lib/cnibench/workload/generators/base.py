@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from hdrh.histogram import HdrHistogram
+from ...catalog import PREFIX
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ exit "$s"
 
 def accounted(argv: list[str], cpu_path: str) -> list[str]:
     """argv wrapped so that its CPU use lands in cpu_path (see parse_accounting)."""
-    return ["sh", "-c", _ACCOUNT_SH, "cnib-account", cpu_path, *argv]
+    return ["sh", "-c", _ACCOUNT_SH, f"{PREFIX}-account", cpu_path, *argv]
 
 
 def parse_accounting(text: str) -> float | None:

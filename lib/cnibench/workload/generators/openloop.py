@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from .. import latency as lat
+from ...catalog import PREFIX
 from ..loadgen import binary_path, ensure_built
 from .base import LoadResult, LoadSpec, broken_run
 
@@ -46,7 +47,7 @@ def default_pipeline(rate_per_connection: float | None) -> int:
 
 class Openloop:
     name = "openloop"
-    binary = "cnib-openloop"
+    binary = f"{PREFIX}-openloop"
     busy_polls = True  # its CPU is ~100 % by design: the send lag, not the CPU, says if it kept up
 
     def files(self, spec: LoadSpec) -> dict[str, str]:
@@ -58,7 +59,7 @@ class Openloop:
 
     def command(self, spec: LoadSpec) -> list[str]:
         if spec.rate is None:
-            raise ValueError("cnib-openloop is open-loop only: give a rate (closed-loop runs use h2load)")
+            raise ValueError(f"{PREFIX}-openloop is open-loop only: give a rate (closed-loop runs use h2load)")
         argv = [binary_path("openloop"), "--host", spec.address, "--port", str(spec.port), "--path", spec.path,
                 "--rate", f"{spec.rate:.6f}", "--connections", str(spec.connections), "--threads", str(spec.threads),
                 "--duration", f"{spec.duration_s:g}", "--warmup", f"{spec.warmup_s:g}", "--pipeline", str(spec.pipeline),
@@ -72,10 +73,10 @@ class Openloop:
     def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult:
         summary = parse_summary(stdout)
         if exit_status != 0 or summary is None:
-            return broken_run("cnib-openloop", exit_status, stdout, stderr)
+            return broken_run(f"{PREFIX}-openloop", exit_status, stdout, stderr)
         rows = parse_log(files.get("log", b""))
         if len(rows) != summary["window_requests"]:
-            return LoadResult(ok=False, reason=f"cnib-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
+            return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
         return result_from_log(spec, rows, summary)
 
 
@@ -86,7 +87,7 @@ def parse_summary(stdout: str) -> dict | None:
             out = json.loads(line)
         except ValueError:
             continue
-        if isinstance(out, dict) and out.get("generator") == "cnib-openloop":
+        if isinstance(out, dict) and out.get("generator") == f"{PREFIX}-openloop":
             return out
     return None
 
@@ -109,7 +110,7 @@ def send_lag_summary(lag_ns: np.ndarray) -> dict:
 def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResult:
     """Counts, histograms, send lag, pacing and the timeline from the log (pure)."""
     if len(rows) == 0:
-        return LoadResult(ok=False, reason="cnib-openloop had no request due in the measurement window")
+        return LoadResult(ok=False, reason=f"{PREFIX}-openloop had no request due in the measurement window")
     status, intended, sent, done = rows["status"], rows["intended"], rows["sent"], rows["done"]
     good = (status >= 200) & (status < 300)
     latency_ns = np.where(done >= 0, done - intended, -1)
@@ -139,7 +140,7 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         # Per second of the window by completion time, as for every generator.
         timeline=lat.timeline(done // 1000, all_lat_us, ~answered_ok, window_start // 1000, int(round(spec.duration_s))),
         correction={"method": "none: latency from each request's intended send time"},
-        source="cnib-openloop per-request log; latency from the intended send time (open loop)",
+        source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=lat.pacing(intended, sent, window_start, window_end),
         generator_info={k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s")},

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from ..cbuild import binary_path, ensure_built
+from ...infra.cbuild import binary_path, ensure_built
 
 SOURCE_PATH = Path(__file__).with_name("hiccup.c")
 INTERVAL_US = 1000

@@ -12,7 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-from .. import cbuild
+from ...infra import cbuild
+from ...catalog import PREFIX
 
 SOURCES = {"openloop": (("-O2", "-Wall", "-pthread"), ("-lm",))}  # program: (compiler flags, libraries)
 
@@ -27,7 +28,7 @@ def source_hash(name: str) -> str:
 
 
 def binary_path(name: str) -> str:
-    return cbuild.binary_path(f"cnib-{name}", source(name))
+    return cbuild.binary_path(f"{PREFIX}-{name}", source(name))
 
 
 def build_argv(name: str, src: str, out: str) -> list[str]:
@@ -50,5 +51,5 @@ class Built:
 async def ensure_built(host, name: str) -> Built:
     """The program's binary on `host`, compiled there if it is not there yet."""
     cflags, libs = SOURCES[name]
-    path = await cbuild.ensure_built(host, f"cnib-{name}", source(name), cflags, libs)
+    path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), cflags, libs)
     return Built(name, path, source_hash(name), await cbuild.compiler_version(host))

@@ -1,0 +1,5 @@
+"""Stage 5, analysis: the dataset read from records, statistics, figures, the report, study
+comparison and synthetic studies for tests (the explorer notebook's logic lives here too).
+
+May import: catalog, parsing, errors, results, infra, study
+"""

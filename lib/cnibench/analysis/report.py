@@ -1,0 +1,388 @@
+"""The study's deliverables: tables in the study's format and one self-contained HTML report.
+
+`build_all` is the one entry point the pipeline (and `invoke report`) calls:
+raw records -> dataset -> statistics -> figures -> tables -> reports/<study>/report.html.
+Figures are embedded as data URIs, so the report is a single file that opens anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import compare, dataset, histquant, plots, stats
+from ..infra import config
+from .dataset import REFERENCE, Dataset, order_modes
+from ..errors import CnibenchError
+
+STUDY_PERCENTILES = (95.0, 99.0, 99.5, 99.99, 99.999)  # the study's table, plus the maximum
+TABLE_COLUMNS = [f"p{p:g}" for p in STUDY_PERCENTILES] + ["max"]
+FIGURE_CAPTIONS = {
+    "latency_by_percentile": "Latency by percentile (the study's figure): a panel per load, a line per mode.",
+    "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: 30–50 % of max.",
+    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (t-interval over paired repetition blocks).",
+    "max_rate": "Maximum sustainable request rate per mode.",
+    "cpu_per_request": "CPU time per request by kind (user, system, softirq) against load, client and server.",
+}
+
+
+def study_table(ds: Dataset) -> pd.DataFrame:
+    """Per size x load x mode: the study's percentiles and the maximum, in ms (pooled runs).
+    A cell with a run that ended invalid and was not redone is "not sustained", without numbers."""
+    rows = []
+    att = stats.attempts(stats.run_values(ds, ()))
+    for (size, rate), g in att.groupby(["size", "target_rate"]):
+        for mode in order_modes(g["mode"].unique()):
+            cell = g[g["mode"] == mode]
+            ids = cell.loc[cell["state"] == "ok", "run_id"]
+            ns = int((cell["state"] == stats.NOT_SUSTAINED).sum())
+            lf = cell["load_fraction"].median()
+            row = {"size": size, "rate_rps": rate, "load_pct": lf * 100 if pd.notna(lf) else np.nan, "mode": mode,
+                   "runs": len(ids), "status": f"{stats.NOT_SUSTAINED} ({ns} of {len(cell)})" if ns else "ok"}
+            if not ns:
+                q = histquant.pooled_quantiles([ds.hist[r] for r in ids if r in ds.hist], STUDY_PERCENTILES) / 1000.0
+                mx = max((float(ds.hist[r][1][-1] - 1) for r in ids if r in ds.hist), default=np.nan) / 1000.0
+                row.update(zip(TABLE_COLUMNS, [*q, mx]))
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=["size", "rate_rps", "load_pct", "mode", "runs", "status", *TABLE_COLUMNS])
+    return stats._sort(df.rename(columns={"rate_rps": "target_rate"})).rename(columns={"target_rate": "rate_rps"})
+
+
+def headline_table(an: stats.Analysis) -> pd.DataFrame:
+    """One row per size x mode: per percentile the overhead vs host over the band with its 95 %
+    CI, the minimum detectable effect (80 % power) and the verdict."""
+    rows = []
+    h = an.headline
+    for (size, mode), g in h.groupby(["size", "mode"], sort=False):
+        row = {"size": size, "mode": mode}
+        for _, r in g.iterrows():
+            p = f"p{r['percentile']:g}"
+            if pd.isna(r.get("overhead_pct")):
+                row[f"{p} overhead"], row[f"{p} MDE"] = r["verdict"], ""
+            else:
+                row[f"{p} overhead"] = f"{r['overhead_pct']:+.1f} % [{r['overhead_lo']:+.1f}, {r['overhead_hi']:+.1f}]"
+                row[f"{p} MDE"] = f"{r['mde_pct']:.0f} %" if pd.notna(r["mde_pct"]) else ""
+            row[f"{p} verdict"] = r["verdict"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def study_settings(ds: Dataset) -> dict:
+    """The study file's `analysis` settings (equivalence margin, compare_with), found through the
+    manifest's study_file, else studies/<name>.yml; {} when neither is readable."""
+    from ..study.spec import load_study
+
+    for candidate in (ds.manifest.get("study_file"), ds.study):
+        if not candidate:
+            continue
+        try:
+            return load_study(candidate).analysis
+        except (CnibenchError, OSError):
+            continue
+    return {}
+
+
+def analyse(ds: Dataset) -> stats.Analysis:
+    """stats.analyze with the study file's equivalence margin."""
+    return stats.analyze(ds, margin=study_settings(ds).get("equivalence_margin", stats.MARGIN))
+
+
+def repeatability(study: str, an: stats.Analysis, processed_root: Path, compare_with=None) -> tuple[str, pd.DataFrame] | None:
+    """(the other study's name, the side-by-side table) for the first study found to compare
+    with (compare.earlier_studies), or None."""
+    for path in compare.earlier_studies(study, processed_root, compare_with):
+        other = pd.read_csv(Path(path) / "stats_headline.csv")
+        name = compare.read_design(path).get("study") or Path(path).name
+        return name, compare.compare_headlines(other, an.headline, (name, study))
+    return None
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else floatfmt.format(v)
+        return str(v)
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def to_html(df: pd.DataFrame, table_id: str | None = None, floatfmt: str = "{:.3g}") -> str:
+    return df.to_html(index=False, border=0, classes="tbl", table_id=table_id, na_rep="",
+                      float_format=lambda v: floatfmt.format(v), escape=True)
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, df in tables.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+        (out / f"{name}.md").write_text(to_markdown(df))
+        (out / f"{name}.html").write_text(to_html(df))
+        paths[name] = out / f"{name}.csv"
+    return paths
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.7em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table.tbl{border-collapse:collapse;font-size:.85em;margin:.6em 0}
+table.tbl th,table.tbl td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
+table.tbl th{background:#f6f6f6}table.tbl td:nth-child(-n+2){text-align:left}
+figure{margin:1.5em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.9em;color:#555}.caveat{background:#fff8e1;border-left:4px solid #E69F00;padding:.6em 1em}
+details{margin:.6em 0}code,pre{font-size:.85em}pre{background:#f6f6f6;padding:.6em;overflow:auto}
+"""
+
+
+def _esc(s) -> str:
+    return html.escape(str(s))
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _markdown(text: str) -> str:
+    try:
+        import mistune
+        return mistune.html(text)
+    except Exception:  # no renderer: still readable
+        return f"<pre>{_esc(text)}</pre>"
+
+
+def _tools(manifest: dict) -> pd.DataFrame:
+    rows = []
+    for name, h in (manifest.get("hosts") or {}).items():
+        if not isinstance(h, dict):
+            continue
+        tools = h.get("tools") if isinstance(h.get("tools"), dict) else {}
+        rows.append({"host": name, "kernel": h.get("kernel"), "CPU": h.get("cpu_model") or h.get("cpu"),
+                     "CPUs": h.get("cpu_count"), "NIC": _short(h.get("nic")), "MTU": h.get("mtu"),
+                     **{k: v for k, v in tools.items() if v}})
+    if not rows and isinstance(manifest.get("tools"), dict):
+        rows.append({"host": "(all)", **manifest["tools"]})
+    return pd.DataFrame(rows)
+
+
+def _short(v):
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {x}" for k, x in v.items() if x)
+    return v
+
+
+def _is_testbed(manifest: dict) -> bool | None:
+    inv = manifest.get("inventory")
+    if isinstance(inv, dict) and "testbed" in inv:
+        return bool(inv["testbed"])
+    return manifest.get("testbed")
+
+
+def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
+           tables: dict[str, pd.DataFrame], method_md: str | None = None) -> str:
+    """The report as one HTML page, section by section."""
+    parts = _question(ds, an) + _headline(ds, an, tables) + _method(ds.manifest, method_md)
+    parts += _figures(figures) + _tables(tables) + _statistics(an) + _provenance(ds)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _question(ds: Dataset, an: stats.Analysis) -> list[str]:
+    lo, hi = an.band
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             f"<title>cnibench report: {_esc(ds.study)}</title><style>{CSS}</style></head><body>",
+             f"<h1>What does a container network cost? — study <code>{_esc(ds.study)}</code></h1>"]
+    parts.append(
+        "<h2 id='question'>Question</h2><p>How much latency does each container networking mode add "
+        f"compared with no network containerization (<code>{REFERENCE}</code> networking), measured as "
+        f"high-percentile latency under a constant request rate, above all at {lo:.0%}–{hi:.0%} of the "
+        "maximum load — the study's “most common use of a non-overloaded system”?</p>")
+    return parts
+
+
+def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) -> list[str]:
+    n_all, n_valid = len(ds.runs), int(ds.runs["valid"].sum()) if len(ds.runs) else 0
+    n_excluded = int(an.excluded["runs"].sum()) if not an.excluded.empty else 0
+    lo, hi = an.band
+    parts = []
+    parts.append(f"<h2 id='headline'>Headline: overhead versus {REFERENCE} at {lo:.0%}–{hi:.0%} of max load</h2>")
+    if tables["headline"].empty:
+        parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another mode.</p>")
+    else:
+        parts.append(f"<p>Per repetition, each mode's latency is compared with {REFERENCE}'s in the same repetition "
+                     "(mean over the band's loads of the log ratio); the overhead is the geometric mean of these "
+                     f"paired block ratios over the {an.design.get('blocks', '?')} repetition blocks, with a 95 % "
+                     "t-interval. Verdict: slower or faster than "
+                     f"{REFERENCE} when a paired t-test rejects (Holm over the modes), else equivalent when both "
+                     f"one-sided tests put it within ±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; "
+                     "“not sustained” when a run of the mode in the band ended invalid and was not redone, "
+                     "or did not keep up with its rate (its median latency from the intended send time above "
+                     "the bound that defines the calibrated maximum, 10 ms by default). "
+                     "MDE: the smallest overhead this design detects with 80 % power.</p>")
+        parts.append(to_html(tables["headline"], table_id="headline-table"))
+        parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
+        for size, g in an.tiers[an.tiers["percentile"] == 99.0].groupby("size", sort=False):
+            groups = " &lt; ".join(f"[{_esc(t)}]" for t in g.sort_values("tier")["text"])
+            parts.append(f"<li>{_esc(size)}, p99: {groups}</li>")
+        parts.append("</ul>")
+    parts += _beside(tables, ds.study)
+    parts.append(f"<p>Runs: {n_all} recorded, {n_valid} valid and used, <b>{n_excluded} invalid or failed runs "
+                 "excluded</b> (listed under Statistics).</p>")
+    return parts
+
+
+def _method(m: dict, method_md: str | None) -> list[str]:
+    testbed = _is_testbed(m)
+    parts = []
+    parts.append("<h2 id='method'>Method</h2>")
+    if testbed:
+        parts.append("<p class='caveat'><b>Testbed.</b> These results come from the local testbed: the "
+                     "“hosts” are network namespaces on one machine, joined by a software switch. Both hosts "
+                     "share that machine's CPUs, so the results measure each mode's per-packet CPU cost, "
+                     "not a physical network; absolute latencies and rates do not transfer to real "
+                     "machines, the ordering of modes by CPU cost per packet does.</p>")
+    elif testbed is False:
+        parts.append("<p>Hosts: separate machines reached over SSH (see Provenance).</p>")
+    else:
+        parts.append("<p>The manifest does not say whether these were testbed namespaces or real hosts.</p>")
+    if method_md:
+        parts.append(_markdown(method_md))
+    else:
+        parts.append("<p>The client sends requests at a constant rate on persistent connections to Nginx "
+                     "serving a fixed-size static file (small: 350 B on the wire; large: 4 KB). Latency is "
+                     "recorded in an HdrHistogram (1 µs–100 s, 3 significant digits) over the measurement "
+                     "window after a warm-up; runs whose achieved rate falls short of the target are "
+                     "marked invalid and excluded. Modes, sizes and loads run in a seeded random order.</p>")
+    tools = _tools(m)
+    if not tools.empty:
+        parts.append("<h3>Hosts, tools and versions</h3>" + to_html(tools))
+    parts.append(
+        "<h3>Statistics</h3><p>The unit of replication is the repetition block: one mode, set up once, "
+        "running its points of one repetition back to back. A run's value is the log of its quantile "
+        "(from its histogram); a block's, the mean over the band's loads; each mode is compared with "
+        f"{REFERENCE} by the differences of block values within each repetition (paired), with a "
+        "t-interval over blocks. Per load, the quantiles table gives the typical run's quantile "
+        "(geometric mean over repetitions) with a t-interval, and the pooled histogram's. Tiers and "
+        "pairs of modes use the same paired rule, Holm over the pairs. Failed runs are excluded and "
+        "counted; a cell whose run ended invalid without a valid redo, or did not keep up with its rate, "
+        "is shown as not sustained.</p>")
+    return parts
+
+
+def _figures(figures: dict[str, dict[str, Path]]) -> list[str]:
+    parts = []
+    parts.append("<h2 id='figures'>Figures</h2>")
+    for name, paths in figures.items():
+        key = next((k for k in FIGURE_CAPTIONS if name.startswith(k)), name)
+        suffix = name[len(key):].strip("_")
+        caption = FIGURE_CAPTIONS.get(key, name) + (f" ({suffix} responses)" if suffix else "")
+        parts.append(f"<figure id='fig-{_esc(name)}'>{_img(paths['png'], caption)}"
+                     f"<figcaption>{_esc(caption)} Files: {_esc(name)}.pdf / .svg / .png</figcaption></figure>")
+    return parts
+
+
+def _tables(tables: dict[str, pd.DataFrame]) -> list[str]:
+    parts = []
+    parts.append("<h2 id='tables'>Latency in the study's format (ms)</h2>"
+                 "<p>Pooled valid runs per mode and load; percentiles and maximum in milliseconds.</p>")
+    parts.append(to_html(tables["study_table"], table_id="study-table"))
+    return parts
+
+
+def _statistics(an: stats.Analysis) -> list[str]:
+    parts = []
+    parts.append("<h2 id='statistics'>Statistics</h2>")
+    sections = [
+        ("Excluded runs (invalid, failed, unreadable)", an.excluded),
+        ("Pairs of modes over the band (ratio a/b, 95 % CI, paired t-test and TOST, Holm over pairs)", an.band_pairs),
+        (f"Ratio and difference to {REFERENCE} per load (paired by repetition)", an.comparisons),
+        ("Quantiles of a typical run with 95 % CIs, and pooled (µs)", an.quantiles),
+        ("Block values (µs): per size, mode and repetition, geometric mean over the band's loads", an.blocks),
+    ]
+    for title, df in sections:
+        open_ = " open" if title.startswith("Excluded") else ""
+        parts.append(f"<details{open_}><summary>{_esc(title)} — {len(df)} rows</summary>"
+                     f"{to_html(df) if not df.empty else '<p>none</p>'}</details>")
+    return parts
+
+
+def _provenance(ds: Dataset) -> list[str]:
+    m = ds.manifest
+    parts = []
+    parts.append("<h2 id='provenance'>Provenance</h2><ul>")
+    inv = m.get("inventory")
+    parts.append(f"<li>git commit: <code>{_esc(m.get('git_commit'))}</code></li>")
+    parts.append(f"<li>inventory: <code>{_esc(inv.get('name') if isinstance(inv, dict) else inv)}</code></li>")
+    parts.append(f"<li>study file: <code>{_esc(m.get('study_file'))}</code>, seed {_esc(m.get('seed'))}</li>")
+    parts.append(f"<li>sessions: {len(m.get('sessions') or [])}; planned runs: {len(m.get('order') or [])}</li>")
+    parts.append(f"<li>unreadable record files: {len(ds.unreadable)}</li></ul>")
+    parts.append("<details><summary>Full manifest</summary><pre>"
+                 f"{_esc(json.dumps(m, indent=1, sort_keys=True, default=str))}</pre></details>")
+    return parts
+
+
+def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED, raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:
+    """(name, headline) of a study given by name or by its processed directory; a study with raw
+    records but no saved analysis is analysed first."""
+    path = compare.resolve(name_or_path, processed_root)
+    if not (path / "stats_headline.csv").exists():
+        name = Path(name_or_path).stem
+        if not (Path(raw_root) / name).is_dir():
+            raise CnibenchError(f"no analysis of '{name_or_path}' in {path} and no run records in {Path(raw_root) / name}: "
+                                "name a study in data/processed, or the processed directory of another clone")
+        ds = dataset.build_and_save(name, raw_root, path)
+        stats.save(analyse(ds), path)
+    return compare.read_design(path).get("study") or path.name, pd.read_csv(path / "stats_headline.csv")
+
+
+def _beside(tables: dict, study: str) -> list[str]:
+    """The headline beside an earlier study of the same design, and beside the 2016 study."""
+    parts = []
+    rep = tables.get("repeatability")
+    if rep is not None and not rep.empty:
+        other = rep["a"].iloc[0]
+        parts.append(f"<h3 id='repeatability'>Does it repeat? Beside study <code>{_esc(other)}</code></h3>"
+                     f"<p>{_esc(compare.agreement_summary(rep))}. “agree”: the two 95 % intervals overlap; "
+                     "difference and p: Welch t-test of the two log ratios.</p>")
+        parts.append(to_html(rep, table_id="repeatability-table"))
+    seed = tables.get("seed_2016")
+    if seed is not None and not seed.empty:
+        parts.append("<h3 id='seed-2016'>The 2016 study beside ours (p99, 30–50 % of max)</h3>"
+                     "<p>Each order of modes the 2016 study's conclusions state, and whether this study's "
+                     "paired band comparison agrees, disagrees or cannot tell.</p>")
+        parts.append(to_html(seed, table_id="seed-table"))
+    return parts
+
+
+def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = None,
+              processed_dir: Path | None = None, figures_dir: Path | None = None) -> Path:
+    """dataset -> statistics -> figures -> tables -> report; returns the report's path."""
+    out_dir = Path(out_dir or config.REPORTS / study)
+    processed_dir = Path(processed_dir or config.PROCESSED / study)
+    figures_dir = Path(figures_dir or config.FIGURES / study)
+    ds = dataset.build_and_save(study, raw_dir, processed_dir)
+    settings = study_settings(ds)
+    an = stats.analyze(ds, margin=settings.get("equivalence_margin", stats.MARGIN))
+    stats.save(an, processed_dir)
+    figures = plots.make_all(ds, an, figures_dir) if len(ds.valid) else {}
+    tables = {"headline": headline_table(an), "study_table": study_table(ds),
+              "seed_2016": compare.seed_agreement(an.band_pairs)}
+    beside = repeatability(study, an, processed_dir.parent, settings.get("compare_with"))
+    if beside is not None:
+        tables["repeatability"] = beside[1]
+    write_tables(tables, out_dir / "tables")
+    method = config.ROOT / "docs" / "method.md"
+    text = render(ds, an, figures, tables, method.read_text() if method.exists() else None)
+    path = out_dir / "report.html"
+    from ..results import atomic_write_text
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,79 @@
+"""Docker's default network: bridge `docker0` (here `cnibdocker0`) with 172.17.0.1/16, a veth
+per container, masquerade for traffic leaving the bridge network, and a published port: DNAT
+from the host's data address to the container. The client container reaches the server
+through the published port on the server's data address (Docker: `-p 30080:8080`).
+
+NAT lives in nftables table `ip cnib_docker` (Docker writes iptables rules; same hooks).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..engine import pieces
+from ...catalog import PREFIX
+from ..base import Check, Endpoint, check_published_port, HostFacts, ModeSettings, NetworkMode, Step, check_networks, forwarding_step, mtu_for, network, nth, pod_netns, step
+
+BRIDGE = f"{PREFIX}docker0"
+TABLE = f"{PREFIX}_docker"
+
+
+class DockerBridge(NetworkMode):
+    name = "docker-bridge"
+    link_kinds = ("bridge", "veth")
+    needs_nft = True
+
+    def _net(self, hosts: HostFacts, settings: ModeSettings):
+        net = network(settings.docker_cidr, "docker_cidr")
+        check_networks(hosts, {"docker_cidr": net})
+        return net
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        net = self._net(hosts, settings)
+        check_published_port(settings, hosts)
+        gw, pod = nth(net, 1), nth(net, 2)
+        steps: list[Step] = []
+        for h in hosts:
+            mtu = mtu_for(h, settings)
+            steps.append(forwarding_step(h))
+            steps += pieces.netns(h)
+            steps += pieces.bridge(h, BRIDGE, f"{gw}/{net.prefixlen}", mtu)
+            steps += pieces.veth(h, f"{PREFIX}d{h.name}", mtu, master=BRIDGE)
+            steps += pieces.pod_address(h, f"{pod}/{net.prefixlen}", [["default", "via", gw]])
+            steps += [
+                step(h.name, ["nft", "add", "table", "ip", TABLE], ["nft", "delete", "table", "ip", TABLE]),
+                step(h.name, ["nft", "add", "chain", "ip", TABLE, "postrouting", "{", "type", "nat", "hook", "postrouting", "priority", "srcnat", ";", "policy", "accept", ";", "}"]),
+                step(h.name, ["nft", "add", "rule", "ip", TABLE, "postrouting", "ip", "saddr", str(net), "oifname", "!=", BRIDGE, "counter", "masquerade"]),
+            ]
+            if h.role == "server":
+                steps += [
+                    step(h.name, ["nft", "add", "chain", "ip", TABLE, "prerouting", "{", "type", "nat", "hook", "prerouting", "priority", "dstnat", ";", "policy", "accept", ";", "}"]),
+                    step(h.name, ["nft", "add", "rule", "ip", TABLE, "prerouting", "ip", "daddr", h.data_address, "tcp", "dport", settings.published_port,
+                                  "counter", "dnat", "to", f"{pod}:{settings.service_port}"]),
+                ]
+        return steps
+
+    def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
+        net = self._net(hosts, settings)
+        s = hosts.server
+        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(s.name), nth(net, 2), settings.service_port, s.data_address, settings.published_port)
+
+    async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
+        before = await dnat_packets(fleet.server)
+        await probe()
+        after = await dnat_packets(fleet.server)
+        return [Check("the published port's DNAT rule counter rises", after > before, f"{before} -> {after} packets")]
+
+
+async def dnat_packets(host) -> int:
+    out = (await host.run(["nft", "-j", "list", "chain", "ip", TABLE, "prerouting"])).stdout
+    return parse_dnat_packets(out)
+
+
+def parse_dnat_packets(nft_json: str) -> int:
+    """Packets counted by the DNAT rule in `nft -j list chain` output."""
+    for item in json.loads(nft_json).get("nftables", []):
+        rule = item.get("rule")
+        if rule and any("dnat" in e for e in rule.get("expr", [])):
+            return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    raise ValueError("no DNAT rule with a counter in the chain")

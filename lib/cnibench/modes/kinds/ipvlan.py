@@ -1,0 +1,57 @@
+"""IPvlan, as the study describes it: the container starts with no interface; an ipvlan
+interface (l2 or l3) is created on the host's data interface, moved into the container,
+addressed and routed. No bridge: packets go from the NIC straight to the virtual interface.
+
+l2: containers answer ARP on the data segment; the cluster CIDR is on-link in the container.
+l3: the host's stack routes for its containers; each host routes peers' pod subnets via the
+    peer's data address, and the container's default route is the ipvlan device itself.
+
+The kernel must have the ipvlan driver: the precheck probes it in a throwaway namespace and
+refuses, before any change, when it is missing.
+"""
+
+from __future__ import annotations
+
+from ...catalog import PREFIX
+from ...errors import PlanError
+from ..engine import pieces
+from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ..engine.pathcheck import no_bridge_checks
+
+IPVLAN_MODES = ("l2", "l3")
+
+
+class Ipvlan(NetworkMode):
+    name = "ipvlan"
+    link_kinds = ("ipvlan",)
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        mode = settings.ipvlan_mode
+        if mode not in IPVLAN_MODES:
+            raise PlanError(f"ipvlan_mode '{mode}' is not one of {', '.join(IPVLAN_MODES)}. Choose l2 or l3.")
+        subnets = pod_subnets(hosts, settings)
+        if mode == "l2":
+            from ..engine.pieces import require_l2
+
+            require_l2(hosts, f"{self.name} (l2)")
+        steps: list[Step] = []
+        for h in hosts:
+            net = subnets[h.name]
+            link = ifname(f"{PREFIX}i{h.name}")
+            steps += pieces.netns(h)
+            # Undo for the case where moving it into the container failed; afterwards it goes
+            # with the namespace and this undo finds nothing (tolerated).
+            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "ipvlan", "mode", mode], ["ip", "link", "del", link]))
+            steps += pieces.move_into_pod(h, link)
+            if mode == "l2":
+                steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
+            else:
+                steps += pieces.pod_address(h, f"{nth(net, 2)}/32", [["default", "dev", pieces.POD_IF]])
+                steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+        return steps
+
+    def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
+        return pod_to_pod_endpoint(self.name, hosts, settings)
+
+    async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
+        return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "ipvlan", settings.ipvlan_mode)

@@ -1,0 +1,39 @@
+"""macvlan in bridge mode (a mode of its own, not IPvlan): each container gets a macvlan
+interface with its own MAC on the host's data interface; no Linux bridge, no routing in the
+host. Containers on different hosts reach each other on the data segment (one L2 needed)."""
+
+from __future__ import annotations
+
+
+from ..engine import pieces
+from ...catalog import PREFIX
+from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ..engine.pathcheck import no_bridge_checks
+
+
+class Macvlan(NetworkMode):
+    name = "macvlan"
+    link_kinds = ("macvlan",)
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        from ..engine.pieces import require_l2
+
+        subnets = pod_subnets(hosts, settings)
+        require_l2(hosts, self.name)
+        steps: list[Step] = []
+        for h in hosts:
+            net = subnets[h.name]
+            link = ifname(f"{PREFIX}m{h.name}")
+            steps += pieces.netns(h)
+            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "macvlan", "mode", "bridge"], ["ip", "link", "del", link]))
+            steps += pieces.move_into_pod(h, link)
+            steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
+        return steps
+
+    def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
+        return pod_to_pod_endpoint(self.name, hosts, settings)
+
+    async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
+        return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "macvlan", "bridge")
+
+

@@ -1,0 +1,172 @@
+"""Precheck every host before building anything: reachable, privileged, tools, kernel, CPU, MTU.
+
+Kernel support is probed, not guessed (kernelprobe.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import asdict, dataclass, field
+
+from ..catalog import PREFIX
+from ..parsing import ip_json
+from ..parsing import version as version_in
+from ..errors import CnibenchError
+from ..infra.hosts import Fleet, Host
+from ..infra.kernelprobe import LINK_KINDS, probe_commands, probe_kernel, probe_link_kinds  # noqa: F401  (re-exported)
+
+TOOLS = {  # tool: (version argv, Debian package)
+    "ip": (["ip", "-V"], "iproute2"),
+    "nginx": (["nginx", "-v"], "nginx-light"),
+    "h2load": (["h2load", "--version"], "nghttp2-client"),
+    "tcpkali": (["tcpkali", "--version"], "(build from source: github.com/satori-com/tcpkali)"),
+    "nft": (["nft", "--version"], "nftables"),
+    "taskset": (["taskset", "--version"], "util-linux"),
+    "cc": (["cc", "--version"], "build-essential"),  # builds cnib-openloop on the client host
+}
+# generator -> the tool that makes it available (ours is built from source with cc)
+GENERATORS = {"openloop": "cc", "h2load": "h2load", "tcpkali": "tcpkali"}
+@dataclass
+class HostReport:
+    name: str
+    role: str
+    address: str
+    reachable: bool = False
+    error: str = ""
+    privileged: str = ""  # "root", "sudo" or "" (neither)
+    tools: dict[str, str | None] = field(default_factory=dict)  # tool -> version or None
+    kernel_features: dict[str, dict] = field(default_factory=dict)  # kind -> {"ok", "reason"}
+    kernel: str = ""
+    cpu_count: int = 0
+    cpu_model: str = ""
+    data_interface: str = ""
+    data_mtu: int | None = None
+    data_address: str | None = None
+    hiccup_meter: str = ""  # cbuild.built_state of the hiccup meter (workload/hiccup)
+    tuning: dict = field(default_factory=dict)  # provenance.parse_tuning (+ mtu, offloads)
+    required: dict = field(default_factory=dict)  # a study's `require:` to check (policy.py)
+
+    @property
+    def generators(self) -> list[str]:
+        return [g for g, tool in GENERATORS.items() if self.tools.get(tool)]
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.reachable:
+            return [self.error]
+        if not self.privileged:
+            out.append("neither root nor passwordless sudo: connect as root or set 'sudo: true' with NOPASSWD")
+        for tool in ("ip",) + (("nginx",) if self.role == "server" else ()):
+            if not self.tools.get(tool):
+                out.append(f"'{tool}' missing: apt-get install -y {TOOLS[tool][1]}")
+        if self.role == "client" and "openloop" not in self.generators:
+            out.append(f"no C compiler to build {PREFIX}-openloop, the study's load generator: apt-get install -y build-essential")
+        if self.data_mtu is None:
+            out.append(f"data interface '{self.data_interface}' not found: fix data_interface in the inventory")
+        from .policy import tuning_mismatches
+
+        out.extend(tuning_mismatches(self.required, self.tuning, self.name))
+        return out
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["generators"] = self.generators
+        d["problems"] = self.problems()
+        return d
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def parse_version(tool: str, text: str) -> str:
+    """The version number in a tool's version banner, else its first line (pure)."""
+    line = _first_line(text)
+    if tool == "ip" and re.search(r"iproute2-[\w.]", text):
+        return version_in(text, tool)
+    return version_in(line) or line
+
+
+def parse_cpuinfo(text: str) -> tuple[int, str]:
+    models = [l.split(":", 1)[1].strip() for l in text.splitlines() if l.startswith("model name")]
+    count = sum(1 for l in text.splitlines() if l.startswith("processor"))
+    return count, (models[0] if models else "")
+
+
+async def check_host(host: Host) -> HostReport:
+    s = host.spec
+    rep = HostReport(name=s.name, role=s.role, address=f"{s.address}:{s.port}", data_interface=s.data_interface)
+    try:
+        await host.connect()
+    except CnibenchError as exc:
+        rep.error = str(exc)
+        return rep
+    rep.reachable = True
+    uid = (await host.run(["id", "-u"], check=False)).stdout.strip()
+    rep.privileged = "root" if uid == "0" and not s.sudo else ("sudo" if s.sudo and (await host.run(["true"], check=False)).ok else "")
+    for tool, (argv, _pkg) in TOOLS.items():
+        r = await host.run(["sh", "-c", 'command -v "$1" >/dev/null && exec "$@"', "sh", *argv], check=False, timeout=10)
+        rep.tools[tool] = parse_version(tool, r.stdout + r.stderr) if r.ok else None
+    rep.kernel = (await host.run(["uname", "-r"])).stdout.strip()
+    rep.cpu_count, rep.cpu_model = parse_cpuinfo((await host.run(["cat", "/proc/cpuinfo"])).stdout)
+    r = await host.run(["ip", "-j", "addr", "show", "dev", s.data_interface], check=False)
+    if r.ok and r.stdout.strip():
+        link = ip_json(r.stdout)[0]
+        rep.data_mtu = link.get("mtu")
+        v4 = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
+        rep.data_address = s.data_address or (v4[0] if v4 else None)
+    if rep.privileged:
+        rep.kernel_features = await probe_kernel(host)
+    await _hygiene_facts(host, rep)
+    return rep
+
+
+async def _hygiene_facts(host: Host, rep: HostReport) -> None:
+    """The hiccup meter's build state and the host's tuning (read only)."""
+    from .provenance import TUNING_SH, parse_offloads, parse_tuning
+    from ..infra.cbuild import built_state
+    from ..workload.hiccup import source
+
+    rep.hiccup_meter = await built_state(host, "hiccup", source())
+    r = await host.run(["sh", "-c", TUNING_SH, f"{PREFIX}-tuning", rep.data_interface], check=False, timeout=15)
+    rep.tuning = parse_tuning(r.stdout)
+    k = await host.run(["ethtool", "-k", rep.data_interface], check=False, timeout=15)
+    rep.tuning.update(mtu=rep.data_mtu, offloads=parse_offloads(k.stdout) if k.ok else None)
+
+
+async def check_fleet(fleet: Fleet, require: dict | None = None) -> list[HostReport]:
+    """Every host's report; `require`: a study's host-tuning requirements, reported as problems."""
+    reports = list(await asyncio.gather(*(check_host(h) for h in fleet)))
+    for r in reports:
+        r.required = dict(require or {})
+    return reports
+
+
+def format_table(reports: list[HostReport]) -> str:
+    lines = []
+    for r in reports:
+        lines.append(f"{r.name} ({r.role}, {r.address}): " + ("reachable" if r.reachable else "UNREACHABLE"))
+        if not r.reachable:
+            lines.append(f"  {r.error}")
+            continue
+        lines.append(f"  privileges   {r.privileged or 'NONE'}")
+        lines.append(f"  kernel       {r.kernel}")
+        lines.append(f"  cpu          {r.cpu_count} x {r.cpu_model}")
+        lines.append(f"  data         {r.data_interface} {r.data_address or '?'} mtu {r.data_mtu}")
+        tools = ", ".join(f"{t} {v}" if v else f"{t} -" for t, v in r.tools.items())
+        lines.append(f"  tools        {tools}")
+        lines.append(f"  generators   {', '.join(r.generators) or 'none'}")
+        t = r.tuning or {}
+        govs = ", ".join(sorted(set((t.get("governor") or {}).values()))) or "n/a"
+        irqs = ", ".join(f"{i['irq']}->{i['affinity']}" for i in t.get("nic_irqs") or []) or "none found"
+        lines.append(f"  tuning       governor {govs}; max_cstate {t.get('max_cstate', '?')}; cpuidle {t.get('cpuidle_driver') or '?'}; NIC irqs {irqs}")
+        lines.append(f"  hiccup meter {r.hiccup_meter or '?'}")
+        for kind, res in r.kernel_features.items():
+            lines.append(f"  {kind:<12} {'yes' if res['ok'] else 'NO: ' + res['reason']}")
+        for p in r.problems():
+            lines.append(f"  PROBLEM: {p}")
+    return "\n".join(lines)

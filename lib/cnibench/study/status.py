@@ -1,0 +1,68 @@
+"""What is left of a study, without hosts: its estimate (`invoke estimate`) and its completion
+per mode and size (`invoke status`), from the study file, its manifest and its records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import matrix
+from . import policy as study_policy
+from ..infra.config import RAW, load_inventory
+from ..errors import CnibenchError
+from .provenance import manifest_path, read_manifest
+from ..results import iter_records
+from .runner import complete_statuses
+from .spec import Study, load_study
+from .calibration import calibration_api
+
+
+def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Path = RAW) -> dict:
+    """matrix.estimate for what is left of a study: its pending runs, and the reference's
+    calibration unless the manifest or the inventory has one saved (no hosts are contacted)."""
+    manifest = read_manifest(manifest_path(raw_dir, study.name))
+    max_rates = ((manifest or {}).get("calibration") or {}).get("max_rates")
+    need = 0
+    if study.uses_fractions and not max_rates:
+        saved = {}
+        try:
+            name = load_inventory(inventory_path or study.inventory).name
+            load_calibration = calibration_api()[1]
+            saved = {s: float(c["max_rate"]) for s in study.sizes
+                     if (c := load_calibration(name, study.reference, s)) and c.get("max_rate")}
+        except CnibenchError:
+            pass  # inventory not readable yet: count every size as to calibrate
+        need = len(study.sizes) - len(saved)
+        max_rates = {s: saved.get(s, 1e9) for s in study.sizes}  # placeholder ids: only counts matter
+    runs = matrix.plan(study, max_rates)
+    return matrix.estimate(study, matrix.pending(runs, complete_statuses(raw_dir, study.name)), need)
+
+
+def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
+    """Completion per (mode, size): planned, ok, invalid, failed, missing (no hosts needed).
+
+    Run ids of a fraction study depend on its calibration; before one exists the rows count
+    planned runs and nothing is recorded yet."""
+    study = load_study(study_path)
+    manifest = read_manifest(manifest_path(raw_dir, study.name))
+    max_rates = ((manifest or {}).get("calibration") or {}).get("max_rates")
+    if study.uses_fractions and not max_rates:
+        max_rates = {s: 1e9 for s in study.sizes}  # placeholder ids: only the counts matter
+    runs = matrix.plan(study, max_rates)
+    rows = matrix.completion(runs, complete_statuses(raw_dir, study.name))
+    records = list(iter_records(raw_dir, study.name))
+    for row in rows:  # redo bookkeeping (study_policy.redo_counts): runs redone, still disturbed, flagged
+        c = study_policy.redo_counts(r for r in records if (r["mode"], r["size"]) == (row["mode"], row["size"]))
+        row.update(redone=c["redone"], disturbed=c["disturbed"], flagged=c["flagged_runs"])
+    return sorted(rows, key=lambda r: (study.modes.index(r["mode"]), study.sizes.index(r["size"])))
+
+
+def format_status(rows: list[dict]) -> str:
+    cols = ("mode", "size", "planned", "ok", "invalid", "failed", "missing", "redone", "disturbed", "flagged")
+    total = {c: sum(r.get(c, 0) for r in rows) for c in cols[2:]}
+    lines = [f"{'mode':<18}{'size':<7}" + "".join(f"{c:>9}" for c in cols[2:])]
+    for r in rows:
+        lines.append(f"{r['mode']:<18}{r['size']:<7}" + "".join(f"{r.get(c, 0):>9}" for c in cols[2:]))
+    lines.append(f"{'total':<25}" + "".join(f"{total[c]:>9}" for c in cols[2:]))
+    done = total["ok"] + total["invalid"] + total["failed"]
+    lines.append(f"{done} of {total['planned']} runs recorded ({100 * done / max(1, total['planned']):.0f} %)")
+    return "\n".join(lines)

@@ -1,0 +1,399 @@
+"""Run a study: calibrate when needed, walk the matrix block by block, record, resume.
+
+    summary = run_study("studies/lab.yml")          # what `invoke run-all` calls
+
+Where the measurement happens. Papermill starts a kernel per notebook (about 1.2 s here, plus
+the imports and a fresh SSH connection per run), so a kernel per run would eat the lab study's
+budget. The runner therefore measures in its own process, over one SSH connection per host,
+with each mode set up once per block and nginx kept up for the block's runs (workload/session.BenchSession;
+each run still health-checks it), and writes the record. `notebooks/run.ipynb` is then executed
+by papermill as the lab-notebook view of each saved record, after the matrix (no measurement
+runs then), with two warm kernels at once (runbook.py): 0.31 s per notebook instead of 0.56 s
+inline, and none of it between runs. Any record without a notebook (e.g. from an interrupted
+session) gets one at the end of the next session. Study key `notebooks`: warm (default) | fresh
+| measure (the notebook does the measurement itself, a kernel per run: the slow, literal
+design) | none. The numbers behind this choice come from benchmarks/pipeline_bench.py.
+
+Robustness. A run's record is written atomically once it is complete; a run killed halfway
+leaves at most a temporary file, removed on the next start, and the run is redone. Ctrl-C or
+SIGTERM cancel the study: the current mode is torn down in a `finally` and finished records stay.
+After SIGKILL nothing can run, so the next start tears down whatever mode the hosts say is up.
+A failed run is recorded (status "failed" with its reason) and the study goes on, unless
+stop_on_failure. Only failures of the hosts, the network or the workload are a run's reason
+(RUN_FAILURES); anything else (a TypeError, a KeyError: a bug) stops the study loudly.
+Every run's spec is validated before the first mode goes up, so a bad value stops the study
+with one message and nothing changed. Missing workload keys take the documented defaults of
+workload/defaults.py. A session in which every run failed is reported by pipeline.run_all,
+which then exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import matrix
+from . import policy as study_policy
+from ..infra.config import RAW, RUNS, load_inventory
+from .progress import Progress
+from .provenance import (
+    add_session,
+    driver_facts,
+    gather_host_facts,
+    git_state,
+    manifest_path,
+    manifest_ref,
+    new_manifest,
+    new_session,
+    read_manifest,
+    write_manifest,
+)
+from ..results import failed_record, iter_records, now_iso, write_record
+from .run_notebooks import measure_in_notebook, render_notebooks
+from .runner import (
+    RUN_FAILURES,
+    StudyStopped,
+    check_requirements,
+    check_runs,
+    clear_stale,
+    complete_statuses,
+    measure_with_redo,
+    mode_settings,
+    reason_of,
+    spec_fields,
+    window_seconds,
+)
+from .runview import summary_line
+from .spec import Study, load_study
+from .calibration import calibrated_max_rates
+
+log = logging.getLogger(__name__)
+
+
+def run_study(study_path: Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False, progress: bool = True, **kw) -> dict:
+    """Run (or resume) a study; returns its summary. Ctrl-C / SIGTERM raise KeyboardInterrupt
+    after the current mode is torn down; finished records stay. The hosts are leased for the
+    session (lease.py): a second session on them is refused, naming this one."""
+    from ..infra.lease import session_lease
+
+    study = load_study(study_path)
+    inv = Path(inventory_path) if inventory_path else None
+    try:
+        with session_lease(load_inventory(inv or study.inventory), f"run-study {study.name}"):
+            return asyncio.run(StudyRun(study, inv, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
+@dataclass
+class Session:
+    """Counters and timings of one run_study call (the summary it returns)."""
+
+    study: str
+    planned: int = 0
+    already_done: int = 0
+    executed: int = 0
+    statuses: dict = field(default_factory=lambda: {"ok": 0, "invalid": 0, "failed": 0})
+    measure_s: float = 0.0  # inside measurement windows
+    warmup_s: float = 0.0  # load running, before the window
+    runs_s: float = 0.0  # wall time of the runs themselves (incl. per-run setup)
+    notebooks_s: float = 0.0
+    modes_s: float = 0.0  # mode up + down
+    calibration_s: float = 0.0
+    redone: int = 0  # attempts that were disturbed and run again
+    interrupted_by: str | None = None  # SIGINT / SIGTERM received: no new run starts
+    started: float = field(default_factory=time.monotonic)
+    ended: str = "complete"
+    first_failure: str | None = None  # the reason of the first failed run (for "every run failed")
+
+    def summary(self, **extra) -> dict:
+        wall = time.monotonic() - self.started
+        return {
+            "study": self.study, "planned": self.planned, "already_done": self.already_done,
+            "executed": self.executed, **self.statuses, "redone": self.redone, "ended": self.ended,
+            "wall_s": round(wall, 2), "measure_s": round(self.measure_s, 2), "warmup_s": round(self.warmup_s, 2),
+            "runs_s": round(self.runs_s, 2), "notebooks_s": round(self.notebooks_s, 2),
+            "modes_s": round(self.modes_s, 2), "calibration_s": round(self.calibration_s, 2),
+            "measure_fraction": round(self.measure_s / wall, 4) if wall > 0 else 0.0,
+            "first_failure": self.first_failure,
+            **extra,
+        }
+
+
+class StudyRun:
+    """One session of a study: owns its fleet, manifest, progress bar and counters, and walks
+    the matrix block by block (a block: one mode, set up once, for its runs of one repetition)."""
+
+    def __init__(self, study: Study, inventory_path: Path | None = None, *, stop_on_failure: bool = False,
+                 progress: bool = True, raw_dir: Path = RAW, runs_dir: Path = RUNS,
+                 notebooks: str | None = None, out=print) -> None:
+        self.study = study
+        self.inventory_path = Path(inventory_path or study.inventory)
+        self.inventory = load_inventory(self.inventory_path)
+        self.policy = notebooks or study.notebooks
+        self.session = Session(study.name)
+        self.raw_dir, self.runs_dir = Path(raw_dir), Path(runs_dir)
+        self.mpath = manifest_path(self.raw_dir, study.name)
+        self.ref = manifest_ref(study.name)
+        self.stop_on_failure = stop_on_failure
+        self.progress = progress
+        self.out = out
+        self.book = None  # the RunBook of the run notebooks, when the policy renders them
+        self.bar: Progress | None = None
+        self.manifest: dict | None = None
+        self.sess: dict | None = None  # this session's entry in the manifest
+        self.fleet = None
+        self.limits = None
+
+    async def run(self) -> dict:
+        """Run (or resume) the study; returns the session's summary."""
+        clear_stale(self.raw_dir / self.study.name, self.out)
+        self.book = _open_book(self.policy)
+        signals = self._catch_signals()
+        self.manifest = read_manifest(self.mpath)
+        try:
+            runs = await self._measure_all()
+            self._stop_if_interrupted()
+            if self.policy in ("warm", "fresh"):
+                await self._render_notebooks(runs)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self.session.ended = "interrupted"
+            raise
+        except StudyStopped:
+            self.session.ended = "stopped-on-failure"
+            raise
+        except BaseException:
+            self.session.ended = "crashed"
+            raise
+        finally:
+            self._close(signals)
+        return self.session.summary(manifest=str(self.mpath), raw_dir=str(self.raw_dir / self.study.name),
+                                    runs_dir=str(self.runs_dir / self.study.name))
+
+    def _catch_signals(self) -> tuple:
+        """Ctrl-C and SIGTERM end the study: cancel, tear the mode down, keep the records. The
+        signal is also remembered and checked before every run, because a cancellation can be
+        absorbed on its way up (Python 3.11's asyncio.wait_for drops one that arrives as its inner
+        await completes): the study then stops at the next run instead of running to the end."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_signal(name: str) -> None:
+            self.session.interrupted_by = name
+            task.cancel()
+
+        signals = (signal.SIGINT, signal.SIGTERM)
+        try:
+            for sig in signals:
+                loop.add_signal_handler(sig, on_signal, sig.name)
+        except (NotImplementedError, RuntimeError):
+            signals = ()
+        return signals
+
+    def _stop_if_interrupted(self) -> None:
+        if self.session.interrupted_by:
+            raise asyncio.CancelledError(f"{self.session.interrupted_by} received")
+
+    def _close(self, signals: tuple) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if self.bar is not None:
+            self.bar.close()
+        if self.book is not None:
+            self.book.close()
+        if self.sess is not None and self.manifest is not None:
+            self.sess["ended_at"], self.sess["ended"] = now_iso(), self.session.ended
+            self.sess["summary"] = self.session.summary()
+            write_manifest(self.mpath, self.manifest)
+
+    async def _measure_all(self) -> list:
+        """Every pending run, block by block, over one connection per host; returns the plan."""
+        from ..infra.hosts import Fleet
+
+        async with Fleet(self.inventory) as fleet:
+            self.fleet = fleet
+            await self._sweep_leftovers()
+            runs = await self._plan_session()
+            todo = await self._pending(runs)
+            for block in matrix.blocks(todo):
+                self._stop_if_interrupted()
+                await self._run_block(block)
+        return runs
+
+    async def _sweep_leftovers(self) -> None:
+        """Whatever an earlier, killed session left up goes first (idempotent when nothing is):
+        its nginx (still holding the port after a SIGKILL), then its mode."""
+        from ..modes.clean import sweep_workload
+        from ..modes import mode_down
+
+        for line in sum((await self.fleet.gather("sweep", sweep_workload)).values(), []):
+            self.out(f"cleaned a leftover of an earlier session: {line}")
+        await mode_down(self.fleet)
+
+    async def _plan_session(self) -> list:
+        """Quiet check, calibration, the plan, and this session in the manifest."""
+        from ..workload.quiet import wait_quiet
+
+        study, fleet = self.study, self.fleet
+        first_quiet = await wait_quiet(fleet, study.quiet, self.out, where="the study")
+        t = time.monotonic()
+        calibration = await calibrated_max_rates(fleet, study, self.inventory.name, self.manifest, None, self.out)
+        self.session.calibration_s = time.monotonic() - t
+        runs = matrix.plan(study, (calibration or {}).get("max_rates"))
+        check_runs(study, runs)  # a bad value stops the study here, before any mode goes up
+        if self.manifest is None:
+            self.manifest = new_manifest(study, self.inventory, [r.run_id for r in runs], calibration)
+        elif self.manifest.get("study_sha256") != study.digest:
+            self.out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest follow the new file")
+            self.manifest["order"] = [r.run_id for r in runs]
+        self.manifest["calibration"] = calibration
+        self.sess = new_session(study, self.inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
+        self.sess["quiet"] = [first_quiet]
+        add_session(self.manifest, self.sess)
+        write_manifest(self.mpath, self.manifest)
+        check_requirements(study, self.sess["hosts"])
+        return runs
+
+    async def _pending(self, runs: list) -> list:
+        """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""
+        from ..workload.bench import probe_limits
+
+        study, session = self.study, self.session
+        self.limits = await probe_limits(self.fleet)
+        done = complete_statuses(self.raw_dir, study.name)
+        redo = study_policy.redo_ids(iter_records(self.raw_dir, study.name), study.redo["max_attempts"])
+        todo = matrix.pending(runs, set(done) - redo)
+        session.planned, session.already_done = len(runs), len(runs) - len(todo)
+        self.bar = Progress(len(runs), session.already_done, enabled=self.progress, label=study.name)
+        if session.already_done:
+            self.bar.line(f"{study.name}: {session.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
+        return todo
+
+    async def _render_notebooks(self, runs: list) -> None:
+        """The run notebooks are views of saved records: rendered once no measurement runs
+        (rendering between runs put ~0.6 s of non-measuring wall time into every run)."""
+        t = time.monotonic()
+        self.bar.status("run notebooks")
+        first, self.book = self.book, None  # render_notebooks closes it
+        await render_notebooks(self.policy, [r.run_id for r in runs], self.raw_dir, self.runs_dir, self.bar, first=first)
+        self.session.notebooks_s += time.monotonic() - t
+
+    async def _run_block(self, block) -> None:
+        """One mode, set up once, for all its runs in one repetition; always torn down."""
+        from ..modes import mode_down
+        from ..workload.quiet import wait_quiet
+
+        settings = mode_settings(self.study, block.mode)
+        entry = {"repetition": block.repetition, "mode": block.mode, "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
+        self.sess["mode_blocks"].append(entry)
+        self.bar.status(f"quiet-machine check before {block.mode}")
+        entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line, where=f"{block.mode} (rep {block.repetition})")
+        endpoint = await self._mode_up(block, settings, entry)
+        if endpoint is None:
+            return
+        try:
+            await self._measure_block(block, endpoint)
+        finally:
+            t = time.monotonic()
+            await mode_down(self.fleet, block.mode, settings)
+            entry["down_s"] = round(time.monotonic() - t, 3)
+            self.session.modes_s += time.monotonic() - t
+
+    async def _mode_up(self, block, settings, entry: dict):
+        """The block's mode up, or None after recording every run of the block as failed with
+        the reason (unsupported here or broken)."""
+        from ..modes import mode_down, mode_up
+
+        self.bar.status(f"{block.mode} up (rep {block.repetition})")
+        t = time.monotonic()
+        try:
+            endpoint = await mode_up(self.fleet, block.mode, settings)
+        except RUN_FAILURES as exc:
+            self.session.modes_s += time.monotonic() - t
+            entry["error"] = reason_of(exc)
+            # Make sure nothing half-made stays (mode_up undoes its own steps; this is belt and braces).
+            try:
+                await mode_down(self.fleet, block.mode, settings)
+            except Exception as down_exc:
+                log.debug("mode_down after failed mode_up: %s", down_exc)
+            for run in block.runs:
+                now = now_iso()
+                self._store(failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref), 0.0)
+            if self.stop_on_failure:
+                raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked (--stop-on-failure)")
+            return None
+        entry["up_s"] = round(time.monotonic() - t, 3)
+        self.session.modes_s += time.monotonic() - t
+        details = await _mode_details(self.fleet)
+        if details:
+            entry["details"] = details  # ebpf-redirect: the BPF object's source hash, clang, kernel
+        return endpoint
+
+    async def _measure_block(self, block, endpoint) -> None:
+        """The block's runs, with nginx up once for all of them; nginx is closed at the end."""
+        from ..workload.session import BenchSession
+
+        study, session = self.study, self.session
+        bench = BenchSession(self.fleet, endpoint, self.limits)
+        try:
+            for run in block.runs:
+                self._stop_if_interrupted()
+                self.bar.status(f"{block.mode} rep {block.repetition}")
+                fields = spec_fields(study, run)
+                t = time.monotonic()
+                if self.policy == "measure":
+                    rec = await measure_in_notebook(self.book, self.inventory_path, endpoint, fields, run, self.raw_dir, self.runs_dir, self.ref)
+                else:
+                    rec = await measure_with_redo(self.fleet, endpoint, study, run, fields, self.ref, self.limits, bench, self.raw_dir, self.bar, session)
+                took = time.monotonic() - t
+                session.runs_s += took
+                self._store(rec, took, written=True)
+                if self.stop_on_failure and rec["status"] == "failed":
+                    raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked (--stop-on-failure)")
+        finally:
+            t = time.monotonic()
+            self.bar.status(f"{block.mode} down")
+            await bench.close()  # bounded, never raises: the mode still goes down
+            session.runs_s += time.monotonic() - t
+
+    def _store(self, rec: dict, took: float, written: bool = False) -> None:
+        """Count a finished run, write its record (unless already written) and the manifest."""
+        session = self.session
+        if not written:
+            write_record(self.raw_dir, rec)
+        window, warm = window_seconds(rec)
+        session.measure_s += window
+        session.warmup_s += warm
+        session.executed += 1
+        session.statuses[rec["status"]] = session.statuses.get(rec["status"], 0) + 1
+        if rec["status"] == "failed" and session.first_failure is None:
+            session.first_failure = f"{rec['run_id']}: {rec.get('reason')}"
+        self.sess["executed"].append(rec["run_id"])
+        write_manifest(self.mpath, self.manifest)
+        self.bar.line(summary_line(rec, took or None))
+        self.bar.advance()
+
+
+def _open_book(policy: str):
+    """The RunBook the policy needs from the start (warm/fresh: rendered after the matrix;
+    measure: a kernel per run); none for `none`."""
+    if policy not in ("warm", "fresh", "measure"):
+        return None
+    from .runbook import RunBook
+
+    return RunBook("fresh" if policy == "measure" else policy)
+
+
+async def _mode_details(fleet) -> dict | None:
+    """What the mode recorded in its state when it went up (modes/apply.py), or None."""
+    try:
+        from ..modes.engine.state import current_state
+
+        return ((await current_state(fleet)) or {}).get("details") or None
+    except Exception:  # a fake fleet in tests, an unreadable state: the manifest just lacks it
+        return None
