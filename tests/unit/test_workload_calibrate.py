@@ -1,6 +1,8 @@
 """Calibration's search (pure) and storage."""
 
 
+import pytest
+
 from cnibench.workload import calibrate as cal
 from cnibench.workload.bench import BenchSpec
 
@@ -57,3 +59,24 @@ def test_save_and_load(tmp_path, monkeypatch):
     path = cal.save_calibration("testbed", "host", "small", {"max_rate": 12000.0, "saturation_rate": 30000.0})
     assert path == tmp_path / "testbed" / "host" / "small.json"
     assert cal.load_calibration("testbed", "host", "small") == {"max_rate": 12000.0, "saturation_rate": 30000.0, "inventory": "testbed"}
+
+
+def test_a_rate_disturbed_every_time_stops_the_calibration_with_the_reason():
+    """No evidence about the rate is not a failure of it: counting it as one walked a calibration
+    down to ~2,000 req/s on a stalling VM. Three disturbed probes in a row stop it, clearly."""
+    import asyncio
+
+    class Session:
+        calls = 0
+
+        async def run(self, spec, run_id):
+            Session.calls += 1
+            return {"status": "invalid", "reason": "invalid: hiccups (sum of stalls) 49.0 ms (limit 20.0 ms)",
+                    "achieved_rate": spec.rate, "generator_cpu": 1.0, "latency": {"percentiles": {"90": 100}},
+                    "hygiene": {"disturbed": True, "flags": ["hiccup"]}}
+
+    base = BenchSpec(mode="host", size="small", rate=1, duration_s=3, warmup_s=0.5)
+    log: list[dict] = []
+    with pytest.raises(cal.CalibrationFailed, match="3 probes in a row at 4000 req/s were disturbed .*hiccups"):
+        asyncio.run(cal._probe(Session(), base, 4000.0, (10.0, 90), log, None))
+    assert Session.calls == cal.MAX_DISTURBED == len(log) and all(e["disturbed"] for e in log)

@@ -130,7 +130,7 @@ def probe_spec(spec_template: BenchSpec, run_s: float, warmup_s: float) -> Bench
 
 MIN_RUN_S = 3.0
 MAX_TOLERANCE = 0.02
-MAX_DISTURBED = 3  # a rate probed this often disturbed in a row counts as failed (the machine is not quiet)
+MAX_DISTURBED = 3  # a rate probed this often disturbed in a row stops the calibration: the machine is not quiet
 
 
 def check_settings(run_s: float, tolerance: float) -> None:
@@ -172,8 +172,14 @@ async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float
         if progress:
             progress(entry)
         if not entry["disturbed"]:
-            break
-    return ok, rec
+            return ok, rec
+    # Disturbed every time: no evidence about the rate. Counting it as a failure walked a
+    # calibration down to ~2,000 req/s on a VM whose stalls broke the guards' limits (host/small
+    # is ~60,000 here); a clear stop is better than a wrong reference for the whole study.
+    raise CalibrationFailed(
+        f"calibration of {base.mode}/{base.size}: {MAX_DISTURBED} probes in a row at {rate:g} req/s were disturbed "
+        f"({rec['reason']}); the machine is not quiet enough to calibrate. Wait and run again, or relax the "
+        "study's noise guards (workload.guard) for this machine, as studies/lab.yml does for hiccups.")
 
 
 def check_verdict(results: list[bool]) -> bool | None:
