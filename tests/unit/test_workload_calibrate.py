@@ -50,7 +50,7 @@ def test_probes_judge_machine_noise_but_not_the_generators_own_lag():
     probe = cal.probe_spec(template, 3.0, 0.5)
     assert probe.guard.max_send_lag_p99_us is None and template.guard.max_send_lag_p99_us is not None
     assert probe.guard.max_steal == template.guard.max_steal and probe.guard.max_foreign_cpu == template.guard.max_foreign_cpu
-    assert (probe.duration_s, probe.warmup_s, probe.metrics, probe.closed_loop) == (3.0, 0.5, True, False)
+    assert (probe.duration_s, probe.warmup_s, probe.metrics, probe.closed_loop) == (3.0, 0.5, False, False)
 
 
 def test_save_and_load(tmp_path, monkeypatch):
