@@ -9,7 +9,7 @@ moved by a third between studies (issue 10). A p90 bound fails only when a tenth
 is late: a queue that does not drain (rho >= 1 grows by (rho - 1) x 3 s in a probe), not a
 stall. The percentile is a setting (`calibration: {percentile: 99}` for quiet hosts).
 The send-lag guard is off in probes: near the top the generator's lag is part of what is
-measured (it is charged to the latency), not noise; the machine-noise guards stay on.
+measured (it is charged to the latency), not noise; the hiccup guard stays on (probes have no sampler: see probe_spec).
 Found with probes of at least 3 s: a ramp (x2 per step) until a run fails the test, then
 bisection between the last good and the first bad rate until they are within `tolerance`
 (at most 2 %). A failure, and a pass near a failure, are put to a 2-of-3 vote; a probe the
