@@ -47,7 +47,7 @@ def figures(rec: dict) -> dict:
             "lag_p99_us": lag.get("99"), "lag_p999_us": lag.get("99.9"), "lag_max_us": lag.get("100"),
             "p50_us": p.get("50"), "p99_us": p.get("99"), "p999_us": p.get("99.9"),
             "work_us_per_request": None if info.get("work_s") is None else round(info["work_s"] * 1e6 / ok_n, 3),
-            "server_busy": server_busy(rec), "hiccup_max_us": (rec.get("hygiene") or {}).get("hiccup_max_us")}
+            "server_busy": server_busy(rec), "hiccup_max_us": ((rec.get("hygiene") or {}).get("figures") or {}).get("hiccup_max_us")}
 
 
 def server_busy(rec: dict) -> float | None:
