@@ -9,6 +9,7 @@ rates); retransmits are provoked with an nftables rule that drops 2 % of nginx's
 """
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
@@ -50,21 +51,40 @@ def checks(rec):
     return {c["guard"]: c for c in rec["hygiene"]["checks"]}
 
 
+def lab_guard():
+    """The guard limits the shipped study runs with on this kind of machine (studies/lab.yml)."""
+    from pathlib import Path
+
+    from cnibench.study.spec import load_study
+
+    lab = load_study(Path(__file__).resolve().parents[2] / "studies" / "lab.yml")
+    return replace(SPEC.guard, **lab.workload.get("guard", {}))
+
+
+# A quiet run is judged with the study's own limits: on this VM stalls of 20-90 ms per 4 s are
+# normal (hiccups flag, they do not invalidate there), and one run in several still meets steal
+# or send lag beyond them. Retry policy: up to QUIET_ATTEMPTS runs; the first that the hypervisor
+# did not disturb is judged; if every one was disturbed the test skips naming each attempt.
+QUIET_ATTEMPTS = 4
+
+
 def test_quiet_run_is_valid_and_records_every_figure(with_fleet, testbed):
-    rec = run(with_fleet, testbed, quiet_first=True)
-    h = rec["hygiene"]
-    fig = h["figures"]
-    # Every figure is recorded whatever the verdict; "valid" needs a hypervisor that left the
-    # run alone, which the quiet-machine check (processes only) cannot see beforehand.
-    for key in ("foreign_cpu", "steal", "irq", "softirq", "hiccup_max_us", "tcp_retransmits", "nic_drops"):
-        assert fig[key] is not None, key
-    if (fig["steal"] or 0) > SPEC.guard.flag_steal or (fig["hiccup_total_us"] or 0) > SPEC.guard.max_hiccup_total_us:
-        pytest.skip(f"the hypervisor disturbed the run (steal {100 * fig['steal']:.1f} %, stalls {fig['hiccup_total_us'] / 1000:.0f} ms): "
+    spec = replace(SPEC, guard=lab_guard())
+    seen = []
+    for _ in range(QUIET_ATTEMPTS):
+        rec = run(with_fleet, testbed, quiet_first=True, spec=spec)
+        h = rec["hygiene"]
+        fig = h["figures"]
+        # Every figure is recorded whatever the verdict.
+        for key in ("foreign_cpu", "steal", "irq", "softirq", "hiccup_max_us", "tcp_retransmits", "nic_drops"):
+            assert fig[key] is not None, key
+        if not h["disturbed"]:
+            break
+        seen.append(f"steal {100 * (fig['steal'] or 0):.1f} %, stalls {(fig['hiccup_total_us'] or 0) / 1000:.0f} ms: {rec['reason']}")
+    else:
+        pytest.skip(f"the hypervisor disturbed all {QUIET_ATTEMPTS} runs ({'; '.join(seen)}): "
                     "a quiet run cannot be shown on this machine now")
     assert rec["status"] == "ok", rec["reason"]
-    assert not h["disturbed"]
-    for key in ("foreign_cpu", "steal", "irq", "softirq", "hiccup_max_us", "tcp_retransmits", "nic_drops"):
-        assert fig[key] is not None, key
     assert fig["foreign_cpu"] <= SPEC.guard.max_foreign_cpu
     # our own processes' CPU, recorded separately
     assert {"nginx", "generator", "sampler", "sshd", "hiccup", "driver"} <= set(h["cpu_s"])
