@@ -195,6 +195,8 @@ def test_calibration_probes_are_printed_one_line_each():
     show({"rate": 2000.0, "ok": True, "latency_us": 1500, "percentile": 90, "disturbed": False})
     show({"rate": 64000.0, "ok": False, "latency_us": 250_000, "percentile": 90, "disturbed": False})
     show({"rate": 8000.0, "ok": False, "latency_us": None, "percentile": 90, "disturbed": True})
+    show({"rate": 9000.0, "ok": True, "latency_us": 900, "percentile": 90, "disturbed": True, "disturbed_by": "steal 3.1 %"})
     show({"saturation": 70000.0})
     assert lines == ["  host/small: 2000 req/s: p90 1.50 ms: ok", "  host/small: 64000 req/s: p90 250.00 ms: too much",
-                     "  host/small: 8000 req/s: p90 -: disturbed, again", "  host/small: closed-loop saturation 70000 req/s"]
+                     "  host/small: 8000 req/s: p90 -: disturbed, again", "  host/small: 9000 req/s: p90 0.90 ms: disturbed (steal 3.1 %), again",
+                     "  host/small: closed-loop saturation 70000 req/s"]

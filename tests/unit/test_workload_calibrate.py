@@ -63,20 +63,76 @@ def test_save_and_load(tmp_path, monkeypatch):
 
 def test_a_rate_disturbed_every_time_stops_the_calibration_with_the_reason():
     """No evidence about the rate is not a failure of it: counting it as one walked a calibration
-    down to ~2,000 req/s on a stalling VM. Three disturbed probes in a row stop it, clearly."""
+    down to ~2,000 req/s on a stalling VM. Four disturbed probes in a row, with growing pauses
+    between them, stop it, clearly."""
     import asyncio
 
-    class Session:
-        calls = 0
+    calls, pauses = [], []
 
-        async def run(self, spec, run_id):
-            Session.calls += 1
-            return {"status": "invalid", "reason": "invalid: hiccups (sum of stalls) 49.0 ms (limit 20.0 ms)",
-                    "achieved_rate": spec.rate, "generator_cpu": 1.0, "latency": {"percentiles": {"90": 100}},
-                    "hygiene": {"disturbed": True, "flags": ["hiccup"]}}
+    async def run(session, spec, run_id):
+        calls.append(run_id)
+        return {"status": "invalid", "reason": "invalid: hiccups (sum of stalls) 49.0 ms (limit 20.0 ms)",
+                "achieved_rate": spec.rate, "generator_cpu": 1.0, "latency": {"percentiles": {"90": 100}},
+                "hygiene": {"disturbed": True, "flags": ["hiccup"]}}, 0.0
+
+    async def sleep(s):
+        pauses.append(s)
 
     base = BenchSpec(mode="host", size="small", rate=1, duration_s=3, warmup_s=0.5)
     log: list[dict] = []
-    with pytest.raises(cal.CalibrationFailed, match="3 probes in a row at 4000 req/s were disturbed .*hiccups"):
-        asyncio.run(cal._probe(Session(), base, 4000.0, (10.0, 90), log, None))
-    assert Session.calls == cal.MAX_DISTURBED == len(log) and all(e["disturbed"] for e in log)
+    with pytest.raises(cal.CalibrationFailed, match="4 probes in a row at 4000 req/s were disturbed .*hiccups"):
+        asyncio.run(cal._probe(None, base, 4000.0, (10.0, 90), log, None, run=run, sleep=sleep))
+    assert len(calls) == cal.MAX_DISTURBED == len(log) == 4 and all(e["disturbed"] for e in log)
+    assert pauses == [2.0, 4.0, 8.0]
+
+
+def test_a_probe_with_steal_is_run_again_and_the_next_quiet_one_votes():
+    import asyncio
+
+    steals = [0.06, 0.001]
+
+    async def run(session, spec, run_id):
+        return {"status": "ok", "reason": "", "achieved_rate": spec.rate, "generator_cpu": 1.0,
+                "latency": {"percentiles": {"90": 800, "99": 2000}}, "hygiene": {"disturbed": False}}, steals.pop(0)
+
+    async def sleep(s):
+        pass
+
+    base = BenchSpec(mode="host", size="small", rate=1, duration_s=3, warmup_s=0.5)
+    log: list[dict] = []
+    ok, _ = asyncio.run(cal._probe(None, base, 4000.0, (10.0, 90), log, None, run=run, sleep=sleep))
+    assert ok and [e["disturbed"] for e in log] == [True, False] and [e["steal"] for e in log] == [0.06, 0.001]
+    assert "steal 6.0 %" in log[0]["disturbed_by"]
+
+
+def _sample(uptime, steal0, steal1):
+    """A parsed sampler sample with two CPUs' steal jiffies."""
+    def cpu(st):
+        return {"user": 0, "nice": 0, "system": 0, "idle": 0, "iowait": 0, "irq": 0, "softirq": 0, "steal": st}
+
+    return {"uptime": uptime, "stat": {"cpus": {"cpu0": cpu(steal0), "cpu1": cpu(steal1)}}}
+
+
+def test_steal_around_a_probe_is_the_largest_share_over_the_hosts_pinned_cores():
+    from cnibench.workload.quiet import probe_steal, steal_between
+
+    a, b = _sample(100.0, 0, 0), _sample(104.0, 4, 12)  # 4 s; cpu0 lost 0.04 s, cpu1 0.12 s
+    assert steal_between(a, b, [0]) == 0.01
+    assert steal_between(a, b, [1]) == 0.03
+    assert steal_between(a, b, [0, 1]) == 0.02
+    assert steal_between(a, b, [2]) is None and steal_between(None, b, [0]) is None
+    assert steal_between(b, a, [0]) is None  # time went backwards: no figure, not a negative one
+    assert probe_steal({"client": a, "server": a}, {"client": b, "server": b}, {"client": (0,), "server": (1,)}) == 0.03
+    assert probe_steal({"client": a}, {"client": None}, {"client": (0,)}) is None
+
+
+def test_a_probe_is_no_vote_when_the_guards_or_the_steal_around_it_say_disturbed():
+    from cnibench.workload.calibrate import probe_disturbed
+
+    quiet = {"reason": "", "hygiene": {"disturbed": False}}
+    assert probe_disturbed(quiet, 0.005, 0.02) is None
+    assert probe_disturbed(quiet, None, 0.02) is None  # no figure: judged by the guards alone
+    assert probe_disturbed(quiet, 0.05, None) is None  # the study turned the steal guard off
+    assert "steal 5.0 %" in probe_disturbed(quiet, 0.05, 0.02)
+    hit = {"reason": "invalid: foreign CPU 9 %", "hygiene": {"disturbed": True}}
+    assert probe_disturbed(hit, 0.0, 0.02) == "invalid: foreign CPU 9 %"

@@ -13,8 +13,8 @@ measured (it is charged to the latency), not noise; the hiccup guard stays on (p
 Found with probes of at least 3 s: a ramp (x2 per step) until a run fails the test, then
 bisection between the last good and the first bad rate until they are within `tolerance`
 (at most 2 %). A failure, and a pass near a failure, are put to a 2-of-3 vote; a probe the
-guards call disturbed (a hiccup, a foreign process: guards.disturbed) is not a vote and is run
-again. The search is a pure function (`next_rate`) of the probes so far. Made to repeat: the
+guards call disturbed (a hiccup, a foreign process: guards.disturbed), or that had more steal
+than the guard allows (measured around it: _probe), is not a vote and is run again after a pause. The search is a pure function (`next_rate`) of the probes so far. Made to repeat: the
 unit test drives it with an oracle that fails 1 % of good probes at random.
 
 A stored maximum is re-checked at each session start with one probe at that rate (voted the
@@ -30,6 +30,7 @@ load as a fraction of the reference mode's maximum.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from ..infra.config import DATA
 from ..results import SUSTAINED_BOUND_MS, SUSTAINED_PERCENTILE, atomic_write_text, now_iso, percentile_key, sustained
 from ..errors import CnibenchError, ConfigError
 from .bench import BenchSpec
+from .quiet import probe_steal, stat_snapshot
 from .session import BenchSession
 
 CALIBRATION = DATA / "calibration"
@@ -122,17 +124,18 @@ def probe_ok(rec: dict, bound_ms: float, percentile: float = DEFAULT_PERCENTILE)
 
 def probe_spec(spec_template: BenchSpec, run_s: float, warmup_s: float) -> BenchSpec:
     """A probe: open loop, no sampler, and no send-lag guard (see the module's docstring).
-    Without the sampler the steal and foreign-CPU guards have no figures, so a probe taken while
-    the hypervisor steals is judged like a quiet one (a study's calibration moved 59k -> 49k so).
-    With it, this VM's 2-3 % steal disturbed every probe and stopped the calibration; waiting for
-    a quiet machine between disturbed probes is the fix not yet built."""
+    With the per-second sampler, this VM's 2-3 % steal (which the sampler's own wake-ups add to)
+    disturbed every probe and stopped the calibration. Without it the guards have no steal
+    figure, so a probe taken while the hypervisor steals was judged like a quiet one (a study's
+    calibration moved 59k -> 49k so): _probe measures steal around each probe instead
+    (quiet.stat_snapshot) and runs a probe with too much of it again."""
     return replace(spec_template, duration_s=run_s, warmup_s=warmup_s, metrics=False, closed_loop=False,
                    guard=replace(spec_template.guard, max_send_lag_p99_us=None))
 
 
 MIN_RUN_S = 3.0
 MAX_TOLERANCE = 0.02
-MAX_DISTURBED = 3  # a rate probed this often disturbed in a row stops the calibration: the machine is not quiet
+MAX_DISTURBED = 4  # a rate probed this often disturbed in a row stops the calibration: the machine is not quiet
 
 
 def check_settings(run_s: float, tolerance: float) -> None:
@@ -159,28 +162,56 @@ async def calibrate(fleet, endpoint, spec_template: BenchSpec, bound_ms: float =
         return await _search(session, base, probes, log, crit, start_rate, max_rate, tolerance, progress)
 
 
-async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float], log: list[dict], progress) -> tuple[bool, dict]:
-    """One vote at `rate`: disturbed probes are run again (at most MAX_DISTURBED times).
-    crit: (bound_ms, percentile)."""
+DISTURBED_PAUSE_S = 2.0  # before re-running a disturbed probe; doubles each time (2, 4, 8 s)
+
+
+def probe_disturbed(rec: dict, steal: float | None, max_steal: float | None) -> str | None:
+    """Why a probe is no evidence about its rate (None: it is a vote). The guards' noise verdict
+    (guards.disturbed), or steal above the guard's limit measured around the probe (pure)."""
+    hyg = rec.get("hygiene") or {}
+    if hyg.get("disturbed"):
+        return rec["reason"]
+    if steal is not None and max_steal is not None and steal > max_steal:
+        return f"steal {100 * steal:.1f} % on the pinned cores during the probe (limit {100 * max_steal:g} %)"
+    return None
+
+
+async def run_measuring_steal(session, spec: BenchSpec, run_id: str) -> tuple[dict, float | None]:
+    """One probe run, and the steal on the hosts' pinned cores around it (quiet.probe_steal)."""
+    fleet = session.fleet
+    cpus = {fleet.client.name: spec.client_cpus, fleet.server.name: spec.server_cpus}
+    before = await stat_snapshot(fleet)
+    rec = await session.run(spec, run_id=run_id)
+    return rec, probe_steal(before, await stat_snapshot(fleet), cpus)
+
+
+async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float], log: list[dict], progress,
+                 run=run_measuring_steal, sleep=asyncio.sleep) -> tuple[bool, dict]:
+    """One vote at `rate`: disturbed probes are run again after a pause (at most MAX_DISTURBED
+    times). crit: (bound_ms, percentile)."""
     for attempt in range(MAX_DISTURBED):
-        rec = await session.run(replace(base, rate=rate), run_id=f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
+        if attempt:
+            await sleep(DISTURBED_PAUSE_S * 2 ** (attempt - 1))
+        rec, steal = await run(session, replace(base, rate=rate), f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
         ok = probe_ok(rec, *crit)
         hyg = rec.get("hygiene") or {}
+        why = probe_disturbed(rec, steal, base.guard.max_steal)
         entry = {"rate": rate, "ok": ok, "status": rec["status"], "reason": rec["reason"], "achieved": rec["achieved_rate"],
                  "latency_us": probe_latency_us(rec, crit[1]), "percentile": crit[1],
                  "p99_us": ((rec["latency"] or {}).get("percentiles") or {}).get("99"), "generator_cpu": rec["generator_cpu"],
-                 "disturbed": bool(hyg.get("disturbed")), "flags": hyg.get("flags") or []}
+                 "steal": steal, "hiccup_total_us": (hyg.get("figures") or {}).get("hiccup_total_us"),
+                 "disturbed": why is not None, "disturbed_by": why, "flags": hyg.get("flags") or []}
         log.append(entry)
         if progress:
             progress(entry)
-        if not entry["disturbed"]:
+        if why is None:
             return ok, rec
     # Disturbed every time: no evidence about the rate. Counting it as a failure walked a
     # calibration down to ~2,000 req/s on a VM whose stalls broke the guards' limits (host/small
     # is ~60,000 here); a clear stop is better than a wrong reference for the whole study.
     raise CalibrationFailed(
         f"calibration of {base.mode}/{base.size}: {MAX_DISTURBED} probes in a row at {rate:g} req/s were disturbed "
-        f"({rec['reason']}); the machine is not quiet enough to calibrate. Wait and run again, or relax the "
+        f"({why}); the machine is not quiet enough to calibrate. Wait and run again, or relax the "
         "study's noise guards (workload.guard) for this machine, as studies/lab.yml does for hiccups.")
 
 

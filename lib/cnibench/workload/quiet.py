@@ -15,7 +15,7 @@ import asyncio
 import time
 
 from .hygiene import local_boot_id, machine_figures, pid_seconds
-from .metrics import boot_id, parse_samples, sampler_argv
+from .metrics import USER_HZ, boot_id, parse_samples, sampler_argv
 
 
 def other_cpu(parsed: dict[str, dict], driver: dict | None) -> dict[str, float]:
@@ -76,3 +76,42 @@ async def wait_quiet(fleet, quiet: dict, out=print, where: str = "") -> dict:
 
 def _fmt(busy: dict[str, float]) -> str:
     return ", ".join(f"{c:.2f} cores on {m}" for m, c in busy.items())
+
+
+# Steal around a calibration probe. Probes run without the per-second sampler (a sampler in
+# every probe made this VM's 2-3 % steal disturb each of them, calibrate.probe_spec), so the
+# steal guard has no figure there; one /proc/stat sample on each host before and after the
+# probe gives it one, at the cost of two short commands outside the probe's window. (Waiting
+# for low steal beforehand does not help: an idle guest sees none here; steal comes with load.)
+
+def steal_between(a: dict | None, b: dict | None, cpus) -> float | None:
+    """Share of the named cores' time the hypervisor stole between two parsed samples (pure).
+    None when a sample or a core is missing."""
+    if not a or not b:
+        return None
+    names = [f"cpu{c}" for c in cpus]
+    if not names or not all(n in a["stat"]["cpus"] and n in b["stat"]["cpus"] for n in names):
+        return None
+    span = b["uptime"] - a["uptime"]
+    if span <= 0:
+        return None
+    stolen = sum(b["stat"]["cpus"][n]["steal"] - a["stat"]["cpus"][n]["steal"] for n in names) / USER_HZ
+    return round(max(0.0, stolen) / (span * len(names)), 4)
+
+
+async def stat_snapshot(fleet) -> dict[str, dict | None]:
+    """{host: one parsed sample (uptime, /proc/stat)} of every host, taken at once."""
+    async def one(host):
+        r = await host.run(sampler_argv(1, count=1), timeout=20)
+        s = parse_samples(r.stdout, host.spec.data_interface)
+        return s[0] if s else None
+
+    return await fleet.gather("steal sample", one)
+
+
+def probe_steal(before: dict, after: dict, cpus_by_host: dict[str, tuple[int, ...]]) -> float | None:
+    """The largest steal share over the hosts' pinned cores between two snapshots (pure)."""
+    shares = [steal_between(before.get(h), after.get(h), cpus) for h, cpus in cpus_by_host.items()]
+    known = [s for s in shares if s is not None]
+    return max(known) if known else None
+
