@@ -136,6 +136,11 @@ async def bench_calibration(fleet, args) -> dict:
             runs.append({"max_rate": res["max_rate"], "probes": len(res["probes"]), "seconds": round(time.monotonic() - t, 1),
                          "probe_log": res["probes"]})
             print(f"  calibration {i + 1}: {res['max_rate']:.0f} req/s ({len(res['probes'])} probes, {runs[-1]['seconds']} s)", flush=True)
+            for e in res["probes"]:  # what decided it: each probe's rate, verdict, p90 and the steal around it
+                steal = "-" if e.get("steal") is None else f"{100 * e['steal']:.1f} %"
+                lat = "-" if e.get("latency_us") is None else f"{e['latency_us'] / 1000:.2f} ms"
+                print(f"    {e['rate']:>8.0f} {'ok ' if e['ok'] else 'bad'} p{e['percentile']:g} {lat:>9} steal {steal:>6}"
+                      f"{' disturbed: ' + str(e.get('disturbed_by')) if e.get('disturbed') else ''}", flush=True)
     c = cv(maxima)
     print(f"{args.mode}/{args.size}: maxima {[round(m) for m in maxima]}, CV {100 * c:.2f} % (target <= 3 %)" if c is not None else "one calibration: no CV")
     return {"runs": runs, "cv": c}

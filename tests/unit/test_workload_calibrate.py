@@ -100,7 +100,8 @@ def test_a_probe_with_steal_is_run_again_and_the_next_quiet_one_votes():
 
     base = BenchSpec(mode="host", size="small", rate=1, duration_s=3, warmup_s=0.5)
     log: list[dict] = []
-    ok, _ = asyncio.run(cal._probe(None, base, 4000.0, (10.0, 90), log, None, run=run, sleep=sleep))
+    ok, _ = asyncio.run(cal._probe(None, base, 4000.0, (10.0, 90), log, None, cal.PROBE_MAX_STEAL, run=run, sleep=sleep))
+    assert cal.PROBE_MAX_STEAL < 0.06
     assert ok and [e["disturbed"] for e in log] == [True, False] and [e["steal"] for e in log] == [0.06, 0.001]
     assert "steal 6.0 %" in log[0]["disturbed_by"]
 

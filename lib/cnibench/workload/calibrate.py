@@ -135,6 +135,12 @@ def probe_spec(spec_template: BenchSpec, run_s: float, warmup_s: float) -> Bench
 
 MIN_RUN_S = 3.0
 MAX_TOLERANCE = 0.02
+# Steal on the pinned cores around a probe above this: run it again (quiet.probe_steal). Not the
+# run guard's 2 %: on this VM steal comes in bursts of 2-5 % lasting tens of seconds, at any
+# load (five calibrations, 2026-11-28: 0-11 % per probe, 2.5 % or more in 1 probe of 5), and a
+# 2 % limit stopped a calibration after 4 probes in a row at 4.6 %. 5 % re-runs the probes that
+# lost a twentieth of their cores. (Steal did not explain the maxima's spread: see docs/method.md.)
+PROBE_MAX_STEAL: float | None = 0.05
 MAX_DISTURBED = 4  # a rate probed this often disturbed in a row stops the calibration: the machine is not quiet
 
 
@@ -151,7 +157,7 @@ def check_settings(run_s: float, tolerance: float) -> None:
 async def calibrate(fleet, endpoint, spec_template: BenchSpec, bound_ms: float = DEFAULT_BOUND_MS, *,
                     percentile: float = DEFAULT_PERCENTILE, start_rate: float = 2000, max_rate: float = 400_000,
                     tolerance: float = 0.02, run_s: float = 3.0, warmup_s: float = 1.0,
-                    progress: Callable[[dict], None] | None = None) -> dict:
+                    max_steal: float | None = PROBE_MAX_STEAL, progress: Callable[[dict], None] | None = None) -> dict:
     """Ramp, bisect with votes, then one closed-loop run. About 1.5-3 minutes on the testbed."""
     check_settings(run_s, tolerance)
     probes: list[tuple[float, bool]] = []
@@ -159,7 +165,7 @@ async def calibrate(fleet, endpoint, spec_template: BenchSpec, bound_ms: float =
     base = probe_spec(spec_template, run_s, warmup_s)
     crit = (bound_ms, percentile)
     async with BenchSession(fleet, endpoint) as session:  # one nginx for all the probes
-        return await _search(session, base, probes, log, crit, start_rate, max_rate, tolerance, progress)
+        return await _search(session, base, probes, log, crit, start_rate, max_rate, tolerance, max_steal, progress)
 
 
 DISTURBED_PAUSE_S = 2.0  # before re-running a disturbed probe; doubles each time (2, 4, 8 s)
@@ -186,7 +192,7 @@ async def run_measuring_steal(session, spec: BenchSpec, run_id: str) -> tuple[di
 
 
 async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float], log: list[dict], progress,
-                 run=run_measuring_steal, sleep=asyncio.sleep) -> tuple[bool, dict]:
+                 max_steal: float | None = None, run=run_measuring_steal, sleep=asyncio.sleep) -> tuple[bool, dict]:
     """One vote at `rate`: disturbed probes are run again after a pause (at most MAX_DISTURBED
     times). crit: (bound_ms, percentile)."""
     for attempt in range(MAX_DISTURBED):
@@ -195,7 +201,7 @@ async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float
         rec, steal = await run(session, replace(base, rate=rate), f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
         ok = probe_ok(rec, *crit)
         hyg = rec.get("hygiene") or {}
-        why = probe_disturbed(rec, steal, base.guard.max_steal)
+        why = probe_disturbed(rec, steal, max_steal)
         entry = {"rate": rate, "ok": ok, "status": rec["status"], "reason": rec["reason"], "achieved": rec["achieved_rate"],
                  "latency_us": probe_latency_us(rec, crit[1]), "percentile": crit[1],
                  "p99_us": ((rec["latency"] or {}).get("percentiles") or {}).get("99"), "generator_cpu": rec["generator_cpu"],
@@ -224,15 +230,15 @@ def check_verdict(results: list[bool]) -> bool | None:
 
 
 async def check_probe(fleet, endpoint, spec_template: BenchSpec, max_rate: float, bound_ms: float = DEFAULT_BOUND_MS, *,
-                      percentile: float = DEFAULT_PERCENTILE, run_s: float = 3.0, warmup_s: float = 1.0, progress=None,
-                      **_ignored) -> dict:
+                      percentile: float = DEFAULT_PERCENTILE, run_s: float = 3.0, warmup_s: float = 1.0,
+                      max_steal: float | None = PROBE_MAX_STEAL, progress=None, **_ignored) -> dict:
     """Is a stored maximum still sustainable? {"rate", "ok", "probes": [...]} (1 to 3 probes)."""
     base = probe_spec(spec_template, run_s, warmup_s)
     results: list[bool] = []
     log: list[dict] = []
     async with BenchSession(fleet, endpoint) as session:
         while check_verdict(results) is None if results else True:
-            ok, _ = await _probe(session, base, max_rate, (bound_ms, percentile), log, progress)
+            ok, _ = await _probe(session, base, max_rate, (bound_ms, percentile), log, progress, max_steal)
             results.append(ok)
     return {"rate": max_rate, "ok": bool(check_verdict(results)), "probes": log}
 
@@ -251,9 +257,9 @@ def no_valid_rate_message(base: BenchSpec, log: list[dict], bound_ms: float, per
             "Check the mode (invoke mode.verify) and the hosts; or lower calibration start_rate, or raise bound_ms.")
 
 
-async def _search(session, base, probes, log, crit, start_rate, max_rate, tolerance, progress) -> dict:
+async def _search(session, base, probes, log, crit, start_rate, max_rate, tolerance, max_steal, progress) -> dict:
     while (rate := next_rate(probes, start_rate, 2.0, max_rate, tolerance=tolerance)) is not None:
-        ok, rec = await _probe(session, base, rate, crit, log, progress)
+        ok, rec = await _probe(session, base, rate, crit, log, progress, max_steal)
         probes.append((rate, ok))
         if rec["status"] == "failed" and not any(ok for _, ok in probes):
             break  # a broken setup, not a rate: stop here (the reason is in the log)
