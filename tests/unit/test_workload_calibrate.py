@@ -86,14 +86,15 @@ def test_a_rate_disturbed_every_time_stops_the_calibration_with_the_reason():
     assert pauses == [2.0, 4.0, 8.0]
 
 
-def test_a_probe_with_steal_is_run_again_and_the_next_quiet_one_votes():
+def test_a_failed_probe_with_steal_is_run_again_and_the_next_quiet_one_votes():
     import asyncio
 
-    steals = [0.06, 0.001]
+    runs = [(30_000, 0.06), (800, 0.001)]  # (p90 us, steal): a failure under steal, then a quiet pass
 
     async def run(session, spec, run_id):
+        p90, steal = runs.pop(0)
         return {"status": "ok", "reason": "", "achieved_rate": spec.rate, "generator_cpu": 1.0,
-                "latency": {"percentiles": {"90": 800, "99": 2000}}, "hygiene": {"disturbed": False}}, steals.pop(0)
+                "latency": {"percentiles": {"90": p90, "99": 2 * p90}}, "hygiene": {"disturbed": False}}, steal
 
     async def sleep(s):
         pass
@@ -127,13 +128,16 @@ def test_steal_around_a_probe_is_the_largest_share_over_the_hosts_pinned_cores()
     assert probe_steal({"client": a}, {"client": None}, {"client": (0,)}) is None
 
 
-def test_a_probe_is_no_vote_when_the_guards_or_the_steal_around_it_say_disturbed():
+def test_a_probe_is_no_vote_when_the_guards_or_the_steal_around_a_failure_say_disturbed():
     from cnibench.workload.calibrate import probe_disturbed
 
     quiet = {"reason": "", "hygiene": {"disturbed": False}}
-    assert probe_disturbed(quiet, 0.005, 0.02) is None
-    assert probe_disturbed(quiet, None, 0.02) is None  # no figure: judged by the guards alone
-    assert probe_disturbed(quiet, 0.05, None) is None  # the study turned the steal guard off
-    assert "steal 5.0 %" in probe_disturbed(quiet, 0.05, 0.02)
+    assert probe_disturbed(quiet, False, 0.005, 0.02) is None
+    assert probe_disturbed(quiet, False, None, 0.02) is None  # no figure: judged by the guards alone
+    assert probe_disturbed(quiet, False, 0.05, None) is None  # the study turned the steal limit off
+    assert "steal 5.0 %" in probe_disturbed(quiet, False, 0.05, 0.02)
+    # steal only takes capacity away: a pass despite it is a pass
+    assert probe_disturbed(quiet, True, 0.11, 0.02) is None
     hit = {"reason": "invalid: foreign CPU 9 %", "hygiene": {"disturbed": True}}
-    assert probe_disturbed(hit, 0.0, 0.02) == "invalid: foreign CPU 9 %"
+    assert probe_disturbed(hit, False, 0.0, 0.02) == "invalid: foreign CPU 9 %"
+    assert probe_disturbed(hit, True, 0.0, 0.02) == "invalid: foreign CPU 9 %"
