@@ -2,6 +2,8 @@
 
 import json
 import os
+import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,21 @@ def kernel_env(monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
 
+SLOW_S = 30  # these notebooks take 2-16 s here; a run past this says where its time went
+
+
 def _run(name, out, **params):
     # the runner's path: kernel start and per-cell timeouts, so a stuck kernel fails, never hangs
+    t0 = time.monotonic()
     runbook.execute(NOTEBOOKS / f"{name}.ipynb", out, params, cwd=config.ROOT)
-    return json.loads(Path(out).read_text())
+    took = time.monotonic() - t0
+    nb = json.loads(Path(out).read_text())
+    if took > SLOW_S:
+        # Once in a full-suite run the explore notebook took 104 s (and passed); papermill's
+        # per-cell durations say whether the kernel's start or a cell took the time.
+        cells = [round(c.get("metadata", {}).get("papermill", {}).get("duration") or 0, 1) for c in nb["cells"]]
+        warnings.warn(f"{name}.ipynb took {took:.0f} s: cells {cells} s, the rest is kernel start and stop")
+    return nb
 
 
 def _text(nb):
