@@ -93,8 +93,10 @@ def _probe_printer(out, mode: str, size: str):
             out(f"  {mode}/{size}: closed-loop saturation {e['saturation'] or 0:.0f} req/s")
             return
         lat = "-" if e.get("latency_us") is None else f"{e['latency_us'] / 1000:.2f} ms"
-        verdict = (f"disturbed ({e['disturbed_by']}), again" if e.get("disturbed_by") else "disturbed, again") if e.get("disturbed") \
-            else ("ok" if e["ok"] else "too much")
+        if e.get("disturbed"):
+            verdict = f"disturbed ({e['disturbed_by']}), again" if e.get("disturbed_by") else "disturbed, again"
+        else:
+            verdict = "ok" if e["ok"] else "too much"
         out(f"  {mode}/{size}: {e['rate']:.0f} req/s: p{e.get('percentile', 90):g} {lat}: {verdict}")
     return show
 

@@ -14,7 +14,8 @@ Found with probes of at least 3 s: a ramp (x2 per step) until a run fails the te
 bisection between the last good and the first bad rate until they are within `tolerance`
 (at most 2 %). A failure, and a pass near a failure, are put to a 2-of-3 vote; a probe the
 guards call disturbed (a hiccup, a foreign process: guards.disturbed), or a failed probe with
-more steal than `max_steal` (measured around it: _probe), is not a vote and is run again after a pause. The search is a pure function (`next_rate`) of the probes so far. Made to repeat: the
+more steal than `max_steal` (measured around it: _probe), is not a vote and is run again after
+a pause. The search is a pure function (`next_rate`) of the probes so far. Made to repeat: the
 unit test drives it with an oracle that fails 1 % of good probes at random.
 
 A stored maximum is re-checked at each session start with one probe at that rate (voted the
@@ -139,7 +140,8 @@ MAX_TOLERANCE = 0.02
 # run guard's 2 %: on this VM steal comes in bursts of 2-5 % lasting tens of seconds, at any
 # load (five calibrations, 2026-11-28: 0-11 % per probe, 2.5 % or more in 1 probe of 5), and a
 # 2 % limit stopped a calibration after 4 probes in a row at 4.6 %. 5 % re-runs the failed probes
-# that lost a twentieth of their cores (passes stand: probe_disturbed). (Steal did not explain the maxima's spread: see docs/method.md.)
+# that lost a twentieth of their cores (passes stand: probe_disturbed). Steal did not explain the
+# maxima's spread: see docs/method.md.
 PROBE_MAX_STEAL: float | None = 0.05
 MAX_DISTURBED = 4  # a rate probed this often disturbed in a row stops the calibration: the machine is not quiet
 

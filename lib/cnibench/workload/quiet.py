@@ -15,7 +15,7 @@ import asyncio
 import time
 
 from .hygiene import local_boot_id, machine_figures, pid_seconds
-from .metrics import USER_HZ, boot_id, parse_samples, sampler_argv
+from .metrics import boot_id, parse_samples, sampler_argv
 
 
 def other_cpu(parsed: dict[str, dict], driver: dict | None) -> dict[str, float]:
@@ -85,18 +85,11 @@ def _fmt(busy: dict[str, float]) -> str:
 # for low steal beforehand does not help: an idle guest sees none here; steal comes with load.)
 
 def steal_between(a: dict | None, b: dict | None, cpus) -> float | None:
-    """Share of the named cores' time the hypervisor stole between two parsed samples (pure).
-    None when a sample or a core is missing."""
-    if not a or not b:
-        return None
-    names = [f"cpu{c}" for c in cpus]
-    if not names or not all(n in a["stat"]["cpus"] and n in b["stat"]["cpus"] for n in names):
-        return None
-    span = b["uptime"] - a["uptime"]
-    if span <= 0:
-        return None
-    stolen = sum(b["stat"]["cpus"][n]["steal"] - a["stat"]["cpus"][n]["steal"] for n in names) / USER_HZ
-    return round(max(0.0, stolen) / (span * len(names)), 4)
+    """Share of the named cores' time the hypervisor stole between two parsed samples (pure):
+    the foreign-CPU guard's figure (hygiene.machine_figures) over just these two samples.
+    None when a sample or the cores are missing."""
+    fig = machine_figures([a, b], list(cpus), {}) if a and b else None
+    return fig["steal"] if fig else None
 
 
 async def stat_snapshot(fleet) -> dict[str, dict | None]:
