@@ -5,12 +5,18 @@
 Run it on an otherwise idle machine. Measures and prints (issue 9's criteria 1 and 7):
   1. pacing: per-ms dispersion, the highest periodogram line, send lag p99/p99.9, and p50/p99,
      for `--runs` runs each at 5,000, 15,000 and 25,000 req/s (small), and for 45,000 req/s
-     (both sizes); how many runs meet send lag p99 <= 50 us and p99.9 <= 250 us;
-  2. capacity: h2load's closed-loop maximum (16 connections x 32 in flight, one core), then the
-     highest rate at which cnib-openloop on one core is valid (dispersion <= 0.2, no line above
-     20, >= 99 % of the target answered, in 2 of 3 runs of 5 s), found by bisection; the ratio of the two, and the
-     server core's busy share at the first rate that failed (saturated server: the server, not
-     the generator, is the limit);
+     (both sizes); how many runs meet send lag p99 <= 50 us and p99.9 <= 250 us, and how many
+     of the misses meet it once the client meter's stalls (>= 1 ms) are taken out;
+  2. capacity: h2load's closed-loop maximum (16 connections x 32 in flight, one core), before
+     and after; then cnib-openloop on one core at 0.5, 0.6, ... 1.0 x that maximum (up to 3 runs
+     of 5 s a rate, 2 of 3 decide). Two questions, kept apart:
+       - did the generator keep its schedule? pacing (dispersion <= 0.2, no line above 20),
+         send lag p99 <= 50 us, both with the client meter's stalls taken out (the raw figures are
+         shown too), and >= 99 % of the window's requests sent;
+       - did the server keep up? its pinned core's busy share, and the share of the target rate
+         answered in time.
+     Printed: the generator's highest rate that kept the schedule, as a ratio to h2load's maximum,
+     and the lowest rate at which the server's core was saturated (busy >= 95 %);
   3. the generator's CPU per request: the time its loop spent in passes that sent or read
      something (`work_s`) over the requests (its busy-polling is the rest of the core).
 Results also go to benchmarks/results/openloop.json (git-ignored).
@@ -33,7 +39,9 @@ from cnibench.workload.cli import mode_endpoint
 
 OUT = ROOT / "benchmarks" / "results" / "openloop.json"
 LAG_P99_US, LAG_P999_US = 50, 250
-CAPACITY_WINDOW_S = 5.0  # per-ms dispersion from a 5 ms stall falls as 1/window: ~0.35 over 3 s at 50k req/s
+CAPACITY_WINDOW_S = 5.0
+CAPACITY_STEPS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # x h2load's closed-loop maximum
+SERVER_SATURATED = 0.95  # busy share of the server's pinned core
 
 
 def figures(rec: dict) -> dict:
@@ -47,7 +55,9 @@ def figures(rec: dict) -> dict:
             "lag_p99_us": lag.get("99"), "lag_p999_us": lag.get("99.9"), "lag_max_us": lag.get("100"),
             "p50_us": p.get("50"), "p99_us": p.get("99"), "p999_us": p.get("99.9"),
             "work_us_per_request": None if info.get("work_s") is None else round(info["work_s"] * 1e6 / ok_n, 3),
-            "server_busy": server_busy(rec), "hiccup_max_us": ((rec.get("hygiene") or {}).get("figures") or {}).get("hiccup_max_us")}
+            "server_busy": server_busy(rec), "hiccup_max_us": ((rec.get("hygiene") or {}).get("figures") or {}).get("hiccup_max_us"),
+            "outside_stalls": (lat.get("pacing") or {}).get("outside_stalls"),
+            "sent_fraction": round(info["sent"] / info["window_requests"], 4) if info.get("sent") is not None and info.get("window_requests") else None}
 
 
 def server_busy(rec: dict) -> float | None:
@@ -62,17 +72,87 @@ def server_busy(rec: dict) -> float | None:
 
 
 def paced(f: dict) -> bool:
-    """The capacity criterion: pacing met (the noise guards judge the machine, not this)."""
-    return f["status"] != "failed" and f.get("dispersion_per_ms", 99) <= 0.2 and f.get("max_line_ratio", 1e9) <= 20
+    """Criterion 1's pacing, judged outside the client meter's stalls when the run has that figure."""
+    p = f.get("outside_stalls") or f
+    disp, line = p.get("dispersion_per_ms"), p.get("max_line_ratio")
+    return f["status"] != "failed" and disp is not None and disp <= 0.2 and line is not None and line <= 20
+
+
+def lag_met(f: dict, outside: bool = False) -> bool:
+    """Criterion 1's send lag (p99 <= 50 us, p99.9 <= 250 us), raw or outside the meter's stalls."""
+    o = f.get("outside_stalls") or {}
+    p99, p999 = (o.get("send_lag_p99_us"), o.get("send_lag_p999_us")) if outside and o else (f["lag_p99_us"], f["lag_p999_us"])
+    return p99 is not None and p999 is not None and p99 <= LAG_P99_US and p999 <= LAG_P999_US
+
+
+def kept_schedule(f: dict) -> bool:
+    """The generator's part of a capacity run, outside the client meter's stalls: paced, send lag
+    p99 within criterion 1 (p99.9 is the machine's above 25,000 req/s), >= 99 % of the window sent."""
+    o = f.get("outside_stalls") or {}
+    p99 = o.get("send_lag_p99_us", f["lag_p99_us"]) if o else f["lag_p99_us"]
+    return paced(f) and p99 is not None and p99 <= LAG_P99_US and (f.get("sent_fraction") or 0) >= 0.99
 
 
 def show(f: dict) -> None:
     print(f"  {f['rate']:8.0f} {f['size']:5s} {f['status']:7s} disp {f.get('dispersion_per_ms')} line {f.get('max_line_ratio')} "
           f"lag p99/p99.9 {f['lag_p99_us']}/{f['lag_p999_us']} us  p50/p99 {f['p50_us']}/{f['p99_us']} us  "
           f"work {f['work_us_per_request']} us/req  server {f['server_busy']}  stall {f['hiccup_max_us']} us  {f['reason']}", flush=True)
+    o = f.get("outside_stalls")
+    if o and o.get("excluded_ms"):
+        print(f"           outside the meter's stalls ({o['excluded_ms']} of {o['of_ms']} ms out): "
+              f"disp {o['dispersion_per_ms']} line {o['max_line_ratio']} lag p99/p99.9 {o['send_lag_p99_us']}/{o['send_lag_p999_us']} us",
+              flush=True)
 
 
-async def main(runs: int, capacity: bool = True) -> dict:
+async def h2load_max(s, tag: str) -> tuple[float, float | None]:
+    rec = await s.run(BenchSpec("host", "small", 1000, 3.0, 0.5, connections=16, generator="h2load", pipeline=32,
+                                closed_loop=True), run_id=f"bench/host/small/h2load-max/{tag}")
+    print(f"  h2load ({tag}): {rec['achieved_rate']:.0f} req/s, server core busy {server_busy(rec)}", flush=True)
+    return rec["achieved_rate"], server_busy(rec)
+
+
+async def capacity(s, once) -> dict:
+    print("capacity: h2load closed loop (16 connections x 32 in flight, one core)", flush=True)
+    h2_before, _ = await h2load_max(s, "before")
+    steps, kept_at, saturated_at, misses = [], None, None, 0
+    for x in CAPACITY_STEPS:
+        rate = round(x * h2_before)
+        votes, rows = [], []
+        for attempt in range(3):
+            # 2 of 3 decide: a VM stall the meter did not see can spoil one run
+            f = await once(BenchSpec("host", "small", rate, CAPACITY_WINDOW_S, 0.5), f"capacity{attempt}")
+            rows.append(f)
+            votes.append(kept_schedule(f))
+            if votes.count(True) == 2 or votes.count(False) == 2:
+                break
+        kept = votes.count(True) >= 2
+        busy = statistics.median(r["server_busy"] for r in rows if r["server_busy"] is not None) if any(
+            r["server_busy"] is not None for r in rows) else None
+        answered = statistics.median(r["achieved"] / r["rate"] for r in rows)
+        steps.append({"x": x, "rate": rate, "generator_kept_schedule": kept, "server_busy": busy,
+                      "answered_fraction": round(answered, 4), "runs": rows})
+        print(f"  -> {rate} req/s ({x:.1f} x): generator kept its schedule: {kept}; server core busy {busy}, "
+              f"answered {100 * answered:.1f} % of the target", flush=True)
+        if kept:
+            kept_at, misses = rate, 0
+        else:
+            misses += 1
+        if saturated_at is None and busy is not None and busy >= SERVER_SATURATED:
+            saturated_at = rate
+        if misses == 2:
+            break
+    h2_after, _ = await h2load_max(s, "after")
+    h2max = statistics.mean([h2_before, h2_after])
+    ratio = round(kept_at / h2max, 3) if kept_at else None
+    server_first = saturated_at is not None and (kept_at is None or saturated_at <= kept_at)
+    print(f"  cnib-openloop kept its schedule up to {kept_at} req/s = {ratio} x h2load's maximum "
+          f"({h2_before:.0f} before, {h2_after:.0f} after); server core saturated from {saturated_at} req/s"
+          + (" (before the generator's limit)" if server_first else ""), flush=True)
+    return {"h2load_closed_loop_max": {"before": h2_before, "after": h2_after}, "openloop_kept_schedule_up_to": kept_at,
+            "ratio": ratio, "server_saturated_from": saturated_at, "server_saturated_first": server_first, "steps": steps}
+
+
+async def main(runs: int, capacity_too: bool = True) -> dict:
     inv = load_inventory(tb.generated_inventory_path())
     out: dict = {"pacing": {}, "capacity": {}}
     async with Fleet(inv) as fleet, mode_endpoint(fleet, "host") as ep, BenchSession(fleet, ep) as s:
@@ -84,39 +164,16 @@ async def main(runs: int, capacity: bool = True) -> dict:
         print("pacing", flush=True)
         for rate, size, n in [] if runs == 0 else [(5000, "small", runs), (15000, "small", runs), (25000, "small", runs), (45000, "small", 3), (45000, "large", 3)]:
             rows = [await once(BenchSpec("host", size, rate, 3.0, 0.5), f"pacing{i}") for i in range(n)]
-            met = sum(r["lag_p99_us"] is not None and r["lag_p99_us"] <= LAG_P99_US and r["lag_p999_us"] <= LAG_P999_US for r in rows)
-            out["pacing"][f"{rate}/{size}"] = {"runs": rows, "lag_criterion_met": met, "of": n}
-            print(f"  -> {rate} {size}: send-lag criterion met in {met} of {n} runs", flush=True)
+            met = sum(lag_met(r) for r in rows)
+            # A miss "coincides with a hiccup-meter event" when the run meets the criterion once
+            # the meter's stalls are taken out.
+            explained = sum(not lag_met(r) and lag_met(r, outside=True) for r in rows)
+            out["pacing"][f"{rate}/{size}"] = {"runs": rows, "lag_criterion_met": met, "misses_in_meter_stalls": explained, "of": n}
+            print(f"  -> {rate} {size}: send-lag criterion met in {met} of {n} runs; "
+                  f"{explained} of the {n - met} misses met it outside the meter's stalls", flush=True)
 
-        if not capacity:
-            return out
-        print("capacity: h2load closed loop (16 connections x 32 in flight, one core)", flush=True)
-        h2 = await s.run(BenchSpec("host", "small", 1000, 3.0, 0.5, connections=16, generator="h2load", pipeline=32,
-                                   closed_loop=True), run_id="bench/host/small/h2load-max/rep1")
-        h2max = h2["achieved_rate"]
-        print(f"  h2load: {h2max:.0f} req/s", flush=True)
-        lo, hi, fail = 0.0, 1.3 * h2max, None
-        rate = 0.9 * h2max
-        for _ in range(7):
-            # 2-of-3 votes per rate, as the calibration does: one VM stall (5-16 ms here, in
-            # most runs) in a single short run would otherwise end the search low.
-            votes = []
-            for attempt in range(3):
-                f = await once(BenchSpec("host", "small", round(rate), CAPACITY_WINDOW_S, 0.5), f"capacity{attempt}")
-                votes.append(paced(f) and f["achieved"] >= 0.99 * f["rate"])
-                if votes.count(True) == 2 or votes.count(False) == 2:
-                    break
-            if votes.count(True) >= 2:
-                lo = rate
-            else:
-                hi, fail = rate, f
-            if hi - lo <= 0.02 * h2max:
-                break
-            rate = (lo + hi) / 2 if lo else rate * 0.8
-        out["capacity"] = {"h2load_closed_loop_max": h2max, "openloop_max_valid": lo, "ratio": round(lo / h2max, 3) if h2max else None,
-                           "first_failure": fail}
-        print(f"  cnib-openloop highest valid rate {lo:.0f} req/s = {out['capacity']['ratio']} x h2load's maximum; "
-              f"server core busy at the failing rate: {fail and fail['server_busy']}", flush=True)
+        if capacity_too:
+            out["capacity"] = await capacity(s, once)
     return out
 
 
@@ -128,7 +185,7 @@ if __name__ == "__main__":
     tb.down()
     tb.up()
     try:
-        result = asyncio.run(main(args.runs, capacity=not args.no_capacity))
+        result = asyncio.run(main(args.runs, capacity_too=not args.no_capacity))
     finally:
         tb.down()
     OUT.parent.mkdir(parents=True, exist_ok=True)

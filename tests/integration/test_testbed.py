@@ -97,6 +97,15 @@ def test_data_plane_connects_the_hosts(with_fleet, testbed):
     assert r.ok, r.stderr
 
 
+def test_the_fabric_runs_no_netfilter_on_bridged_frames(testbed):
+    """The fabric stands for a switch: br_netfilter, where the kernel has it, is off there."""
+    if not Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+        pytest.skip("this kernel has no br_netfilter: nothing to turn off")
+    r = subprocess.run(["ip", "netns", "exec", tb.FABRIC_NS, "sysctl", "-n", *tb.FABRIC_NO_NETFILTER],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["0"] * len(tb.FABRIC_NO_NETFILTER), r.stdout
+
+
 @pytest.mark.parametrize("case", ["changed", "unknown"])
 def test_wrong_host_key_is_refused(testbed, tmp_path, case):
     spec = testbed.client

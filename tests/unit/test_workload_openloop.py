@@ -133,3 +133,42 @@ def test_pacing_even_bursty_and_poisson():
     assert bursty["dispersion_per_ms"] > 10 and bursty["max_line_ratio"] > 1000
     poisson = np.cumsum(rng.exponential(1e9 / rate, n)).astype(np.int64)
     assert lat.dispersion(lat.per_ms_counts(poisson, 0, int(poisson[-1]))) == pytest.approx(1.0, abs=0.1)
+
+
+def _stalled_sends(intended: np.ndarray, stall_from_ns: int, stall_ns: int) -> np.ndarray:
+    """An on-schedule sender frozen for `stall_ns`: what fell due meanwhile goes out at its end."""
+    sent = intended.copy()
+    inside = (intended >= stall_from_ns) & (intended < stall_from_ns + stall_ns)
+    sent[inside] = stall_from_ns + stall_ns
+    return sent
+
+
+def test_a_stall_the_meter_saw_is_taken_out_of_the_pacing_figures():
+    n, rate, t0_real = 25_000, 25_000.0, 1_700_000_000_000_000_000
+    intended = (np.arange(n) * 1e9 / rate).astype(np.int64)
+    sent = _stalled_sends(intended, 400_000_000, 8_000_000)  # 8 ms frozen at 400 ms
+    actual, scheduled = lat.send_counts(intended, sent, 0, 10**9)
+    raw = lat.pacing(intended, sent, 0, 10**9)
+    assert raw["dispersion_per_ms"] > 0.2  # one 8 ms stall spoils a second's dispersion at 25k req/s
+    # The meter slept from 400.5 ms and woke 8 ms late, at 409.5 ms after t0 (realtime, in µs).
+    event = [(t0_real + 409_500_000) // 1000, 8000]
+    mask = lat.stall_mask([event], t0_real, 0, len(actual))
+    assert mask[400:410].all() and mask[410 : 409 + lat.CATCH_UP_MS + 1].all()
+    assert not mask[:399].any() and not mask[412:].any()
+    out = lat.pacing_outside_stalls(intended, sent, 0, 10**9, mask)
+    assert out["dispersion_per_ms"] <= 0.2 and out["max_line_ratio"] < 20
+    assert out["send_lag_p999_us"] == 0  # the stalled requests are the ones taken out
+    assert out["excluded_ms"] == int(mask.sum()) and out["of_ms"] == 1000
+
+
+def test_a_stall_the_meter_did_not_see_still_counts():
+    n, rate, t0_real = 25_000, 25_000.0, 1_700_000_000_000_000_000
+    intended = (np.arange(n) * 1e9 / rate).astype(np.int64)
+    sent = _stalled_sends(intended, 400_000_000, 8_000_000)
+    actual, scheduled = lat.send_counts(intended, sent, 0, 10**9)
+    # Events elsewhere in the window, or too small for the guard, take nothing out at 400 ms.
+    events = [[(t0_real + 700_000_000) // 1000, 3000], [(t0_real + 402_000_000) // 1000, lat.STALL_MIN_US - 1]]
+    mask = lat.meters_stall_mask([{"events": events, "interval_us": 1000}, None], t0_real, 0, len(actual))
+    assert not mask[395:415].any() and mask[696:703].all()
+    out = lat.pacing_outside_stalls(intended, sent, 0, 10**9, mask)
+    assert out["dispersion_per_ms"] > 0.2 and out["send_lag_p999_us"] > 1000

@@ -57,13 +57,71 @@ def max_line_ratio(actual: np.ndarray, scheduled: np.ndarray) -> float:
     return float(power.max() / (n * a.mean()))
 
 
+def send_counts(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-ms counts over [start_ns, end_ns) of the sends and of the schedule."""
+    sent = np.asarray(sent_ns)[np.asarray(sent_ns) >= 0]
+    return per_ms_counts(sent, start_ns, end_ns), per_ms_counts(intended_ns, start_ns, end_ns)
+
+
 def pacing(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: int) -> dict:
     """How well the sends kept the schedule over [start_ns, end_ns): per-ms dispersion of the
     sends and the highest periodogram line of their difference from the schedule."""
-    sent = np.asarray(sent_ns)[np.asarray(sent_ns) >= 0]
-    actual = per_ms_counts(sent, start_ns, end_ns)
-    scheduled = per_ms_counts(intended_ns, start_ns, end_ns)
+    actual, scheduled = send_counts(intended_ns, sent_ns, start_ns, end_ns)
     return {"dispersion_per_ms": round(dispersion(actual), 4), "max_line_ratio": round(max_line_ratio(actual, scheduled), 3)}
+
+
+STALL_MIN_US = 1000  # the hiccup guard's default threshold: smaller oversleeps are left in
+CATCH_UP_MS = 2  # bins after a stall that hold its catch-up burst
+
+
+def stall_mask(events: list, t0_realtime_ns: int, start_ns: int, nbins: int, interval_us: int = 1000,
+               min_us: int = STALL_MIN_US) -> np.ndarray:
+    """Which per-ms bins of the window (from `start_ns` after the generator's t0) a stall seen
+    by a hiccup meter could have touched. An event [epoch_us, oversleep_us] is the meter's late
+    wake-up: the stall lay between its previous wake-up (oversleep + interval earlier) and
+    then; the CATCH_UP_MS bins after it hold the backlog the generator sent at once."""
+    mask = np.zeros(max(0, nbins), dtype=bool)
+    for at_us, over_us in events or []:
+        if over_us < min_us:
+            continue
+        end = int(at_us) * 1000 - int(t0_realtime_ns) - start_ns
+        begin = end - (int(over_us) + interval_us) * 1000
+        lo, hi = max(0, begin // 1_000_000), min(nbins, end // 1_000_000 + CATCH_UP_MS + 1)
+        if hi > lo:
+            mask[lo:hi] = True
+    return mask
+
+
+def meters_stall_mask(meters: list, t0_realtime_ns: int, start_ns: int, nbins: int) -> np.ndarray:
+    """stall_mask over every meter summary of a host (hiccup.parse's output; None entries skipped)."""
+    mask = np.zeros(max(0, nbins), dtype=bool)
+    for m in meters or []:
+        if m:
+            mask |= stall_mask(m.get("events"), t0_realtime_ns, start_ns, nbins, int(m.get("interval_us") or 1000))
+    return mask
+
+
+def pacing_outside_stalls(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: int,
+                          mask: np.ndarray) -> dict:
+    """The pacing and send-lag figures with the per-ms bins a machine stall touched (`mask`,
+    from stall_mask) taken out: dispersion over the other bins, the periodogram with those bins
+    set to the schedule, send lag of the requests due outside them; and how much was taken out.
+    A miss of the raw figures that vanishes here was the machine's, not the sender's."""
+    intended, sent = np.asarray(intended_ns, dtype=np.int64), np.asarray(sent_ns, dtype=np.int64)
+    actual, scheduled = send_counts(intended, sent, start_ns, end_ns)
+    m = np.asarray(mask, dtype=bool)[: len(actual)]
+    a, s = actual.astype(np.float64), scheduled.astype(np.float64)
+    keep = ~m
+    due_bin = (intended - start_ns) // 1_000_000
+    in_window = (due_bin >= 0) & (due_bin < len(m))
+    clear = in_window & (sent >= 0)
+    clear[clear] = ~m[due_bin[clear]]
+    lag_us = (sent[clear] - intended[clear]) / 1e3
+    return {"dispersion_per_ms": round(dispersion(a[keep]), 4) if keep.any() else None,
+            "max_line_ratio": round(max_line_ratio(np.where(m, s, a), s), 3),
+            "send_lag_p99_us": round(float(np.percentile(lag_us, 99)), 3) if len(lag_us) else None,
+            "send_lag_p999_us": round(float(np.percentile(lag_us, 99.9)), 3) if len(lag_us) else None,
+            "excluded_ms": int(m.sum()), "of_ms": int(len(m))}
 
 
 def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int, seconds: int) -> list[dict]:

@@ -143,7 +143,8 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=lat.pacing(intended, sent, window_start, window_end),
-        generator_info={k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s")},
+        sends=(intended, sent, window_start, window_end),
+        generator_info={k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s", "sent", "not_sent", "window_requests")},
     )
 
 
