@@ -143,32 +143,40 @@ def _stalled_sends(intended: np.ndarray, stall_from_ns: int, stall_ns: int) -> n
     return sent
 
 
-def test_a_stall_the_meter_saw_is_taken_out_of_the_pacing_figures():
-    n, rate, t0_real = 25_000, 25_000.0, 1_700_000_000_000_000_000
+def test_a_stall_the_generator_listed_is_taken_out_of_the_pacing_figures():
+    n, rate = 25_000, 25_000.0
     intended = (np.arange(n) * 1e9 / rate).astype(np.int64)
-    sent = _stalled_sends(intended, 400_000_000, 8_000_000)  # 8 ms frozen at 400 ms
-    actual, scheduled = lat.send_counts(intended, sent, 0, 10**9)
+    sent = _stalled_sends(intended, 400_000_000, 8_000_000)  # off its CPU for 8 ms at 400 ms
     raw = lat.pacing(intended, sent, 0, 10**9)
     assert raw["dispersion_per_ms"] > 0.2  # one 8 ms stall spoils a second's dispersion at 25k req/s
-    # The meter slept from 400.5 ms and woke 8 ms late, at 409.5 ms after t0 (realtime, in µs).
-    event = [(t0_real + 409_500_000) // 1000, 8000]
-    mask = lat.stall_mask([event], t0_real, 0, len(actual))
-    assert mask[400:410].all() and mask[410 : 409 + lat.CATCH_UP_MS + 1].all()
-    assert not mask[:399].any() and not mask[412:].any()
+    mask = lat.stall_mask([(400_000_000, 408_000_000)], 0, 1000)
+    assert mask[400:409 + lat.CATCH_UP_MS].all() and not mask[:400].any() and not mask[409 + lat.CATCH_UP_MS:].any()
     out = lat.pacing_outside_stalls(intended, sent, 0, 10**9, mask)
     assert out["dispersion_per_ms"] <= 0.2 and out["max_line_ratio"] < 20
     assert out["send_lag_p999_us"] == 0  # the stalled requests are the ones taken out
     assert out["excluded_ms"] == int(mask.sum()) and out["of_ms"] == 1000
 
 
-def test_a_stall_the_meter_did_not_see_still_counts():
-    n, rate, t0_real = 25_000, 25_000.0, 1_700_000_000_000_000_000
+def test_a_stall_elsewhere_takes_nothing_out_and_the_miss_stays():
+    n, rate = 25_000, 25_000.0
     intended = (np.arange(n) * 1e9 / rate).astype(np.int64)
     sent = _stalled_sends(intended, 400_000_000, 8_000_000)
-    actual, scheduled = lat.send_counts(intended, sent, 0, 10**9)
-    # Events elsewhere in the window, or too small for the guard, take nothing out at 400 ms.
-    events = [[(t0_real + 700_000_000) // 1000, 3000], [(t0_real + 402_000_000) // 1000, lat.STALL_MIN_US - 1]]
-    mask = lat.meters_stall_mask([{"events": events, "interval_us": 1000}, None], t0_real, 0, len(actual))
-    assert not mask[395:415].any() and mask[696:703].all()
+    mask = lat.stall_mask([(700_000_000, 703_000_000)], 0, 1000)
+    assert not mask[395:415].any() and mask[700:706].all()
     out = lat.pacing_outside_stalls(intended, sent, 0, 10**9, mask)
     assert out["dispersion_per_ms"] > 0.2 and out["send_lag_p999_us"] > 1000
+
+
+def test_the_generators_stalls_reach_the_record():
+    rows = log_rows(n=2000, rate=1000.0)
+    stalled = (rows["intended"] >= 1_500_000_000) & (rows["intended"] < 1_520_000_000)
+    rows["sent"][stalled] = 1_520_000_000  # 20 ms off its CPU, from 1.5 s after t0
+    stalls = [[0, 1_500_000_000, 1_520_000_000, 19_900_000], [0, 2_100_000_000, 2_100_300_000, 250_000]]
+    r = result_from_log(spec(), rows, summary(version="2", offcpu_s=0.0202, stalls=stalls, stalls_dropped=0))
+    assert r.generator_info["stalls"] == 2 and r.generator_info["stall_max_us"] == 19_900.0
+    assert r.generator_info["stalls_largest"][0][1] == 1_500_000_000 and r.generator_info["offcpu_s"] == 0.0202
+    assert r.send_lag["percentiles"]["100"] > 19_000  # the raw figures keep the stall
+    out = r.pacing["outside_stalls"]
+    assert out["send_lag_p999_us"] < 1 and out["excluded_ms"] == 20 + lat.CATCH_UP_MS + 1 + 1 + lat.CATCH_UP_MS
+    # A version-1 summary (no stall list) gives the raw figures only.
+    assert "outside_stalls" not in result_from_log(spec(), log_rows(), summary()).pacing

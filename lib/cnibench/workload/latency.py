@@ -70,34 +70,18 @@ def pacing(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: 
     return {"dispersion_per_ms": round(dispersion(actual), 4), "max_line_ratio": round(max_line_ratio(actual, scheduled), 3)}
 
 
-STALL_MIN_US = 1000  # the hiccup guard's default threshold: smaller oversleeps are left in
 CATCH_UP_MS = 2  # bins after a stall that hold its catch-up burst
 
 
-def stall_mask(events: list, t0_realtime_ns: int, start_ns: int, nbins: int, interval_us: int = 1000,
-               min_us: int = STALL_MIN_US) -> np.ndarray:
-    """Which per-ms bins of the window (from `start_ns` after the generator's t0) a stall seen
-    by a hiccup meter could have touched. An event [epoch_us, oversleep_us] is the meter's late
-    wake-up: the stall lay between its previous wake-up (oversleep + interval earlier) and
-    then; the CATCH_UP_MS bins after it hold the backlog the generator sent at once."""
+def stall_mask(stalls_ns: list, start_ns: int, nbins: int) -> np.ndarray:
+    """Which per-ms bins of the window (from `start_ns`, ns since the generator's t0) a stall
+    [start, end] (ns since t0) touched, with the CATCH_UP_MS bins after it that hold the
+    backlog the generator sent at once when it got its CPU back."""
     mask = np.zeros(max(0, nbins), dtype=bool)
-    for at_us, over_us in events or []:
-        if over_us < min_us:
-            continue
-        end = int(at_us) * 1000 - int(t0_realtime_ns) - start_ns
-        begin = end - (int(over_us) + interval_us) * 1000
-        lo, hi = max(0, begin // 1_000_000), min(nbins, end // 1_000_000 + CATCH_UP_MS + 1)
+    for begin, end in stalls_ns or []:
+        lo, hi = max(0, (int(begin) - start_ns) // 1_000_000), min(nbins, (int(end) - start_ns) // 1_000_000 + CATCH_UP_MS + 1)
         if hi > lo:
             mask[lo:hi] = True
-    return mask
-
-
-def meters_stall_mask(meters: list, t0_realtime_ns: int, start_ns: int, nbins: int) -> np.ndarray:
-    """stall_mask over every meter summary of a host (hiccup.parse's output; None entries skipped)."""
-    mask = np.zeros(max(0, nbins), dtype=bool)
-    for m in meters or []:
-        if m:
-            mask |= stall_mask(m.get("events"), t0_realtime_ns, start_ns, nbins, int(m.get("interval_us") or 1000))
     return mask
 
 

@@ -27,7 +27,6 @@ from ..infra.config import RUN_DIR
 from ..errors import CnibenchError, HostError
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
-from . import latency as lat
 from . import nginx as nginx_mod
 from .bench import FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits, validate_spec
 from .generators import LoadSpec, get_generator, parse_accounting
@@ -204,7 +203,6 @@ class BenchSession:
         files = await self._read_outputs(run)
         result = run.gen.parse(run.load, res.stdout, res.stderr, res.exit_status, files)
         result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
-        _pacing_outside_stalls(result, run.hyg.hiccups.get(client.name))
         await self._judge(rec, spec, run, nginx, result, files)
 
     async def _wait_generator(self, spec: BenchSpec, run: "_RunState"):
@@ -282,17 +280,6 @@ async def _alive_or_false(nginx) -> bool:
         return await asyncio.wait_for(nginx.alive(), FACTS_TIMEOUT)
     except Exception:  # noqa: BLE001 - an unreachable host: treat nginx as gone
         return False
-
-
-def _pacing_outside_stalls(result, meters: list | None) -> None:
-    """Add to the pacing figures the same figures with the client host's meter stalls taken out
-    (latency.pacing_outside_stalls): the issue's test that each pacing miss is the machine's."""
-    t0 = (result.generator_info or {}).get("t0_realtime_ns")
-    if result.sends is None or result.pacing is None or t0 is None or not meters:
-        return
-    intended, sent, start, end = result.sends
-    mask = lat.meters_stall_mask(meters, int(t0), start, (end - start) // 1_000_000)
-    result.pacing["outside_stalls"] = lat.pacing_outside_stalls(intended, sent, start, end, mask)
 
 
 def _fill(rec: dict, spec: BenchSpec, result) -> None:

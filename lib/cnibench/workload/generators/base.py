@@ -72,7 +72,6 @@ class LoadResult:
     generator_cpu: float | None = None
     send_lag: dict | None = None  # openloop: sent - intended, percentiles in µs
     pacing: dict | None = None  # openloop: per-ms dispersion of the sends, periodogram line
-    sends: tuple | None = None  # openloop: (intended_ns, sent_ns, window start, window end); not recorded
     generator_info: dict = field(default_factory=dict)
 
 

@@ -142,10 +142,35 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         correction={"method": "none: latency from each request's intended send time"},
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
-        pacing=lat.pacing(intended, sent, window_start, window_end),
-        sends=(intended, sent, window_start, window_end),
-        generator_info={k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s", "sent", "not_sent", "window_requests")},
+        pacing=pacing_figures(intended, sent, window_start, window_end, summary),
+        generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
+                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped")},
+                        **stall_summary(summary)},
     )
+
+
+STALLS_KEPT = 50  # the largest of the generator's own stalls kept in the record
+
+
+def stall_summary(summary: dict) -> dict:
+    """The generator's own stalls (passes in which its thread was off its CPU > stall_ns):
+    how many, the largest, and the STALLS_KEPT largest as [thread, start_ns, end_ns, off_ns]."""
+    stalls = summary.get("stalls") or []
+    largest = sorted(stalls, key=lambda s: -s[3])[:STALLS_KEPT]
+    return {"stalls": len(stalls), "stall_max_us": round(largest[0][3] / 1e3, 1) if largest else 0.0,
+            "stalls_largest": sorted(largest, key=lambda s: s[1])}
+
+
+def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int, summary: dict) -> dict:
+    """Criterion 1's pacing figures; with a generator that lists its stalls (version >= 2), also
+    the same figures outside them (latency.pacing_outside_stalls): a miss the machine caused,
+    by taking the generator's core away, vanishes there; a miss of the generator's own stays."""
+    out = lat.pacing(intended, sent, start, end)
+    if "stalls" in summary:
+        spans = [(s[1], s[2]) for s in summary["stalls"]]
+        out["outside_stalls"] = lat.pacing_outside_stalls(intended, sent, start, end,
+                                                          lat.stall_mask(spans, start, (end - start) // 1_000_000))
+    return out
 
 
 GENERATOR = Openloop()

@@ -20,7 +20,7 @@ from ...infra.cbuild import binary_path, ensure_built
 SOURCE_PATH = Path(__file__).with_name("hiccup.c")
 INTERVAL_US = 1000
 EVENT_US = 500  # oversleeps from this size up are listed with their time
-EVENTS_KEPT = 100  # the largest events kept in the record (~2 KB a meter; a record stays under 64 KB)
+EVENTS_KEPT = 50  # the largest events kept in the record (a record stays under 64 KB)
 
 
 def source() -> bytes:

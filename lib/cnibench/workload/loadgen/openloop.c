@@ -15,6 +15,13 @@
  * thread) it therefore spins all the time and its CPU shows as 100 % busy; the send lag
  * (sent - intended), logged per request, is the figure that says whether it kept up.
  *
+ * Its own stall detector: each thread compares the wall time that passed with the CPU time it
+ * got (CLOCK_THREAD_CPUTIME_ID, which leaves out time the hypervisor stole: on the testbed the
+ * sum matched /proc/stat's steal of its core). A loop pass longer than STALL_NS is checked, and
+ * when the thread was off its CPU for more than STALL_NS of it, that interval is a stall
+ * ("stalls" in the summary: thread, start, end, ns off the CPU; the largest MAX_STALLS). The
+ * check costs a system call per long pass and one per ms; busy passes are short.
+ *
  * Output: one JSON object on stdout (counts, t0 on the realtime clock, settings) and, with
  * --log, a binary log of the requests due inside the measurement window (warm-up excluded):
  * per request five little-endian fields, 32 bytes (see struct rec). Times are ns since t0 on
@@ -44,7 +51,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VERSION "1"
+#define VERSION "2"
+#define STALL_NS 100000   /* off the CPU longer than this inside one pass: a stall, listed */
+#define MAX_STALLS 2000   /* listed per thread; more are counted in offcpu_ns only */
 #define INBUF 65536
 #define ST_NONE 0      /* not answered (yet) */
 #define ST_CONNERR (-1) /* the connection failed or closed with the request in flight */
@@ -56,6 +65,10 @@ struct rec {            /* one per request due in the window; 32 bytes, little-e
     int64_t done_ns;
     int32_t status;     /* HTTP status, or ST_* */
     uint32_t conn;
+};
+
+struct stall {
+    int64_t start_ns, end_ns, off_ns;  /* the pass (ns since t0) and its time off the CPU */
 };
 
 struct conn {
@@ -87,6 +100,10 @@ struct thread {
     /* counters */
     int64_t sent, ok, http_errors, conn_errors, reconnects, unfinished, not_sent, timeouts;
     int64_t work_ns;    /* time in loop passes that sent or read something: the CPU the load costs */
+    int64_t offcpu_ns;  /* wall time minus the thread's CPU time over its loop */
+    struct stall stalls[MAX_STALLS];
+    int nstalls;
+    int64_t stalls_dropped;
     int fail;
     char err[256];
 };
@@ -113,6 +130,22 @@ static int64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int64_t thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Keep the MAX_STALLS largest: a full list gives way to a larger stall. */
+static void add_stall(struct thread *t, int64_t start, int64_t end, int64_t off) {
+    struct stall st = {start, end, off};
+    if (t->nstalls < MAX_STALLS) { t->stalls[t->nstalls++] = st; return; }
+    int min = 0;
+    for (int i = 1; i < MAX_STALLS; i++) if (t->stalls[i].off_ns < t->stalls[min].off_ns) min = i;
+    t->stalls_dropped++;
+    if (off > t->stalls[min].off_ns) t->stalls[min] = st;
 }
 
 static void die(const char *msg) {
@@ -312,9 +345,21 @@ static void *run_thread(void *arg) {
     int64_t end_sched = (int64_t)((g_warmup + g_duration) * 1e9);
     int64_t deadline = end_sched + (int64_t)(g_timeout * 1e9);
     int64_t last_reconnect_scan = 0;
+    int64_t loop_wall0 = now_ns(), loop_cpu0 = thread_cpu_ns();
+    int64_t base_wall = loop_wall0, base_cpu = loop_cpu0, last_top = loop_wall0;
     for (;;) {
         int64_t now = now_ns();
         int64_t rel = now - g_t0;
+        /* Stall check: only a pass longer than STALL_NS can hold a stall that long; the
+         * baseline is also renewed each ms so an old small gap is not charged to a new pass. */
+        if (now - last_top > STALL_NS || now - base_wall > 1000000) {
+            int64_t cpu = thread_cpu_ns();
+            int64_t off = (now - base_wall) - (cpu - base_cpu);
+            if (now - last_top > STALL_NS && off > STALL_NS) add_stall(t, last_top - g_t0, rel, off);
+            base_wall = now;
+            base_cpu = cpu;
+        }
+        last_top = now;
         int64_t k_before = k;
         while (k < t->nreq && t->due[k] <= rel) {
             /* Everything due now goes out in one write on one connection (pipelined) while it
@@ -370,6 +415,7 @@ static void *run_thread(void *arg) {
             break; /* connections never came back: stop instead of waiting forever */
         }
     }
+    t->offcpu_ns = (now_ns() - loop_wall0) - (thread_cpu_ns() - loop_cpu0);
     for (int i = 0; i < t->nconns; i++) if (t->conns[i].fd >= 0) close(t->conns[i].fd);
     close(t->epfd);
     for (int64_t j = t->first_window; j < t->nreq; j++) {
@@ -522,12 +568,13 @@ int main(int argc, char **argv) {
         if (ts[i].fail) { fprintf(stderr, "cnib-openloop: %s\n", ts[i].err); return 1; }
     }
 
-    int64_t work_ns = 0, window = 0, sent = 0, ok = 0, http_errors = 0, conn_errors = 0, reconnects = 0, unfinished = 0, not_sent = 0;
+    int64_t offcpu_ns = 0, stalls_dropped = 0, work_ns = 0, window = 0, sent = 0, ok = 0, http_errors = 0, conn_errors = 0, reconnects = 0, unfinished = 0, not_sent = 0;
     for (int i = 0; i < g_threads; i++) {
         struct thread *t = &ts[i];
         window += t->nreq - t->first_window;
         sent += t->sent; ok += t->ok; http_errors += t->http_errors; conn_errors += t->conn_errors;
         reconnects += t->reconnects; unfinished += t->unfinished; not_sent += t->not_sent; work_ns += t->work_ns;
+        offcpu_ns += t->offcpu_ns; stalls_dropped += t->stalls_dropped;
     }
     if (g_log) {
         FILE *f = fopen(g_log, "wb");
@@ -546,10 +593,21 @@ int main(int argc, char **argv) {
            "\"t0_realtime_ns\": %lld, \"rate\": %.6f, \"arrival\": \"%s\", \"connections\": %d, \"threads\": %d, "
            "\"pipeline\": %d, \"warmup_s\": %.6f, \"duration_s\": %.6f, \"timeout_s\": %.6f, \"record_bytes\": %zu, "
            "\"window_requests\": %lld, \"sent\": %lld, \"ok\": %lld, \"http_errors\": %lld, \"conn_errors\": %lld, "
-           "\"reconnects\": %lld, \"unfinished\": %lld, \"not_sent\": %lld, \"work_s\": %.6f}\n",
+           "\"reconnects\": %lld, \"unfinished\": %lld, \"not_sent\": %lld, \"work_s\": %.6f, "
+           "\"offcpu_s\": %.6f, \"stall_ns\": %d, \"stalls_dropped\": %lld, \"stalls\": [",
            VERSION, g_stop ? "true" : "false", (long long)realtime_at_t0, g_rate, g_arrival, g_conns, g_threads,
            g_pipeline, g_warmup, g_duration, g_timeout, sizeof(struct rec), (long long)window, (long long)sent,
            (long long)ok, (long long)http_errors, (long long)conn_errors, (long long)reconnects,
-           (long long)unfinished, (long long)not_sent, work_ns / 1e9);
+           (long long)unfinished, (long long)not_sent, work_ns / 1e9, offcpu_ns / 1e9, STALL_NS,
+           (long long)stalls_dropped);
+    const char *sep = "";
+    for (int i = 0; i < g_threads; i++) {
+        for (int j = 0; j < ts[i].nstalls; j++) {
+            struct stall *st = &ts[i].stalls[j];
+            printf("%s[%d, %lld, %lld, %lld]", sep, i, (long long)st->start_ns, (long long)st->end_ns, (long long)st->off_ns);
+            sep = ", ";
+        }
+    }
+    printf("]}\n");
     return g_stop ? 3 : 0;
 }
