@@ -4,7 +4,10 @@ and, once the study asks for it (redo.max_attempts 2), the resume path redoes it
 counts it. Needs a quiet machine to tell the hog from other load (skips otherwise)."""
 
 import asyncio
+import os
+import signal
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -32,6 +35,26 @@ def write(tmp_path, testbed, attempts):
     return path
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop stress-ng and its workers. Waiting for the parent alone is not enough: a worker
+    still spinning on the server's core made the redo "not quiet" and marked it (foreign CPU
+    5.9 %) in a fresh-clone suite run, 2026-11-28."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return  # the whole group is gone
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("stress-ng's workers outlived SIGTERM by 20 s (killed)")
+
+
 def test_hog_marks_the_run_and_resume_redoes_it(testbed, tmp_path):
     async def is_quiet():
         async with Fleet(testbed) as fleet:
@@ -40,12 +63,11 @@ def test_hog_marks_the_run_and_resume_redoes_it(testbed, tmp_path):
     if not asyncio.run(is_quiet()):
         pytest.skip("the machine is not quiet (other processes use more than 0.15 cores for 60 s)")
     raw = tmp_path / "raw"
-    hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--taskset", "1", "--timeout", "120s", "--quiet"])
+    hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--taskset", "1", "--timeout", "120s", "--quiet"], start_new_session=True)
     try:
         summary = run_study(write(tmp_path, testbed, 1), raw_dir=raw, runs_dir=tmp_path / "runs", progress=False)
     finally:
-        hog.terminate()
-        hog.wait(timeout=20)
+        stop_group(hog)
     (rec,) = results.iter_records(raw, "hog")
     assert rec["status"] == "invalid" and "foreign CPU" in rec["reason"] and rec["hygiene"]["disturbed"], rec["reason"]
     assert summary["invalid"] == 1

@@ -7,7 +7,7 @@ run meets it, raw or outside the stalls the generator itself saw on its core (at
 the window touched); every attempt's figures are printed, so a failure shows all of them.
 Noise on this 2-core VM comes in bursts; three misses in a row mean the generator, not the
 machine -- unless the generator's stall detector found the machine took its core away for
-more than the cap in all three, and then the test skips and says so (2026-11-28, a fresh-clone
+more than the cap in the first two (or all three), and then the test skips and says so (2026-11-28, a fresh-clone
 suite: 22-41 % of the window at 5,000 req/s, with steal at 7 %).
 """
 
@@ -34,6 +34,7 @@ from workload_helpers import host_endpoint
 pytestmark = [pytest.mark.timeout(300)]
 PORT = 8093
 ATTEMPTS = 3
+DISTURBED_ENOUGH = 2  # attempts all disturbed (see `disturbed`) after which a test skips
 
 
 def spec(rate, size="small", **kw) -> BenchSpec:
@@ -112,6 +113,8 @@ def check_with_attempts(with_fleet, testbed, make_spec, ok, what, max_excluded=M
         seen.append(f)
         if ok(f):
             return rec
+        if len(seen) == DISTURBED_ENOUGH and all(disturbed(x, max_excluded) for x in seen):
+            break  # a disturbed stretch lasts longer than a run: a third attempt only costs time
     if all(disturbed(f, max_excluded) for f in seen):
         pytest.skip(f"{what}: the machine took the generator's core away in every attempt (ms of the window "
                     f"touched by its stalls: {[f['outside_stalls']['excluded_ms'] for f in seen]} of "
@@ -301,6 +304,8 @@ def test_a_stopped_generator_lists_the_stall_and_is_on_schedule_outside_it(with_
         if o["excluded_ms"] <= MAX_EXCLUDED * o["of_ms"] and pacing_met(
                 {**o, "lag_p99_us": o["send_lag_p99_us"], "lag_p999_us": o["send_lag_p999_us"]}, lag_bound=True):
             return
+        if len(seen) == DISTURBED_ENOUGH and all(x["outside"]["excluded_ms"] > MAX_EXCLUDED * x["outside"]["of_ms"] for x in seen):
+            break
     if all(s["outside"]["excluded_ms"] > MAX_EXCLUDED * s["outside"]["of_ms"] for s in seen):
         pytest.skip(f"the stop was listed, but the machine took the generator's core away for more than "
                     f"{MAX_EXCLUDED:.0%} of the window in every attempt: {seen}")
