@@ -118,6 +118,16 @@ def test(c, k="", unit=False):
         raise Exit(code=result.exited)
 
 
+@task
+def test_the_tests(c):
+    """Show that the timing tests can fail: a deliberately broken generator must fail the pacing tests and an
+    always-ok guard the hog test (tests/meta/; about 5 minutes; needs root and the testbed)."""
+    argv = [sys.executable, "-m", "pytest", "-q", "-s", "tests/meta"]
+    result = c.run(shlex.join(argv), warn=True, pty=False, env={"CNIBENCH_TEST_THE_TESTS": "1"})
+    if result.exited != 0:
+        raise Exit(code=result.exited)
+
+
 @task(help={"upgrade": "move every pin to the newest release (default: keep the pins, follow pyproject.toml's changes)"})
 def lock(c, upgrade=False):
     """Regenerate requirements.lock from pyproject.toml: exact versions and hashes (Python 3.11, Linux x86_64)."""

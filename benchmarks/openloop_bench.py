@@ -60,7 +60,7 @@ def figures(rec: dict) -> dict:
             "server_busy": server_busy(rec), "hiccup_max_us": ((rec.get("hygiene") or {}).get("figures") or {}).get("hiccup_max_us"),
             "outside_stalls": (lat.get("pacing") or {}).get("outside_stalls"),
             "steal": ((rec.get("hygiene") or {}).get("figures") or {}).get("steal"),
-            "gen_stalls": info.get("stalls"), "offcpu_ms": None if info.get("offcpu_s") is None else round(info["offcpu_s"] * 1e3, 1),
+            "gen_stalls": info.get("stalls"), "stall_ms_by_cause": info.get("stall_ms_by_cause"), "offcpu_ms": None if info.get("offcpu_s") is None else round(info["offcpu_s"] * 1e3, 1),
             "sent_fraction": round(info["sent"] / info["window_requests"], 4) if info.get("sent") is not None and info.get("window_requests") else None}
 
 
@@ -119,6 +119,11 @@ def show(f: dict) -> None:
               f"{o['excluded_ms']} of {o['of_ms']} ms out): "
               f"disp {o['dispersion_per_ms']} line {o['max_line_ratio']} lag p99/p99.9 {o['send_lag_p99_us']}/{o['send_lag_p999_us']} us",
               flush=True)
+    if o and (f.get("stall_ms_by_cause") or o.get("late_outside")):
+        # cnib-openloop >= 5: why its stalls happened, and what each send late by > 50 us
+        # outside the machine's stalls coincided with (a shorter gap, a slow pass, nothing seen)
+        print(f"           stall ms by cause {f.get('stall_ms_by_cause')}; own stalls {o.get('own_stalls')}; "
+              f"late sends outside them: {o.get('late_outside')}", flush=True)
 
 
 async def h2load_max(s, tag: str) -> tuple[float, float | None]:
@@ -165,7 +170,10 @@ async def capacity(s, once) -> dict:
             "ratio": ratio, "server_saturated_from": saturated_at, "server_saturated_first": server_first, "steps": steps}
 
 
-async def main(runs: int, capacity_too: bool = True) -> dict:
+DEFAULT_RATES = ((5000, "small", None), (15000, "small", None), (25000, "small", None), (45000, "small", 3), (45000, "large", 3))
+
+
+async def main(runs: int, capacity_too: bool = True, rates=DEFAULT_RATES) -> dict:
     inv = load_inventory(tb.generated_inventory_path())
     out: dict = {"pacing": {}, "capacity": {}}
     async with Fleet(inv) as fleet, mode_endpoint(fleet, "host") as ep, BenchSession(fleet, ep) as s:
@@ -176,7 +184,7 @@ async def main(runs: int, capacity_too: bool = True) -> dict:
 
         print("pacing", flush=True)
         steal_limit = BenchSpec("host", "small", 1000, 3.0, 0.5).guard.max_steal
-        for rate, size, n in [] if runs == 0 else [(5000, "small", runs), (15000, "small", runs), (25000, "small", runs), (45000, "small", 3), (45000, "large", 3)]:
+        for rate, size, n in [] if runs == 0 else [(r, z, n or runs) for r, z, n in rates]:
             rows = [await once(BenchSpec("host", size, rate, 3.0, 0.5), f"pacing{i}") for i in range(n)]
             causes = [miss_cause(r, steal_limit) for r in rows]
             met = causes.count("")
@@ -195,11 +203,13 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10, help="runs per pacing rate up to 25,000 req/s (default 10; 0: capacity only)")
     ap.add_argument("--no-capacity", action="store_true", help="pacing only")
+    ap.add_argument("--rates", default="", help="pacing points as RATE/SIZE,... (e.g. 25000/large; default: the five above)")
     args = ap.parse_args()
+    rates = tuple((int(r), z, None) for r, z in (x.split("/") for x in args.rates.split(",") if x)) or DEFAULT_RATES
     tb.down()
     tb.up()
     try:
-        result = asyncio.run(main(args.runs, capacity_too=not args.no_capacity))
+        result = asyncio.run(main(args.runs, capacity_too=not args.no_capacity, rates=rates))
     finally:
         tb.down()
     OUT.parent.mkdir(parents=True, exist_ok=True)

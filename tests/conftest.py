@@ -26,6 +26,10 @@ def pytest_sessionfinish(session, exitstatus):
     if _OWN_OUTPUT and not os.environ.get("CNIBENCH_LOCK_HELD"):
         shutil.rmtree(os.environ["CNIBENCH_OUTPUT"], ignore_errors=True)
 
+# tests/meta/ (the tests of the tests: a broken generator and an always-ok guard must fail the
+# timing tests) runs on demand only: `invoke test-the-tests`.
+collect_ignore = [] if os.environ.get("CNIBENCH_TEST_THE_TESTS") == "1" else ["meta"]
+
 LOCK_PATH = "/run/cnibench-dev.lock"
 INTEGRATION = Path(__file__).parent / "integration"
 
@@ -114,3 +118,21 @@ def with_fleet(testbed):
         return asyncio.run(main())
 
     return run
+
+
+# The quiet-machine check the studies run before each block (workload/quiet.py), for timing tests:
+# other processes (not ours) may use at most max_cpu cores, waited for up to max_wait_s.
+QUIET_CHECK = {"max_cpu": 0.15, "window_s": 0.5, "max_wait_s": 20}
+
+
+@pytest.fixture
+def quiet_machine(with_fleet):
+    """A timing test's precondition: skip, naming the measured figure, when other processes keep
+    the machine busy (what such a test measures would then be theirs, not the project's)."""
+    from cnibench.workload.quiet import wait_quiet
+
+    entry = with_fleet(lambda fleet: wait_quiet(fleet, QUIET_CHECK, out=lambda _: None))
+    if not entry["quiet"]:
+        pytest.skip(f"the machine is not quiet: other processes used {entry['other_cpu']} cores (quiet check, limit "
+                    f"{QUIET_CHECK['max_cpu']} cores) after waiting {entry['waited_s']} s")
+    return entry

@@ -9,6 +9,13 @@ Noise on this 2-core VM comes in bursts; three misses in a row mean the generato
 machine -- unless the generator's stall detector found the machine took its core away for
 more than the cap in the first two (or all three), and then the test skips and says so (2026-11-28, a fresh-clone
 suite: 22-41 % of the window at 5,000 req/s, with steal at 7 %).
+
+Only the machine's stalls are excused: since cnib-openloop 5 each listed stall carries its cause
+(steal, preempted by another task, or the generator's own blocking), and the generator's own
+stalls stay in the figures judged, so a generator that sleeps by itself fails (the broken build,
+CNIBENCH_BREAK_PACING=1, tests/test_the_tests.py). A miss prints what the late sends outside
+the stalls coincided with (`late_outside`: a shorter gap off the CPU, a slow loop pass, or
+nothing the generator saw).
 """
 
 from __future__ import annotations
@@ -60,9 +67,10 @@ def session_runs(with_fleet, testbed, specs, during=None):
 def figures(rec) -> dict:
     lag = rec["latency"]["send_lag"]["percentiles"]
     hic = (rec.get("hygiene") or {}).get("figures") or {}
+    info = rec["settings"]["generator_info"]
     return {**rec["latency"]["pacing"], "lag_p99_us": lag["99"], "lag_p999_us": lag["99.9"], "status": rec["status"],
             "hiccup_max_us": hic.get("hiccup_max_us"), "steal": hic.get("steal"),
-            "gen_stalls": rec["settings"]["generator_info"].get("stalls")}
+            "gen_stalls": info.get("stalls"), "stall_ms_by_cause": info.get("stall_ms_by_cause")}
 
 
 def machine_stalled(f) -> bool:
@@ -76,9 +84,11 @@ MAX_EXCLUDED = 0.10  # of the window: a machine that takes the generator's core 
 
 
 def pacing_met(p: dict, lag_bound: bool, poisson: bool = False) -> bool:
-    if poisson:
-        return abs(p["dispersion_per_ms"] - 1) <= 0.1
+    """Criterion 1. A Poisson schedule is judged by its law (dispersion 1) and, like a uniform
+    one, by its send lag: the dispersion alone barely moves when the generator is late."""
     lag_ok = not lag_bound or (p["lag_p99_us"] <= 50 and p["lag_p999_us"] <= 250)
+    if poisson:
+        return lag_ok and abs(p["dispersion_per_ms"] - 1) <= 0.1
     return lag_ok and p["dispersion_per_ms"] <= 0.2 and p["max_line_ratio"] <= 20
 
 
@@ -122,11 +132,13 @@ def check_with_attempts(with_fleet, testbed, make_spec, ok, what, max_excluded=M
             break  # a disturbed stretch lasts longer than a run: a third attempt only costs time
     if all(disturbed(f, max_excluded) for f in seen):
         pytest.skip(f"{what}: the machine took the generator's core away in every attempt (ms of the window "
-                    f"touched by its stalls: {[f['outside_stalls']['excluded_ms'] for f in seen]} of "
-                    f"{seen[0]['outside_stalls']['of_ms']}; cap {max_excluded:.0%}): {seen}")
+                    f"touched by its machine-caused stalls: {[f['outside_stalls']['excluded_ms'] for f in seen]} of "
+                    f"{seen[0]['outside_stalls']['of_ms']}, cap {max_excluded:.0%}; stall ms by cause: "
+                    f"{[f['stall_ms_by_cause'] for f in seen]}): {seen}")
     pytest.fail(f"{what}: no attempt met the criterion: {seen}")
 
 
+@pytest.mark.usefixtures("quiet_machine")
 @pytest.mark.parametrize("size", ["small", "large"])
 @pytest.mark.parametrize("rate", [5000, 15000, 25000, 45000])
 def test_uniform_sends_keep_the_schedule(with_fleet, testbed, rate, size):
@@ -137,11 +149,13 @@ def test_uniform_sends_keep_the_schedule(with_fleet, testbed, rate, size):
     assert rec["counts"]["errors"] == 0 and rec["achieved_rate"] >= 0.99 * rate
 
 
+@pytest.mark.usefixtures("quiet_machine")
 def test_poisson_arrivals_have_dispersion_one(with_fleet, testbed):
     check_with_attempts(with_fleet, testbed, lambda a: spec(15000, arrival="poisson", seed=a + 1),
                         lambda f: meets_pacing(f, poisson=True), "poisson 15000 req/s")
 
 
+@pytest.mark.usefixtures("quiet_machine")
 def test_two_threads_interleave_into_one_schedule(with_fleet, testbed):
     """Criterion 6. Each thread pins itself to one CPU of client_cpus. With fewer than 3 CPUs the
     second thread shares nginx's CPU and is off it whenever nginx runs (52-62 % of the window in
@@ -155,6 +169,7 @@ def test_two_threads_interleave_into_one_schedule(with_fleet, testbed):
     assert rec["settings"]["generator_info"]["pipeline"] >= 32
 
 
+@pytest.mark.usefixtures("quiet_machine")
 def test_known_server_delay_moves_p50_and_p99_by_it(with_fleet, testbed):
     """Criterion 4: nginx's echo_sleep of 5 ms moves p50 and p99 by 4.0-6.5 ms. Why 4.0, not
     5.0: nginx's clock is whole milliseconds, truncated (src/core/ngx_times.c: ngx_current_msec
@@ -175,15 +190,20 @@ def test_known_server_delay_moves_p50_and_p99_by_it(with_fleet, testbed):
     pytest.fail(f"a 5 ms server delay moved p50/p99 by {seen} ms, not 4.0-6.5")
 
 
+@pytest.mark.usefixtures("quiet_machine")
 def test_agrees_with_h2load_where_h2load_is_smooth(with_fleet, testbed):
     """Criterion 5: 100 req/s over one connection (h2load then sends one request per 10 ms tick):
-    medians of p50 over 5 interleaved runs of each agree within 20 %."""
+    medians of p50 over 5 interleaved runs of each agree within 20 %, each from the actual send
+    (h2load's only figure; ours is the record's uncorrected histogram). Ours from the intended
+    time is not compared: at 100 req/s our thread sleeps until 1 ms before each send, and a
+    wake-up that steal makes later than that is (rightly) charged to ours and not to h2load's
+    (the two failures of this test in ten runs, 2026-11-28: 926 against 557 us)."""
     specs = []
     for _ in range(5):
         specs += [spec(100, connections=1, duration_s=2.0), spec(100, connections=1, duration_s=2.0, generator="h2load")]
     recs = session_runs(with_fleet, testbed, specs)
     assert all(r["status"] in ("ok", "invalid") for r in recs), [r["reason"] for r in recs]
-    ours = statistics.median(r["latency"]["percentiles"]["50"] for r in recs[0::2])
+    ours = statistics.median(r["latency"]["percentiles_uncorrected"]["50"] for r in recs[0::2])
     theirs = statistics.median(r["latency"]["percentiles"]["50"] for r in recs[1::2])
     assert abs(ours - theirs) <= 0.2 * theirs, (ours, theirs)
 
@@ -229,6 +249,7 @@ def pcap_request_times(data: bytes) -> np.ndarray:
     return np.array(sorted(out), dtype=np.int64)
 
 
+@pytest.mark.usefixtures("quiet_machine")
 @pytest.mark.parametrize("rate", [5000, 25000])
 def test_log_matches_the_wire(with_fleet, testbed, rate):
     """Criterion 2: per-ms send counts from the log and from a capture in the server's
@@ -283,6 +304,7 @@ def align(sent: np.ndarray, wire: np.ndarray) -> int:
     return offset
 
 
+@pytest.mark.usefixtures("quiet_machine")
 def test_a_stopped_generator_lists_the_stall_and_is_on_schedule_outside_it(with_fleet, testbed):
     """The generator's own stall detector: stopped (SIGSTOP) for 30 ms, its thread is off the
     CPU, and the summary lists a stall of about that length at that time; the raw send lag
@@ -335,6 +357,7 @@ def slower_than(rec, us: float) -> int:
     return sum(it.count_at_value_iterated_to for it in h.get_recorded_iterator() if it.value_iterated_to > us)
 
 
+@pytest.mark.usefixtures("quiet_machine")
 # 20 ms is not checked here: on this VM the machine's own stalls (the hiccup meter sees 4-8 ms
 # at most and 11-48 ms in all per 3.5 s run, idle) move the counts by +-100 requests against an
 # effect of ~300, and 3 attempts matched the model in 0 to 1 of 3 tries (2026-11-27). 200 ms
@@ -362,10 +385,10 @@ def test_stall_sweep_counts_every_request_due_during_the_stall(with_fleet, testb
         r = await ctx.fleet.server.run(["python3", "-c", STOP_SH, str(ctx.nginx.worker_pids[0]), f"{stall_s:g}"])
         measured["ns"] = int(r.stdout.strip())
 
-    seen = []
+    seen, noisy = [], []
     for _ in range(ATTEMPTS):  # the timing policy above: this VM's own 1-10 ms stalls rival a 20 ms one
-        calm = session_runs(with_fleet, testbed, [spec(rate, duration_s=2.5)])[0]
-        stalled = session_runs(with_fleet, testbed, [spec(rate, duration_s=2.5)], during=stall)[0]
+        calm = session_runs(with_fleet, testbed, [spec(rate, duration_s=2.5, metrics=True)])[0]
+        stalled = session_runs(with_fleet, testbed, [spec(rate, duration_s=2.5, metrics=True)], during=stall)[0]
         # Read whatever the guards say (the stalled run is invalid by design; this VM's own
         # stalls may mark the calm one too: its counts above each threshold are in the model).
         assert calm["status"] in ("ok", "invalid") and stalled["status"] in ("ok", "invalid"), (calm["reason"], stalled["reason"])
@@ -373,7 +396,28 @@ def test_stall_sweep_counts_every_request_due_during_the_stall(with_fleet, testb
         if problem is None:
             return
         seen.append(problem)
-    pytest.fail(f"stall of {stall_s} s: no attempt matched: {seen}")
+        noisy.append(sweep_noise(calm, stalled))
+    if all(noisy):
+        pytest.skip(f"stall of {stall_s} s: every attempt missed on a disturbed machine ({noisy}): {seen}")
+    pytest.fail(f"stall of {stall_s} s: no attempt matched (machine figures per attempt: {noisy}): {seen}")
+
+
+SWEEP_MAX_STEAL = 0.02  # the steal guard's default limit (workload/guards.py): above it a run is disturbed
+
+
+def sweep_noise(*recs) -> str:
+    """Why a pair of stall-sweep runs could not test the model ('' when neither was disturbed):
+    steal on the pinned cores above the steal guard's limit, or the generator's core taken away
+    for more than the pacing tests' cap, by the records' own figures."""
+    out = []
+    for name, rec in zip(("calm", "stalled"), recs):
+        steal = (rec.get("hygiene") or {}).get("figures", {}).get("steal")
+        if steal is not None and steal > SWEEP_MAX_STEAL:
+            out.append(f"{name}: steal {steal:.1%} > {SWEEP_MAX_STEAL:.0%}")
+        if disturbed(figures(rec)):
+            o = figures(rec)["outside_stalls"]
+            out.append(f"{name}: generator's core taken away {o['excluded_ms']} of {o['of_ms']} ms")
+    return "; ".join(out)
 
 
 def stall_sweep_problem(calm, stalled, rate, real) -> str | None:

@@ -33,14 +33,15 @@ def run(with_fleet, testbed, during=None, spec=SPEC, quiet_first=False):
         if quiet_first:  # a quiet run needs a quiet machine (a provoked guard fires on a busy one too)
             q = await wait_quiet(fleet, {"max_cpu": 0.15, "window_s": 0.5, "max_wait_s": 60}, out=lambda _: None)
             if not q["quiet"]:
-                return None
+                return q
         rec = await run_bench(fleet, ep, spec, run_id=f"test/host/small/{int(spec.rate)}/rep1", during=during)
         left = await processes(fleet.client, "hiccup-") + await processes(fleet.client, "cnib-sampler")
         return rec, left
 
     out = with_fleet(body)
-    if out is None:
-        pytest.skip("the machine is not quiet (other processes use more than 0.15 cores for 60 s): cannot tell noise from the provocation")
+    if isinstance(out, dict):
+        pytest.skip(f"the machine is not quiet: other processes used {out['other_cpu']} cores (quiet check, limit 0.15) "
+                    f"after {out['waited_s']} s: cannot tell noise from the provocation")
     rec, left = out
     assert validate_record(rec) == [] and rec["status"] != "failed", rec["reason"]
     assert left == []  # meters and samplers stopped

@@ -180,3 +180,47 @@ def test_the_generators_stalls_reach_the_record():
     assert out["send_lag_p999_us"] < 1 and out["excluded_ms"] == 20 + lat.CATCH_UP_MS + 1 + 1 + lat.CATCH_UP_MS
     # A version-1 summary (no stall list) gives the raw figures only.
     assert "outside_stalls" not in result_from_log(spec(), log_rows(), summary()).pacing
+
+
+def test_only_the_machines_stalls_are_taken_out():
+    """Version 5 gives each stall a cause; the generator's own ("own": it blocked by itself) stay
+    in the figures outside the stalls, so a generator that sleeps is not excused."""
+    rows = log_rows(n=2000, rate=1000.0)
+    for at in (1_500_000_000, 2_200_000_000):
+        stalled = (rows["intended"] >= at) & (rows["intended"] < at + 5_000_000)
+        rows["sent"][stalled] = at + 5_000_000
+    stalls = [[0, 1_500_000_000, 1_505_000_000, 5_000_000, 0, 0],  # steal: no switch
+              [0, 2_200_000_000, 2_205_000_000, 5_000_000, 2, 0]]  # its own
+    r = result_from_log(spec(), rows, summary(version="5", offcpu_s=0.01, stalls=stalls, stalls_dropped=0))
+    out = r.pacing["outside_stalls"]
+    assert out["excluded_ms"] == 5 + lat.CATCH_UP_MS + 1 and out["own_stalls"] == 1
+    assert out["send_lag_p999_us"] > 1000  # the own stall's late sends stay
+    assert r.generator_info["stall_ms_by_cause"] == {"own": 5.0, "steal": 5.0}
+
+
+def test_late_sends_are_attributed_to_what_the_generator_saw():
+    intended = np.arange(0, 10_000_000, 100_000, dtype=np.int64)  # 100 sends over 10 ms
+    sent = intended + 1_000
+    sent[[10, 11]] += 80_000  # late after a short gap in ms 1
+    sent[[55]] += 70_000  # late inside a slow pass in ms 5
+    sent[[90]] += 60_000  # late with nothing seen
+    intervals = [[0, 1_000_000, 1_050_000, 40_000, 10_000, 1],  # 40 us off (preempted), ends in ms 1
+                 [0, 5_000_000, 6_000_000, 5_000, 90_000, 0]]  # a 90 us pass, no gap
+    out = lat.late_sends_by_cause(intended, sent, 0, np.zeros(10, dtype=bool), intervals, 50, 20_000)
+    assert out == {"late": 4, "short_gap_steal": 0, "short_gap_preempted": 2, "short_gap_own": 0, "slow_pass": 1,
+                   "unexplained": 1}
+    masked = np.zeros(10, dtype=bool)
+    masked[1] = True  # sends due in a masked bin are not counted at all
+    assert lat.late_sends_by_cause(intended, sent, 0, masked, intervals, 50, 20_000)["late"] == 2
+
+
+def test_the_broken_build_is_its_own_source(monkeypatch):
+    from cnibench.workload import loadgen
+
+    honest, honest_path = loadgen.source("openloop"), loadgen.binary_path("openloop")
+    monkeypatch.setenv(loadgen.BREAK_PACING_ENV, "1")
+    broken, broken_path = loadgen.source("openloop"), loadgen.binary_path("openloop")
+    assert broken.startswith(b"#define CNIB_BREAK_PACING 1\n") and broken.endswith(honest)
+    assert broken_path != honest_path  # its own binary: a study never runs the broken build by accident
+    monkeypatch.delenv(loadgen.BREAK_PACING_ENV)
+    assert loadgen.binary_path("openloop") == honest_path and b"CNIB_BREAK_PACING" in honest  # the switch exists, off

@@ -108,6 +108,40 @@ def pacing_outside_stalls(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns
             "excluded_ms": int(m.sum()), "of_ms": int(len(m))}
 
 
+def late_sends_by_cause(intended_ns, sent_ns, start_ns: int, mask: np.ndarray, intervals: list,
+                        late_us: float, short_ns: int) -> dict:
+    """What each send late by more than `late_us`, and due outside the masked bins, coincided
+    with: a short gap off the CPU (an interval with off > short_ns that ends at most 1 ms before
+    the send, or holds it: "short_gap", split by the gap's cause), a slow loop pass ("slow_pass":
+    an interval holding the send whose longest pass exceeded the lag bound, with no gap), or
+    nothing the generator saw ("unexplained"). Intervals: [thread, start, end, off, max_pass,
+    cause] in ns since the generator's t0 (openloop.c, version >= 5)."""
+    intended, sent = np.asarray(intended_ns, dtype=np.int64), np.asarray(sent_ns, dtype=np.int64)
+    m = np.asarray(mask, dtype=bool)
+    due_bin = (intended - start_ns) // 1_000_000
+    inside = (due_bin >= 0) & (due_bin < len(m)) & (sent >= 0)
+    inside[inside] = ~m[due_bin[inside]]
+    late = inside & (sent - intended > late_us * 1000)
+    t = np.sort(sent[late])
+    out = {"late": int(late.sum()), "short_gap_steal": 0, "short_gap_preempted": 0, "short_gap_own": 0,
+           "slow_pass": 0, "unexplained": 0}
+    claimed = np.zeros(len(t), dtype=bool)
+    names = ("steal", "preempted", "own")
+    for _, begin, end, off, max_pass, cause in sorted(intervals or [], key=lambda iv: -iv[3]):
+        lo, hi = np.searchsorted(t, begin), np.searchsorted(t, end + 1_000_000, side="right")
+        hit = ~claimed[lo:hi]
+        if off > short_ns:
+            out[f"short_gap_{names[cause] if 0 <= cause < 3 else 'steal'}"] += int(hit.sum())
+            claimed[lo:hi] = True
+        elif max_pass > late_us * 1000:
+            hi = np.searchsorted(t, end, side="right")
+            hit = ~claimed[lo:hi]
+            out["slow_pass"] += int(hit.sum())
+            claimed[lo:hi] = True
+    out["unexplained"] = int((~claimed).sum())
+    return out
+
+
 def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int, seconds: int) -> list[dict]:
     """Per second of the window, by completion time: responses/s, p50, p99 (µs), errors."""
     out = []

@@ -150,27 +150,56 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
 
 
 STALLS_KEPT = 50  # the largest of the generator's own stalls kept in the record
+CAUSES = ("steal", "preempted", "own")  # stall causes, by the generator's code (openloop.c, version >= 5)
+
+
+def stall_cause(stall: list) -> str:
+    """Why the generator was off its CPU in a listed stall: "steal" (no context switch: the
+    hypervisor), "preempted" (another task of this kernel), "own" (the thread blocked by itself:
+    the generator's fault); "unknown" from a generator before version 5."""
+    return CAUSES[stall[4]] if len(stall) > 4 and 0 <= stall[4] < len(CAUSES) else "unknown"
+
+
+def machine_stalls(stalls: list) -> list:
+    """The stalls the machine caused (every cause but the generator's own)."""
+    return [s for s in stalls or [] if stall_cause(s) != "own"]
 
 
 def stall_summary(summary: dict) -> dict:
     """The generator's own stalls (passes in which its thread was off its CPU > stall_ns):
-    how many, the largest, and the STALLS_KEPT largest as [thread, start_ns, end_ns, off_ns]."""
+    how many, the largest, the STALLS_KEPT largest as [thread, start_ns, end_ns, off_ns(,
+    cause, run_delay_ns)], and the off-CPU ms of the listed stalls by cause."""
     stalls = summary.get("stalls") or []
     largest = sorted(stalls, key=lambda s: -s[3])[:STALLS_KEPT]
+    by_cause: dict[str, float] = {}
+    for s in stalls:
+        by_cause[stall_cause(s)] = by_cause.get(stall_cause(s), 0.0) + s[3] / 1e6
     return {"stalls": len(stalls), "stall_max_us": round(largest[0][3] / 1e3, 1) if largest else 0.0,
-            "stalls_largest": sorted(largest, key=lambda s: s[1])}
+            "stalls_largest": sorted(largest, key=lambda s: s[1]),
+            "stall_ms_by_cause": {k: round(v, 3) for k, v in sorted(by_cause.items())}}
 
 
 def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int, summary: dict) -> dict:
     """Criterion 1's pacing figures; with a generator that lists its stalls (version >= 2), also
-    the same figures outside them (latency.pacing_outside_stalls): a miss the machine caused,
-    by taking the generator's core away, vanishes there; a miss of the generator's own stays."""
+    the same figures outside the stalls the machine caused (latency.pacing_outside_stalls): a
+    miss the machine caused, by taking the generator's core away, vanishes there; a miss of the
+    generator's own stays, and so do its own stalls (version >= 5 tells them apart). Version 5
+    also keeps its shorter gaps and slow loop passes, from which `late_outside` says what each
+    send late by more than LATE_US outside those stalls coincided with."""
     out = lat.pacing(intended, sent, start, end)
     if "stalls" in summary:
-        spans = [(s[1], s[2]) for s in summary["stalls"]]
-        out["outside_stalls"] = lat.pacing_outside_stalls(intended, sent, start, end,
-                                                          lat.stall_mask(spans, start, (end - start) // 1_000_000))
+        spans = [(s[1], s[2]) for s in machine_stalls(summary["stalls"])]
+        mask = lat.stall_mask(spans, start, (end - start) // 1_000_000)
+        out["outside_stalls"] = lat.pacing_outside_stalls(intended, sent, start, end, mask)
+        own = [s for s in summary["stalls"] if stall_cause(s) == "own"]
+        out["outside_stalls"]["own_stalls"] = len(own)
+        if "intervals" in summary:
+            out["outside_stalls"]["late_outside"] = lat.late_sends_by_cause(intended, sent, start, mask, summary["intervals"],
+                                                                            LATE_US, summary.get("short_ns", 20000))
     return out
+
+
+LATE_US = 50  # criterion 1's send-lag bound at p99: a send later than this outside the stalls is attributed
 
 
 GENERATOR = Openloop()

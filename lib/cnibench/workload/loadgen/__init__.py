@@ -9,6 +9,7 @@ binary's path is a pure function of the source, so a generator's command is too.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from importlib import resources
 
@@ -18,8 +19,18 @@ from ...catalog import PREFIX
 SOURCES = {"openloop": (("-O2", "-Wall", "-pthread"), ("-lm",))}  # program: (compiler flags, libraries)
 
 
+BREAK_PACING_ENV = "CNIBENCH_BREAK_PACING"  # "1": build the deliberately broken generator
+
+
 def source(name: str) -> bytes:
-    return resources.files(__package__).joinpath(f"{name}.c").read_bytes()
+    """The program's source. With CNIBENCH_BREAK_PACING=1 (the tests of the tests only, never a
+    study), openloop.c is built with CNIB_BREAK_PACING: it sleeps 300 us every 10 ms of its
+    schedule, a fault of its own that the pacing tests must catch. The define is part of the
+    source, so that build has its own hash, binary and `source_sha256`."""
+    text = resources.files(__package__).joinpath(f"{name}.c").read_bytes()
+    if name == "openloop" and os.environ.get(BREAK_PACING_ENV) == "1":
+        text = b"#define CNIB_BREAK_PACING 1\n" + text
+    return text
 
 
 def source_hash(name: str) -> str:

@@ -23,7 +23,18 @@
  * it chose to block in epoll (below 1,000 req/s a thread sleeps until shortly before the next
  * due time) is left out, and with it any lateness of that wake-up; the CPU a thread spends
  * inside those waits is not, so at such rates the total can come out a little below 0. The
- * check costs a system call per long pass and one per ms; busy passes are short.
+ * check costs three system calls per long pass and per ms (the thread's CPU clock, its context
+ * switch counts, its run delay); busy passes are short.
+ *
+ * Each stall says why the thread was off its CPU (version 5): "own" when the thread switched
+ * out by itself (a voluntary context switch beyond its chosen epoll waits: it blocked, which
+ * only a fault of the generator does), else "preempted" when it was switched out for another
+ * task of this kernel (an involuntary switch; the run delay the kernel's schedstat counted is
+ * kept), else "steal": off its CPU with no switch at all, so the hypervisor took the vCPU. The
+ * tests excuse the machine's stalls, never the generator's own. Shorter gaps are kept too, as
+ * the per-check intervals (about one per ms) in which the thread was off its CPU more than
+ * SHORT_NS or ran a loop pass longer than SLOW_PASS_NS: what the send lag outside the listed
+ * stalls is made of (a short stall, or the loop's own work) can then be read off a run.
  *
  * Output: one JSON object on stdout (counts, t0 on the realtime clock, settings) and, with
  * --log, a binary log of the requests due inside the measurement window (warm-up excluded):
@@ -49,14 +60,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-#define VERSION "4"
+#define VERSION "5"
 #define STALL_NS 100000   /* off the CPU longer than this inside one pass: a stall, listed */
 #define MAX_STALLS 2000   /* listed per thread; more are counted in offcpu_ns only */
+#define SHORT_NS 20000    /* an interval off the CPU longer than this is kept in the intervals */
+#define SLOW_PASS_NS 40000 /* a loop pass longer than this (wall time) too: the loop's own work */
+#define MAX_INTERVALS 4000 /* kept per thread, the first ones; more are counted */
+#define CAUSE_STEAL 0
+#define CAUSE_PREEMPTED 1
+#define CAUSE_OWN 2
 #define EVENTS_PER_PASS 4 /* sockets read per pass before the schedule is checked again: after a
                            * server stall the backlog of responses arrives at once, and reading 64
                            * sockets of 4 KB responses in one pass held due sends back 0.4-0.9 ms
@@ -77,6 +95,13 @@ struct rec {            /* one per request due in the window; 32 bytes, little-e
 
 struct stall {
     int64_t start_ns, end_ns, off_ns;  /* the pass (ns since t0) and its time off the CPU */
+    int cause;                         /* CAUSE_*: see the top of the file */
+    int64_t run_delay_ns;              /* runnable but waiting for the CPU (schedstat), -1: unknown */
+};
+
+struct interval {                      /* one stall check's interval with a gap or a slow pass */
+    int64_t start_ns, end_ns, off_ns, max_pass_ns;
+    int cause;
 };
 
 struct conn {
@@ -112,6 +137,11 @@ struct thread {
     struct stall stalls[MAX_STALLS];
     int nstalls;
     int64_t stalls_dropped;
+    struct interval intervals[MAX_INTERVALS];
+    int nintervals;
+    int64_t intervals_dropped;
+    int64_t by_cause_ns[3];    /* off-CPU time of the listed stalls, by cause */
+    int schedstat_fd;          /* /proc/thread-self/schedstat, -1 when the kernel has none */
     int fail;
     char err[256];
 };
@@ -146,9 +176,40 @@ static int64_t thread_cpu_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* The thread's own context switches so far (voluntary, involuntary). */
+static void thread_switches(int64_t *vol, int64_t *invol) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0) { *vol = *invol = 0; return; }
+    *vol = ru.ru_nvcsw;
+    *invol = ru.ru_nivcsw;
+}
+
+/* ns the thread has waited runnable for a CPU (schedstat's second field), -1 when unknown. */
+static int64_t run_delay_ns(int fd) {
+    char buf[128];
+    long long run, wait;
+    if (fd < 0) return -1;
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    return sscanf(buf, "%lld %lld", &run, &wait) == 2 ? wait : -1;
+}
+
+/* Why a gap happened, from the switch counts over it (see the top of the file). */
+static int cause_of(int64_t vol, int64_t chosen_waits, int64_t invol) {
+    if (vol > chosen_waits) return CAUSE_OWN;
+    return invol > 0 ? CAUSE_PREEMPTED : CAUSE_STEAL;
+}
+
+static void add_interval(struct thread *t, int64_t start, int64_t end, int64_t off, int64_t max_pass, int cause) {
+    if (t->nintervals == MAX_INTERVALS) { t->intervals_dropped++; return; }
+    t->intervals[t->nintervals++] = (struct interval){start, end, off, max_pass, cause};
+}
+
 /* Keep the MAX_STALLS largest: a full list gives way to a larger stall. */
-static void add_stall(struct thread *t, int64_t start, int64_t end, int64_t off) {
-    struct stall st = {start, end, off};
+static void add_stall(struct thread *t, int64_t start, int64_t end, int64_t off, int cause, int64_t delay) {
+    struct stall st = {start, end, off, cause, delay};
+    t->by_cause_ns[cause] += off;
     if (t->nstalls < MAX_STALLS) { t->stalls[t->nstalls++] = st; return; }
     int min = 0;
     for (int i = 1; i < MAX_STALLS; i++) if (t->stalls[i].off_ns < t->stalls[min].off_ns) min = i;
@@ -337,6 +398,7 @@ static void *run_thread(void *arg) {
         }
     }
     t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    t->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC); /* -1: no schedstat */
     for (int i = 0; i < t->nconns && !t->fail; i++) {
         if (open_conn(t, &t->conns[i], 1) != 0) {
             snprintf(t->err, sizeof t->err, "cannot connect to %s:%d: %s", g_host, g_port, strerror(errno));
@@ -356,20 +418,47 @@ static void *run_thread(void *arg) {
     int64_t loop_wall0 = now_ns(), loop_cpu0 = thread_cpu_ns();
     int64_t base_wall = loop_wall0, base_cpu = loop_cpu0, last_top = loop_wall0;
     int64_t asleep = 0, asleep_total = 0; /* wall time blocked in epoll by choice: not a stall */
+    int64_t waits = 0;                    /* epoll waits with a timeout since the baseline */
+    int64_t max_pass = 0;                 /* longest loop pass (wall) since the baseline */
+    int64_t pass_asleep = 0;              /* the last pass's chosen wait in epoll */
+    int64_t base_vol, base_invol, base_delay = run_delay_ns(t->schedstat_fd);
+    thread_switches(&base_vol, &base_invol);
+#ifdef CNIB_BREAK_PACING
+    int64_t next_break = 10000000; /* the deliberately broken build (tests of the tests only) */
+#endif
     for (;;) {
         int64_t now = now_ns();
         int64_t rel = now - g_t0;
+        if (now - last_top - pass_asleep > max_pass) max_pass = now - last_top - pass_asleep; /* its chosen wait left out */
+        pass_asleep = 0;
         /* Stall check: only a pass longer than STALL_NS can hold a stall that long; the
          * baseline is also renewed each ms so an old small gap is not charged to a new pass. */
         if (now - last_top > STALL_NS || now - base_wall > 1000000) {
-            int64_t cpu = thread_cpu_ns();
+            int64_t cpu = thread_cpu_ns(), vol, invol, delay = run_delay_ns(t->schedstat_fd);
+            thread_switches(&vol, &invol);
             int64_t off = (now - base_wall) - (cpu - base_cpu) - asleep;
-            if (now - last_top > STALL_NS && off > STALL_NS) add_stall(t, last_top - g_t0, rel, off);
+            int cause = cause_of(vol - base_vol, waits, invol - base_invol);
+            int64_t waited = delay >= 0 && base_delay >= 0 ? delay - base_delay : -1;
+            if (now - last_top > STALL_NS && off > STALL_NS) add_stall(t, last_top - g_t0, rel, off, cause, waited);
+            if (off > SHORT_NS || max_pass > SLOW_PASS_NS)
+                add_interval(t, base_wall - g_t0, rel, off, max_pass, off > SHORT_NS ? cause : CAUSE_STEAL);
             base_wall = now;
             base_cpu = cpu;
+            base_vol = vol;
+            base_invol = invol;
+            base_delay = delay;
             asleep = 0;
+            waits = 0;
+            max_pass = 0;
         }
         last_top = now;
+#ifdef CNIB_BREAK_PACING
+        if (rel >= next_break) { /* 300 us asleep every 10 ms of the schedule: the generator's own fault */
+            struct timespec nap = {0, 300000};
+            nanosleep(&nap, NULL);
+            next_break += 10000000;
+        }
+#endif
         int64_t k_before = k;
         while (k < t->nreq && t->due[k] <= rel) {
             /* Everything due now goes out in one write on one connection (pipelined) while it
@@ -404,7 +493,7 @@ static void *run_thread(void *arg) {
         }
         int64_t sent_until = now_ns(), woke;
         int events = poll_once(t, now, timeout, &woke);
-        if (timeout > 0) { asleep += woke - sent_until; asleep_total += woke - sent_until; }
+        if (timeout > 0) { asleep += woke - sent_until; asleep_total += woke - sent_until; pass_asleep = woke - sent_until; waits++; }
         if (k != k_before) t->work_ns += sent_until - now;
         if (events > 0) t->work_ns += now_ns() - woke;
         if (rel - last_reconnect_scan > 1000000) { /* once a ms: reopen broken connections */
@@ -429,6 +518,7 @@ static void *run_thread(void *arg) {
     t->offcpu_ns = (now_ns() - loop_wall0) - (thread_cpu_ns() - loop_cpu0) - asleep_total;
     for (int i = 0; i < t->nconns; i++) if (t->conns[i].fd >= 0) close(t->conns[i].fd);
     close(t->epfd);
+    if (t->schedstat_fd >= 0) close(t->schedstat_fd);
     for (int64_t j = t->first_window; j < t->nreq; j++) {
         if (t->recs[j].sent_ns < 0) { t->recs[j].status = ST_NOTSENT; t->not_sent++; }
         else if (t->recs[j].status == ST_NONE) t->unfinished++;
@@ -579,13 +669,15 @@ int main(int argc, char **argv) {
         if (ts[i].fail) { fprintf(stderr, "cnib-openloop: %s\n", ts[i].err); return 1; }
     }
 
+    int64_t by_cause[3] = {0, 0, 0}, intervals_dropped = 0;
     int64_t offcpu_ns = 0, stalls_dropped = 0, work_ns = 0, window = 0, sent = 0, ok = 0, http_errors = 0, conn_errors = 0, reconnects = 0, unfinished = 0, not_sent = 0;
     for (int i = 0; i < g_threads; i++) {
         struct thread *t = &ts[i];
         window += t->nreq - t->first_window;
         sent += t->sent; ok += t->ok; http_errors += t->http_errors; conn_errors += t->conn_errors;
         reconnects += t->reconnects; unfinished += t->unfinished; not_sent += t->not_sent; work_ns += t->work_ns;
-        offcpu_ns += t->offcpu_ns; stalls_dropped += t->stalls_dropped;
+        offcpu_ns += t->offcpu_ns; stalls_dropped += t->stalls_dropped; intervals_dropped += t->intervals_dropped;
+        for (int c = 0; c < 3; c++) by_cause[c] += t->by_cause_ns[c];
     }
     if (g_log) {
         FILE *f = fopen(g_log, "wb");
@@ -615,7 +707,21 @@ int main(int argc, char **argv) {
     for (int i = 0; i < g_threads; i++) {
         for (int j = 0; j < ts[i].nstalls; j++) {
             struct stall *st = &ts[i].stalls[j];
-            printf("%s[%d, %lld, %lld, %lld]", sep, i, (long long)st->start_ns, (long long)st->end_ns, (long long)st->off_ns);
+            printf("%s[%d, %lld, %lld, %lld, %d, %lld]", sep, i, (long long)st->start_ns, (long long)st->end_ns,
+                   (long long)st->off_ns, st->cause, (long long)st->run_delay_ns);
+            sep = ", ";
+        }
+    }
+    printf("], \"stall_causes\": [\"steal\", \"preempted\", \"own\"], \"stall_ns_by_cause\": [%lld, %lld, %lld], "
+           "\"short_ns\": %d, \"slow_pass_ns\": %d, \"intervals_dropped\": %lld, \"intervals\": [",
+           (long long)by_cause[0], (long long)by_cause[1], (long long)by_cause[2], SHORT_NS, SLOW_PASS_NS,
+           (long long)intervals_dropped);
+    sep = "";
+    for (int i = 0; i < g_threads; i++) {
+        for (int j = 0; j < ts[i].nintervals; j++) {
+            struct interval *iv = &ts[i].intervals[j];
+            printf("%s[%d, %lld, %lld, %lld, %lld, %d]", sep, i, (long long)iv->start_ns, (long long)iv->end_ns,
+                   (long long)iv->off_ns, (long long)iv->max_pass_ns, iv->cause);
             sep = ", ";
         }
     }
