@@ -207,8 +207,8 @@ def test_late_sends_are_attributed_to_what_the_generator_saw():
     intervals = [[0, 1_000_000, 1_050_000, 40_000, 10_000, 1],  # 40 us off (preempted), ends in ms 1
                  [0, 5_000_000, 6_000_000, 5_000, 90_000, 0]]  # a 90 us pass, no gap
     out = lat.late_sends_by_cause(intended, sent, 0, np.zeros(10, dtype=bool), intervals, 50, 20_000)
-    assert out == {"late": 4, "short_gap_steal": 0, "short_gap_preempted": 2, "short_gap_own": 0, "slow_pass": 1,
-                   "unexplained": 1}
+    assert out == {"late": 4, "short_gap_steal": 0, "short_gap_preempted": 2, "short_gap_own": 0, "short_gap_stopped": 0,
+                   "slow_pass": 1, "unexplained": 1}
     masked = np.zeros(10, dtype=bool)
     masked[1] = True  # sends due in a masked bin are not counted at all
     assert lat.late_sends_by_cause(intended, sent, 0, masked, intervals, 50, 20_000)["late"] == 2

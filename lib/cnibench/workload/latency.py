@@ -123,15 +123,14 @@ def late_sends_by_cause(intended_ns, sent_ns, start_ns: int, mask: np.ndarray, i
     inside[inside] = ~m[due_bin[inside]]
     late = inside & (sent - intended > late_us * 1000)
     t = np.sort(sent[late])
-    out = {"late": int(late.sum()), "short_gap_steal": 0, "short_gap_preempted": 0, "short_gap_own": 0,
-           "slow_pass": 0, "unexplained": 0}
+    names = ("steal", "preempted", "own", "stopped")
+    out = {"late": int(late.sum()), **{f"short_gap_{n}": 0 for n in names}, "slow_pass": 0, "unexplained": 0}
     claimed = np.zeros(len(t), dtype=bool)
-    names = ("steal", "preempted", "own")
     for _, begin, end, off, max_pass, cause in sorted(intervals or [], key=lambda iv: -iv[3]):
         lo, hi = np.searchsorted(t, begin), np.searchsorted(t, end + 1_000_000, side="right")
         hit = ~claimed[lo:hi]
         if off > short_ns:
-            out[f"short_gap_{names[cause] if 0 <= cause < 3 else 'steal'}"] += int(hit.sum())
+            out[f"short_gap_{names[cause] if 0 <= cause < len(names) else 'steal'}"] += int(hit.sum())
             claimed[lo:hi] = True
         elif max_pass > late_us * 1000:
             hi = np.searchsorted(t, end, side="right")

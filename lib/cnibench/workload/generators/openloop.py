@@ -150,13 +150,13 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
 
 
 STALLS_KEPT = 50  # the largest of the generator's own stalls kept in the record
-CAUSES = ("steal", "preempted", "own")  # stall causes, by the generator's code (openloop.c, version >= 5)
+CAUSES = ("steal", "preempted", "own", "stopped")  # stall causes, by the generator's code (openloop.c, version >= 5)
 
 
 def stall_cause(stall: list) -> str:
     """Why the generator was off its CPU in a listed stall: "steal" (no context switch: the
-    hypervisor), "preempted" (another task of this kernel), "own" (the thread blocked by itself:
-    the generator's fault); "unknown" from a generator before version 5."""
+    hypervisor), "preempted" (another task of this kernel), "stopped" (SIGSTOP from outside),
+    "own" (the thread blocked by itself: the generator's fault); "unknown" before version 5."""
     return CAUSES[stall[4]] if len(stall) > 4 and 0 <= stall[4] < len(CAUSES) else "unknown"
 
 

@@ -28,7 +28,9 @@
  *
  * Each stall says why the thread was off its CPU (version 5): "own" when the thread switched
  * out by itself (a voluntary context switch beyond its chosen epoll waits: it blocked, which
- * only a fault of the generator does), else "preempted" when it was switched out for another
+ * only a fault of the generator does), unless a SIGCONT arrived in the same interval: then
+ * "stopped" (someone stopped the process with SIGSTOP, which the kernel also books as a
+ * voluntary switch), else "preempted" when it was switched out for another
  * task of this kernel (an involuntary switch; the run delay the kernel's schedstat counted is
  * kept), else "steal": off its CPU with no switch at all, so the hypervisor took the vCPU. The
  * tests excuse the machine's stalls, never the generator's own. Shorter gaps are kept too, as
@@ -75,6 +77,8 @@
 #define CAUSE_STEAL 0
 #define CAUSE_PREEMPTED 1
 #define CAUSE_OWN 2
+#define CAUSE_STOPPED 3
+#define NCAUSES 4
 #define EVENTS_PER_PASS 4 /* sockets read per pass before the schedule is checked again: after a
                            * server stall the backlog of responses arrives at once, and reading 64
                            * sockets of 4 KB responses in one pass held due sends back 0.4-0.9 ms
@@ -140,7 +144,7 @@ struct thread {
     struct interval intervals[MAX_INTERVALS];
     int nintervals;
     int64_t intervals_dropped;
-    int64_t by_cause_ns[3];    /* off-CPU time of the listed stalls, by cause */
+    int64_t by_cause_ns[NCAUSES]; /* off-CPU time of the listed stalls, by cause */
     int schedstat_fd;          /* /proc/thread-self/schedstat, -1 when the kernel has none */
     int fail;
     char err[256];
@@ -162,6 +166,7 @@ static int g_reqlen;
 static int64_t g_t0;              /* CLOCK_MONOTONIC ns of the schedule's origin */
 static volatile int g_go = 0, g_ready = 0;
 static volatile sig_atomic_t g_stop = 0;
+static volatile int g_conts = 0;  /* SIGCONTs received: a stop from outside, not the thread's own block */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static int64_t now_ns(void) {
@@ -196,8 +201,8 @@ static int64_t run_delay_ns(int fd) {
 }
 
 /* Why a gap happened, from the switch counts over it (see the top of the file). */
-static int cause_of(int64_t vol, int64_t chosen_waits, int64_t invol) {
-    if (vol > chosen_waits) return CAUSE_OWN;
+static int cause_of(int64_t vol, int64_t chosen_waits, int64_t invol, int conts) {
+    if (vol > chosen_waits) return conts > 0 ? CAUSE_STOPPED : CAUSE_OWN;
     return invol > 0 ? CAUSE_PREEMPTED : CAUSE_STEAL;
 }
 
@@ -223,6 +228,7 @@ static void die(const char *msg) {
 }
 
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
+static void on_cont(int sig) { (void)sig; __atomic_add_fetch(&g_conts, 1, __ATOMIC_RELAXED); }
 
 /* xorshift64*: a small seeded generator, so a Poisson schedule repeats for a seed. */
 static double uniform01(uint64_t *s) {
@@ -422,6 +428,7 @@ static void *run_thread(void *arg) {
     int64_t max_pass = 0;                 /* longest loop pass (wall) since the baseline */
     int64_t pass_asleep = 0;              /* the last pass's chosen wait in epoll */
     int64_t base_vol, base_invol, base_delay = run_delay_ns(t->schedstat_fd);
+    int base_conts = __atomic_load_n(&g_conts, __ATOMIC_RELAXED);
     thread_switches(&base_vol, &base_invol);
 #ifdef CNIB_BREAK_PACING
     int64_t next_break = 10000000; /* the deliberately broken build (tests of the tests only) */
@@ -437,7 +444,8 @@ static void *run_thread(void *arg) {
             int64_t cpu = thread_cpu_ns(), vol, invol, delay = run_delay_ns(t->schedstat_fd);
             thread_switches(&vol, &invol);
             int64_t off = (now - base_wall) - (cpu - base_cpu) - asleep;
-            int cause = cause_of(vol - base_vol, waits, invol - base_invol);
+            int conts = __atomic_load_n(&g_conts, __ATOMIC_RELAXED);
+            int cause = cause_of(vol - base_vol, waits, invol - base_invol, conts - base_conts);
             int64_t waited = delay >= 0 && base_delay >= 0 ? delay - base_delay : -1;
             if (now - last_top > STALL_NS && off > STALL_NS) add_stall(t, last_top - g_t0, rel, off, cause, waited);
             if (off > SHORT_NS || max_pass > SLOW_PASS_NS)
@@ -447,6 +455,7 @@ static void *run_thread(void *arg) {
             base_vol = vol;
             base_invol = invol;
             base_delay = delay;
+            base_conts = conts;
             asleep = 0;
             waits = 0;
             max_pass = 0;
@@ -634,6 +643,8 @@ int main(int argc, char **argv) {
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    struct sigaction sc = {.sa_handler = on_cont, .sa_flags = SA_RESTART};
+    sigaction(SIGCONT, &sc, NULL);
 
     struct thread *ts = calloc(g_threads, sizeof *ts);
     uint32_t next_id = 0;
@@ -669,7 +680,7 @@ int main(int argc, char **argv) {
         if (ts[i].fail) { fprintf(stderr, "cnib-openloop: %s\n", ts[i].err); return 1; }
     }
 
-    int64_t by_cause[3] = {0, 0, 0}, intervals_dropped = 0;
+    int64_t by_cause[NCAUSES] = {0}, intervals_dropped = 0;
     int64_t offcpu_ns = 0, stalls_dropped = 0, work_ns = 0, window = 0, sent = 0, ok = 0, http_errors = 0, conn_errors = 0, reconnects = 0, unfinished = 0, not_sent = 0;
     for (int i = 0; i < g_threads; i++) {
         struct thread *t = &ts[i];
@@ -677,7 +688,7 @@ int main(int argc, char **argv) {
         sent += t->sent; ok += t->ok; http_errors += t->http_errors; conn_errors += t->conn_errors;
         reconnects += t->reconnects; unfinished += t->unfinished; not_sent += t->not_sent; work_ns += t->work_ns;
         offcpu_ns += t->offcpu_ns; stalls_dropped += t->stalls_dropped; intervals_dropped += t->intervals_dropped;
-        for (int c = 0; c < 3; c++) by_cause[c] += t->by_cause_ns[c];
+        for (int c = 0; c < NCAUSES; c++) by_cause[c] += t->by_cause_ns[c];
     }
     if (g_log) {
         FILE *f = fopen(g_log, "wb");
@@ -712,9 +723,9 @@ int main(int argc, char **argv) {
             sep = ", ";
         }
     }
-    printf("], \"stall_causes\": [\"steal\", \"preempted\", \"own\"], \"stall_ns_by_cause\": [%lld, %lld, %lld], "
+    printf("], \"stall_causes\": [\"steal\", \"preempted\", \"own\", \"stopped\"], \"stall_ns_by_cause\": [%lld, %lld, %lld, %lld], "
            "\"short_ns\": %d, \"slow_pass_ns\": %d, \"intervals_dropped\": %lld, \"intervals\": [",
-           (long long)by_cause[0], (long long)by_cause[1], (long long)by_cause[2], SHORT_NS, SLOW_PASS_NS,
+           (long long)by_cause[0], (long long)by_cause[1], (long long)by_cause[2], (long long)by_cause[3], SHORT_NS, SLOW_PASS_NS,
            (long long)intervals_dropped);
     sep = "";
     for (int i = 0; i < g_threads; i++) {
