@@ -83,10 +83,17 @@ MAX_EXCLUDED = 0.10  # of the window: a machine that takes the generator's core 
                      # this does not get to pass on the figures outside its stalls
 
 
+HIGH_RATE_LAG_P99_US = 100  # above 25,000 req/s: send lag p99 only (outside the machine's stalls
+                           # it was 20-52 us at 45,000 req/s, issue 9's benchmark, 2026-11-28). The
+                           # pacing shape alone cannot see a 300 us stall every 10 ms there: the late
+                           # sends still land in the same ms bin (tests/meta: the broken build passed).
+
+
 def pacing_met(p: dict, lag_bound: bool, poisson: bool = False) -> bool:
     """Criterion 1. A Poisson schedule is judged by its law (dispersion 1) and, like a uniform
-    one, by its send lag: the dispersion alone barely moves when the generator is late."""
-    lag_ok = not lag_bound or (p["lag_p99_us"] <= 50 and p["lag_p999_us"] <= 250)
+    one, by its send lag: the dispersion alone barely moves when the generator is late. Without
+    criterion 1's lag bound (above 25,000 req/s) the send lag p99 is still bounded, looser."""
+    lag_ok = (p["lag_p99_us"] <= 50 and p["lag_p999_us"] <= 250) if lag_bound else p["lag_p99_us"] <= HIGH_RATE_LAG_P99_US
     if poisson:
         return lag_ok and abs(p["dispersion_per_ms"] - 1) <= 0.1
     return lag_ok and p["dispersion_per_ms"] <= 0.2 and p["max_line_ratio"] <= 20
@@ -143,7 +150,7 @@ def check_with_attempts(with_fleet, testbed, make_spec, ok, what, max_excluded=M
 @pytest.mark.parametrize("rate", [5000, 15000, 25000, 45000])
 def test_uniform_sends_keep_the_schedule(with_fleet, testbed, rate, size):
     """Criterion 1: per-ms dispersion <= 0.2, no periodogram line above 20 x n x mean; send lag
-    p99 <= 50 us and p99.9 <= 250 us up to 25,000 req/s (above, only the pacing shape)."""
+    p99 <= 50 us and p99.9 <= 250 us up to 25,000 req/s (above, p99 <= HIGH_RATE_LAG_P99_US)."""
     rec = check_with_attempts(with_fleet, testbed, lambda a: spec(rate, size), lambda f: meets_pacing(f, lag_bound=rate <= 25000),
                               f"{rate} req/s {size}")
     assert rec["counts"]["errors"] == 0 and rec["achieved_rate"] >= 0.99 * rate

@@ -1,15 +1,16 @@
-"""A pytest plugin: writes {test id: outcome} to $CNIBENCH_OUTCOMES when the session ends."""
+"""A pytest plugin: writes {test id: [outcome, reason]} to $CNIBENCH_OUTCOMES when the session ends."""
 
 import json
 import os
 
-_OUT: dict[str, str] = {}
+_OUT: dict[str, list] = {}
 
 
 def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome != "passed":
         if report.nodeid not in _OUT or report.outcome != "passed":
-            _OUT[report.nodeid] = report.outcome
+            reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+            _OUT[report.nodeid] = [report.outcome, str(reason)[:400]]
 
 
 def pytest_sessionfinish(session, exitstatus):

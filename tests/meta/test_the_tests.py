@@ -29,7 +29,7 @@ PACING = ("test_uniform_sends_keep_the_schedule or test_poisson_arrivals_have_di
 
 
 def outcomes(args: list[str], env: dict[str, str], tmp_path: Path) -> dict[str, str]:
-    """{test id: passed|failed|skipped} of a child pytest over `args`."""
+    """{test id: passed|failed|skipped} of a child pytest over `args` (skip reasons printed)."""
     report = tmp_path / "outcomes.json"
     env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
            "CNIBENCH_OUTCOMES": str(report)}
@@ -38,7 +38,10 @@ def outcomes(args: list[str], env: dict[str, str], tmp_path: Path) -> dict[str, 
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     print(r.stdout[-6000:])
     assert report.exists(), r.stdout[-3000:] + r.stderr[-3000:]
-    return json.loads(report.read_text())
+    got = json.loads(report.read_text())
+    for test, (outcome, reason) in got.items():
+        print(f"{outcome:8s} {test} {reason}")
+    return {test: outcome for test, (outcome, _) in got.items()}
 
 
 def test_a_generator_that_sleeps_by_itself_fails_every_pacing_test(tmp_path):
