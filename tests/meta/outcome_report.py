@@ -9,8 +9,11 @@ _OUT: dict[str, list] = {}
 def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome != "passed":
         if report.nodeid not in _OUT or report.outcome != "passed":
-            reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
-            _OUT[report.nodeid] = [report.outcome, str(reason)[:400]]
+            if report.skipped and isinstance(report.longrepr, tuple):
+                reason = str(report.longrepr[2])[:400]
+            else:  # a failure: the end of its message, to tell why it failed
+                reason = str(report.longrepr or "")[-1500:]
+            _OUT[report.nodeid] = [report.outcome, reason]
 
 
 def pytest_sessionfinish(session, exitstatus):
