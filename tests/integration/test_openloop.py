@@ -235,6 +235,44 @@ def test_unreachable_server_and_bad_arguments_give_one_message(with_fleet, testb
     assert left.exit_status == 1, left.stdout
 
 
+CHUNKED_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+s.settimeout(20)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        while c.recv(4096):
+            c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    except OSError:
+        pass
+    c.close()
+"""
+
+
+def test_a_chunked_response_is_refused_with_one_message(with_fleet, testbed):
+    """Responses are framed by Content-Length only: a chunked one stops the generator with one
+    line naming it and exit 1, instead of a misread body."""
+    ep = host_endpoint(testbed, port=PORT + 1)
+
+    async def body(fleet):
+        built = await ensure_built(fleet.client, "openloop")
+        srv = await fleet.server.start(["python3", "-c", CHUNKED_SERVER, ep.server_bind, str(PORT + 1)])
+        try:
+            await asyncio.sleep(0.5)
+            return await fleet.client.run([built.path, "--host", ep.connect_address, "--port", str(PORT + 1), "--path", "/small",
+                                           "--rate", "100", "--duration", "1", "--warmup", "0"], check=False, timeout=30)
+        finally:
+            await srv.stop()
+
+    r = with_fleet(body)
+    assert r.exit_status == 1 and "chunked" in r.stderr and r.stderr.strip().count("\n") == 0, (r.exit_status, r.stderr)
+
+
 # --- the log against the wire -------------------------------------------------------------
 
 

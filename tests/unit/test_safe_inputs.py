@@ -95,7 +95,7 @@ SPEC = BenchSpec(mode="host", size="small", rate=1000.0, duration_s=4.0, warmup_
     ({"connections": 60_000, "rate": 1e6}, "connections", "ip_local_port_range"),
     ({"connections": 8.5}, "connections", "not a whole number"),
     ({"connections": True}, "connections", "not a whole number"),
-    ({"threads": 5000, "connections": 6000, "rate": 1e5}, "threads", "more than 1024"),
+    ({"threads": 300, "connections": 6000, "rate": 1e5}, "threads", "more than 256"),
     ({"pin": "yes"}, "pin", "not true or false"),
     ({"server_cpus": (-1,)}, "server_cpus", "not a list of CPU numbers"),
 ])

@@ -224,3 +224,17 @@ def test_the_broken_build_is_its_own_source(monkeypatch):
     assert broken_path != honest_path  # its own binary: a study never runs the broken build by accident
     monkeypatch.delenv(loadgen.BREAK_PACING_ENV)
     assert loadgen.binary_path("openloop") == honest_path and b"CNIB_BREAK_PACING" in honest  # the switch exists, off
+
+
+def test_python_admits_exactly_what_the_generator_accepts():
+    """One set of bounds: what validate_spec lets through, cnib-openloop must accept (its
+    parse_args bounds, read from the source), so no spec passes validation and then fails there."""
+    import re
+
+    from cnibench.workload import defaults, loadgen
+
+    text = loadgen.source("openloop").decode()
+    bounds = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(r'"(\w[\w-]*)"\)\) g_\w+ = \(int\)num\(a, v, ([\d.e]+), ([\d.e]+)\)', text)}
+    assert bounds["threads"] == (1, defaults.MAX_THREADS)
+    assert bounds["pipeline"] == (1, defaults.MAX_PIPELINE)
+    assert bounds["connections"][1] >= defaults.MAX_CONNECTIONS

@@ -16,7 +16,8 @@ Bounds (validate_spec refuses anything outside, before any host is touched):
     connections  <= MAX_CONNECTIONS = 28,232: the generator dials ONE server ip:port from ONE
                  source address, so every connection needs its own local port, and Linux's
                  default local port range (net.ipv4.ip_local_port_range 32768-60999) has 28,232.
-    threads, nginx_workers <= 1024; timeout_s <= 600 s; pipeline <= 100,000
+    threads <= 256 and pipeline <= 65,536: cnib-openloop's own bounds (openloop.c's parse_args;
+                 a unit test holds the two equal); nginx_workers <= 1024; timeout_s <= 600 s
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ MAX_DURATION_S = 3600.0
 MAX_WARMUP_S = 600.0
 PORT_RANGE = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
 MAX_CONNECTIONS = PORT_RANGE[1] - PORT_RANGE[0] + 1  # 28,232 to one destination ip:port
-MAX_THREADS = 1024
+MAX_THREADS = 256  # = openloop.c's --threads bound
 MAX_NGINX_WORKERS = 1024
 MAX_TIMEOUT_S = 600.0
-MAX_PIPELINE = 100_000
+MAX_PIPELINE = 65_536  # = openloop.c's --pipeline bound
 
 
 def default_connections(rate: float | None) -> int:

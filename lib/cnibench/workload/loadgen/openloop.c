@@ -227,6 +227,19 @@ static void die(const char *msg) {
     exit(2);
 }
 
+/* Every allocation is checked: out of memory is one message and exit 2, never a crash. */
+static void *xalloc(size_t n, size_t size, const char *what) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) { fprintf(stderr, "cnib-openloop: out of memory for %s\n", what); exit(2); }
+    return p;
+}
+
+static void *xgrow(void *old, size_t size, const char *what) {
+    void *p = realloc(old, size);
+    if (!p) { free(old); fprintf(stderr, "cnib-openloop: out of memory for %s\n", what); exit(2); }
+    return p;
+}
+
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
 static void on_cont(int sig) { (void)sig; __atomic_add_fetch(&g_conts, 1, __ATOMIC_RELAXED); }
 
@@ -324,25 +337,34 @@ static void on_readable(struct thread *t, struct conn *c, int64_t now) {
         int drained = n < INBUF - c->in_len; /* a short read emptied the socket: no recv() to see EAGAIN */
         c->in_len += (int)n;
         int64_t done = now_ns() - g_t0;
+        /* Responses are consumed from `at` and the rest moved to the front once per read, so a
+         * burst of buffered responses costs linear time, not a memmove per response. */
+        int at = 0;
         for (;;) {
-            char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
-            if (!end) {
-                if (c->in_len >= INBUF) { close_conn(t, c, now); return; } /* header too large */
-                break;
-            }
-            int hlen = (int)(end - c->in) + 4;
-            long clen = 0;
+            char *head = c->in + at;
+            int avail = c->in_len - at;
+            char *end = memmem(head, avail, "\r\n\r\n", 4);
+            if (!end) break;
+            int hlen = (int)(end - head) + 4;
+            long clen = -1;
             int status = 0;
-            if (c->in_len >= 12 && memcmp(c->in, "HTTP/1.", 7) == 0) status = atoi(c->in + 9);
-            for (char *p = c->in; p < end; p++) {
-                if ((*p == 'C' || *p == 'c') && (p == c->in || p[-1] == '\n') &&
-                    strncasecmp(p, "Content-Length:", 15) == 0) {
-                    clen = strtol(p + 15, NULL, 10);
-                    break;
+            if (avail >= 12 && memcmp(head, "HTTP/1.", 7) == 0) status = atoi(head + 9);
+            for (char *p = head; p < end; p++) {
+                if (p != head && p[-1] != '\n') continue;
+                if (strncasecmp(p, "Content-Length:", 15) == 0) clen = strtol(p + 15, NULL, 10);
+                else if (strncasecmp(p, "Transfer-Encoding:", 18) == 0) {
+                    /* Only Content-Length framing is read: a chunked body would be misparsed. */
+                    snprintf(t->err, sizeof t->err, "the server sent a Transfer-Encoding response (chunked); "
+                             "cnib-openloop reads only responses framed by Content-Length");
+                    t->fail = 1;
+                    g_stop = 1;
+                    close_conn(t, c, now);
+                    return;
                 }
             }
-            if (status == 0 || clen < 0 || hlen + clen > INBUF) { close_conn(t, c, now); return; }
-            if (c->in_len < hlen + clen) break;
+            if (clen < 0) clen = 0;
+            if (status == 0 || hlen + clen > INBUF) { close_conn(t, c, now); return; }
+            if (avail < hlen + clen) break;
             if (c->count == 0) { close_conn(t, c, now); return; } /* a response nobody asked for */
             int64_t k = c->fifo[c->head];
             c->head = (c->head + 1) % g_pipeline;
@@ -353,10 +375,13 @@ static void on_readable(struct thread *t, struct conn *c, int64_t now) {
                 if (status >= 200 && status < 300) t->ok++;
                 else t->http_errors++;
             }
-            memmove(c->in, c->in + hlen + clen, c->in_len - hlen - clen);
-            c->in_len -= (int)(hlen + clen);
+            at += (int)(hlen + clen);
         }
-        if (c->in_len == INBUF) { close_conn(t, c, now); return; }
+        if (at > 0) {
+            memmove(c->in, c->in + at, c->in_len - at);
+            c->in_len -= at;
+        }
+        if (c->in_len == INBUF) { close_conn(t, c, now); return; } /* a header or body larger than the buffer */
         if (drained) break;
     }
 }
@@ -539,8 +564,7 @@ static void *run_thread(void *arg) {
 static int64_t build_schedule(struct thread *t) {
     double span = g_warmup + g_duration;
     int64_t cap = (int64_t)(span * g_rate / g_threads * 1.2) + 1024;
-    t->due = malloc(sizeof(int64_t) * cap);
-    if (!t->due) die("out of memory for the schedule");
+    t->due = xalloc((size_t)cap, sizeof(int64_t), "the schedule");
     int64_t n = 0;
     if (strcmp(g_arrival, "poisson") == 0) {
         /* Superposed Poisson processes are Poisson: each thread draws at rate R/T. */
@@ -548,7 +572,7 @@ static int64_t build_schedule(struct thread *t) {
         for (;;) {
             tt += -log(1.0 - uniform01(&t->rng)) / r;
             if (tt >= span) break;
-            if (n == cap) { cap *= 2; t->due = realloc(t->due, sizeof(int64_t) * cap); if (!t->due) die("out of memory"); }
+            if (n == cap) { cap *= 2; t->due = xgrow(t->due, sizeof(int64_t) * cap, "the schedule"); }
             t->due[n++] = (int64_t)(tt * 1e9);
         }
     } else {
@@ -556,7 +580,7 @@ static int64_t build_schedule(struct thread *t) {
         for (int64_t j = t->index;; j += g_threads) {
             double tt = (double)j / g_rate;
             if (tt >= span) break;
-            if (n == cap) { cap *= 2; t->due = realloc(t->due, sizeof(int64_t) * cap); if (!t->due) die("out of memory"); }
+            if (n == cap) { cap *= 2; t->due = xgrow(t->due, sizeof(int64_t) * cap, "the schedule"); }
             t->due[n++] = (int64_t)llround(tt * 1e9);
         }
     }
@@ -646,7 +670,7 @@ int main(int argc, char **argv) {
     struct sigaction sc = {.sa_handler = on_cont, .sa_flags = SA_RESTART};
     sigaction(SIGCONT, &sc, NULL);
 
-    struct thread *ts = calloc(g_threads, sizeof *ts);
+    struct thread *ts = xalloc((size_t)g_threads, sizeof *ts, "the threads");
     uint32_t next_id = 0;
     for (int i = 0; i < g_threads; i++) {
         struct thread *t = &ts[i];
@@ -654,19 +678,21 @@ int main(int argc, char **argv) {
         t->cpu = g_ncpus ? g_cpus[i % g_ncpus] : -1;
         t->rng = g_seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xBF58476D1CE4E5B9ULL + 1;
         t->nreq = build_schedule(t);
-        t->recs = malloc(sizeof(struct rec) * (t->nreq ? t->nreq : 1));
-        if (!t->recs) die("out of memory for the request log");
+        t->recs = xalloc((size_t)t->nreq, sizeof(struct rec), "the request log");
         for (int64_t j = 0; j < t->nreq; j++)
             t->recs[j] = (struct rec){t->due[j], -1, -1, ST_NONE, 0};
         t->nconns = g_conns / g_threads + (i < g_conns % g_threads);
-        t->conns = calloc(t->nconns, sizeof *t->conns);
+        t->conns = xalloc((size_t)t->nconns, sizeof *t->conns, "the connections");
         for (int c = 0; c < t->nconns; c++) {
             t->conns[c].fd = -1;
             t->conns[c].id = next_id++;
-            t->conns[c].fifo = malloc(sizeof(int64_t) * g_pipeline);
+            t->conns[c].fifo = xalloc((size_t)g_pipeline, sizeof(int64_t), "the in-flight queues");
         }
     }
-    for (int i = 0; i < g_threads; i++) pthread_create(&ts[i].tid, NULL, run_thread, &ts[i]);
+    for (int i = 0; i < g_threads; i++) {
+        int rc = pthread_create(&ts[i].tid, NULL, run_thread, &ts[i]);
+        if (rc != 0) { fprintf(stderr, "cnib-openloop: cannot start thread %d: %s\n", i, strerror(rc)); exit(2); }
+    }
     while (g_ready < g_threads && !g_stop) usleep(100);
     int failed = 0;
     for (int i = 0; i < g_threads; i++) failed |= ts[i].fail;
