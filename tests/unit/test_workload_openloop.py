@@ -238,3 +238,34 @@ def test_python_admits_exactly_what_the_generator_accepts():
     assert bounds["threads"] == (1, defaults.MAX_THREADS)
     assert bounds["pipeline"] == (1, defaults.MAX_PIPELINE)
     assert bounds["connections"][1] >= defaults.MAX_CONNECTIONS
+
+
+def test_the_steal_mask_leaves_out_exactly_the_requests_due_in_a_widened_episode():
+    """Requests every 0.5 ms; one 3 ms steal episode at 10-13 ms and one 0.2 ms one at 30 ms:
+    left out are those due in [9, 16] ms (D = S = 3 ms) and [29, 32.2] ms (D = 2 ms)."""
+    intended = np.arange(0, 50_000_000, 500_000, dtype=np.int64)
+    episodes = [(10_000_000, 13_000_000, 3_000_000), (30_000_000, 30_200_000, 200_000)]
+    mask = lat.steal_mask(intended, episodes)
+    want = ((intended >= 9_000_000) & (intended <= 16_000_000)) | ((intended >= 29_000_000) & (intended <= 32_200_000))
+    assert (mask == want).all() and mask.sum() == 15 + 7
+    shuffled = np.random.default_rng(1).permutation(intended)  # order does not matter
+    assert (lat.steal_mask(shuffled, episodes) == ((shuffled >= 9_000_000) & (shuffled <= 16_000_000)
+                                                  | (shuffled >= 29_000_000) & (shuffled <= 32_200_000))).all()
+
+
+def test_steal_episodes_are_the_steal_stalls_and_gaps_only():
+    stalls = [[0, 1, 2, 150_000, 0, 0], [0, 5, 6, 150_000, 1, 90_000], [0, 7, 8, 150_000, 2, 0], [0, 9, 10, 9]]
+    intervals = [[0, 20, 30, 25_000, 0, 0], [0, 40, 50, 25_000, 60_000, 1], [0, 60, 70, 5_000, 80_000, 0]]
+    assert lat.steal_episodes(stalls, intervals, 20_000) == [(1, 2, 150_000), (20, 30, 25_000)]
+
+
+def test_the_record_has_a_histogram_outside_steal_beside_the_raw_one():
+    rows = log_rows(n=2000, rate=1000.0)
+    rows["done"][500:510] += 5_000_000  # slow requests due in a steal episode at 1.5 s
+    stalls = [[0, 1_500_000_000, 1_505_000_000, 5_000_000, 0, 0]]
+    r = result_from_log(spec(), rows, summary(version="5", stalls=stalls, intervals=[], short_ns=20000))
+    o = r.outside_steal
+    assert o["left_out"] == 1 + 5 + 5 + 1 and o["of"] == 2000 and o["cores"] == ["client"]
+    assert o["histogram"].get_total_count() == 2000 - o["left_out"]
+    assert o["histogram"].get_max_value() < 1000 < r.histogram.get_max_value()  # raw keeps the slow ones
+    assert result_from_log(spec(), log_rows(), summary()).outside_steal is None

@@ -141,6 +141,38 @@ def late_sends_by_cause(intended_ns, sent_ns, start_ns: int, mask: np.ndarray, i
     return out
 
 
+# The steal mask (docs/method.md, "Tails outside hypervisor steal"), fixed before any study and
+# the same for every arm: a request is left out when its INTENDED time lies in
+# [episode start - MASK_LEAD_NS, episode end + max(MASK_TAIL_MIN_NS, S)], S the time stolen.
+# By intended time, never by latency (that would select on the outcome); steal only, never
+# in-guest preemption (softirq on the client's core is the network mode's own cost).
+MASK_LEAD_NS = 1_000_000
+MASK_TAIL_MIN_NS = 2_000_000
+
+
+def steal_episodes(stalls: list, intervals: list, short_ns: int) -> list[tuple[int, int, int]]:
+    """(start, end, stolen ns) of each span in which the hypervisor took the generator's core:
+    listed stalls of cause steal (0), and the ~1 ms check intervals with more than `short_ns`
+    off the CPU and no context switch (cnib-openloop >= 5; ns since its t0)."""
+    out = [(int(s[1]), int(s[2]), int(s[3])) for s in stalls or [] if len(s) > 4 and s[4] == 0]
+    out += [(int(iv[1]), int(iv[2]), int(iv[3])) for iv in intervals or [] if iv[5] == 0 and iv[3] > short_ns]
+    return sorted(out)
+
+
+def steal_mask(intended_ns, episodes: list[tuple[int, int, int]], lead_ns: int = MASK_LEAD_NS,
+               tail_min_ns: int = MASK_TAIL_MIN_NS) -> np.ndarray:
+    """Which requests (by intended time) fall in a widened steal episode: True = left out."""
+    t = np.asarray(intended_ns, dtype=np.int64)
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    out = np.zeros(len(t), dtype=bool)
+    for begin, end, stolen in episodes:
+        lo = np.searchsorted(ts, begin - lead_ns, side="left")
+        hi = np.searchsorted(ts, end + max(tail_min_ns, stolen), side="right")
+        out[order[lo:hi]] = True
+    return out
+
+
 def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int, seconds: int) -> list[dict]:
     """Per second of the window, by completion time: responses/s, p50, p99 (µs), errors."""
     out = []

@@ -282,6 +282,16 @@ async def _alive_or_false(nginx) -> bool:
         return False
 
 
+def outside_steal_part(o: dict) -> dict:
+    """The record's `latency.outside_steal`: the conditional histogram (shown beside the raw one,
+    never alone) with its percentile table and what the steal mask left out."""
+    h = o["histogram"]
+    part = {k: v for k, v in o.items() if k != "histogram"}
+    if h.get_total_count() > 0:
+        part.update(histogram=encode_histogram(h), percentiles=percentile_table(h))
+    return part
+
+
 def _fill(rec: dict, spec: BenchSpec, result) -> None:
     """Copy what the generator measured into the record (also for failed runs, when known)."""
     rec["achieved_rate"] = round(result.achieved_rate, 3)
@@ -305,6 +315,8 @@ def _fill(rec: dict, spec: BenchSpec, result) -> None:
             rec["latency"]["send_lag"] = result.send_lag
         if result.pacing is not None:
             rec["latency"]["pacing"] = result.pacing
+        if getattr(result, "outside_steal", None) is not None:
+            rec["latency"]["outside_steal"] = outside_steal_part(result.outside_steal)
     if result.generator_info:
         rec["settings"]["generator_info"] = result.generator_info
     rec["timeline"] = result.timeline

@@ -73,6 +73,7 @@ class LoadResult:
     send_lag: dict | None = None  # openloop: sent - intended, percentiles in µs
     pacing: dict | None = None  # openloop: per-ms dispersion of the sends, periodogram line
     generator_info: dict = field(default_factory=dict)
+    outside_steal: dict | None = None  # openloop >= 5: the latency histogram outside the steal mask (latency.steal_mask)
 
 
 class Generator(Protocol):

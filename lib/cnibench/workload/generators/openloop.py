@@ -143,6 +143,7 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
+        outside_steal=outside_steal(intended, answered_ok, lat_us, summary),
         generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
                                                         "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped")},
                         **stall_summary(summary)},
@@ -197,6 +198,20 @@ def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int,
             out["outside_stalls"]["late_outside"] = lat.late_sends_by_cause(intended, sent, start, mask, summary["intervals"],
                                                                             LATE_US, summary.get("short_ns", 20000))
     return out
+
+
+def outside_steal(intended: np.ndarray, answered_ok: np.ndarray, lat_us: np.ndarray, summary: dict) -> dict | None:
+    """The latency histogram of the answered requests outside the steal mask of the generator's
+    core (latency.steal_mask), and what the mask left out; None before cnib-openloop 5. The
+    server's core is not observed here, so its steal stays in this histogram (`cores`)."""
+    if "intervals" not in summary:
+        return None
+    episodes = lat.steal_episodes(summary.get("stalls"), summary["intervals"], summary.get("short_ns", 20000))
+    mask = lat.steal_mask(intended, episodes)
+    keep = ~mask[answered_ok]
+    return {"histogram": lat.histogram_of(lat_us[keep]), "left_out": int(mask.sum()), "of": int(len(mask)),
+            "left_out_share": round(float(mask.mean()), 6) if len(mask) else 0.0, "episodes": len(episodes),
+            "cores": ["client"], "lead_ms": lat.MASK_LEAD_NS / 1e6, "tail_min_ms": lat.MASK_TAIL_MIN_NS / 1e6}
 
 
 LATE_US = 50  # criterion 1's send-lag bound at p99: a send later than this outside the stalls is attributed
