@@ -4,6 +4,7 @@ throwaway namespaces: ADD, CHECK, DEL, a plugin's error, a missing plugin, an AD
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -125,3 +126,74 @@ def test_add_cut_short_is_found_and_deleted_by_clean(world):
     assert [link for link in after["links"] if link[0] != "cnib-t26br"] == before["links"]  # the bridge: documented
     assert not os.path.exists(ddir)
     assert "eth0" not in sh("ip", "-n", POD, "-o", "link")
+
+
+def test_docker_chain_check_fails_in_portmap_and_del_leaves_its_tables(world):
+    """podman's chain (bridge with ipMasq + firewall + portmap) through iptables-nft: CHECK fails
+    in portmap (containernetworking/plugins#819), DEL leaves shared chains; the tables that were
+    not there before are dropped, the bridge and ip_forward undone, and the host is as found."""
+    host, _, ddir = world
+    att = cni.Attachment("cnib-t26h", "cnib-t26c1", POD, runtime_config={"portMappings": [{"hostPort": 30080, "containerPort": 80, "protocol": "tcp"}]})
+    net = cni.conflist("cnib-t26-dk", [
+        {"type": "bridge", "bridge": "cnib-t26dk0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.17.0.0/16", "gateway": "172.17.0.1"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+        {"type": "firewall", "backend": "iptables"},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}])
+    before, tables_before = snapshot(HOSTNS), sh("ip", "netns", "exec", HOSTNS, "nft", "list", "tables")
+    asyncio.run(cni.add(host, net, att, ddir))
+    saved = sh("ip", "netns", "exec", HOSTNS, "iptables-save")
+    assert "--to-destination 172.17.0.2:80" in saved and "-j CNI-FORWARD" in saved
+    with pytest.raises(cni.CniError) as exc:
+        asyncio.run(cni.check(host, "cnib-t26-dk", att, ddir))
+    assert exc.value.plugin == "portmap" and "could not check ipv6 dnat" in exc.value.msg
+    assert asyncio.run(cni.delete(host, "cnib-t26-dk", att, ddir))
+    left = sh("ip", "netns", "exec", HOSTNS, "iptables-save")
+    assert "172.17.0.2" not in left and ":CNI-HOSTPORT-DNAT" in left and ":CNI-FORWARD" in left  # as measured
+    drops = cni.drop_new_tables(tables_before, sh("ip", "netns", "exec", HOSTNS, "nft", "list", "tables"))
+    assert drops == [["nft", "delete", "table", "ip", "filter"], ["nft", "delete", "table", "ip", "nat"],
+                     ["nft", "delete", "table", "ip6", "nat"]]
+    for argv in drops:
+        sh("ip", "netns", "exec", HOSTNS, *argv)
+    sh("ip", "-n", HOSTNS, "link", "del", "cnib-t26dk0")
+    sh("ip", "netns", "exec", HOSTNS, "sysctl", "-qw", f"net.ipv4.ip_forward={before['forward']}")
+    assert snapshot(HOSTNS) == before
+
+
+CHILD = """
+import asyncio, json, sys
+from cnibench.infra import cni
+sys.path.insert(0, {helpers!r})
+from cni_helpers import NetnsHost
+net, att = json.loads(sys.argv[1]), cni.attachment_of(json.loads(sys.argv[2]))
+asyncio.run(cni.add(NetnsHost({hostns!r}), net, att, sys.argv[3]))
+"""
+
+
+def test_sigkill_in_the_middle_of_add_then_clean_leaves_nothing(world):
+    """A real session SIGKILLed once the first plugin's veth exists (the rest of the chain still
+    to run): `clean` finds the attachment from its record alone and DELs it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    host, att, ddir = world
+    before = snapshot(HOSTNS)
+    net = cni.conflist("cnib-t26-k", [{**bridge_net()["plugins"][0], "ipam": macvlan_net()["plugins"][0]["ipam"]},
+                                      {"type": "tuning", "sysctl": {}}, {"type": "tuning", "mtu": 1400}])
+    code = CHILD.format(helpers=os.path.dirname(__file__), hostns=HOSTNS)
+    child = subprocess.Popen([sys.executable, "-c", code, json.dumps(net), json.dumps(cni.record(net, att, None)), ddir])
+    deadline = time.monotonic() + 20
+    while not any(link[0].startswith("veth") for link in snapshot(HOSTNS)["links"]) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    while subprocess.run(["pgrep", "-f", f"^{cni.CNI_PATH}/"], capture_output=True).returncode == 0:
+        time.sleep(0.05)  # an orphaned plugin finishes its own call
+    recs = asyncio.run(cni.records(host, ddir))
+    assert [(r["containerId"], r["result"]) for r in recs] == [("cnib-t26c1", None)]  # killed before ADD ended
+    assert asyncio.run(cni.clean(host, ddir)) == ["cnib-t26-k-cnib-t26c1-eth0"] and not os.path.exists(ddir)
+    assert "eth0" not in sh("ip", "-n", POD, "-o", "link")
+    sh("ip", "-n", HOSTNS, "link", "del", "cnib-t26br")  # DEL's documented leftovers, the mode's to undo
+    sh("ip", "netns", "exec", HOSTNS, "sysctl", "-qw", f"net.ipv4.ip_forward={before['forward']}")
+    assert snapshot(HOSTNS) == before

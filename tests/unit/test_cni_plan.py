@@ -111,3 +111,10 @@ def test_version_answer_parses():
 
 def test_left_after_del_covers_every_plugin_the_modes_use():
     assert {"bridge", "host-local", "portmap", "firewall", "macvlan", "ipvlan", "ptp", "static"} <= set(cni.LEFT_AFTER_DEL)
+
+
+def test_only_tables_that_appeared_are_dropped():
+    before = "table inet cnib_filter\ntable ip nat\n"
+    after = "table inet cnib_filter\ntable ip nat\ntable ip filter\ntable ip6 nat\n"
+    assert cni.drop_new_tables(before, after) == [["nft", "delete", "table", "ip", "filter"], ["nft", "delete", "table", "ip6", "nat"]]
+    assert cni.drop_new_tables(after, after) == []

@@ -185,6 +185,18 @@ def attachment_of(rec: dict) -> Attachment:
                       tuple((k, v) for k, v in rec.get("args", [])), rec.get("runtimeConfig") or {})
 
 
+
+def nft_tables(text: str) -> set[tuple[str, str]]:
+    """`nft list tables` -> {(family, name)}."""
+    return {(w[1], w[2]) for w in (line.split() for line in text.splitlines()) if len(w) == 3 and w[0] == "table"}
+
+
+def drop_new_tables(before: str, after: str) -> list[list[str]]:
+    """The commands that remove the tables a plugin made (portmap, firewall, bridge's ipMasq
+    write through iptables-nft; DEL leaves the shared chains and an empty `ip6 nat`): only
+    tables absent from the snapshot taken before the first ADD (pure)."""
+    return [["nft", "delete", "table", fam, name] for fam, name in sorted(nft_tables(after) - nft_tables(before))]
+
 # -- at the edge: commands on a host ----------------------------------------------------------
 
 def record_path(ddir: str, key: str) -> str:
