@@ -31,11 +31,14 @@ def world(needs_root):
     sh("ip", "-n", HOSTNS, "link", "set", "cnib-t26dp", "up")
     sh("ip", "-n", HOSTNS, "link", "set", "cnib-t26d", "up")
     ddir = tempfile.mkdtemp(prefix="cnib-t26-")
+    outside = {d: os.path.exists(d) for d in ("/run/cni", cni.FORBIDDEN_DIR)}
     try:
         yield NetnsHost(HOSTNS), cni.Attachment("cnib-t26h", "cnib-t26c1", POD), ddir
     finally:
         netns_del(POD, HOSTNS)
         shutil.rmtree(ddir, ignore_errors=True)
+    # no plugin state outside our data directory (tuning keeps a backup in /run/cni/tuning)
+    assert {d: os.path.exists(d) for d in outside} == outside
 
 
 def macvlan_net(master="cnib-t26d"):
@@ -170,8 +173,9 @@ asyncio.run(cni.add(NetnsHost({hostns!r}), net, att, sys.argv[3]))
 
 
 def test_sigkill_in_the_middle_of_add_then_clean_leaves_nothing(world):
-    """A real session SIGKILLed once the first plugin's veth exists (the rest of the chain still
-    to run): `clean` finds the attachment from its record alone and DELs it."""
+    """A real session SIGKILLed just after it wrote the attachment's record, while the bridge
+    plugin runs (then orphaned, it finishes): `clean` finds the attachment from its record alone
+    and DELs it (no result stored: DEL without prevResult)."""
     import signal
     import subprocess
     import sys
@@ -179,21 +183,24 @@ def test_sigkill_in_the_middle_of_add_then_clean_leaves_nothing(world):
 
     host, att, ddir = world
     before = snapshot(HOSTNS)
-    net = cni.conflist("cnib-t26-k", [{**bridge_net()["plugins"][0], "ipam": macvlan_net()["plugins"][0]["ipam"]},
-                                      {"type": "tuning", "sysctl": {}}, {"type": "tuning", "mtu": 1400}])
+    net = cni.conflist("cnib-t26-k", [{**bridge_net()["plugins"][0], "ipam": macvlan_net()["plugins"][0]["ipam"]}])
     code = CHILD.format(helpers=os.path.dirname(__file__), hostns=HOSTNS)
+    rec = cni.record_path(ddir, cni.record_key("cnib-t26-k", att))
     child = subprocess.Popen([sys.executable, "-c", code, json.dumps(net), json.dumps(cni.record(net, att, None)), ddir])
     deadline = time.monotonic() + 20
-    while not any(link[0].startswith("veth") for link in snapshot(HOSTNS)["links"]) and time.monotonic() < deadline:
-        time.sleep(0.005)
+    while not os.path.exists(rec) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(0.003)
     child.send_signal(signal.SIGKILL)
     child.wait()
     while subprocess.run(["pgrep", "-f", f"^{cni.CNI_PATH}/"], capture_output=True).returncode == 0:
-        time.sleep(0.05)  # an orphaned plugin finishes its own call
+        time.sleep(0.05)  # the orphaned plugin finishes its own call
     recs = asyncio.run(cni.records(host, ddir))
     assert [(r["containerId"], r["result"]) for r in recs] == [("cnib-t26c1", None)]  # killed before ADD ended
     assert asyncio.run(cni.clean(host, ddir)) == ["cnib-t26-k-cnib-t26c1-eth0"] and not os.path.exists(ddir)
     assert "eth0" not in sh("ip", "-n", POD, "-o", "link")
-    sh("ip", "-n", HOSTNS, "link", "del", "cnib-t26br")  # DEL's documented leftovers, the mode's to undo
+    after = snapshot(HOSTNS)
+    assert not any(link[0].startswith("veth") for link in after["links"])
+    sh("ip", "-n", HOSTNS, "link", "del", "cnib-t26br", check=False)  # DEL's leftovers, if the plugin got that far
     sh("ip", "netns", "exec", HOSTNS, "sysctl", "-qw", f"net.ipv4.ip_forward={before['forward']}")
     assert snapshot(HOSTNS) == before
