@@ -204,3 +204,40 @@ def test_sigkill_in_the_middle_of_add_then_clean_leaves_nothing(world):
     sh("ip", "-n", HOSTNS, "link", "del", "cnib-t26br", check=False)  # DEL's leftovers, if the plugin got that far
     sh("ip", "netns", "exec", HOSTNS, "sysctl", "-qw", f"net.ipv4.ip_forward={before['forward']}")
     assert snapshot(HOSTNS) == before
+
+
+def test_ptp_gateway_on_the_host_veth_and_check_needs_the_routes_gw(world):
+    host, att, ddir = world
+    before = snapshot(HOSTNS)
+    ipam = {"type": "host-local", "ranges": [[{"subnet": "10.244.3.0/24"}]], "routes": [{"dst": "10.244.0.0/16", "gw": "10.244.3.1"}]}
+    result = asyncio.run(cni.add(host, cni.conflist("cnib-t26-ptp", [{"type": "ptp", "mtu": 1500, "ipam": ipam}]), att, ddir))
+    veth = result["interfaces"][0]["name"]
+    assert f"{veth} inet 10.244.3.1/32" in " ".join(snapshot(HOSTNS)["addrs"])  # the gateway is the host veth's
+    assert "10.244.3.2 dev " + veth in sh("ip", "-n", HOSTNS, "route")
+    asyncio.run(cni.check(host, "cnib-t26-ptp", att, ddir))
+    assert asyncio.run(cni.delete(host, "cnib-t26-ptp", att, ddir))
+    # a route without gw: ADD routes it via the gateway, CHECK then looks for it without one
+    ipam["routes"] = [{"dst": "10.244.0.0/16"}]
+    asyncio.run(cni.add(host, cni.conflist("cnib-t26-ptp", [{"type": "ptp", "mtu": 1500, "ipam": ipam}]), att, ddir))
+    with pytest.raises(cni.CniError, match="Expected Route .*GW:<nil>.* not found"):
+        asyncio.run(cni.check(host, "cnib-t26-ptp", att, ddir))
+    assert asyncio.run(cni.delete(host, "cnib-t26-ptp", att, ddir))
+    after = snapshot(HOSTNS)
+    assert after["forward"] == "1" and {**after, "forward": before["forward"]} == before  # ptp's one leftover
+    sh("ip", "netns", "exec", HOSTNS, "sysctl", "-qw", f"net.ipv4.ip_forward={before['forward']}")
+
+
+def test_ipvlan_refused_cleanly_on_a_kernel_without_it(world):
+    host, att, ddir = world
+    before = snapshot(HOSTNS)
+    net = cni.conflist("cnib-t26-ipvl", [{"type": "ipvlan", "master": "cnib-t26d", "mode": "l2",
+                                          "ipam": {"type": "static", "addresses": [{"address": "10.244.4.2/24"}]}}])
+    try:
+        asyncio.run(cni.add(host, net, att, ddir))
+    except cni.CniError as exc:
+        assert str(exc).startswith("cnib-t26h: CNI ADD of plugin 'ipvlan' failed (error code 999): failed to create ipvlan")
+        assert "undone with DEL" in str(exc)
+    else:  # a kernel with the ipvlan driver: the attachment works and DEL removes it
+        assert "10.244.4.2/24" in pod_addrs()
+        assert asyncio.run(cni.delete(host, "cnib-t26-ipvl", att, ddir))
+    assert snapshot(HOSTNS) == before and asyncio.run(cni.records(host, ddir)) == []
