@@ -111,3 +111,16 @@ def test_a_bird_that_does_not_come_up_says_so_and_stop_leaves_nothing(pair):
         await bird.stop(host, p)
         assert await bird.leftovers(host, p) == []
     asyncio.run(body())
+
+
+def test_a_config_bird_refuses_is_one_message_in_birds_words_and_leaves_nothing(pair):
+    async def body():
+        host = NetnsHost(A, A)
+        bad = bird.BirdConfig(ADDR[A], (BLOCK[A],), (bird.Peer("other", ADDR[B]),), as_number=0)
+        with pytest.raises(HostError) as exc:
+            await bird.start(host, A, bad, pair)
+        assert str(exc.value).startswith(f"{A}: BIRD did not start: bird: ") and "Local AS number must be set" in str(exc.value)
+        p = bird.paths(A, pair)
+        assert await bird.leftovers(host, p) == [] and not (await host.run(["test", "-e", p["dir"]], check=False)).ok
+    asyncio.run(body())
+

@@ -241,3 +241,12 @@ def test_ipvlan_refused_cleanly_on_a_kernel_without_it(world):
         assert "10.244.4.2/24" in pod_addrs()
         assert asyncio.run(cni.delete(host, "cnib-t26-ipvl", att, ddir))
     assert snapshot(HOSTNS) == before and asyncio.run(cni.records(host, ddir)) == []
+
+
+def test_versions_of_the_installed_parts():
+    """The record names what ran: the package version and each plugin's spec versions."""
+    from cnibench.infra.local import LocalHost
+
+    got = asyncio.run(cni.versions(LocalHost(), "@local", ["bridge", "macvlan"]))
+    assert got["package"] == "containernetworking-plugins" and got["version"]
+    assert all("1.0.0" in v for v in got["plugins"].values())
