@@ -118,3 +118,10 @@ def test_only_tables_that_appeared_are_dropped():
     after = "table inet cnib_filter\ntable ip nat\ntable ip filter\ntable ip6 nat\n"
     assert cni.drop_new_tables(before, after) == [["nft", "delete", "table", "ip", "filter"], ["nft", "delete", "table", "ip6", "nat"]]
     assert cni.drop_new_tables(after, after) == []
+
+
+def test_clean_refuses_a_directory_that_is_not_ours():
+    import asyncio
+
+    with pytest.raises(PlanError, match="refusing to clean /var/lib/cni"):
+        asyncio.run(cni.clean(None, "/var/lib/cni"))

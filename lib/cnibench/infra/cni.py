@@ -17,6 +17,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..catalog import PREFIX
 from ..errors import CommandFailed, HostError, PlanError
 from .config import RUN_DIR
 
@@ -307,7 +308,7 @@ async def records(host, ddir: str) -> list[dict]:
 async def clean(host, ddir: str, cni_path: str = CNI_PATH) -> list[str]:
     """DEL every stored attachment (even one killed mid-ADD), then remove the data directory
     (IPAM files included). Returns the keys deleted."""
-    if not ddir.startswith(f"{RUN_DIR}/") and "/cnib" not in ddir:
+    if not (ddir.startswith(f"{RUN_DIR}/cni/") or ddir.rstrip("/").rpartition("/")[2].startswith(PREFIX)):
         raise PlanError(f"refusing to clean {ddir}: not a cnibench CNI data directory")
     done = []
     for rec in await records(host, ddir):
