@@ -65,6 +65,8 @@ def test_macvlan_add_check_del_leaves_host_as_found(world):
     master = [link for link in snapshot(HOSTNS)["links"] if link[0] == "cnib-t26d"][0]
     assert master[3] == "1"  # the master is promiscuous while a macvlan hangs off it
     asyncio.run(cni.check(host, "cnib-t26-mv", att, ddir))
+    with pytest.raises(HostError, match="already attached"):  # the stored record is never overwritten
+        asyncio.run(cni.add(host, macvlan_net(), att, ddir))
     assert asyncio.run(cni.delete(host, "cnib-t26-mv", att, ddir))
     assert snapshot(HOSTNS) == before and snapshot(POD) == pod_before
     left = sorted(os.path.relpath(os.path.join(d, f), ddir) for d, _, fs in os.walk(ddir) for f in fs)

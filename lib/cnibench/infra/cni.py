@@ -235,6 +235,9 @@ async def add(host, net: dict, att: Attachment, ddir: str | None = None, cni_pat
     net = with_data_dir(net, ddir)
     await require_plugins(host, att.host, net, cni_path)
     path = record_path(ddir, record_key(net["name"], att))
+    if (await host.run(["test", "-e", path], check=False)).exit_status == 0:  # the journal is never overwritten
+        raise HostError(att.host, f"CNI ADD of {net['name']}/{att.container_id}/{att.ifname}: already attached "
+                                  f"(record {path}); DEL it first, or run `invoke clean`")
     await _write_json(host, path, record(net, att, None))  # first, so a kill mid-ADD is findable
     prev = None
     try:
@@ -269,7 +272,12 @@ async def stored(host, net_name: str, att: Attachment, ddir: str | None = None) 
     """The stored record of an attachment, or None when there is none."""
     path = record_path(ddir or data_dir(att.host), record_key(net_name, att))
     r = await host.run(["cat", "--", path], check=False)
-    return json.loads(r.stdout) if r.exit_status == 0 and r.stdout.strip() else None
+    if r.exit_status != 0:
+        return None
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise HostError(att.host, f"CNI record {path} is unreadable (cut short?); `invoke clean` removes it") from None
 
 
 async def check(host, net_name: str, att: Attachment, ddir: str | None = None, cni_path: str = CNI_PATH) -> None:
