@@ -318,3 +318,16 @@ def build_and_save(study: str, raw_dir: Path = config.RAW, processed_dir: Path |
     ds = build(study, raw_dir, calibration_dir)
     save(ds, processed_dir or config.PROCESSED / study)
     return ds
+
+
+FIXTURE_COLUMNS = ["run_id", "study", "mode", "arm", "size", "target_rate", "load_fraction", "repetition",
+                   "status", "reason", "valid", "disturbed", "started_at", "generator", "duration_s",
+                   "achieved_rate", *(pcol(p) for p in RUN_PERCENTILES), "sustained"]
+
+
+def histograms_only(ds: Dataset) -> Dataset:
+    """A study reduced to what the statistics read (run keys, status, histograms, calibration),
+    without metrics or the manifest's host details: a small test fixture (`save` it)."""
+    runs = ds.runs[[c for c in FIXTURE_COLUMNS if c in ds.runs]].copy()
+    keep = {k: ds.manifest[k] for k in ("study", "seed", "calibration") if k in ds.manifest}
+    return Dataset(ds.study, runs, dict(ds.hist), keep, ds.calibration, list(ds.unreadable))
