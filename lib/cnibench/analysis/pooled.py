@@ -96,6 +96,14 @@ class Pairs:
         loads = [(idx, np.cumsum(A, axis=-1), np.cumsum(B, axis=-1)) for idx, A, B in loads]
         return cls(n, loads, start, step)
 
+    @classmethod
+    def from_cumulative(cls, loads: list, A: np.ndarray, B: np.ndarray, start: int, step: float):
+        """From grid cumulative counts already made (rows: pairs; `loads`: each pair's load);
+        shifts clip at the grid's ends, so leave room there."""
+        loads = np.asarray(loads)
+        parts = [(np.flatnonzero(loads == x), A[loads == x], B[loads == x]) for x in sorted(set(loads.tolist()))]
+        return cls(len(loads), parts, start, step)
+
     def _patterns(self, S: np.ndarray) -> list:
         """Per load, its distinct swap patterns and which one each row of S is (cached per S)."""
         key = (S.shape, S.tobytes().__hash__())
@@ -107,19 +115,26 @@ class Pairs:
                 self._pat.append((sub, np.asarray(inv).ravel()))
         return self._pat
 
-    def statistic(self, S: np.ndarray, p: float, shift: int = 0) -> np.ndarray:
+    def statistic(self, S: np.ndarray, p: float, shift: float = 0.0) -> np.ndarray:
         """The band log ratio (a / b) for each swap pattern, arm a's latencies divided by
-        e^(shift * step). Each load only sees its own pairs' bits, so only its distinct
+        e^(shift * step) (shift in bins, any real: the cumulative counts are linear inside a bin). Each load only sees its own pairs' bits, so only its distinct
         patterns are computed (2^5 per load when 10 pairs rotate over 2 loads)."""
         total = np.zeros(len(S))
         for (_, A, B), (sub, inv) in zip(self.loads, self._patterns(S)):
             if shift:  # bin i takes bin i + shift's cumulative count: the padding absorbs the shift
-                A = A[:, np.clip(np.arange(A.shape[1]) + shift, 0, A.shape[1] - 1)]
+                A = _shifted(A, shift)
             pa = (1 - sub) @ A + sub @ B
             pb = (1 - sub) @ B + sub @ A
             t = log_quantile(pa, p, self.start, self.step) - log_quantile(pb, p, self.start, self.step)
             total += t[inv]
         return total / max(len(self.loads), 1)
+
+
+def _shifted(cum: np.ndarray, shift: float) -> np.ndarray:
+    j, f = int(np.floor(shift)), shift - np.floor(shift)
+    i = np.arange(cum.shape[-1])
+    at = lambda d: cum[..., np.clip(i + d, 0, cum.shape[-1] - 1)]  # noqa: E731
+    return at(j) if f == 0 else (1 - f) * at(j) + f * at(j + 1)
 
 
 def one_sided(T: np.ndarray) -> tuple[float, float]:
@@ -142,22 +157,29 @@ def compare(pairs: Pairs, p: float, margin: float, alpha: float, seed: int = 0) 
     T0 = pairs.statistic(S, p)
     est = float(T0[0])
     pval = float(np.mean(np.abs(T0) >= abs(est) - 1e-9))
-    j_est = int(round(est / pairs.step))
+    j_est = est / pairs.step
     se = float(np.std(pairs.statistic(S, p, j_est), ddof=0))
-    jb = int(round(np.log1p(margin) / pairs.step))
+    jb = np.log1p(margin) / pairs.step
     p_tost = max(one_sided(pairs.statistic(S, p, -jb))[0], one_sided(pairs.statistic(S, p, jb))[1])
     lo, hi = interval(pairs, S, p, alpha, j_est)
     return dict(n=pairs.n, mean=est, p=pval, se=se, lo=lo, hi=hi, p_tost=p_tost)
 
 
-def interval(pairs: Pairs, S: np.ndarray, p: float, alpha: float, j_est: int) -> tuple[float, float]:
+def covers(pairs: Pairs, S: np.ndarray, p: float, alpha: float, delta: float) -> bool:
+    """Whether the inverted (1 - alpha) interval holds delta: neither one-sided test rejects it."""
+    ge, le = one_sided(pairs.statistic(S, p, delta / pairs.step))
+    return ge > alpha / 2 and le > alpha / 2
+
+
+def interval(pairs: Pairs, S: np.ndarray, p: float, alpha: float, j_est: float) -> tuple[float, float]:
     """Invert the one-sided tests by bisection over the grid's shifts (p-values are monotone in
     the shift up to ties)."""
     J = int(np.floor(MAX_LOG / pairs.step))
     ge = lambda j: one_sided(pairs.statistic(S, p, j))[0] > alpha / 2  # noqa: E731  (j not rejected from below)
     le = lambda j: one_sided(pairs.statistic(S, p, j))[1] > alpha / 2  # noqa: E731
-    lo = _edge(ge, max(-J, min(j_est, J)), -J)
-    hi = _edge(le, max(-J, min(j_est, J)), J)
+    inside = max(-J, min(int(round(j_est)), J))
+    lo = _edge(ge, inside, -J)
+    hi = _edge(le, inside, J)
     # the rejection boundary lies between the last accepted shift and the next: report the next
     return ((lo - 1) * pairs.step if lo is not None else np.nan, (hi + 1) * pairs.step if hi is not None else np.nan)
 

@@ -260,3 +260,50 @@ def simulate_design(blocks: int, loads_per_block: int, modes: int, block_sigma: 
         "detected": float((one["verdict"][:, 0] == paired.SLOWER).mean()),
         "mde": float(np.expm1(np.median(aa["mde"]))),
     }
+
+
+@dataclass(frozen=True)
+class Stalls:
+    """The stall lottery (issue 23): a window's tail is set by the machine stalls inside it. Each
+    run: `rate` requests per second for `window_s`, a lognormal body (median_us, sigma) and a
+    Poisson number of stalls (per_s) of Pareto(alpha) length above min_us (at most max_us), times the arm's
+    amplification. A stall of length S at utilisation rho delays about rate * S / (1 - rho)
+    requests by U(0, S) each (they queue behind it and drain). Counts are expected values on the
+    log grid of pooled.py (bin i: [e^(i step), e^((i+1) step)) us) from `start`."""
+
+    alpha: float = 1.5
+    per_s: float = 4.0
+    min_us: float = 800.0
+    max_us: float = 30_000.0  # the longest stalls the hiccup meter saw here: tens of ms
+    rate: float = 5000.0
+    window_s: float = 4.0
+    median_us: float = 200.0
+    sigma: float = 0.3
+    step: float = 0.02
+    start: int = int(np.floor(np.log(20.0) / 0.02))
+    bins: int = 700
+
+    def edges(self) -> np.ndarray:
+        return np.exp((self.start + np.arange(self.bins + 1)) * self.step)
+
+    def run(self, rng: np.random.Generator, rho: float, amplify: float = 1.0) -> np.ndarray:
+        """One run's cumulative counts on the grid (length bins)."""
+        x = self.edges()[1:]
+        n = self.rate * self.window_s
+        stalls = (rng.pareto(self.alpha, rng.poisson(self.per_s * self.window_s)) + 1) * self.min_us
+        stalls = np.minimum(stalls, self.max_us) * amplify
+        hit = self.rate * 1e-6 * stalls / (1 - rho)  # requests each stall delays
+        cum = (n - hit.sum()) * sst.norm.cdf(np.log(x / self.median_us) / self.sigma)
+        cum += (hit[:, None] * np.clip((x[None, :] - self.median_us) / stalls[:, None], 0, 1)).sum(axis=0)
+        return cum
+
+
+def stall_arms(rng: np.random.Generator, model: Stalls, amplify: list[float], pairs: int,
+               loads=(0.3, 0.5)) -> list[tuple[int, float, np.ndarray]]:
+    """One simulated study: per pair (its load rotating over `loads`, as lab.yml) the cumulative
+    counts of every arm's run, shape (arms, bins); amplify[0] is the reference's (1.0)."""
+    out = []
+    for k in range(pairs):
+        rho = loads[k % len(loads)]
+        out.append((k, rho, np.array([model.run(rng, rho, a) for a in amplify])))
+    return out
