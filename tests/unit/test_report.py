@@ -97,7 +97,7 @@ def test_report_compares_with_a_study_of_the_same_design(tmp_path):
     ans = {}
     for name, seed in (("first", 1), ("second", 2)):
         synthetic.write_study(tmp_path / "raw", study=name, modes=("host", "flannel-vxlan"), sizes=("small",),
-                              loads=(0.3, 0.5), reps=4, seed=seed, duration_s=3)
+                              loads=(0.3, 0.5), reps=6, seed=seed, duration_s=3)
         ds = dataset.build(name, tmp_path / "raw")
         ans[name] = (ds, report.analyse(ds))
         stats.save(ans[name][1], tmp_path / "proc" / name)

@@ -187,7 +187,7 @@ def analyze(ds: Dataset, ps=QUANTILES, band=BAND, margin: float = MARGIN, alpha:
             tiers += tier_rows(b, size, p, fam, NOT_SUSTAINED, is_twin)
             blocks += [dict(size=size, mode=m, repetition=int(k), percentile=p, value_us=float(np.exp(v)))
                        for m in b.modes for k, v in b.block_values(m).items()]
-    headline = sort_rows(pd.DataFrame(head, columns=_HEAD_COLS))
+    headline = sort_rows(pd.DataFrame(head, columns=_HEAD_COLS)).assign(estimator=estimator)
     design = {**_design(ds, band_att, band, margin, alpha, reference, headline), "estimator": estimator}
     return Analysis(ds.study, qdf, comparisons, headline, pd.DataFrame(pairs, columns=_PAIR_COLS),
                     pd.DataFrame(tiers, columns=_TIER_COLS), excluded(ds),
