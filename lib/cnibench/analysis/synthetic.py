@@ -21,7 +21,9 @@ import numpy as np
 from scipy import stats as sst
 
 from .. import results
-from .dataset import MODES, bucket_bounds
+from .dataset import MODES, REFERENCE, bucket_bounds
+
+TWIN_ARM = REFERENCE + "·A/A"
 
 DEFAULT_OVERHEAD = {
     "host": 1.00, "flannel-vxlan": 1.30, "flannel-host-gw": 1.05, "flannel-aws-vpc": 1.06,
@@ -180,27 +182,32 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
                 loads=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), reps: int = 5, truth: Truth | None = None,
                 seed: int = 0, invalid_fraction: float = 0.0, failed_fraction: float = 0.0,
                 duration_s: int = 30, calibration_dir: Path | None = None, testbed: bool = True,
-                rotate: bool = False) -> list[Path]:
+                rotate: bool = False, twin: bool = False) -> list[Path]:
     """Write a whole synthetic study (records, manifest, calibration); returns the record paths.
-    `rotate`: repetition k runs only loads[(k - 1) % len(loads)] (study key load.rotate)."""
+    `rotate`: repetition k runs only loads[(k - 1) % len(loads)] (study key load.rotate).
+    `twin`: the reference also runs as its A/A twin (arm "<reference>·A/A", schema-2 `arm`)."""
     truth = truth or Truth()
+    arms = list(modes) + ([TWIN_ARM] if twin else [])
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    cells = [(m, s, l, r) for m in modes for s in sizes for l in loads for r in range(1, reps + 1)
+    cells = [(m, s, l, r) for m in arms for s in sizes for l in loads for r in range(1, reps + 1)
              if not rotate or l == loads[(r - 1) % len(loads)]]
     # shared effects from their own stream, so the runs' draws do not depend on them
     erng = np.random.default_rng([seed, 1])
     rep_eff = {r: erng.normal(0.0, truth.rep_sigma) if truth.rep_sigma else 0.0 for r in range(1, reps + 1)}
     block_eff = {(m, r): erng.normal(0.0, truth.block_sigma) if truth.block_sigma else 0.0
-                 for m in modes for r in range(1, reps + 1)}
+                 for m in arms for r in range(1, reps + 1)}
     order = rng.permutation(len(cells))
     paths = []
     for k, (mode, size, load, rep) in enumerate(cells):
         u = rng.uniform()
         status = "failed" if u < failed_fraction else "invalid" if u < failed_fraction + invalid_fraction else "ok"
-        rec = make_record(study, mode, size, load, rep, truth, rng, status=status,
-                          duration_s=duration_s, order=int(order[k]),
+        rec = make_record(study, REFERENCE if mode == TWIN_ARM else mode, size, load, rep, truth, rng,
+                          status=status, duration_s=duration_s, order=int(order[k]),
                           effect=rep_eff[rep] + block_eff[(mode, rep)])
+        rec["arm"] = mode
+        if mode == TWIN_ARM:  # its own run id (a path part: no "/")
+            rec["run_id"] = results.run_id(study, REFERENCE + "-aa", size, rec["target_rate"], rep)
         paths.append(results.write_record(raw_dir, rec))
     manifest = {
         "study": study, "synthetic": True, "git_commit": "synthetic",
@@ -208,7 +215,7 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
         "hosts": {h: {"role": h, "kernel": "synthetic", "cpu": "synthetic", "nic": "veth", "mtu": 1500}
                   for h in ("client", "server")},
         "tools": {"h2load": "synthetic", "nginx": "synthetic"},
-        "order": [results.run_id(study, m, s, round(l * truth.host_max_rate[s]), r)
+        "order": [results.run_id(study, REFERENCE + "-aa" if m == TWIN_ARM else m, s, round(l * truth.host_max_rate[s]), r)
                   for (m, s, l, r) in (cells[i] for i in np.argsort(order))],
     }
     results.atomic_write_text(raw_dir / study / "manifest.json", json.dumps(manifest, indent=1))
