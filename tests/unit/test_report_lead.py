@@ -92,3 +92,14 @@ def test_studies_analysed_differently_are_never_compared(twin_study):
     assert compare.agreement_summary(table).startswith("not compared: the studies were analysed by different")
     legacy = old.headline.drop(columns=["estimator"])  # a headline from before issue 23
     assert compare.estimator_of(legacy) == "block-t" and compare.estimator_of({}) == "block-t"
+
+
+def test_same_data_a_twenty_percent_delay_is_detected_at_p50():
+    """Acceptance 2: the stored study's own host runs in two arms of 10 pairs, one with +20 % added
+    as a per-request delay drawn from the run's own distribution: found at alpha / 7 at p50."""
+    from cnibench.analysis import resample
+    ds = dataset.load("lab", FIXTURE)
+    for size in ("small", "large"):
+        s = resample.summary(resample.resample(ds, size, 0.20, resamples=25, requests=10_000))
+        assert s.loc[50.0, "pooled detected"] >= 0.80
+        assert s.loc[50.0, "pooled false sep."] <= 0.10 and s.loc[99.0, "pooled false sep."] <= 0.10
