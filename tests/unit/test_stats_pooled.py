@@ -18,20 +18,22 @@ STUDIES = 150
 PS = (50.0, 99.0)
 
 
-def _population_log_ratio(model, p, rng, runs=1500):
-    out = []
+def _population_log_ratios(model, rng, runs=1500):
+    """{p: mean over the two loads of log(pooled p of the amplified arm / of the reference)}."""
+    out = {p: [] for p in PS}
     for rho in (0.3, 0.5):
         ref = sum(model.run(rng, rho) for _ in range(runs))
         amp = sum(model.run(rng, rho, 1.3) for _ in range(runs))
-        q = [pooled.log_quantile(c[None], p, model.start, model.step)[0] for c in (amp, ref)]
-        out.append(q[0] - q[1])
-    return float(np.mean(out))
+        for p in PS:
+            q = [pooled.log_quantile(c[None], p, model.start, model.step)[0] for c in (amp, ref)]
+            out[p].append(q[0] - q[1])
+    return {p: float(np.mean(v)) for p, v in out.items()}
 
 
 def _simulate(alpha):
     model = MODELS[alpha]
     rng = np.random.default_rng(2316)
-    truth = {p: _population_log_ratio(model, p, rng) for p in PS}
+    truth = _population_log_ratios(model, rng)
     S = pooled.swaps(10)
     res = {p: dict(fam=[], cover=[], amp=[], twin=[], single=[], sd=[]) for p in PS}
     for _ in range(STUDIES):

@@ -110,8 +110,10 @@ class Pairs:
         if getattr(self, "_key", None) != key:
             self._key = key
             self._pat = []
-            for idx, _, _ in self.loads:
-                sub, inv = np.unique(S[:, idx], axis=0, return_inverse=True)
+            for idx, _, _ in self.loads:  # a pattern as an integer: 1-D unique is fast
+                codes = S[:, idx].astype(np.int64) @ (np.int64(1) << np.arange(len(idx), dtype=np.int64))
+                u, inv = np.unique(codes, return_inverse=True)
+                sub = ((u[:, None] >> np.arange(len(idx))[None, :]) & 1).astype(float)
                 self._pat.append((sub, np.asarray(inv).ravel()))
         return self._pat
 

@@ -356,4 +356,12 @@ def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = Non
     path = out_dir / "report.html"
     from ..results import atomic_write_text
     atomic_write_text(path, text)
+    # the report's first paragraph as plain text: `run-all` ends with this line (answer_of)
+    atomic_write_text(out_dir / "answer.txt", lead.headline_sentence(ds, an) + "\n")
     return path
+
+
+def answer_of(study: str, reports_dir: Path | None = None) -> str:
+    """The one-line answer build_all wrote for a study (the report's first paragraph)."""
+    path = Path(reports_dir or config.REPORTS / study) / "answer.txt"
+    return path.read_text().strip() if path.exists() else f"{study}: no report built"

@@ -13,6 +13,7 @@ recording N lognormal samples would give, without N calls), so 1,000 records tak
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,9 +301,15 @@ class Stalls:
         stalls = (rng.pareto(self.alpha, rng.poisson(self.per_s * self.window_s)) + 1) * self.min_us
         stalls = np.minimum(stalls, self.max_us) * amplify
         hit = self.rate * 1e-6 * stalls / (1 - rho)  # requests each stall delays
-        cum = (n - hit.sum()) * sst.norm.cdf(np.log(x / self.median_us) / self.sigma)
+        cum = (n - hit.sum()) * _body_cdf(self.median_us, self.sigma, self.start, self.step, self.bins)
         cum += (hit[:, None] * np.clip((x[None, :] - self.median_us) / stalls[:, None], 0, 1)).sum(axis=0)
         return cum
+
+
+@functools.lru_cache(maxsize=16)
+def _body_cdf(median_us, sigma, start, step, bins) -> np.ndarray:
+    x = np.exp((start + np.arange(1, bins + 1)) * step)
+    return sst.norm.cdf(np.log(x / median_us) / sigma)
 
 
 def stall_arms(rng: np.random.Generator, model: Stalls, amplify: list[float], pairs: int,
