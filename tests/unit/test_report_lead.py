@@ -103,3 +103,10 @@ def test_same_data_a_twenty_percent_delay_is_detected_at_p50():
         s = resample.summary(resample.resample(ds, size, 0.20, resamples=25, requests=10_000))
         assert s.loc[50.0, "pooled detected"] >= 0.80
         assert s.loc[50.0, "pooled false sep."] <= 0.10 and s.loc[99.0, "pooled false sep."] <= 0.10
+
+
+def test_dataset_labels_runs_by_arm(twin_study):
+    ds, _ = twin_study
+    tw = ds.runs[ds.runs["arm"] == synthetic.TWIN_ARM]
+    assert len(tw) and (tw["mode"] == synthetic.TWIN_ARM).all() and (tw["run_mode"] == "host").all()
+    assert set(report.study_table(ds)["mode"]) == {"host", "flannel-vxlan", "macvlan", synthetic.TWIN_ARM}

@@ -161,8 +161,10 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
     target = float(rec["target_rate"])
     achieved = float(rec.get("achieved_rate") or 0.0)
     row = {
-        "run_id": rec["run_id"], "study": rec["study"], "mode": rec["mode"], "size": rec["size"],
-        "arm": rec.get("arm") or rec["mode"],  # the label compared (schema 2; the A/A twin's own)
+        # "mode" is the label compared: the record's arm (schema 2; the A/A twin's is its own, so
+        # tables, figures and statistics keep it apart from the reference), else its mode
+        "run_id": rec["run_id"], "study": rec["study"], "mode": rec.get("arm") or rec["mode"], "size": rec["size"],
+        "arm": rec.get("arm") or rec["mode"], "run_mode": rec["mode"],
         "target_rate": target, "load_fraction": rec.get("load_fraction"),
         "repetition": int(rec["repetition"]), "generator": rec.get("generator"),
         "status": rec["status"], "reason": rec.get("reason", ""), "valid": rec["status"] == "ok",

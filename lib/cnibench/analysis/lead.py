@@ -49,6 +49,16 @@ def _count(h: pd.DataFrame, p: float) -> str:
     return f"p{p:g}: {parts}{span}"
 
 
+def _can(h: pd.DataFrame, cells: int) -> str:
+    """Where the study answers: the percentiles at which most cells got a verdict, and not."""
+    said = {p: int(h[(h["percentile"] == p)]["verdict"].astype(str).str.match(r"(slower|faster|equivalent)").sum())
+            for p in ANSWER_PERCENTILES} if len(h) else {}
+    yes = [f"p{p:g} ({k} of {cells} cells)" for p, k in said.items() if cells and k > cells / 2]
+    no = [f"p{p:g} ({k} of {cells})" for p, k in said.items() if not cells or k <= cells / 2]
+    return (f"It can answer at {', '.join(yes)}" if yes else "It can answer at no percentile") + \
+        (f"; it cannot at {', '.join(no)}." if no else ".")
+
+
 def _pct(v: float) -> str:
     return f"> {WIDEST_PCT:,.0f} %" if v > WIDEST_PCT else f"{v:,.0f} %"
 
@@ -63,6 +73,7 @@ def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENC
     text = (f"Study {ds.study}, {lo:.0%}–{hi:.0%} of max load, {len(cells)} mode × size cells against "
             f"{reference}, {an.design.get('estimator', 'block-t')} estimator: "
             + "; ".join(_count(modes, p) for p in ANSWER_PERCENTILES) + ".")
+    text += " " + _can(modes, len(cells))
     if len(twin):
         false = twin[twin["verdict"].astype(str).str.match(r"(slower|faster)")]
         text += (f" A/A twin: {len(false)} false separation(s) in {len(twin)} comparisons"
