@@ -25,7 +25,9 @@ def noisy():
 
 def test_noisy_study_says_first_that_the_machine_was_too_disturbed(noisy):
     ds, an = noisy
-    text = report.render(ds, an, {}, {"headline": report.headline_table(an), "study_table": report.study_table(ds)})
+    text = report.render(ds, an, {}, {"headline": report.headline_table(an), "study_table": report.study_table(ds),
+                                      "seed_2016": compare.seed_agreement(an.band_pairs)})
+    assert not re.search(r"\bnan\b", text, re.I)  # nowhere in the page, tables of pairs included
     body = text[text.index("<body>"):]
     first = re.search(r"<p[^>]*>(.*?)</p>", body, re.S).group(1)
     assert "too disturbed" in first and "quieter machine" in first

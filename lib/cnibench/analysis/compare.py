@@ -178,9 +178,15 @@ def seed_agreement(band_pairs: pd.DataFrame, percentile: float = 99.0, orderings
             ratio, lo, hi = (1 / r["ratio"], 1 / r["ratio_hi"], 1 / r["ratio_lo"]) if flip else \
                 (r["ratio"], r["ratio_lo"], r["ratio_hi"])
             here = r["verdict"] if r["verdict"] == NOT_SUSTAINED else \
-                f"{lower}/{higher} = {ratio:.3f} [{lo:.3f}, {hi:.3f}]: {r['verdict']}"
+                f"{lower}/{higher} = {ratio:.3f} {_bounds(lo, hi, r.get('blocks'))}: {r['verdict']}"
             agreement = ("agrees" if r["verdict"] == f"{lower} lower" else
                          "disagrees" if r["verdict"] == f"{higher} lower" else "cannot tell")
             rows.append({**row, "here": here, "agreement": agreement})
     return pd.DataFrame(rows, columns=SEED_COLS)
 
+
+def _bounds(lo, hi, pairs) -> str:
+    """A ratio's interval, or "—" with why it cannot be estimated (never nan)."""
+    if pd.isna(lo) or pd.isna(hi):
+        return f"[—: {int(pairs)} pairs]" if pd.notna(pairs) and int(pairs) < 6 else "[—: wider than 1/11–11]"
+    return f"[{lo:.3f}, {hi:.3f}]"
