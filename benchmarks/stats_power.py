@@ -4,15 +4,19 @@
     python3 benchmarks/stats_power.py --block 0.06 --run 0.12 --margin 0.2
     python3 benchmarks/stats_power.py --blocks 6 --loads-per-block 2   # 6 blocks of both loads
 
-    python3 benchmarks/stats_power.py --from-study lab     # spreads measured by an analysed study
+    python3 benchmarks/stats_power.py --from-study lab     # the pooled estimator on a study's histograms
+    python3 benchmarks/stats_power.py --from-study tests/fixtures/lab-b0 --resamples 200
 
 Spreads: standard deviations of log p99 between blocks (one mode set up once in one repetition)
-and between runs inside a block. --from-study reads data/processed/<study>/stats_headline.csv:
-the SD of a mode's paired block differences is se * sqrt(blocks), and one block value's SD is
-that / sqrt(2); with one load per block (lab.yml) only this total matters, so it is simulated
-as the block spread with no run spread (the median over modes and sizes at p99). For each
-design prints: false separations and 95 % coverage with no true difference, the share of
-exact-zero effects called equivalent, the share of +30 % effects detected, and the median MDE.
+and between runs inside a block; for each design prints: false separations and 95 % coverage
+with no true difference, the share of exact-zero effects called equivalent, the share of +30 %
+effects detected, and the median MDE (the block-t estimator, synthetic.simulate_design).
+
+--from-study NAME|DIR (data/processed/<name>, or a processed directory such as the committed
+fixture) simulates the pooled estimator by resampling the study's own reference runs
+(analysis/resample.py): two arms of --blocks pairs, one with --effect added as a per-request
+delay drawn from the reference's own distribution; per size and percentile, detection at Holm's
+first step over --modes, false separations, and the SE of the pooled and block-t estimators.
 """
 
 from __future__ import annotations
@@ -35,19 +39,21 @@ def lab_design(path="studies/lab.yml"):
     return s.repetitions, len(loads_of_repetition(s, 1)), len(s.modes) - 1, s.analysis.get("equivalence_margin", 0.10)
 
 
-def measured_spread(study: str) -> float:
-    """Median over modes and sizes of one p99 block value's SD, from a study's headline."""
-    import numpy as np
+def from_study(a) -> int:
     import pandas as pd
 
+    from cnibench.analysis import dataset, resample
     from cnibench.infra import config
 
-    h = pd.read_csv(config.PROCESSED / study / "stats_headline.csv")
-    h = h[(h["percentile"] == 99.0) & h["se"].notna() & (h["blocks"] >= 2)]
-    per_block = h["se"] * np.sqrt(h["blocks"]) / np.sqrt(2)
-    print(f"{study}: SD of one p99 block value, by mode and size: "
-          + ", ".join(f"{m} {s} {v:.3f}" for m, s, v in zip(h["mode"], h["size"], per_block)))
-    return float(per_block.median())
+    path = Path(a.from_study) if Path(a.from_study).is_dir() else config.PROCESSED / a.from_study
+    ds = dataset.load(Path(a.from_study).name, path)
+    print(f"{path}: {a.resamples} resamples of {a.blocks} pairs of the reference's own runs, effect "
+          f"+{100 * a.effect:.0f} % as an added delay, detection at alpha / {a.modes}")
+    for size in ds.sizes():
+        df = resample.resample(ds, size, a.effect, a.resamples, a.blocks, a.modes)
+        with pd.option_context("display.width", 200):
+            print(f"\n{size}\n" + resample.summary(df).round(3).to_string())
+    return 0
 
 
 def main(argv=None) -> int:
@@ -61,11 +67,12 @@ def main(argv=None) -> int:
     ap.add_argument("--margin", type=float, default=margin)
     ap.add_argument("--effect", type=float, default=0.30)
     ap.add_argument("--studies", type=int, default=4000)
-    ap.add_argument("--from-study", help="take the spread from this analysed study (data/processed/<name>)")
+    ap.add_argument("--from-study", help="resample this study's histograms (data/processed/<name> or a directory)")
+    ap.add_argument("--resamples", type=int, default=200)
     a = ap.parse_args(argv)
     spreads = [(a.block, a.run)] if a.block is not None and a.run is not None else STATED
     if a.from_study:
-        spreads = [(measured_spread(a.from_study), 0.0)]
+        return from_study(a)
     print(f"design: {a.blocks} blocks x {a.loads_per_block} loads per block, {a.modes} modes vs the reference, "
           f"margin +-{100 * a.margin:.0f} %, effect +{100 * a.effect:.0f} %, {a.studies} studies")
     print("block  run   | false sep. | coverage | equivalent | detected | median MDE")

@@ -21,7 +21,12 @@ def test_palette_is_fixed_distinct_and_complete():
     assert list(plots.COLOURS) == list(dataset.MODES)
     assert len(set(plots.COLOURS.values())) == len(dataset.MODES)
     assert len(set(plots.MARKERS.values())) == len(dataset.MODES)
-    assert plots.colour("host") == "#000000" and plots.colour("not-a-mode") in plots.EXTRA_COLOURS
+    assert plots.colour("host") == "#000000"
+    # a tenth arm and more get colours of their own, stable, never a mode's or a grey
+    extra = [plots.colour(f"arm-{i}") for i in range(6)]
+    assert len(set(extra)) == 6 and not set(extra) & set(plots.COLOURS.values())
+    assert all(len({c[1:3], c[3:5], c[5:7]}) > 1 for c in extra) and plots.colour("arm-0") == extra[0]
+    assert plots.colour("host·A/A") == plots.TWIN_COLOUR not in plots.COLOURS.values()
 
 
 def test_tail_axis_spreads_the_tail():
@@ -54,10 +59,11 @@ def test_lines_use_the_mode_colour(study):
     matplotlib.pyplot.close(fig)
 
 
-def test_max_rate_falls_back_without_calibration(study):
-    ds, _ = study
+def test_max_rate_shows_measured_maxima_only(study, tmp_path):
+    ds, an = study
     rates, source = plots.max_rates(ds)
     assert source["small"]["host"] == "calibrated" and rates["small"]["host"] == 100_000.0
     bare = dataset.Dataset(ds.study, ds.runs, ds.hist)
-    rates, source = plots.max_rates(bare)
-    assert source["small"]["host"] == "highest valid rate tested" and rates["small"]["host"] == 70_000.0
+    assert plots.max_rates(bare) == ({}, {})  # the highest rate tested is not a maximum
+    only_ref = dataset.Dataset(ds.study, ds.runs, ds.hist, calibration={"host": ds.calibration["host"]})
+    assert "max_rate" not in plots.make_all(only_ref, an, tmp_path)  # nothing to compare: left out

@@ -49,6 +49,10 @@ def test_build_all_writes_report_tables_and_processed_data(built):
             assert (base / "rep" / "tables" / f"{name}.{ext}").stat().st_size > 0
     assert (base / "proc" / "runs.parquet").exists() and (base / "proc" / "stats_headline.csv").exists()
     assert len(list((base / "fig").glob("*.png"))) == 7
+    # run-all ends with the report's first paragraph (3 blocks: too few pairs for any verdict)
+    answer = report.answer_of("synthetic", base / "rep")
+    assert answer.startswith("Study synthetic") and answer in path.read_text().replace("&#x27;", "'")
+    assert "cannot separate" not in answer and "too few pairs" in answer
 
 
 def test_study_table_format(built):
@@ -97,7 +101,7 @@ def test_report_compares_with_a_study_of_the_same_design(tmp_path):
     ans = {}
     for name, seed in (("first", 1), ("second", 2)):
         synthetic.write_study(tmp_path / "raw", study=name, modes=("host", "flannel-vxlan"), sizes=("small",),
-                              loads=(0.3, 0.5), reps=4, seed=seed, duration_s=3)
+                              loads=(0.3, 0.5), reps=6, seed=seed, duration_s=3)
         ds = dataset.build(name, tmp_path / "raw")
         ans[name] = (ds, report.analyse(ds))
         stats.save(ans[name][1], tmp_path / "proc" / name)

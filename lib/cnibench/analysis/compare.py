@@ -26,7 +26,7 @@ from scipy import stats as sst
 from .stats import NOT_SUSTAINED
 
 AGREE_COLS = ["size", "mode", "percentile", "a", "a_overhead", "a_verdict", "b", "b_overhead", "b_verdict",
-              "agree", "difference_pct", "p_difference"]
+              "agree", "difference_pct", "p_difference", "estimators"]
 
 
 def _interval(r) -> str:
@@ -40,8 +40,10 @@ def compare_headlines(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B"), percen
 
     agree: the two 95 % intervals of the overhead overlap (None when either is missing or not
     sustained). difference_pct / p_difference: B relative to A and the Welch t-test of the
-    difference of the log ratios (degrees of freedom by Welch-Satterthwaite)."""
+    difference of the log ratios (degrees of freedom by Welch-Satterthwaite). Headlines made by
+    different estimators are not compared: every cell's agree is None and `estimators` says why."""
     key = ["size", "mode", "percentile"]
+    ests = (estimator_of(a), estimator_of(b))
     m = a.merge(b, on=key, suffixes=("_a", "_b"))
     if percentiles is not None:
         m = m[m["percentile"].isin(percentiles)]
@@ -50,11 +52,13 @@ def compare_headlines(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B"), percen
         ra = {k[:-2]: r[k] for k in r.index if k.endswith("_a")}
         rb = {k[:-2]: r[k] for k in r.index if k.endswith("_b")}
         both = all(pd.notna(x.get("overhead_lo")) and pd.notna(x.get("overhead_hi")) for x in (ra, rb))
+        both = both and ests[0] == ests[1]
         agree = bool(ra["overhead_lo"] <= rb["overhead_hi"] and rb["overhead_lo"] <= ra["overhead_hi"]) if both else None
-        diff, p = _welch(ra, rb)
+        diff, p = _welch(ra, rb) if ests[0] == ests[1] else (np.nan, np.nan)
         rows.append(dict(size=r["size"], mode=r["mode"], percentile=r["percentile"], a=names[0],
                          a_overhead=_interval(ra), a_verdict=ra.get("verdict"), b=names[1], b_overhead=_interval(rb),
-                         b_verdict=rb.get("verdict"), agree=agree, difference_pct=diff, p_difference=p))
+                         b_verdict=rb.get("verdict"), agree=agree, difference_pct=diff, p_difference=p,
+                         estimators=f"{ests[0]} / {ests[1]}"))
     return pd.DataFrame(rows, columns=AGREE_COLS)
 
 
@@ -76,6 +80,9 @@ def agreement_summary(cmp: pd.DataFrame, percentiles=(50.0, 99.0)) -> str:
     sel = cmp[cmp["percentile"].isin(percentiles)] if percentiles else cmp
     known = sel[sel["agree"].notna()]
     ps = ", ".join(f"p{p:g}" for p in percentiles) if percentiles else "all percentiles"
+    ests = set(cmp["estimators"].dropna()) if "estimators" in cmp else set()
+    if any(a != b for a, b in (e.split(" / ") for e in ests)):
+        return f"not compared: the studies were analysed by different estimators ({', '.join(sorted(ests))})"
     if known.empty:
         return f"no cell to compare at {ps}"
     bad = known[~known["agree"].astype(bool)]
@@ -86,13 +93,23 @@ def agreement_summary(cmp: pd.DataFrame, percentiles=(50.0, 99.0)) -> str:
     return text + (f"; {missing} cells without an interval in one of the studies" if missing else "")
 
 
-DESIGN_KEYS = ("reference", "sizes", "band_loads", "generator", "duration_s")
+DESIGN_KEYS = ("reference", "sizes", "band_loads", "generator", "duration_s", "estimator")
+OLD_ESTIMATOR = "block-t"  # what a design or headline without an estimator was analysed with
+
+
+def estimator_of(x) -> str:
+    """The estimator of a design dict or a headline table (recorded since issue 23)."""
+    if isinstance(x, dict):
+        return x.get("estimator") or OLD_ESTIMATOR
+    v = x["estimator"].dropna() if "estimator" in x else []
+    return str(v.iloc[0]) if len(v) else OLD_ESTIMATOR
 
 
 def same_design(a: dict, b: dict) -> bool:
     """Studies whose headlines mean the same thing: same reference, sizes, band loads, generator
     and window. Modes may differ (a mode added later is compared where both have it)."""
-    return bool(a) and bool(b) and all(a.get(k) == b.get(k) for k in DESIGN_KEYS)
+    same = lambda k: (estimator_of(a) == estimator_of(b)) if k == "estimator" else a.get(k) == b.get(k)  # noqa: E731
+    return bool(a) and bool(b) and all(same(k) for k in DESIGN_KEYS)
 
 
 def read_design(processed: Path) -> dict:
@@ -161,9 +178,15 @@ def seed_agreement(band_pairs: pd.DataFrame, percentile: float = 99.0, orderings
             ratio, lo, hi = (1 / r["ratio"], 1 / r["ratio_hi"], 1 / r["ratio_lo"]) if flip else \
                 (r["ratio"], r["ratio_lo"], r["ratio_hi"])
             here = r["verdict"] if r["verdict"] == NOT_SUSTAINED else \
-                f"{lower}/{higher} = {ratio:.3f} [{lo:.3f}, {hi:.3f}]: {r['verdict']}"
+                f"{lower}/{higher} = {ratio:.3f} {_bounds(lo, hi, r.get('blocks'))}: {r['verdict']}"
             agreement = ("agrees" if r["verdict"] == f"{lower} lower" else
                          "disagrees" if r["verdict"] == f"{higher} lower" else "cannot tell")
             rows.append({**row, "here": here, "agreement": agreement})
     return pd.DataFrame(rows, columns=SEED_COLS)
 
+
+def _bounds(lo, hi, pairs) -> str:
+    """A ratio's interval, or "—" with why it cannot be estimated (never nan)."""
+    if pd.isna(lo) or pd.isna(hi):
+        return f"[—: {int(pairs)} pairs]" if pd.notna(pairs) and int(pairs) < 6 else "[—: wider than 1/11–11]"
+    return f"[{lo:.3f}, {hi:.3f}]"

@@ -161,13 +161,16 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
     target = float(rec["target_rate"])
     achieved = float(rec.get("achieved_rate") or 0.0)
     row = {
-        "run_id": rec["run_id"], "study": rec["study"], "mode": rec["mode"], "size": rec["size"],
+        # "mode" is the label compared: the record's arm (schema 2; the A/A twin's is its own, so
+        # tables, figures and statistics keep it apart from the reference), else its mode
+        "run_id": rec["run_id"], "study": rec["study"], "mode": rec.get("arm") or rec["mode"], "size": rec["size"],
+        "arm": rec.get("arm") or rec["mode"], "run_mode": rec["mode"],
         "target_rate": target, "load_fraction": rec.get("load_fraction"),
         "repetition": int(rec["repetition"]), "generator": rec.get("generator"),
         "status": rec["status"], "reason": rec.get("reason", ""), "valid": rec["status"] == "ok",
         # invalid because the machine was disturbed (noise guards), not because the mode failed
         "disturbed": bool((rec.get("hygiene") or {}).get("disturbed")) and rec["status"] == "invalid",
-        "started_at": rec.get("started_at"), "order": rec.get("order"),
+        "started_at": rec.get("started_at"), "order": rec.get("order"), "steal": _check(rec, "steal"),
         "achieved_rate": achieved, "achieved_ratio": achieved / target if target else np.nan,
         "requests": counts.get("requests"), "ok": counts.get("ok"),
         "errors": counts.get("errors"), "timeouts": counts.get("timeouts"),
@@ -187,6 +190,14 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
                    f"{float(pct[results.percentile_key(percentile)]) / 1000:.1f} ms > {bound_ms:g} ms")
     row.update(cpu_per_request(rec.get("metrics"), achieved, roles or {}))
     return row
+
+
+def _check(rec: dict, guard: str) -> float:
+    """The value a run's hygiene check measured (NaN when the record has none)."""
+    for c in (rec.get("hygiene") or {}).get("checks") or []:
+        if isinstance(c, dict) and c.get("guard") == guard and c.get("value") is not None:
+            return float(c["value"])
+    return np.nan
 
 
 def read_manifest(raw_dir: Path, study: str) -> dict:
@@ -318,3 +329,16 @@ def build_and_save(study: str, raw_dir: Path = config.RAW, processed_dir: Path |
     ds = build(study, raw_dir, calibration_dir)
     save(ds, processed_dir or config.PROCESSED / study)
     return ds
+
+
+FIXTURE_COLUMNS = ["run_id", "study", "mode", "arm", "size", "target_rate", "load_fraction", "repetition",
+                   "status", "reason", "valid", "disturbed", "steal", "started_at", "generator", "duration_s",
+                   "achieved_rate", *(pcol(p) for p in RUN_PERCENTILES), "sustained"]
+
+
+def histograms_only(ds: Dataset) -> Dataset:
+    """A study reduced to what the statistics read (run keys, status, histograms, calibration),
+    without metrics or the manifest's host details: a small test fixture (`save` it)."""
+    runs = ds.runs[[c for c in FIXTURE_COLUMNS if c in ds.runs]].copy()
+    keep = {k: ds.manifest[k] for k in ("study", "seed", "calibration") if k in ds.manifest}
+    return Dataset(ds.study, runs, dict(ds.hist), keep, ds.calibration, list(ds.unreadable))

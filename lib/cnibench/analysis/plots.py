@@ -22,7 +22,6 @@ from .dataset import MODES, REFERENCE, Dataset, order_modes
 OKABE_ITO = ["#000000", "#D55E00", "#0072B2", "#56B4E9", "#009E73", "#CC79A7", "#E69F00", "#B8A000", "#882255"]
 COLOURS = dict(zip(MODES, OKABE_ITO))  # host black; vxlan vermillion; ... (yellow darkened for white)
 MARKERS = dict(zip(MODES, ["o", "s", "^", "v", "D", "P", "X", "*", "h"]))
-EXTRA_COLOURS = ["#666666", "#999999", "#333333", "#BBBBBB"]
 FORMATS = ("pdf", "svg", "png")
 DPI = 300
 # The study's x axis: percentile on a scale that spreads the tail (-log10 of the exceedance).
@@ -38,14 +37,25 @@ def style() -> None:
                       "svg.fonttype": "none", "pdf.fonttype": 42})
 
 
+TWIN_COLOUR = "#7A5195"  # the reference's A/A twin: its own colour, never a mode's
+
+
 def colour(mode: str) -> str:
+    """A mode's fixed colour; the twin's own; any other arm a colour of its own from an endless
+    hue wheel (stable across runs: crc32, not Python's salted hash), never a silent grey."""
     if mode in COLOURS:
         return COLOURS[mode]
-    return EXTRA_COLOURS[hash(mode) % len(EXTRA_COLOURS)]
+    if stats.is_twin(mode):
+        return TWIN_COLOUR
+    import colorsys
+    import zlib
+    h = (zlib.crc32(mode.encode()) % 360) / 360.0
+    r, g, b = colorsys.hls_to_rgb(h, 0.42, 0.75)
+    return "#{:02X}{:02X}{:02X}".format(int(r * 255), int(g * 255), int(b * 255))
 
 
 def marker(mode: str) -> str:
-    return MARKERS.get(mode, "o")
+    return MARKERS.get(mode, "d" if stats.is_twin(mode) else "o")
 
 
 def tail_x(p):
@@ -194,7 +204,7 @@ def overhead_forest(an: stats.Analysis):
                     continue  # not sustained or no comparison: nothing to draw
                 row = row.iloc[0]
                 r, lo, hi = (1 + row[k] / 100 for k in ("overhead_pct", "overhead_lo", "overhead_hi"))
-                lo, hi = (r, r) if pd.isna(lo) else (lo, hi)
+                lo, hi = (r if pd.isna(lo) else lo), (r if pd.isna(hi) else hi)  # "—": no bound to draw
                 ax.errorbar([r], [i + off], xerr=[[r - lo], [hi - r]], color=colour(mode), capsize=2.5,
                             marker=styles[p]["marker"], mfc=styles[p]["mfc"] or colour(mode), ms=5, lw=1.3)
         ax.axvline(1.0, color="#555555", lw=0.9, ls="--")
@@ -213,13 +223,10 @@ def overhead_forest(an: stats.Analysis):
 
 
 def max_rates(ds: Dataset) -> tuple[dict, dict]:
-    """({size: {mode: rps}}, {size: {mode: source}}): the calibrated maximum where one exists,
-    else the highest request rate with a valid run (a lower bound, drawn hatched)."""
+    """({size: {mode: rps}}, {size: {mode: "calibrated"}}): measured maxima only. The highest rate
+    tested is not a maximum (it read as one: 20k for every mode), so it is not drawn."""
     rates: dict = {}
     sources: dict = {}
-    for (size, mode), g in ds.valid.groupby(["size", "mode"]):
-        rates.setdefault(size, {})[mode] = float(g["target_rate"].max())
-        sources.setdefault(size, {})[mode] = "highest valid rate tested"
     for mode, by_size in (ds.calibration or {}).items():
         for size, cal in by_size.items():
             if cal.get("max_rate"):
@@ -250,7 +257,7 @@ def max_rate(ds: Dataset):
         ax.set_xlabel("requests per second (thousands)")
         ax.set_title(f"{size} responses")
         ax.set_xlim(0, max(vals + [1]) * 1.18)
-    fig.suptitle("Maximum sustainable rate (solid: calibrated; hatched: highest valid rate tested)", y=1.0)
+    fig.suptitle("Maximum sustainable rate (calibrated: measured maxima only)", y=1.0)
     fig.tight_layout()
     return fig
 
@@ -318,7 +325,9 @@ def make_all(ds: Dataset, an: stats.Analysis, out_dir: Path) -> dict[str, dict[s
             figs[f"latency_by_percentile_{size}"] = lambda s=size: latency_by_percentile(ds, s)
     figs["latency_vs_load"] = lambda: latency_vs_load(an, ds)
     figs["overhead_vs_host"] = lambda: overhead_forest(an)
-    figs["max_rate"] = lambda: max_rate(ds)
+    calibrated = {m for m, by_size in (ds.calibration or {}).items() if any(c.get("max_rate") for c in by_size.values())}
+    if calibrated - {REFERENCE}:  # a study that calibrates only the reference has no maxima to compare
+        figs["max_rate"] = lambda: max_rate(ds)
     for size in ds.sizes():
         if (ds.valid["size"] == size).any():
             figs[f"cpu_per_request_{size}"] = lambda s=size: cpu_per_request(ds, s)

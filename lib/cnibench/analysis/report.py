@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import compare, dataset, histquant, plots, stats
+from . import compare, dataset, histquant, lead, plots, provenance, stats
 from ..infra import config
 from .dataset import REFERENCE, Dataset, order_modes
 from ..errors import CnibenchError
@@ -25,8 +24,8 @@ TABLE_COLUMNS = [f"p{p:g}" for p in STUDY_PERCENTILES] + ["max"]
 FIGURE_CAPTIONS = {
     "latency_by_percentile": "Latency by percentile (the study's figure): a panel per load, a line per mode.",
     "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: 30–50 % of max.",
-    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (t-interval over paired repetition blocks).",
-    "max_rate": "Maximum sustainable request rate per mode.",
+    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (the study's estimator, above).",
+    "max_rate": "Maximum sustainable request rate per calibrated mode (measured maxima only).",
     "cpu_per_request": "CPU time per request by kind (user, system, softirq) against load, client and server.",
 }
 
@@ -50,23 +49,22 @@ def study_table(ds: Dataset) -> pd.DataFrame:
                 row.update(zip(TABLE_COLUMNS, [*q, mx]))
             rows.append(row)
     df = pd.DataFrame(rows, columns=["size", "rate_rps", "load_pct", "mode", "runs", "status", *TABLE_COLUMNS])
-    return stats._sort(df.rename(columns={"rate_rps": "target_rate"})).rename(columns={"target_rate": "rate_rps"})
+    return stats.sort_rows(df.rename(columns={"rate_rps": "target_rate"})).rename(columns={"target_rate": "rate_rps"})
 
 
-def headline_table(an: stats.Analysis) -> pd.DataFrame:
-    """One row per size x mode: per percentile the overhead vs host over the band with its 95 %
-    CI, the minimum detectable effect (80 % power) and the verdict."""
+def headline_table(an: stats.Analysis, twin: bool = False) -> pd.DataFrame:
+    """One row per size x mode (or, twin=True, the reference's A/A twin): per percentile the
+    overhead vs the reference over the band with its 95 % CI ("—" with the reason when it cannot
+    be estimated), the minimum detectable effect (80 % power) and the verdict."""
     rows = []
     h = an.headline
+    h = h[h["mode"].map(stats.is_twin) == twin] if len(h) else h
     for (size, mode), g in h.groupby(["size", "mode"], sort=False):
         row = {"size": size, "mode": mode}
         for _, r in g.iterrows():
             p = f"p{r['percentile']:g}"
-            if pd.isna(r.get("overhead_pct")):
-                row[f"{p} overhead"], row[f"{p} MDE"] = r["verdict"], ""
-            else:
-                row[f"{p} overhead"] = f"{r['overhead_pct']:+.1f} % [{r['overhead_lo']:+.1f}, {r['overhead_hi']:+.1f}]"
-                row[f"{p} MDE"] = f"{r['mde_pct']:.0f} %" if pd.notna(r["mde_pct"]) else ""
+            row[f"{p} overhead"] = lead.interval_text(r)
+            row[f"{p} MDE"] = lead.mde_text(r.get("mde_pct")) if pd.notna(r.get("overhead_pct")) else ""
             row[f"{p} verdict"] = r["verdict"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -160,38 +158,11 @@ def _markdown(text: str) -> str:
         return f"<pre>{_esc(text)}</pre>"
 
 
-def _tools(manifest: dict) -> pd.DataFrame:
-    rows = []
-    for name, h in (manifest.get("hosts") or {}).items():
-        if not isinstance(h, dict):
-            continue
-        tools = h.get("tools") if isinstance(h.get("tools"), dict) else {}
-        rows.append({"host": name, "kernel": h.get("kernel"), "CPU": h.get("cpu_model") or h.get("cpu"),
-                     "CPUs": h.get("cpu_count"), "NIC": _short(h.get("nic")), "MTU": h.get("mtu"),
-                     **{k: v for k, v in tools.items() if v}})
-    if not rows and isinstance(manifest.get("tools"), dict):
-        rows.append({"host": "(all)", **manifest["tools"]})
-    return pd.DataFrame(rows)
-
-
-def _short(v):
-    if isinstance(v, dict):
-        return ", ".join(f"{k} {x}" for k, x in v.items() if x)
-    return v
-
-
-def _is_testbed(manifest: dict) -> bool | None:
-    inv = manifest.get("inventory")
-    if isinstance(inv, dict) and "testbed" in inv:
-        return bool(inv["testbed"])
-    return manifest.get("testbed")
-
-
 def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
            tables: dict[str, pd.DataFrame], method_md: str | None = None) -> str:
     """The report as one HTML page, section by section."""
     parts = _question(ds, an) + _headline(ds, an, tables) + _method(ds.manifest, method_md)
-    parts += _figures(figures) + _tables(tables) + _statistics(an) + _provenance(ds)
+    parts += _figures(figures) + _tables(tables) + _statistics(an) + provenance.provenance(ds)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -201,6 +172,8 @@ def _question(ds: Dataset, an: stats.Analysis) -> list[str]:
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>cnibench report: {_esc(ds.study)}</title><style>{CSS}</style></head><body>",
              f"<h1>What does a container network cost? — study <code>{_esc(ds.study)}</code></h1>"]
+    warn = " caveat" if lead.too_disturbed(lead.disturbance(ds)) else ""
+    parts.append(f"<p id='answer' class='answer{warn}'><b>Answer.</b> {_esc(lead.headline_sentence(ds, an))}</p>")
     parts.append(
         "<h2 id='question'>Question</h2><p>How much latency does each container networking mode add "
         f"compared with no network containerization (<code>{REFERENCE}</code> networking), measured as "
@@ -218,30 +191,43 @@ def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) 
     if tables["headline"].empty:
         parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another mode.</p>")
     else:
-        parts.append(f"<p>Per repetition, each mode's latency is compared with {REFERENCE}'s in the same repetition "
-                     "(mean over the band's loads of the log ratio); the overhead is the geometric mean of these "
-                     f"paired block ratios over the {an.design.get('blocks', '?')} repetition blocks, with a 95 % "
-                     "t-interval. Verdict: slower or faster than "
-                     f"{REFERENCE} when a paired t-test rejects (Holm over the modes), else equivalent when both "
-                     f"one-sided tests put it within ±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; "
-                     "“not sustained” when a run of the mode in the band ended invalid and was not redone, "
-                     "or did not keep up with its rate (its median latency from the intended send time above "
-                     "the bound that defines the calibrated maximum, 10 ms by default). "
-                     "MDE: the smallest overhead this design detects with 80 % power.</p>")
+        parts.append(f"<p>{_esc(_estimator_text(an))} Verdict: slower or faster than {REFERENCE} when the test "
+                     f"rejects (Holm over the modes), else equivalent when both one-sided tests put it within "
+                     f"±{100 * an.margin:.0f} % (TOST, Holm), else inconclusive; “cannot separate (n pairs)” when "
+                     "fewer complete pairs than the exact test needs to reach Holm's first step; “not sustained” "
+                     "when a run of the mode in the band ended invalid and was not redone, or did not keep up "
+                     "with its rate. MDE: the smallest overhead this design detects with 80 % power. “—”: an "
+                     "interval that cannot be estimated (too few pairs, or wider than ±1,000 %).</p>")
         parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
         for size, g in an.tiers[an.tiers["percentile"] == 99.0].groupby("size", sort=False):
             groups = " &lt; ".join(f"[{_esc(t)}]" for t in g.sort_values("tier")["text"])
             parts.append(f"<li>{_esc(size)}, p99: {groups}</li>")
         parts.append("</ul>")
+    twin = tables.get("twin")
+    if twin is not None and not twin.empty:
+        parts.append(f"<h3 id='twin'>The study's own false-positive check: {REFERENCE} against its A/A twin</h3>"
+                     f"<p>The reference ran twice per repetition under two labels; any separation here is a "
+                     "false positive of the method on this machine. The twin is outside the modes' Holm family, "
+                     "the tiers and the pairs.</p>" + to_html(twin, table_id="twin-table"))
     parts += _beside(tables, ds.study)
     parts.append(f"<p>Runs: {n_all} recorded, {n_valid} valid and used, <b>{n_excluded} invalid or failed runs "
                  "excluded</b> (listed under Statistics).</p>")
     return parts
 
 
+def _estimator_text(an: stats.Analysis) -> str:
+    n = an.design.get("blocks", "?")
+    if an.design.get("estimator", "block-t") == "pooled":
+        return (f"Per load, the histograms of the complete pairs of repetition blocks (up to {n}) are merged per "
+                "mode; the overhead is the ratio of these pooled quantiles (geometric mean over the band's loads), "
+                "tested by an exact within-block label swap over the pairs, the 95 % interval by inverting it.")
+    return (f"Per repetition, each mode's latency is compared with the reference's in the same repetition; the "
+            f"overhead is the geometric mean of these paired block ratios over the {n} blocks, with a 95 % t-interval.")
+
+
 def _method(m: dict, method_md: str | None) -> list[str]:
-    testbed = _is_testbed(m)
+    testbed = provenance.is_testbed(m)
     parts = []
     parts.append("<h2 id='method'>Method</h2>")
     if testbed:
@@ -262,17 +248,17 @@ def _method(m: dict, method_md: str | None) -> list[str]:
                      "recorded in an HdrHistogram (1 µs–100 s, 3 significant digits) over the measurement "
                      "window after a warm-up; runs whose achieved rate falls short of the target are "
                      "marked invalid and excluded. Modes, sizes and loads run in a seeded random order.</p>")
-    tools = _tools(m)
+    tools = provenance.tools(m)
     if not tools.empty:
         parts.append("<h3>Hosts, tools and versions</h3>" + to_html(tools))
     parts.append(
         "<h3>Statistics</h3><p>The unit of replication is the repetition block: one mode, set up once, "
-        "running its points of one repetition back to back. A run's value is the log of its quantile "
-        "(from its histogram); a block's, the mean over the band's loads; each mode is compared with "
-        f"{REFERENCE} by the differences of block values within each repetition (paired), with a "
-        "t-interval over blocks. Per load, the quantiles table gives the typical run's quantile "
+        "running its points of one repetition back to back; a pair is a repetition in which both blocks "
+        "compared are complete. The band comparisons use the study's estimator (recorded in its design: "
+        "“pooled”, ratio of pooled quantiles with an exact label-swap test, or “block-t”, paired t over "
+        "block log quantiles). Per load, the quantiles table gives the typical run's quantile "
         "(geometric mean over repetitions) with a t-interval, and the pooled histogram's. Tiers and "
-        "pairs of modes use the same paired rule, Holm over the pairs. Failed runs are excluded and "
+        "pairs of modes use the same rule, Holm over the pairs. Failed runs are excluded and "
         "counted; a cell whose run ended invalid without a valid redo, or did not keep up with its rate, "
         "is shown as not sustained.</p>")
     return parts
@@ -312,21 +298,6 @@ def _statistics(an: stats.Analysis) -> list[str]:
         open_ = " open" if title.startswith("Excluded") else ""
         parts.append(f"<details{open_}><summary>{_esc(title)} — {len(df)} rows</summary>"
                      f"{to_html(df) if not df.empty else '<p>none</p>'}</details>")
-    return parts
-
-
-def _provenance(ds: Dataset) -> list[str]:
-    m = ds.manifest
-    parts = []
-    parts.append("<h2 id='provenance'>Provenance</h2><ul>")
-    inv = m.get("inventory")
-    parts.append(f"<li>git commit: <code>{_esc(m.get('git_commit'))}</code></li>")
-    parts.append(f"<li>inventory: <code>{_esc(inv.get('name') if isinstance(inv, dict) else inv)}</code></li>")
-    parts.append(f"<li>study file: <code>{_esc(m.get('study_file'))}</code>, seed {_esc(m.get('seed'))}</li>")
-    parts.append(f"<li>sessions: {len(m.get('sessions') or [])}; planned runs: {len(m.get('order') or [])}</li>")
-    parts.append(f"<li>unreadable record files: {len(ds.unreadable)}</li></ul>")
-    parts.append("<details><summary>Full manifest</summary><pre>"
-                 f"{_esc(json.dumps(m, indent=1, sort_keys=True, default=str))}</pre></details>")
     return parts
 
 
@@ -374,7 +345,7 @@ def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = Non
     an = stats.analyze(ds, margin=settings.get("equivalence_margin", stats.MARGIN))
     stats.save(an, processed_dir)
     figures = plots.make_all(ds, an, figures_dir) if len(ds.valid) else {}
-    tables = {"headline": headline_table(an), "study_table": study_table(ds),
+    tables = {"headline": headline_table(an), "twin": headline_table(an, twin=True), "study_table": study_table(ds),
               "seed_2016": compare.seed_agreement(an.band_pairs)}
     beside = repeatability(study, an, processed_dir.parent, settings.get("compare_with"))
     if beside is not None:
@@ -385,4 +356,12 @@ def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = Non
     path = out_dir / "report.html"
     from ..results import atomic_write_text
     atomic_write_text(path, text)
+    # the report's first paragraph as plain text: `run-all` ends with this line (answer_of)
+    atomic_write_text(out_dir / "answer.txt", lead.headline_sentence(ds, an) + "\n")
     return path
+
+
+def answer_of(study: str, reports_dir: Path | None = None) -> str:
+    """The one-line answer build_all wrote for a study (the report's first paragraph)."""
+    path = Path(reports_dir or config.REPORTS / study) / "answer.txt"
+    return path.read_text().strip() if path.exists() else f"{study}: no report built"

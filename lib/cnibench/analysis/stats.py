@@ -1,29 +1,34 @@
 """Statistics that match how the runs are made: the repetition block is the unit of replication.
 
 The runner sets a mode up once per repetition and runs all its points back to back (matrix.py):
-the runs of one block share that set-up (addresses, CPU placement, caches), so they are not
-independent samples; blocks are, and every repetition holds a block of every mode. So:
+the runs of one block share that set-up, so they are not independent samples; blocks are, and
+every repetition holds a block of every arm. A pair is a repetition in which both arms compared
+have a complete block. Over the band, per size and percentile, each mode is compared with the
+reference (Holm over the modes) and every pair of modes with each other (Holm over the pairs),
+by one of two estimators (estimators.py; the study's is recorded in the design):
 
-  run value     log of a run's quantile (p50, p90, p99, p99.9), from its histogram
-  block value   per size: mean over the band's loads of its runs' values
-  comparison    per repetition k, d_k = block value of a mode - that of the reference, both in
-                repetition k at the same loads (pairing removes whatever a repetition shares)
-  interval      t-interval on the d_k (n blocks, n - 1 degrees of freedom); ratio = exp(mean)
-  test          paired t-test of mean d = 0, Holm over the modes compared with the reference
-  equivalence   two one-sided t-tests against +-log(1 + margin) (TOST; margin from the study
-                file, default 10 %), Holm over the modes too
+  pooled (default)  the ratio of pooled quantiles: per load, the histograms of the complete pairs
+                    merged per arm; over the band, the mean of the per-load log ratios. An exact
+                    within-block label-swap test over the pairs, the interval by inverting it, SE
+                    the SD over the swaps (pooled.py says why: a window's p99 is a stall lottery
+                    pairing does not cancel; pooling puts all the arm's stalls in one estimate).
+                    With fewer pairs than the test needs to reach Holm's first step (9 for 7
+                    modes), the verdict is "cannot separate (n pairs)".
+  block-t           the mean of per-block differences of log quantiles, paired t (issue 11).
+
+  equivalence   both one-sided tests reject at -+log(1 + margin) (TOST; margin from the study
+                file, default 10 %), Holm over the family too
   verdict       slower / faster than the reference (the test rejects); else equivalent (TOST
-                rejects); else inconclusive. "not sustained" is said instead when runs of the
-                mode in the band ended invalid (rate not reached, errors) and were not redone
-                (see `attempts`). A run invalid only by the noise guards (the machine was
-                disturbed) is "disturbed": its block is left out and counted, like a failed one.
-  MDE           the smallest effect this design detects with 80 % power at Holm's strictest
-                step (alpha / number of modes compared): (t_{1-alpha/2M} + t_{0.8}) * SE
+                rejects); else inconclusive. "not sustained" when runs of the mode in the band
+                ended invalid (rate not reached, errors) and were not redone (`attempts`). A run
+                invalid only by the noise guards is "disturbed": its block is left out, counted.
+  MDE           (t_{1-alpha/2M, n-1} + t_{0.8, n-1}) * SE: 80 % power at Holm's strictest step
+  twin          the reference's A/A twin ("<reference>·A/A") is compared with the reference as a
+                family of its own, outside the modes' Holm family, pairs and tiers: the study's
+                own false-positive check
 
-No bootstrap: a percentile bootstrap over 6 blocks under-covers (~87 % for a nominal 95 %),
-and resampling requests inside runs adds nothing once the block is the unit (the requests'
-noise is already inside each run's value). Mode pairs (tiers) use the same rule, Holm over
-the pairs. Everything here is pure (a Dataset in, DataFrames out) and deterministic.
+Per load, `comparisons` and `quantiles` stay descriptive (paired t over blocks, t-interval over
+runs). Everything here is pure (a Dataset in, DataFrames out) and deterministic.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ import pandas as pd
 
 from .dataset import REFERENCE, Dataset, order_modes, pcol
 from .histquant import pooled_quantiles, quantiles
+from .estimators import CANNOT, POOLED, Histograms, pooled_family
+from .tiers import tier_rows
 from .paired import ALPHA, EQUIVALENT, FASTER, INCONCLUSIVE, MARGIN, SLOWER, family, t_interval
 
 QUANTILES = (50.0, 90.0, 99.0, 99.9, 99.99)  # the quantiles table and the figures
@@ -46,7 +53,12 @@ BAND_TOLERANCE = 0.005  # a run at 29.9 % of max belongs to the 30-50 % band
 NOT_SUSTAINED = "not sustained"
 DISTURBED = "disturbed"  # invalid only by the noise guards: the block is left out, the mode not blamed
 NO_BLOCK = "no complete block"  # every pair of blocks had a failed run (nothing measured)
-KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run
+KEY = ["size", "mode", "target_rate", "repetition"]  # one planned run ("mode": the arm compared)
+TWIN = "·A/A"  # the reference's A/A twin arm is "<reference>·A/A" (study key twin: true)
+
+
+def is_twin(arm) -> bool:
+    return str(arm).endswith(TWIN)
 
 
 def in_band(lf, band=BAND, tol=BAND_TOLERANCE):
@@ -60,6 +72,8 @@ def run_values(ds: Dataset, ps=QUANTILES) -> pd.DataFrame:
     runs = ds.runs
     cols = KEY + ["run_id", "load_fraction", "status", "reason", "valid", "disturbed", "started_at"]
     out = pd.DataFrame({c: runs[c] if c in runs else None for c in cols}).reset_index(drop=True)
+    if "arm" in runs:  # schema 2: the label compared is the arm (default the mode; the twin its own)
+        out["mode"] = runs["arm"].where(runs["arm"].notna(), runs["mode"]).to_numpy()
     out["valid"] = out["valid"].astype(bool)
     Q = np.full((len(runs), len(ps)), np.nan)
     table = [runs[pcol(p)].to_numpy(float) if pcol(p) in runs else np.full(len(runs), np.nan) for p in ps]
@@ -155,7 +169,7 @@ class Analysis:
 
 
 def analyze(ds: Dataset, ps=QUANTILES, band=BAND, margin: float = MARGIN, alpha: float = ALPHA,
-            reference: str = REFERENCE) -> Analysis:
+            reference: str = REFERENCE, estimator: str = POOLED) -> Analysis:
     ps = tuple(sorted(set(ps) | set(HEADLINE_PERCENTILES)))
     att = attempts(run_values(ds, ps))
     qdf = _quantiles(ds, att, ps, alpha)
@@ -164,19 +178,20 @@ def analyze(ds: Dataset, ps=QUANTILES, band=BAND, margin: float = MARGIN, alpha:
     band_att = att[in_band(att["load_fraction"], band)] if not att.empty else att
     for size in _sizes(band_att):
         a = band_att[band_att["size"] == size]
+        hists = Histograms(a, ds.hist, _Band.of(a, pcol(50.0)).ok) if estimator == POOLED else None
         for p in HEADLINE_PERCENTILES:
             b = _Band.of(a, pcol(p))
-            head += _vs_reference(b, size, p, reference, margin, alpha)
-            fam = _pairs(b, size, p, margin, alpha)
+            head += _vs_reference(b, size, p, reference, margin, alpha, hists)
+            fam = _pairs(b, size, p, margin, alpha, hists)
             pairs += fam
-            tiers += _tiers(b, size, p, fam)
+            tiers += tier_rows(b, size, p, fam, NOT_SUSTAINED, is_twin)
             blocks += [dict(size=size, mode=m, repetition=int(k), percentile=p, value_us=float(np.exp(v)))
                        for m in b.modes for k, v in b.block_values(m).items()]
-    headline = _sort(pd.DataFrame(head, columns=_HEAD_COLS))
-    design = _design(ds, band_att, band, margin, alpha, reference, headline)
+    headline = sort_rows(pd.DataFrame(head, columns=_HEAD_COLS)).assign(estimator=estimator)
+    design = {**_design(ds, band_att, band, margin, alpha, reference, headline), "estimator": estimator}
     return Analysis(ds.study, qdf, comparisons, headline, pd.DataFrame(pairs, columns=_PAIR_COLS),
                     pd.DataFrame(tiers, columns=_TIER_COLS), excluded(ds),
-                    _sort(pd.DataFrame(blocks, columns=["size", "mode", "repetition", "percentile", "value_us"])),
+                    sort_rows(pd.DataFrame(blocks, columns=["size", "mode", "repetition", "percentile", "value_us"])),
                     tuple(band), margin, alpha, design)
 
 
@@ -185,7 +200,7 @@ def _sizes(df) -> list[str]:
     return [s for s in ("small", "large") if s in present] + sorted(present - {"small", "large"})
 
 
-def _sort(df: pd.DataFrame) -> pd.DataFrame:
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or "mode" not in df:
         return df.reset_index(drop=True)
     rank = {m: i for i, m in enumerate(order_modes(df["mode"].unique()))}
@@ -210,7 +225,7 @@ def _quantiles(ds, att, ps, alpha) -> pd.DataFrame:
             rows.append(dict(size=size, mode=mode, target_rate=float(rate), load_fraction=lf, percentile=p,
                              estimate=np.exp(est), lo=np.exp(lo), hi=np.exp(hi), pooled=pooled[j],
                              runs=len(ok), not_sustained=ns, status=status))
-    return _sort(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "estimate",
+    return sort_rows(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "estimate",
                                              "lo", "hi", "pooled", "runs", "not_sustained", "status"]))
 
 
@@ -236,7 +251,7 @@ def _per_load(att, ps, reference, margin, alpha) -> pd.DataFrame:
                 rows.append({**row, "blocks": int(f["n"][i]), "ratio": np.exp(f["mean"][i]),
                              "ratio_lo": np.exp(f["lo"][i]), "ratio_hi": np.exp(f["hi"][i]), "p": f["p"][i],
                              "diff_us": mean_us, "diff_lo": lo_us, "diff_hi": hi_us, "status": "ok"})
-    return _sort(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "blocks",
+    return sort_rows(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "blocks",
                                              "ratio", "ratio_lo", "ratio_hi", "p", "diff_us", "diff_lo", "diff_hi",
                                              "status"]))
 
@@ -256,19 +271,33 @@ _PAIR_COLS = ["size", "percentile", "mode_a", "mode_b", "blocks", "ratio", "rati
 _TIER_COLS = ["size", "percentile", "tier", "modes", "text"]
 
 
-def verdict_text(code: int, reference: str = REFERENCE) -> str:
+def verdict_text(code: int, reference: str = REFERENCE, n: int = 0) -> str:
     return {SLOWER: f"slower than {reference}", FASTER: f"faster than {reference}",
-            EQUIVALENT: f"equivalent to {reference}", INCONCLUSIVE: "inconclusive"}[int(code)]
+            EQUIVALENT: f"equivalent to {reference}", INCONCLUSIVE: "inconclusive",
+            CANNOT: f"cannot separate ({n} pairs)"}[int(code)]
 
 
-def _vs_reference(b: _Band, size, p, reference, margin, alpha) -> list[dict]:
-    """The headline rows of one size and percentile: every mode against the reference."""
+def _family(b: _Band, arms: list, comparators: list, p, margin, alpha, hists) -> dict:
+    """One family's comparisons (arm minus comparator) by the study's estimator."""
+    if hists is not None:
+        return pooled_family([hists.pairs(a, c) for a, c in zip(arms, comparators)], p, margin, alpha)
+    return family(_matrix([b.diffs(a, c) for a, c in zip(arms, comparators)]), margin, alpha)
+
+
+def _vs_reference(b: _Band, size, p, reference, margin, alpha, hists=None) -> list[dict]:
+    """The headline rows of one size and percentile: every mode against the reference (Holm over
+    the modes), then the reference's A/A twin, a family of its own (the study's false-positive check)."""
     if reference not in b.modes:
         return []
-    others = [m for m in b.modes if m != reference]
+    modes = [m for m in b.modes if m != reference and not is_twin(m)]
+    twins = [m for m in b.modes if is_twin(m)]
+    return _rows(b, size, p, reference, modes, margin, alpha, hists) + \
+        _rows(b, size, p, reference, twins, margin, alpha, hists)
+
+
+def _rows(b: _Band, size, p, reference, others, margin, alpha, hists) -> list[dict]:
     sustained = [m for m in others if not b.not_sustained(m)]
-    D = _matrix([b.diffs(m, reference) for m in sustained])
-    f = family(D, margin, alpha)
+    f = _family(b, sustained, [reference] * len(sustained), p, margin, alpha, hists)
     loads = int(b.values.index.get_level_values("target_rate").nunique())
     rows = []
     for m in others:
@@ -285,22 +314,23 @@ def _vs_reference(b: _Band, size, p, reference, margin, alpha) -> list[dict]:
                      "mde_pct": 100 * np.expm1(f["mde"][i]), "p": f["p"][i], "p_holm": f["p_holm"][i],
                      "p_tost": f["p_tost"][i], "p_tost_holm": f["p_tost_holm"][i],
                      "diff_us": mean_us, "diff_lo": lo_us, "diff_hi": hi_us,
-                     "verdict": verdict_text(f["verdict"][i], reference) if f["n"][i] >= 2 else
-                     "inconclusive" if f["n"][i] == 1 else NO_BLOCK})
+                     "verdict": verdict_text(f["verdict"][i], reference, int(f["n"][i])) if f["n"][i] >= 2 else
+                     f"cannot separate ({int(f['n'][i])} pairs)" if f["n"][i] == 1 else NO_BLOCK})
     return rows
 
 
-def _pairs(b: _Band, size, p, margin, alpha) -> list[dict]:
-    """Every pair of modes over the band, the same rule as against the reference (Holm over pairs)."""
-    modes = b.modes
+def _pairs(b: _Band, size, p, margin, alpha, hists=None) -> list[dict]:
+    """Every pair of modes over the band, the same rule as against the reference (Holm over pairs);
+    the twin is in no pair (it is not a mode)."""
+    modes = [m for m in b.modes if not is_twin(m)]
     sustained = [m for m in modes if not b.not_sustained(m)]
     pairs = list(itertools.combinations(sustained, 2))
-    f = family(_matrix([b.diffs(x, y) for x, y in pairs]), margin, alpha)
+    f = _family(b, [x for x, _ in pairs], [y for _, y in pairs], p, margin, alpha, hists)
     rows = []
     for i, (x, y) in enumerate(pairs):
         code = int(f["verdict"][i])
         verdict = {SLOWER: f"{y} lower", FASTER: f"{x} lower", EQUIVALENT: "equivalent",
-                   INCONCLUSIVE: "cannot separate"}[code]
+                   INCONCLUSIVE: "cannot separate", CANNOT: "cannot separate"}[code]
         rows.append(dict(size=size, percentile=p, mode_a=x, mode_b=y, blocks=int(f["n"][i]),
                          ratio=np.exp(f["mean"][i]), ratio_lo=np.exp(f["lo"][i]), ratio_hi=np.exp(f["hi"][i]),
                          p=f["p"][i], p_holm=f["p_holm"][i], p_tost=f["p_tost"][i], p_tost_holm=f["p_tost_holm"][i],
@@ -308,39 +338,6 @@ def _pairs(b: _Band, size, p, margin, alpha) -> list[dict]:
     for x, y in itertools.combinations(modes, 2):
         if x not in sustained or y not in sustained:
             rows.append(dict(size=size, percentile=p, mode_a=x, mode_b=y, blocks=0, verdict=NOT_SUSTAINED))
-    return rows
-
-
-def _tiers(b: _Band, size, p, fam: list[dict]) -> list[dict]:
-    """Modes by band latency; a tier is its best mode and every later mode the data cannot
-    separate from that leader. Cross-tier pairs that cannot be separated are listed too, so the
-    tiers never read as a stricter ranking than the tests allow. Modes not sustained come last."""
-    verdict = {(r["mode_a"], r["mode_b"]): r["verdict"] for r in fam}
-
-    def separated(x, y):
-        v = verdict.get((x, y)) or verdict.get((y, x))
-        return v is not None and v.endswith(" lower")
-
-    sustained = [m for m in b.modes if not b.not_sustained(m)]
-    score = {m: float(b.block_values(m).mean()) if len(b.block_values(m)) else np.inf for m in sustained}
-    tiers: list[list[str]] = []
-    for m in sorted(sustained, key=lambda m: score[m]):
-        if tiers and not separated(m, tiers[-1][0]):
-            tiers[-1].append(m)
-        else:
-            tiers.append([m])
-    rows = []
-    for i, t in enumerate(tiers, 1):
-        others = [o for j, tt in enumerate(tiers, 1) if j != i for o in tt]
-        overlap = sorted({o for o in others for m in t if not separated(m, o)})
-        text = ", ".join(t) + (" (cannot separate)" if len(t) > 1 else "")
-        if overlap:
-            text += "; not separable either from " + ", ".join(order_modes(overlap))
-        rows.append(dict(size=size, percentile=p, tier=i, modes=",".join(t), text=text))
-    ns = [m for m in b.modes if m not in sustained]
-    if ns:
-        rows.append(dict(size=size, percentile=p, tier=len(tiers) + 1, modes=",".join(ns),
-                         text=f"{NOT_SUSTAINED}: " + ", ".join(ns)))
     return rows
 
 

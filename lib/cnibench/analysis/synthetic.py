@@ -13,6 +13,7 @@ recording N lognormal samples would give, without N calls), so 1,000 records tak
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,9 @@ import numpy as np
 from scipy import stats as sst
 
 from .. import results
-from .dataset import MODES, bucket_bounds
+from .dataset import MODES, REFERENCE, bucket_bounds
+
+TWIN_ARM = REFERENCE + "·A/A"
 
 DEFAULT_OVERHEAD = {
     "host": 1.00, "flannel-vxlan": 1.30, "flannel-host-gw": 1.05, "flannel-aws-vpc": 1.06,
@@ -180,27 +183,32 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
                 loads=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), reps: int = 5, truth: Truth | None = None,
                 seed: int = 0, invalid_fraction: float = 0.0, failed_fraction: float = 0.0,
                 duration_s: int = 30, calibration_dir: Path | None = None, testbed: bool = True,
-                rotate: bool = False) -> list[Path]:
+                rotate: bool = False, twin: bool = False) -> list[Path]:
     """Write a whole synthetic study (records, manifest, calibration); returns the record paths.
-    `rotate`: repetition k runs only loads[(k - 1) % len(loads)] (study key load.rotate)."""
+    `rotate`: repetition k runs only loads[(k - 1) % len(loads)] (study key load.rotate).
+    `twin`: the reference also runs as its A/A twin (arm "<reference>·A/A", schema-2 `arm`)."""
     truth = truth or Truth()
+    arms = list(modes) + ([TWIN_ARM] if twin else [])
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    cells = [(m, s, l, r) for m in modes for s in sizes for l in loads for r in range(1, reps + 1)
+    cells = [(m, s, l, r) for m in arms for s in sizes for l in loads for r in range(1, reps + 1)
              if not rotate or l == loads[(r - 1) % len(loads)]]
     # shared effects from their own stream, so the runs' draws do not depend on them
     erng = np.random.default_rng([seed, 1])
     rep_eff = {r: erng.normal(0.0, truth.rep_sigma) if truth.rep_sigma else 0.0 for r in range(1, reps + 1)}
     block_eff = {(m, r): erng.normal(0.0, truth.block_sigma) if truth.block_sigma else 0.0
-                 for m in modes for r in range(1, reps + 1)}
+                 for m in arms for r in range(1, reps + 1)}
     order = rng.permutation(len(cells))
     paths = []
     for k, (mode, size, load, rep) in enumerate(cells):
         u = rng.uniform()
         status = "failed" if u < failed_fraction else "invalid" if u < failed_fraction + invalid_fraction else "ok"
-        rec = make_record(study, mode, size, load, rep, truth, rng, status=status,
-                          duration_s=duration_s, order=int(order[k]),
+        rec = make_record(study, REFERENCE if mode == TWIN_ARM else mode, size, load, rep, truth, rng,
+                          status=status, duration_s=duration_s, order=int(order[k]),
                           effect=rep_eff[rep] + block_eff[(mode, rep)])
+        rec["arm"] = mode
+        if mode == TWIN_ARM:  # its own run id (a path part: no "/")
+            rec["run_id"] = results.run_id(study, REFERENCE + "-aa", size, rec["target_rate"], rep)
         paths.append(results.write_record(raw_dir, rec))
     manifest = {
         "study": study, "synthetic": True, "git_commit": "synthetic",
@@ -208,7 +216,7 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
         "hosts": {h: {"role": h, "kernel": "synthetic", "cpu": "synthetic", "nic": "veth", "mtu": 1500}
                   for h in ("client", "server")},
         "tools": {"h2load": "synthetic", "nginx": "synthetic"},
-        "order": [results.run_id(study, m, s, round(l * truth.host_max_rate[s]), r)
+        "order": [results.run_id(study, REFERENCE + "-aa" if m == TWIN_ARM else m, s, round(l * truth.host_max_rate[s]), r)
                   for (m, s, l, r) in (cells[i] for i in np.argsort(order))],
     }
     results.atomic_write_text(raw_dir / study / "manifest.json", json.dumps(manifest, indent=1))
@@ -260,3 +268,56 @@ def simulate_design(blocks: int, loads_per_block: int, modes: int, block_sigma: 
         "detected": float((one["verdict"][:, 0] == paired.SLOWER).mean()),
         "mde": float(np.expm1(np.median(aa["mde"]))),
     }
+
+
+@dataclass(frozen=True)
+class Stalls:
+    """The stall lottery (issue 23): a window's tail is set by the machine stalls inside it. Each
+    run: `rate` requests per second for `window_s`, a lognormal body (median_us, sigma) and a
+    Poisson number of stalls (per_s) of Pareto(alpha) length above min_us (at most max_us), times the arm's
+    amplification. A stall of length S at utilisation rho delays about rate * S / (1 - rho)
+    requests by U(0, S) each (they queue behind it and drain). Counts are expected values on the
+    log grid of pooled.py (bin i: [e^(i step), e^((i+1) step)) us) from `start`."""
+
+    alpha: float = 1.5
+    per_s: float = 4.0
+    min_us: float = 800.0
+    max_us: float = 30_000.0  # the longest stalls the hiccup meter saw here: tens of ms
+    rate: float = 5000.0
+    window_s: float = 4.0
+    median_us: float = 200.0
+    sigma: float = 0.3
+    step: float = 0.02
+    start: int = int(np.floor(np.log(20.0) / 0.02))
+    bins: int = 700
+
+    def edges(self) -> np.ndarray:
+        return np.exp((self.start + np.arange(self.bins + 1)) * self.step)
+
+    def run(self, rng: np.random.Generator, rho: float, amplify: float = 1.0) -> np.ndarray:
+        """One run's cumulative counts on the grid (length bins)."""
+        x = self.edges()[1:]
+        n = self.rate * self.window_s
+        stalls = (rng.pareto(self.alpha, rng.poisson(self.per_s * self.window_s)) + 1) * self.min_us
+        stalls = np.minimum(stalls, self.max_us) * amplify
+        hit = self.rate * 1e-6 * stalls / (1 - rho)  # requests each stall delays
+        cum = (n - hit.sum()) * _body_cdf(self.median_us, self.sigma, self.start, self.step, self.bins)
+        cum += (hit[:, None] * np.clip((x[None, :] - self.median_us) / stalls[:, None], 0, 1)).sum(axis=0)
+        return cum
+
+
+@functools.lru_cache(maxsize=16)
+def _body_cdf(median_us, sigma, start, step, bins) -> np.ndarray:
+    x = np.exp((start + np.arange(1, bins + 1)) * step)
+    return sst.norm.cdf(np.log(x / median_us) / sigma)
+
+
+def stall_arms(rng: np.random.Generator, model: Stalls, amplify: list[float], pairs: int,
+               loads=(0.3, 0.5)) -> list[tuple[int, float, np.ndarray]]:
+    """One simulated study: per pair (its load rotating over `loads`, as lab.yml) the cumulative
+    counts of every arm's run, shape (arms, bins); amplify[0] is the reference's (1.0)."""
+    out = []
+    for k in range(pairs):
+        rho = loads[k % len(loads)]
+        out.append((k, rho, np.array([model.run(rng, rho, a) for a in amplify])))
+    return out

@@ -1,0 +1,109 @@
+"""The report's answer first (issue 23): one sentence of what the study can and cannot say, the
+warning when the machine was too disturbed to answer, and cells that never print nan.
+
+`headline_sentence(ds, an)` is the first paragraph of the report and the last line of `run-all`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .dataset import REFERENCE, Dataset
+
+DISTURBED_SHARE = 0.20  # above this share of disturbed records the machine was too disturbed
+STEAL_LEVEL = 0.02  # ... or above this median steal on the pinned cores (the steal guard's limit)
+WIDEST_PCT = 1000.0  # an interval bound beyond +-1,000 % is shown as "—", not as a number
+ANSWER_PERCENTILES = (50.0, 99.0)
+
+
+def disturbance(ds: Dataset) -> dict:
+    """Share of the records the noise guards invalidated, and the median / highest steal."""
+    runs = ds.runs
+    n = len(runs)
+    dist = int(runs["disturbed"].fillna(False).astype(bool).sum()) if n and "disturbed" in runs else 0
+    steal = runs["steal"].dropna().to_numpy(float) if "steal" in runs else np.array([])
+    return {"records": n, "disturbed": dist, "share": dist / n if n else 0.0,
+            "steal_median": float(np.median(steal)) if len(steal) else np.nan,
+            "steal_max": float(steal.max()) if len(steal) else np.nan}
+
+
+def too_disturbed(d: dict) -> bool:
+    return d["share"] > DISTURBED_SHARE or (pd.notna(d["steal_median"]) and d["steal_median"] > STEAL_LEVEL)
+
+
+def _count(h: pd.DataFrame, p: float) -> str:
+    g = h[h["percentile"] == p]
+    if g.empty:
+        return f"p{p:g}: nothing to compare"
+    v = g["verdict"].astype(str)
+    kinds = {"slower": v.str.startswith("slower").sum(), "faster": v.str.startswith("faster").sum(),
+             "equivalent": v.str.startswith("equivalent").sum(),
+             "inconclusive": v.eq("inconclusive").sum(),
+             "too few pairs": v.str.startswith("cannot separate").sum() + v.eq(stats.NO_BLOCK).sum(),
+             "not sustained": v.eq(stats.NOT_SUSTAINED).sum()}
+    parts = ", ".join(f"{int(k)} {name}" for name, k in kinds.items() if k)
+    mde = g["mde_pct"].dropna() if "mde_pct" in g else pd.Series(dtype=float)
+    span = f" (MDE {_pct(mde.min())}–{_pct(mde.max())})" if len(mde) else ""
+    return f"p{p:g}: {parts}{span}"
+
+
+def _can(h: pd.DataFrame, cells: int) -> str:
+    """Where the study answers: the percentiles at which most cells got a verdict, and not."""
+    said = {p: int(h[(h["percentile"] == p)]["verdict"].astype(str).str.match(r"(slower|faster|equivalent)").sum())
+            for p in ANSWER_PERCENTILES} if len(h) else {}
+    yes = [f"p{p:g} ({k} of {cells} cells)" for p, k in said.items() if cells and k > cells / 2]
+    no = [f"p{p:g} ({k} of {cells})" for p, k in said.items() if not cells or k <= cells / 2]
+    return (f"It can answer at {', '.join(yes)}" if yes else "It can answer at no percentile") + \
+        (f"; it cannot at {', '.join(no)}." if no else ".")
+
+
+def _pct(v: float) -> str:
+    return f"> {WIDEST_PCT:,.0f} %" if v > WIDEST_PCT else f"{v:,.0f} %"
+
+
+def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE) -> str:
+    """What the study can and cannot say, in one paragraph (plain text)."""
+    h = an.headline
+    modes = h[~h["mode"].map(stats.is_twin)] if len(h) else h
+    twin = h[h["mode"].map(stats.is_twin)] if len(h) else h
+    lo, hi = an.band
+    cells = modes[["size", "mode"]].drop_duplicates() if len(modes) else modes
+    text = (f"Study {ds.study}, {lo:.0%}–{hi:.0%} of max load, {len(cells)} mode × size cells against "
+            f"{reference}, {an.design.get('estimator', 'block-t')} estimator: "
+            + "; ".join(_count(modes, p) for p in ANSWER_PERCENTILES) + ".")
+    text += " " + _can(modes, len(cells))
+    if len(twin):
+        false = twin[twin["verdict"].astype(str).str.match(r"(slower|faster)")]
+        text += (f" A/A twin: {len(false)} false separation(s) in {len(twin)} comparisons"
+                 + (" — the study's own check failed, distrust its separations." if len(false) else "."))
+    d = disturbance(ds)
+    if too_disturbed(d):
+        text += (f" The machine was too disturbed to answer: {d['disturbed']} of {d['records']} runs "
+                 f"({d['share']:.0%}) were invalidated by the noise guards, median steal "
+                 f"{d['steal_median']:.1%} (highest {d['steal_max']:.1%}) against a limit of "
+                 f"{DISTURBED_SHARE:.0%} disturbed runs or {STEAL_LEVEL:.0%} steal. Run it again on a "
+                 "quieter machine, on real hosts, or with a longer budget (more repetitions).")
+    return text
+
+
+def interval_text(r) -> str:
+    """An overhead with its 95 % interval; "—" with the reason when it cannot be estimated."""
+    n = int(r["blocks"]) if pd.notna(r.get("blocks")) else 0
+    if pd.isna(r.get("overhead_pct")):
+        return str(r.get("verdict") or "—")
+    if n < 6:  # 1 / 2^n > alpha / 2: no swap test over so few pairs bounds a 95 % interval
+        return f"—: {n} pairs"
+    lo, hi, est = r.get("overhead_lo"), r.get("overhead_hi"), r["overhead_pct"]
+    if pd.isna(lo) or pd.isna(hi) or abs(lo) > WIDEST_PCT or abs(hi) > WIDEST_PCT:
+        return f"{_signed(est)} [—: wider than ±{WIDEST_PCT:,.0f} %]"
+    return f"{_signed(est)} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def _signed(v: float) -> str:
+    return f"> +{WIDEST_PCT:,.0f} %" if v > WIDEST_PCT else f"{v:+.1f} %"
+
+
+def mde_text(v) -> str:
+    return "—" if pd.isna(v) else _pct(float(v))
