@@ -131,8 +131,10 @@ def lock(c, upgrade=False):
 
 # --- modes ---
 
+from cnibench.modes.cli import mode_help  # noqa: E402  (the registry names the modes)
+
 _MODE_HELP = {
-    "mode": "network mode (host, flannel-vxlan, flannel-host-gw, flannel-aws-vpc, ipvlan, macvlan, docker-bridge, calico-routed, ebpf-redirect)",
+    "mode": mode_help(),
     "inventory": "inventory file (default: the local testbed)",
     "dry_run": "print the exact commands per host and change nothing",
     "json_": "print JSON",
@@ -167,11 +169,11 @@ def _with_fleet(inventory, fn, lease=None, clean=False):
     return _leased(inventory, lease, lambda: _run(main()), clean=clean)
 
 
-def _mode_settings(ipvlan_mode, cluster_cidr):
-    from cnibench.modes import ModeSettings
+def _mode_settings(mode, **options):
+    from cnibench.modes.cli import settings_from_options
 
     try:
-        return ModeSettings(ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
+        return settings_from_options(mode, **options)
     except CnibenchError as exc:
         raise Exit(f"error: {exc}", code=2)
 
@@ -181,7 +183,7 @@ def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2
     """Bring a network mode up on the hosts and print its endpoint (--dry-run: print the plan)."""
     from cnibench.modes import cli
 
-    settings = _mode_settings(ipvlan_mode, cluster_cidr)
+    settings = _mode_settings(mode, ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
     print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_), lease=None if dry_run else f"mode.up --mode {mode}"))
 
 

@@ -17,7 +17,7 @@ from cnibench.modes import clean as clean_mod
 from cnibench.infra.config import HostSpec, Inventory
 from cnibench.errors import CommandFailed, HostUnreachable, PlanError
 from cnibench.infra.hosts import CommandResult, Fleet
-from cnibench.modes import ModeSettings, get_mode
+from cnibench.modes import get_mode
 from cnibench.modes.engine import apply, state
 from cnibench.modes.engine.apply import run_plan
 from cnibench.modes.base import step
@@ -73,10 +73,10 @@ def vxlan(fleet, monkeypatch):
     """mode up plans flannel-vxlan for the stand-in hosts (no facts, no kernel probe)."""
     f = facts()
     mode = get_mode("flannel-vxlan")
-    steps, endpoint = mode.plan(f, ModeSettings()), mode.endpoint(f, ModeSettings())
+    steps, endpoint = mode.plan(f, mode.settings()), mode.endpoint(f, mode.settings())
 
-    async def prepare(fleet_, name, settings):
-        return mode, ModeSettings(), f, steps, endpoint
+    async def prepare(fleet_, name, settings, implementation=None):
+        return mode, mode.settings(), f, steps, endpoint
 
     async def no_probe(*a):
         return None

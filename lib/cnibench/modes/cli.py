@@ -5,10 +5,25 @@ from __future__ import annotations
 import json
 
 from ..infra.hosts import quote
-from .registry import get_mode
-from .engine.apply import down as _down, prepare, setup_cost, up as _up, verify as _verify
 from .base import Step
+from .engine.apply import down as _down
+from .engine.apply import prepare, setup_cost
+from .engine.apply import up as _up
+from .engine.apply import verify as _verify
 from .engine.state import current_state, read_states, steps_to_undo
+from .registry import MODES, get_mode
+
+
+def mode_help() -> str:
+    """The --mode help text: every registered mode, in order."""
+    return f"network mode ({', '.join(MODES.names())})"
+
+
+def settings_from_options(mode: str, **given):
+    """The mode's settings from CLI options, each kept only where the mode has that setting."""
+    kind = get_mode(mode)
+    known = kind.settings_type.__dataclass_fields__
+    return kind.settings({k: v for k, v in given.items() if k in known})
 
 
 def format_plan(steps: list[Step], undo: bool = False) -> str:
@@ -25,13 +40,15 @@ def format_plan(steps: list[Step], undo: bool = False) -> str:
     return "\n".join(lines)
 
 
-async def up(fleet, mode: str, settings, dry_run: bool, as_json: bool) -> str:
+async def up(fleet, mode: str, settings, dry_run: bool, as_json: bool, implementation: str | None = None) -> str:
     if dry_run:
-        _, _, _, steps, endpoint = await prepare(fleet, mode, settings)
+        kind, _, _, steps, endpoint = await prepare(fleet, mode, settings, implementation)
         if as_json:
-            return json.dumps({"mode": mode, "endpoint": endpoint.to_dict(), "steps": [s.to_dict() for s in steps], **setup_cost(steps)}, indent=1)
+            plan = {"mode": mode, "implementation": kind.implementation, "endpoint": endpoint.to_dict(),
+                    "steps": [s.to_dict() for s in steps], **setup_cost(steps, kind)}
+            return json.dumps(plan, indent=1)
         return format_plan(steps) or f"# {mode}: nothing to create"
-    endpoint = await _up(fleet, mode, settings)
+    endpoint = await _up(fleet, mode, settings, implementation)
     return json.dumps(endpoint.to_dict(), indent=1) if as_json else f"{mode} is up; endpoint: {endpoint}"
 
 

@@ -210,7 +210,7 @@ def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
         keys = mode_setting_keys()
         if keys:
             _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
-            _check_mode_settings(settings, path, f"mode_settings.{mode}")
+            _check_mode_settings(settings, path, f"mode_settings.{mode}", mode)
     return mode_settings
 
 
@@ -314,13 +314,13 @@ def _focus(data: dict, path: Path, loads, kind) -> tuple[tuple[float, float] | N
     return (float(rng[0]), float(rng[1])), int(reps)
 
 
-def _check_mode_settings(settings: dict, path: Path, where: str) -> None:
+def _check_mode_settings(settings: dict, path: Path, where: str, mode: str) -> None:
     """Types and ranges of a mode's settings, as mode_up would check them (now, not mid-study)."""
-    from ..modes import ModeSettings
+    from ..modes import mode_settings
     from ..modes.base import SettingError
 
     try:
-        ModeSettings(**settings)
+        mode_settings(mode, settings)
     except SettingError as exc:
         raise ConfigError(path, f"{where}.{exc.key}", exc.problem, exc.fix) from None
 

@@ -8,13 +8,29 @@ with boto3 and returns the same CommandResult shape as a host. Tested against mo
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from ...errors import CommandFailed, PlanError
 from ...infra.hosts import CommandResult
 from ..base import AWS
 
 ROUTE_LIMIT = 50  # AWS's default routes per route table, the limit the study names
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where pod subnets are registered on real AWS (inventory key `aws`)."""
+
+    region: str = "us-east-1"
+    route_table_id: str = ""
+    instances: Mapping[str, str] = field(default_factory=dict)  # host name -> instance id
+    endpoint_url: str | None = None  # for moto in tests; None = the real AWS endpoint
+
+    @classmethod
+    def from_inventory(cls, aws: Mapping) -> "AwsSettings":
+        return cls(region=aws.get("region", "us-east-1"), route_table_id=aws.get("route_table_id", ""),
+                   instances=dict(aws.get("instances", {})), endpoint_url=aws.get("endpoint_url"))
 
 
 def _options(argv: Sequence[str]) -> dict[str, str | bool]:

@@ -32,7 +32,8 @@ from pathlib import Path
 from ...catalog import PREFIX
 from ...infra.config import DATA, RUN_DIR
 from ...errors import PlanError
-from ..base import AWS, LOCAL, ModeSettings, Step
+from ..base import AWS, LOCAL, Step, settings_fields
+from ..registry import MODES
 from .trust import StateRefused, check_endpoint, check_host_state, parse_originals
 
 DRIVER_DIR = DATA / "state" / "modes"
@@ -188,7 +189,8 @@ def merge(docs: dict[str, dict], source: str) -> dict | None:
     first = next(iter(docs.values()))
     statuses = {d.get("status") for d in docs.values()}
     status = next((s for s in ("rollback-failed", "applying") if s in statuses), "up")
-    state = {k: first.get(k) for k in ("mode", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds", "details")}
+    keys = ("mode", "implementation", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds", "details")
+    state = {k: first.get(k) for k in keys}
     state.update(status=status, source=source, steps=[s for d in docs.values() for s in d["steps"]],
                  started={t: d.get("started") for t, d in docs.items()})
     return state
@@ -264,11 +266,14 @@ async def remove_all(fleet, local=None) -> None:
     remove_driver(fleet.inventory)
 
 
-def _modes():
-    from ...catalog import MODES
-
-    return MODES
+def _modes() -> tuple[str, ...]:
+    return MODES.names()
 
 
 def _setting_defaults() -> dict:
-    return {f: getattr(ModeSettings(), f) for f in ModeSettings.__dataclass_fields__}
+    """Every registered kind's settings with their defaults (a host's copy may hold any)."""
+    out: dict = {}
+    for m in MODES.all():
+        defaults = m.settings_type()
+        out.update({f: getattr(defaults, f) for f in settings_fields(m.settings_type)})
+    return out

@@ -75,7 +75,7 @@ async def requests(fleet, endpoint: Endpoint, n: int = 1, wait: float = 5.0) -> 
 
 
 async def verify_mode(mode: NetworkMode, fleet, endpoint: Endpoint, settings: ModeSettings) -> VerifyResult:
-    facts = await gather_facts(fleet, with_router=(mode.name == "flannel-aws-vpc"))
+    facts = await gather_facts(fleet, with_router=mode.needs_router)
     server = await start_server(fleet, endpoint)
     checks: list[Check] = []
     try:

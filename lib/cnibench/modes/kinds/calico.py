@@ -6,9 +6,11 @@ routes amount to on one L2 segment). Host-side veth MAC ee:ee:ee:ee:ee:ee as Cal
 
 from __future__ import annotations
 
-from ..engine import pieces
 from ...catalog import PREFIX
-from ..base import ROUTE_PROTO, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint, step
+from ..base import HOST_RE, ROUTE_PROTO, VETH, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint, step
+from ..engine import pieces
+from ..engine.pathcheck import direct_route_checks, route_get
+from ..engine.pieces import require_l2
 
 GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -16,11 +18,10 @@ HOST_MAC = "ee:ee:ee:ee:ee:ee"
 
 class CalicoRouted(NetworkMode):
     name = "calico-routed"
-    link_kinds = ("veth",)
+    link_kinds = (VETH,)
+    owned_links = (rf"{PREFIX}c{HOST_RE}",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from ..engine.pieces import require_l2
-
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         steps: list[Step] = []
@@ -45,10 +46,6 @@ class CalicoRouted(NetworkMode):
         return pod_to_pod_endpoint(self.name, hosts, settings)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
-        from ..base import Check
-        from ..engine.pathcheck import direct_route_checks
-        from ..engine.pathcheck import route_get
-
         checks = await direct_route_checks(fleet, endpoint, settings, facts, probe)
         r = await route_get(fleet.server, endpoint.connect_address)
         veth = f"{PREFIX}c{facts.server.name}"

@@ -32,13 +32,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from typing import Mapping
 
-from ...parsing import ip_json
 from ...catalog import PREFIX
 from ...errors import PlanError, UnsupportedFeature
-from ..engine import pieces
+from ...infra.config import RUN_DIR
+from ...parsing import ip_json
 from ..base import (
+    HOST_RE,
     ROUTE_PROTO,
+    VETH,
     Check,
     Endpoint,
     HostFact,
@@ -46,9 +49,8 @@ from ..base import (
     ModeSettings,
     NetworkMode,
     Step,
-    ifname,
-    pin_dir,
     forwarding_step,
+    ifname,
     mtu_for,
     nth,
     pod_netns,
@@ -56,6 +58,32 @@ from ..base import (
     pod_to_pod_endpoint,
     step,
 )
+from ..engine import pieces
+from ..engine.pathcheck import parse_rule_counters
+from ..engine.pieces import require_l2
+from .bpf import ensure_object, object_path
+
+BPF_ROOT = f"{RUN_DIR}/bpf"  # the bpffs mounts of this mode, one per host
+# Pins under the mode's bpffs root and the usual bpffs (a constant script; the root is $1).
+BPF_PINS_SH = 'find "$1" /sys/fs/bpf -mindepth 1 2>/dev/null; true'
+OUR_PROGRAM = re.compile(rf"\bname {PREFIX}_\w+")  # a tc filter running one of our programs
+
+
+def pin_dir(host: str) -> str:
+    """The host's own bpffs mount: programs under prog/, maps under maps/."""
+    return f"{BPF_ROOT}/{PREFIX}-{host}"
+
+
+def bpf_mounts(mountinfo: str) -> list[str]:
+    """'mount point source' of every bpffs in /proc/self/mountinfo (pure; ids left out)."""
+    out = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if sep and len(fields) >= 5 and tail[:1] == ["bpf"]:
+            out.append(f"{fields[4]} {tail[1] if len(tail) > 1 else ''}".rstrip())
+    return sorted(out)
+
 
 PROGRAM = "redirect"  # bpf/redirect.c
 FROM_POD, FROM_NET = f"{PREFIX}_from_pod", f"{PREFIX}_from_net"
@@ -104,13 +132,12 @@ def map_update(host: str, name: str, key: list[str], value: list[str]) -> Step:
 
 class EbpfRedirect(NetworkMode):
     name = "ebpf-redirect"
-    link_kinds = ("veth",)
+    link_kinds = (VETH,)
+    owned_links = (rf"{PREFIX}e{HOST_RE}",)
+    creates = (r"tc (qdisc|filter) add\b", r"mount -t bpf\b", r"bpftool (prog loadall|map update)\b")
     helpers = HELPERS  # probed before any change (tests add one the kernel lacks)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from .bpf import object_path
-        from ..engine.pieces import require_l2
-
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         obj = object_path(PROGRAM)
@@ -155,8 +182,6 @@ class EbpfRedirect(NetworkMode):
 
     async def before_up(self, fleet, facts: HostFacts, settings: ModeSettings) -> dict:
         """Refuse, before any change, a host that cannot run the programs; then build them."""
-        from .bpf import ensure_object
-
         found = await fleet.gather("eBPF feature probe", lambda host: probe_host(host, facts[host.name], self.helpers))
         lacking = {h: m for h, m in found.items() if m}
         if lacking:
@@ -165,6 +190,35 @@ class EbpfRedirect(NetworkMode):
                                      "Use a kernel with BPF, cls_bpf, clsact and these helpers (5.10 or later), or pick another mode.")
         built = await fleet.gather("build BPF programs", lambda host: ensure_object(host, PROGRAM))
         return {"bpf": {h: b.to_dict() for h, b in built.items()}}
+
+    def undo_shapes(self, host: str, data_interface: str | None) -> list[tuple[str, ...]]:
+        pins = re.escape(pin_dir(host))
+        shapes = [("umount", pins), ("rmdir", pins)]
+        if data_interface:  # the inventory's interface, never the host's word
+            shapes.append(("tc", "qdisc", "del", "dev", re.escape(data_interface), "clsact"))
+        return shapes
+
+    def leftover_queries(self, host: str, data_interface: str) -> dict[str, list[str]]:
+        return {"filters": ["tc", "filter", "show", "dev", data_interface, "ingress"],
+                "mountinfo": ["cat", "/proc/self/mountinfo"], "pins": ["sh", "-c", 'test -d "$1" && echo yes', "sh", pin_dir(host)]}
+
+    def leftovers(self, host: str, data_interface: str, outputs: Mapping[str, str]) -> list[list[str]]:
+        """The data NIC's clsact qdisc when our program is attached there, the host's bpffs
+        mount (stacked ones repeated; unmounting drops its pins) and its directory."""
+        argvs = []
+        if OUR_PROGRAM.search(outputs.get("filters", "")):
+            argvs.append(["tc", "qdisc", "del", "dev", data_interface, "clsact"])
+        pins = pin_dir(host)
+        argvs += [["umount", pins] for m in bpf_mounts(outputs.get("mountinfo", "")) if m.split()[0] == pins]
+        if outputs.get("pins", "").strip() == "yes":
+            argvs.append(["rmdir", pins])
+        return argvs
+
+    def state_commands(self) -> list[tuple[str, list[str]]]:
+        return [("mounts", ["cat", "/proc/self/mountinfo"]), ("bpf_pins", ["sh", "-c", BPF_PINS_SH, "sh", BPF_ROOT])]
+
+    def normalise_state(self, name: str, text: str) -> str:
+        return "\n".join(bpf_mounts(text)) if name == "mounts" else text
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await redirect_checks(fleet, endpoint, settings, facts, probe)
@@ -270,8 +324,6 @@ async def _count_pod_packets(host, ns: str, peer: str) -> None:
 
 
 async def _pod_packets(host, ns: str) -> tuple[int, int]:
-    from ..engine.pathcheck import parse_rule_counters
-
     out = (await host.run(["nft", "-j", "list", "table", "ip", VERIFY_TABLE], netns=ns)).stdout
     sent, received = parse_rule_counters(out)
     return sent, received

@@ -13,18 +13,25 @@ Names carry the project prefix: cni0 -> cnibcni0, flannel.1 -> cnibflannel.1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import ClassVar, Mapping
+
 from ...catalog import PREFIX
 from ...errors import PlanError
-from ..engine import pieces
+from ...infra.kernelprobe import LinkKind
 from ..base import (
     AWS,
+    BRIDGE as BRIDGE_KIND,
+    HOST_RE,
     LOCAL,
+    VETH,
     ROUTE_PROTO,
     Check,
     Endpoint,
     HostFacts,
     ModeSettings,
     NetworkMode,
+    SettingError,
     Step,
     forwarding_step,
     ifname,
@@ -35,16 +42,40 @@ from ..base import (
     step,
     sysctl_step,
 )
-from ..engine.pathcheck import counters, direct_route_checks, route_get
+from ..engine import pieces
+from ..engine.aws import ROUTE_LIMIT, AwsDriver, AwsSettings
+from ..engine.pathcheck import counters, direct_route_checks, ping_ttl, route_get
 from ..engine.pieces import require_l2
 
 BRIDGE = f"{PREFIX}cni0"
 VXLAN = f"{PREFIX}flannel.1"
 VXLAN_OVERHEAD = 50
+VXLAN_KIND = LinkKind("vxlan", ("id", "42", "dstport", "4789"))
+
+
+@dataclass(frozen=True)
+class VxlanSettings(ModeSettings):
+    vxlan_port: int = 8472  # flannel's default (the Linux kernel default, not IANA's 4789)
+    vxlan_vni: int = 1
+
+    INT_RANGES: ClassVar = (*ModeSettings.INT_RANGES, ("vxlan_port", 1, 65535), ("vxlan_vni", 0, 2**24 - 1))
+
+
+@dataclass(frozen=True)
+class AwsVpcSettings(ModeSettings):
+    route_limit: int = ROUTE_LIMIT  # the VPC route table's entry limit (AWS default, named by the study)
+    aws: AwsSettings | None = None  # None: the testbed's fabric namespace acts as the VPC router
+
+    INT_RANGES: ClassVar = (*ModeSettings.INT_RANGES, ("route_limit", 1, 10_000))
+
+    def check_kind(self) -> None:
+        if self.aws is not None and not isinstance(self.aws, AwsSettings):
+            raise SettingError("aws", "is not an AWS section", "Put the AWS settings in the inventory ('aws:').")
 
 
 class _Flannel(NetworkMode):
-    link_kinds = ("bridge", "veth")
+    link_kinds = (BRIDGE_KIND, VETH)
+    owned_links = (BRIDGE, rf"{PREFIX}v{HOST_RE}")
     overhead = 0
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
@@ -77,7 +108,9 @@ class _Flannel(NetworkMode):
 
 class FlannelVxlan(_Flannel):
     name = "flannel-vxlan"
-    link_kinds = ("bridge", "veth", "vxlan")
+    settings_type = VxlanSettings
+    link_kinds = (BRIDGE_KIND, VETH, VXLAN_KIND)
+    owned_links = (BRIDGE, rf"{PREFIX}v{HOST_RE}", VXLAN.replace(".", r"\."))
     overhead = VXLAN_OVERHEAD
 
     def backend(self, h, hosts, subnets, settings, mtu) -> list[Step]:
@@ -127,6 +160,27 @@ class FlannelHostGw(_Flannel):
 
 class FlannelAwsVpc(_Flannel):
     name = "flannel-aws-vpc"
+    settings_type = AwsVpcSettings
+    needs_router = True  # on the testbed the fabric namespace is the VPC router
+    creates = (r"ec2 create-route\b",)
+
+    def settings_from_inventory(self, settings, extra: Mapping):
+        aws = extra.get("aws")
+        return settings.with_(aws=AwsSettings.from_inventory(aws)) if settings.aws is None and aws else settings
+
+    def settings_from_record(self, d: Mapping, trusted: bool):
+        """AWS settings only from the driver's own copy (a host must not name an AWS target)."""
+        d = dict(d)
+        aws = d.pop("aws", None)
+        s = super().settings_from_record(d, trusted)
+        return s.with_(aws=AwsSettings(**aws)) if aws and trusted else s
+
+    async def extend_facts(self, fleet, facts, settings):
+        if settings.aws is None or not settings.aws.instances:
+            return facts
+        # the original source/dest check of each instance, restored by the undo
+        driver = AwsDriver.from_settings(settings.aws)
+        return replace(facts, source_dest_check=driver.source_dest_check(settings.aws.instances.values()))
 
     def precheck_plan(self, hosts, settings):
         if settings.aws is None and hosts.router is None:
@@ -168,8 +222,6 @@ class FlannelAwsVpc(_Flannel):
         return steps
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
-        from ..engine.pathcheck import ping_ttl
-
         await probe()
         c = facts.client
         ttl = await ping_ttl(fleet.client, endpoint.client_netns, endpoint.connect_address)

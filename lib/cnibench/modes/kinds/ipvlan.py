@@ -12,18 +12,33 @@ refuses, before any change, when it is missing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...catalog import PREFIX
 from ...errors import PlanError
+from ...infra.kernelprobe import LinkKind
+from ..base import HOST_RE, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, SettingError, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
 from ..engine import pieces
-from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
 from ..engine.pathcheck import no_bridge_checks
+from ..engine.pieces import require_l2
 
 IPVLAN_MODES = ("l2", "l3")
 
 
+@dataclass(frozen=True)
+class IpvlanSettings(ModeSettings):
+    ipvlan_mode: str = "l2"  # l2 | l3
+
+    def check_kind(self) -> None:
+        if self.ipvlan_mode not in IPVLAN_MODES:
+            raise SettingError("ipvlan_mode", f"{self.ipvlan_mode!r} is not l2 or l3", "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
+
+
 class Ipvlan(NetworkMode):
     name = "ipvlan"
-    link_kinds = ("ipvlan",)
+    settings_type = IpvlanSettings
+    link_kinds = (LinkKind("ipvlan", ("mode", "l2"), on_parent=True),)
+    owned_links = (rf"{PREFIX}i{HOST_RE}",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
         mode = settings.ipvlan_mode
@@ -31,8 +46,6 @@ class Ipvlan(NetworkMode):
             raise PlanError(f"ipvlan_mode '{mode}' is not one of {', '.join(IPVLAN_MODES)}. Choose l2 or l3.")
         subnets = pod_subnets(hosts, settings)
         if mode == "l2":
-            from ..engine.pieces import require_l2
-
             require_l2(hosts, f"{self.name} (l2)")
         steps: list[Step] = []
         for h in hosts:

@@ -4,20 +4,20 @@ host. Containers on different hosts reach each other on the data segment (one L2
 
 from __future__ import annotations
 
-
-from ..engine import pieces
 from ...catalog import PREFIX
-from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ...infra.kernelprobe import LinkKind
+from ..base import HOST_RE, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ..engine import pieces
 from ..engine.pathcheck import no_bridge_checks
+from ..engine.pieces import require_l2
 
 
 class Macvlan(NetworkMode):
     name = "macvlan"
-    link_kinds = ("macvlan",)
+    link_kinds = (LinkKind("macvlan", ("mode", "bridge"), on_parent=True),)
+    owned_links = (rf"{PREFIX}m{HOST_RE}",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from ..engine.pieces import require_l2
-
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         steps: list[Step] = []
