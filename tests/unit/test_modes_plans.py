@@ -169,7 +169,7 @@ def test_calico_routed_has_no_bridge_and_proxy_arp():
     assert "ip -n cnib-server-pod route add default via 169.254.1.1 dev eth0" in c
 
 
-@pytest.mark.parametrize("name", MODES)
+@pytest.mark.parametrize("name", MODES.names())
 def test_every_plan_keeps_ssh_and_data_interfaces_untouched(name):
     for s in get_mode(name).plan(facts(), settings_of(name)):
         a = s.argv
