@@ -225,7 +225,7 @@ def clean(c, inventory=None):
 # --- workload ---
 
 _BENCH_HELP = {
-    "mode": "network mode (host, flannel-vxlan, ...); brought up if needed and down afterwards",
+    "mode": mode_help() + "; brought up if needed and down afterwards",
     "size": "small (350 B on the wire) or large (4096 B body)",
     "rate": "constant request rate, requests/s over all connections",
     "duration": "measurement window, seconds",

@@ -35,8 +35,8 @@ class Registry(Generic[T]):
     """Name -> implementation name -> object, in registration order. Iterating, `in` and
     `[name]` see the names and the default implementations (a drop-in for a dict)."""
 
-    def __init__(self, what: str, error: type[Exception] = KeyError):
-        self.what, self.error = what, error
+    def __init__(self, what: str, error: type[Exception] = KeyError, plural: str | None = None):
+        self.what, self.error, self.plural = what, error, plural or f"{what}s"
         self._items: dict[str, dict[str, T]] = {}
 
     def register(self, item: T) -> T:
@@ -60,7 +60,7 @@ class Registry(Generic[T]):
         if impls is None:
             close = difflib.get_close_matches(str(name), list(self._items), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise self.error(f"unknown {self.what} '{name}'.{hint} Known {self.what}s: {', '.join(self._items)}.")
+            raise self.error(f"unknown {self.what} '{name}'.{hint} Known {self.plural}: {', '.join(self._items)}.")
         impl = implementation or DEFAULT
         if impl not in impls:
             raise self.error(f"{self.what} '{name}' has no implementation '{impl}'. Known: {', '.join(impls)}.")
@@ -105,7 +105,7 @@ class ModeRegistry(Registry[NetworkMode]):
         return next(iter(self._items))
 
 
-MODES = ModeRegistry("network mode", PlanError)
+MODES = ModeRegistry("network mode", PlanError, plural="modes")
 # The order of registration is the fixed order of tables, legends and colours; the first mode
 # is the reference.
 for _mode in (HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(),

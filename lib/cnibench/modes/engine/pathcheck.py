@@ -26,15 +26,18 @@ def parse_ttl(ping_output: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-async def counters(host, data_if: str, endpoint, settings, probe) -> dict[str, int]:
+VXLAN_PORT = 8472  # the Linux kernel's default VXLAN port: what an unencapsulated path must not use
+
+
+async def counters(host, data_if: str, endpoint, probe, encap_port: int = VXLAN_PORT) -> dict[str, int]:
     """Count, while `probe()` runs, packets leaving `data_if` on `host` that the host's IP stack
-    handled: VXLAN-encapsulated (UDP to the VXLAN port) and plain (addressed to the endpoint);
+    handled: encapsulated (UDP to `encap_port`) and plain (addressed to the endpoint);
     and `tx`, all packets the interface sent (macvlan/ipvlan traffic bypasses the host stack)."""
     t = VERIFY_TABLE
     await host.run(["nft", "add", "table", "ip", t])
     try:
         await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "postrouting", "priority", "0", ";", "}"])
-        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "udp", "dport", str(settings.vxlan_port), "counter"])
+        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "udp", "dport", str(encap_port), "counter"])
         await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "ip", "daddr", endpoint.connect_address, "counter"])
         tx0 = await tx_packets(host, data_if)
         await probe()
@@ -64,11 +67,11 @@ def parse_rule_counters(nft_json: str) -> list[int]:
 async def direct_route_checks(fleet, endpoint, settings, facts, probe) -> list[Check]:
     """host-gw and routed modes: the pod route goes via the peer's data address, unencapsulated."""
     c, s = facts.client, facts.server
-    delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
+    delta = await counters(fleet.client, c.data_interface, endpoint, probe)
     route = await route_get(fleet.client, endpoint.connect_address)
     return [
         Check("route to the server pod via the server's data address", f"via {s.data_address} dev {c.data_interface}" in route, route),
-        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0, f"plain {delta['plain']}, UDP/{settings.vxlan_port} {delta['encap']}"),
+        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0, f"plain {delta['plain']}, UDP/{VXLAN_PORT} {delta['encap']}"),
     ]
 
 
@@ -76,7 +79,7 @@ async def direct_route_checks(fleet, endpoint, settings, facts, probe) -> list[C
 async def no_bridge_checks(fleet, endpoint, settings, facts, probe, kind: str, mode: str) -> list[Check]:
     """The container's eth0 is a `kind` child of the data interface, which is in no bridge."""
     c = facts.client
-    delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
+    delta = await counters(fleet.client, c.data_interface, endpoint, probe)
     checks = []
     for host, f, ns in ((fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
         pod = ip_json((await host.run(["ip", "-d", "-j", "-n", ns, "link", "show", "dev", pieces.POD_IF])).stdout)[0]
@@ -90,5 +93,5 @@ async def no_bridge_checks(fleet, endpoint, settings, facts, probe, kind: str, m
     # (its postrouting hook sees none of them): no bridge, no routing on the way.
     checks.append(Check(f"pod packets leave {c.data_interface} without crossing the host's stack",
                         delta["tx"] >= 3 and delta["plain"] == 0 and delta["encap"] == 0,
-                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, {delta['encap']} UDP/{settings.vxlan_port}"))
+                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, {delta['encap']} UDP/{VXLAN_PORT}"))
     return checks

@@ -85,6 +85,6 @@ def require_l2(hosts: HostFacts, mode: str) -> None:
             if p.name not in h.l2_peers:
                 raise PlanError(
                     f"{mode} needs every host on one L2 segment, but {h.name} does not reach "
-                    f"{p.name} ({p.data_address}) directly on {h.data_interface}. Use flannel-vxlan, "
-                    "or put the hosts' data interfaces on one switch/subnet."
+                    f"{p.name} ({p.data_address}) directly on {h.data_interface}. Use a mode with an "
+                    "overlay (VXLAN), or put the hosts' data interfaces on one switch/subnet."
                 )

@@ -136,7 +136,7 @@ class FlannelVxlan(_Flannel):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         c = facts.client
-        delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
+        delta = await counters(fleet.client, c.data_interface, endpoint, probe, settings.vxlan_port)
         route = await route_get(fleet.client, endpoint.connect_address)
         return [
             Check(f"UDP/{settings.vxlan_port} packets rise on {c.data_interface}", delta["encap"] > 0, f"{delta['encap']} packets"),
