@@ -1,6 +1,7 @@
 """The project's own C programs, built on each host from the project's own source.
 
-    path = await ensure_built(host, "hiccup", source)              # /run/cnibench/bin/hiccup-<hash>
+    HICCUP = CSource(__package__, "hiccup.c", "hiccup")            # the source, its hash, its path
+    path = await ensure_built(host, "hiccup", HICCUP.read())        # /run/cnibench/bin/hiccup-<hash>
     path = await ensure_built(host, "cnib-openloop", source, ("-O2", "-pthread"), ("-lm",))
     state = await built_state(host, "hiccup", source)               # for hosts.check
     version = await compiler_version(host)                          # for the records
@@ -17,10 +18,13 @@ leave half a file.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 from ..catalog import PREFIX
-from .config import RUN_DIR
 from ..errors import HostError
+from .config import RUN_DIR
 
 BIN_DIR = f"{RUN_DIR}/bin"
 CFLAGS = ("-O2", "-Wall")
@@ -33,6 +37,32 @@ def source_hash(source: bytes) -> str:
 
 def binary_path(name: str, source: bytes, suffix: str = "") -> str:
     return f"{BIN_DIR}/{name}-{source_hash(source)}{suffix}"
+
+
+@dataclass(frozen=True)
+class CSource:
+    """One of the project's C programs: its source file (read from the package that ships it,
+    so it is found in a wheel as in a checkout), the source's hash and the binary's path."""
+
+    package: str  # the package holding the file (its __package__)
+    file: str  # e.g. "hiccup.c"
+    binary: str  # the binary's name before the hash, e.g. "cnib-openloop"
+    suffix: str = ""  # e.g. ".o" for a BPF object
+
+    def read(self) -> bytes:
+        return resources.files(self.package).joinpath(self.file).read_bytes()
+
+    def sha256(self) -> str:
+        """The full SHA-256 of the source (records and manifests carry it)."""
+        return hashlib.sha256(self.read()).hexdigest()
+
+    def path(self) -> str:
+        """Where the binary built from this source lives on a host (a pure function of it)."""
+        return binary_path(self.binary, self.read(), self.suffix)
+
+    def file_path(self) -> Path:
+        """The source file on this machine (e.g. to compile it locally in a test)."""
+        return Path(str(resources.files(self.package).joinpath(self.file)))
 
 
 def build_script(cflags=CFLAGS, libs=(), compiler: str = COMPILER, package: str = "build-essential") -> str:

@@ -1,7 +1,7 @@
 """`invoke clean`: remove every leftover of any network mode, by ownership, after a crash.
 
 1. The mode's state (the driver's copy; without one, the hosts' checked copies, see
-   modes/state.py): undo every step that was started. A state file that cannot be read or is
+   modes/engine/state.py): undo every step that was started. A state file that cannot be read or is
    not trusted is reported and treated as absent: the sweep below still runs.
 2. Sweep by prefix on every inventory host: container namespaces `cnib-<host>-*`, the probe
    namespaces `cnib-probe-*` a killed `hosts.check` leaves, interfaces the registered mode kinds

@@ -2,7 +2,7 @@
 
     built = await ensure_object(host, "redirect")   # -> /run/cnibench/bin/cnib-redirect-<hash>.o
 
-Compiled on each host by workload/cbuild.py, like the load generator: the source is copied to
+Compiled on each host by infra/cbuild.py, like the load generator: the source is copied to
 the host and compiled there (clang -O2 -g -target bpf -c; Debian's clang, and libbpf-dev for
 <bpf/bpf_helpers.h>), so the object matches the host's kernel headers; nothing is downloaded.
 The object's name carries the source's hash.
@@ -10,9 +10,7 @@ The object's name carries the source's hash.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from importlib import resources
 
 from ....catalog import PREFIX
 from ....errors import HostError
@@ -25,16 +23,21 @@ PACKAGES = "clang libbpf-dev bpftool"  # what a host needs to build and load the
 CFLAGS = ("-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/$({COMPILER} -print-multiarch)", "-c")
 
 
+def program(name: str) -> cbuild.CSource:
+    """`<name>.c` here, built to `cnib-<name>-<hash>.o`."""
+    return cbuild.CSource(__package__, f"{name}.c", f"{PREFIX}-{name}", ".o")
+
+
 def source(name: str) -> bytes:
-    return resources.files(__package__).joinpath(f"{name}.c").read_bytes()
+    return program(name).read()
 
 
 def source_hash(name: str) -> str:
-    return hashlib.sha256(source(name)).hexdigest()
+    return program(name).sha256()
 
 
 def object_path(name: str) -> str:
-    return cbuild.binary_path(f"{PREFIX}-{name}", source(name), ".o")
+    return program(name).path()
 
 
 def build_argv(src: str, out: str, multiarch: str | None) -> list[str]:
