@@ -11,10 +11,9 @@ boto3 = pytest.importorskip("boto3")
 
 from cnibench.errors import CommandFailed  # noqa: E402
 from cnibench.modes import get_mode  # noqa: E402
+from cnibench.modes.base import AWS, HostFact, HostFacts  # noqa: E402
 from cnibench.modes.engine.apply import apply_steps, undo_steps  # noqa: E402
 from cnibench.modes.engine.aws import AwsDriver, AwsSettings  # noqa: E402
-from cnibench.modes.base import AWS, HostFact, HostFacts  # noqa: E402
-
 
 _AMI: list[str] = []
 

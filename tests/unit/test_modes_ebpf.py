@@ -7,17 +7,16 @@ import json
 from dataclasses import replace
 
 import pytest
+from test_modes_plans import cmds, facts
 
-from cnibench.modes.clean import sweep_plan
 from cnibench.errors import PlanError
 from cnibench.modes import get_mode
-from cnibench.modes.kinds import ebpf
 from cnibench.modes.base import HostFacts
-from cnibench.modes.kinds.bpf import build_argv, object_path, source, source_hash
+from cnibench.modes.clean import sweep_plan
 from cnibench.modes.engine.hoststate import normalise
+from cnibench.modes.kinds import ebpf
+from cnibench.modes.kinds.bpf import build_argv, object_path, source, source_hash
 from cnibench.modes.kinds.ebpf import bpf_mounts
-
-from test_modes_plans import cmds, facts
 
 MODE = get_mode("ebpf-redirect")
 

@@ -6,10 +6,11 @@ import pytest
 
 from cnibench.errors import PlanError
 from cnibench.modes import MODES, ModeSettings, get_mode
+from cnibench.modes.addressing import pod_subnets
+from cnibench.modes.base import LOCAL, HostFact, HostFacts, RouterFact, Step
+from cnibench.modes.cli import format_plan
 from cnibench.modes.engine.apply import setup_cost
 from cnibench.modes.engine.aws import AwsSettings
-from cnibench.modes.base import LOCAL, HostFact, HostFacts, RouterFact, Step, pod_subnets
-from cnibench.modes.cli import format_plan
 
 
 def facts(l2=True, names=("client", "server"), mtu=1500, router=True) -> HostFacts:

@@ -11,20 +11,20 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import pytest
+from test_modes_plans import facts
+from test_modes_state import FakeFleet, FakeHost, dirs, run  # noqa: F401  (dirs: a fixture)
 
 from cnibench.catalog import PREFIX
 from cnibench.errors import PlanError
 from cnibench.infra.kernelprobe import LinkKind
 from cnibench.modes import MODES, ModeSettings, NetworkMode, cli, get_mode
 from cnibench.modes import clean as clean_mod
-from cnibench.modes.base import HOST_RE, SettingError, pod_to_pod_endpoint, step
+from cnibench.modes.addressing import pod_to_pod_endpoint
+from cnibench.modes.base import HOST_RE, SettingError, step
 from cnibench.modes.engine import apply, hoststate, state
 from cnibench.modes.engine.pieces import netns
 from cnibench.modes.engine.trust import OUR_IF, undo_allowed
 from cnibench.modes.registry import Registry
-
-from test_modes_plans import facts
-from test_modes_state import FakeFleet, FakeHost, dirs, run  # noqa: F401  (dirs: a fixture)
 
 TOY = "toy-dummy"
 

@@ -12,18 +12,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_modes_plans import facts
 
-from cnibench.modes import clean as clean_mod
-from cnibench.infra.config import HostSpec, Inventory
 from cnibench.errors import CommandFailed, HostUnreachable, PlanError
+from cnibench.infra.config import HostSpec, Inventory
 from cnibench.infra.hosts import CommandResult, Fleet
+from cnibench.infra.local import LocalHost
+from cnibench.modes import clean as clean_mod
 from cnibench.modes import get_mode
+from cnibench.modes.base import step
 from cnibench.modes.engine import apply, state
 from cnibench.modes.engine.apply import run_plan
-from cnibench.modes.base import step
-from cnibench.infra.local import LocalHost
-
-from test_modes_plans import facts
 
 
 class FakeHost:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
-
-import pytest
-
 from dataclasses import asdict
 
+import pytest
+from test_modes_plans import facts
+
 from cnibench.modes import MODES, get_mode
+from cnibench.modes.base import AWS, LOCAL
 from cnibench.modes.engine.apply import already_gone
-from cnibench.modes.base import LOCAL, AWS
 from cnibench.modes.engine.facts import originals_over
 from cnibench.modes.engine.state import _setting_defaults, host_copy
 from cnibench.modes.engine.trust import (
@@ -23,8 +23,6 @@ from cnibench.modes.engine.trust import (
     sysctl_assignments,
     undo_allowed,
 )
-
-from test_modes_plans import facts
 
 
 def every_plan():

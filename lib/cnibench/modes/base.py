@@ -12,13 +12,12 @@ Routes a mode adds carry `proto 203` (ROUTE_PROTO), an ownership marker `invoke 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, fields, replace
-from typing import ClassVar, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Iterable, Mapping
 
-from ..catalog import name as prefixed
 from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
-from ..errors import PlanError
 from ..infra.kernelprobe import LinkKind
+from .settings import ModeSettings, SettingError, check_settings, settings_fields  # noqa: F401  (re-exported)
 
 LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)
 AWS = "@aws"  # Step.host for AWS API calls (argv read by the boto3 driver, aws.py)
@@ -63,68 +62,6 @@ class Step:
 
 def step(host: str, argv: Iterable, undo: Iterable | None = None, netns: str | None = None) -> Step:
     return Step(host, tuple(str(a) for a in argv), None if undo is None else tuple(str(a) for a in undo), netns)
-
-
-@dataclass(frozen=True)
-class ModeSettings:
-    """The settings every mode shares. A kind with knobs of its own subclasses it (its
-    `settings_type`), adds fields with defaults, and extends INT_RANGES and `check_kind`."""
-
-    cluster_cidr: str = "10.244.0.0/16"
-    subnet_prefix: int = 24
-    service_port: int = 8080  # the port nginx listens on in the server container
-    mtu: int | None = None  # override the container MTU (default: what the real solution uses)
-
-    # (setting, low, high) of the whole-number settings; each reaches a command line or a
-    # config file, so it must be a real int (not a string, a float or a bool) in its range.
-    INT_RANGES: ClassVar[tuple[tuple[str, int, int], ...]] = (("service_port", 1, 65535), ("subnet_prefix", 1, 32))
-    NETWORKS: ClassVar[tuple[str, ...]] = ("cluster_cidr",)  # settings that are IPv4 networks
-
-    def __post_init__(self):
-        check_settings(self)
-        self.check_kind()
-
-    def check_kind(self) -> None:
-        """A kind's own checks (pure; SettingError)."""
-
-    def with_(self, **kw) -> "ModeSettings":
-        return replace(self, **kw)
-
-
-def settings_fields(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-def _whole(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-class SettingError(PlanError):
-    """One mode setting is wrong: names the setting, the problem and the fix."""
-
-    def __init__(self, key: str, problem: str, fix: str):
-        self.key, self.problem, self.fix = key, problem, fix
-        super().__init__(f"mode setting {key}: {problem}. {fix}")
-
-
-def check_settings(s: ModeSettings) -> None:
-    """Types and ranges of the shared settings and of the kind's INT_RANGES and NETWORKS (pure)."""
-    for key, lo, hi in s.INT_RANGES:
-        v = getattr(s, key)
-        if not _whole(v) or not lo <= v <= hi:
-            raise SettingError(key, f"{v!r} is not a whole number from {lo} to {hi}",
-                               f"Write e.g. '{key}: {getattr(type(s), key)}'.")
-    if s.mtu is not None and (not _whole(s.mtu) or not 576 <= s.mtu <= 65535):
-        raise SettingError("mtu", f"{s.mtu!r} is not a whole number from 576 to 65535",
-                           "Leave it out to use what the real solution uses.")
-    for key in s.NETWORKS:
-        v = getattr(s, key)
-        try:
-            if not isinstance(v, str):
-                raise TypeError("not text")
-            ipaddress.IPv4Network(v, strict=True)
-        except (TypeError, ValueError) as exc:
-            raise SettingError(key, f"{v!r} is not an IPv4 network ({exc})", "Write it like 10.244.0.0/16.") from None
 
 
 @dataclass(frozen=True)
@@ -310,110 +247,3 @@ class NetworkMode:
 BRIDGE = LinkKind("bridge")
 VETH = LinkKind("veth")
 HOST_RE = r"[a-z][a-z0-9]{0,7}"  # an inventory host name (config._NAME_RE), for owned_links
-
-
-def pod_netns(host: str, role: str = "pod") -> str:
-    return prefixed(host, role)
-
-
-def ifname(name: str) -> str:
-    """An interface name this project generates; refuses names the kernel would reject."""
-    if not name or len(name) > IFNAME_MAX:
-        raise PlanError(
-            f"interface name '{name}' has {len(name)} characters; Linux allows at most {IFNAME_MAX}. "
-            "Use shorter host names in the inventory (at most 8 characters)."
-        )
-    return name
-
-
-def network(value: str, what: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(value, strict=True)
-    except ValueError as exc:
-        raise PlanError(f"{what} '{value}' is not an IPv4 network ({exc}). Write it like 10.244.0.0/16.") from None
-
-
-def check_no_overlap(named: Mapping[str, ipaddress.IPv4Network]) -> None:
-    items = list(named.items())
-    for i, (a, na) in enumerate(items):
-        for b, nb in items[i + 1:]:
-            if na.overlaps(nb):
-                raise PlanError(f"{a} {na} overlaps {b} {nb}. Choose a {a} that does not overlap (change it in the settings).")
-
-
-def base_networks(hosts: HostFacts) -> dict[str, ipaddress.IPv4Network]:
-    """Networks pod addresses must never overlap: data networks and the SSH session's peer."""
-    nets: dict[str, ipaddress.IPv4Network] = {}
-    for h in hosts:
-        nets.setdefault(f"the data network of {h.name}", h.data_network)
-        if h.ssh_peer:
-            nets.setdefault(f"the SSH source address of {h.name}", ipaddress.IPv4Network(f"{h.ssh_peer}/32"))
-    # several hosts on one data network: keep one entry per distinct network
-    seen, unique = set(), {}
-    for k, v in nets.items():
-        if v not in seen:
-            seen.add(v)
-            unique[k] = v
-    return unique
-
-
-def check_networks(hosts: HostFacts, extra: Mapping[str, ipaddress.IPv4Network]) -> None:
-    """Refuse pod networks that overlap each other, a data network or the SSH path."""
-    named = dict(extra)
-    for k, v in base_networks(hosts).items():
-        for ek, ev in extra.items():
-            if v.overlaps(ev):
-                raise PlanError(f"{ek} {ev} overlaps {k} ({v}). Choose a {ek} that does not overlap (change it in the settings).")
-    check_no_overlap(named)
-
-
-def pod_subnets(hosts: HostFacts, settings: ModeSettings) -> dict[str, ipaddress.IPv4Network]:
-    """A pod subnet per host (flannel's lease), in inventory order: host i gets subnet i+1."""
-    cluster = network(settings.cluster_cidr, "cluster_cidr")
-    prefix = settings.subnet_prefix
-    if not isinstance(prefix, int) or not cluster.prefixlen <= prefix <= 30:
-        raise PlanError(
-            f"subnet_prefix /{prefix} does not fit cluster_cidr {cluster}: it must be between "
-            f"/{cluster.prefixlen} and /30. Choose a subnet_prefix in that range."
-        )
-    available = 2 ** (prefix - cluster.prefixlen)
-    if available < len(hosts) + 1:
-        raise PlanError(
-            f"cluster_cidr {cluster} holds {available} /{prefix} subnet(s), too few for {len(hosts)} hosts "
-            "(subnet 0 is left unused). Use a larger cluster_cidr or a longer subnet_prefix."
-        )
-    check_networks(hosts, {"cluster_cidr": cluster})
-    subnets = cluster.subnets(new_prefix=prefix)
-    next(subnets)  # leave the first subnet unused (10.244.0.0/24 looks like the network itself)
-    return {h.name: next(subnets) for h in hosts}
-
-
-def nth(net: ipaddress.IPv4Network, n: int) -> str:
-    return str(net.network_address + n)
-
-
-def pod_to_pod_endpoint(mode: str, hosts: "HostFacts", settings: "ModeSettings") -> "Endpoint":
-    """The client pod dials the server pod's own address (every mode without NAT)."""
-    addr = nth(pod_subnets(hosts, settings)[hosts.server.name], 2)
-    return Endpoint(mode, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port, addr, settings.service_port)
-
-
-def sysctl_step(host: str, key: str, value, old) -> Step:
-    return step(host, ["sysctl", "-q", "-w", f"{key}={value}"], ["sysctl", "-q", "-w", f"{key}={old}"])
-
-
-def forwarding_step(h: HostFact) -> Step:
-    """ip_forward on; undo restores it and all.accept_redirects, which the kernel resets when
-    ip_forward changes (devinet.c: inet_forward_change)."""
-    return step(
-        h.name,
-        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-        ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={h.ip_forward}", f"net.ipv4.conf.all.accept_redirects={h.accept_redirects}"],
-    )
-
-
-def mtu_for(h: HostFact, settings: ModeSettings, overhead: int = 0) -> int:
-    mtu = settings.mtu if settings.mtu else h.mtu - overhead
-    if mtu < 576 or mtu > h.mtu - overhead:
-        raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. Choose an MTU from 576 to {h.mtu - overhead}.")
-    return mtu

@@ -26,6 +26,7 @@ from ...infra.local import LocalHost
 from ..base import AWS, LOCAL, Endpoint, ModeSettings, NetworkMode, Step, VerifyResult
 from ..registry import MODES, get_mode
 from . import state as store
+from .aws import AwsDriver
 from .facts import gather_facts
 from .state import current_state, steps_to_undo
 from .trust import sysctl_assignments
@@ -73,8 +74,6 @@ class Runners:
             return self._local
         if name == AWS:
             if self._aws is None:
-                from .aws import AwsDriver
-
                 self._aws = AwsDriver.from_settings(getattr(self.settings, "aws", None))
             return self._aws
         return self.fleet[name]

@@ -59,12 +59,12 @@ class AwsDriver:
     def from_settings(cls, aws) -> "AwsDriver":
         if aws is None:
             raise PlanError("this plan has AWS steps but the inventory has no 'aws' section (region, route_table_id, instances).")
-        import boto3
+        import boto3  # heavy, and needed only on real AWS (or moto): not on every CLI path
 
         return cls(boto3.client("ec2", region_name=aws.region, endpoint_url=aws.endpoint_url))
 
     async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = None, input=None, netns=None) -> CommandResult:
-        import botocore.exceptions
+        import botocore.exceptions  # with boto3, only on the AWS path
 
         argv = tuple(argv)
         start = time.monotonic()
@@ -115,7 +115,7 @@ class AwsDriver:
 
     def source_dest_check(self, instance_ids) -> dict[str, bool]:
         """instance id -> its source/dest check now (read before the plan changes it)."""
-        import botocore.exceptions
+        import botocore.exceptions  # with boto3, only on the AWS path
 
         out = {}
         for iid in instance_ids:

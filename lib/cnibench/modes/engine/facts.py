@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
-from ...parsing import ip_json
 from ...catalog import PREFIX
 from ...errors import HostError, PlanError
-from ..base import HostFact, HostFacts, RouterFact
 from ...infra.local import LocalHost
+from ...parsing import ip_json
+from ..base import HostFact, HostFacts, RouterFact
+from .state import read_originals
 
 L2_STATES = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
 
@@ -33,8 +33,6 @@ async def gather_facts(fleet, with_router: bool = True) -> HostFacts:
 
 async def recorded(target) -> list[str]:
     """Sysctl originals an earlier, unfinished mode recorded on `target` (state.py)."""
-    from .state import read_originals
-
     return (await read_originals(target))[0]
 
 

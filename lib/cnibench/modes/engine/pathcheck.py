@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from ...parsing import ip_json
+
 from ...catalog import PREFIX
-from . import pieces
+from ...parsing import ip_json
 from ..base import Check
+from . import pieces
 
 VERIFY_TABLE = f"{PREFIX}_verify"  # a throwaway nftables table, removed after each check
 

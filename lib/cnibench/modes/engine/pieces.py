@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 
 from ...errors import PlanError
-from ..base import ROUTE_PROTO, HostFact, HostFacts, Step, ifname, pod_netns, step
+from ..addressing import ifname, pod_netns
+from ..base import ROUTE_PROTO, HostFact, HostFacts, Step, step
 
 POD_IF = "eth0"  # the container's interface, as Docker and Kubernetes name it
 

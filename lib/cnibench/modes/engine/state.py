@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...catalog import PREFIX
-from ...infra.config import DATA, RUN_DIR
 from ...errors import PlanError
+from ...infra.config import DATA, RUN_DIR
 from ..base import AWS, LOCAL, Step, settings_fields
 from ..registry import MODES
 from .trust import StateRefused, check_endpoint, check_host_state, parse_originals

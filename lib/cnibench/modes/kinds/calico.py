@@ -7,7 +7,26 @@ routes amount to on one L2 segment). Host-side veth MAC ee:ee:ee:ee:ee:ee as Cal
 from __future__ import annotations
 
 from ...catalog import PREFIX
-from ..base import HOST_RE, ROUTE_PROTO, VETH, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint, step
+from ..addressing import (
+    forwarding_step,
+    mtu_for,
+    nth,
+    pod_netns,
+    pod_subnets,
+    pod_to_pod_endpoint,
+)
+from ..base import (
+    HOST_RE,
+    ROUTE_PROTO,
+    VETH,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    Step,
+    step,
+)
 from ..engine import pieces
 from ..engine.pathcheck import direct_route_checks, route_get
 from ..engine.pieces import require_l2

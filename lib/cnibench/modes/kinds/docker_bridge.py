@@ -13,8 +13,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ...catalog import PREFIX
+from ..addressing import (
+    check_networks,
+    forwarding_step,
+    mtu_for,
+    network,
+    nth,
+    pod_netns,
+)
 from ..base import (
     BRIDGE as BRIDGE_KIND,
+)
+from ..base import (
     HOST_RE,
     VETH,
     Check,
@@ -24,12 +34,6 @@ from ..base import (
     NetworkMode,
     SettingError,
     Step,
-    check_networks,
-    forwarding_step,
-    mtu_for,
-    network,
-    nth,
-    pod_netns,
     step,
 )
 from ..engine import pieces

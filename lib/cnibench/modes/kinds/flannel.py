@@ -19,13 +19,21 @@ from typing import ClassVar, Mapping
 from ...catalog import PREFIX
 from ...errors import PlanError
 from ...infra.kernelprobe import LinkKind
+from ..addressing import (
+    forwarding_step,
+    ifname,
+    mtu_for,
+    nth,
+    pod_subnets,
+    pod_to_pod_endpoint,
+    sysctl_step,
+)
 from ..base import (
     AWS,
-    BRIDGE as BRIDGE_KIND,
     HOST_RE,
     LOCAL,
-    VETH,
     ROUTE_PROTO,
+    VETH,
     Check,
     Endpoint,
     HostFacts,
@@ -33,14 +41,10 @@ from ..base import (
     NetworkMode,
     SettingError,
     Step,
-    forwarding_step,
-    ifname,
-    mtu_for,
-    nth,
-    pod_subnets,
-    pod_to_pod_endpoint,
     step,
-    sysctl_step,
+)
+from ..base import (
+    BRIDGE as BRIDGE_KIND,
 )
 from ..engine import pieces
 from ..engine.aws import ROUTE_LIMIT, AwsDriver, AwsSettings

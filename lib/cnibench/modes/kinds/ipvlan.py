@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from ...catalog import PREFIX
 from ...errors import PlanError
 from ...infra.kernelprobe import LinkKind
-from ..base import HOST_RE, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, SettingError, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ..addressing import ifname, nth, pod_subnets, pod_to_pod_endpoint
+from ..base import (
+    HOST_RE,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    SettingError,
+    Step,
+    step,
+)
 from ..engine import pieces
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from ...catalog import PREFIX
 from ...infra.kernelprobe import LinkKind
-from ..base import HOST_RE, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ..addressing import ifname, nth, pod_subnets, pod_to_pod_endpoint
+from ..base import (
+    HOST_RE,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    Step,
+    step,
+)
 from ..engine import pieces
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2

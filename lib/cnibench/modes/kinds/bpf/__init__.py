@@ -1,4 +1,5 @@
-"""The project's own BPF programs (`<name>.c` here) and their build on a host.
+"""The project's own BPF programs (`<name>.c` here) and their build on a host; datapath.py holds
+the redirect program's names and map encodings, checks.py what ebpf-redirect probes and verifies.
 
     built = await ensure_object(host, "redirect")   # -> /run/cnibench/bin/cnib-redirect-<hash>.o
 
