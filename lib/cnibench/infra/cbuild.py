@@ -71,7 +71,8 @@ def build_script(cflags=CFLAGS, libs=(), compiler: str = COMPILER, package: str 
     input: they may hold a $(...) the host's shell expands (the BPF build's include path)."""
     return (
         'set -e; b=$1; s=$2; [ -s "$b" ] && exit 0\n'
-        f'command -v {compiler} >/dev/null || {{ echo "no compiler ({compiler}): apt-get install -y {package}" >&2; exit 3; }}\n'
+        f'command -v {compiler} >/dev/null || '
+        f'{{ echo "no compiler ({compiler}): apt-get install -y {package}" >&2; exit 3; }}\n'
         f't="$b.tmp.$$"; {compiler} {" ".join(cflags)} -o "$t" "$s" {" ".join(libs)} && mv -f "$t" "$b"\n'
     )
 
@@ -98,7 +99,9 @@ async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=(), *
 async def built_state(host, name: str, source: bytes) -> str:
     """'built <path>', 'not built yet (<path>)' or 'no C compiler: ...' (read only)."""
     path = binary_path(name, source)
-    r = await host.run(["sh", "-c", f'test -x "$1" && echo built || {{ command -v {COMPILER} >/dev/null && echo missing || echo nocc; }}',
+    r = await host.run(["sh", "-c",
+                        f'test -x "$1" && echo built || '
+                        f'{{ command -v {COMPILER} >/dev/null && echo missing || echo nocc; }}',
                         f"{PREFIX}", path], check=False, timeout=10)
     state = r.stdout.strip()
     if state == "built":
@@ -110,5 +113,6 @@ async def built_state(host, name: str, source: bytes) -> str:
 
 async def compiler_version(host, compiler: str = COMPILER) -> str | None:
     """The first line of the host's `<compiler> --version` (None: no such compiler)."""
-    r = await host.run(["sh", "-c", f'command -v {compiler} >/dev/null && {compiler} --version'], check=False, timeout=15)
+    r = await host.run(["sh", "-c", f'command -v {compiler} >/dev/null && {compiler} --version'], check=False,
+                       timeout=15)
     return r.stdout.splitlines()[0].strip() if r.ok and r.stdout.strip() else None

@@ -54,7 +54,8 @@ def setting_keys() -> tuple[str, ...]:
     return tuple(keys)
 
 
-async def mode_up(fleet, name: str, settings: ModeSettings | None = None, implementation: str | None = None) -> Endpoint:
+async def mode_up(fleet, name: str, settings: ModeSettings | None = None,
+                  implementation: str | None = None) -> Endpoint:
     """Precheck, plan and apply mode `name` on the fleet (undoing everything on failure)."""
     return await up(fleet, name, settings, implementation)
 

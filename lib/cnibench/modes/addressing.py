@@ -39,7 +39,8 @@ def check_no_overlap(named: Mapping[str, ipaddress.IPv4Network]) -> None:
     for i, (a, na) in enumerate(items):
         for b, nb in items[i + 1:]:
             if na.overlaps(nb):
-                raise PlanError(f"{a} {na} overlaps {b} {nb}. Choose a {a} that does not overlap (change it in the settings).")
+                raise PlanError(f"{a} {na} overlaps {b} {nb}. Choose a {a} that does not overlap (change it in the "
+                                "settings).")
 
 
 def base_networks(hosts: HostFacts) -> dict[str, ipaddress.IPv4Network]:
@@ -64,7 +65,8 @@ def check_networks(hosts: HostFacts, extra: Mapping[str, ipaddress.IPv4Network])
     for k, v in base_networks(hosts).items():
         for ek, ev in extra.items():
             if v.overlaps(ev):
-                raise PlanError(f"{ek} {ev} overlaps {k} ({v}). Choose a {ek} that does not overlap (change it in the settings).")
+                raise PlanError(f"{ek} {ev} overlaps {k} ({v}). Choose a {ek} that does not overlap (change it in the "
+                                "settings).")
     check_no_overlap(named)
 
 
@@ -96,7 +98,8 @@ def nth(net: ipaddress.IPv4Network, n: int) -> str:
 def pod_to_pod_endpoint(mode: str, hosts: "HostFacts", settings: "ModeSettings") -> "Endpoint":
     """The client pod dials the server pod's own address (every mode without NAT)."""
     addr = nth(pod_subnets(hosts, settings)[hosts.server.name], 2)
-    return Endpoint(mode, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port, addr, settings.service_port)
+    return Endpoint(mode, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port,
+                    addr, settings.service_port)
 
 
 def sysctl_step(host: str, key: str, value, old) -> Step:
@@ -109,12 +112,14 @@ def forwarding_step(h: HostFact) -> Step:
     return step(
         h.name,
         ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-        ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={h.ip_forward}", f"net.ipv4.conf.all.accept_redirects={h.accept_redirects}"],
+        ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={h.ip_forward}",
+         f"net.ipv4.conf.all.accept_redirects={h.accept_redirects}"],
     )
 
 
 def mtu_for(h: HostFact, settings: ModeSettings, overhead: int = 0) -> int:
     mtu = settings.mtu if settings.mtu else h.mtu - overhead
     if mtu < 576 or mtu > h.mtu - overhead:
-        raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. Choose an MTU from 576 to {h.mtu - overhead}.")
+        raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. "
+                        f"Choose an MTU from 576 to {h.mtu - overhead}.")
     return mtu

@@ -52,7 +52,8 @@ class Step:
     netns: str | None = None
 
     def to_dict(self) -> dict:
-        return {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo), "netns": self.netns}
+        return {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo),
+                "netns": self.netns}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Step":
@@ -238,7 +239,8 @@ class NetworkMode:
         returns is kept in the mode's state under `details`. Raises to refuse the mode."""
         return {}
 
-    async def path_checks(self, fleet, endpoint: Endpoint, settings: ModeSettings, facts: HostFacts, probe) -> list[Check]:
+    async def path_checks(self, fleet, endpoint: Endpoint, settings: ModeSettings, facts: HostFacts,
+                          probe) -> list[Check]:
         """Checks that the data path is the intended one; `probe()` sends one HTTP request."""
         await probe()
         return []

@@ -106,7 +106,8 @@ async def _listing(host):
     netns = [e["name"] for e in ip_json(ns_out)]
     links = [l["ifname"] for l in ip_json((await host.run(["ip", "-j", "link", "show"])).stdout)]
     nft = await host.run(["nft", "-j", "list", "tables"], check=False)
-    tables = [(t["table"]["family"], t["table"]["name"]) for t in json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if "table" in t] if nft.exit_status == 0 else []
+    listed = json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if nft.exit_status == 0 else []
+    tables = [(t["table"]["family"], t["table"]["name"]) for t in listed if "table" in t]
     env = await host.ssh_connection()  # not through sudo, which drops it
     protect = {host.spec.data_interface}
     if env:
@@ -134,8 +135,10 @@ async def clean(fleet) -> list[str]:
     problems: list[str] = []
     state = loaded.state
     if state:
-        problems += await undo_steps(Runners(fleet, settings_from_state(state, fleet)), steps_to_undo(state), strict=False)
-        done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + (f"; {len(problems)} undo(s) failed" if problems else ""))
+        problems += await undo_steps(Runners(fleet, settings_from_state(state, fleet)), steps_to_undo(state),
+                                     strict=False)
+        failed = f"; {len(problems)} undo(s) failed" if problems else ""
+        done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + failed)
 
     async def sweep(host):
         netns, links, tables, protect, leftovers = await _listing(host)
@@ -154,7 +157,8 @@ async def clean(fleet) -> list[str]:
     local = None
     if tb and tb.get("fabric_netns"):
         local = LocalHost()
-        await local.run(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO], netns=tb["fabric_netns"], check=False)
+        await local.run(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO], netns=tb["fabric_netns"],
+                        check=False)
         restored, ignored, failed = await restore_sysctls(local, tb["fabric_netns"])
         done += restored + [f"ignored: {w}" for w in ignored]
         problems += failed

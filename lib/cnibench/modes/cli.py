@@ -60,11 +60,14 @@ async def down(fleet, mode, dry_run: bool, as_json: bool) -> str:
         if not state:
             return "nothing is up"
         steps = steps_to_undo(state)
-        return json.dumps([s.to_dict() for s in reversed(steps) if s.undo], indent=1) if as_json else format_plan(steps, undo=True)
+        return json.dumps([s.to_dict() for s in reversed(steps) if s.undo],
+                          indent=1) if as_json else format_plan(steps, undo=True)
     done = await _down(fleet, mode)
     if as_json:
         return json.dumps(done)
-    return "nothing was up" if done is None else f"{done['mode']} is down ({done['undo_commands']} undo commands, {done['teardown_seconds']:.2f} s)"
+    if done is None:
+        return "nothing was up"
+    return f"{done['mode']} is down ({done['undo_commands']} undo commands, {done['teardown_seconds']:.2f} s)"
 
 
 async def verify(fleet, mode: str, as_json: bool):
@@ -74,8 +77,15 @@ async def verify(fleet, mode: str, as_json: bool):
 
 async def status(fleet, as_json: bool) -> str:
     states = await read_states(fleet)
-    summary = {h: (None if s is None else {k: s.get(k) for k in ("mode", "status", "endpoint", "commands", "kernel_objects", "setup_seconds")}) for h, s in states.items()}
+    keys = ("mode", "status", "endpoint", "commands", "kernel_objects", "setup_seconds")
+    summary = {h: (None if s is None else {k: s.get(k) for k in keys}) for h, s in states.items()}
     if as_json:
         return json.dumps(summary, indent=1)
-    return "\n".join(f"{h}: " + ("no mode" if s is None else f"{s['mode']} ({s['status']}), endpoint {s['endpoint']}, "
-                                 f"{s['commands']} commands, {s['kernel_objects']} kernel objects") for h, s in summary.items())
+
+    def line(s) -> str:
+        if s is None:
+            return "no mode"
+        return (f"{s['mode']} ({s['status']}), endpoint {s['endpoint']}, "
+                f"{s['commands']} commands, {s['kernel_objects']} kernel objects")
+
+    return "\n".join(f"{h}: {line(s)}" for h, s in summary.items())

@@ -33,9 +33,11 @@ from .trust import sysctl_assignments
 from .verify import verify_mode
 
 # Messages of undo commands whose object is already gone (ip, nft, the AWS API's *.NotFound).
-ABSENT = re.compile(r"Cannot find device|\.NotFound\b|No such (file or directory|device|process)|Cannot open network namespace", re.I)
+ABSENT = re.compile(r"Cannot find device|\.NotFound\b|No such (file or directory|device|process)|Cannot open network "
+                    r"namespace", re.I)
 # ...but a command that did not run at all (missing, not executable) is never "already gone".
-NOT_RUN = re.compile(r'command not found|failed to run command|exec of "[^"]*" failed|: not found\s*$|Permission denied', re.I | re.M)
+NOT_RUN = re.compile(r'command not found|failed to run command|exec of "[^"]*" failed|: not found\s*$|Permission '
+                     r'denied', re.I | re.M)
 
 
 def already_gone(exit_status: int, text: str) -> bool:
@@ -86,7 +88,8 @@ def by_host(steps: Iterable[Step]) -> dict[str, list[Step]]:
     return groups
 
 
-async def run_plan(runners: Runners, steps: list[Step], on_start=None) -> tuple[float, list[Step], BaseException | None]:
+async def run_plan(runners: Runners, steps: list[Step], on_start=None) -> tuple[float, list[Step],
+                                                                                BaseException | None]:
     """Run the plan, stopping every host at its next step after the first failure.
     `on_start(target, n)` is called before a target's n-th step runs (the journal).
     Returns the seconds taken, the steps to undo (done, and in flight with an unknown outcome)
@@ -155,11 +158,13 @@ async def undo_steps(runners: Runners, steps: list[Step], strict: bool = True) -
                 problems.append(f"{name}: {' '.join(s.undo)}: {exc}")
                 continue
             if r.exit_status != 0 and not already_gone(r.exit_status, r.stderr + r.stdout):
-                problems.append(f"{name}: {' '.join(s.undo)}: {(r.stderr or r.stdout).strip() or f'exit {r.exit_status}'}")
+                problems.append(f"{name}: {' '.join(s.undo)}: "
+                                f"{(r.stderr or r.stdout).strip() or f'exit {r.exit_status}'}")
 
     await asyncio.gather(*(undo_host(n, g) for n, g in by_host(steps).items()))
     if strict and problems:
-        raise PlanError("teardown left errors:\n  " + "\n  ".join(problems) + "\nThe mode's state is kept: run 'invoke clean' to sweep every leftover by prefix.")
+        raise PlanError("teardown left errors:\n  " + "\n  ".join(problems)
+                        + "\nThe mode's state is kept: run 'invoke clean' to sweep every leftover by prefix.")
     return problems
 
 
@@ -176,7 +181,8 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
             errors = await probe_link_kinds(host, ns, kinds)
             missing += [f"{kind} ({err})" for kind, err in errors.items() if err]
             if nft:
-                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", f"{PREFIX}_probe"], check=False)
+                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", f"{PREFIX}_probe"],
+                                   check=False)
                 if r.exit_status != 0:
                     missing.append(f"nftables ({(r.stderr or 'nft missing').strip()})")
         finally:
@@ -188,7 +194,8 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
     if lacking:
         detail = "; ".join(f"{h}: {', '.join(m)}" for h, m in sorted(lacking.items()))
         raise UnsupportedFeature(f"the kernel cannot do what this mode needs — {detail}. Nothing was changed. "
-                                 "Load the module (e.g. 'modprobe ipvlan') or use a kernel built with it, or pick another mode.")
+                                 "Load the module (e.g. 'modprobe ipvlan') or use a kernel built with it, "
+                                 "or pick another mode.")
 
 
 async def prepare(fleet, name: str, settings: ModeSettings | None, implementation: str | None = None):
@@ -206,13 +213,15 @@ def _same_plan(state: dict, steps: list[Step]) -> bool:
     return by_host(Step.from_dict(d) for d in state.get("steps", [])) == by_host(steps)
 
 
-def state_docs(fleet, mode: NetworkMode, endpoint: Endpoint, steps: list[Step], settings: ModeSettings) -> dict[str, dict]:
+def state_docs(fleet, mode: NetworkMode, endpoint: Endpoint, steps: list[Step], settings: ModeSettings) -> dict[
+    str, dict]:
     """One state document per target (every host, even without steps, so status finds the mode)."""
     groups = by_host(steps)
     common = {"mode": mode.name, "implementation": mode.implementation, "status": "applying",
               "endpoint": endpoint.to_dict(), "settings": asdict(settings), **setup_cost(steps, mode)}
     targets = [h.name for h in fleet] + [t for t in groups if t not in {h.name for h in fleet}]
-    return {t: {**common, "target": t, "steps": [s.to_dict() for s in groups.get(t, [])], "started": 0} for t in targets}
+    return {t: {**common, "target": t, "steps": [s.to_dict() for s in groups.get(t, [])],
+                "started": 0} for t in targets}
 
 
 async def begin(fleet, runners: Runners, docs: dict[str, dict]) -> None:
@@ -243,7 +252,8 @@ async def up(fleet, name: str, settings: ModeSettings | None = None, implementat
         same = existing.get("mode") == name and existing.get("implementation", "project") == mode.implementation
         if same and existing.get("status") == "up" and _same_plan(existing, steps):
             return Endpoint.from_dict(existing["endpoint"])  # already up, same plan
-        raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' (or 'invoke clean') first.")
+        raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' "
+                        "(or 'invoke clean') first.")
     await probe_kernel(fleet, mode.link_kinds, mode.needs_nft)
     details = await mode.before_up(fleet, facts, settings)  # refuses before any change
     runners = Runners(fleet, settings)
@@ -292,14 +302,16 @@ async def down(fleet, name: str | None = None, settings: ModeSettings | None = N
     if state is None:
         return None
     if name is not None and state.get("mode") != name:
-        raise PlanError(f"mode {state.get('mode')} is up, not {name}. Run 'invoke mode.down --mode {state.get('mode')}'.")
+        raise PlanError(f"mode {state.get('mode')} is up, not {name}. Run 'invoke mode.down --mode "
+                        f"{state.get('mode')}'.")
     steps = steps_to_undo(state)
     mode = state_mode(state)
     runners = Runners(fleet, settings_for(fleet, mode, settings) if settings else settings_from_state(state, fleet))
     start = time.monotonic()
     await undo_steps(runners, steps)  # raises on a real failure: the state is kept
     await forget(fleet, runners, state.get("steps", []))
-    return {"mode": state.get("mode"), "teardown_seconds": round(time.monotonic() - start, 4), "undo_commands": sum(1 for s in steps if s.undo)}
+    return {"mode": state.get("mode"), "teardown_seconds": round(time.monotonic() - start, 4),
+            "undo_commands": sum(1 for s in steps if s.undo)}
 
 
 async def verify(fleet, name: str, settings: ModeSettings | None = None) -> VerifyResult:

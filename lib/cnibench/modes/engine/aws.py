@@ -58,12 +58,14 @@ class AwsDriver:
     @classmethod
     def from_settings(cls, aws) -> "AwsDriver":
         if aws is None:
-            raise PlanError("this plan has AWS steps but the inventory has no 'aws' section (region, route_table_id, instances).")
+            raise PlanError("this plan has AWS steps but the inventory has no 'aws' section (region, route_table_id, "
+                            "instances).")
         import boto3  # heavy, and needed only on real AWS (or moto): not on every CLI path
 
         return cls(boto3.client("ec2", region_name=aws.region, endpoint_url=aws.endpoint_url))
 
-    async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = None, input=None, netns=None) -> CommandResult:
+    async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = None, input=None,
+                  netns=None) -> CommandResult:
         import botocore.exceptions  # with boto3, only on the AWS path
 
         argv = tuple(argv)
@@ -88,8 +90,10 @@ class AwsDriver:
         if op == "create-route":
             table = self.ec2.describe_route_tables(RouteTableIds=[o["route-table-id"]])["RouteTables"][0]
             if len(table.get("Routes", [])) >= self.route_limit:
-                raise _LimitExceeded(f"An error occurred (RouteLimitExceeded): The maximum number of routes ({self.route_limit}) in route table {o['route-table-id']} has been reached.")
-            self.ec2.create_route(RouteTableId=o["route-table-id"], DestinationCidrBlock=o["destination-cidr-block"], InstanceId=o["instance-id"])
+                raise _LimitExceeded("An error occurred (RouteLimitExceeded): The maximum number of routes "
+                                     f"({self.route_limit}) in route table {o['route-table-id']} has been reached.")
+            self.ec2.create_route(RouteTableId=o["route-table-id"], DestinationCidrBlock=o["destination-cidr-block"],
+                                  InstanceId=o["instance-id"])
         elif op == "delete-route":
             return self._delete_route(o["route-table-id"], o["destination-cidr-block"], o.get("instance-id"))
         elif op == "modify-instance-attribute":
@@ -108,7 +112,8 @@ class AwsDriver:
         if route is None:
             raise _NotFound(f"An error occurred (InvalidRoute.NotFound): no route to {cidr} in {table_id}")
         if instance_id and route.get("InstanceId") != instance_id:
-            target = route.get("InstanceId") or route.get("GatewayId") or route.get("NetworkInterfaceId") or "another target"
+            target = (route.get("InstanceId") or route.get("GatewayId") or route.get("NetworkInterfaceId")
+                      or "another target")
             return f"kept: the route to {cidr} leads to {target}, not {instance_id} (not ours)"
         self.ec2.delete_route(RouteTableId=table_id, DestinationCidrBlock=cidr)
         return ""
@@ -123,7 +128,8 @@ class AwsDriver:
                 attr = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="sourceDestCheck")
             except botocore.exceptions.ClientError as exc:
                 e = exc.response.get("Error", {})
-                raise PlanError(f"cannot read instance {iid} ({e.get('Code')}: {e.get('Message')}). Check the instance ids in the inventory's aws section.") from None
+                raise PlanError(f"cannot read instance {iid} ({e.get('Code')}: {e.get('Message')}). Check the instance "
+                                "ids in the inventory's aws section.") from None
             out[iid] = bool(attr["SourceDestCheck"]["Value"])
         return out
 

@@ -96,7 +96,8 @@ def normalise(name: str, text: str, netns_prefix: str | None = None) -> str:
     return "\n".join(l.rstrip() for l in lines)
 
 
-async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface: str | None = None, netns_prefix: str | None = None) -> dict[str, str]:
+async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface: str | None = None,
+                  netns_prefix: str | None = None) -> dict[str, str]:
     """`run(argv) -> stdout` runs a command where the state lives (a host, a namespace)."""
     out = {name: normalise(name, await run(argv), netns_prefix) for name, argv in state_commands(data_interface)}
     out["tc_filter"] = await tc_filters(run)
@@ -137,5 +138,6 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name, ""), after.get(name, "")
         if a != b:
-            out[name] = "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), f"before/{name}", f"after/{name}", lineterm=""))
+            out[name] = "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), f"before/{name}",
+                                                       f"after/{name}", lineterm=""))
     return out

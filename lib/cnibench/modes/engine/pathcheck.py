@@ -37,9 +37,12 @@ async def counters(host, data_if: str, endpoint, probe, encap_port: int = VXLAN_
     t = VERIFY_TABLE
     await host.run(["nft", "add", "table", "ip", t])
     try:
-        await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "postrouting", "priority", "0", ";", "}"])
-        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "udp", "dport", str(encap_port), "counter"])
-        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "ip", "daddr", endpoint.connect_address, "counter"])
+        await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "postrouting",
+                        "priority", "0", ";", "}"])
+        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "udp", "dport", str(encap_port),
+                        "counter"])
+        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "ip", "daddr",
+                        endpoint.connect_address, "counter"])
         tx0 = await tx_packets(host, data_if)
         await probe()
         tx1 = await tx_packets(host, data_if)
@@ -71,8 +74,10 @@ async def direct_route_checks(fleet, endpoint, settings, facts, probe) -> list[C
     delta = await counters(fleet.client, c.data_interface, endpoint, probe)
     route = await route_get(fleet.client, endpoint.connect_address)
     return [
-        Check("route to the server pod via the server's data address", f"via {s.data_address} dev {c.data_interface}" in route, route),
-        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0, f"plain {delta['plain']}, UDP/{VXLAN_PORT} {delta['encap']}"),
+        Check("route to the server pod via the server's data address",
+              f"via {s.data_address} dev {c.data_interface}" in route, route),
+        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0,
+              f"plain {delta['plain']}, UDP/{VXLAN_PORT} {delta['encap']}"),
     ]
 
 
@@ -82,17 +87,20 @@ async def no_bridge_checks(fleet, endpoint, settings, facts, probe, kind: str, m
     c = facts.client
     delta = await counters(fleet.client, c.data_interface, endpoint, probe)
     checks = []
-    for host, f, ns in ((fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
+    for host, f, ns in (
+        (fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
         pod = ip_json((await host.run(["ip", "-d", "-j", "-n", ns, "link", "show", "dev", pieces.POD_IF])).stdout)[0]
         info = pod.get("linkinfo", {})
         got_mode = (info.get("info_data") or {}).get("mode")
         data = ip_json((await host.run(["ip", "-j", "link", "show", "dev", f.data_interface])).stdout)[0]
         checks.append(Check(f"{f.name}: container eth0 is {kind} ({mode}) and {f.data_interface} is in no bridge",
                             info.get("info_kind") == kind and got_mode == mode and "master" not in data,
-                            f"kind={info.get('info_kind')} mode={got_mode} {f.data_interface} master={data.get('master')}"))
+                            f"kind={info.get('info_kind')} mode={got_mode} "
+                            f"{f.data_interface} master={data.get('master')}"))
     # The container's packets leave the NIC (tx rises) without passing the host's IP stack
     # (its postrouting hook sees none of them): no bridge, no routing on the way.
     checks.append(Check(f"pod packets leave {c.data_interface} without crossing the host's stack",
                         delta["tx"] >= 3 and delta["plain"] == 0 and delta["encap"] == 0,
-                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, {delta['encap']} UDP/{VXLAN_PORT}"))
+                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, "
+                        f"{delta['encap']} UDP/{VXLAN_PORT}"))
     return checks

@@ -145,7 +145,8 @@ async def read_host_copy(host) -> tuple[dict | None, str | None]:
     if text is None:
         return None, None
     try:
-        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults(), host.spec.data_interface), None
+        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults(),
+                                host.spec.data_interface), None
     except (ValueError, StateRefused) as exc:
         return None, f"{host.name}:{host_state_path(host.name)} is not trusted ({exc}); treated as absent"
 
@@ -211,7 +212,8 @@ async def current_state(fleet) -> dict | None:
     sweeps by prefix, goes on without it)."""
     loaded = await load(fleet)
     if loaded.problems:
-        raise PlanError("the mode state cannot be used: " + "; ".join(loaded.problems) + ". Run 'invoke clean' to remove every leftover of any mode.")
+        raise PlanError("the mode state cannot be used: " + "; ".join(loaded.problems)
+                        + ". Run 'invoke clean' to remove every leftover of any mode.")
     return loaded.state
 
 
@@ -246,7 +248,8 @@ def host_copy(doc: dict) -> dict:
 
 async def write_host_copies(fleet, docs: dict[str, dict]) -> None:
     async def write(host):
-        await write_atomic(host, host_state_path(host.name), json.dumps(host_copy(docs[host.name]), indent=1, sort_keys=True))
+        await write_atomic(host, host_state_path(host.name), json.dumps(host_copy(docs[host.name]), indent=1,
+                                                                        sort_keys=True))
 
     await fleet.gather("write mode state", write)
 

@@ -57,7 +57,8 @@ def shared_shapes(host: str) -> list[tuple[str, ...]]:
     ]
 
 
-def undo_shapes(host: str, data_interface: str | None = None, mode: str | None = None, modes=MODES) -> list[tuple[str, ...]]:
+def undo_shapes(host: str, data_interface: str | None = None, mode: str | None = None, modes=MODES) -> list[
+    tuple[str, ...]]:
     """The shared shapes and those of mode `mode` (None: of every registered kind).
     `data_interface` is the inventory's, never the host's word."""
     kinds = [m for m in modes.all() if mode is None or m.name == mode]
@@ -84,7 +85,8 @@ def check_step(host: str, d: Any, data_interface: str | None = None, mode: str |
         raise StateRefused("a step's argv is not a list of strings")
     if d["netns"] is not None and not (isinstance(d["netns"], str) and re.fullmatch(pod_netns_re(host), d["netns"])):
         raise StateRefused(f"a step runs in namespace {d['netns']!r}, not one of this host's containers")
-    if d["undo"] is not None and not (isinstance(d["undo"], list) and undo_allowed(host, d["undo"], data_interface, mode)):
+    if d["undo"] is not None and not (
+        isinstance(d["undo"], list) and undo_allowed(host, d["undo"], data_interface, mode)):
         raise StateRefused(f"undo {d['undo']!r} is not a command a mode plans")
     return d
 
@@ -111,7 +113,8 @@ def check_endpoint(d: Any, modes: Sequence[str]) -> dict:
     if d["mode"] not in modes:
         raise StateRefused(f"the endpoint's mode {d['mode']!r} is not a known mode")
     for k in ("client_netns", "server_netns"):
-        if d[k] is not None and not (isinstance(d[k], str) and re.fullmatch(rf"{PREFIX}-{HOST}-[a-z0-9]{{1,16}}", d[k])):
+        if d[k] is not None and not (isinstance(d[k], str) and re.fullmatch(rf"{PREFIX}-{HOST}-[a-z0-9]{{1,16}}",
+                                                                            d[k])):
             raise StateRefused(f"endpoint {k} {d[k]!r} is not a container namespace of ours")
     _address(d["server_bind"], "endpoint server_bind")
     _address(d["connect_address"], "endpoint connect_address")

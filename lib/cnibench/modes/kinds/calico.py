@@ -52,13 +52,20 @@ class CalicoRouted(NetworkMode):
             steps += pieces.netns(h)
             steps += pieces.veth(h, veth, mtu, mac=HOST_MAC)
             # Per-device sysctls go with the device: no undo.
-            steps.append(step(h.name, ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.proxy_arp=1", f"net.ipv4.neigh.{veth}.proxy_delay=0"]))
-            steps += pieces.pod_address(h, f"{pod}/32", [[GATEWAY, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", GATEWAY, "dev", pieces.POD_IF]])
+            steps.append(step(h.name, ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.proxy_arp=1",
+                                       f"net.ipv4.neigh.{veth}.proxy_delay=0"]))
+            steps += pieces.pod_address(
+                h, f"{pod}/32", [
+                    [GATEWAY, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", GATEWAY, "dev",
+                                                                       pieces.POD_IF]])
             # Proxy ARP answers for the gateway only when the host has a route to it (Calico
             # hosts have a default route; testbed hosts do not): pin the gateway's MAC too.
-            steps.append(step(h.name, ["ip", "-n", pod_netns(h.name), "neigh", "add", GATEWAY, "lladdr", HOST_MAC, "dev", pieces.POD_IF, "nud", "permanent"]))
-            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto", ROUTE_PROTO]))
-            steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+            steps.append(step(h.name, ["ip", "-n", pod_netns(h.name), "neigh", "add", GATEWAY, "lladdr", HOST_MAC,
+                                       "dev", pieces.POD_IF, "nud", "permanent"]))
+            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto",
+                                       ROUTE_PROTO]))
+            steps += [pieces.host_route(h, subnets[p.name], p.data_address,
+                                        h.data_interface) for p in hosts.peers(h.name)]
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:

@@ -53,7 +53,8 @@ class DockerBridgeSettings(ModeSettings):
 
     def check_kind(self) -> None:
         if self.published_port == SSH_PORT:
-            raise SettingError("published_port", f"{SSH_PORT} is SSH's port; publishing it would send new SSH logins to "
+            raise SettingError("published_port",
+                               f"{SSH_PORT} is SSH's port; publishing it would send new SSH logins to "
                                "the server container", "Use another port, e.g. 30080.")
 
 
@@ -91,13 +92,17 @@ class DockerBridge(NetworkMode):
             steps += pieces.pod_address(h, f"{pod}/{net.prefixlen}", [["default", "via", gw]])
             steps += [
                 step(h.name, ["nft", "add", "table", "ip", TABLE], ["nft", "delete", "table", "ip", TABLE]),
-                step(h.name, ["nft", "add", "chain", "ip", TABLE, "postrouting", "{", "type", "nat", "hook", "postrouting", "priority", "srcnat", ";", "policy", "accept", ";", "}"]),
-                step(h.name, ["nft", "add", "rule", "ip", TABLE, "postrouting", "ip", "saddr", str(net), "oifname", "!=", BRIDGE, "counter", "masquerade"]),
+                step(h.name, ["nft", "add", "chain", "ip", TABLE, "postrouting", "{", "type", "nat", "hook",
+                              "postrouting", "priority", "srcnat", ";", "policy", "accept", ";", "}"]),
+                step(h.name, ["nft", "add", "rule", "ip", TABLE, "postrouting", "ip", "saddr", str(net), "oifname",
+                              "!=", BRIDGE, "counter", "masquerade"]),
             ]
             if h.role == "server":
                 steps += [
-                    step(h.name, ["nft", "add", "chain", "ip", TABLE, "prerouting", "{", "type", "nat", "hook", "prerouting", "priority", "dstnat", ";", "policy", "accept", ";", "}"]),
-                    step(h.name, ["nft", "add", "rule", "ip", TABLE, "prerouting", "ip", "daddr", h.data_address, "tcp", "dport", settings.published_port,
+                    step(h.name, ["nft", "add", "chain", "ip", TABLE, "prerouting", "{", "type", "nat", "hook",
+                                  "prerouting", "priority", "dstnat", ";", "policy", "accept", ";", "}"]),
+                    step(h.name, ["nft", "add", "rule", "ip", TABLE, "prerouting", "ip", "daddr", h.data_address,
+                                  "tcp", "dport", settings.published_port,
                                   "counter", "dnat", "to", f"{pod}:{settings.service_port}"]),
                 ]
         return steps
@@ -105,7 +110,8 @@ class DockerBridge(NetworkMode):
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         net = self._net(hosts, settings)
         s = hosts.server
-        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(s.name), nth(net, 2), settings.service_port, s.data_address, settings.published_port)
+        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(s.name), nth(net, 2), settings.service_port,
+                        s.data_address, settings.published_port)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         before = await dnat_packets(fleet.server)

@@ -13,9 +13,10 @@ host-side veth and of the data NIC:
 ip_forward is on, as Cilium sets it: traffic the programs pass (a pod's DNS query, anything not
 for a peer's pod) is routed by the host as in the routed modes; pod-to-pod packets never are
 (Ip: ForwDatagrams stays flat during the flow, which verify checks). Routes to peers' pod
-subnets are added natively as in flannel-host-gw, for the host's own and the passed traffic. Programs and maps are pinned in a bpffs the mode mounts per host at
-/run/cnibench/bpf/cnib-<host> (the testbed's hosts share one mount namespace: each has its own
-mount, so none is unmounted under another); unmounting it drops every pin.
+subnets are added natively as in flannel-host-gw, for the host's own and the passed traffic.
+Programs and maps are pinned in a bpffs the mode mounts per host at /run/cnibench/bpf/cnib-<host>
+(the testbed's hosts share one mount namespace: each has its own mount, so none is unmounted
+under another); unmounting it drops every pin.
 
 Map values are written by `bpftool map update` steps (pure: derived from the facts): the
 host-side veth is created with a fixed ifindex (POD_IFINDEX, ifindexes are per network
@@ -88,7 +89,8 @@ class EbpfRedirect(NetworkMode):
         steps: list[Step] = []
         for h in hosts:
             if h.data_ifindex <= 0:
-                raise PlanError(f"{self.name}: the ifindex of {h.name}'s data interface {h.data_interface} is unknown. Gather the facts again (facts.py).")
+                raise PlanError(f"{self.name}: the ifindex of {h.name}'s data interface {h.data_interface} is unknown. "
+                                "Gather the facts again (facts.py).")
             net = subnets[h.name]
             pod, gw = nth(net, 2), nth(net, 1)
             veth, ns, pins, mtu = veth_name(h.name), pod_netns(h.name), pin_dir(h.name), mtu_for(h, settings)
@@ -98,17 +100,24 @@ class EbpfRedirect(NetworkMode):
                    "type", "veth", "peer", "name", pieces.POD_IF, "address", pod_mac(pod), "mtu", mtu, "netns", ns]
             steps.append(step(h.name, add, ["ip", "link", "del", veth]))
             steps.append(step(h.name, ["ip", "link", "set", veth, "up"]))
-            steps += pieces.pod_address(h, f"{pod}/32", [[gw, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", gw, "dev", pieces.POD_IF]])
-            steps.append(step(h.name, ["ip", "-n", ns, "neigh", "add", gw, "lladdr", host_mac(pod), "dev", pieces.POD_IF, "nud", "permanent"]))
+            steps += pieces.pod_address(
+                h, f"{pod}/32", [
+                    [gw, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", gw, "dev", pieces.POD_IF]])
+            steps.append(step(h.name, ["ip", "-n", ns, "neigh", "add", gw, "lladdr", host_mac(pod), "dev",
+                                       pieces.POD_IF, "nud", "permanent"]))
             # The host's own traffic to its pod, and to peers' pods (native routes, as host-gw):
             # the pods' traffic never uses them, the programs redirect it first.
-            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto", ROUTE_PROTO]))
-            steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto",
+                                       ROUTE_PROTO]))
+            steps += [pieces.host_route(h, subnets[p.name], p.data_address,
+                                        h.data_interface) for p in hosts.peers(h.name)]
             # bpffs, programs and maps: unmounting drops every pin, so only the mount has an undo.
             steps.append(step(h.name, ["mkdir", "-p", pins], ["rmdir", pins]))
             steps.append(step(h.name, ["mount", "-t", "bpf", f"{PREFIX}-{h.name}", pins], ["umount", pins]))
-            steps.append(step(h.name, ["bpftool", "prog", "loadall", obj, f"{pins}/prog", "type", "classifier", "pinmaps", f"{pins}/maps"]))
-            steps.append(map_update(h.name, PODS_MAP, hex_ip(pod), hex_be32(POD_IFINDEX) + hex_mac(pod_mac(pod)) + hex_mac(host_mac(pod))))
+            steps.append(step(h.name, ["bpftool", "prog", "loadall", obj, f"{pins}/prog", "type", "classifier",
+                                       "pinmaps", f"{pins}/maps"]))
+            steps.append(map_update(h.name, PODS_MAP, hex_ip(pod),
+                                    hex_be32(POD_IFINDEX) + hex_mac(pod_mac(pod)) + hex_mac(host_mac(pod))))
             for p in hosts.peers(h.name):
                 pnet = subnets[p.name]
                 steps.append(map_update(h.name, PEERS_MAP, hex_le32(pnet.prefixlen) + hex_ip(pnet.network_address),
@@ -116,9 +125,14 @@ class EbpfRedirect(NetworkMode):
             # clsact on the veth goes with it; on the data NIC it is ours to remove (before_up
             # refused a NIC that already had one).
             steps.append(step(h.name, ["tc", "qdisc", "add", "dev", veth, "clsact"]))
-            steps.append(step(h.name, ["tc", "filter", "add", "dev", veth, "ingress", *FILTER, "pinned", f"{pins}/prog/{FROM_POD}"]))
-            steps.append(step(h.name, ["tc", "qdisc", "add", "dev", h.data_interface, "clsact"], ["tc", "qdisc", "del", "dev", h.data_interface, "clsact"]))
-            steps.append(step(h.name, ["tc", "filter", "add", "dev", h.data_interface, "ingress", *FILTER, "pinned", f"{pins}/prog/{FROM_NET}"]))
+            steps.append(step(h.name, ["tc", "filter", "add", "dev", veth, "ingress", *FILTER, "pinned",
+                                       f"{pins}/prog/{FROM_POD}"]))
+            steps.append(
+                step(
+                    h.name, ["tc", "qdisc", "add", "dev", h.data_interface, "clsact"], [
+                        "tc", "qdisc", "del", "dev", h.data_interface, "clsact"]))
+            steps.append(step(h.name, ["tc", "filter", "add", "dev", h.data_interface, "ingress", *FILTER, "pinned",
+                                       f"{pins}/prog/{FROM_NET}"]))
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
@@ -131,7 +145,8 @@ class EbpfRedirect(NetworkMode):
         if lacking:
             detail = "; ".join(f"{h}: {', '.join(m)}" for h, m in sorted(lacking.items()))
             raise UnsupportedFeature(f"{self.name} cannot run here — {detail}. Nothing was changed. "
-                                     "Use a kernel with BPF, cls_bpf, clsact and these helpers (5.10 or later), or pick another mode.")
+                                     "Use a kernel with BPF, cls_bpf, clsact and these helpers (5.10 or later), "
+                                     "or pick another mode.")
         built = await fleet.gather("build BPF programs", lambda host: ensure_object(host, PROGRAM))
         return {"bpf": {h: b.to_dict() for h, b in built.items()}}
 
@@ -144,7 +159,8 @@ class EbpfRedirect(NetworkMode):
 
     def leftover_queries(self, host: str, data_interface: str) -> dict[str, list[str]]:
         return {"filters": ["tc", "filter", "show", "dev", data_interface, "ingress"],
-                "mountinfo": ["cat", "/proc/self/mountinfo"], "pins": ["sh", "-c", 'test -d "$1" && echo yes', "sh", pin_dir(host)]}
+                "mountinfo": ["cat", "/proc/self/mountinfo"], "pins": ["sh", "-c", 'test -d "$1" && echo yes', "sh",
+                                                                       pin_dir(host)]}
 
     def leftovers(self, host: str, data_interface: str, outputs: Mapping[str, str]) -> list[list[str]]:
         """The data NIC's clsact qdisc when our program is attached there, the host's bpffs

@@ -132,7 +132,8 @@ class FlannelVxlan(_Flannel):
             pnet, mac = subnets[p.name], pieces.vtep_mac(p.data_address)
             # Gone with the VXLAN device, so no undo of their own.
             steps += [
-                step(h.name, ["ip", "route", "add", str(pnet), "via", nth(pnet, 0), "dev", vx, "onlink", "proto", ROUTE_PROTO]),
+                step(h.name, ["ip", "route", "add", str(pnet), "via", nth(pnet, 0), "dev", vx, "onlink", "proto",
+                              ROUTE_PROTO]),
                 step(h.name, ["ip", "neigh", "add", nth(pnet, 0), "lladdr", mac, "dev", vx, "nud", "permanent"]),
                 step(h.name, ["bridge", "fdb", "append", mac, "dev", vx, "dst", p.data_address]),
             ]
@@ -143,8 +144,10 @@ class FlannelVxlan(_Flannel):
         delta = await counters(fleet.client, c.data_interface, endpoint, probe, settings.vxlan_port)
         route = await route_get(fleet.client, endpoint.connect_address)
         return [
-            Check(f"UDP/{settings.vxlan_port} packets rise on {c.data_interface}", delta["encap"] > 0, f"{delta['encap']} packets"),
-            Check("no unencapsulated pod packets on the data interface", delta["plain"] == 0, f"{delta['plain']} packets"),
+            Check(f"UDP/{settings.vxlan_port} packets rise on {c.data_interface}", delta["encap"] > 0,
+                  f"{delta['encap']} packets"),
+            Check("no unencapsulated pod packets on the data interface", delta["plain"] == 0,
+                  f"{delta['plain']} packets"),
             Check(f"route to the server pod uses {VXLAN}", f"dev {VXLAN}" in route, route),
         ]
 
@@ -188,7 +191,8 @@ class FlannelAwsVpc(_Flannel):
 
     def precheck_plan(self, hosts, settings):
         if settings.aws is None and hosts.router is None:
-            raise PlanError("flannel-aws-vpc needs a VPC router: run it on the testbed (its fabric is the router) or add an 'aws' section to the inventory.")
+            raise PlanError("flannel-aws-vpc needs a VPC router: run it on the testbed (its fabric is the router) or "
+                            "add an 'aws' section to the inventory.")
         existing = 0 if settings.aws else hosts.router.routes
         if existing + len(hosts) > settings.route_limit:
             raise PlanError(
@@ -199,7 +203,8 @@ class FlannelAwsVpc(_Flannel):
         if settings.aws:
             missing = [h.name for h in hosts if h.name not in settings.aws.instances]
             if missing or not settings.aws.route_table_id:
-                raise PlanError(f"the inventory's aws section needs route_table_id and an instance id for every host (missing: {', '.join(missing) or 'route_table_id'}).")
+                raise PlanError("the inventory's aws section needs route_table_id and an instance id for every host "
+                                f"(missing: {', '.join(missing) or 'route_table_id'}).")
 
     def backend(self, h, hosts, subnets, settings, mtu) -> list[Step]:
         if settings.aws:
@@ -214,7 +219,8 @@ class FlannelAwsVpc(_Flannel):
         ns = r.netns
         steps = [
             step(LOCAL, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-                 ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={r.ip_forward}", f"net.ipv4.conf.all.accept_redirects={r.accept_redirects}"], netns=ns),
+                 ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={r.ip_forward}",
+                  f"net.ipv4.conf.all.accept_redirects={r.accept_redirects}"], netns=ns),
             # A router that forwards back out of the port a packet came in on sends ICMP
             # redirects, and hosts would then bypass it: the VPC router never does that.
             _local(sysctl_step(LOCAL, "net.ipv4.conf.all.send_redirects", 0, r.send_redirects_all), ns),
@@ -232,9 +238,11 @@ class FlannelAwsVpc(_Flannel):
         route = await route_get(fleet.client, endpoint.connect_address)
         # The reply leaves the server pod with TTL 64 and is forwarded by the server host, the
         # router and the client host: 61. Without the router (host-gw) it would arrive with 62.
-        checks = [Check("TTL decremented by the router (61 = 64 - server host - router - client host)", ttl == 61, f"ttl={ttl}")]
+        checks = [Check("TTL decremented by the router (61 = 64 - server host - router - client host)", ttl == 61,
+                        f"ttl={ttl}")]
         if facts.router is not None:
-            checks.append(Check("client host routes pod traffic to the VPC router", f"via {facts.router.address} dev {c.data_interface}" in route, route))
+            checks.append(Check("client host routes pod traffic to the VPC router",
+                                f"via {facts.router.address} dev {c.data_interface}" in route, route))
         return checks
 
 
@@ -253,6 +261,7 @@ def aws_steps(hosts: HostFacts, subnets, settings: ModeSettings) -> list[Step]:
         steps.append(step(AWS, ["ec2", "modify-instance-attribute", "--instance-id", iid, "--no-source-dest-check"],
                           ["ec2", "modify-instance-attribute", "--instance-id", iid, original]))
         # delete-route names the target: the driver deletes the route only if it still leads there
-        route = ["--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name]), "--instance-id", iid]
+        route = ["--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name]),
+                 "--instance-id", iid]
         steps.append(step(AWS, ["ec2", "create-route", *route], ["ec2", "delete-route", *route]))
     return steps

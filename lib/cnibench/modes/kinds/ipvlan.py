@@ -42,7 +42,8 @@ class IpvlanSettings(ModeSettings):
 
     def check_kind(self) -> None:
         if self.ipvlan_mode not in IPVLAN_MODES:
-            raise SettingError("ipvlan_mode", f"{self.ipvlan_mode!r} is not l2 or l3", "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
+            raise SettingError("ipvlan_mode", f"{self.ipvlan_mode!r} is not l2 or l3",
+                               "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
 
 
 class Ipvlan(NetworkMode):
@@ -65,13 +66,16 @@ class Ipvlan(NetworkMode):
             steps += pieces.netns(h)
             # Undo for the case where moving it into the container failed; afterwards it goes
             # with the namespace and this undo finds nothing (tolerated).
-            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "ipvlan", "mode", mode], ["ip", "link", "del", link]))
+            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "ipvlan",
+                                       "mode", mode], ["ip", "link", "del", link]))
             steps += pieces.move_into_pod(h, link)
             if mode == "l2":
-                steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
+                steps += pieces.pod_address(
+                    h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
             else:
                 steps += pieces.pod_address(h, f"{nth(net, 2)}/32", [["default", "dev", pieces.POD_IF]])
-                steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+                steps += [pieces.host_route(h, subnets[p.name], p.data_address,
+                                            h.data_interface) for p in hosts.peers(h.name)]
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:

@@ -35,9 +35,11 @@ class Macvlan(NetworkMode):
             net = subnets[h.name]
             link = ifname(f"{PREFIX}m{h.name}")
             steps += pieces.netns(h)
-            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "macvlan", "mode", "bridge"], ["ip", "link", "del", link]))
+            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "macvlan",
+                                       "mode", "bridge"], ["ip", "link", "del", link]))
             steps += pieces.move_into_pod(h, link)
-            steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
+            steps += pieces.pod_address(
+                h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:

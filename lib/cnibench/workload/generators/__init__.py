@@ -37,4 +37,5 @@ async def available(host) -> dict[str, bool]:
     return out
 
 
-__all__ = ["DEFAULT_GENERATOR", "GENERATORS", "Generator", "LoadResult", "LoadSpec", "accounted", "available", "get_generator", "parse_accounting"]
+__all__ = ["DEFAULT_GENERATOR", "GENERATORS", "Generator", "LoadResult", "LoadSpec", "accounted", "available",
+           "get_generator", "parse_accounting"]

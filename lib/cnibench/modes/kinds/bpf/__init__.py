@@ -56,7 +56,8 @@ class Built:
     kernel: str  # uname -r of the host that loads it
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "path": self.path, "source_sha256": self.source_sha256, "clang": self.clang, "kernel": self.kernel}
+        return {"name": self.name, "path": self.path, "source_sha256": self.source_sha256, "clang": self.clang,
+                "kernel": self.kernel}
 
 
 class BuildError(HostError):
@@ -67,10 +68,13 @@ async def ensure_object(host, name: str) -> Built:
     """The program's object on `host`, compiled there if it is not there yet."""
     version = await cbuild.compiler_version(host, COMPILER)
     if version is None:
-        raise BuildError(host.name, f"no clang to build the BPF programs ({PREFIX}-{name}). Install: apt-get install -y {PACKAGES}")
+        raise BuildError(host.name,
+                         f"no clang to build the BPF programs ({PREFIX}-{name}). "
+                         f"Install: apt-get install -y {PACKAGES}")
     kernel = (await host.run(["uname", "-r"], timeout=15)).stdout.strip()
     try:
-        path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), CFLAGS, compiler=COMPILER, package=PACKAGES, suffix=".o")
+        path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), CFLAGS, compiler=COMPILER,
+                                         package=PACKAGES, suffix=".o")
     except HostError as exc:
         hint = f" (missing headers? apt-get install -y {PACKAGES})" if "file not found" in str(exc) else ""
         raise BuildError(host.name, f"building {PREFIX}-{name} failed: {exc}{hint}") from None

@@ -47,12 +47,14 @@ async def probe_host(host, fact: HostFact, helpers=HELPERS) -> list[str]:
     try:
         missing += missing_features(json.loads(r.stdout), helpers)
     except json.JSONDecodeError:
-        missing.append(f"a BPF feature probe (bpftool feature probe kernel: {(r.stderr or r.stdout).strip()[-200:] or f'exit {r.exit_status}'})")
+        missing.append("a BPF feature probe (bpftool feature probe kernel: "
+                       f"{(r.stderr or r.stdout).strip()[-200:] or f'exit {r.exit_status}'})")
     ns = f"{PREFIX}-{host.name}-bpfprobe"
     await host.run(["ip", "netns", "add", ns])
     try:
         for what, argv in (("the clsact qdisc", ["tc", "qdisc", "add", "dev", "lo", "clsact"]),
-                           ("the cls_bpf classifier", ["tc", "filter", "add", "dev", "lo", "ingress", "bpf", "bytecode", "1,6 0 0 4294967295,"])):
+                           ("the cls_bpf classifier", ["tc", "filter", "add", "dev", "lo", "ingress", "bpf",
+                                                       "bytecode", "1,6 0 0 4294967295,"])):
             r = await host.run(argv, netns=ns, check=False, timeout=15)
             if not r.ok:
                 missing.append(f"{what} ({(r.stderr or r.stdout).strip()[-200:]})")
@@ -61,10 +63,12 @@ async def probe_host(host, fact: HostFact, helpers=HELPERS) -> list[str]:
         await host.run(["ip", "netns", "del", ns], check=False)
     order = await host.run(["python3", "-c", "import sys; print(sys.byteorder)"], check=False, timeout=15)
     if order.stdout.strip() != "little":
-        missing.append(f"a little-endian CPU (the maps' LPM keys are written in little-endian; this one says {order.stdout.strip() or 'nothing'})")
+        missing.append("a little-endian CPU (the maps' LPM keys are written in little-endian; this one says "
+                       f"{order.stdout.strip() or 'nothing'})")
     qd = await host.run(["tc", "qdisc", "show", "dev", fact.data_interface], check=False, timeout=15)
     if foreign_ingress(qd.stdout):
-        missing.append(f"a free ingress hook on {fact.data_interface} (it already has a clsact/ingress qdisc: another tc or eBPF datapath)")
+        missing.append(f"a free ingress hook on {fact.data_interface} (it already has a clsact/ingress qdisc: another "
+                       "tc or eBPF datapath)")
     return missing
 
 
@@ -106,8 +110,10 @@ async def _count_pod_packets(host, ns: str, peer: str) -> None:
     """A throwaway nftables table inside the pod: packets sent to and received from the peer pod."""
     t = VERIFY_TABLE
     await host.run(["nft", "add", "table", "ip", t], netns=ns)
-    await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}"], netns=ns)
-    await host.run(["nft", "add", "chain", "ip", t, "in", "{", "type", "filter", "hook", "input", "priority", "0", ";", "}"], netns=ns)
+    await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "output", "priority", "0",
+                    ";", "}"], netns=ns)
+    await host.run(["nft", "add", "chain", "ip", t, "in", "{", "type", "filter", "hook", "input", "priority", "0", ";",
+                    "}"], netns=ns)
     await host.run(["nft", "add", "rule", "ip", t, "out", "ip", "daddr", peer, "counter"], netns=ns)
     await host.run(["nft", "add", "rule", "ip", t, "in", "ip", "saddr", peer, "counter"], netns=ns)
 
@@ -142,10 +148,12 @@ async def redirect_checks(fleet, endpoint, settings, facts: HostFacts, probe) ->
         checks.append(Check(f"{f.name}: bpf_redirect_neigh redirects >= packets its pod sent to {peer.name}'s pod",
                             sent > 0 and d["neigh_ok"] >= sent, f"+{d['neigh_ok']} redirects, {sent} packets sent"))
         checks.append(Check(f"{f.name}: bpf_redirect_peer redirects >= packets its pod received from {peer.name}'s pod",
-                            received > 0 and d["peer_ok"] >= received, f"+{d['peer_ok']} redirects, {received} packets received"))
+                            received > 0 and d["peer_ok"] >= received,
+                            f"+{d['peer_ok']} redirects, {received} packets received"))
         checks.append(Check(f"{f.name}: no redirect refused", d["neigh_failed"] == 0 and d["peer_failed"] == 0,
                             f"neigh refused +{d['neigh_failed']}, peer refused +{d['peer_failed']}"))
-        checks.append(Check(f"{f.name}: Ip: ForwDatagrams flat (redirected, not routed)", fw1 == fw0, f"{fw0} -> {fw1}"))
+        checks.append(Check(f"{f.name}: Ip: ForwDatagrams flat (redirected, not routed)", fw1 == fw0,
+                            f"{fw0} -> {fw1}"))
         checks += await _no_bridge(host, f)
     return checks
 
@@ -159,6 +167,8 @@ async def _no_bridge(host, f: HostFact) -> list[Check]:
         out = (await host.run(["tc", "filter", "show", "dev", dev, "ingress"])).stdout
         filters[dev] = f"name {prog} " in out and "direct-action" in out
     return [
-        Check(f"{f.name}: {veth} and {f.data_interface} are in no bridge", not any(masters.values()), f"masters {masters}"),
-        Check(f"{f.name}: tc ingress programs attached ({FROM_POD} on {veth}, {FROM_NET} on {f.data_interface})", all(filters.values()), str(filters)),
+        Check(f"{f.name}: {veth} and {f.data_interface} are in no bridge", not any(masters.values()),
+              f"masters {masters}"),
+        Check(f"{f.name}: tc ingress programs attached ({FROM_POD} on {veth}, {FROM_NET} on {f.data_interface})",
+              all(filters.values()), str(filters)),
     ]

@@ -40,7 +40,8 @@ STATS = ("neigh_ok", "peer_ok", "neigh_failed", "peer_failed")  # cnib_stats' ke
 POD_IFINDEX = int.from_bytes(b"cnib", "big")  # 1668180322: the host-side veth's ifindex
 FILTER = ["pref", "1", "handle", "1", "bpf", "direct-action"]
 
-HELPERS = ("bpf_redirect_neigh", "bpf_redirect_peer", "bpf_map_lookup_elem", "bpf_skb_store_bytes", "bpf_l3_csum_replace")
+HELPERS = ("bpf_redirect_neigh", "bpf_redirect_peer", "bpf_map_lookup_elem", "bpf_skb_store_bytes",
+           "bpf_l3_csum_replace")
 MAP_TYPES = ("hash", "lpm_trie", "percpu_array")
 TOOLS = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2"}
 
@@ -75,4 +76,5 @@ def hex_mac(mac: str) -> list[str]:
 
 def map_update(host: str, name: str, key: list[str], value: list[str]) -> Step:
     """Gone with the bpffs mount: no undo of its own."""
-    return step(host, ["bpftool", "map", "update", "pinned", f"{pin_dir(host)}/maps/{name}", "key", "hex", *key, "value", "hex", *value])
+    return step(host, ["bpftool", "map", "update", "pinned", f"{pin_dir(host)}/maps/{name}", "key", "hex", *key,
+                       "value", "hex", *value])
