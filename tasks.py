@@ -140,7 +140,11 @@ def lock(c, upgrade=False):
 
 # --- modes ---
 
-from cnibench.modes.cli import mode_help  # noqa: E402  (the registry names the modes)
+from cnibench.infra.hosts import Fleet  # noqa: E402
+from cnibench.infra.lease import session_lease  # noqa: E402
+from cnibench.modes import cli  # noqa: E402  (the mode tasks' text and JSON)
+from cnibench.modes.clean import clean as sweep  # noqa: E402
+from cnibench.modes.cli import mode_help, settings_from_options  # noqa: E402  (the registry names the modes)
 
 _MODE_HELP = {
     "mode": mode_help(),
@@ -155,8 +159,6 @@ _MODE_HELP = {
 def _leased(inventory, command, call, clean=False):
     """call() while this session holds the hosts' lease: another session on them is refused
     with one message naming it (cnibench/infra/lease.py); `clean` also takes over a stale lease."""
-    from cnibench.infra.lease import session_lease
-
     with session_lease(config.load_inventory(inventory), command, clean=clean):
         return call()
 
@@ -164,8 +166,6 @@ def _leased(inventory, command, call, clean=False):
 def _with_fleet(inventory, fn, lease=None, clean=False):
     """Run `async fn(fleet)` with a connected fleet over the inventory; with `lease` (the
     command's name) while holding the hosts' session lease."""
-    from cnibench.infra.hosts import Fleet
-
     async def main():
         async with Fleet(config.load_inventory(inventory)) as fleet:
             return await fn(fleet)
@@ -176,8 +176,6 @@ def _with_fleet(inventory, fn, lease=None, clean=False):
 
 
 def _mode_settings(mode, **options):
-    from cnibench.modes.cli import settings_from_options
-
     return settings_from_options(mode, **options)
 
 
@@ -185,8 +183,6 @@ def _mode_settings(mode, **options):
 @cli_errors
 def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2", cluster_cidr="10.244.0.0/16"):
     """Bring a network mode up on the hosts and print its endpoint (--dry-run: print the plan)."""
-    from cnibench.modes import cli
-
     settings = _mode_settings(mode, ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
     print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_), lease=None if dry_run else f"mode.up --mode {mode}"))
 
@@ -195,8 +191,6 @@ def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2
 @cli_errors
 def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
     """Tear down the mode that is up (from the stored state); idempotent."""
-    from cnibench.modes import cli
-
     print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_), lease=None if dry_run else "mode.down"))
 
 
@@ -204,8 +198,6 @@ def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
 @cli_errors
 def mode_verify(c, mode, inventory=None, json_=False):
     """Check reachability (one HTTP request client container -> server) and the data path."""
-    from cnibench.modes import cli
-
     text, ok = _with_fleet(inventory, lambda fleet: cli.verify(fleet, mode, json_))
     print(text)
     if not ok:
@@ -216,8 +208,6 @@ def mode_verify(c, mode, inventory=None, json_=False):
 @cli_errors
 def mode_status(c, inventory=None, json_=False):
     """Show which mode is up on each host, its endpoint and its setup cost."""
-    from cnibench.modes import cli
-
     print(_with_fleet(inventory, lambda fleet: cli.status(fleet, json_)))
 
 
@@ -225,8 +215,6 @@ def mode_status(c, inventory=None, json_=False):
 @cli_errors
 def clean(c, inventory=None):
     """Remove every leftover of any network mode (by the cnib prefix), e.g. after a crash."""
-    from cnibench.modes.clean import clean as sweep
-
     done = _with_fleet(inventory, sweep, lease="clean", clean=True)  # clean also takes over a stale lease
     print("\n".join(done) if done else "nothing to clean")
 
