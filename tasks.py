@@ -6,6 +6,7 @@ Run as root on the machine that drives the study (for the local testbed: this ma
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -17,12 +18,22 @@ from cnibench.infra import config
 from cnibench.errors import CnibenchError
 
 
+def cli_errors(fn):
+    """Every task: the project's errors become one clear message and exit code 2."""
+
+    @functools.wraps(fn)
+    def task_body(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CnibenchError as exc:
+            raise Exit(f"error: {exc}", code=2) from None
+
+    return task_body
+
+
 def _run(coro):
-    """Run a coroutine; turn the project's errors into one clear message and a non-zero exit."""
-    try:
-        return asyncio.run(coro)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    """Run a coroutine (its errors reach the task's cli_errors)."""
+    return asyncio.run(coro)
 
 
 # --- foundation (lead) ---
@@ -31,36 +42,34 @@ from cnibench.infra import packages  # noqa: E402
 
 
 @task
+@cli_errors
 def setup(c):
     """Install the Debian packages the project needs when missing (as root), or say the command."""
     packages.ensure()
 
 
 @task(help={"hosts": "comma-separated host names (default: client,server)"})
+@cli_errors
 def testbed_up(c, hosts="client,server"):
     """Bring the local testbed up (idempotent) and print its inventory path."""
     from cnibench.infra import testbed
 
     packages.ensure()
-    try:
-        print(testbed.up([h for h in hosts.split(",") if h]))
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    print(testbed.up([h for h in hosts.split(",") if h]))
 
 
 @task
+@cli_errors
 def testbed_down(c):
     """Remove every object the local testbed created (namespaces, links, sshd, files)."""
     from cnibench.infra import testbed
 
-    try:
-        removed = testbed.down()
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    removed = testbed.down()
     print("\n".join(removed) if removed else "nothing to remove: the testbed is down")
 
 
 @task(help={"json_": "print JSON"})
+@cli_errors
 def testbed_status(c, json_=False):
     """Show what of the local testbed exists."""
     from cnibench.infra import testbed
@@ -78,6 +87,7 @@ def testbed_status(c, json_=False):
 
 @task(help={"inventory": "inventory file (default inventories/testbed.yml)", "json_": "print JSON",
             "study": "also check the host tuning this study requires (its 'require:' key)"})
+@cli_errors
 def hosts_check(c, inventory=None, json_=False, study=None):
     """Precheck every host: reachable, privileges, tools, kernel features, CPU, MTU, tuning, hiccup meter."""
     from cnibench.infra.hosts import Fleet
@@ -87,10 +97,7 @@ def hosts_check(c, inventory=None, json_=False, study=None):
     if study:
         from cnibench.study.spec import load_study
 
-        try:
-            require = load_study(study).require
-        except CnibenchError as exc:
-            raise Exit(f"error: {exc}", code=2)
+        require = load_study(study).require
 
     async def main():
         fleet = Fleet(config.load_inventory(inventory))
@@ -105,6 +112,7 @@ def hosts_check(c, inventory=None, json_=False, study=None):
         raise Exit(code=1)
 
 @task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)"})
+@cli_errors
 def test(c, k="", unit=False):
     """Install what is missing (Debian packages, chromium for the report test), then run the test suite (integration tests need root)."""
     if os.geteuid() == 0:
@@ -129,6 +137,7 @@ def test_the_tests(c):
 
 
 @task(help={"upgrade": "move every pin to the newest release (default: keep the pins, follow pyproject.toml's changes)"})
+@cli_errors
 def lock(c, upgrade=False):
     """Regenerate requirements.lock from pyproject.toml: exact versions and hashes (Python 3.11, Linux x86_64)."""
     from cnibench.infra import lockfile
@@ -141,8 +150,14 @@ def lock(c, upgrade=False):
 
 # --- modes ---
 
+from cnibench.infra.hosts import Fleet  # noqa: E402
+from cnibench.infra.lease import session_lease  # noqa: E402
+from cnibench.modes import cli  # noqa: E402  (the mode tasks' text and JSON)
+from cnibench.modes.clean import clean as sweep  # noqa: E402
+from cnibench.modes.cli import mode_help, settings_from_options  # noqa: E402  (the registry names the modes)
+
 _MODE_HELP = {
-    "mode": "network mode (host, flannel-vxlan, flannel-host-gw, flannel-aws-vpc, ipvlan, macvlan, docker-bridge, calico-routed, ebpf-redirect)",
+    "mode": mode_help(),
     "inventory": "inventory file (default: the local testbed)",
     "dry_run": "print the exact commands per host and change nothing",
     "json_": "print JSON",
@@ -154,20 +169,13 @@ _MODE_HELP = {
 def _leased(inventory, command, call, clean=False):
     """call() while this session holds the hosts' lease: another session on them is refused
     with one message naming it (cnibench/infra/lease.py); `clean` also takes over a stale lease."""
-    from cnibench.infra.lease import session_lease
-
-    try:
-        with session_lease(config.load_inventory(inventory), command, clean=clean):
-            return call()
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    with session_lease(config.load_inventory(inventory), command, clean=clean):
+        return call()
 
 
 def _with_fleet(inventory, fn, lease=None, clean=False):
     """Run `async fn(fleet)` with a connected fleet over the inventory; with `lease` (the
     command's name) while holding the hosts' session lease."""
-    from cnibench.infra.hosts import Fleet
-
     async def main():
         async with Fleet(config.load_inventory(inventory)) as fleet:
             return await fn(fleet)
@@ -177,37 +185,29 @@ def _with_fleet(inventory, fn, lease=None, clean=False):
     return _leased(inventory, lease, lambda: _run(main()), clean=clean)
 
 
-def _mode_settings(ipvlan_mode, cluster_cidr):
-    from cnibench.modes import ModeSettings
-
-    try:
-        return ModeSettings(ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+def _mode_settings(mode, **options):
+    return settings_from_options(mode, **options)
 
 
 @task(help=_MODE_HELP)
+@cli_errors
 def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2", cluster_cidr="10.244.0.0/16"):
     """Bring a network mode up on the hosts and print its endpoint (--dry-run: print the plan)."""
-    from cnibench.modes import cli
-
-    settings = _mode_settings(ipvlan_mode, cluster_cidr)
+    settings = _mode_settings(mode, ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
     print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_), lease=None if dry_run else f"mode.up --mode {mode}"))
 
 
 @task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "dry_run", "json_")})
+@cli_errors
 def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
     """Tear down the mode that is up (from the stored state); idempotent."""
-    from cnibench.modes import cli
-
     print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_), lease=None if dry_run else "mode.down"))
 
 
 @task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "json_")})
+@cli_errors
 def mode_verify(c, mode, inventory=None, json_=False):
     """Check reachability (one HTTP request client container -> server) and the data path."""
-    from cnibench.modes import cli
-
     text, ok = _with_fleet(inventory, lambda fleet: cli.verify(fleet, mode, json_))
     print(text)
     if not ok:
@@ -215,25 +215,23 @@ def mode_verify(c, mode, inventory=None, json_=False):
 
 
 @task(help={k: _MODE_HELP[k] for k in ("inventory", "json_")})
+@cli_errors
 def mode_status(c, inventory=None, json_=False):
     """Show which mode is up on each host, its endpoint and its setup cost."""
-    from cnibench.modes import cli
-
     print(_with_fleet(inventory, lambda fleet: cli.status(fleet, json_)))
 
 
 @task(help={"inventory": "inventory file (default: the local testbed)"})
+@cli_errors
 def clean(c, inventory=None):
     """Remove every leftover of any network mode (by the cnib prefix), e.g. after a crash."""
-    from cnibench.modes.clean import clean as sweep
-
     done = _with_fleet(inventory, sweep, lease="clean", clean=True)  # clean also takes over a stale lease
     print("\n".join(done) if done else "nothing to clean")
 
 # --- workload ---
 
 _BENCH_HELP = {
-    "mode": "network mode (host, flannel-vxlan, ...); brought up if needed and down afterwards",
+    "mode": mode_help() + "; brought up if needed and down afterwards",
     "size": "small (350 B on the wire) or large (4096 B body)",
     "rate": "constant request rate, requests/s over all connections",
     "duration": "measurement window, seconds",
@@ -263,14 +261,12 @@ def _bench_spec(mode, size, rate, duration, warmup, connections, generator, thre
     spec = BenchSpec(mode=mode, size=size, rate=float(rate), duration_s=float(duration), warmup_s=float(warmup),
                      connections=connections, generator=generator, threads=int(threads), pipeline=int(pipeline) or None,
                      arrival=arrival, pin=not no_pin, metrics=not no_metrics)
-    try:
-        validate_spec(spec)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    validate_spec(spec)
     return spec
 
 
 @task(help=_BENCH_HELP)
+@cli_errors
 def bench(c, mode, size, rate, duration, warmup="2", connections=None, generator="openloop", threads=1, pipeline=0,
           no_pin=False, no_metrics=False, inventory=None, arrival="uniform"):
     """Run nginx + a constant-rate load once; print a summary; write the record under data/raw/adhoc/."""
@@ -287,6 +283,7 @@ def bench(c, mode, size, rate, duration, warmup="2", connections=None, generator
 @task(help={**{k: _BENCH_HELP[k] for k in ("mode", "size", "connections", "generator", "threads", "inventory")},
             "bound": "latency bound in ms a sustainable rate must stay under (default 10)",
             "percentile": "the latency percentile the bound applies to (default 90; docs/method.md says why not 99)"})
+@cli_errors
 def calibrate(c, mode, size, bound=10.0, percentile=90.0, connections=0, generator="openloop", threads=1, inventory=None):
     """Find the maximum sustainable rate (valid run, latency percentile under the bound) and the saturation throughput."""
     from cnibench.workload import cli
@@ -311,6 +308,7 @@ def calibrate(c, mode, size, bound=10.0, percentile=90.0, connections=0, generat
     "stop_on_failure": "stop at the first failed run (default: record it and go on)",
     "no_progress": "no progress bar (one line per run only)",
 })
+@cli_errors
 def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, no_progress=False):
     """The main job: testbed up -> precheck -> calibrate if needed -> every run -> analysis -> report -> testbed down.
 
@@ -321,21 +319,17 @@ def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, n
         if os.geteuid() == 0:
             packages.ensure()
         pipeline_run_all(study, inventory, keep=keep, stop_on_failure=stop_on_failure, progress=not no_progress)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
     except KeyboardInterrupt:
         raise Exit("interrupted: the current mode was torn down, finished runs are kept; run the same command again to resume", code=130)
 
 
 @task(help={"study": "study file or name in studies/ (default: lab)"})
+@cli_errors
 def status(c, study="lab"):
     """How much of a study is recorded: planned, ok, invalid, failed, missing per mode and size."""
     from cnibench.study.status import format_status, study_status
 
-    try:
-        print(format_status(study_status(study)))
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    print(format_status(study_status(study)))
 
 # --- analysis ---
 
@@ -346,10 +340,7 @@ def _study_name(study: str) -> str:
     """A bare study name, or the name inside a study file that exists; '../../x' is refused."""
     from cnibench.study.spec import study_name_arg
 
-    try:
-        return study_name_arg(study)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    return study_name_arg(study)
 
 
 def _need_raw(name: str):
@@ -358,6 +349,7 @@ def _need_raw(name: str):
 
 
 @task(help=_STUDY_HELP)
+@cli_errors
 def analyze(c, study="lab"):
     """Tidy dataset and statistics (data/processed/<study>/); prints the headline."""
     from cnibench.analysis import dataset, report, stats
@@ -372,6 +364,7 @@ def analyze(c, study="lab"):
 
 
 @task(help=_STUDY_HELP)
+@cli_errors
 def figures(c, study="lab"):
     """Every publication figure as PDF, SVG and 300-dpi PNG in figures/<study>/."""
     from cnibench.analysis import dataset, plots, report
@@ -384,6 +377,7 @@ def figures(c, study="lab"):
 
 
 @task(help=_STUDY_HELP)
+@cli_errors
 def report(c, study="lab"):
     """dataset -> statistics -> figures -> tables -> one self-contained reports/<study>/report.html."""
     from cnibench.analysis.report import build_all
@@ -394,6 +388,7 @@ def report(c, study="lab"):
 
 
 @task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; give it twice"})
+@cli_errors
 def compare(c, study=None):
     """Two studies' headlines side by side: per mode, size and percentile, do the 95 % intervals agree?"""
     from cnibench.analysis import report
@@ -401,16 +396,14 @@ def compare(c, study=None):
 
     if len(study or []) != 2:
         raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study /other/clone/data/processed/lab", code=2)
-    try:
-        (na, a), (nb, b) = (report.headline_of(s) for s in study)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    (na, a), (nb, b) = (report.headline_of(s) for s in study)
     table = compare_headlines(a, b, (na, nb))
     print(report.to_markdown(table))
     print(agreement_summary(table))
 
 
 @task(help={**_STUDY_HELP, "port": "port on 127.0.0.1 (default 8888)"})
+@cli_errors
 def jupyter(c, study="lab", port=8888):
     """JupyterLab on notebooks/explore.ipynb (the interactive explorer), bound to 127.0.0.1."""
     argv = ["jupyter", "lab", str(config.NOTEBOOKS / "explore.ipynb"), "--ip=127.0.0.1", f"--port={int(port)}",

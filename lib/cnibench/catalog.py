@@ -1,23 +1,10 @@
 """The project's shared names and constants, defined once (no imports: every stage may use it).
 
-Modes, sizes and the reference mode fix the order of tables, legends and colours; PREFIX marks
+Sizes fix the order of tables (the modes' order is their registry's, cnibench.modes); PREFIX marks
 everything the project leaves on a host, so `invoke clean` can find it (like containerlab's one
 prefix function, `name` builds every prefixed name).
 """
 
-# Network modes in their fixed order; the first is the reference every other is compared with.
-MODES: tuple[str, ...] = (
-    "host",
-    "flannel-vxlan",
-    "flannel-host-gw",
-    "flannel-aws-vpc",
-    "ipvlan",
-    "macvlan",
-    "docker-bridge",
-    "calico-routed",
-    "ebpf-redirect",
-)
-REFERENCE = MODES[0]
 SIZES: tuple[str, ...] = ("small", "large")  # response sizes nginx serves
 
 PREFIX = "cnib"  # ownership prefix of every namespace, interface, table and file name we create

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cnibench.errors import PlanError, UnsupportedFeature
-from cnibench.modes import MODES, ModeSettings, mode_down, mode_status, mode_up, mode_verify
+from cnibench.modes import MODES, ModeSettings, get_mode, mode_down, mode_status, mode_up, mode_verify
 from cnibench.modes.engine.apply import probe_kernel
 from cnibench.modes.engine.hoststate import capture_host, capture_local, diff
 
@@ -35,7 +35,7 @@ def state_diff(before: dict, after: dict) -> dict:
 def ipvlan_missing_reason(with_fleet) -> str | None:
     async def body(fleet):
         try:
-            await probe_kernel(fleet, ("ipvlan",), False)
+            await probe_kernel(fleet, get_mode("ipvlan").link_kinds, False)
         except UnsupportedFeature as exc:
             return str(exc)
         return None
@@ -43,7 +43,7 @@ def ipvlan_missing_reason(with_fleet) -> str | None:
     return with_fleet(body)
 
 
-@pytest.mark.parametrize("name", MODES)
+@pytest.mark.parametrize("name", MODES.names())
 def test_mode_up_verify_down_leaves_hosts_as_found(with_fleet, name):
     if name == "ipvlan":
         reason = ipvlan_missing_reason(with_fleet)
@@ -88,7 +88,7 @@ def test_ipvlan_on_a_kernel_without_it_fails_before_any_change(with_fleet):
     async def body(fleet):
         before = await snapshot(fleet)
         with pytest.raises(UnsupportedFeature, match="ipvlan.*Nothing was changed"):
-            await mode_up(fleet, "ipvlan", ModeSettings(ipvlan_mode="l3"))
+            await mode_up(fleet, "ipvlan", get_mode("ipvlan").settings({"ipvlan_mode": "l3"}))
         assert all(s is None for s in (await mode_status(fleet)).values())
         return state_diff(before, await snapshot(fleet))
 

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from cnibench.modes.clean import sweep_plan
 from cnibench.errors import CommandFailed, PlanError
 from cnibench.infra.hosts import CommandResult
-from cnibench.modes.engine.apply import apply_steps, undo_steps
 from cnibench.modes.base import Step, step
-from cnibench.modes.kinds.docker_bridge import parse_dnat_packets
+from cnibench.modes.clean import sweep_plan
+from cnibench.modes.engine.apply import apply_steps, undo_steps
 from cnibench.modes.engine.hoststate import diff, normalise
 from cnibench.modes.engine.pathcheck import parse_rule_counters, parse_ttl
+from cnibench.modes.kinds.docker_bridge import parse_dnat_packets
 
 
 class FakeHost:

@@ -10,11 +10,10 @@ moto = pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")
 
 from cnibench.errors import CommandFailed  # noqa: E402
-from cnibench.modes import ModeSettings, get_mode  # noqa: E402
+from cnibench.modes import get_mode  # noqa: E402
+from cnibench.modes.base import AWS, HostFact, HostFacts  # noqa: E402
 from cnibench.modes.engine.apply import apply_steps, undo_steps  # noqa: E402
-from cnibench.modes.engine.aws import AwsDriver  # noqa: E402
-from cnibench.modes.base import AWS, AwsSettings, HostFact, HostFacts  # noqa: E402
-
+from cnibench.modes.engine.aws import AwsDriver, AwsSettings  # noqa: E402
 
 _AMI: list[str] = []
 
@@ -46,7 +45,7 @@ class Only:
 
 def aws_plan(rtb, ids):
     facts = HostFacts(tuple(HostFact(n, n, "eth0", f"10.0.1.{10 + i}", 24, 9001, "", l2_peers=()) for i, n in enumerate(("client", "server"))))
-    settings = ModeSettings(aws=AwsSettings(route_table_id=rtb, instances={"client": ids[0], "server": ids[1]}))
+    settings = get_mode("flannel-aws-vpc").settings({"aws": AwsSettings(route_table_id=rtb, instances={"client": ids[0], "server": ids[1]})})
     return [s for s in get_mode("flannel-aws-vpc").plan(facts, settings) if s.host == AWS]
 
 
@@ -85,7 +84,7 @@ def test_the_route_limit_fails_like_aws_and_undoes(ec2):
 def plan_with_facts(rtb, ids, source_dest_check):
     facts = HostFacts(tuple(HostFact(n, n, "eth0", f"10.0.1.{10 + i}", 24, 9001, "", l2_peers=()) for i, n in enumerate(("client", "server"))),
                       source_dest_check=source_dest_check)
-    settings = ModeSettings(aws=AwsSettings(route_table_id=rtb, instances={"client": ids[0], "server": ids[1]}))
+    settings = get_mode("flannel-aws-vpc").settings({"aws": AwsSettings(route_table_id=rtb, instances={"client": ids[0], "server": ids[1]})})
     return [s for s in get_mode("flannel-aws-vpc").plan(facts, settings) if s.host == AWS]
 
 

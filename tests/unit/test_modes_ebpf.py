@@ -7,22 +7,22 @@ import json
 from dataclasses import replace
 
 import pytest
-
-from cnibench.modes.clean import sweep_plan
-from cnibench.errors import PlanError
-from cnibench.modes import ModeSettings, get_mode
-from cnibench.modes.kinds import ebpf
-from cnibench.modes.base import HostFacts
-from cnibench.modes.kinds.bpf import build_argv, object_path, source, source_hash
-from cnibench.modes.engine.hoststate import bpf_mounts, normalise
-
 from test_modes_plans import cmds, facts
+
+from cnibench.errors import PlanError
+from cnibench.modes import get_mode
+from cnibench.modes.base import HostFacts
+from cnibench.modes.clean import sweep_plan
+from cnibench.modes.engine.hoststate import normalise
+from cnibench.modes.kinds import ebpf
+from cnibench.modes.kinds.bpf import build_argv, object_path, source, source_hash
+from cnibench.modes.kinds.ebpf import bpf_mounts
 
 MODE = get_mode("ebpf-redirect")
 
 
 def plan(f=None, **settings):
-    return MODE.plan(f or facts(), ModeSettings(**settings))
+    return MODE.plan(f or facts(), MODE.settings(settings))
 
 
 def test_plan_builds_cilium_like_veth_pods_with_tc_programs_and_no_bridge():
@@ -71,7 +71,7 @@ def test_every_object_has_an_undo_in_the_right_order():
 
 def test_three_hosts_get_one_lpm_entry_per_peer():
     f = facts(names=("client", "server", "third"))
-    c = cmds(MODE.plan(f, ModeSettings()), "third")
+    c = cmds(MODE.plan(f, MODE.settings()), "third")
     peers = [x for x in c if "cnib_peers" in x]
     assert len(peers) == 2 and any("0a f4 01 00" in x for x in peers) and any("0a f4 02 00" in x for x in peers)
 
@@ -165,14 +165,16 @@ def test_state_capture_keeps_bpf_mounts_without_their_ids():
 def test_clean_sweeps_the_bpf_leftovers_it_owns_only():
     pins = ebpf.pin_dir("client")
     ours = "filter protocol all pref 1 bpf chain 0 handle 0x1 cnib_from_net:[*fsobj] direct-action not_in_hw id 487 name cnib_from_net tag ab jited"
-    flat = [" ".join(a) for a in sweep_plan("client", [], ["lo", "eth0", "cnibeclient"], [], {"eth0"}, ours, "eth0",
-                                            [pins, pins, ebpf.pin_dir("server"), "/sys/fs/bpf"], pins_left=True)]
+    mounts = "".join(f"90{i} 26 0:7{i} / {m} rw - bpf x rw\n" for i, m in enumerate([pins, pins, ebpf.pin_dir("server"), "/sys/fs/bpf"]))
+    left = MODE.leftovers("client", "eth0", {"filters": ours, "mountinfo": mounts, "pins": "yes\n"})
+    flat = [" ".join(a) for a in sweep_plan("client", [], ["lo", "eth0", "cnibeclient"], [], {"eth0"}, left)]
     assert "ip link del cnibeclient" in flat and "tc qdisc del dev eth0 clsact" in flat
     assert flat.count(f"umount {pins}") == 2  # a stacked mount too
     assert f"rmdir {pins}" in flat and not any("server" in x or "/sys/fs/bpf" in x for x in flat)
     assert flat[-1] == "ip route flush table main proto 203"
     theirs = ours.replace("cnib_from_net", "cil_from_netdev")
-    flat = [" ".join(a) for a in sweep_plan("client", [], [], [], set(), theirs, "eth0", [])]
+    left = MODE.leftovers("client", "eth0", {"filters": theirs, "mountinfo": "", "pins": ""})
+    flat = [" ".join(a) for a in sweep_plan("client", [], [], [], set(), left)]
     assert not any(x.startswith(("tc", "umount", "rmdir")) for x in flat)
 
 

@@ -12,18 +12,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_modes_plans import facts
 
-from cnibench.modes import clean as clean_mod
-from cnibench.infra.config import HostSpec, Inventory
 from cnibench.errors import CommandFailed, HostUnreachable, PlanError
+from cnibench.infra.config import HostSpec, Inventory
 from cnibench.infra.hosts import CommandResult, Fleet
-from cnibench.modes import ModeSettings, get_mode
+from cnibench.infra.local import LocalHost
+from cnibench.modes import clean as clean_mod
+from cnibench.modes import get_mode
+from cnibench.modes.base import step
 from cnibench.modes.engine import apply, state
 from cnibench.modes.engine.apply import run_plan
-from cnibench.modes.base import step
-from cnibench.infra.local import LocalHost
-
-from test_modes_plans import facts
 
 
 class FakeHost:
@@ -73,10 +72,10 @@ def vxlan(fleet, monkeypatch):
     """mode up plans flannel-vxlan for the stand-in hosts (no facts, no kernel probe)."""
     f = facts()
     mode = get_mode("flannel-vxlan")
-    steps, endpoint = mode.plan(f, ModeSettings()), mode.endpoint(f, ModeSettings())
+    steps, endpoint = mode.plan(f, mode.settings()), mode.endpoint(f, mode.settings())
 
-    async def prepare(fleet_, name, settings):
-        return mode, ModeSettings(), f, steps, endpoint
+    async def prepare(fleet_, name, settings, implementation=None):
+        return mode, mode.settings(), f, steps, endpoint
 
     async def no_probe(*a):
         return None

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import asdict
 
 import pytest
+from test_modes_plans import facts
 
-from cnibench.modes import MODES, ModeSettings, get_mode
-from cnibench.modes.engine.apply import _settings_dict, already_gone
-from cnibench.modes.base import LOCAL, AWS
+from cnibench.modes import MODES, get_mode
+from cnibench.modes.base import AWS, LOCAL
+from cnibench.modes.engine.apply import already_gone
 from cnibench.modes.engine.facts import originals_over
 from cnibench.modes.engine.state import _setting_defaults, host_copy
 from cnibench.modes.engine.trust import (
@@ -22,19 +24,17 @@ from cnibench.modes.engine.trust import (
     undo_allowed,
 )
 
-from test_modes_plans import facts
-
 
 def every_plan():
     for name in MODES:
-        for settings in ([ModeSettings(ipvlan_mode="l2"), ModeSettings(ipvlan_mode="l3")] if name == "ipvlan" else [ModeSettings()]):
-            mode = get_mode(name)
+        mode = get_mode(name)
+        for settings in ([mode.settings({"ipvlan_mode": "l2"}), mode.settings({"ipvlan_mode": "l3"})] if name == "ipvlan" else [mode.settings()]):
             yield name, mode.plan(facts(), settings), mode.endpoint(facts(), settings), settings
 
 
 def host_doc(name, steps, endpoint, settings, host="server"):
     """What up writes to a host (state.host_copy of the host's document)."""
-    doc = {"mode": name, "status": "up", "endpoint": endpoint.to_dict(), "settings": _settings_dict(settings),
+    doc = {"mode": name, "status": "up", "endpoint": endpoint.to_dict(), "settings": asdict(settings),
            "commands": len(steps), "kernel_objects": 3, "setup_seconds": 0.2, "target": host,
            "steps": [s.to_dict() for s in steps if s.host == host], "started": 7}
     return json.loads(json.dumps(host_copy(doc)))
@@ -52,8 +52,8 @@ def test_every_undo_a_mode_plans_for_a_host_is_allowed(name, steps, endpoint, se
 
 def vxlan_doc():
     mode = get_mode("flannel-vxlan")
-    steps = mode.plan(facts(), ModeSettings())
-    return host_doc("flannel-vxlan", steps, mode.endpoint(facts(), ModeSettings()), ModeSettings())
+    steps = mode.plan(facts(), mode.settings())
+    return host_doc("flannel-vxlan", steps, mode.endpoint(facts(), mode.settings()), mode.settings())
 
 
 def refused(doc, match, host="server"):
@@ -120,7 +120,7 @@ def test_sysctl_originals_are_touched_keys_set_to_integers():
     for bad in ("kernel.modprobe=/tmp/x", "net.ipv4.ip_forward=1 2", "net.ipv4.ip_forward=-1", "net.ipv4.conf.a.b.send_redirects=0"):
         with pytest.raises(StateRefused):
             parse_originals(bad)
-    steps = get_mode("flannel-aws-vpc").plan(facts(), ModeSettings())
+    steps = get_mode("flannel-aws-vpc").plan(facts(), get_mode("flannel-aws-vpc").settings())
     assert sysctl_assignments(s for s in steps if s.host == "client") == ["net.ipv4.ip_forward=0", "net.ipv4.conf.all.accept_redirects=1"]
     assert "net.ipv4.conf.cnibbr0.send_redirects=1" in sysctl_assignments(s for s in steps if s.host == LOCAL)
 

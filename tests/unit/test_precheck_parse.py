@@ -15,10 +15,14 @@ def test_cpuinfo():
 
 
 def test_probes_stay_in_the_throwaway_namespace():
-    for kind in ("bridge", "veth", "vxlan", "macvlan", "ipvlan"):
+    from cnibench.modes import MODES
+
+    kinds = {k.kind: k for k in MODES.link_kinds()}
+    assert {"bridge", "veth", "vxlan", "macvlan", "ipvlan"} <= set(kinds)
+    for kind in kinds.values():
         for argv in probe_commands("cnib-probe-x", kind):
             assert argv[:3] == ["ip", "-n", "cnib-probe-x"]
-    assert probe_commands("n", "ipvlan")[-1][-3:] == ["ipvlan", "mode", "l2"]
+    assert probe_commands("n", kinds["ipvlan"])[-1][-3:] == ["ipvlan", "mode", "l2"]
 
 
 def test_problems_name_the_fix():

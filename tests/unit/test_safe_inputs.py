@@ -15,8 +15,9 @@ import pytest
 
 from cnibench.study import matrix
 from cnibench.errors import ConfigError, HostError, PlanError
-from cnibench.modes import ModeSettings
-from cnibench.modes.base import SettingError, check_published_port
+from cnibench.modes import MODES, get_mode
+from cnibench.modes.base import SettingError
+from cnibench.modes.kinds.docker_bridge import check_published_port
 from cnibench.modes.engine.facts import check_ssh_path
 from cnibench.pipeline import all_failed
 from cnibench.study.runner import check_runs, measure, spec_fields
@@ -141,7 +142,7 @@ def test_fraction_study_bounds_are_checked_again_with_the_calibrated_rates():
 ])
 def test_mode_settings_types_and_ranges(kw, key):
     with pytest.raises(SettingError) as err:
-        ModeSettings(**kw)
+        next(m for m in MODES.all() if set(kw) <= set(m.settings_type.__dataclass_fields__)).settings(kw)  # the kind that has them
     assert err.value.key == key and isinstance(err.value, PlanError)
 
 
@@ -151,8 +152,8 @@ def test_published_port_must_not_be_the_ssh_port_in_use():
     hosts = HostFacts((HostFact("client", "client", "eth1", "198.18.0.11", 24, 1500, "02:00:00:00:00:01", ssh_port=22),
                        HostFact("server", "server", "eth1", "198.18.0.12", 24, 1500, "02:00:00:00:00:02", ssh_port=2222)))
     with pytest.raises(SettingError, match="SSH port of server"):
-        check_published_port(ModeSettings(published_port=2222), hosts)
-    check_published_port(ModeSettings(published_port=30080), hosts)
+        check_published_port(get_mode("docker-bridge").settings({"published_port": 2222}), hosts)
+    check_published_port(get_mode("docker-bridge").settings({"published_port": 30080}), hosts)
 
 
 def test_nginx_config_gets_only_an_int_port_and_an_address():

@@ -22,7 +22,8 @@ import pandas as pd
 
 from ..infra import config
 from .. import results
-from ..catalog import MODES, REFERENCE, SIZES  # noqa: F401  (re-exported: plots, report, stats)
+from ..catalog import SIZES  # noqa: F401  (re-exported: plots, report, stats)
+from ..study.keys import MODES, REFERENCE  # noqa: F401  (re-exported: plots, report, stats)
 
 # Fixed order everywhere (tables, legends, colours). The first is the reference.
 CPU_KINDS = ("user", "system", "irq", "softirq")

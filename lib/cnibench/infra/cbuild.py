@@ -1,6 +1,7 @@
 """The project's own C programs, built on each host from the project's own source.
 
-    path = await ensure_built(host, "hiccup", source)              # /run/cnibench/bin/hiccup-<hash>
+    HICCUP = CSource(__package__, "hiccup.c", "hiccup")            # the source, its hash, its path
+    path = await ensure_built(host, "hiccup", HICCUP.read())        # /run/cnibench/bin/hiccup-<hash>
     path = await ensure_built(host, "cnib-openloop", source, ("-O2", "-pthread"), ("-lm",))
     state = await built_state(host, "hiccup", source)               # for hosts.check
     version = await compiler_version(host)                          # for the records
@@ -17,10 +18,13 @@ leave half a file.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 
 from ..catalog import PREFIX
-from .config import RUN_DIR
 from ..errors import HostError
+from .config import RUN_DIR
 
 BIN_DIR = f"{RUN_DIR}/bin"
 CFLAGS = ("-O2", "-Wall")
@@ -35,13 +39,40 @@ def binary_path(name: str, source: bytes, suffix: str = "") -> str:
     return f"{BIN_DIR}/{name}-{source_hash(source)}{suffix}"
 
 
+@dataclass(frozen=True)
+class CSource:
+    """One of the project's C programs: its source file (read from the package that ships it,
+    so it is found in a wheel as in a checkout), the source's hash and the binary's path."""
+
+    package: str  # the package holding the file (its __package__)
+    file: str  # e.g. "hiccup.c"
+    binary: str  # the binary's name before the hash, e.g. "cnib-openloop"
+    suffix: str = ""  # e.g. ".o" for a BPF object
+
+    def read(self) -> bytes:
+        return resources.files(self.package).joinpath(self.file).read_bytes()
+
+    def sha256(self) -> str:
+        """The full SHA-256 of the source (records and manifests carry it)."""
+        return hashlib.sha256(self.read()).hexdigest()
+
+    def path(self) -> str:
+        """Where the binary built from this source lives on a host (a pure function of it)."""
+        return binary_path(self.binary, self.read(), self.suffix)
+
+    def file_path(self) -> Path:
+        """The source file on this machine (e.g. to compile it locally in a test)."""
+        return Path(str(resources.files(self.package).joinpath(self.file)))
+
+
 def build_script(cflags=CFLAGS, libs=(), compiler: str = COMPILER, package: str = "build-essential") -> str:
     """sh script: $1 output path, $2 source path; compiles unless the output is there
     (libraries after the source, so they resolve). Flags are the project's constants, never
     input: they may hold a $(...) the host's shell expands (the BPF build's include path)."""
     return (
         'set -e; b=$1; s=$2; [ -s "$b" ] && exit 0\n'
-        f'command -v {compiler} >/dev/null || {{ echo "no compiler ({compiler}): apt-get install -y {package}" >&2; exit 3; }}\n'
+        f'command -v {compiler} >/dev/null || '
+        f'{{ echo "no compiler ({compiler}): apt-get install -y {package}" >&2; exit 3; }}\n'
         f't="$b.tmp.$$"; {compiler} {" ".join(cflags)} -o "$t" "$s" {" ".join(libs)} && mv -f "$t" "$b"\n'
     )
 
@@ -68,7 +99,9 @@ async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=(), *
 async def built_state(host, name: str, source: bytes) -> str:
     """'built <path>', 'not built yet (<path>)' or 'no C compiler: ...' (read only)."""
     path = binary_path(name, source)
-    r = await host.run(["sh", "-c", f'test -x "$1" && echo built || {{ command -v {COMPILER} >/dev/null && echo missing || echo nocc; }}',
+    r = await host.run(["sh", "-c",
+                        f'test -x "$1" && echo built || '
+                        f'{{ command -v {COMPILER} >/dev/null && echo missing || echo nocc; }}',
                         f"{PREFIX}", path], check=False, timeout=10)
     state = r.stdout.strip()
     if state == "built":
@@ -80,5 +113,6 @@ async def built_state(host, name: str, source: bytes) -> str:
 
 async def compiler_version(host, compiler: str = COMPILER) -> str | None:
     """The first line of the host's `<compiler> --version` (None: no such compiler)."""
-    r = await host.run(["sh", "-c", f'command -v {compiler} >/dev/null && {compiler} --version'], check=False, timeout=15)
+    r = await host.run(["sh", "-c", f'command -v {compiler} >/dev/null && {compiler} --version'], check=False,
+                       timeout=15)
     return r.stdout.splitlines()[0].strip() if r.ok and r.stdout.strip() else None

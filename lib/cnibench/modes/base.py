@@ -12,14 +12,12 @@ Routes a mode adds carry `proto 203` (ROUTE_PROTO), an ownership marker `invoke 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Mapping
 
-from ..catalog import PREFIX
-from ..catalog import name as prefixed
 from ..catalog import IFNAME_MAX, ROUTE_PROTO  # noqa: F401  (re-exported to the modes)
-from ..infra.config import RUN_DIR
-from ..errors import PlanError
+from ..infra.kernelprobe import LinkKind
+from .settings import ModeSettings, SettingError, check_settings, settings_fields  # noqa: F401  (re-exported)
 
 LOCAL = "@local"  # Step.host for commands run on this machine (the testbed's VPC router)
 AWS = "@aws"  # Step.host for AWS API calls (argv read by the boto3 driver, aws.py)
@@ -54,7 +52,8 @@ class Step:
     netns: str | None = None
 
     def to_dict(self) -> dict:
-        return {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo), "netns": self.netns}
+        return {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo),
+                "netns": self.netns}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Step":
@@ -64,91 +63,6 @@ class Step:
 
 def step(host: str, argv: Iterable, undo: Iterable | None = None, netns: str | None = None) -> Step:
     return Step(host, tuple(str(a) for a in argv), None if undo is None else tuple(str(a) for a in undo), netns)
-
-
-@dataclass(frozen=True)
-class AwsSettings:
-    """Where flannel-aws-vpc registers pod subnets on real AWS (inventory key `aws`)."""
-
-    region: str = "us-east-1"
-    route_table_id: str = ""
-    instances: Mapping[str, str] = field(default_factory=dict)  # host name -> instance id
-    endpoint_url: str | None = None  # for moto in tests; None = the real AWS endpoint
-
-
-@dataclass(frozen=True)
-class ModeSettings:
-    cluster_cidr: str = "10.244.0.0/16"
-    subnet_prefix: int = 24
-    service_port: int = 8080  # the port nginx listens on in the server container
-    published_port: int = 30080  # docker-bridge: the port published on the server's data address
-    docker_cidr: str = "172.17.0.0/16"  # docker-bridge: Docker's default bridge network
-    ipvlan_mode: str = "l2"  # l2 | l3
-    mtu: int | None = None  # override the container MTU (default: what the real solution uses)
-    vxlan_port: int = 8472  # flannel's default (the Linux kernel default, not IANA's 4789)
-    vxlan_vni: int = 1
-    route_limit: int = 50  # the VPC route table's entry limit (AWS default, named by the study)
-    aws: AwsSettings | None = None  # None: the testbed's fabric namespace acts as the VPC router
-
-    def __post_init__(self):
-        check_settings(self)
-
-    def with_(self, **kw) -> "ModeSettings":
-        return replace(self, **kw)
-
-
-SSH_PORT = 22
-# (setting, low, high) of the whole-number settings; each reaches a command line or a config
-# file, so it must be a real int (not a string, a float or a bool) in its range.
-_INT_RANGES = (
-    ("service_port", 1, 65535), ("published_port", 1, 65535), ("vxlan_port", 1, 65535),
-    ("vxlan_vni", 0, 2**24 - 1), ("subnet_prefix", 1, 32), ("route_limit", 1, 10_000),
-)
-
-
-def _whole(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-class SettingError(PlanError):
-    """One mode setting is wrong: names the setting, the problem and the fix."""
-
-    def __init__(self, key: str, problem: str, fix: str):
-        self.key, self.problem, self.fix = key, problem, fix
-        super().__init__(f"mode setting {key}: {problem}. {fix}")
-
-
-def check_settings(s: "ModeSettings") -> None:
-    """Types and ranges of every setting (pure); SettingError naming the setting and the fix."""
-    for key, lo, hi in _INT_RANGES:
-        v = getattr(s, key)
-        if not _whole(v) or not lo <= v <= hi:
-            raise SettingError(key, f"{v!r} is not a whole number from {lo} to {hi}", f"Write e.g. '{key}: {getattr(ModeSettings, key)}'.")
-    if s.published_port == SSH_PORT:
-        raise SettingError("published_port", f"{SSH_PORT} is SSH's port; publishing it would send new SSH logins to the server container",
-                           "Use another port, e.g. 30080.")
-    if s.mtu is not None and (not _whole(s.mtu) or not 576 <= s.mtu <= 65535):
-        raise SettingError("mtu", f"{s.mtu!r} is not a whole number from 576 to 65535", "Leave it out to use what the real solution uses.")
-    if s.ipvlan_mode not in ("l2", "l3"):
-        raise SettingError("ipvlan_mode", f"{s.ipvlan_mode!r} is not l2 or l3", "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
-    for key in ("cluster_cidr", "docker_cidr"):
-        v = getattr(s, key)
-        try:
-            if not isinstance(v, str):
-                raise TypeError("not text")
-            ipaddress.IPv4Network(v, strict=True)
-        except (TypeError, ValueError) as exc:
-            raise SettingError(key, f"{v!r} is not an IPv4 network ({exc})", "Write it like 10.244.0.0/16.") from None
-    if s.aws is not None and not isinstance(s.aws, AwsSettings):
-        raise SettingError("aws", "is not an AWS section", "Put the AWS settings in the inventory ('aws:').")
-
-
-def check_published_port(settings: "ModeSettings", hosts: "HostFacts") -> None:
-    """The published port must not be the port the server's sshd answers on (seen in SSH_CONNECTION)."""
-    s = hosts.server
-    if s.ssh_port is not None and settings.published_port == s.ssh_port:
-        raise SettingError("published_port", f"{settings.published_port} is the SSH port of {s.name}; publishing it would send "
-                           "new SSH logins to the server container", "Use another port, e.g. 30080.")
 
 
 @dataclass(frozen=True)
@@ -168,7 +82,7 @@ class HostFact:
     ssh_peer: str | None = None  # the address the SSH session comes from (never routed away)
     ssh_interface: str | None = None  # the interface the SSH session uses (never touched)
     ssh_port: int | None = None  # the port this host's sshd answered our session on
-    data_ifindex: int = 0  # the data interface's ifindex (ebpf-redirect's maps name it)
+    data_ifindex: int = 0  # the data interface's ifindex (for a kind that writes it into BPF maps)
 
     @property
     def data_network(self) -> ipaddress.IPv4Network:
@@ -177,7 +91,8 @@ class HostFact:
 
 @dataclass(frozen=True)
 class RouterFact:
-    """The VPC router of flannel-aws-vpc on the testbed: a namespace on this machine."""
+    """The testbed's router (its fabric namespace, on this machine), for a kind that routes
+    through it (`NetworkMode.needs_router`)."""
 
     netns: str
     address: str
@@ -245,12 +160,24 @@ class VerifyResult:
 
 
 class NetworkMode:
-    """One subclass per mode, registered by name in modes/__init__.py."""
+    """One subclass per mode kind, registered in modes/registry.py (`MODES.register`).
+
+    Besides the plan and the endpoint, a kind says everything the engine, `clean`, the trust
+    check and the host-state capture need to know about it, so none of them names a mode:
+    its settings, the shapes of its undo commands, the links it owns, its leftovers, whether
+    it routes through the testbed's router and the kernel link kinds it needs."""
 
     name: str = ""
-    # Link kinds the kernel must support; probed in a throwaway namespace before any change.
-    link_kinds: tuple[str, ...] = ()
+    # Several implementations of one mode may be registered; a study picks one by name.
+    implementation: str = "project"
+    settings_type: type[ModeSettings] = ModeSettings
+    link_kinds: tuple[LinkKind, ...] = ()  # probed in a throwaway namespace before any change
     needs_nft: bool = False
+    needs_router: bool = False  # facts include the testbed router (HostFacts.router)
+    # regexes (fullmatch) of the links this kind names (HOST_RE stands for a host name)
+    owned_links: tuple[str, ...] = ()
+    # regexes (match) of the commands that create a kernel object (the setup-cost record)
+    creates: tuple[str, ...] = ()
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
         raise NotImplementedError
@@ -258,127 +185,67 @@ class NetworkMode:
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         raise NotImplementedError
 
+    def settings(self, given: ModeSettings | Mapping | None = None) -> ModeSettings:
+        """This kind's settings from a mapping, or from settings of another type (their shared
+        fields carried over); an unknown key is a SettingError naming the known ones."""
+        if isinstance(given, self.settings_type):
+            return given
+        known = settings_fields(self.settings_type)
+        if isinstance(given, ModeSettings):
+            return self.settings_type(**{k: getattr(given, k) for k in settings_fields(type(given)) if k in known})
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise SettingError(unknown[0], f"is not a setting of {self.name}", f"Known settings: {', '.join(known)}.")
+        return self.settings_type(**given)
+
+    def settings_from_inventory(self, settings: ModeSettings, extra: Mapping) -> ModeSettings:
+        """Settings the inventory adds (its extra sections); the default adds none."""
+        return settings
+
+    def settings_from_record(self, d: Mapping, trusted: bool) -> ModeSettings:
+        """Settings back from a stored state (`trusted`: the driver's own copy)."""
+        known = settings_fields(self.settings_type)
+        return self.settings_type(**{k: v for k, v in d.items() if k in known})
+
+    async def extend_facts(self, fleet, facts: HostFacts, settings: ModeSettings) -> HostFacts:
+        """I/O-gathered facts only this kind needs, before planning; the default adds none."""
+        return facts
+
+    def undo_shapes(self, host: str, data_interface: str | None) -> list[tuple[str, ...]]:
+        """argv patterns (one regex per word) of undos this kind plans beyond the shared ones
+        (engine/trust.py); a host's copy of the state is trusted only with these."""
+        return []
+
+    def leftover_queries(self, host: str, data_interface: str) -> dict[str, list[str]]:
+        """Read-only commands `clean` runs on a host (name -> argv) for `leftovers`."""
+        return {}
+
+    def leftovers(self, host: str, data_interface: str, outputs: Mapping[str, str]) -> list[list[str]]:
+        """Commands removing what this kind may leave beyond links, namespaces, nft tables and
+        routes (pure, from the queries' outputs; they run after the links are gone)."""
+        return []
+
+    def state_commands(self) -> list[tuple[str, list[str]]]:
+        """Extra parts of a host's network state (name, argv) that `down` must restore."""
+        return []
+
+    def normalise_state(self, name: str, text: str) -> str:
+        """One of this kind's state parts with its volatile values left out (pure)."""
+        return text
+
     async def before_up(self, fleet, facts: HostFacts, settings: ModeSettings) -> dict:
         """I/O after the kernel probe and before the first change (checks, builds); what it
         returns is kept in the mode's state under `details`. Raises to refuse the mode."""
         return {}
 
-    async def path_checks(self, fleet, endpoint: Endpoint, settings: ModeSettings, facts: HostFacts, probe) -> list[Check]:
+    async def path_checks(self, fleet, endpoint: Endpoint, settings: ModeSettings, facts: HostFacts,
+                          probe) -> list[Check]:
         """Checks that the data path is the intended one; `probe()` sends one HTTP request."""
         await probe()
         return []
 
 
-def pod_netns(host: str, role: str = "pod") -> str:
-    return prefixed(host, role)
-
-
-def ifname(name: str) -> str:
-    """An interface name this project generates; refuses names the kernel would reject."""
-    if not name or len(name) > IFNAME_MAX:
-        raise PlanError(
-            f"interface name '{name}' has {len(name)} characters; Linux allows at most {IFNAME_MAX}. "
-            "Use shorter host names in the inventory (at most 8 characters)."
-        )
-    return name
-
-
-def network(value: str, what: str) -> ipaddress.IPv4Network:
-    try:
-        return ipaddress.IPv4Network(value, strict=True)
-    except ValueError as exc:
-        raise PlanError(f"{what} '{value}' is not an IPv4 network ({exc}). Write it like 10.244.0.0/16.") from None
-
-
-def check_no_overlap(named: Mapping[str, ipaddress.IPv4Network]) -> None:
-    items = list(named.items())
-    for i, (a, na) in enumerate(items):
-        for b, nb in items[i + 1:]:
-            if na.overlaps(nb):
-                raise PlanError(f"{a} {na} overlaps {b} {nb}. Choose a {a} that does not overlap (change it in the settings).")
-
-
-def base_networks(hosts: HostFacts) -> dict[str, ipaddress.IPv4Network]:
-    """Networks pod addresses must never overlap: data networks and the SSH session's peer."""
-    nets: dict[str, ipaddress.IPv4Network] = {}
-    for h in hosts:
-        nets.setdefault(f"the data network of {h.name}", h.data_network)
-        if h.ssh_peer:
-            nets.setdefault(f"the SSH source address of {h.name}", ipaddress.IPv4Network(f"{h.ssh_peer}/32"))
-    # several hosts on one data network: keep one entry per distinct network
-    seen, unique = set(), {}
-    for k, v in nets.items():
-        if v not in seen:
-            seen.add(v)
-            unique[k] = v
-    return unique
-
-
-def check_networks(hosts: HostFacts, extra: Mapping[str, ipaddress.IPv4Network]) -> None:
-    """Refuse pod networks that overlap each other, a data network or the SSH path."""
-    named = dict(extra)
-    for k, v in base_networks(hosts).items():
-        for ek, ev in extra.items():
-            if v.overlaps(ev):
-                raise PlanError(f"{ek} {ev} overlaps {k} ({v}). Choose a {ek} that does not overlap (change it in the settings).")
-    check_no_overlap(named)
-
-
-def pod_subnets(hosts: HostFacts, settings: ModeSettings) -> dict[str, ipaddress.IPv4Network]:
-    """A pod subnet per host (flannel's lease), in inventory order: host i gets subnet i+1."""
-    cluster = network(settings.cluster_cidr, "cluster_cidr")
-    prefix = settings.subnet_prefix
-    if not isinstance(prefix, int) or not cluster.prefixlen <= prefix <= 30:
-        raise PlanError(
-            f"subnet_prefix /{prefix} does not fit cluster_cidr {cluster}: it must be between "
-            f"/{cluster.prefixlen} and /30. Choose a subnet_prefix in that range."
-        )
-    available = 2 ** (prefix - cluster.prefixlen)
-    if available < len(hosts) + 1:
-        raise PlanError(
-            f"cluster_cidr {cluster} holds {available} /{prefix} subnet(s), too few for {len(hosts)} hosts "
-            "(subnet 0 is left unused). Use a larger cluster_cidr or a longer subnet_prefix."
-        )
-    check_networks(hosts, {"cluster_cidr": cluster})
-    subnets = cluster.subnets(new_prefix=prefix)
-    next(subnets)  # leave the first subnet unused (10.244.0.0/24 looks like the network itself)
-    return {h.name: next(subnets) for h in hosts}
-
-
-def nth(net: ipaddress.IPv4Network, n: int) -> str:
-    return str(net.network_address + n)
-
-
-def pod_to_pod_endpoint(mode: str, hosts: "HostFacts", settings: "ModeSettings") -> "Endpoint":
-    """The client pod dials the server pod's own address (every mode without NAT)."""
-    addr = nth(pod_subnets(hosts, settings)[hosts.server.name], 2)
-    return Endpoint(mode, pod_netns(hosts.client.name), pod_netns(hosts.server.name), addr, settings.service_port, addr, settings.service_port)
-
-
-def sysctl_step(host: str, key: str, value, old) -> Step:
-    return step(host, ["sysctl", "-q", "-w", f"{key}={value}"], ["sysctl", "-q", "-w", f"{key}={old}"])
-
-
-def forwarding_step(h: HostFact) -> Step:
-    """ip_forward on; undo restores it and all.accept_redirects, which the kernel resets when
-    ip_forward changes (devinet.c: inet_forward_change)."""
-    return step(
-        h.name,
-        ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-        ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={h.ip_forward}", f"net.ipv4.conf.all.accept_redirects={h.accept_redirects}"],
-    )
-
-
-def mtu_for(h: HostFact, settings: ModeSettings, overhead: int = 0) -> int:
-    mtu = settings.mtu if settings.mtu else h.mtu - overhead
-    if mtu < 576 or mtu > h.mtu - overhead:
-        raise PlanError(f"MTU {mtu} does not fit {h.name}'s data MTU {h.mtu} minus {overhead} bytes of encapsulation. Choose an MTU from 576 to {h.mtu - overhead}.")
-    return mtu
-
-
-BPF_ROOT = f"{RUN_DIR}/bpf"  # bpffs mounts of the ebpf-redirect mode
-
-
-def pin_dir(host: str) -> str:
-    """The host's own bpffs mount: programs under prog/, maps under maps/."""
-    return f"{BPF_ROOT}/{PREFIX}-{host}"
+BRIDGE = LinkKind("bridge")
+VETH = LinkKind("veth")
+HOST_RE = r"[a-z][a-z0-9]{0,7}"  # an inventory host name (config._NAME_RE), for owned_links

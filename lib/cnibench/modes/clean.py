@@ -1,15 +1,13 @@
 """`invoke clean`: remove every leftover of any network mode, by ownership, after a crash.
 
 1. The mode's state (the driver's copy; without one, the hosts' checked copies, see
-   modes/state.py): undo every step that was started. A state file that cannot be read or is
+   modes/engine/state.py): undo every step that was started. A state file that cannot be read or is
    not trusted is reported and treated as absent: the sweep below still runs.
 2. Sweep by prefix on every inventory host: container namespaces `cnib-<host>-*`, the probe
-   namespaces `cnib-probe-*` a killed `hosts.check` leaves, interfaces the modes name
-   (cnibcni0, cnibflannel.1, cnibdocker0, cnib[vdcime]<host>), nftables tables `cnib*`, routes
-   with protocol 203 (our marker), the clsact qdisc of the data interface when our program
-   (cnib_from_net) is attached there, the host's bpffs mount `<run dir>/bpf/cnib-<host>` (which
-   drops its pinned programs and maps) and its directory; then restore the sysctls from their
-   recorded originals.
+   namespaces `cnib-probe-*` a killed `hosts.check` leaves, interfaces the registered mode kinds
+   own (`NetworkMode.owned_links`) and the kernel probes' `cnibp*`, nftables tables `cnib*`,
+   what each kind lists as its leftovers (`NetworkMode.leftovers`, e.g. a bpffs mount), routes
+   with protocol 203 (our marker); then restore the sysctls from their recorded originals.
 3. On the testbed: routes with protocol 203 in the fabric (the VPC router), and its sysctls.
 4. The state is forgotten only when every undo and restore succeeded; otherwise it is kept
    (and said so) for the next `clean`.
@@ -26,33 +24,44 @@ from __future__ import annotations
 import json
 import re
 
-from ..parsing import ip_json
 from ..catalog import PREFIX, ROUTE_PROTO
-from .kinds.ebpf import pin_dir
-from .engine.hoststate import bpf_mounts
+from ..infra.config import RUN_DIR
+from ..infra.local import LocalHost
+from ..parsing import ip_json
+from .engine.apply import Runners, settings_from_state, undo_steps
+from .engine.state import load, read_originals, remove_all, steps_to_undo
+from .registry import MODES
 
 PROBE_NETNS = f"{PREFIX}-probe-"  # precheck.probe_kernel's throwaway namespaces
-# Interface names modes generate (see the modes' modules); anything else is not ours to remove.
-MODE_LINK = re.compile(rf"^{PREFIX}(cni0|docker0|flannel\.1|[vdcime][a-z][a-z0-9]{{0,7}}|probe\w*)$")
-OUR_PROGRAM = re.compile(rf"\bname {PREFIX}_\w+")  # a tc filter running one of our BPF programs
+PROBE_LINK = rf"{PREFIX}probe\w*"  # throwaway probe links
+
+
+def link_pattern(modes=MODES) -> re.Pattern:
+    """Interface names the registered kinds own; anything else is not ours to remove."""
+    return re.compile("^(" + "|".join((*(p for m in modes.all() for p in m.owned_links), PROBE_LINK)) + ")$")
 
 
 def sweep_plan(host: str, netns: list[str], links: list[str], tables: list[tuple[str, str]], protect: set[str],
-               data_filters: str = "", data_interface: str | None = None, mounts: list[str] = (), pins_left: bool = False) -> list[list[str]]:
-    """Commands removing this host's leftovers (pure): netns, links, tables, the data
-    interface's clsact qdisc when our program is attached there (`data_filters`: its
-    `tc filter show ... ingress`), the host's bpffs mount (`mounts`: the bpffs mount points,
-    stacked ones repeated) and its directory (`pins_left`: it exists), then routes."""
+               leftovers: list[list[str]] = (), modes=MODES) -> list[list[str]]:
+    """Commands removing this host's leftovers (pure): netns, links, tables, the kinds'
+    `leftovers` (their commands, from NetworkMode.leftovers), then routes."""
+    owned = link_pattern(modes)
     argvs = [["ip", "netns", "del", n] for n in sorted(netns) if n.startswith((f"{PREFIX}-{host}-", PROBE_NETNS))]
-    argvs += [["ip", "link", "del", l] for l in sorted(links) if MODE_LINK.match(l) and l not in protect]
+    argvs += [["ip", "link", "del", lk] for lk in sorted(links) if owned.match(lk) and lk not in protect]
     argvs += [["nft", "delete", "table", fam, name] for fam, name in sorted(tables) if name.startswith(f"{PREFIX}")]
-    if data_interface and OUR_PROGRAM.search(data_filters):
-        argvs.append(["tc", "qdisc", "del", "dev", data_interface, "clsact"])
-    pins = pin_dir(host)
-    argvs += [["umount", pins] for m in mounts if m == pins]
-    if pins_left:
-        argvs.append(["rmdir", pins])
+    argvs += [list(a) for a in leftovers]
     argvs.append(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO])
+    return argvs
+
+
+async def kind_leftovers(host, modes=MODES) -> list[list[str]]:
+    """Run each kind's read-only queries on `host`; the commands removing what they found."""
+    argvs: list[list[str]] = []
+    dev = host.spec.data_interface
+    for mode in modes.all():
+        queries = mode.leftover_queries(host.name, dev)
+        outputs = {k: (await host.run(argv, check=False)).stdout for k, argv in queries.items()}
+        argvs += [a for a in mode.leftovers(host.name, dev, outputs) if a not in argvs]
     return argvs
 
 
@@ -88,8 +97,6 @@ def workload_sweep_argv(run_dir: str) -> list[str]:
 
 async def sweep_workload(host) -> list[str]:
     """Remove the workload's leftovers on one host; returns what was removed."""
-    from ..infra.config import RUN_DIR
-
     r = await host.run(workload_sweep_argv(str(RUN_DIR)), check=False)
     return [f"{host.name}: removed {line}" for line in r.stdout.split()]
 
@@ -99,22 +106,18 @@ async def _listing(host):
     netns = [e["name"] for e in ip_json(ns_out)]
     links = [l["ifname"] for l in ip_json((await host.run(["ip", "-j", "link", "show"])).stdout)]
     nft = await host.run(["nft", "-j", "list", "tables"], check=False)
-    tables = [(t["table"]["family"], t["table"]["name"]) for t in json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if "table" in t] if nft.exit_status == 0 else []
+    listed = json.loads(nft.stdout or '{"nftables": []}').get("nftables", []) if nft.exit_status == 0 else []
+    tables = [(t["table"]["family"], t["table"]["name"]) for t in listed if "table" in t]
     env = await host.ssh_connection()  # not through sudo, which drops it
     protect = {host.spec.data_interface}
     if env:
         route = ip_json((await host.run(["ip", "-j", "route", "get", env[0]])).stdout)
         protect |= {r.get("dev") for r in route if r.get("dev")}
-    filters = (await host.run(["tc", "filter", "show", "dev", host.spec.data_interface, "ingress"], check=False)).stdout
-    mounts = [m.split()[0] for m in bpf_mounts((await host.run(["cat", "/proc/self/mountinfo"], check=False)).stdout)]
-    pins_left = (await host.run(["test", "-d", pin_dir(host.name)], check=False)).exit_status == 0
-    return netns, links, tables, protect, filters, mounts, pins_left
+    return netns, links, tables, protect, await kind_leftovers(host)
 
 
 async def restore_sysctls(target, netns: str | None = None) -> tuple[list[str], list[str], list[str]]:
     """Put back the sysctl originals recorded on `target`: (done, ignored, problems)."""
-    from .engine.state import read_originals
-
     originals, why = await read_originals(target)
     ignored = [why] if why else []
     if not originals:
@@ -127,22 +130,20 @@ async def restore_sysctls(target, netns: str | None = None) -> tuple[list[str], 
 
 async def clean(fleet) -> list[str]:
     """Remove every leftover of any mode; returns what was done."""
-    from .engine.apply import Runners, settings_from_state, undo_steps
-    from ..infra.local import LocalHost
-    from .engine.state import load, remove_all, steps_to_undo
-
     loaded = await load(fleet)
     done = [f"ignored: {p}" for p in loaded.problems]
     problems: list[str] = []
     state = loaded.state
     if state:
-        problems += await undo_steps(Runners(fleet, settings_from_state(state, fleet)), steps_to_undo(state), strict=False)
-        done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + (f"; {len(problems)} undo(s) failed" if problems else ""))
+        problems += await undo_steps(Runners(fleet, settings_from_state(state, fleet)), steps_to_undo(state),
+                                     strict=False)
+        failed = f"; {len(problems)} undo(s) failed" if problems else ""
+        done.append(f"undid the stored plan of {state.get('mode')} ({state.get('status')})" + failed)
 
     async def sweep(host):
-        netns, links, tables, protect, filters, mounts, pins_left = await _listing(host)
+        netns, links, tables, protect, leftovers = await _listing(host)
         ran = []
-        for argv in sweep_plan(host.name, netns, links, tables, protect, filters, host.spec.data_interface, mounts, pins_left):
+        for argv in sweep_plan(host.name, netns, links, tables, protect, leftovers):
             r = await host.run(argv, check=False)
             if r.exit_status == 0 and argv[:3] != ["ip", "route", "flush"]:
                 ran.append(f"{host.name}: {' '.join(argv)}")
@@ -156,7 +157,8 @@ async def clean(fleet) -> list[str]:
     local = None
     if tb and tb.get("fabric_netns"):
         local = LocalHost()
-        await local.run(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO], netns=tb["fabric_netns"], check=False)
+        await local.run(["ip", "route", "flush", "table", "main", "proto", ROUTE_PROTO], netns=tb["fabric_netns"],
+                        check=False)
         restored, ignored, failed = await restore_sysctls(local, tb["fabric_netns"])
         done += restored + [f"ignored: {w}" for w in ignored]
         problems += failed

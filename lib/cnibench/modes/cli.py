@@ -5,10 +5,25 @@ from __future__ import annotations
 import json
 
 from ..infra.hosts import quote
-from .registry import get_mode
-from .engine.apply import down as _down, prepare, setup_cost, up as _up, verify as _verify
 from .base import Step
+from .engine.apply import down as _down
+from .engine.apply import prepare, setup_cost
+from .engine.apply import up as _up
+from .engine.apply import verify as _verify
 from .engine.state import current_state, read_states, steps_to_undo
+from .registry import MODES, get_mode
+
+
+def mode_help() -> str:
+    """The --mode help text: every registered mode, in order."""
+    return f"network mode ({', '.join(MODES.names())})"
+
+
+def settings_from_options(mode: str, **given):
+    """The mode's settings from CLI options, each kept only where the mode has that setting."""
+    kind = get_mode(mode)
+    known = kind.settings_type.__dataclass_fields__
+    return kind.settings({k: v for k, v in given.items() if k in known})
 
 
 def format_plan(steps: list[Step], undo: bool = False) -> str:
@@ -25,13 +40,15 @@ def format_plan(steps: list[Step], undo: bool = False) -> str:
     return "\n".join(lines)
 
 
-async def up(fleet, mode: str, settings, dry_run: bool, as_json: bool) -> str:
+async def up(fleet, mode: str, settings, dry_run: bool, as_json: bool, implementation: str | None = None) -> str:
     if dry_run:
-        _, _, _, steps, endpoint = await prepare(fleet, mode, settings)
+        kind, _, _, steps, endpoint = await prepare(fleet, mode, settings, implementation)
         if as_json:
-            return json.dumps({"mode": mode, "endpoint": endpoint.to_dict(), "steps": [s.to_dict() for s in steps], **setup_cost(steps)}, indent=1)
+            plan = {"mode": mode, "implementation": kind.implementation, "endpoint": endpoint.to_dict(),
+                    "steps": [s.to_dict() for s in steps], **setup_cost(steps, kind)}
+            return json.dumps(plan, indent=1)
         return format_plan(steps) or f"# {mode}: nothing to create"
-    endpoint = await _up(fleet, mode, settings)
+    endpoint = await _up(fleet, mode, settings, implementation)
     return json.dumps(endpoint.to_dict(), indent=1) if as_json else f"{mode} is up; endpoint: {endpoint}"
 
 
@@ -43,11 +60,14 @@ async def down(fleet, mode, dry_run: bool, as_json: bool) -> str:
         if not state:
             return "nothing is up"
         steps = steps_to_undo(state)
-        return json.dumps([s.to_dict() for s in reversed(steps) if s.undo], indent=1) if as_json else format_plan(steps, undo=True)
+        return json.dumps([s.to_dict() for s in reversed(steps) if s.undo],
+                          indent=1) if as_json else format_plan(steps, undo=True)
     done = await _down(fleet, mode)
     if as_json:
         return json.dumps(done)
-    return "nothing was up" if done is None else f"{done['mode']} is down ({done['undo_commands']} undo commands, {done['teardown_seconds']:.2f} s)"
+    if done is None:
+        return "nothing was up"
+    return f"{done['mode']} is down ({done['undo_commands']} undo commands, {done['teardown_seconds']:.2f} s)"
 
 
 async def verify(fleet, mode: str, as_json: bool):
@@ -57,8 +77,15 @@ async def verify(fleet, mode: str, as_json: bool):
 
 async def status(fleet, as_json: bool) -> str:
     states = await read_states(fleet)
-    summary = {h: (None if s is None else {k: s.get(k) for k in ("mode", "status", "endpoint", "commands", "kernel_objects", "setup_seconds")}) for h, s in states.items()}
+    keys = ("mode", "status", "endpoint", "commands", "kernel_objects", "setup_seconds")
+    summary = {h: (None if s is None else {k: s.get(k) for k in keys}) for h, s in states.items()}
     if as_json:
         return json.dumps(summary, indent=1)
-    return "\n".join(f"{h}: " + ("no mode" if s is None else f"{s['mode']} ({s['status']}), endpoint {s['endpoint']}, "
-                                 f"{s['commands']} commands, {s['kernel_objects']} kernel objects") for h, s in summary.items())
+
+    def line(s) -> str:
+        if s is None:
+            return "no mode"
+        return (f"{s['mode']} ({s['status']}), endpoint {s['endpoint']}, "
+                f"{s['commands']} commands, {s['kernel_objects']} kernel objects")
+
+    return "\n".join(f"{h}: {line(s)}" for h, s in summary.items())

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
-from ..catalog import MODES
+from ..modes import REFERENCE, mode_names, setting_keys  # noqa: F401  (REFERENCE re-exported)
+
+MODES = mode_names()  # the registry's fixed order (tables, legends, colours)
 
 # Fields the runner fills in per run; a study cannot set them.
 _PER_RUN_KEYS = ("mode", "size", "rate", "closed_loop")
@@ -32,7 +34,5 @@ def calibration_keys() -> tuple[str, ...]:
 
 
 def mode_setting_keys() -> tuple[str, ...]:
-    """ModeSettings fields a study may set per mode."""
-    from ..modes import ModeSettings
-
-    return tuple(f.name for f in dataclasses.fields(ModeSettings) if f.name != "aws")
+    """Settings a study may set per mode (every kind's)."""
+    return setting_keys()

@@ -14,7 +14,8 @@ from ..parsing import ip_json
 from ..parsing import version as version_in
 from ..errors import CnibenchError
 from ..infra.hosts import Fleet, Host
-from ..infra.kernelprobe import LINK_KINDS, probe_commands, probe_kernel, probe_link_kinds  # noqa: F401  (re-exported)
+from ..infra.kernelprobe import probe_commands, probe_kernel, probe_link_kinds  # noqa: F401  (re-exported)
+from ..modes import MODES
 
 TOOLS = {  # tool: (version argv, Debian package)
     "ip": (["ip", "-V"], "iproute2"),
@@ -120,7 +121,7 @@ async def check_host(host: Host) -> HostReport:
         v4 = [a["local"] for a in link.get("addr_info", []) if a.get("family") == "inet"]
         rep.data_address = s.data_address or (v4[0] if v4 else None)
     if rep.privileged:
-        rep.kernel_features = await probe_kernel(host)
+        rep.kernel_features = await probe_kernel(host, MODES.link_kinds())
     await _hygiene_facts(host, rep)
     return rep
 

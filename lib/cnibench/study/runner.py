@@ -103,9 +103,9 @@ def mode_settings(study: Study, mode: str):
     raw = study.mode_settings.get(mode)
     if not raw:
         return None
-    from ..modes import ModeSettings
+    from ..modes import mode_settings as settings_of
 
-    return ModeSettings(**raw)
+    return settings_of(mode, raw)
 
 
 async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Mapping[str, Any], provenance: str | None, limits=None, session=None) -> dict:

@@ -38,7 +38,7 @@ from ..infra.config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_rel
 from . import policy
 from ..catalog import SIZES
 from ..errors import ConfigError
-from .keys import calibration_keys, known_modes, mode_setting_keys, workload_keys
+from .keys import REFERENCE, calibration_keys, known_modes, mode_setting_keys, workload_keys
 from ..workload.defaults import MAX_RATE
 
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
@@ -125,7 +125,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         raise ConfigError(path, "seed", f"'{seed}' is not a whole number", "Write any whole number, e.g. 'seed: 2016'; it fixes the run order.")
 
     modes = _modes(data, path)
-    reference = data.get("reference", "host")
+    reference = data.get("reference", REFERENCE)
     sizes = _sizes(data, path)
     load_kind, loads, rotate = _loads(data, path)
     # Fractions are of the reference's calibrated maximum: it must be run. With absolute rates a
@@ -210,7 +210,7 @@ def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
         keys = mode_setting_keys()
         if keys:
             _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
-            _check_mode_settings(settings, path, f"mode_settings.{mode}")
+            _check_mode_settings(settings, path, f"mode_settings.{mode}", mode)
     return mode_settings
 
 
@@ -314,13 +314,13 @@ def _focus(data: dict, path: Path, loads, kind) -> tuple[tuple[float, float] | N
     return (float(rng[0]), float(rng[1])), int(reps)
 
 
-def _check_mode_settings(settings: dict, path: Path, where: str) -> None:
+def _check_mode_settings(settings: dict, path: Path, where: str, mode: str) -> None:
     """Types and ranges of a mode's settings, as mode_up would check them (now, not mid-study)."""
-    from ..modes import ModeSettings
+    from ..modes import mode_settings
     from ..modes.base import SettingError
 
     try:
-        ModeSettings(**settings)
+        mode_settings(mode, settings)
     except SettingError as exc:
         raise ConfigError(path, f"{where}.{exc.key}", exc.problem, exc.fix) from None
 

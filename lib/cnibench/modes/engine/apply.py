@@ -22,45 +22,45 @@ from typing import Iterable
 from ...catalog import PREFIX
 from ...errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
 from ...infra.kernelprobe import probe_link_kinds
-from ...catalog import MODES
-from ..registry import get_mode
-from . import state as store
-from ..base import AWS, LOCAL, AwsSettings, Endpoint, ModeSettings, Step, VerifyResult
-from .facts import gather_facts
 from ...infra.local import LocalHost
+from ..base import AWS, LOCAL, Endpoint, ModeSettings, NetworkMode, Step, VerifyResult
+from ..registry import MODES, get_mode
+from . import state as store
+from .aws import AwsDriver
+from .facts import gather_facts
 from .state import current_state, steps_to_undo
 from .trust import sysctl_assignments
+from .verify import verify_mode
 
 # Messages of undo commands whose object is already gone (ip, nft, the AWS API's *.NotFound).
-ABSENT = re.compile(r"Cannot find device|\.NotFound\b|No such (file or directory|device|process)|Cannot open network namespace", re.I)
+ABSENT = re.compile(r"Cannot find device|\.NotFound\b|No such (file or directory|device|process)|Cannot open network "
+                    r"namespace", re.I)
 # ...but a command that did not run at all (missing, not executable) is never "already gone".
-NOT_RUN = re.compile(r'command not found|failed to run command|exec of "[^"]*" failed|: not found\s*$|Permission denied', re.I | re.M)
+NOT_RUN = re.compile(r'command not found|failed to run command|exec of "[^"]*" failed|: not found\s*$|Permission '
+                     r'denied', re.I | re.M)
 
 
 def already_gone(exit_status: int, text: str) -> bool:
     """Did an undo fail only because its object no longer exists? (pure)"""
     return exit_status not in (126, 127) and bool(ABSENT.search(text)) and not NOT_RUN.search(text)
 
-# Kernel objects a step creates (for the setup-cost record).
-_CREATES = re.compile(r"^(ip (-n \S+ )?(link|addr|route|neigh|netns) add|bridge fdb (add|append)|nft add (table|chain|rule)|ec2 create-route"
-                      r"|tc (qdisc|filter) add|mount -t bpf|bpftool (prog loadall|map update))\b")
+# Kernel objects the shared pieces create (for the setup-cost record); kinds add their own.
+SHARED_CREATES = (r"ip (-n \S+ )?(link|addr|route|neigh|netns) add\b", r"bridge fdb (add|append)\b",
+                  r"nft add (table|chain|rule)\b")
 
 
-def settings_for(fleet, settings: ModeSettings | None) -> ModeSettings:
-    """Default settings, with the inventory's `aws` section when it has one."""
-    settings = settings or ModeSettings()
-    aws = fleet.inventory.extra.get("aws")
-    if settings.aws is None and aws:
-        settings = settings.with_(aws=AwsSettings(
-            region=aws.get("region", "us-east-1"), route_table_id=aws.get("route_table_id", ""),
-            instances=dict(aws.get("instances", {})), endpoint_url=aws.get("endpoint_url"),
-        ))
-    return settings
+def settings_for(fleet, mode: NetworkMode, settings: ModeSettings | None) -> ModeSettings:
+    """The kind's settings (defaults, or the given ones' shared part and its own), with what
+    the inventory adds for it (e.g. an `aws` section)."""
+    return mode.settings_from_inventory(mode.settings(settings), fleet.inventory.extra)
 
 
-def setup_cost(steps: Iterable[Step]) -> dict:
+def setup_cost(steps: Iterable[Step], mode: NetworkMode | None = None) -> dict:
+    """Commands and kernel objects of a plan (`mode` None: every registered kind's patterns)."""
+    kinds = [mode] if mode is not None else MODES.all()
+    creates = re.compile("^(" + "|".join((*SHARED_CREATES, *(p for m in kinds for p in m.creates))) + ")")
     steps = list(steps)
-    return {"commands": len(steps), "kernel_objects": sum(1 for s in steps if _CREATES.match(" ".join(s.argv)))}
+    return {"commands": len(steps), "kernel_objects": sum(1 for s in steps if creates.match(" ".join(s.argv)))}
 
 
 class Runners:
@@ -76,9 +76,7 @@ class Runners:
             return self._local
         if name == AWS:
             if self._aws is None:
-                from .aws import AwsDriver
-
-                self._aws = AwsDriver.from_settings(self.settings.aws)
+                self._aws = AwsDriver.from_settings(getattr(self.settings, "aws", None))
             return self._aws
         return self.fleet[name]
 
@@ -90,7 +88,8 @@ def by_host(steps: Iterable[Step]) -> dict[str, list[Step]]:
     return groups
 
 
-async def run_plan(runners: Runners, steps: list[Step], on_start=None) -> tuple[float, list[Step], BaseException | None]:
+async def run_plan(runners: Runners, steps: list[Step], on_start=None) -> tuple[float, list[Step],
+                                                                                BaseException | None]:
     """Run the plan, stopping every host at its next step after the first failure.
     `on_start(target, n)` is called before a target's n-th step runs (the journal).
     Returns the seconds taken, the steps to undo (done, and in flight with an unknown outcome)
@@ -159,11 +158,13 @@ async def undo_steps(runners: Runners, steps: list[Step], strict: bool = True) -
                 problems.append(f"{name}: {' '.join(s.undo)}: {exc}")
                 continue
             if r.exit_status != 0 and not already_gone(r.exit_status, r.stderr + r.stdout):
-                problems.append(f"{name}: {' '.join(s.undo)}: {(r.stderr or r.stdout).strip() or f'exit {r.exit_status}'}")
+                problems.append(f"{name}: {' '.join(s.undo)}: "
+                                f"{(r.stderr or r.stdout).strip() or f'exit {r.exit_status}'}")
 
     await asyncio.gather(*(undo_host(n, g) for n, g in by_host(steps).items()))
     if strict and problems:
-        raise PlanError("teardown left errors:\n  " + "\n  ".join(problems) + "\nThe mode's state is kept: run 'invoke clean' to sweep every leftover by prefix.")
+        raise PlanError("teardown left errors:\n  " + "\n  ".join(problems)
+                        + "\nThe mode's state is kept: run 'invoke clean' to sweep every leftover by prefix.")
     return problems
 
 
@@ -180,7 +181,8 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
             errors = await probe_link_kinds(host, ns, kinds)
             missing += [f"{kind} ({err})" for kind, err in errors.items() if err]
             if nft:
-                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", f"{PREFIX}_probe"], check=False)
+                r = await host.run(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", f"{PREFIX}_probe"],
+                                   check=False)
                 if r.exit_status != 0:
                     missing.append(f"nftables ({(r.stderr or 'nft missing').strip()})")
         finally:
@@ -192,21 +194,16 @@ async def probe_kernel(fleet, kinds: tuple[str, ...], nft: bool) -> None:
     if lacking:
         detail = "; ".join(f"{h}: {', '.join(m)}" for h, m in sorted(lacking.items()))
         raise UnsupportedFeature(f"the kernel cannot do what this mode needs — {detail}. Nothing was changed. "
-                                 "Load the module (e.g. 'modprobe ipvlan') or use a kernel built with it, or pick another mode.")
+                                 "Load the module (e.g. 'modprobe ipvlan') or use a kernel built with it, "
+                                 "or pick another mode.")
 
 
-async def prepare(fleet, name: str, settings: ModeSettings | None):
+async def prepare(fleet, name: str, settings: ModeSettings | None, implementation: str | None = None):
     """Everything before the first change: settings, facts, plan, endpoint (all validated)."""
-    mode = get_mode(name)
-    settings = settings_for(fleet, settings)
-    facts = await gather_facts(fleet, with_router=(name == "flannel-aws-vpc"))
-    if name == "flannel-aws-vpc" and settings.aws is not None and settings.aws.instances:
-        from dataclasses import replace
-
-        from .aws import AwsDriver
-
-        # the original source/dest check of each instance, restored by the undo
-        facts = replace(facts, source_dest_check=AwsDriver.from_settings(settings.aws).source_dest_check(settings.aws.instances.values()))
+    mode = get_mode(name, implementation)
+    settings = settings_for(fleet, mode, settings)
+    facts = await gather_facts(fleet, with_router=mode.needs_router)
+    facts = await mode.extend_facts(fleet, facts, settings)
     steps = mode.plan(facts, settings)
     endpoint = mode.endpoint(facts, settings)
     return mode, settings, facts, steps, endpoint
@@ -216,12 +213,15 @@ def _same_plan(state: dict, steps: list[Step]) -> bool:
     return by_host(Step.from_dict(d) for d in state.get("steps", [])) == by_host(steps)
 
 
-def state_docs(fleet, name: str, endpoint: Endpoint, steps: list[Step], settings: ModeSettings) -> dict[str, dict]:
+def state_docs(fleet, mode: NetworkMode, endpoint: Endpoint, steps: list[Step], settings: ModeSettings) -> dict[
+    str, dict]:
     """One state document per target (every host, even without steps, so status finds the mode)."""
     groups = by_host(steps)
-    common = {"mode": name, "status": "applying", "endpoint": endpoint.to_dict(), "settings": _settings_dict(settings), **setup_cost(steps)}
+    common = {"mode": mode.name, "implementation": mode.implementation, "status": "applying",
+              "endpoint": endpoint.to_dict(), "settings": asdict(settings), **setup_cost(steps, mode)}
     targets = [h.name for h in fleet] + [t for t in groups if t not in {h.name for h in fleet}]
-    return {t: {**common, "target": t, "steps": [s.to_dict() for s in groups.get(t, [])], "started": 0} for t in targets}
+    return {t: {**common, "target": t, "steps": [s.to_dict() for s in groups.get(t, [])],
+                "started": 0} for t in targets}
 
 
 async def begin(fleet, runners: Runners, docs: dict[str, dict]) -> None:
@@ -245,17 +245,19 @@ async def forget(fleet, runners: Runners, step_dicts: list[dict]) -> None:
     await store.remove_all(fleet, runners[LOCAL] if any(d["host"] == LOCAL for d in step_dicts) else None)
 
 
-async def up(fleet, name: str, settings: ModeSettings | None = None) -> Endpoint:
-    mode, settings, facts, steps, endpoint = await prepare(fleet, name, settings)
+async def up(fleet, name: str, settings: ModeSettings | None = None, implementation: str | None = None) -> Endpoint:
+    mode, settings, facts, steps, endpoint = await prepare(fleet, name, settings, implementation)
     existing = await current_state(fleet)
     if existing:
-        if existing.get("mode") == name and existing.get("status") == "up" and _same_plan(existing, steps):
+        same = existing.get("mode") == name and existing.get("implementation", "project") == mode.implementation
+        if same and existing.get("status") == "up" and _same_plan(existing, steps):
             return Endpoint.from_dict(existing["endpoint"])  # already up, same plan
-        raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' (or 'invoke clean') first.")
+        raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' "
+                        "(or 'invoke clean') first.")
     await probe_kernel(fleet, mode.link_kinds, mode.needs_nft)
     details = await mode.before_up(fleet, facts, settings)  # refuses before any change
     runners = Runners(fleet, settings)
-    docs = state_docs(fleet, name, endpoint, steps, settings)
+    docs = state_docs(fleet, mode, endpoint, steps, settings)
     if details:
         for doc in docs.values():
             doc["details"] = details
@@ -300,41 +302,43 @@ async def down(fleet, name: str | None = None, settings: ModeSettings | None = N
     if state is None:
         return None
     if name is not None and state.get("mode") != name:
-        raise PlanError(f"mode {state.get('mode')} is up, not {name}. Run 'invoke mode.down --mode {state.get('mode')}'.")
+        raise PlanError(f"mode {state.get('mode')} is up, not {name}. Run 'invoke mode.down --mode "
+                        f"{state.get('mode')}'.")
     steps = steps_to_undo(state)
-    runners = Runners(fleet, settings_for(fleet, settings) if settings else settings_from_state(state, fleet))
+    mode = state_mode(state)
+    runners = Runners(fleet, settings_for(fleet, mode, settings) if settings else settings_from_state(state, fleet))
     start = time.monotonic()
     await undo_steps(runners, steps)  # raises on a real failure: the state is kept
     await forget(fleet, runners, state.get("steps", []))
-    return {"mode": state.get("mode"), "teardown_seconds": round(time.monotonic() - start, 4), "undo_commands": sum(1 for s in steps if s.undo)}
+    return {"mode": state.get("mode"), "teardown_seconds": round(time.monotonic() - start, 4),
+            "undo_commands": sum(1 for s in steps if s.undo)}
 
 
 async def verify(fleet, name: str, settings: ModeSettings | None = None) -> VerifyResult:
-    mode = get_mode(name)
+    get_mode(name)  # unknown name: clear error
     state = await current_state(fleet)
     if not state or state.get("mode") != name or state.get("status") != "up":
         raise PlanError(f"mode {name} is not up. Run 'invoke mode.up --mode {name}' first.")
-    settings = settings or settings_from_state(state, fleet)
-    from .verify import verify_mode
-
+    mode = state_mode(state)
+    settings = settings_for(fleet, mode, settings) if settings else settings_from_state(state, fleet)
     return await verify_mode(mode, fleet, Endpoint.from_dict(state["endpoint"]), settings)
 
 
-def _settings_dict(settings: ModeSettings) -> dict:
-    d = asdict(settings)
-    if settings.aws is not None:
-        d["aws"] = {**asdict(settings.aws), "instances": dict(settings.aws.instances)}
-    return d
+def state_mode(state: dict) -> NetworkMode:
+    """The kind (and implementation) a stored state was applied with; a kind no longer
+    registered gets the bare contract (its undo commands need no kind to run)."""
+    try:
+        return get_mode(state.get("mode"), state.get("implementation") or None)
+    except PlanError:
+        return NetworkMode()
 
 
 def settings_from_state(state: dict, fleet) -> ModeSettings:
-    """The settings a state was applied with; AWS settings only from the driver's own copy."""
-    d = dict(state.get("settings") or {})
-    aws = d.pop("aws", None)
-    aws = aws if state.get("source") == "driver" else None
-    known = {f for f in ModeSettings.__dataclass_fields__}
-    s = ModeSettings(**{k: v for k, v in d.items() if k in known})
-    return s.with_(aws=AwsSettings(**aws)) if aws else settings_for(fleet, s)
+    """The settings a state was applied with; what only the driver may say (e.g. AWS targets)
+    only from the driver's own copy, else from the inventory."""
+    mode = state_mode(state)
+    s = mode.settings_from_record(dict(state.get("settings") or {}), trusted=state.get("source") == "driver")
+    return mode.settings_from_inventory(s, fleet.inventory.extra)
 
 
-__all__ = ["up", "down", "verify", "apply_steps", "undo_steps", "setup_cost", "MODES"]
+__all__ = ["up", "down", "verify", "apply_steps", "undo_steps", "setup_cost"]

@@ -8,13 +8,29 @@ with boto3 and returns the same CommandResult shape as a host. Tested against mo
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 from ...errors import CommandFailed, PlanError
 from ...infra.hosts import CommandResult
 from ..base import AWS
 
 ROUTE_LIMIT = 50  # AWS's default routes per route table, the limit the study names
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where pod subnets are registered on real AWS (inventory key `aws`)."""
+
+    region: str = "us-east-1"
+    route_table_id: str = ""
+    instances: Mapping[str, str] = field(default_factory=dict)  # host name -> instance id
+    endpoint_url: str | None = None  # for moto in tests; None = the real AWS endpoint
+
+    @classmethod
+    def from_inventory(cls, aws: Mapping) -> "AwsSettings":
+        return cls(region=aws.get("region", "us-east-1"), route_table_id=aws.get("route_table_id", ""),
+                   instances=dict(aws.get("instances", {})), endpoint_url=aws.get("endpoint_url"))
 
 
 def _options(argv: Sequence[str]) -> dict[str, str | bool]:
@@ -42,13 +58,15 @@ class AwsDriver:
     @classmethod
     def from_settings(cls, aws) -> "AwsDriver":
         if aws is None:
-            raise PlanError("this plan has AWS steps but the inventory has no 'aws' section (region, route_table_id, instances).")
-        import boto3
+            raise PlanError("this plan has AWS steps but the inventory has no 'aws' section (region, route_table_id, "
+                            "instances).")
+        import boto3  # heavy, and needed only on real AWS (or moto): not on every CLI path
 
         return cls(boto3.client("ec2", region_name=aws.region, endpoint_url=aws.endpoint_url))
 
-    async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = None, input=None, netns=None) -> CommandResult:
-        import botocore.exceptions
+    async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = None, input=None,
+                  netns=None) -> CommandResult:
+        import botocore.exceptions  # with boto3, only on the AWS path
 
         argv = tuple(argv)
         start = time.monotonic()
@@ -72,8 +90,10 @@ class AwsDriver:
         if op == "create-route":
             table = self.ec2.describe_route_tables(RouteTableIds=[o["route-table-id"]])["RouteTables"][0]
             if len(table.get("Routes", [])) >= self.route_limit:
-                raise _LimitExceeded(f"An error occurred (RouteLimitExceeded): The maximum number of routes ({self.route_limit}) in route table {o['route-table-id']} has been reached.")
-            self.ec2.create_route(RouteTableId=o["route-table-id"], DestinationCidrBlock=o["destination-cidr-block"], InstanceId=o["instance-id"])
+                raise _LimitExceeded("An error occurred (RouteLimitExceeded): The maximum number of routes "
+                                     f"({self.route_limit}) in route table {o['route-table-id']} has been reached.")
+            self.ec2.create_route(RouteTableId=o["route-table-id"], DestinationCidrBlock=o["destination-cidr-block"],
+                                  InstanceId=o["instance-id"])
         elif op == "delete-route":
             return self._delete_route(o["route-table-id"], o["destination-cidr-block"], o.get("instance-id"))
         elif op == "modify-instance-attribute":
@@ -92,14 +112,15 @@ class AwsDriver:
         if route is None:
             raise _NotFound(f"An error occurred (InvalidRoute.NotFound): no route to {cidr} in {table_id}")
         if instance_id and route.get("InstanceId") != instance_id:
-            target = route.get("InstanceId") or route.get("GatewayId") or route.get("NetworkInterfaceId") or "another target"
+            target = (route.get("InstanceId") or route.get("GatewayId") or route.get("NetworkInterfaceId")
+                      or "another target")
             return f"kept: the route to {cidr} leads to {target}, not {instance_id} (not ours)"
         self.ec2.delete_route(RouteTableId=table_id, DestinationCidrBlock=cidr)
         return ""
 
     def source_dest_check(self, instance_ids) -> dict[str, bool]:
         """instance id -> its source/dest check now (read before the plan changes it)."""
-        import botocore.exceptions
+        import botocore.exceptions  # with boto3, only on the AWS path
 
         out = {}
         for iid in instance_ids:
@@ -107,7 +128,8 @@ class AwsDriver:
                 attr = self.ec2.describe_instance_attribute(InstanceId=iid, Attribute="sourceDestCheck")
             except botocore.exceptions.ClientError as exc:
                 e = exc.response.get("Error", {})
-                raise PlanError(f"cannot read instance {iid} ({e.get('Code')}: {e.get('Message')}). Check the instance ids in the inventory's aws section.") from None
+                raise PlanError(f"cannot read instance {iid} ({e.get('Code')}: {e.get('Message')}). Check the instance "
+                                "ids in the inventory's aws section.") from None
             out[iid] = bool(attr["SourceDestCheck"]["Value"])
         return out
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-
-from ...parsing import ip_json
 from ...catalog import PREFIX
 from ...errors import HostError, PlanError
-from ..base import HostFact, HostFacts, RouterFact
 from ...infra.local import LocalHost
+from ...parsing import ip_json
+from ..base import HostFact, HostFacts, RouterFact
+from .state import read_originals
 
 L2_STATES = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
 
@@ -27,14 +27,13 @@ async def gather_facts(fleet, with_router: bool = True) -> HostFacts:
     router = None
     tb = inv.extra.get("testbed") if with_router else None
     if tb and tb.get("fabric_netns"):
-        router = await router_facts(tb["fabric_netns"], tb.get("router", "198.18.0.1"), tb.get("bridge", f"{PREFIX}br0"))
+        router = await router_facts(
+            tb["fabric_netns"], tb.get("router", "198.18.0.1"), tb.get("bridge", f"{PREFIX}br0"))
     return HostFacts(hosts, router)
 
 
 async def recorded(target) -> list[str]:
     """Sysctl originals an earlier, unfinished mode recorded on `target` (state.py)."""
-    from .state import read_originals
-
     return (await read_originals(target))[0]
 
 
@@ -51,15 +50,20 @@ async def _basics(host) -> dict:
     link = ip_json((await host.run(["ip", "-j", "link", "show", "dev", dev])).stdout)[0]
     addrs = ip_json((await host.run(["ip", "-j", "-4", "addr", "show", "dev", dev])).stdout)
     inet = [a for entry in addrs for a in entry.get("addr_info", []) if a.get("family") == "inet"]
-    chosen = next((a for a in inet if a["local"] == spec.data_address), None) if spec.data_address else (inet[0] if inet else None)
+    chosen = next((a for a in inet if a["local"] == spec.data_address),
+                  None) if spec.data_address else (inet[0] if inet else None)
     if chosen is None:
         want = spec.data_address or "an IPv4 address"
-        raise HostError(host.name, f"data interface {dev} has no {want}. Check data_interface/data_address in the inventory ('ip addr show dev {dev}' on the host).")
-    sysctl = (await host.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects"])).stdout.split()
+        raise HostError(host.name,
+                        f"data interface {dev} has no {want}. Check data_interface/data_address in the inventory "
+                        f"('ip addr show dev {dev}' on the host).")
+    sysctl = (await host.run(["sysctl", "-n", "net.ipv4.ip_forward",
+                              "net.ipv4.conf.all.accept_redirects"])).stdout.split()
     sysctl = originals_over(await recorded(host), ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects"], sysctl)
     ssh_peer, ssh_if, ssh_port = await ssh_path(host)
     return dict(
-        name=host.name, role=spec.role, data_interface=dev, data_address=chosen["local"], data_prefix=int(chosen["prefixlen"]),
+        name=host.name, role=spec.role, data_interface=dev, data_address=chosen["local"],
+        data_prefix=int(chosen["prefixlen"]),
         mtu=int(link["mtu"]), mac=link.get("address", ""), ip_forward=int(sysctl[0]), accept_redirects=int(sysctl[1]),
         ssh_peer=ssh_peer, ssh_interface=ssh_if, ssh_port=ssh_port, data_ifindex=int(link.get("ifindex", 0)),
     )
@@ -89,9 +93,10 @@ def check_ssh_path(name: str, data_interface: str, peer: str | None, dev: str | 
                         "for the login user), so a plan could cut it. Nothing was changed. Check that sshd sets "
                         "SSH_CONNECTION (it always does unless the login shell or PAM clears it).")
     if dev is not None and dev == data_interface:
-        raise PlanError(f"{name}: the SSH session runs over the data interface {data_interface}; a network mode changes "
-                        "that interface and could cut the session. Nothing was changed. Connect over another interface "
-                        "(a management NIC: set 'address' in the inventory) or use another NIC as data_interface.")
+        raise PlanError(f"{name}: the SSH session runs over the data interface {data_interface}; a network mode "
+                        "changes that interface and could cut the session. Nothing was changed. Connect over another "
+                        "interface (a management NIC: set 'address' in the inventory) or use another NIC as "
+                        "data_interface.")
 
 
 async def _l2_peers(host, dev: str, peers: dict[str, str]) -> list[str]:
@@ -110,10 +115,11 @@ async def _l2_peers(host, dev: str, peers: dict[str, str]) -> list[str]:
 
 async def router_facts(netns: str, address: str, interface: str) -> RouterFact:
     local = LocalHost()
-    vals = (await local.run(["sysctl", "-n", "net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects",
-                             "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"], netns=netns)).stdout.split()
-    keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects", "net.ipv4.conf.all.send_redirects", f"net.ipv4.conf.{interface}.send_redirects"]
+    keys = ["net.ipv4.ip_forward", "net.ipv4.conf.all.accept_redirects", "net.ipv4.conf.all.send_redirects",
+            f"net.ipv4.conf.{interface}.send_redirects"]
+    vals = (await local.run(["sysctl", "-n", *keys], netns=netns)).stdout.split()
     vals = originals_over(await recorded(local), keys, vals)
     routes = ip_json((await local.run(["ip", "-j", "-n", netns, "route", "show"])).stdout)
-    return RouterFact(netns=netns, address=address, interface=interface, ip_forward=int(vals[0]), accept_redirects=int(vals[1]),
+    return RouterFact(netns=netns, address=address, interface=interface, ip_forward=int(vals[0]),
+                      accept_redirects=int(vals[1]),
                       send_redirects_all=int(vals[2]), send_redirects_if=int(vals[3]), routes=len(routes))

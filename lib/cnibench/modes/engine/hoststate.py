@@ -3,21 +3,24 @@
 What `down` must leave exactly as `up` found it: links, addresses, routes (all tables), rules,
 permanent neighbours, static FDB entries, the nftables ruleset, the sysctls modes touch, the
 host's container namespaces, tc qdiscs and the filters on every link's ingress and egress, and
-the bpffs mounts and pins (ebpf-redirect). Only volatile values (timers, counters, lifetimes) are
-normalised.
+every part a registered mode kind adds (`NetworkMode.state_commands`, e.g. bpffs mounts and
+pins). Only volatile values (timers, counters, lifetimes) are normalised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import re
+import time
 from typing import Awaitable, Callable, Sequence
-from ...parsing import ip_json
+
 from ...catalog import PREFIX
+from ...infra.local import LocalHost
+from ...parsing import ip_json
+from ..registry import MODES
 
 SYSCTLS = ("net.ipv4.ip_forward", "net.ipv4.conf.all", "net.ipv4.conf.default")
-# Pins under the modes' bpffs root and the usual bpffs (a constant script; the root is $1).
-BPF_PINS_SH = 'find "$1" /sys/fs/bpf -mindepth 1 2>/dev/null; true'
 
 
 def state_commands(data_interface: str | None = None) -> list[tuple[str, list[str]]]:
@@ -33,26 +36,24 @@ def state_commands(data_interface: str | None = None) -> list[tuple[str, list[st
         ("sysctl", ["sysctl", *sysctls]),
         ("netns", ["ip", "netns", "list"]),
         ("qdisc", ["tc", "qdisc", "show"]),
-        ("mounts", ["cat", "/proc/self/mountinfo"]),
-        ("bpf_pins", ["sh", "-c", BPF_PINS_SH, "sh", _bpf_root()]),
+        *kind_commands(),
     ]
 
 
-def _bpf_root() -> str:
-    from ..base import BPF_ROOT
+def kind_commands(modes=MODES) -> list[tuple[str, list[str]]]:
+    """The parts the registered kinds add, each name once (the first kind's command)."""
+    seen: dict[str, list[str]] = {}
+    for mode in modes.all():
+        for name, argv in mode.state_commands():
+            seen.setdefault(name, argv)
+    return list(seen.items())
 
-    return BPF_ROOT
 
-
-def bpf_mounts(mountinfo: str) -> list[str]:
-    """'mount point source' of every bpffs in /proc/self/mountinfo (pure; ids left out)."""
-    out = []
-    for line in mountinfo.splitlines():
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if sep and len(fields) >= 5 and tail[:1] == ["bpf"]:
-            out.append(f"{fields[4]} {tail[1] if len(tail) > 1 else ''}".rstrip())
-    return sorted(out)
+def _kind_normalise(name: str, text: str, modes=MODES) -> str:
+    for mode in modes.all():
+        if any(n == name for n, _ in mode.state_commands()):
+            return mode.normalise_state(name, text)
+    return text
 
 
 async def tc_filters(run) -> str:
@@ -86,16 +87,17 @@ def normalise(name: str, text: str, netns_prefix: str | None = None) -> str:
         lines = [l for l in lines if "permanent" in l or "static" in l]
     elif name == "nft":
         lines = [_COUNTER.sub("counter packets * bytes *", l) for l in lines]
-    elif name == "mounts":
-        lines = bpf_mounts(text)
     elif name == "netns":
         # named namespaces are machine-wide: only this host's containers are its state
         names = [l.split()[0] for l in lines if l.strip()]
         lines = sorted(n for n in names if netns_prefix and n.startswith(netns_prefix))
+    else:
+        lines = _kind_normalise(name, text).splitlines()
     return "\n".join(l.rstrip() for l in lines)
 
 
-async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface: str | None = None, netns_prefix: str | None = None) -> dict[str, str]:
+async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface: str | None = None,
+                  netns_prefix: str | None = None) -> dict[str, str]:
     """`run(argv) -> stdout` runs a command where the state lives (a host, a namespace)."""
     out = {name: normalise(name, await run(argv), netns_prefix) for name, argv in state_commands(data_interface)}
     out["tc_filter"] = await tc_filters(run)
@@ -105,9 +107,6 @@ async def capture(run: Callable[[Sequence[str]], Awaitable[str]], data_interface
 async def settle(run, timeout: float = 10.0) -> None:
     """Wait until IPv6 duplicate address detection is over (a fresh link's addresses are
     'tentative' for a second or two and would show up as a difference)."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + timeout
     while "tentative" in await run(["ip", "addr", "show"]) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
@@ -122,8 +121,6 @@ async def capture_host(host) -> dict[str, str]:
 
 
 async def capture_local(netns: str) -> dict[str, str]:
-    from ...infra.local import LocalHost
-
     local = LocalHost()
 
     async def run(argv):
@@ -141,5 +138,6 @@ def diff(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name, ""), after.get(name, "")
         if a != b:
-            out[name] = "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), f"before/{name}", f"after/{name}", lineterm=""))
+            out[name] = "\n".join(difflib.unified_diff(a.splitlines(), b.splitlines(), f"before/{name}",
+                                                       f"after/{name}", lineterm=""))
     return out

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from ...parsing import ip_json
+
 from ...catalog import PREFIX
-from . import pieces
+from ...parsing import ip_json
 from ..base import Check
+from . import pieces
 
 VERIFY_TABLE = f"{PREFIX}_verify"  # a throwaway nftables table, removed after each check
 
@@ -26,16 +27,22 @@ def parse_ttl(ping_output: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-async def counters(host, data_if: str, endpoint, settings, probe) -> dict[str, int]:
+VXLAN_PORT = 8472  # the Linux kernel's default VXLAN port: what an unencapsulated path must not use
+
+
+async def counters(host, data_if: str, endpoint, probe, encap_port: int = VXLAN_PORT) -> dict[str, int]:
     """Count, while `probe()` runs, packets leaving `data_if` on `host` that the host's IP stack
-    handled: VXLAN-encapsulated (UDP to the VXLAN port) and plain (addressed to the endpoint);
+    handled: encapsulated (UDP to `encap_port`) and plain (addressed to the endpoint);
     and `tx`, all packets the interface sent (macvlan/ipvlan traffic bypasses the host stack)."""
     t = VERIFY_TABLE
     await host.run(["nft", "add", "table", "ip", t])
     try:
-        await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "postrouting", "priority", "0", ";", "}"])
-        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "udp", "dport", str(settings.vxlan_port), "counter"])
-        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "ip", "daddr", endpoint.connect_address, "counter"])
+        await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "postrouting",
+                        "priority", "0", ";", "}"])
+        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "udp", "dport", str(encap_port),
+                        "counter"])
+        await host.run(["nft", "add", "rule", "ip", t, "out", "oifname", data_if, "ip", "daddr",
+                        endpoint.connect_address, "counter"])
         tx0 = await tx_packets(host, data_if)
         await probe()
         tx1 = await tx_packets(host, data_if)
@@ -64,11 +71,13 @@ def parse_rule_counters(nft_json: str) -> list[int]:
 async def direct_route_checks(fleet, endpoint, settings, facts, probe) -> list[Check]:
     """host-gw and routed modes: the pod route goes via the peer's data address, unencapsulated."""
     c, s = facts.client, facts.server
-    delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
+    delta = await counters(fleet.client, c.data_interface, endpoint, probe)
     route = await route_get(fleet.client, endpoint.connect_address)
     return [
-        Check("route to the server pod via the server's data address", f"via {s.data_address} dev {c.data_interface}" in route, route),
-        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0, f"plain {delta['plain']}, UDP/{settings.vxlan_port} {delta['encap']}"),
+        Check("route to the server pod via the server's data address",
+              f"via {s.data_address} dev {c.data_interface}" in route, route),
+        Check("pod packets leave the data interface unencapsulated", delta["plain"] > 0 and delta["encap"] == 0,
+              f"plain {delta['plain']}, UDP/{VXLAN_PORT} {delta['encap']}"),
     ]
 
 
@@ -76,19 +85,22 @@ async def direct_route_checks(fleet, endpoint, settings, facts, probe) -> list[C
 async def no_bridge_checks(fleet, endpoint, settings, facts, probe, kind: str, mode: str) -> list[Check]:
     """The container's eth0 is a `kind` child of the data interface, which is in no bridge."""
     c = facts.client
-    delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
+    delta = await counters(fleet.client, c.data_interface, endpoint, probe)
     checks = []
-    for host, f, ns in ((fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
+    for host, f, ns in (
+        (fleet.client, facts.client, endpoint.client_netns), (fleet.server, facts.server, endpoint.server_netns)):
         pod = ip_json((await host.run(["ip", "-d", "-j", "-n", ns, "link", "show", "dev", pieces.POD_IF])).stdout)[0]
         info = pod.get("linkinfo", {})
         got_mode = (info.get("info_data") or {}).get("mode")
         data = ip_json((await host.run(["ip", "-j", "link", "show", "dev", f.data_interface])).stdout)[0]
         checks.append(Check(f"{f.name}: container eth0 is {kind} ({mode}) and {f.data_interface} is in no bridge",
                             info.get("info_kind") == kind and got_mode == mode and "master" not in data,
-                            f"kind={info.get('info_kind')} mode={got_mode} {f.data_interface} master={data.get('master')}"))
+                            f"kind={info.get('info_kind')} mode={got_mode} "
+                            f"{f.data_interface} master={data.get('master')}"))
     # The container's packets leave the NIC (tx rises) without passing the host's IP stack
     # (its postrouting hook sees none of them): no bridge, no routing on the way.
     checks.append(Check(f"pod packets leave {c.data_interface} without crossing the host's stack",
                         delta["tx"] >= 3 and delta["plain"] == 0 and delta["encap"] == 0,
-                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, {delta['encap']} UDP/{settings.vxlan_port}"))
+                        f"{c.data_interface} tx +{delta['tx']}, seen by the host's stack: {delta['plain']} plain, "
+                        f"{delta['encap']} UDP/{VXLAN_PORT}"))
     return checks

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 
 from ...errors import PlanError
-from ..base import ROUTE_PROTO, HostFact, HostFacts, Step, ifname, pod_netns, step
+from ..addressing import ifname, pod_netns
+from ..base import ROUTE_PROTO, HostFact, HostFacts, Step, step
 
 POD_IF = "eth0"  # the container's interface, as Docker and Kubernetes name it
 
@@ -85,6 +86,6 @@ def require_l2(hosts: HostFacts, mode: str) -> None:
             if p.name not in h.l2_peers:
                 raise PlanError(
                     f"{mode} needs every host on one L2 segment, but {h.name} does not reach "
-                    f"{p.name} ({p.data_address}) directly on {h.data_interface}. Use flannel-vxlan, "
-                    "or put the hosts' data interfaces on one switch/subnet."
+                    f"{p.name} ({p.data_address}) directly on {h.data_interface}. Use a mode with an "
+                    "overlay (VXLAN), or put the hosts' data interfaces on one switch/subnet."
                 )

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...catalog import PREFIX
-from ...infra.config import DATA, RUN_DIR
 from ...errors import PlanError
-from ..base import AWS, LOCAL, ModeSettings, Step
+from ...infra.config import DATA, RUN_DIR
+from ..base import AWS, LOCAL, Step, settings_fields
+from ..registry import MODES
 from .trust import StateRefused, check_endpoint, check_host_state, parse_originals
 
 DRIVER_DIR = DATA / "state" / "modes"
@@ -144,7 +145,8 @@ async def read_host_copy(host) -> tuple[dict | None, str | None]:
     if text is None:
         return None, None
     try:
-        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults(), host.spec.data_interface), None
+        return check_host_state(host.name, json.loads(text), _modes(), _setting_defaults(),
+                                host.spec.data_interface), None
     except (ValueError, StateRefused) as exc:
         return None, f"{host.name}:{host_state_path(host.name)} is not trusted ({exc}); treated as absent"
 
@@ -188,7 +190,8 @@ def merge(docs: dict[str, dict], source: str) -> dict | None:
     first = next(iter(docs.values()))
     statuses = {d.get("status") for d in docs.values()}
     status = next((s for s in ("rollback-failed", "applying") if s in statuses), "up")
-    state = {k: first.get(k) for k in ("mode", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds", "details")}
+    keys = ("mode", "implementation", "endpoint", "settings", "commands", "kernel_objects", "setup_seconds", "details")
+    state = {k: first.get(k) for k in keys}
     state.update(status=status, source=source, steps=[s for d in docs.values() for s in d["steps"]],
                  started={t: d.get("started") for t, d in docs.items()})
     return state
@@ -209,7 +212,8 @@ async def current_state(fleet) -> dict | None:
     sweeps by prefix, goes on without it)."""
     loaded = await load(fleet)
     if loaded.problems:
-        raise PlanError("the mode state cannot be used: " + "; ".join(loaded.problems) + ". Run 'invoke clean' to remove every leftover of any mode.")
+        raise PlanError("the mode state cannot be used: " + "; ".join(loaded.problems)
+                        + ". Run 'invoke clean' to remove every leftover of any mode.")
     return loaded.state
 
 
@@ -244,7 +248,8 @@ def host_copy(doc: dict) -> dict:
 
 async def write_host_copies(fleet, docs: dict[str, dict]) -> None:
     async def write(host):
-        await write_atomic(host, host_state_path(host.name), json.dumps(host_copy(docs[host.name]), indent=1, sort_keys=True))
+        await write_atomic(host, host_state_path(host.name), json.dumps(host_copy(docs[host.name]), indent=1,
+                                                                        sort_keys=True))
 
     await fleet.gather("write mode state", write)
 
@@ -264,11 +269,14 @@ async def remove_all(fleet, local=None) -> None:
     remove_driver(fleet.inventory)
 
 
-def _modes():
-    from ...catalog import MODES
-
-    return MODES
+def _modes() -> tuple[str, ...]:
+    return MODES.names()
 
 
 def _setting_defaults() -> dict:
-    return {f: getattr(ModeSettings(), f) for f in ModeSettings.__dataclass_fields__}
+    """Every registered kind's settings with their defaults (a host's copy may hold any)."""
+    out: dict = {}
+    for m in MODES.all():
+        defaults = m.settings_type()
+        out.update({f: getattr(defaults, f) for f in settings_fields(m.settings_type)})
+    return out

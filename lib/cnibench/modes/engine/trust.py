@@ -2,8 +2,9 @@
 to run anything elsewhere, or anything of its own choosing through us: a host's copy of the mode
 state and its sysctl originals are accepted only when every part has a known shape.
 
-- steps: only for that host (never `@local`, never `@aws`); each undo one of UNDO_SHAPES, the
-  shapes the modes' plans produce (tests/unit/test_modes_trust.py checks every mode's plan);
+- steps: only for that host (never `@local`, never `@aws`); each undo one of the shared shapes
+  (SHARED_SHAPES, what engine/pieces.py plans) or of the shapes the state's own mode kind
+  declares (`NetworkMode.undo_shapes`; tests/unit/test_modes_trust.py checks every mode's plan);
 - sysctl: only keys a mode touches, set to an integer;
 - endpoint and settings: every field of the right type and range (ports 1..65535, addresses
   that parse, container namespaces named `cnib-<host>-<role>`).
@@ -19,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from ...catalog import PREFIX
 from ...errors import CnibenchError
+from ..registry import MODES
 
 STATUSES = ("applying", "up", "rollback-failed")
 HOST = r"[a-z][a-z0-9]{0,7}"  # inventory host names (config._NAME_RE)
@@ -42,38 +44,39 @@ def pod_netns_re(host: str) -> str:
     return re.escape(f"{PREFIX}-{host}-") + r"[a-z0-9]{1,16}"
 
 
-def undo_shapes(host: str, data_interface: str | None = None) -> list[tuple[str, ...]]:
-    """argv patterns (one regex per word) of every undo a plan gives a host. `data_interface`
-    (the inventory's, never the host's word): ebpf-redirect removes the clsact qdisc it added
-    there; without it, only a clsact qdisc on one of our interfaces may be removed."""
-    from ..base import pin_dir
-
+def shared_shapes(host: str) -> list[tuple[str, ...]]:
+    """argv patterns (one regex per word) of the undos the engine's shared pieces plan."""
     ns = pod_netns_re(host)
-    qdisc_dev = OUR_IF + (f"|{re.escape(data_interface)}" if data_interface else "")
-    pins = re.escape(pin_dir(host))  # the host's own bpffs mount (ebpf-redirect)
     return [
         ("ip", "netns", "del", ns),
         ("ip", "link", "del", OUR_IF),
         ("ip", "-n", ns, "link", "del", "eth0"),
         ("ip", "route", "del", CIDR, "via", IPV4, "dev", IFNAME, "proto", "203"),
         ("nft", "delete", "table", "ip|inet", OUR_TABLE),
-        ("tc", "qdisc", "del", "dev", qdisc_dev, "clsact"),
-        ("umount", pins),
-        ("rmdir", pins),
+        ("tc", "qdisc", "del", "dev", OUR_IF, "clsact"),
     ]
 
 
-def undo_allowed(host: str, argv: Sequence[str], data_interface: str | None = None) -> bool:
-    """Is `argv` an undo the modes could have planned for `host`?"""
+def undo_shapes(host: str, data_interface: str | None = None, mode: str | None = None, modes=MODES) -> list[
+    tuple[str, ...]]:
+    """The shared shapes and those of mode `mode` (None: of every registered kind).
+    `data_interface` is the inventory's, never the host's word."""
+    kinds = [m for m in modes.all() if mode is None or m.name == mode]
+    return shared_shapes(host) + [shape for m in kinds for shape in m.undo_shapes(host, data_interface)]
+
+
+def undo_allowed(host: str, argv: Sequence[str], data_interface: str | None = None, mode: str | None = None) -> bool:
+    """Is `argv` an undo the modes (or mode `mode`) could have planned for `host`?"""
     if not all(isinstance(a, str) for a in argv):
         return False
     argv = list(argv)
     if argv[:3] == ["sysctl", "-q", "-w"] and 1 <= len(argv) - 3 <= 4:
         return all(SYSCTL_SET.fullmatch(a) for a in argv[3:])
-    return any(len(shape) == len(argv) and all(re.fullmatch(p, a) for p, a in zip(shape, argv)) for shape in undo_shapes(host, data_interface))
+    return any(len(shape) == len(argv) and all(re.fullmatch(p, a) for p, a in zip(shape, argv))
+               for shape in undo_shapes(host, data_interface, mode))
 
 
-def check_step(host: str, d: Any, data_interface: str | None = None) -> dict:
+def check_step(host: str, d: Any, data_interface: str | None = None, mode: str | None = None) -> dict:
     if not isinstance(d, dict) or set(d) != {"host", "argv", "undo", "netns"}:
         raise StateRefused(f"a step is not of the form {{host, argv, undo, netns}}: {str(d)[:120]}")
     if d["host"] != host:
@@ -82,7 +85,8 @@ def check_step(host: str, d: Any, data_interface: str | None = None) -> dict:
         raise StateRefused("a step's argv is not a list of strings")
     if d["netns"] is not None and not (isinstance(d["netns"], str) and re.fullmatch(pod_netns_re(host), d["netns"])):
         raise StateRefused(f"a step runs in namespace {d['netns']!r}, not one of this host's containers")
-    if d["undo"] is not None and not (isinstance(d["undo"], list) and undo_allowed(host, d["undo"], data_interface)):
+    if d["undo"] is not None and not (
+        isinstance(d["undo"], list) and undo_allowed(host, d["undo"], data_interface, mode)):
         raise StateRefused(f"undo {d['undo']!r} is not a command a mode plans")
     return d
 
@@ -109,7 +113,8 @@ def check_endpoint(d: Any, modes: Sequence[str]) -> dict:
     if d["mode"] not in modes:
         raise StateRefused(f"the endpoint's mode {d['mode']!r} is not a known mode")
     for k in ("client_netns", "server_netns"):
-        if d[k] is not None and not (isinstance(d[k], str) and re.fullmatch(rf"{PREFIX}-{HOST}-[a-z0-9]{{1,16}}", d[k])):
+        if d[k] is not None and not (isinstance(d[k], str) and re.fullmatch(rf"{PREFIX}-{HOST}-[a-z0-9]{{1,16}}",
+                                                                            d[k])):
             raise StateRefused(f"endpoint {k} {d[k]!r} is not a container namespace of ours")
     _address(d["server_bind"], "endpoint server_bind")
     _address(d["connect_address"], "endpoint connect_address")
@@ -118,7 +123,9 @@ def check_endpoint(d: Any, modes: Sequence[str]) -> dict:
     return d
 
 
-PORT_SETTINGS = ("service_port", "published_port", "vxlan_port")
+def port_settings(modes=MODES) -> set[str]:
+    """Every setting of a registered kind that names a port (its INT_RANGES reach 65535)."""
+    return {k for m in modes.all() for k, lo, hi in m.settings_type.INT_RANGES if (lo, hi) == (1, 65535)}
 
 
 def check_settings(d: Any, defaults: Mapping[str, Any]) -> dict:
@@ -133,7 +140,7 @@ def check_settings(d: Any, defaults: Mapping[str, Any]) -> dict:
         ok = (v is None and want is None) or (type(v) is type(want)) or (k == "mtu" and (v is None or type(v) is int))
         if not ok:
             raise StateRefused(f"setting {k}={v!r} is not of type {type(want).__name__}")
-        if k in PORT_SETTINGS:
+        if k in port_settings():
             _int(v, 1, 65535, f"setting {k}")
         elif isinstance(v, int) and not 0 <= v <= 2**24:
             raise StateRefused(f"setting {k}={v!r} is out of range")
@@ -141,7 +148,8 @@ def check_settings(d: Any, defaults: Mapping[str, Any]) -> dict:
     return out
 
 
-def check_host_state(host: str, d: Any, modes: Sequence[str], setting_defaults: Mapping[str, Any], data_interface: str | None = None) -> dict:
+def check_host_state(host: str, d: Any, modes: Sequence[str], setting_defaults: Mapping[str, Any],
+                     data_interface: str | None = None) -> dict:
     """A host's copy of the mode state, or StateRefused saying what is wrong with it."""
     if not isinstance(d, dict):
         raise StateRefused("not a JSON object")
@@ -153,10 +161,14 @@ def check_host_state(host: str, d: Any, modes: Sequence[str], setting_defaults: 
         raise StateRefused("steps is not a list")
     out = {
         "mode": d["mode"], "status": d["status"],
-        "steps": [check_step(host, s, data_interface) for s in d["steps"]],
+        "steps": [check_step(host, s, data_interface, d["mode"]) for s in d["steps"]],
         "endpoint": check_endpoint(d.get("endpoint"), modes),
         "settings": check_settings(d.get("settings", {}), setting_defaults),
     }
+    impl = d.get("implementation", "project")
+    if impl not in MODES.implementations(d["mode"]):
+        raise StateRefused(f"implementation {impl!r} is not one of mode {d['mode']}")
+    out["implementation"] = impl
     for k in ("commands", "kernel_objects"):
         out[k] = _int(d.get(k, 0), 0, 100_000, k)
     if d.get("setup_seconds") is not None:

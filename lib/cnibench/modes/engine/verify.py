@@ -61,12 +61,14 @@ print(json.dumps({"ok": ok, "body": body, "us": us}))
 
 
 async def start_server(fleet, endpoint: Endpoint):
-    return await fleet.server.start(["python3", "-c", SERVER, endpoint.server_bind, str(endpoint.server_port)], netns=endpoint.server_netns)
+    return await fleet.server.start(["python3", "-c", SERVER, endpoint.server_bind, str(endpoint.server_port)],
+                                    netns=endpoint.server_netns)
 
 
 async def requests(fleet, endpoint: Endpoint, n: int = 1, wait: float = 5.0) -> dict:
     """n sequential HTTP requests on one connection from the client container."""
-    r = await fleet.client.run(["python3", "-c", CLIENT, endpoint.connect_address, str(endpoint.connect_port), str(n), str(wait)],
+    r = await fleet.client.run(["python3", "-c", CLIENT, endpoint.connect_address, str(endpoint.connect_port), str(n),
+                                str(wait)],
                                netns=endpoint.client_netns, check=False, timeout=60 + n * 0.1)
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -75,13 +77,14 @@ async def requests(fleet, endpoint: Endpoint, n: int = 1, wait: float = 5.0) -> 
 
 
 async def verify_mode(mode: NetworkMode, fleet, endpoint: Endpoint, settings: ModeSettings) -> VerifyResult:
-    facts = await gather_facts(fleet, with_router=(mode.name == "flannel-aws-vpc"))
+    facts = await gather_facts(fleet, with_router=mode.needs_router)
     server = await start_server(fleet, endpoint)
     checks: list[Check] = []
     try:
         first = await requests(fleet, endpoint, 1, wait=5.0)
         where = f"{endpoint.client_netns or 'host'} -> {endpoint.connect_address}:{endpoint.connect_port}"
-        checks.append(Check(f"HTTP request {where}", first.get("ok") == 1 and first.get("body") == BODY, first.get("error") or f"body {first.get('body')!r}"))
+        checks.append(Check(f"HTTP request {where}", first.get("ok") == 1 and first.get("body") == BODY,
+                            first.get("error") or f"body {first.get('body')!r}"))
 
         async def probe():
             res = await requests(fleet, endpoint, 3, wait=2.0)

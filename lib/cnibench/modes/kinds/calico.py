@@ -6,9 +6,30 @@ routes amount to on one L2 segment). Host-side veth MAC ee:ee:ee:ee:ee:ee as Cal
 
 from __future__ import annotations
 
-from ..engine import pieces
 from ...catalog import PREFIX
-from ..base import ROUTE_PROTO, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint, step
+from ..addressing import (
+    forwarding_step,
+    mtu_for,
+    nth,
+    pod_netns,
+    pod_subnets,
+    pod_to_pod_endpoint,
+)
+from ..base import (
+    HOST_RE,
+    ROUTE_PROTO,
+    VETH,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    Step,
+    step,
+)
+from ..engine import pieces
+from ..engine.pathcheck import direct_route_checks, route_get
+from ..engine.pieces import require_l2
 
 GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -16,11 +37,10 @@ HOST_MAC = "ee:ee:ee:ee:ee:ee"
 
 class CalicoRouted(NetworkMode):
     name = "calico-routed"
-    link_kinds = ("veth",)
+    link_kinds = (VETH,)
+    owned_links = (rf"{PREFIX}c{HOST_RE}",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from ..engine.pieces import require_l2
-
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         steps: list[Step] = []
@@ -32,23 +52,26 @@ class CalicoRouted(NetworkMode):
             steps += pieces.netns(h)
             steps += pieces.veth(h, veth, mtu, mac=HOST_MAC)
             # Per-device sysctls go with the device: no undo.
-            steps.append(step(h.name, ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.proxy_arp=1", f"net.ipv4.neigh.{veth}.proxy_delay=0"]))
-            steps += pieces.pod_address(h, f"{pod}/32", [[GATEWAY, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", GATEWAY, "dev", pieces.POD_IF]])
+            steps.append(step(h.name, ["sysctl", "-q", "-w", f"net.ipv4.conf.{veth}.proxy_arp=1",
+                                       f"net.ipv4.neigh.{veth}.proxy_delay=0"]))
+            steps += pieces.pod_address(
+                h, f"{pod}/32", [
+                    [GATEWAY, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", GATEWAY, "dev",
+                                                                       pieces.POD_IF]])
             # Proxy ARP answers for the gateway only when the host has a route to it (Calico
             # hosts have a default route; testbed hosts do not): pin the gateway's MAC too.
-            steps.append(step(h.name, ["ip", "-n", pod_netns(h.name), "neigh", "add", GATEWAY, "lladdr", HOST_MAC, "dev", pieces.POD_IF, "nud", "permanent"]))
-            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto", ROUTE_PROTO]))
-            steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+            steps.append(step(h.name, ["ip", "-n", pod_netns(h.name), "neigh", "add", GATEWAY, "lladdr", HOST_MAC,
+                                       "dev", pieces.POD_IF, "nud", "permanent"]))
+            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto",
+                                       ROUTE_PROTO]))
+            steps += [pieces.host_route(h, subnets[p.name], p.data_address,
+                                        h.data_interface) for p in hosts.peers(h.name)]
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         return pod_to_pod_endpoint(self.name, hosts, settings)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
-        from ..base import Check
-        from ..engine.pathcheck import direct_route_checks
-        from ..engine.pathcheck import route_get
-
         checks = await direct_route_checks(fleet, endpoint, settings, facts, probe)
         r = await route_get(fleet.server, endpoint.connect_address)
         veth = f"{PREFIX}c{facts.server.name}"

@@ -9,19 +9,69 @@ NAT lives in nftables table `ip cnib_docker` (Docker writes iptables rules; same
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import ClassVar
 
-from ..engine import pieces
 from ...catalog import PREFIX
-from ..base import Check, Endpoint, check_published_port, HostFacts, ModeSettings, NetworkMode, Step, check_networks, forwarding_step, mtu_for, network, nth, pod_netns, step
+from ..addressing import (
+    check_networks,
+    forwarding_step,
+    mtu_for,
+    network,
+    nth,
+    pod_netns,
+)
+from ..base import (
+    BRIDGE as BRIDGE_KIND,
+)
+from ..base import (
+    HOST_RE,
+    VETH,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    SettingError,
+    Step,
+    step,
+)
+from ..engine import pieces
 
 BRIDGE = f"{PREFIX}docker0"
 TABLE = f"{PREFIX}_docker"
+SSH_PORT = 22
+
+
+@dataclass(frozen=True)
+class DockerBridgeSettings(ModeSettings):
+    published_port: int = 30080  # the port published on the server's data address
+    docker_cidr: str = "172.17.0.0/16"  # Docker's default bridge network
+
+    INT_RANGES: ClassVar = (*ModeSettings.INT_RANGES, ("published_port", 1, 65535))
+    NETWORKS: ClassVar = (*ModeSettings.NETWORKS, "docker_cidr")
+
+    def check_kind(self) -> None:
+        if self.published_port == SSH_PORT:
+            raise SettingError("published_port",
+                               f"{SSH_PORT} is SSH's port; publishing it would send new SSH logins to "
+                               "the server container", "Use another port, e.g. 30080.")
+
+
+def check_published_port(settings: DockerBridgeSettings, hosts: HostFacts) -> None:
+    """The published port must not be the port the server's sshd answers on (SSH_CONNECTION)."""
+    s = hosts.server
+    if s.ssh_port is not None and settings.published_port == s.ssh_port:
+        raise SettingError("published_port", f"{settings.published_port} is the SSH port of {s.name}; publishing it "
+                           "would send new SSH logins to the server container", "Use another port, e.g. 30080.")
 
 
 class DockerBridge(NetworkMode):
     name = "docker-bridge"
-    link_kinds = ("bridge", "veth")
+    settings_type = DockerBridgeSettings
+    link_kinds = (BRIDGE_KIND, VETH)
     needs_nft = True
+    owned_links = (BRIDGE, rf"{PREFIX}d{HOST_RE}")
 
     def _net(self, hosts: HostFacts, settings: ModeSettings):
         net = network(settings.docker_cidr, "docker_cidr")
@@ -42,13 +92,17 @@ class DockerBridge(NetworkMode):
             steps += pieces.pod_address(h, f"{pod}/{net.prefixlen}", [["default", "via", gw]])
             steps += [
                 step(h.name, ["nft", "add", "table", "ip", TABLE], ["nft", "delete", "table", "ip", TABLE]),
-                step(h.name, ["nft", "add", "chain", "ip", TABLE, "postrouting", "{", "type", "nat", "hook", "postrouting", "priority", "srcnat", ";", "policy", "accept", ";", "}"]),
-                step(h.name, ["nft", "add", "rule", "ip", TABLE, "postrouting", "ip", "saddr", str(net), "oifname", "!=", BRIDGE, "counter", "masquerade"]),
+                step(h.name, ["nft", "add", "chain", "ip", TABLE, "postrouting", "{", "type", "nat", "hook",
+                              "postrouting", "priority", "srcnat", ";", "policy", "accept", ";", "}"]),
+                step(h.name, ["nft", "add", "rule", "ip", TABLE, "postrouting", "ip", "saddr", str(net), "oifname",
+                              "!=", BRIDGE, "counter", "masquerade"]),
             ]
             if h.role == "server":
                 steps += [
-                    step(h.name, ["nft", "add", "chain", "ip", TABLE, "prerouting", "{", "type", "nat", "hook", "prerouting", "priority", "dstnat", ";", "policy", "accept", ";", "}"]),
-                    step(h.name, ["nft", "add", "rule", "ip", TABLE, "prerouting", "ip", "daddr", h.data_address, "tcp", "dport", settings.published_port,
+                    step(h.name, ["nft", "add", "chain", "ip", TABLE, "prerouting", "{", "type", "nat", "hook",
+                                  "prerouting", "priority", "dstnat", ";", "policy", "accept", ";", "}"]),
+                    step(h.name, ["nft", "add", "rule", "ip", TABLE, "prerouting", "ip", "daddr", h.data_address,
+                                  "tcp", "dport", settings.published_port,
                                   "counter", "dnat", "to", f"{pod}:{settings.service_port}"]),
                 ]
         return steps
@@ -56,7 +110,8 @@ class DockerBridge(NetworkMode):
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         net = self._net(hosts, settings)
         s = hosts.server
-        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(s.name), nth(net, 2), settings.service_port, s.data_address, settings.published_port)
+        return Endpoint(self.name, pod_netns(hosts.client.name), pod_netns(s.name), nth(net, 2), settings.service_port,
+                        s.data_address, settings.published_port)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         before = await dnat_packets(fleet.server)

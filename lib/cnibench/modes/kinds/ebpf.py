@@ -13,9 +13,10 @@ host-side veth and of the data NIC:
 ip_forward is on, as Cilium sets it: traffic the programs pass (a pod's DNS query, anything not
 for a peer's pod) is routed by the host as in the routed modes; pod-to-pod packets never are
 (Ip: ForwDatagrams stays flat during the flow, which verify checks). Routes to peers' pod
-subnets are added natively as in flannel-host-gw, for the host's own and the passed traffic. Programs and maps are pinned in a bpffs the mode mounts per host at
-/run/cnibench/bpf/cnib-<host> (the testbed's hosts share one mount namespace: each has its own
-mount, so none is unmounted under another); unmounting it drops every pin.
+subnets are added natively as in flannel-host-gw, for the host's own and the passed traffic.
+Programs and maps are pinned in a bpffs the mode mounts per host at /run/cnibench/bpf/cnib-<host>
+(the testbed's hosts share one mount namespace: each has its own mount, so none is unmounted
+under another); unmounting it drops every pin.
 
 Map values are written by `bpftool map update` steps (pure: derived from the facts): the
 host-side veth is created with a fixed ifindex (POD_IFINDEX, ifindexes are per network
@@ -29,95 +30,67 @@ with one message naming it.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
+from typing import Mapping
 
-from ...parsing import ip_json
 from ...catalog import PREFIX
 from ...errors import PlanError, UnsupportedFeature
+from ..addressing import forwarding_step, mtu_for, nth, pod_netns, pod_subnets, pod_to_pod_endpoint
+from ..base import HOST_RE, ROUTE_PROTO, VETH, Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, step
 from ..engine import pieces
-from ..base import (
-    ROUTE_PROTO,
-    Check,
-    Endpoint,
-    HostFact,
-    HostFacts,
-    ModeSettings,
-    NetworkMode,
-    Step,
-    ifname,
-    pin_dir,
-    forwarding_step,
-    mtu_for,
-    nth,
-    pod_netns,
-    pod_subnets,
-    pod_to_pod_endpoint,
-    step,
+from ..engine.pieces import require_l2
+from .bpf import ensure_object, object_path
+from .bpf.checks import (  # noqa: F401  (re-exported: the mode's probe and checks)
+    foreign_ingress,
+    missing_features,
+    parse_forwarded,
+    parse_stats,
+    probe_host,
+    redirect_checks,
 )
-
-PROGRAM = "redirect"  # bpf/redirect.c
-FROM_POD, FROM_NET = f"{PREFIX}_from_pod", f"{PREFIX}_from_net"
-PODS_MAP, PEERS_MAP, STATS_MAP = f"{PREFIX}_pods", f"{PREFIX}_peers", f"{PREFIX}_stats"
-STATS = ("neigh_ok", "peer_ok", "neigh_failed", "peer_failed")  # cnib_stats' keys, in order
-POD_IFINDEX = int.from_bytes(b"cnib", "big")  # 1668180322: the host-side veth's ifindex
-FILTER = ["pref", "1", "handle", "1", "bpf", "direct-action"]
-
-HELPERS = ("bpf_redirect_neigh", "bpf_redirect_peer", "bpf_map_lookup_elem", "bpf_skb_store_bytes", "bpf_l3_csum_replace")
-MAP_TYPES = ("hash", "lpm_trie", "percpu_array")
-TOOLS = {"clang": "clang", "bpftool": "bpftool", "tc": "iproute2"}
-
-
-def veth_name(host: str) -> str:
-    return ifname(f"{PREFIX}e{host}")
-
-
-def pod_mac(address: str) -> str:
-    return "0e:cb:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
-
-
-def host_mac(address: str) -> str:
-    return "0e:ce:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(address).packed)
-
-
-def hex_ip(address) -> list[str]:
-    return [f"{b:02x}" for b in ipaddress.IPv4Address(str(address)).packed]
-
-
-def hex_be32(n: int) -> list[str]:
-    return [f"{b:02x}" for b in int(n).to_bytes(4, "big")]
-
-
-def hex_le32(n: int) -> list[str]:
-    return [f"{b:02x}" for b in int(n).to_bytes(4, "little")]
-
-
-def hex_mac(mac: str) -> list[str]:
-    return mac.lower().split(":")
-
-
-def map_update(host: str, name: str, key: list[str], value: list[str]) -> Step:
-    """Gone with the bpffs mount: no undo of its own."""
-    return step(host, ["bpftool", "map", "update", "pinned", f"{pin_dir(host)}/maps/{name}", "key", "hex", *key, "value", "hex", *value])
+from .bpf.datapath import (  # noqa: F401  (re-exported: names and encodings)
+    BPF_PINS_SH,
+    BPF_ROOT,
+    FILTER,
+    FROM_NET,
+    FROM_POD,
+    HELPERS,
+    MAP_TYPES,
+    OUR_PROGRAM,
+    PEERS_MAP,
+    PODS_MAP,
+    POD_IFINDEX,
+    PROGRAM,
+    STATS,
+    bpf_mounts,
+    hex_be32,
+    hex_ip,
+    hex_le32,
+    hex_mac,
+    host_mac,
+    map_update,
+    pin_dir,
+    pod_mac,
+    veth_name,
+)
 
 
 class EbpfRedirect(NetworkMode):
     name = "ebpf-redirect"
-    link_kinds = ("veth",)
+    link_kinds = (VETH,)
+    owned_links = (rf"{PREFIX}e{HOST_RE}",)
+    creates = (r"tc (qdisc|filter) add\b", r"mount -t bpf\b", r"bpftool (prog loadall|map update)\b")
     helpers = HELPERS  # probed before any change (tests add one the kernel lacks)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from .bpf import object_path
-        from ..engine.pieces import require_l2
-
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         obj = object_path(PROGRAM)
         steps: list[Step] = []
         for h in hosts:
             if h.data_ifindex <= 0:
-                raise PlanError(f"{self.name}: the ifindex of {h.name}'s data interface {h.data_interface} is unknown. Gather the facts again (facts.py).")
+                raise PlanError(f"{self.name}: the ifindex of {h.name}'s data interface {h.data_interface} is unknown. "
+                                "Gather the facts again (facts.py).")
             net = subnets[h.name]
             pod, gw = nth(net, 2), nth(net, 1)
             veth, ns, pins, mtu = veth_name(h.name), pod_netns(h.name), pin_dir(h.name), mtu_for(h, settings)
@@ -127,17 +100,24 @@ class EbpfRedirect(NetworkMode):
                    "type", "veth", "peer", "name", pieces.POD_IF, "address", pod_mac(pod), "mtu", mtu, "netns", ns]
             steps.append(step(h.name, add, ["ip", "link", "del", veth]))
             steps.append(step(h.name, ["ip", "link", "set", veth, "up"]))
-            steps += pieces.pod_address(h, f"{pod}/32", [[gw, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", gw, "dev", pieces.POD_IF]])
-            steps.append(step(h.name, ["ip", "-n", ns, "neigh", "add", gw, "lladdr", host_mac(pod), "dev", pieces.POD_IF, "nud", "permanent"]))
+            steps += pieces.pod_address(
+                h, f"{pod}/32", [
+                    [gw, "dev", pieces.POD_IF, "scope", "link"], ["default", "via", gw, "dev", pieces.POD_IF]])
+            steps.append(step(h.name, ["ip", "-n", ns, "neigh", "add", gw, "lladdr", host_mac(pod), "dev",
+                                       pieces.POD_IF, "nud", "permanent"]))
             # The host's own traffic to its pod, and to peers' pods (native routes, as host-gw):
             # the pods' traffic never uses them, the programs redirect it first.
-            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto", ROUTE_PROTO]))
-            steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+            steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto",
+                                       ROUTE_PROTO]))
+            steps += [pieces.host_route(h, subnets[p.name], p.data_address,
+                                        h.data_interface) for p in hosts.peers(h.name)]
             # bpffs, programs and maps: unmounting drops every pin, so only the mount has an undo.
             steps.append(step(h.name, ["mkdir", "-p", pins], ["rmdir", pins]))
             steps.append(step(h.name, ["mount", "-t", "bpf", f"{PREFIX}-{h.name}", pins], ["umount", pins]))
-            steps.append(step(h.name, ["bpftool", "prog", "loadall", obj, f"{pins}/prog", "type", "classifier", "pinmaps", f"{pins}/maps"]))
-            steps.append(map_update(h.name, PODS_MAP, hex_ip(pod), hex_be32(POD_IFINDEX) + hex_mac(pod_mac(pod)) + hex_mac(host_mac(pod))))
+            steps.append(step(h.name, ["bpftool", "prog", "loadall", obj, f"{pins}/prog", "type", "classifier",
+                                       "pinmaps", f"{pins}/maps"]))
+            steps.append(map_update(h.name, PODS_MAP, hex_ip(pod),
+                                    hex_be32(POD_IFINDEX) + hex_mac(pod_mac(pod)) + hex_mac(host_mac(pod))))
             for p in hosts.peers(h.name):
                 pnet = subnets[p.name]
                 steps.append(map_update(h.name, PEERS_MAP, hex_le32(pnet.prefixlen) + hex_ip(pnet.network_address),
@@ -145,9 +125,14 @@ class EbpfRedirect(NetworkMode):
             # clsact on the veth goes with it; on the data NIC it is ours to remove (before_up
             # refused a NIC that already had one).
             steps.append(step(h.name, ["tc", "qdisc", "add", "dev", veth, "clsact"]))
-            steps.append(step(h.name, ["tc", "filter", "add", "dev", veth, "ingress", *FILTER, "pinned", f"{pins}/prog/{FROM_POD}"]))
-            steps.append(step(h.name, ["tc", "qdisc", "add", "dev", h.data_interface, "clsact"], ["tc", "qdisc", "del", "dev", h.data_interface, "clsact"]))
-            steps.append(step(h.name, ["tc", "filter", "add", "dev", h.data_interface, "ingress", *FILTER, "pinned", f"{pins}/prog/{FROM_NET}"]))
+            steps.append(step(h.name, ["tc", "filter", "add", "dev", veth, "ingress", *FILTER, "pinned",
+                                       f"{pins}/prog/{FROM_POD}"]))
+            steps.append(
+                step(
+                    h.name, ["tc", "qdisc", "add", "dev", h.data_interface, "clsact"], [
+                        "tc", "qdisc", "del", "dev", h.data_interface, "clsact"]))
+            steps.append(step(h.name, ["tc", "filter", "add", "dev", h.data_interface, "ingress", *FILTER, "pinned",
+                                       f"{pins}/prog/{FROM_NET}"]))
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
@@ -155,169 +140,45 @@ class EbpfRedirect(NetworkMode):
 
     async def before_up(self, fleet, facts: HostFacts, settings: ModeSettings) -> dict:
         """Refuse, before any change, a host that cannot run the programs; then build them."""
-        from .bpf import ensure_object
-
         found = await fleet.gather("eBPF feature probe", lambda host: probe_host(host, facts[host.name], self.helpers))
         lacking = {h: m for h, m in found.items() if m}
         if lacking:
             detail = "; ".join(f"{h}: {', '.join(m)}" for h, m in sorted(lacking.items()))
             raise UnsupportedFeature(f"{self.name} cannot run here — {detail}. Nothing was changed. "
-                                     "Use a kernel with BPF, cls_bpf, clsact and these helpers (5.10 or later), or pick another mode.")
+                                     "Use a kernel with BPF, cls_bpf, clsact and these helpers (5.10 or later), "
+                                     "or pick another mode.")
         built = await fleet.gather("build BPF programs", lambda host: ensure_object(host, PROGRAM))
         return {"bpf": {h: b.to_dict() for h, b in built.items()}}
 
+    def undo_shapes(self, host: str, data_interface: str | None) -> list[tuple[str, ...]]:
+        pins = re.escape(pin_dir(host))
+        shapes = [("umount", pins), ("rmdir", pins)]
+        if data_interface:  # the inventory's interface, never the host's word
+            shapes.append(("tc", "qdisc", "del", "dev", re.escape(data_interface), "clsact"))
+        return shapes
+
+    def leftover_queries(self, host: str, data_interface: str) -> dict[str, list[str]]:
+        return {"filters": ["tc", "filter", "show", "dev", data_interface, "ingress"],
+                "mountinfo": ["cat", "/proc/self/mountinfo"], "pins": ["sh", "-c", 'test -d "$1" && echo yes', "sh",
+                                                                       pin_dir(host)]}
+
+    def leftovers(self, host: str, data_interface: str, outputs: Mapping[str, str]) -> list[list[str]]:
+        """The data NIC's clsact qdisc when our program is attached there, the host's bpffs
+        mount (stacked ones repeated; unmounting drops its pins) and its directory."""
+        argvs = []
+        if OUR_PROGRAM.search(outputs.get("filters", "")):
+            argvs.append(["tc", "qdisc", "del", "dev", data_interface, "clsact"])
+        pins = pin_dir(host)
+        argvs += [["umount", pins] for m in bpf_mounts(outputs.get("mountinfo", "")) if m.split()[0] == pins]
+        if outputs.get("pins", "").strip() == "yes":
+            argvs.append(["rmdir", pins])
+        return argvs
+
+    def state_commands(self) -> list[tuple[str, list[str]]]:
+        return [("mounts", ["cat", "/proc/self/mountinfo"]), ("bpf_pins", ["sh", "-c", BPF_PINS_SH, "sh", BPF_ROOT])]
+
+    def normalise_state(self, name: str, text: str) -> str:
+        return "\n".join(bpf_mounts(text)) if name == "mounts" else text
+
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await redirect_checks(fleet, endpoint, settings, facts, probe)
-
-
-def missing_features(probe: dict, helpers=HELPERS, map_types=MAP_TYPES) -> list[str]:
-    """What `bpftool feature probe kernel -j` says this kernel lacks (pure)."""
-    out = []
-    if not (probe.get("syscall_config") or {}).get("have_bpf_syscall"):
-        return ["the bpf() system call"]
-    if not (probe.get("program_types") or {}).get("have_sched_cls_prog_type"):
-        out.append("BPF program type sched_cls")
-    maps = probe.get("map_types") or {}
-    out += [f"BPF map type {m}" for m in map_types if not maps.get(f"have_{m}_map_type")]
-    have = set((probe.get("helpers") or {}).get("sched_cls_available_helpers") or [])
-    out += [f"helper {h}" for h in helpers if h not in have]
-    return out
-
-
-def foreign_ingress(qdisc_show: str) -> bool:
-    """Does `tc qdisc show dev X` list an ingress or clsact qdisc (someone else's programs)? (pure)"""
-    return bool(re.search(r"^qdisc (clsact|ingress) ", qdisc_show, re.M))
-
-
-PROBE_TOOLS = 'for p in "$@"; do command -v "$p" >/dev/null || echo "$p"; done'
-
-
-async def probe_host(host, fact: HostFact, helpers=HELPERS) -> list[str]:
-    """What this host lacks for the mode (empty: nothing). Changes nothing that stays."""
-    r = await host.run(["sh", "-c", PROBE_TOOLS, "sh", *TOOLS], check=False, timeout=15)
-    absent = r.stdout.split()
-    if absent:
-        pkgs = sorted({TOOLS[p] for p in absent if p in TOOLS} | {"libbpf-dev"})
-        return [f"program(s) {', '.join(absent)} (apt-get install -y {' '.join(pkgs)})"]
-    missing: list[str] = []
-    r = await host.run(["bpftool", "feature", "probe", "kernel", "-j"], check=False, timeout=60)
-    try:
-        missing += missing_features(json.loads(r.stdout), helpers)
-    except json.JSONDecodeError:
-        missing.append(f"a BPF feature probe (bpftool feature probe kernel: {(r.stderr or r.stdout).strip()[-200:] or f'exit {r.exit_status}'})")
-    ns = f"{PREFIX}-{host.name}-bpfprobe"
-    await host.run(["ip", "netns", "add", ns])
-    try:
-        for what, argv in (("the clsact qdisc", ["tc", "qdisc", "add", "dev", "lo", "clsact"]),
-                           ("the cls_bpf classifier", ["tc", "filter", "add", "dev", "lo", "ingress", "bpf", "bytecode", "1,6 0 0 4294967295,"])):
-            r = await host.run(argv, netns=ns, check=False, timeout=15)
-            if not r.ok:
-                missing.append(f"{what} ({(r.stderr or r.stdout).strip()[-200:]})")
-                break
-    finally:
-        await host.run(["ip", "netns", "del", ns], check=False)
-    order = await host.run(["python3", "-c", "import sys; print(sys.byteorder)"], check=False, timeout=15)
-    if order.stdout.strip() != "little":
-        missing.append(f"a little-endian CPU (the maps' LPM keys are written in little-endian; this one says {order.stdout.strip() or 'nothing'})")
-    qd = await host.run(["tc", "qdisc", "show", "dev", fact.data_interface], check=False, timeout=15)
-    if foreign_ingress(qd.stdout):
-        missing.append(f"a free ingress hook on {fact.data_interface} (it already has a clsact/ingress qdisc: another tc or eBPF datapath)")
-    return missing
-
-
-def parse_stats(dump: str) -> dict[str, int]:
-    """`bpftool map dump pinned .../cnib_stats -j` -> {neigh_ok: n, ...}, summed over CPUs (pure).
-    With BTF each entry is {"key": k, "values": [{"cpu": c, "value": v}]}; without, keys and
-    values are lists of hex byte strings (little-endian on the hosts we accept)."""
-    def num(v) -> int:
-        if isinstance(v, int):
-            return v
-        return int.from_bytes(bytes(int(b, 16) for b in v), "little")
-
-    out = dict.fromkeys(STATS, 0)
-    for entry in json.loads(dump):
-        k = num(entry["key"])
-        if 0 <= k < len(STATS):
-            out[STATS[k]] += sum(num(c["value"]) for c in entry.get("values", []))
-    return out
-
-
-def parse_forwarded(snmp: str) -> int:
-    """Ip: ForwDatagrams from /proc/net/snmp (pure)."""
-    rows = [ln.split()[1:] for ln in snmp.splitlines() if ln.startswith("Ip:")]
-    if len(rows) < 2:
-        raise ValueError("no Ip: lines in /proc/net/snmp")
-    return int(dict(zip(rows[0], rows[1]))["ForwDatagrams"])
-
-
-VERIFY_TABLE = f"{PREFIX}_verify"
-
-
-async def _read(host, fact: HostFact) -> tuple[dict[str, int], int]:
-    dump = await host.run(["bpftool", "map", "dump", "pinned", f"{pin_dir(fact.name)}/maps/{STATS_MAP}", "-j"])
-    snmp = await host.run(["cat", "/proc/net/snmp"])
-    return parse_stats(dump.stdout), parse_forwarded(snmp.stdout)
-
-
-async def _count_pod_packets(host, ns: str, peer: str) -> None:
-    """A throwaway nftables table inside the pod: packets sent to and received from the peer pod."""
-    t = VERIFY_TABLE
-    await host.run(["nft", "add", "table", "ip", t], netns=ns)
-    await host.run(["nft", "add", "chain", "ip", t, "out", "{", "type", "filter", "hook", "output", "priority", "0", ";", "}"], netns=ns)
-    await host.run(["nft", "add", "chain", "ip", t, "in", "{", "type", "filter", "hook", "input", "priority", "0", ";", "}"], netns=ns)
-    await host.run(["nft", "add", "rule", "ip", t, "out", "ip", "daddr", peer, "counter"], netns=ns)
-    await host.run(["nft", "add", "rule", "ip", t, "in", "ip", "saddr", peer, "counter"], netns=ns)
-
-
-async def _pod_packets(host, ns: str) -> tuple[int, int]:
-    from ..engine.pathcheck import parse_rule_counters
-
-    out = (await host.run(["nft", "-j", "list", "table", "ip", VERIFY_TABLE], netns=ns)).stdout
-    sent, received = parse_rule_counters(out)
-    return sent, received
-
-
-async def redirect_checks(fleet, endpoint, settings, facts: HostFacts, probe) -> list[Check]:
-    """Both redirect counters rise by at least the packets of the probe in their direction, the
-    hosts forward nothing, and no bridge is on the path."""
-    subnets = pod_subnets(facts, settings)
-    pods = {h.name: nth(subnets[h.name], 2) for h in facts}
-    sides = [(fleet.client, facts.client, facts.server), (fleet.server, facts.server, facts.client)]
-    try:
-        for host, f, peer in sides:
-            await _count_pod_packets(host, pod_netns(f.name), pods[peer.name])
-        before = {f.name: await _read(host, f) for host, f, _ in sides}
-        await probe()
-        after = {f.name: await _read(host, f) for host, f, _ in sides}
-        packets = {f.name: await _pod_packets(host, pod_netns(f.name)) for host, f, _ in sides}
-    finally:
-        for host, f, _ in sides:
-            await host.run(["nft", "delete", "table", "ip", VERIFY_TABLE], netns=pod_netns(f.name), check=False)
-    checks = []
-    for host, f, peer in sides:
-        (s0, fw0), (s1, fw1) = before[f.name], after[f.name]
-        d = {k: s1[k] - s0[k] for k in STATS}
-        sent, received = packets[f.name]
-        checks.append(Check(f"{f.name}: bpf_redirect_neigh redirects >= packets its pod sent to {peer.name}'s pod",
-                            sent > 0 and d["neigh_ok"] >= sent, f"+{d['neigh_ok']} redirects, {sent} packets sent"))
-        checks.append(Check(f"{f.name}: bpf_redirect_peer redirects >= packets its pod received from {peer.name}'s pod",
-                            received > 0 and d["peer_ok"] >= received, f"+{d['peer_ok']} redirects, {received} packets received"))
-        checks.append(Check(f"{f.name}: no redirect refused", d["neigh_failed"] == 0 and d["peer_failed"] == 0,
-                            f"neigh refused +{d['neigh_failed']}, peer refused +{d['peer_failed']}"))
-        checks.append(Check(f"{f.name}: Ip: ForwDatagrams flat (redirected, not routed)", fw1 == fw0, f"{fw0} -> {fw1}"))
-        checks += await _no_bridge(host, f)
-    return checks
-
-
-async def _no_bridge(host, f: HostFact) -> list[Check]:
-    veth = veth_name(f.name)
-    links = {l["ifname"]: l for l in ip_json((await host.run(["ip", "-j", "link", "show"])).stdout)}
-    masters = {n: links.get(n, {}).get("master") for n in (veth, f.data_interface)}
-    filters = {}
-    for dev, prog in ((veth, FROM_POD), (f.data_interface, FROM_NET)):
-        out = (await host.run(["tc", "filter", "show", "dev", dev, "ingress"])).stdout
-        filters[dev] = f"name {prog} " in out and "direct-action" in out
-    return [
-        Check(f"{f.name}: {veth} and {f.data_interface} are in no bridge", not any(masters.values()), f"masters {masters}"),
-        Check(f"{f.name}: tc ingress programs attached ({FROM_POD} on {veth}, {FROM_NET} on {f.data_interface})", all(filters.values()), str(filters)),
-    ]

@@ -13,38 +13,73 @@ Names carry the project prefix: cni0 -> cnibcni0, flannel.1 -> cnibflannel.1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import ClassVar, Mapping
+
 from ...catalog import PREFIX
 from ...errors import PlanError
-from ..engine import pieces
-from ..base import (
-    AWS,
-    LOCAL,
-    ROUTE_PROTO,
-    Check,
-    Endpoint,
-    HostFacts,
-    ModeSettings,
-    NetworkMode,
-    Step,
+from ...infra.kernelprobe import LinkKind
+from ..addressing import (
     forwarding_step,
     ifname,
     mtu_for,
     nth,
     pod_subnets,
     pod_to_pod_endpoint,
-    step,
     sysctl_step,
 )
-from ..engine.pathcheck import counters, direct_route_checks, route_get
+from ..base import (
+    AWS,
+    HOST_RE,
+    LOCAL,
+    ROUTE_PROTO,
+    VETH,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    SettingError,
+    Step,
+    step,
+)
+from ..base import (
+    BRIDGE as BRIDGE_KIND,
+)
+from ..engine import pieces
+from ..engine.aws import ROUTE_LIMIT, AwsDriver, AwsSettings
+from ..engine.pathcheck import counters, direct_route_checks, ping_ttl, route_get
 from ..engine.pieces import require_l2
 
 BRIDGE = f"{PREFIX}cni0"
 VXLAN = f"{PREFIX}flannel.1"
 VXLAN_OVERHEAD = 50
+VXLAN_KIND = LinkKind("vxlan", ("id", "42", "dstport", "4789"))
+
+
+@dataclass(frozen=True)
+class VxlanSettings(ModeSettings):
+    vxlan_port: int = 8472  # flannel's default (the Linux kernel default, not IANA's 4789)
+    vxlan_vni: int = 1
+
+    INT_RANGES: ClassVar = (*ModeSettings.INT_RANGES, ("vxlan_port", 1, 65535), ("vxlan_vni", 0, 2**24 - 1))
+
+
+@dataclass(frozen=True)
+class AwsVpcSettings(ModeSettings):
+    route_limit: int = ROUTE_LIMIT  # the VPC route table's entry limit (AWS default, named by the study)
+    aws: AwsSettings | None = None  # None: the testbed's fabric namespace acts as the VPC router
+
+    INT_RANGES: ClassVar = (*ModeSettings.INT_RANGES, ("route_limit", 1, 10_000))
+
+    def check_kind(self) -> None:
+        if self.aws is not None and not isinstance(self.aws, AwsSettings):
+            raise SettingError("aws", "is not an AWS section", "Put the AWS settings in the inventory ('aws:').")
 
 
 class _Flannel(NetworkMode):
-    link_kinds = ("bridge", "veth")
+    link_kinds = (BRIDGE_KIND, VETH)
+    owned_links = (BRIDGE, rf"{PREFIX}v{HOST_RE}")
     overhead = 0
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
@@ -77,7 +112,9 @@ class _Flannel(NetworkMode):
 
 class FlannelVxlan(_Flannel):
     name = "flannel-vxlan"
-    link_kinds = ("bridge", "veth", "vxlan")
+    settings_type = VxlanSettings
+    link_kinds = (BRIDGE_KIND, VETH, VXLAN_KIND)
+    owned_links = (BRIDGE, rf"{PREFIX}v{HOST_RE}", VXLAN.replace(".", r"\."))
     overhead = VXLAN_OVERHEAD
 
     def backend(self, h, hosts, subnets, settings, mtu) -> list[Step]:
@@ -95,7 +132,8 @@ class FlannelVxlan(_Flannel):
             pnet, mac = subnets[p.name], pieces.vtep_mac(p.data_address)
             # Gone with the VXLAN device, so no undo of their own.
             steps += [
-                step(h.name, ["ip", "route", "add", str(pnet), "via", nth(pnet, 0), "dev", vx, "onlink", "proto", ROUTE_PROTO]),
+                step(h.name, ["ip", "route", "add", str(pnet), "via", nth(pnet, 0), "dev", vx, "onlink", "proto",
+                              ROUTE_PROTO]),
                 step(h.name, ["ip", "neigh", "add", nth(pnet, 0), "lladdr", mac, "dev", vx, "nud", "permanent"]),
                 step(h.name, ["bridge", "fdb", "append", mac, "dev", vx, "dst", p.data_address]),
             ]
@@ -103,11 +141,13 @@ class FlannelVxlan(_Flannel):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         c = facts.client
-        delta = await counters(fleet.client, c.data_interface, endpoint, settings, probe)
+        delta = await counters(fleet.client, c.data_interface, endpoint, probe, settings.vxlan_port)
         route = await route_get(fleet.client, endpoint.connect_address)
         return [
-            Check(f"UDP/{settings.vxlan_port} packets rise on {c.data_interface}", delta["encap"] > 0, f"{delta['encap']} packets"),
-            Check("no unencapsulated pod packets on the data interface", delta["plain"] == 0, f"{delta['plain']} packets"),
+            Check(f"UDP/{settings.vxlan_port} packets rise on {c.data_interface}", delta["encap"] > 0,
+                  f"{delta['encap']} packets"),
+            Check("no unencapsulated pod packets on the data interface", delta["plain"] == 0,
+                  f"{delta['plain']} packets"),
             Check(f"route to the server pod uses {VXLAN}", f"dev {VXLAN}" in route, route),
         ]
 
@@ -127,10 +167,32 @@ class FlannelHostGw(_Flannel):
 
 class FlannelAwsVpc(_Flannel):
     name = "flannel-aws-vpc"
+    settings_type = AwsVpcSettings
+    needs_router = True  # on the testbed the fabric namespace is the VPC router
+    creates = (r"ec2 create-route\b",)
+
+    def settings_from_inventory(self, settings, extra: Mapping):
+        aws = extra.get("aws")
+        return settings.with_(aws=AwsSettings.from_inventory(aws)) if settings.aws is None and aws else settings
+
+    def settings_from_record(self, d: Mapping, trusted: bool):
+        """AWS settings only from the driver's own copy (a host must not name an AWS target)."""
+        d = dict(d)
+        aws = d.pop("aws", None)
+        s = super().settings_from_record(d, trusted)
+        return s.with_(aws=AwsSettings(**aws)) if aws and trusted else s
+
+    async def extend_facts(self, fleet, facts, settings):
+        if settings.aws is None or not settings.aws.instances:
+            return facts
+        # the original source/dest check of each instance, restored by the undo
+        driver = AwsDriver.from_settings(settings.aws)
+        return replace(facts, source_dest_check=driver.source_dest_check(settings.aws.instances.values()))
 
     def precheck_plan(self, hosts, settings):
         if settings.aws is None and hosts.router is None:
-            raise PlanError("flannel-aws-vpc needs a VPC router: run it on the testbed (its fabric is the router) or add an 'aws' section to the inventory.")
+            raise PlanError("flannel-aws-vpc needs a VPC router: run it on the testbed (its fabric is the router) or "
+                            "add an 'aws' section to the inventory.")
         existing = 0 if settings.aws else hosts.router.routes
         if existing + len(hosts) > settings.route_limit:
             raise PlanError(
@@ -141,7 +203,8 @@ class FlannelAwsVpc(_Flannel):
         if settings.aws:
             missing = [h.name for h in hosts if h.name not in settings.aws.instances]
             if missing or not settings.aws.route_table_id:
-                raise PlanError(f"the inventory's aws section needs route_table_id and an instance id for every host (missing: {', '.join(missing) or 'route_table_id'}).")
+                raise PlanError("the inventory's aws section needs route_table_id and an instance id for every host "
+                                f"(missing: {', '.join(missing) or 'route_table_id'}).")
 
     def backend(self, h, hosts, subnets, settings, mtu) -> list[Step]:
         if settings.aws:
@@ -156,7 +219,8 @@ class FlannelAwsVpc(_Flannel):
         ns = r.netns
         steps = [
             step(LOCAL, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],
-                 ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={r.ip_forward}", f"net.ipv4.conf.all.accept_redirects={r.accept_redirects}"], netns=ns),
+                 ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={r.ip_forward}",
+                  f"net.ipv4.conf.all.accept_redirects={r.accept_redirects}"], netns=ns),
             # A router that forwards back out of the port a packet came in on sends ICMP
             # redirects, and hosts would then bypass it: the VPC router never does that.
             _local(sysctl_step(LOCAL, "net.ipv4.conf.all.send_redirects", 0, r.send_redirects_all), ns),
@@ -168,17 +232,17 @@ class FlannelAwsVpc(_Flannel):
         return steps
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
-        from ..engine.pathcheck import ping_ttl
-
         await probe()
         c = facts.client
         ttl = await ping_ttl(fleet.client, endpoint.client_netns, endpoint.connect_address)
         route = await route_get(fleet.client, endpoint.connect_address)
         # The reply leaves the server pod with TTL 64 and is forwarded by the server host, the
         # router and the client host: 61. Without the router (host-gw) it would arrive with 62.
-        checks = [Check("TTL decremented by the router (61 = 64 - server host - router - client host)", ttl == 61, f"ttl={ttl}")]
+        checks = [Check("TTL decremented by the router (61 = 64 - server host - router - client host)", ttl == 61,
+                        f"ttl={ttl}")]
         if facts.router is not None:
-            checks.append(Check("client host routes pod traffic to the VPC router", f"via {facts.router.address} dev {c.data_interface}" in route, route))
+            checks.append(Check("client host routes pod traffic to the VPC router",
+                                f"via {facts.router.address} dev {c.data_interface}" in route, route))
         return checks
 
 
@@ -197,6 +261,7 @@ def aws_steps(hosts: HostFacts, subnets, settings: ModeSettings) -> list[Step]:
         steps.append(step(AWS, ["ec2", "modify-instance-attribute", "--instance-id", iid, "--no-source-dest-check"],
                           ["ec2", "modify-instance-attribute", "--instance-id", iid, original]))
         # delete-route names the target: the driver deletes the route only if it still leads there
-        route = ["--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name]), "--instance-id", iid]
+        route = ["--route-table-id", a.route_table_id, "--destination-cidr-block", str(subnets[h.name]),
+                 "--instance-id", iid]
         steps.append(step(AWS, ["ec2", "create-route", *route], ["ec2", "delete-route", *route]))
     return steps

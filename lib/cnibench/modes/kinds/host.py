@@ -14,7 +14,8 @@ class HostMode(NetworkMode):
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         s = hosts.server
-        return Endpoint(self.name, None, None, s.data_address, settings.service_port, s.data_address, settings.service_port)
+        return Endpoint(self.name, None, None, s.data_address, settings.service_port, s.data_address,
+                        settings.service_port)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         await probe()

@@ -12,18 +12,45 @@ refuses, before any change, when it is missing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...catalog import PREFIX
 from ...errors import PlanError
+from ...infra.kernelprobe import LinkKind
+from ..addressing import ifname, nth, pod_subnets, pod_to_pod_endpoint
+from ..base import (
+    HOST_RE,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    SettingError,
+    Step,
+    step,
+)
 from ..engine import pieces
-from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
 from ..engine.pathcheck import no_bridge_checks
+from ..engine.pieces import require_l2
 
 IPVLAN_MODES = ("l2", "l3")
 
 
+@dataclass(frozen=True)
+class IpvlanSettings(ModeSettings):
+    ipvlan_mode: str = "l2"  # l2 | l3
+
+    def check_kind(self) -> None:
+        if self.ipvlan_mode not in IPVLAN_MODES:
+            raise SettingError("ipvlan_mode", f"{self.ipvlan_mode!r} is not l2 or l3",
+                               "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
+
+
 class Ipvlan(NetworkMode):
     name = "ipvlan"
-    link_kinds = ("ipvlan",)
+    settings_type = IpvlanSettings
+    link_kinds = (LinkKind("ipvlan", ("mode", "l2"), on_parent=True),)
+    owned_links = (rf"{PREFIX}i{HOST_RE}",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
         mode = settings.ipvlan_mode
@@ -31,8 +58,6 @@ class Ipvlan(NetworkMode):
             raise PlanError(f"ipvlan_mode '{mode}' is not one of {', '.join(IPVLAN_MODES)}. Choose l2 or l3.")
         subnets = pod_subnets(hosts, settings)
         if mode == "l2":
-            from ..engine.pieces import require_l2
-
             require_l2(hosts, f"{self.name} (l2)")
         steps: list[Step] = []
         for h in hosts:
@@ -41,13 +66,16 @@ class Ipvlan(NetworkMode):
             steps += pieces.netns(h)
             # Undo for the case where moving it into the container failed; afterwards it goes
             # with the namespace and this undo finds nothing (tolerated).
-            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "ipvlan", "mode", mode], ["ip", "link", "del", link]))
+            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "ipvlan",
+                                       "mode", mode], ["ip", "link", "del", link]))
             steps += pieces.move_into_pod(h, link)
             if mode == "l2":
-                steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
+                steps += pieces.pod_address(
+                    h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
             else:
                 steps += pieces.pod_address(h, f"{nth(net, 2)}/32", [["default", "dev", pieces.POD_IF]])
-                steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface) for p in hosts.peers(h.name)]
+                steps += [pieces.host_route(h, subnets[p.name], p.data_address,
+                                            h.data_interface) for p in hosts.peers(h.name)]
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:

@@ -4,20 +4,30 @@ host. Containers on different hosts reach each other on the data segment (one L2
 
 from __future__ import annotations
 
-
-from ..engine import pieces
 from ...catalog import PREFIX
-from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step, ifname, nth, pod_subnets, pod_to_pod_endpoint, step
+from ...infra.kernelprobe import LinkKind
+from ..addressing import ifname, nth, pod_subnets, pod_to_pod_endpoint
+from ..base import (
+    HOST_RE,
+    Check,
+    Endpoint,
+    HostFacts,
+    ModeSettings,
+    NetworkMode,
+    Step,
+    step,
+)
+from ..engine import pieces
 from ..engine.pathcheck import no_bridge_checks
+from ..engine.pieces import require_l2
 
 
 class Macvlan(NetworkMode):
     name = "macvlan"
-    link_kinds = ("macvlan",)
+    link_kinds = (LinkKind("macvlan", ("mode", "bridge"), on_parent=True),)
+    owned_links = (rf"{PREFIX}m{HOST_RE}",)
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        from ..engine.pieces import require_l2
-
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         steps: list[Step] = []
@@ -25,9 +35,11 @@ class Macvlan(NetworkMode):
             net = subnets[h.name]
             link = ifname(f"{PREFIX}m{h.name}")
             steps += pieces.netns(h)
-            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "macvlan", "mode", "bridge"], ["ip", "link", "del", link]))
+            steps.append(step(h.name, ["ip", "link", "add", "name", link, "link", h.data_interface, "type", "macvlan",
+                                       "mode", "bridge"], ["ip", "link", "del", link]))
             steps += pieces.move_into_pod(h, link)
-            steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
+            steps += pieces.pod_address(
+                h, f"{nth(net, 2)}/{net.prefixlen}", [[settings.cluster_cidr, "dev", pieces.POD_IF]])
         return steps
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:

@@ -13,22 +13,22 @@ benchmarks/hygiene_bench.py measures what each costs the p50.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from ...infra.cbuild import binary_path, ensure_built
+from ...infra.cbuild import CSource, ensure_built
 
-SOURCE_PATH = Path(__file__).with_name("hiccup.c")
+SOURCE = CSource(__package__, "hiccup.c", "hiccup")
+SOURCE_PATH = SOURCE.file_path()
 INTERVAL_US = 1000
 EVENT_US = 500  # oversleeps from this size up are listed with their time
 EVENTS_KEPT = 50  # the largest events kept in the record (a record stays under 64 KB)
 
 
 def source() -> bytes:
-    return SOURCE_PATH.read_bytes()
+    return SOURCE.read()
 
 
 def path() -> str:
-    return binary_path("hiccup", source())
+    return SOURCE.path()
 
 
 def parse(text: str) -> dict | None:

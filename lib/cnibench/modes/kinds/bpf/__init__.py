@@ -1,8 +1,9 @@
-"""The project's own BPF programs (`<name>.c` here) and their build on a host.
+"""The project's own BPF programs (`<name>.c` here) and their build on a host; datapath.py holds
+the redirect program's names and map encodings, checks.py what ebpf-redirect probes and verifies.
 
     built = await ensure_object(host, "redirect")   # -> /run/cnibench/bin/cnib-redirect-<hash>.o
 
-Compiled on each host by workload/cbuild.py, like the load generator: the source is copied to
+Compiled on each host by infra/cbuild.py, like the load generator: the source is copied to
 the host and compiled there (clang -O2 -g -target bpf -c; Debian's clang, and libbpf-dev for
 <bpf/bpf_helpers.h>), so the object matches the host's kernel headers; nothing is downloaded.
 The object's name carries the source's hash.
@@ -10,9 +11,7 @@ The object's name carries the source's hash.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from importlib import resources
 
 from ....catalog import PREFIX
 from ....errors import HostError
@@ -25,16 +24,21 @@ PACKAGES = "clang libbpf-dev bpftool"  # what a host needs to build and load the
 CFLAGS = ("-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/$({COMPILER} -print-multiarch)", "-c")
 
 
+def program(name: str) -> cbuild.CSource:
+    """`<name>.c` here, built to `cnib-<name>-<hash>.o`."""
+    return cbuild.CSource(__package__, f"{name}.c", f"{PREFIX}-{name}", ".o")
+
+
 def source(name: str) -> bytes:
-    return resources.files(__package__).joinpath(f"{name}.c").read_bytes()
+    return program(name).read()
 
 
 def source_hash(name: str) -> str:
-    return hashlib.sha256(source(name)).hexdigest()
+    return program(name).sha256()
 
 
 def object_path(name: str) -> str:
-    return cbuild.binary_path(f"{PREFIX}-{name}", source(name), ".o")
+    return program(name).path()
 
 
 def build_argv(src: str, out: str, multiarch: str | None) -> list[str]:
@@ -52,7 +56,8 @@ class Built:
     kernel: str  # uname -r of the host that loads it
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "path": self.path, "source_sha256": self.source_sha256, "clang": self.clang, "kernel": self.kernel}
+        return {"name": self.name, "path": self.path, "source_sha256": self.source_sha256, "clang": self.clang,
+                "kernel": self.kernel}
 
 
 class BuildError(HostError):
@@ -63,10 +68,13 @@ async def ensure_object(host, name: str) -> Built:
     """The program's object on `host`, compiled there if it is not there yet."""
     version = await cbuild.compiler_version(host, COMPILER)
     if version is None:
-        raise BuildError(host.name, f"no clang to build the BPF programs ({PREFIX}-{name}). Install: apt-get install -y {PACKAGES}")
+        raise BuildError(host.name,
+                         f"no clang to build the BPF programs ({PREFIX}-{name}). "
+                         f"Install: apt-get install -y {PACKAGES}")
     kernel = (await host.run(["uname", "-r"], timeout=15)).stdout.strip()
     try:
-        path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), CFLAGS, compiler=COMPILER, package=PACKAGES, suffix=".o")
+        path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), CFLAGS, compiler=COMPILER,
+                                         package=PACKAGES, suffix=".o")
     except HostError as exc:
         hint = f" (missing headers? apt-get install -y {PACKAGES})" if "file not found" in str(exc) else ""
         raise BuildError(host.name, f"building {PREFIX}-{name} failed: {exc}{hint}") from None

@@ -16,7 +16,7 @@
  * network byte order (the plan does not know the host's byte order), except the LPM key's
  * prefix length, which the kernel reads in host order (the mode refuses big-endian hosts).
  *
- * Built on each host at set-up: clang -O2 -g -target bpf -c redirect.c (see modes/bpf/__init__.py).
+ * Built on each host at set-up: clang -O2 -g -target bpf -c redirect.c (see modes/kinds/bpf/__init__.py).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

@@ -1,0 +1,72 @@
+"""The settings every mode shares (ModeSettings) and their checks; a kind with knobs of its own
+subclasses ModeSettings (its NetworkMode.settings_type)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar
+
+from ..errors import PlanError
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """The settings every mode shares. A kind with knobs of its own subclasses it (its
+    `settings_type`), adds fields with defaults, and extends INT_RANGES and `check_kind`."""
+
+    cluster_cidr: str = "10.244.0.0/16"
+    subnet_prefix: int = 24
+    service_port: int = 8080  # the port nginx listens on in the server container
+    mtu: int | None = None  # override the container MTU (default: what the real solution uses)
+
+    # (setting, low, high) of the whole-number settings; each reaches a command line or a
+    # config file, so it must be a real int (not a string, a float or a bool) in its range.
+    INT_RANGES: ClassVar[tuple[tuple[str, int, int], ...]] = (("service_port", 1, 65535), ("subnet_prefix", 1, 32))
+    NETWORKS: ClassVar[tuple[str, ...]] = ("cluster_cidr",)  # settings that are IPv4 networks
+
+    def __post_init__(self):
+        check_settings(self)
+        self.check_kind()
+
+    def check_kind(self) -> None:
+        """A kind's own checks (pure; SettingError)."""
+
+    def with_(self, **kw) -> "ModeSettings":
+        return replace(self, **kw)
+
+
+def settings_fields(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class SettingError(PlanError):
+    """One mode setting is wrong: names the setting, the problem and the fix."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        self.key, self.problem, self.fix = key, problem, fix
+        super().__init__(f"mode setting {key}: {problem}. {fix}")
+
+
+def check_settings(s: ModeSettings) -> None:
+    """Types and ranges of the shared settings and of the kind's INT_RANGES and NETWORKS (pure)."""
+    for key, lo, hi in s.INT_RANGES:
+        v = getattr(s, key)
+        if not _whole(v) or not lo <= v <= hi:
+            raise SettingError(key, f"{v!r} is not a whole number from {lo} to {hi}",
+                               f"Write e.g. '{key}: {getattr(type(s), key)}'.")
+    if s.mtu is not None and (not _whole(s.mtu) or not 576 <= s.mtu <= 65535):
+        raise SettingError("mtu", f"{s.mtu!r} is not a whole number from 576 to 65535",
+                           "Leave it out to use what the real solution uses.")
+    for key in s.NETWORKS:
+        v = getattr(s, key)
+        try:
+            if not isinstance(v, str):
+                raise TypeError("not text")
+            ipaddress.IPv4Network(v, strict=True)
+        except (TypeError, ValueError) as exc:
+            raise SettingError(key, f"{v!r} is not an IPv4 network ({exc})", "Write it like 10.244.0.0/16.") from None
