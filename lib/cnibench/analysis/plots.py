@@ -325,7 +325,8 @@ def make_all(ds: Dataset, an: stats.Analysis, out_dir: Path) -> dict[str, dict[s
             figs[f"latency_by_percentile_{size}"] = lambda s=size: latency_by_percentile(ds, s)
     figs["latency_vs_load"] = lambda: latency_vs_load(an, ds)
     figs["overhead_vs_host"] = lambda: overhead_forest(an)
-    calibrated = {m for m, by_size in (ds.calibration or {}).items() if any(c.get("max_rate") for c in by_size.values())}
+    calibrated = {m for m, by_size in (ds.calibration or {}).items()
+                  if any(c.get("max_rate") for c in by_size.values())}
     if calibrated - {REFERENCE}:  # a study that calibrates only the reference has no maxima to compare
         figs["max_rate"] = lambda: max_rate(ds)
     for size in ds.sizes():

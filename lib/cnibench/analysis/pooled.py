@@ -119,7 +119,8 @@ class Pairs:
 
     def statistic(self, S: np.ndarray, p: float, shift: float = 0.0) -> np.ndarray:
         """The band log ratio (a / b) for each swap pattern, arm a's latencies divided by
-        e^(shift * step) (shift in bins, any real: the cumulative counts are linear inside a bin). Each load only sees its own pairs' bits, so only its distinct
+        e^(shift * step) (shift in bins, any real: the cumulative counts are linear inside a bin).
+        Each load only sees its own pairs' bits, so only its distinct
         patterns are computed (2^5 per load when 10 pairs rotate over 2 loads)."""
         total = np.zeros(len(S))
         for (_, A, B), (sub, inv) in zip(self.loads, self._patterns(S)):

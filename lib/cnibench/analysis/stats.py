@@ -225,7 +225,8 @@ def _quantiles(ds, att, ps, alpha) -> pd.DataFrame:
             rows.append(dict(size=size, mode=mode, target_rate=float(rate), load_fraction=lf, percentile=p,
                              estimate=np.exp(est), lo=np.exp(lo), hi=np.exp(hi), pooled=pooled[j],
                              runs=len(ok), not_sustained=ns, status=status))
-    return sort_rows(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile", "estimate",
+    return sort_rows(pd.DataFrame(rows, columns=["size", "mode", "target_rate", "load_fraction", "percentile",
+                                                 "estimate",
                                              "lo", "hi", "pooled", "runs", "not_sustained", "status"]))
 
 

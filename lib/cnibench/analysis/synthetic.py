@@ -216,7 +216,8 @@ def write_study(raw_dir: Path, study: str = "synthetic", modes=MODES, sizes=("sm
         "hosts": {h: {"role": h, "kernel": "synthetic", "cpu": "synthetic", "nic": "veth", "mtu": 1500}
                   for h in ("client", "server")},
         "tools": {"h2load": "synthetic", "nginx": "synthetic"},
-        "order": [results.run_id(study, REFERENCE + "-aa" if m == TWIN_ARM else m, s, round(l * truth.host_max_rate[s]), r)
+        "order": [results.run_id(study, REFERENCE + "-aa" if m == TWIN_ARM else m, s,
+                                 round(l * truth.host_max_rate[s]), r)
                   for (m, s, l, r) in (cells[i] for i in np.argsort(order))],
     }
     results.atomic_write_text(raw_dir / study / "manifest.json", json.dumps(manifest, indent=1))

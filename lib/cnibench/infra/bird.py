@@ -49,7 +49,8 @@ def run_dir(host: str, base: str | None = None) -> str:
 
 def paths(host: str, base: str | None = None) -> dict[str, str]:
     d = run_dir(host, base)
-    return {"dir": d, "config": f"{d}/bird.conf", "socket": f"{d}/bird.ctl", "pid": f"{d}/bird.pid", "log": f"{d}/bird.log"}
+    return {"dir": d, "config": f"{d}/bird.conf", "socket": f"{d}/bird.ctl", "pid": f"{d}/bird.pid",
+            "log": f"{d}/bird.log"}
 
 
 def _validate(cfg: BirdConfig) -> None:
@@ -121,7 +122,8 @@ def parse_routes(text: str) -> list[dict]:
         m = _ROUTE.match(line)
         if m and (m.group(1) or net):
             net = m.group(1) or net
-            out.append({"net": net, "kind": m.group(2), "protocol": m.group(3), "best": bool(m.group(4)), "via": None, "dev": None})
+            out.append({"net": net, "kind": m.group(2), "protocol": m.group(3), "best": bool(m.group(4)),
+                        "via": None, "dev": None})
             continue
         v = _VIA.match(line)
         if v and out:
@@ -163,7 +165,8 @@ async def start(host, host_name: str, cfg: BirdConfig, base: str | None = None) 
     return p
 
 
-async def wait_up(host, host_name: str, p: dict, peers: Sequence[Peer], nets: Sequence[str], timeout: float = 15) -> dict:
+async def wait_up(host, host_name: str, p: dict, peers: Sequence[Peer], nets: Sequence[str],
+                  timeout: float = 15) -> dict:
     """Until every peer's session is Established and every net in `nets` is learned over BGP
     (the routes then also in the kernel as `proto bird`); returns what was seen and when."""
     start_t = time.monotonic()

@@ -151,9 +151,11 @@ def plan(command: str, net: dict, att: Attachment, cni_path: str = CNI_PATH) -> 
 
 def render(command: str, net: dict, att: Attachment, cni_path: str = CNI_PATH) -> str:
     """--dry-run: the conflist, then each plugin call as it would run (pure)."""
-    lines = [f"# CNI {command} on {att.host}: container {att.container_id}, netns {att.netns_path}, ifname {att.ifname}",
+    lines = [f"# CNI {command} on {att.host}: container {att.container_id}, netns {att.netns_path}, "
+             f"ifname {att.ifname}",
              json.dumps(net, indent=2, sort_keys=True)]
-    prev = {"ADD": "<the previous plugin's result>", "CHECK": "<the stored result>", "DEL": "<the stored result>"}[command]
+    prev = {"ADD": "<the previous plugin's result>", "CHECK": "<the stored result>",
+            "DEL": "<the stored result>"}[command]
     for n, call in enumerate(plan(command, net, att, cni_path)):
         has_prev = command != "ADD" or n > 0
         lines.append(f"$ {shlex.join(call.argv)} <<'EOF'")
@@ -226,7 +228,8 @@ async def require_plugins(host, host_name: str, net: dict, cni_path: str = CNI_P
     for p in net["plugins"]:
         binary = f"{cni_path}/{p['type']}"
         if (await host.run(["test", "-x", binary], check=False)).exit_status != 0:
-            raise HostError(host_name, f"CNI plugin '{p['type']}' is missing ({binary} not found). Install it with: {INSTALL}")
+            raise HostError(host_name, f"CNI plugin '{p['type']}' is missing ({binary} not found). "
+                                       f"Install it with: {INSTALL}")
 
 
 async def add(host, net: dict, att: Attachment, ddir: str | None = None, cni_path: str = CNI_PATH) -> dict:
@@ -330,7 +333,8 @@ async def clean(host, ddir: str, cni_path: str = CNI_PATH) -> list[str]:
 async def versions(host, host_name: str, plugins: Sequence[str], cni_path: str = CNI_PATH) -> dict:
     """The package's version and each plugin's supported spec versions (for the record)."""
     pkg = await host.run(["dpkg-query", "-W", "-f=${Version}", PACKAGE], check=False)
-    out: dict[str, Any] = {"package": PACKAGE, "version": pkg.stdout.strip() if pkg.exit_status == 0 else None, "plugins": {}}
+    version = pkg.stdout.strip() if pkg.exit_status == 0 else None
+    out: dict[str, Any] = {"package": PACKAGE, "version": version, "plugins": {}}
     for p in plugins:
         try:
             r = await host.run(["env", "CNI_COMMAND=VERSION", f"{cni_path}/{p}"], input="{}")
