@@ -224,9 +224,11 @@ def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look
     rng = np.random.default_rng(2)
     rec = synthetic.make_record("st", "host", "small", 0.3, 1, synthetic.Truth(), rng, duration_s=2)
     rec.update(status="invalid", reason="invalid: hiccups", hygiene={"disturbed": True, "flags": []})
+    from cnibench.study.store import RecordStore
+
     path = results.write_record(tmp_path, rec)
     before = path.read_bytes()
-    info = policy.set_aside(path, rec)
+    info = RecordStore(tmp_path, "st").set_aside(rec)
     moved = path.parent / info["record"]
     assert not path.exists() and moved.read_bytes() == before and moved.name.startswith("attempt1-")
     assert list(results.iter_records(tmp_path, "st")) == []  # attempts are not the run's record
@@ -235,7 +237,7 @@ def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look
 
 
 def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
-    """measure_with_redo: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
+    """measure_run: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
     from cnibench.study import runner
     from cnibench.study.matrix import PlannedRun
     from cnibench.study.study_run import Session
@@ -257,8 +259,11 @@ def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
         def line(self, _):
             pass
 
+    from cnibench.study.store import RecordStore
+
     sess = Session("st")
-    rec = asyncio.run(runner.measure_with_redo(None, None, study, run, {}, None, None, None, tmp_path, Bar(), sess))
+    ctx = runner.RunContext(study, RecordStore(tmp_path, "st"), bar=Bar(), counters=sess)
+    rec = asyncio.run(runner.measure_run(ctx, run))
     assert rec["status"] == "ok" and rec["attempt"] == 2 and sess.redone == 1
     path = results.record_path(tmp_path, run.run_id)
     assert results.read_record(path)["attempt"] == 2

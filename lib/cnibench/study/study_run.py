@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import matrix
-from . import policy as study_policy
 from ..infra.config import RAW, RUNS, load_inventory
 from .progress import Progress
 from .provenance import (
@@ -52,21 +51,21 @@ from .provenance import (
     read_manifest,
     write_manifest,
 )
-from ..results import failed_record, iter_records, now_iso, write_record
-from .run_notebooks import measure_in_notebook, render_notebooks
+from ..results import failed_record, now_iso
+from .run_notebooks import render_notebooks
 from .runner import (
     RUN_FAILURES,
+    RunContext,
     StudyStopped,
     check_requirements,
     check_runs,
-    clear_stale,
-    complete_statuses,
-    measure_with_redo,
+    measure_run,
     mode_settings,
     reason_of,
     spec_fields,
     window_seconds,
 )
+from .store import RecordStore
 from .runview import summary_line
 from .spec import Study, load_study
 from .calibration import calibrated_max_rates
@@ -74,17 +73,24 @@ from .calibration import calibrated_max_rates
 log = logging.getLogger(__name__)
 
 
-def run_study(study_path: Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False, progress: bool = True, **kw) -> dict:
+def run_study(study: Study | Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False,
+              progress: bool = True, inventory=None, leased: bool = False, **kw) -> dict:
     """Run (or resume) a study; returns its summary. Ctrl-C / SIGTERM raise KeyboardInterrupt
     after the current mode is torn down; finished records stay. The hosts are leased for the
-    session (lease.py): a second session on them is refused, naming this one."""
+    session (lease.py): a second session on them is refused, naming this one. `study` and
+    `inventory` loaded by the caller are used as they are (never reloaded); `leased`: the
+    caller holds the lease (pipeline.run_all), so it is not taken again."""
+    from contextlib import nullcontext
+
     from ..infra.lease import session_lease
 
-    study = load_study(study_path)
+    study = study if isinstance(study, Study) else load_study(study)
     inv = Path(inventory_path) if inventory_path else None
+    inventory = inventory or load_inventory(inv or study.inventory)
+    held = nullcontext() if leased else session_lease(inventory, f"run-study {study.name}")
     try:
-        with session_lease(load_inventory(inv or study.inventory), f"run-study {study.name}"):
-            return asyncio.run(StudyRun(study, inv, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
+        with held:
+            return asyncio.run(StudyRun(study, inv, inventory=inventory, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
 
@@ -130,13 +136,15 @@ class StudyRun:
 
     def __init__(self, study: Study, inventory_path: Path | None = None, *, stop_on_failure: bool = False,
                  progress: bool = True, raw_dir: Path = RAW, runs_dir: Path = RUNS,
-                 notebooks: str | None = None, out=print) -> None:
+                 notebooks: str | None = None, out=print, inventory=None, precheck: bool = False) -> None:
         self.study = study
         self.inventory_path = Path(inventory_path or study.inventory)
-        self.inventory = load_inventory(self.inventory_path)
+        self.inventory = inventory or load_inventory(self.inventory_path)
         self.policy = notebooks or study.notebooks
         self.session = Session(study.name)
         self.raw_dir, self.runs_dir = Path(raw_dir), Path(runs_dir)
+        self.store = RecordStore(self.raw_dir, study.name)  # the one writer of this study's records
+        self.precheck = precheck  # pipeline.run_all: the precheck over this session's fleet
         self.mpath = manifest_path(self.raw_dir, study.name)
         self.ref = manifest_ref(study.name)
         self.stop_on_failure = stop_on_failure
@@ -151,7 +159,7 @@ class StudyRun:
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
-        clear_stale(self.raw_dir / self.study.name, self.out)
+        self.store.clear_stale(self.out)
         self.book = _open_book(self.policy)
         signals = self._catch_signals()
         self.manifest = read_manifest(self.mpath)
@@ -217,6 +225,10 @@ class StudyRun:
 
         async with Fleet(self.inventory) as fleet:
             self.fleet = fleet
+            if self.precheck:
+                from .precheck import precheck_or_raise
+
+                await precheck_or_raise(fleet, self.out)
             await self._sweep_leftovers()
             runs = await self._plan_session()
             todo = await self._pending(runs)
@@ -245,7 +257,10 @@ class StudyRun:
         calibration = await calibrated_max_rates(fleet, study, self.inventory.name, self.manifest, None, self.out)
         self.session.calibration_s = time.monotonic() - t
         runs = matrix.plan(study, (calibration or {}).get("max_rates"))
-        check_runs(study, runs)  # a bad value stops the study here, before any mode goes up
+        from ..workload.bench import probe_limits
+
+        self.limits = await probe_limits(fleet)
+        check_runs(study, runs, self.limits)  # once per run; a bad value stops the study here, before any mode goes up
         if self.manifest is None:
             self.manifest = new_manifest(study, self.inventory, [r.run_id for r in runs], calibration)
         elif self.manifest.get("study_sha256") != study.digest:
@@ -261,12 +276,9 @@ class StudyRun:
 
     async def _pending(self, runs: list) -> list:
         """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""
-        from ..workload.bench import probe_limits
-
         study, session = self.study, self.session
-        self.limits = await probe_limits(self.fleet)
-        done = complete_statuses(self.raw_dir, study.name)
-        redo = study_policy.redo_ids(iter_records(self.raw_dir, study.name), study.redo["max_attempts"])
+        done = self.store.statuses()
+        redo = self.store.redo_ids(study.redo["max_attempts"])
         todo = matrix.pending(runs, set(done) - redo)
         session.planned, session.already_done = len(runs), len(runs) - len(todo)
         self.bar = Progress(len(runs), session.already_done, enabled=self.progress, label=study.name)
@@ -289,7 +301,7 @@ class StudyRun:
         from ..workload.quiet import wait_quiet
 
         settings = mode_settings(self.study, block.mode)
-        entry = {"repetition": block.repetition, "mode": block.mode, "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
+        entry = {"repetition": block.repetition, "mode": block.mode, **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
         self.sess["mode_blocks"].append(entry)
         self.bar.status(f"quiet-machine check before {block.mode}")
         entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line, where=f"{block.mode} (rep {block.repetition})")
@@ -338,18 +350,16 @@ class StudyRun:
         """The block's runs, with nginx up once for all of them; nginx is closed at the end."""
         from ..workload.session import BenchSession
 
-        study, session = self.study, self.session
+        session = self.session
         bench = BenchSession(self.fleet, endpoint, self.limits)
+        ctx = RunContext(self.study, self.store, self.fleet, self.ref, self.limits, endpoint, bench, self.bar, session,
+                         self.policy, self.book, self.inventory_path, self.runs_dir)
         try:
             for run in block.runs:
                 self._stop_if_interrupted()
-                self.bar.status(f"{block.mode} rep {block.repetition}")
-                fields = spec_fields(study, run)
+                self.bar.status(f"{block.arm} rep {block.repetition}")
                 t = time.monotonic()
-                if self.policy == "measure":
-                    rec = await measure_in_notebook(self.book, self.inventory_path, endpoint, fields, run, self.raw_dir, self.runs_dir, self.ref)
-                else:
-                    rec = await measure_with_redo(self.fleet, endpoint, study, run, fields, self.ref, self.limits, bench, self.raw_dir, self.bar, session)
+                rec = await measure_run(ctx, run)
                 took = time.monotonic() - t
                 session.runs_s += took
                 self._store(rec, took, written=True)
@@ -365,7 +375,7 @@ class StudyRun:
         """Count a finished run, write its record (unless already written) and the manifest."""
         session = self.session
         if not written:
-            write_record(self.raw_dir, rec)
+            self.store.write(rec)
         window, warm = window_seconds(rec)
         session.measure_s += window
         session.warmup_s += warm
