@@ -147,10 +147,21 @@ def _leased(inventory, command, call, clean=False):
     from cnibench.infra.lease import session_lease
 
     try:
-        with session_lease(config.load_inventory(inventory), command, clean=clean):
+        inv = config.load_inventory(inventory)
+        with session_lease(inv, command, clean=clean) as lease:
+            if lease.notes and not clean:  # took over a dead session's lease: sweep what it left first
+                _run(_sweep_dead_session(inv))
             return call()
     except CnibenchError as exc:
         raise Exit(f"error: {exc}", code=2)
+
+
+async def _sweep_dead_session(inv):
+    from cnibench.infra.hosts import Fleet
+    from cnibench.workload.leftovers import sweep_dead_session
+
+    async with Fleet(inv) as fleet:
+        await sweep_dead_session(fleet)
 
 
 def _with_fleet(inventory, fn, lease=None, clean=False):
