@@ -269,3 +269,25 @@ def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
     assert results.read_record(path)["attempt"] == 2
     (old,) = (path.parent / "attempts").iterdir()
     assert results.read_record(old)["status"] == "invalid"
+
+
+def test_not_sustained_is_a_guard_and_its_run_is_redone_once():
+    """A median above the bound: invalid, reason "not sustained", decided with the other guards;
+    the study redoes it once even without a redo policy, and not a second time."""
+    from cnibench.workload import guards as g
+
+    limits = g.GuardLimits()
+    slow = {"latency": {"percentiles": {"50": 15_000.0, "90": 40_000.0}}, "target_rate": 1000, "achieved_rate": 1000,
+            "counts": {"requests": 5000}}
+    checks = g.judge(slow, limits)
+    status, reason, _ = g.verdict_of(checks)
+    assert status == "invalid" and reason.startswith("not sustained: p50 15.0 ms")
+    assert not g.disturbed(checks)  # a mode past its capacity is a result, not noise
+    fast = {**slow, "latency": {"percentiles": {"50": 150.0}}}
+    assert g.verdict_of(g.judge(fast, limits))[0] == "ok"
+    rec = {"status": status, "reason": reason, "hygiene": {"checks": checks, "disturbed": False}}
+    assert policy.should_redo(rec, 1) and policy.redo_why(rec) == "not sustained"
+    assert not policy.should_redo({**rec, "attempt": 2}, 1)
+    # the bound is a guard limit: off, the run stands
+    off = g.verdict_of(g.judge(slow, g.GuardLimits(max_run_median_ms=None)))
+    assert off[0] == "ok"

@@ -108,7 +108,10 @@ def attempt_of(rec: Mapping) -> int:
 def is_not_sustained(rec: Mapping) -> bool:
     """The not-sustained guard (workload/guards.py) made the run invalid: its median crossed the
     sustainability bound."""
-    return rec.get("status") == "invalid" and str(rec.get("reason") or "").startswith("not sustained")
+    if rec.get("status") != "invalid":
+        return False
+    checks = (rec.get("hygiene") or {}).get("checks") or []
+    return any(c.get("guard") == "sustained" and c.get("verdict") == "invalid" for c in checks)
 
 
 # A run that did not sustain its rate is redone once, like a disturbed run: one stall near a
