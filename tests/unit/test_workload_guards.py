@@ -240,7 +240,7 @@ def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
     """measure_run: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
     from cnibench.study import runner
     from cnibench.study.matrix import PlannedRun
-    from cnibench.study.study_run import Session
+    from cnibench.study.counters import Counters as Session
     from cnibench.study.spec import parse_study
 
     rng = np.random.default_rng(3)

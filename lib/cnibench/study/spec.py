@@ -80,10 +80,8 @@ class Study:
 
     @property
     def arms(self) -> tuple[tuple[str, str], ...]:
-        """(arm, mode) of every arm the study compares: each mode under its own name, and with
-        `twin` the reference again as its A/A twin (the same mode, set up anew in its own block)."""
-        out = tuple((m, m) for m in self.modes)
-        return out + (((self.twin_arm, self.reference),) if self.twin else ())
+        """(arm, mode) of each arm: every mode as itself, and with `twin` the reference again."""
+        return tuple((m, m) for m in self.modes) + (((self.twin_arm, self.reference),) if self.twin else ())
 
     @property
     def twin_arm(self) -> str:
