@@ -169,8 +169,18 @@ _MODE_HELP = {
 def _leased(inventory, command, call, clean=False):
     """call() while this session holds the hosts' lease: another session on them is refused
     with one message naming it (cnibench/infra/lease.py); `clean` also takes over a stale lease."""
-    with session_lease(config.load_inventory(inventory), command, clean=clean):
+    inv = config.load_inventory(inventory)
+    with session_lease(inv, command, clean=clean) as lease:
+        if lease.notes and not clean:  # took over a dead session's lease: sweep what it left first
+            _run(_sweep_dead_session(inv))
         return call()
+
+
+async def _sweep_dead_session(inv):
+    from cnibench.workload.leftovers import sweep_dead_session
+
+    async with Fleet(inv) as fleet:
+        await sweep_dead_session(fleet)
 
 
 def _with_fleet(inventory, fn, lease=None, clean=False):

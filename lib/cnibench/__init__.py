@@ -9,7 +9,7 @@ stages before it; its __init__ docstring says which, tests/unit/test_layering.py
     study/     the study file, its matrix, the runner, precheck, notebooks, provenance
     analysis/  dataset, statistics, figures, the report, comparison, synthetic studies
 
-Foundation modules: catalog, parsing, errors, results
+Foundation modules: catalog, parsing, errors, results, record
 (shared names, pure parsers, errors and the run record; they import only each other.)
 pipeline.py is `invoke run-all` over every stage and may import any of them.
 """

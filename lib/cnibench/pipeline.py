@@ -6,7 +6,6 @@ Every step prints what it did; the last line says where the report is.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -26,17 +25,12 @@ def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = 
 
 
 async def precheck(inventory_path: Path, out=print) -> None:
+    """The precheck alone, over connections of its own (run_all does it over the study's fleet)."""
     from .infra.hosts import Fleet
-    from .study.precheck import check_fleet, format_table
+    from .study.precheck import precheck_or_raise
 
-    fleet = Fleet(config.load_inventory(inventory_path))
-    try:
-        reports = await check_fleet(fleet)
-    finally:
-        await fleet.close()
-    out(format_table(reports))
-    if any(r.problems() for r in reports):
-        raise CnibenchError("precheck failed: fix the problems listed above, then run again (finished runs are kept)")
+    async with Fleet(config.load_inventory(inventory_path)) as fleet:
+        await precheck_or_raise(fleet, out)
 
 
 def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure: bool = False, progress: bool = True, out=print,
@@ -55,15 +49,18 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts)})")
-    out(estimate_line(study, inventory_path, Path(raw_dir)))
+    # Loaded once and passed down: the study, the inventory and the lease are never reloaded or
+    # retaken inside (issue 22); the precheck runs over the study's own fleet.
+    inventory = config.load_inventory(inventory_path)
+    out(estimate_line(study, inventory, Path(raw_dir)))
     # The hosts are ours for the session; refused here (another session holds them), nothing
     # was touched, and the testbed another session uses stays up.
-    lease = session_lease(config.load_inventory(inventory_path), f"run-all --study {study.name}", out=out)
+    lease = session_lease(inventory, f"run-all --study {study.name}", out=out)
     lease.__enter__()
     try:
         try:
-            asyncio.run(precheck(inventory_path, out))
-            summary = run_study(study.path, inventory_path, stop_on_failure=stop_on_failure, progress=progress, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
+            summary = run_study(study, inventory_path, stop_on_failure=stop_on_failure, progress=progress, inventory=inventory,
+                                leased=True, precheck=True, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
         finally:
             lease.__exit__(None, None, None)
     finally:
@@ -82,6 +79,10 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     summary["report"] = str(report)
     summary["total_measure_fraction"] = round(summary["measure_s"] / summary["total_s"], 4) if summary["total_s"] else 0.0
     out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside measurement windows")
+    from .analysis.report import answer_of  # here, like analyse: pandas loads slowly
+
+    summary["answer"] = answer_of(study.name, Path(reports_dir) / study.name)
+    out(f"answer: {summary['answer']}")  # the report's first paragraph, so the console ends with it too
     out(f"report: {report}")
     return summary
 
@@ -99,13 +100,13 @@ def all_failed(summary: dict) -> str | None:
             f"Fix that, then run again (a failed run is redone once its record is removed from {summary.get('raw_dir')}).")
 
 
-def estimate_line(study, inventory_path: Path, raw_dir: Path) -> str:
+def estimate_line(study, inventory, raw_dir: Path) -> str:
     """What `run-all` prints before it starts: the estimated wall time of what is left."""
     from .study.matrix import format_estimate
     from .study.status import estimate_study
 
     try:
-        return format_estimate(estimate_study(study, inventory_path, raw_dir))
+        return format_estimate(estimate_study(study, raw_dir=raw_dir, inventory=inventory))
     except CnibenchError as exc:
         return f"estimated duration: unknown ({exc})"
 

@@ -4,10 +4,14 @@ A run record is one JSON file per run under data/raw/<study>/<mode>/<size>/<rate
 It is written once (temporary file, then a hard link: a second writer fails) and never
 edited. Everything downstream is regenerated from these files.
 
-Record keys (schema 1):
+The record's type, its parts and the schema policy are record.py (RunRecord); this module is
+its storage. Record keys (schema 2; record.upgrade reads schema 1):
   schema            int, SCHEMA_VERSION
-  run_id            "<study>/<mode>/<size>/<rate>/rep<k>"
-  study, mode, size str; size is "small" (350 B on the wire) or "large" (4096 B body)
+  run_id            "<study>/<arm path>/<size>/<rate>/rep<k>" (the arm's path part is the mode's
+                    name for every arm that is a mode: matrix.arm_path)
+  study, size       str; size is "small" (350 B on the wire) or "large" (4096 B body)
+  arm, mode         str: the label the analysis compares; the mode kind that was set up
+  implementation    str ("project"), node str ("bare"): who built the mode, the node profile
   target_rate       float, requests/s the generator was asked for (all connections together)
   load_fraction     float | None, target_rate / calibrated max of the reference mode
   repetition        int (1-based)
@@ -27,6 +31,9 @@ Record keys (schema 1):
   metrics           {host name: {"period_s": 1.0, "samples": [...]}} (see workload/metrics.py)
   provenance        str, path of the study's manifest relative to data/raw, or None
   order             int | None, position of this run in the executed sequence
+  hygiene           dict, the guards' figures, checks, flags and verdict (workload/hygiene.py)
+  notes             [str], what the workload noticed on the way
+  attempt, earlier_attempts   a redone run's attempt number and its earlier attempts (policy.py)
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from hdrh.histogram import HdrHistogram
 
-SCHEMA_VERSION = 1
+from .record import SCHEMA_VERSION, RunRecord, record_json, upgrade
+
 STATUSES = ("ok", "invalid", "failed")
 # HdrHistogram range: 1 us to 100 s, 3 significant digits (as the study's tools record).
 HIST_LOWEST_US = 1
@@ -48,7 +56,7 @@ HIST_HIGHEST_US = 100_000_000
 HIST_DIGITS = 3
 PERCENTILES = (50, 90, 95, 99, 99.5, 99.9, 99.99, 99.999)
 REQUIRED_KEYS = (
-    "schema", "run_id", "study", "mode", "size", "target_rate", "repetition", "generator",
+    "schema", "run_id", "study", "arm", "mode", "size", "target_rate", "repetition", "generator",
     "status", "reason", "achieved_rate", "counts", "latency",
 )
 
@@ -89,30 +97,21 @@ def empty_latency() -> dict:
 
 def new_record(*, run_id: str, study: str, mode: str, size: str, target_rate: float,
                load_fraction: float | None, repetition: int, generator: str, settings: dict,
-               status: str = "failed", reason: str = "", started_at: str | None = None,
-               ended_at: str | None = None, achieved_rate: float = 0.0, counts: dict | None = None,
-               generator_cpu: float | None = None, latency: dict | None = None,
-               timeline: list | None = None, metrics: dict | None = None,
-               provenance: str | None = None, order: int | None = None) -> dict:
-    """A run record with every key of the schema, in the schema's order; a run starts "failed"
-    with no measurement and the workload fills in what it measured."""
-    return {
-        "schema": SCHEMA_VERSION, "run_id": run_id, "study": study, "mode": mode, "size": size,
-        "target_rate": target_rate, "load_fraction": load_fraction, "repetition": repetition,
-        "generator": generator, "settings": settings, "status": status, "reason": reason,
-        "started_at": started_at, "ended_at": ended_at, "achieved_rate": achieved_rate,
-        "counts": zero_counts() if counts is None else counts, "generator_cpu": generator_cpu,
-        "latency": empty_latency() if latency is None else latency,
-        "timeline": [] if timeline is None else timeline, "metrics": {} if metrics is None else metrics,
-        "provenance": provenance, "order": order,
-    }
+               arm: str | None = None, **parts: Any) -> dict:
+    """A run record with every key of the schema (record.RunRecord.new, as a dict); a run starts
+    "failed" with no measurement and the workload fills in what it measured. `parts`: status,
+    reason, started_at, ended_at, achieved_rate, counts, generator_cpu, latency, timeline,
+    metrics, provenance, order, implementation, node."""
+    return RunRecord.new(run_id=run_id, study=study, mode=mode, size=size, target_rate=target_rate,
+                         load_fraction=load_fraction, repetition=repetition, generator=generator,
+                         settings=settings, arm=arm, **parts).to_json()
 
 
 def failed_record(run, reason: str, settings: Mapping[str, Any], started_at: str, ended_at: str,
                   provenance: str | None) -> dict:
     """The record of a planned run (matrix.PlannedRun) that produced no measurement: its reason
     is the result."""
-    return new_record(run_id=run.run_id, study=run.study, mode=run.mode, size=run.size,
+    return new_record(run_id=run.run_id, study=run.study, mode=run.mode, arm=getattr(run, "arm", None), size=run.size,
                       target_rate=run.target_rate, load_fraction=run.load_fraction,
                       repetition=run.repetition, generator=settings.get("generator", "h2load"),
                       settings=dict(settings), reason=reason, started_at=started_at,
@@ -143,6 +142,7 @@ def percentile_table(h: HdrHistogram, percentiles: Iterable[float] = PERCENTILES
 
 
 def run_id(study: str, mode: str, size: str, rate: float | int, repetition: int) -> str:
+    """`mode`: the arm's path part (matrix.arm_path), the mode's name for an arm that is a mode."""
     return f"{study}/{mode}/{size}/{rate_label(rate)}/rep{repetition}"
 
 
@@ -172,12 +172,14 @@ def validate_record(rec: Any) -> list[str]:
 
 
 def write_record(raw_dir: Path, rec: dict) -> Path:
-    """Write a run record once, atomically: a reader sees the whole file or none of it."""
+    """Write a run record once, atomically: a reader sees the whole file or none of it. The
+    record goes through its type (record.RunRecord) on the way, so what is stored is schema 2."""
+    rec = upgrade(rec) if isinstance(rec, dict) else rec
     problems = validate_record(rec)
     if problems:
         raise ValueError(f"refusing to write an incomplete run record {rec.get('run_id')}: {'; '.join(problems)}")
     path = record_path(raw_dir, rec["run_id"])
-    write_once_text(path, json.dumps(rec, separators=(",", ":"), sort_keys=True))
+    write_once_text(path, json.dumps(record_json(rec), separators=(",", ":"), sort_keys=True))
     return path
 
 
@@ -243,6 +245,8 @@ def read_record(path: Path) -> dict | None:
         rec = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+    if isinstance(rec, dict):
+        rec = upgrade(rec)  # schema 1 -> 2: arm, implementation, node (record.py)
     return rec if not validate_record(rec) else None
 
 

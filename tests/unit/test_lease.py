@@ -79,3 +79,22 @@ def test_lease_script_acquire_refuse_takeover_release(tmp_path):
     assert op("takeover", b, seen="something else")[0] == "CHANGED"  # compare-and-swap
     assert op("takeover", b, seen=raw)[0] == "ACQUIRED" and open(f).read().strip() == b
     assert op("release", b)[0] == "RELEASED" and not os.path.exists(f)
+
+
+def test_a_zombie_holder_is_gone():
+    """A SIGKILLed run-all is a zombie until its parent reaps it: a run-all started at once must
+    not be refused by it (issue 22: one of two tries was)."""
+    import time
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        start = lease.process_start(child.pid)
+        assert lease.pid_alive(child.pid, start)
+        child.kill()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not lease._zombie(child.pid):
+            time.sleep(0.01)
+        assert lease.process_start(child.pid) == start  # still in /proc, not reaped
+        assert not lease.pid_alive(child.pid, start)
+    finally:
+        child.wait()

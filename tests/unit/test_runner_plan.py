@@ -183,8 +183,12 @@ def test_run_all_says_how_long_before_it_starts(tmp_path):
     from cnibench.pipeline import estimate_line
     from cnibench.study.spec import load_study
 
-    line = estimate_line(load_study(STUDIES / "lab.yml"), tmp_path / "no-inventory.yml", tmp_path)
-    assert line.startswith("estimated duration: ") and "160 runs in 80 blocks" in line and "calibration" in line
+    from types import SimpleNamespace
+
+    # an inventory with no saved calibration: both sizes count as to calibrate
+    line = estimate_line(load_study(STUDIES / "lab.yml"), SimpleNamespace(name="none-saved"), tmp_path)
+    # 8 modes + host's A/A twin (twin: true) x 2 sizes x 10 repetitions, one load each
+    assert line.startswith("estimated duration: ") and "180 runs in 90 blocks" in line and "calibration" in line
 
 
 def test_calibration_probes_are_printed_one_line_each():

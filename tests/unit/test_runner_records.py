@@ -12,7 +12,8 @@ from cnibench.study import matrix, provenance, runview
 from cnibench import results
 from cnibench.errors import UnsupportedFeature
 from cnibench.results import failed_record
-from cnibench.study.runner import clear_stale, finish_record, reason_of, stale_files, window_seconds
+from cnibench.study.runner import finish_record, reason_of, window_seconds
+from cnibench.study.store import clear_stale, stale_files
 from cnibench.study.status import format_status, study_status
 from cnibench.study.spec import parse_study
 from cnibench.analysis.synthetic import Truth, make_record

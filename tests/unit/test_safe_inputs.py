@@ -67,7 +67,11 @@ def test_an_internal_error_is_not_a_recorded_reason_but_a_host_failure_is():
         async def run(self, spec, **kw):
             raise self.exc
 
-    go = lambda exc: asyncio.run(measure(None, None, s.name, run, spec_fields(s, run), None, session=Session(exc)))  # noqa: E731
+    from cnibench.study.runner import RunContext
+    from cnibench.study.store import RecordStore
+
+    ctx = lambda exc: RunContext(s, RecordStore("unused", s.name), bench=Session(exc))  # noqa: E731
+    go = lambda exc: asyncio.run(measure(ctx(exc), run, spec_fields(s, run)))  # noqa: E731
     with pytest.raises(TypeError):
         go(TypeError("BenchSpec.__init__() missing 3 required positional arguments"))
     rec = go(HostError("client", "connection lost"))

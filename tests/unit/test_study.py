@@ -171,8 +171,11 @@ def test_lab_covers_what_the_issue_asks():
     # re-measured from two real lab studies (matrix.Costs). Inside measurement windows: ~54 %, not
     # the 75 % aimed at; each 4 s window costs ~1.5 s more (warm-up, collection, its notebook),
     # and the redos and calibration are not windows (lab.yml's Budget says so).
+    # The A/A twin of host (twin: true, issue 22) adds 20 runs in 10 blocks, ~2 min: 22 minutes
+    # until the lead decides what gives way (lab.yml's Budget lists the steps).
     e = estimate(s, plan(s, {"small": 100_000, "large": 60_000}), calibrate_sizes=2)
-    assert e["seconds"] <= 20 * 60 and e["measure_fraction"] >= 0.5
+    assert s.twin and e["runs"] == 180
+    assert e["seconds"] <= 22 * 60 and e["measure_fraction"] >= 0.5
 
 
 def test_sweep_has_the_curve_and_the_maximum_rates():

@@ -224,9 +224,11 @@ def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look
     rng = np.random.default_rng(2)
     rec = synthetic.make_record("st", "host", "small", 0.3, 1, synthetic.Truth(), rng, duration_s=2)
     rec.update(status="invalid", reason="invalid: hiccups", hygiene={"disturbed": True, "flags": []})
+    from cnibench.study.store import RecordStore
+
     path = results.write_record(tmp_path, rec)
     before = path.read_bytes()
-    info = policy.set_aside(path, rec)
+    info = RecordStore(tmp_path, "st").set_aside(rec)
     moved = path.parent / info["record"]
     assert not path.exists() and moved.read_bytes() == before and moved.name.startswith("attempt1-")
     assert list(results.iter_records(tmp_path, "st")) == []  # attempts are not the run's record
@@ -235,10 +237,10 @@ def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look
 
 
 def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
-    """measure_with_redo: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
+    """measure_run: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
     from cnibench.study import runner
     from cnibench.study.matrix import PlannedRun
-    from cnibench.study.study_run import Session
+    from cnibench.study.counters import Counters as Session
     from cnibench.study.spec import parse_study
 
     rng = np.random.default_rng(3)
@@ -257,10 +259,35 @@ def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
         def line(self, _):
             pass
 
+    from cnibench.study.store import RecordStore
+
     sess = Session("st")
-    rec = asyncio.run(runner.measure_with_redo(None, None, study, run, {}, None, None, None, tmp_path, Bar(), sess))
+    ctx = runner.RunContext(study, RecordStore(tmp_path, "st"), bar=Bar(), counters=sess)
+    rec = asyncio.run(runner.measure_run(ctx, run))
     assert rec["status"] == "ok" and rec["attempt"] == 2 and sess.redone == 1
     path = results.record_path(tmp_path, run.run_id)
     assert results.read_record(path)["attempt"] == 2
     (old,) = (path.parent / "attempts").iterdir()
     assert results.read_record(old)["status"] == "invalid"
+
+
+def test_not_sustained_is_a_guard_and_its_run_is_redone_once():
+    """A median above the bound: invalid, reason "not sustained", decided with the other guards;
+    the study redoes it once even without a redo policy, and not a second time."""
+    from cnibench.workload import guards as g
+
+    limits = g.GuardLimits()
+    slow = {"latency": {"percentiles": {"50": 15_000.0, "90": 40_000.0}}, "target_rate": 1000, "achieved_rate": 1000,
+            "counts": {"requests": 5000}}
+    checks = g.judge(slow, limits)
+    status, reason, _ = g.verdict_of(checks)
+    assert status == "invalid" and reason.startswith("not sustained: p50 15.0 ms")
+    assert not g.disturbed(checks)  # a mode past its capacity is a result, not noise
+    fast = {**slow, "latency": {"percentiles": {"50": 150.0}}}
+    assert g.verdict_of(g.judge(fast, limits))[0] == "ok"
+    rec = {"status": status, "reason": reason, "hygiene": {"checks": checks, "disturbed": False}}
+    assert policy.should_redo(rec, 1) and policy.redo_why(rec) == "not sustained"
+    assert not policy.should_redo({**rec, "attempt": 2}, 1)
+    # the bound is a guard limit: off, the run stands
+    off = g.verdict_of(g.judge(slow, g.GuardLimits(max_run_median_ms=None)))
+    assert off[0] == "ok"

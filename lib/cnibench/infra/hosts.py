@@ -30,6 +30,12 @@ from ..errors import (
 
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 60.0
+# A background program dies with the session that started it (issue 22): its parent is the SSH
+# session's process on the host, which ends when the driver's connection does (a SIGKILLed
+# run-all included), and PR_SET_PDEATHSIG (setpriv, util-linux; kept across exec) sends it
+# SIGTERM then. Where setpriv is missing the program still runs, without that guarantee (the
+# next command's sweep removes what it leaves: lease.py).
+START_SH = 'echo "$$"; command -v setpriv >/dev/null 2>&1 && exec setpriv --pdeathsig TERM -- "$@"; exec "$@"'
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,7 @@ class Host:
         """Start argv in the background; the handle can check, stop and collect it."""
         argv = tuple(str(a) for a in in_netns(netns, argv))
         # `echo $$; exec` reports the PID of the program itself (ip netns exec execs too).
-        wire = self._privileged(["sh", "-c", 'echo "$$"; exec "$@"', f"{PREFIX}", *argv])
+        wire = self._privileged(["sh", "-c", START_SH, f"{PREFIX}", *argv])
         conn = await self._connection()
         proc = await conn.create_process(quote(wire), encoding="utf-8", errors="replace")
         first = await asyncio.wait_for(proc.stdout.readline(), timeout=30)

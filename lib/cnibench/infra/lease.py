@@ -98,8 +98,18 @@ def process_start(pid: int) -> int | None:
 
 
 def pid_alive(pid: int, start: int | None) -> bool:
+    """Is the holder still running? A zombie is not: a SIGKILLed run-all stays one until its
+    parent reaps it, and a run-all started at once must not be refused by it (issue 22)."""
     now = process_start(pid)
-    return now is not None and (start is None or now == start)
+    return now is not None and (start is None or now == start) and not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def me(command: str) -> Owner:

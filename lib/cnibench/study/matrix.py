@@ -12,12 +12,19 @@ repetition runs one load (both sizes) instead of all of them, the loads taking t
 order per cycle of len(loads) repetitions: the same runs make twice the blocks (12 instead of
 6 for two loads), which narrows the intervals more than more loads per block would.
 
+Arms. What the analysis compares is an arm, not a mode: each mode is an arm under its own
+name, and with the study key `twin` the reference runs a second time in every block as its A/A
+twin (arm "host·A/A", mode host), shuffled into the block's order like the other arms (a study
+without a twin keeps its order). An arm's runs live under its path-safe name (arm_path) where
+the mode's name is for the other arms, so the layout of existing arms is unchanged.
+
 `estimate` is the wall time a plan will take, from measured per-run and per-block costs.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -37,30 +44,46 @@ class PlannedRun:
     load_fraction: float | None
     repetition: int
     order: int  # 0-based position in the executed sequence
+    arm: str = ""  # the label the analysis compares; "" means the mode's name
+
+    def __post_init__(self) -> None:
+        if not self.arm:
+            object.__setattr__(self, "arm", self.mode)
 
 
 @dataclass(frozen=True)
 class Block:
-    """Runs of one mode inside one repetition: the mode is set up once for all of them."""
+    """Runs of one arm inside one repetition: its mode is set up once for all of them."""
 
     repetition: int
     mode: str
     runs: tuple[PlannedRun, ...]
+    arm: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.arm:
+            object.__setattr__(self, "arm", self.mode)
 
 
-def block_order(study: Study) -> list[tuple[int, str, list[tuple[str, float]]]]:
-    """[(repetition, mode, [(size, load), ...]), ...] in execution order."""
+def arm_path(arm: str) -> str:
+    """An arm as a path part: a mode's name as it is, anything else with each run of characters
+    outside [A-Za-z0-9._-] made one '-' ("host·A/A" -> "host-A-A")."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", arm)
+
+
+def block_order(study: Study) -> list[tuple[int, tuple[str, str], list[tuple[str, float]]]]:
+    """[(repetition, (arm, mode), [(size, load), ...]), ...] in execution order."""
     max_reps = max(study.repetitions_at(x) for x in study.loads)
     out = []
     for k in range(1, max_reps + 1):
         rng = random.Random(f"{study.seed}/rep{k}")
-        modes = list(study.modes)
-        rng.shuffle(modes)
+        arms = list(study.arms)
+        rng.shuffle(arms)
         loads = loads_of_repetition(study, k)
-        for mode in modes:
+        for arm in arms:
             cells = [(s, x) for s in study.sizes for x in loads]
             rng.shuffle(cells)
-            out.append((k, mode, cells))
+            out.append((k, arm, cells))
     return out
 
 
@@ -90,11 +113,11 @@ def target_rate(study: Study, size: str, load: float, max_rates: Mapping[str, fl
 def plan(study: Study, max_rates: Mapping[str, float] | None = None) -> list[PlannedRun]:
     """Every run of the study, in execution order, with its id and target rate."""
     runs: list[PlannedRun] = []
-    for k, mode, cells in block_order(study):
+    for k, (arm, mode), cells in block_order(study):
         for size, load in cells:
             rate, fraction = target_rate(study, size, load, max_rates)
-            rid = run_id(study.name, mode, size, rate, k)
-            runs.append(PlannedRun(rid, study.name, mode, size, load, rate, fraction, k, len(runs)))
+            rid = run_id(study.name, arm_path(arm), size, rate, k)
+            runs.append(PlannedRun(rid, study.name, mode, size, load, rate, fraction, k, len(runs), arm))
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -103,16 +126,16 @@ def plan(study: Study, max_rates: Mapping[str, float] | None = None) -> list[Pla
 
 
 def blocks(runs: Iterable[PlannedRun]) -> list[Block]:
-    """Consecutive runs sharing (repetition, mode), in order."""
+    """Consecutive runs sharing (repetition, arm), in order."""
     out: list[Block] = []
     current: list[PlannedRun] = []
     for r in runs:
-        if current and (current[-1].repetition, current[-1].mode) != (r.repetition, r.mode):
-            out.append(Block(current[0].repetition, current[0].mode, tuple(current)))
+        if current and (current[-1].repetition, current[-1].arm) != (r.repetition, r.arm):
+            out.append(Block(current[0].repetition, current[0].mode, tuple(current), current[0].arm))
             current = []
         current.append(r)
     if current:
-        out.append(Block(current[0].repetition, current[0].mode, tuple(current)))
+        out.append(Block(current[0].repetition, current[0].mode, tuple(current), current[0].arm))
     return out
 
 
@@ -123,10 +146,11 @@ def pending(runs: Iterable[PlannedRun], complete: Iterable[str]) -> list[Planned
 
 
 def completion(runs: Iterable[PlannedRun], statuses: Mapping[str, str]) -> list[dict]:
-    """One row per (mode, size): planned, ok, invalid, failed and missing counts."""
+    """One row per (arm, size): planned, ok, invalid, failed and missing counts ("mode" is the
+    arm's label, as the status table shows it)."""
     rows: dict[tuple[str, str], dict] = {}
     for r in runs:
-        row = rows.setdefault((r.mode, r.size), {"mode": r.mode, "size": r.size, "planned": 0, "ok": 0, "invalid": 0, "failed": 0, "missing": 0})
+        row = rows.setdefault((r.arm, r.size), {"mode": r.arm, "size": r.size, "planned": 0, "ok": 0, "invalid": 0, "failed": 0, "missing": 0})
         row["planned"] += 1
         row[statuses.get(r.run_id, "missing")] += 1
     return list(rows.values())

@@ -1,5 +1,5 @@
 """A study's hygiene policy: redo of disturbed runs, the quiet-machine check, required host
-tuning (pure; the runner does the I/O).
+tuning (pure; the runner and store.py do the I/O).
 
 Study keys (all optional):
 
@@ -105,8 +105,28 @@ def attempt_of(rec: Mapping) -> int:
     return int(rec.get("attempt") or 1)
 
 
+def is_not_sustained(rec: Mapping) -> bool:
+    """The not-sustained guard (workload/guards.py) made the run invalid: its median crossed the
+    sustainability bound."""
+    if rec.get("status") != "invalid":
+        return False
+    checks = (rec.get("hygiene") or {}).get("checks") or []
+    return any(c.get("guard") == "sustained" and c.get("verdict") == "invalid" for c in checks)
+
+
+# A run that did not sustain its rate is redone once, like a disturbed run: one stall near a
+# mode's capacity can fail its median; the cell is "not sustained" only if the redo fails too.
+NOT_SUSTAINED_ATTEMPTS = 2
+
+
 def should_redo(rec: Mapping, max_attempts: int) -> bool:
+    if is_not_sustained(rec):
+        return attempt_of(rec) < max(max_attempts, NOT_SUSTAINED_ATTEMPTS)
     return is_disturbed(rec) and attempt_of(rec) < max_attempts
+
+
+def redo_why(rec: Mapping) -> str:
+    return "not sustained" if is_not_sustained(rec) else "disturbed"
 
 
 def redo_ids(records: Iterable[Mapping], max_attempts: int) -> set[str]:
@@ -121,15 +141,11 @@ def attempt_path(record_file: Path, attempt: int) -> Path:
     return record_file.parent / ATTEMPTS_DIR / f"attempt{attempt}-{record_file.name}"
 
 
-def set_aside(record_file: Path, rec: Mapping) -> dict:
-    """Move a run's record unchanged to its attempt path; what the next attempt lists about it."""
-    dest = attempt_path(record_file, attempt_of(rec))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        raise FileExistsError(f"{dest} exists: attempts are write-once")
-    Path(record_file).replace(dest)
+def attempt_entry(rec: Mapping, dest: Path) -> dict:
+    """What the next attempt lists about an earlier one set aside at `dest` (pure; the move is
+    store.RecordStore.set_aside)."""
     return {"attempt": attempt_of(rec), "status": rec.get("status"), "reason": rec.get("reason"),
-            "flags": (rec.get("hygiene") or {}).get("flags") or [], "record": str(Path(ATTEMPTS_DIR) / dest.name)}
+            "flags": (rec.get("hygiene") or {}).get("flags") or [], "record": str(Path(ATTEMPTS_DIR) / Path(dest).name)}
 
 
 def next_attempt(rec: dict, earlier: list[dict]) -> dict:

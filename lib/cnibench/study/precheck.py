@@ -171,3 +171,14 @@ def format_table(reports: list[HostReport]) -> str:
         for p in r.problems():
             lines.append(f"  PROBLEM: {p}")
     return "\n".join(lines)
+
+
+async def precheck_or_raise(fleet: Fleet, out=print) -> None:
+    """The precheck of `invoke run-all`, over the session's own fleet (no connection of its
+    own): the table printed, and a CnibenchError when a host has a problem."""
+    from ..errors import CnibenchError
+
+    reports = await check_fleet(fleet)
+    out(format_table(reports))
+    if any(r.problems() for r in reports):
+        raise CnibenchError("precheck failed: fix the problems listed above, then run again (finished runs are kept)")

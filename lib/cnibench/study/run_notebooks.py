@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from ..results import failed_record, now_iso, read_record, record_path, write_record
+from ..results import failed_record, now_iso, read_record, record_path
 
 
 NOTEBOOK_WORKERS = 2  # one kernel per core of the 2-core testbed: 0.31 s per notebook instead of 0.56
@@ -70,27 +70,26 @@ async def _render(book, runs_dir, raw_dir, rid, bar) -> None:
                 bar.line(f"  warning: the notebook of {rid} failed ({exc.__class__.__name__}); it is saved for a look, the record is fine")
 
 
-async def measure_in_notebook(book, inventory_path, endpoint, fields, run, raw_dir, runs_dir, ref) -> dict:
-    """`notebooks: measure`: papermill executes run.ipynb, which measures and writes the record."""
+async def measure_in_notebook(ctx, run, fields) -> dict:
+    """`notebooks: measure`: papermill executes run.ipynb, which measures and writes the record
+    (runner.measure_and_record, through the RecordStore); a record the notebook could not write
+    is written here, failed with the reason, by the same store."""
     from .runbook import notebook_path
 
-    started = now_iso()
+    started, store = now_iso(), ctx.store
     params = {
-        "measure": True, "inventory": str(inventory_path), "endpoint": endpoint.to_dict(), "spec": dict(fields),
-        "run": {"run_id": run.run_id, "study": run.study, "repetition": run.repetition, "load_fraction": run.load_fraction, "order": run.order},
-        "raw_dir": str(raw_dir), "record_path": str(record_path(raw_dir, run.run_id)),
+        "measure": True, "inventory": str(ctx.inventory_path), "endpoint": ctx.endpoint.to_dict(), "spec": dict(fields),
+        "run": {"run_id": run.run_id, "study": run.study, "arm": run.arm, "repetition": run.repetition,
+                "load_fraction": run.load_fraction, "order": run.order},
+        "raw_dir": str(store.raw_dir), "record_path": str(store.path(run.run_id)),
     }
+    reason = "failed: the run notebook wrote no record"
     try:
-        await book.render(notebook_path(runs_dir, run.run_id), params)
+        await ctx.book.render(notebook_path(ctx.runs_dir, run.run_id), params)
     except Exception as exc:
-        rec = read_record(record_path(raw_dir, run.run_id))
-        if rec is not None:
-            return rec
-        rec = failed_record(run, f"failed: the run notebook raised {exc.__class__.__name__}", fields, started, now_iso(), ref)
-        write_record(raw_dir, rec)
-        return rec
-    rec = read_record(record_path(raw_dir, run.run_id))
+        reason = f"failed: the run notebook raised {exc.__class__.__name__}"
+    rec = store.read(run.run_id)
     if rec is None:
-        rec = failed_record(run, "failed: the run notebook wrote no record", fields, started, now_iso(), ref)
-        write_record(raw_dir, rec)
+        rec = failed_record(run, reason, fields, started, now_iso(), ctx.ref)
+        store.write(rec)
     return rec

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,9 +24,10 @@ from ..infra.config import RAW, load_inventory
 from ..errors import CnibenchError, UnsupportedFeature
 from .matrix import PlannedRun
 from .provenance import manifest_ref
-from ..results import failed_record, iter_records, now_iso, read_record, record_path, validate_record, write_record
+from ..results import failed_record, now_iso, validate_record
 from .runview import summary_line
 from .spec import Study
+from .store import RecordStore
 from ..workload.specfields import bench_spec
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
 
 
 def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
-    """The workload's record with the study's bookkeeping: order and provenance link."""
+    """The workload's record with the study's bookkeeping: arm, order and provenance link."""
     rec = dict(rec)
+    rec["arm"] = run.arm
     rec.setdefault("load_fraction", run.load_fraction)
     rec["order"] = run.order
     rec["provenance"] = provenance
@@ -74,31 +76,6 @@ def window_seconds(rec: dict) -> tuple[float, float]:
     return float(s.get("duration_s") or 0), float(s.get("warmup_s") or 0)
 
 
-def stale_files(study_raw: Path) -> tuple[list[Path], list[Path]]:
-    """(temporary files a killed write left, record files that are torn or incomplete)."""
-    if not study_raw.exists():
-        return [], []
-    # results' temp-file writer names them .<file>.<random>.tmp: records and the manifest alike
-    temps = sorted(p for p in study_raw.rglob(".*.json.*.tmp"))
-    torn = sorted(p for p in study_raw.rglob("rep*.json") if read_record(p) is None)
-    return temps, torn
-
-
-def clear_stale(study_raw: Path, out=print) -> None:
-    """Remove half-written files so their runs are redone; keep torn records aside for a look."""
-    temps, torn = stale_files(study_raw)
-    for p in temps:
-        p.unlink(missing_ok=True)
-    for p in torn:
-        aside = p.with_name(p.name + f".torn-{int(time.time())}")
-        p.replace(aside)
-        out(f"moved an unreadable record aside, its run will be redone: {aside}")
-
-
-def complete_statuses(raw_dir: Path, study: str) -> dict[str, str]:
-    return {rec["run_id"]: rec["status"] for rec in iter_records(raw_dir, study)}
-
-
 def mode_settings(study: Study, mode: str):
     raw = study.mode_settings.get(mode)
     if not raw:
@@ -108,32 +85,49 @@ def mode_settings(study: Study, mode: str):
     return settings_of(mode, raw)
 
 
-async def measure(fleet, endpoint, study_name: str, run: PlannedRun, fields: Mapping[str, Any], provenance: str | None, limits=None, session=None) -> dict:
+@dataclass
+class RunContext:
+    """What measuring a planned run needs, made once per study session and passed down (the
+    study, the store, the fleet: never reloaded or reopened per run). The block's fields
+    (endpoint, bench) change per block; `counters` is study_run.Session."""
+
+    study: Study
+    store: RecordStore
+    fleet: Any = None
+    ref: str | None = None  # the manifest's path relative to data/raw (provenance)
+    limits: Any = None  # the hosts' limits, probed once per session
+    endpoint: Any = None
+    bench: Any = None  # the block's workload.session.BenchSession (nginx kept up between runs)
+    bar: Any = None
+    counters: Any = None
+    notebooks: str = "warm"
+    book: Any = None  # the RunBook when the notebooks measure
+    inventory_path: Path | None = None
+    runs_dir: Path | None = None
+
+
+async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -> dict:
     """Run the workload for one planned run and return its finished record (not yet written).
-    Any failure becomes a failed record with the reason; cancellation passes through.
-    `limits`: the hosts' limits probed once per session (None: run_bench probes them).
-    `session`: the block's workload.session.BenchSession (nginx kept up between runs); None: a
-    session of its own for this one run."""
+    Any failure becomes a failed record with the reason; cancellation passes through. The spec
+    was validated once, when the study was planned (check_runs)."""
     started = now_iso()
     try:
-        from ..workload.bench import validate_spec
         from ..workload.session import run_bench
 
         spec = bench_spec(fields)
-        validate_spec(spec)
-        kw = dict(run_id=run.run_id, study=study_name, repetition=run.repetition, load_fraction=run.load_fraction)
-        if session is not None:
-            rec = await session.run(spec, **kw)
+        kw = dict(run_id=run.run_id, study=run.study, repetition=run.repetition, load_fraction=run.load_fraction, validated=True)
+        if ctx.bench is not None:
+            rec = await ctx.bench.run(spec, **kw)
         else:
-            rec = await run_bench(fleet, endpoint, spec, limits=limits, **kw)
-        rec = finish_record(rec, run, provenance)
+            rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)
+        rec = finish_record(rec, run, ctx.ref)
         problems = validate_record(rec)
         if problems:
-            return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), provenance)
+            return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), ctx.ref)
         return rec
     except RUN_FAILURES as exc:  # a failed run is a result; the study goes on (a bug is not: it propagates)
         log.debug("run %s failed", run.run_id, exc_info=True)
-        return failed_record(run, reason_of(exc), fields, started, now_iso(), provenance)
+        return failed_record(run, reason_of(exc), fields, started, now_iso(), ctx.ref)
 
 
 async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Mapping, run: Mapping, raw_dir: str | Path | None = None) -> Path:
@@ -143,32 +137,36 @@ async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Map
 
     planned = PlannedRun(
         run["run_id"], run["study"], spec["mode"], spec["size"], float(spec["rate"]), float(spec["rate"]),
-        run.get("load_fraction"), int(run["repetition"]), int(run.get("order") or 0),
+        run.get("load_fraction"), int(run["repetition"]), int(run.get("order") or 0), run.get("arm") or "",
     )
-    raw = Path(raw_dir) if raw_dir else RAW
+    store = RecordStore(Path(raw_dir) if raw_dir else RAW, planned.study)
     async with Fleet(load_inventory(inventory or None)) as fleet:
-        rec = await measure(fleet, Endpoint.from_dict(endpoint), planned.study, planned, dict(spec), manifest_ref(planned.study))
-    return write_record(raw, rec)
+        ctx = RunContext(study=None, store=store, fleet=fleet, ref=manifest_ref(planned.study), endpoint=Endpoint.from_dict(endpoint))
+        rec = await measure(ctx, planned, dict(spec))
+    return store.write(rec)
 
 
-async def measure_with_redo(fleet, endpoint, study, run, fields, ref, limits, bench, raw_dir, bar, session) -> dict:
-    """Measure a run and write its record; a disturbed run is run again while the study's redo
-    policy allows (policy.py): earlier attempts are moved to attempts/, the last one is the run's."""
-    path = record_path(raw_dir, run.run_id)
-    earlier: list[dict] = []
-    old = read_record(path)
-    if old is not None:  # a disturbed run left by an earlier session: redone now
-        earlier = list(old.get("earlier_attempts") or []) + [study_policy.set_aside(path, old)]
+async def measure_run(ctx: RunContext, run: PlannedRun) -> dict:
+    """The one way a study measures a planned run: in-process (or through its notebook with
+    `notebooks: measure`), redone while the study's redo policy allows (policy.should_redo),
+    each attempt's record written by the store; earlier attempts go to attempts/."""
+    fields = spec_fields(ctx.study, run)
+    if ctx.notebooks == "measure":
+        from .run_notebooks import measure_in_notebook
+
+        return await measure_in_notebook(ctx, run, fields)
+    max_attempts = ctx.study.redo["max_attempts"]
+    earlier = ctx.store.earlier_attempts(run.run_id)  # a disturbed run left by an earlier session
     while True:
-        rec = await measure(fleet, endpoint, study.name, run, fields, ref, limits, session=bench)
+        rec = await measure(ctx, run, fields)
         if earlier:
             rec = study_policy.next_attempt(rec, earlier)
-        write_record(raw_dir, rec)
-        if not study_policy.should_redo(rec, study.redo["max_attempts"]):
+        ctx.store.write(rec)
+        if not study_policy.should_redo(rec, max_attempts):
             return rec
-        session.redone += 1
-        bar.line(summary_line(rec, None) + f"  (disturbed: attempt {study_policy.attempt_of(rec) + 1} of {study.redo['max_attempts']} follows)")
-        earlier = earlier + [study_policy.set_aside(path, rec)]
+        ctx.counters.redone += 1
+        ctx.bar.line(summary_line(rec, None) + f"  ({study_policy.redo_why(rec)}: attempt {study_policy.attempt_of(rec) + 1} follows)")
+        earlier = earlier + [ctx.store.set_aside(rec)]
 
 
 def check_requirements(study: Study, hosts: Mapping[str, Mapping]) -> None:
@@ -180,15 +178,16 @@ def check_requirements(study: Study, hosts: Mapping[str, Mapping]) -> None:
                                  + ". Tune them (e.g. cpupower frequency-set -g performance), or relax 'require'.")
 
 
-def check_runs(study: Study, runs) -> None:
-    """Validate every planned run's spec (pure); ConfigError naming the study file and key."""
+def check_runs(study: Study, runs, limits=None) -> None:
+    """Validate every planned run's spec, once (against the hosts' limits when given); a
+    ConfigError naming the study file and key. The runs are not validated again."""
     from ..errors import ConfigError
     from ..workload.bench import validate_spec
 
     for run in runs:
         fields = spec_fields(study, run)
         try:
-            validate_spec(bench_spec(fields))
+            validate_spec(bench_spec(fields), limits)
         except ConfigError as exc:
             raise ConfigError(study.path, f"run {run.run_id}: {exc.key}", exc.problem, exc.fix) from None
         except TypeError as exc:  # e.g. a guard key BenchSpec does not know

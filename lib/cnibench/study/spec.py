@@ -8,6 +8,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
     seed: 2016                     # fixes the randomized run order
     modes: [host, flannel-vxlan]   # names from cnibench.modes (MODES)
     reference: host                # the mode others are compared with (and calibrated on)
+    twin: true                     # an A/A twin of the reference in every block (matrix.py)
     sizes: [small, large]          # small = 350 B on the wire, large = 4 KB body
     load:
       fractions: [0.1, 0.3, 0.5]   # of the reference mode's calibrated max rate ...
@@ -46,8 +47,9 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
-    "redo", "quiet", "require",
+    "redo", "quiet", "require", "twin",
 )
+TWIN_SUFFIX = "·A/A"  # the arm of the reference's A/A twin: e.g. "host·A/A"
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
 @dataclass(frozen=True)
 class Study:
@@ -74,6 +76,16 @@ class Study:
     digest: str = ""  # sha256 of the file's bytes, for the provenance manifest
     rotate_loads: bool = False  # one load per repetition, in turn (load.rotate)
     analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
+    twin: bool = False  # run the reference a second time per block, as arm "<reference>·A/A"
+
+    @property
+    def arms(self) -> tuple[tuple[str, str], ...]:
+        """(arm, mode) of each arm: every mode as itself, and with `twin` the reference again."""
+        return tuple((m, m) for m in self.modes) + (((self.twin_arm, self.reference),) if self.twin else ())
+
+    @property
+    def twin_arm(self) -> str:
+        return f"{self.reference}{TWIN_SUFFIX}"
 
     def repetitions_at(self, load: float) -> int:
         """How many repetitions the point at `load` gets (more inside the focus range)."""
@@ -141,6 +153,11 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     if rotate and repetitions % len(loads):
         raise ConfigError(path, "repetitions", f"{repetitions} is not a multiple of the {len(loads)} rotated loads", f"Use a multiple of {len(loads)}, so every load gets the same number of repetition blocks.")
     analysis = _analysis(data, path)
+    twin = data.get("twin", False)
+    if not isinstance(twin, bool):
+        raise ConfigError(path, "twin", f"'{twin}' is not true or false", "Write 'twin: true' (an A/A twin of the reference in every block) or leave it out.")
+    if twin and reference not in modes:
+        raise ConfigError(path, "twin", f"the reference '{reference}' is not one of the modes", "An A/A twin repeats the reference: add it to 'modes'.")
 
     workload = _workload(data, path)
     calibration = _calibration(data, path)
@@ -159,7 +176,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         workload=dict(workload), calibration=dict(calibration),
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
-        rotate_loads=rotate, analysis=analysis,
+        rotate_loads=rotate, analysis=analysis, twin=twin,
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
         require=policy.parse_require(data.get("require"), path),
     )

@@ -10,13 +10,12 @@ from . import policy as study_policy
 from ..infra.config import RAW, load_inventory
 from ..errors import CnibenchError
 from .provenance import manifest_path, read_manifest
-from ..results import iter_records
-from .runner import complete_statuses
+from .store import RecordStore
 from .spec import Study, load_study
 from .calibration import calibration_api
 
 
-def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Path = RAW) -> dict:
+def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Path = RAW, inventory=None) -> dict:
     """matrix.estimate for what is left of a study: its pending runs, and the reference's
     calibration unless the manifest or the inventory has one saved (no hosts are contacted)."""
     manifest = read_manifest(manifest_path(raw_dir, study.name))
@@ -25,7 +24,7 @@ def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Pa
     if study.uses_fractions and not max_rates:
         saved = {}
         try:
-            name = load_inventory(inventory_path or study.inventory).name
+            name = (inventory or load_inventory(inventory_path or study.inventory)).name
             load_calibration = calibration_api()[1]
             saved = {s: float(c["max_rate"]) for s in study.sizes
                      if (c := load_calibration(name, study.reference, s)) and c.get("max_rate")}
@@ -34,7 +33,7 @@ def estimate_study(study: Study, inventory_path: Path | None = None, raw_dir: Pa
         need = len(study.sizes) - len(saved)
         max_rates = {s: saved.get(s, 1e9) for s in study.sizes}  # placeholder ids: only counts matter
     runs = matrix.plan(study, max_rates)
-    return matrix.estimate(study, matrix.pending(runs, complete_statuses(raw_dir, study.name)), need)
+    return matrix.estimate(study, matrix.pending(runs, RecordStore(raw_dir, study.name).statuses()), need)
 
 
 def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
@@ -48,12 +47,14 @@ def study_status(study_path: Path | str, raw_dir: Path = RAW) -> list[dict]:
     if study.uses_fractions and not max_rates:
         max_rates = {s: 1e9 for s in study.sizes}  # placeholder ids: only the counts matter
     runs = matrix.plan(study, max_rates)
-    rows = matrix.completion(runs, complete_statuses(raw_dir, study.name))
-    records = list(iter_records(raw_dir, study.name))
+    store = RecordStore(raw_dir, study.name)
+    rows = matrix.completion(runs, store.statuses())
+    records = list(store.records())
     for row in rows:  # redo bookkeeping (study_policy.redo_counts): runs redone, still disturbed, flagged
-        c = study_policy.redo_counts(r for r in records if (r["mode"], r["size"]) == (row["mode"], row["size"]))
+        c = study_policy.redo_counts(r for r in records if (r["arm"], r["size"]) == (row["mode"], row["size"]))
         row.update(redone=c["redone"], disturbed=c["disturbed"], flagged=c["flagged_runs"])
-    return sorted(rows, key=lambda r: (study.modes.index(r["mode"]), study.sizes.index(r["size"])))
+    arms = [a for a, _ in study.arms]
+    return sorted(rows, key=lambda r: (arms.index(r["mode"]), study.sizes.index(r["size"])))
 
 
 def format_status(rows: list[dict]) -> str:

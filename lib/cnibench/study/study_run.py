@@ -33,11 +33,9 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import matrix
-from . import policy as study_policy
 from ..infra.config import RAW, RUNS, load_inventory
 from .progress import Progress
 from .provenance import (
@@ -52,21 +50,22 @@ from .provenance import (
     read_manifest,
     write_manifest,
 )
-from ..results import failed_record, iter_records, now_iso, write_record
-from .run_notebooks import measure_in_notebook, render_notebooks
+from ..results import failed_record, now_iso
+from .run_notebooks import render_notebooks
 from .runner import (
     RUN_FAILURES,
+    RunContext,
     StudyStopped,
     check_requirements,
     check_runs,
-    clear_stale,
-    complete_statuses,
-    measure_with_redo,
+    measure_run,
     mode_settings,
     reason_of,
     spec_fields,
     window_seconds,
 )
+from .counters import Counters
+from .store import RecordStore
 from .runview import summary_line
 from .spec import Study, load_study
 from .calibration import calibrated_max_rates
@@ -74,54 +73,26 @@ from .calibration import calibrated_max_rates
 log = logging.getLogger(__name__)
 
 
-def run_study(study_path: Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False, progress: bool = True, **kw) -> dict:
+def run_study(study: Study | Path | str, inventory_path: Path | str | None = None, stop_on_failure: bool = False,
+              progress: bool = True, inventory=None, leased: bool = False, **kw) -> dict:
     """Run (or resume) a study; returns its summary. Ctrl-C / SIGTERM raise KeyboardInterrupt
     after the current mode is torn down; finished records stay. The hosts are leased for the
-    session (lease.py): a second session on them is refused, naming this one."""
+    session (lease.py): a second session on them is refused, naming this one. `study` and
+    `inventory` loaded by the caller are used as they are (never reloaded); `leased`: the
+    caller holds the lease (pipeline.run_all), so it is not taken again."""
+    from contextlib import nullcontext
+
     from ..infra.lease import session_lease
 
-    study = load_study(study_path)
+    study = study if isinstance(study, Study) else load_study(study)
     inv = Path(inventory_path) if inventory_path else None
+    inventory = inventory or load_inventory(inv or study.inventory)
+    held = nullcontext() if leased else session_lease(inventory, f"run-study {study.name}")
     try:
-        with session_lease(load_inventory(inv or study.inventory), f"run-study {study.name}"):
-            return asyncio.run(StudyRun(study, inv, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
+        with held:
+            return asyncio.run(StudyRun(study, inv, inventory=inventory, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
-
-
-@dataclass
-class Session:
-    """Counters and timings of one run_study call (the summary it returns)."""
-
-    study: str
-    planned: int = 0
-    already_done: int = 0
-    executed: int = 0
-    statuses: dict = field(default_factory=lambda: {"ok": 0, "invalid": 0, "failed": 0})
-    measure_s: float = 0.0  # inside measurement windows
-    warmup_s: float = 0.0  # load running, before the window
-    runs_s: float = 0.0  # wall time of the runs themselves (incl. per-run setup)
-    notebooks_s: float = 0.0
-    modes_s: float = 0.0  # mode up + down
-    calibration_s: float = 0.0
-    redone: int = 0  # attempts that were disturbed and run again
-    interrupted_by: str | None = None  # SIGINT / SIGTERM received: no new run starts
-    started: float = field(default_factory=time.monotonic)
-    ended: str = "complete"
-    first_failure: str | None = None  # the reason of the first failed run (for "every run failed")
-
-    def summary(self, **extra) -> dict:
-        wall = time.monotonic() - self.started
-        return {
-            "study": self.study, "planned": self.planned, "already_done": self.already_done,
-            "executed": self.executed, **self.statuses, "redone": self.redone, "ended": self.ended,
-            "wall_s": round(wall, 2), "measure_s": round(self.measure_s, 2), "warmup_s": round(self.warmup_s, 2),
-            "runs_s": round(self.runs_s, 2), "notebooks_s": round(self.notebooks_s, 2),
-            "modes_s": round(self.modes_s, 2), "calibration_s": round(self.calibration_s, 2),
-            "measure_fraction": round(self.measure_s / wall, 4) if wall > 0 else 0.0,
-            "first_failure": self.first_failure,
-            **extra,
-        }
 
 
 class StudyRun:
@@ -130,13 +101,15 @@ class StudyRun:
 
     def __init__(self, study: Study, inventory_path: Path | None = None, *, stop_on_failure: bool = False,
                  progress: bool = True, raw_dir: Path = RAW, runs_dir: Path = RUNS,
-                 notebooks: str | None = None, out=print) -> None:
+                 notebooks: str | None = None, out=print, inventory=None, precheck: bool = False) -> None:
         self.study = study
         self.inventory_path = Path(inventory_path or study.inventory)
-        self.inventory = load_inventory(self.inventory_path)
+        self.inventory = inventory or load_inventory(self.inventory_path)
         self.policy = notebooks or study.notebooks
-        self.session = Session(study.name)
+        self.counters = Counters(study.name)
         self.raw_dir, self.runs_dir = Path(raw_dir), Path(runs_dir)
+        self.store = RecordStore(self.raw_dir, study.name)  # the one writer of this study's records
+        self.precheck = precheck  # pipeline.run_all: the precheck over this session's fleet
         self.mpath = manifest_path(self.raw_dir, study.name)
         self.ref = manifest_ref(study.name)
         self.stop_on_failure = stop_on_failure
@@ -145,13 +118,13 @@ class StudyRun:
         self.book = None  # the RunBook of the run notebooks, when the policy renders them
         self.bar: Progress | None = None
         self.manifest: dict | None = None
-        self.sess: dict | None = None  # this session's entry in the manifest
+        self.manifest_session: dict | None = None  # this session's entry in the manifest
         self.fleet = None
         self.limits = None
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
-        clear_stale(self.raw_dir / self.study.name, self.out)
+        self.store.clear_stale(self.out)
         self.book = _open_book(self.policy)
         signals = self._catch_signals()
         self.manifest = read_manifest(self.mpath)
@@ -161,17 +134,17 @@ class StudyRun:
             if self.policy in ("warm", "fresh"):
                 await self._render_notebooks(runs)
         except (asyncio.CancelledError, KeyboardInterrupt):
-            self.session.ended = "interrupted"
+            self.counters.ended = "interrupted"
             raise
         except StudyStopped:
-            self.session.ended = "stopped-on-failure"
+            self.counters.ended = "stopped-on-failure"
             raise
         except BaseException:
-            self.session.ended = "crashed"
+            self.counters.ended = "crashed"
             raise
         finally:
             self._close(signals)
-        return self.session.summary(manifest=str(self.mpath), raw_dir=str(self.raw_dir / self.study.name),
+        return self.counters.summary(manifest=str(self.mpath), raw_dir=str(self.raw_dir / self.study.name),
                                     runs_dir=str(self.runs_dir / self.study.name))
 
     def _catch_signals(self) -> tuple:
@@ -183,7 +156,7 @@ class StudyRun:
         task = asyncio.current_task()
 
         def on_signal(name: str) -> None:
-            self.session.interrupted_by = name
+            self.counters.interrupted_by = name
             task.cancel()
 
         signals = (signal.SIGINT, signal.SIGTERM)
@@ -195,8 +168,8 @@ class StudyRun:
         return signals
 
     def _stop_if_interrupted(self) -> None:
-        if self.session.interrupted_by:
-            raise asyncio.CancelledError(f"{self.session.interrupted_by} received")
+        if self.counters.interrupted_by:
+            raise asyncio.CancelledError(f"{self.counters.interrupted_by} received")
 
     def _close(self, signals: tuple) -> None:
         loop = asyncio.get_running_loop()
@@ -206,9 +179,9 @@ class StudyRun:
             self.bar.close()
         if self.book is not None:
             self.book.close()
-        if self.sess is not None and self.manifest is not None:
-            self.sess["ended_at"], self.sess["ended"] = now_iso(), self.session.ended
-            self.sess["summary"] = self.session.summary()
+        if self.manifest_session is not None and self.manifest is not None:
+            self.manifest_session["ended_at"], self.manifest_session["ended"] = now_iso(), self.counters.ended
+            self.manifest_session["summary"] = self.counters.summary()
             write_manifest(self.mpath, self.manifest)
 
     async def _measure_all(self) -> list:
@@ -217,6 +190,10 @@ class StudyRun:
 
         async with Fleet(self.inventory) as fleet:
             self.fleet = fleet
+            if self.precheck:
+                from .precheck import precheck_or_raise
+
+                await precheck_or_raise(fleet, self.out)
             await self._sweep_leftovers()
             runs = await self._plan_session()
             todo = await self._pending(runs)
@@ -243,35 +220,35 @@ class StudyRun:
         first_quiet = await wait_quiet(fleet, study.quiet, self.out, where="the study")
         t = time.monotonic()
         calibration = await calibrated_max_rates(fleet, study, self.inventory.name, self.manifest, None, self.out)
-        self.session.calibration_s = time.monotonic() - t
+        self.counters.calibration_s = time.monotonic() - t
         runs = matrix.plan(study, (calibration or {}).get("max_rates"))
-        check_runs(study, runs)  # a bad value stops the study here, before any mode goes up
+        from ..workload.bench import probe_limits
+
+        self.limits = await probe_limits(fleet)
+        check_runs(study, runs, self.limits)  # once per run; a bad value stops the study here, before any mode goes up
         if self.manifest is None:
             self.manifest = new_manifest(study, self.inventory, [r.run_id for r in runs], calibration)
         elif self.manifest.get("study_sha256") != study.digest:
             self.out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest follow the new file")
             self.manifest["order"] = [r.run_id for r in runs]
         self.manifest["calibration"] = calibration
-        self.sess = new_session(study, self.inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
-        self.sess["quiet"] = [first_quiet]
-        add_session(self.manifest, self.sess)
+        self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
+        self.manifest_session["quiet"] = [first_quiet]
+        add_session(self.manifest, self.manifest_session)
         write_manifest(self.mpath, self.manifest)
-        check_requirements(study, self.sess["hosts"])
+        check_requirements(study, self.manifest_session["hosts"])
         return runs
 
     async def _pending(self, runs: list) -> list:
         """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""
-        from ..workload.bench import probe_limits
-
-        study, session = self.study, self.session
-        self.limits = await probe_limits(self.fleet)
-        done = complete_statuses(self.raw_dir, study.name)
-        redo = study_policy.redo_ids(iter_records(self.raw_dir, study.name), study.redo["max_attempts"])
+        study, counters = self.study, self.counters
+        done = self.store.statuses()
+        redo = self.store.redo_ids(study.redo["max_attempts"])
         todo = matrix.pending(runs, set(done) - redo)
-        session.planned, session.already_done = len(runs), len(runs) - len(todo)
-        self.bar = Progress(len(runs), session.already_done, enabled=self.progress, label=study.name)
-        if session.already_done:
-            self.bar.line(f"{study.name}: {session.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
+        counters.planned, counters.already_done = len(runs), len(runs) - len(todo)
+        self.bar = Progress(len(runs), counters.already_done, enabled=self.progress, label=study.name)
+        if counters.already_done:
+            self.bar.line(f"{study.name}: {counters.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
         return todo
 
     async def _render_notebooks(self, runs: list) -> None:
@@ -281,7 +258,7 @@ class StudyRun:
         self.bar.status("run notebooks")
         first, self.book = self.book, None  # render_notebooks closes it
         await render_notebooks(self.policy, [r.run_id for r in runs], self.raw_dir, self.runs_dir, self.bar, first=first)
-        self.session.notebooks_s += time.monotonic() - t
+        self.counters.notebooks_s += time.monotonic() - t
 
     async def _run_block(self, block) -> None:
         """One mode, set up once, for all its runs in one repetition; always torn down."""
@@ -289,8 +266,8 @@ class StudyRun:
         from ..workload.quiet import wait_quiet
 
         settings = mode_settings(self.study, block.mode)
-        entry = {"repetition": block.repetition, "mode": block.mode, "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
-        self.sess["mode_blocks"].append(entry)
+        entry = {"repetition": block.repetition, "mode": block.mode, **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
+        self.manifest_session["mode_blocks"].append(entry)
         self.bar.status(f"quiet-machine check before {block.mode}")
         entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line, where=f"{block.mode} (rep {block.repetition})")
         endpoint = await self._mode_up(block, settings, entry)
@@ -302,7 +279,7 @@ class StudyRun:
             t = time.monotonic()
             await mode_down(self.fleet, block.mode, settings)
             entry["down_s"] = round(time.monotonic() - t, 3)
-            self.session.modes_s += time.monotonic() - t
+            self.counters.modes_s += time.monotonic() - t
 
     async def _mode_up(self, block, settings, entry: dict):
         """The block's mode up, or None after recording every run of the block as failed with
@@ -314,7 +291,7 @@ class StudyRun:
         try:
             endpoint = await mode_up(self.fleet, block.mode, settings)
         except RUN_FAILURES as exc:
-            self.session.modes_s += time.monotonic() - t
+            self.counters.modes_s += time.monotonic() - t
             entry["error"] = reason_of(exc)
             # Make sure nothing half-made stays (mode_up undoes its own steps; this is belt and braces).
             try:
@@ -328,7 +305,7 @@ class StudyRun:
                 raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked (--stop-on-failure)")
             return None
         entry["up_s"] = round(time.monotonic() - t, 3)
-        self.session.modes_s += time.monotonic() - t
+        self.counters.modes_s += time.monotonic() - t
         details = await _mode_details(self.fleet)
         if details:
             entry["details"] = details  # ebpf-redirect: the BPF object's source hash, clang, kernel
@@ -338,20 +315,18 @@ class StudyRun:
         """The block's runs, with nginx up once for all of them; nginx is closed at the end."""
         from ..workload.session import BenchSession
 
-        study, session = self.study, self.session
+        counters = self.counters
         bench = BenchSession(self.fleet, endpoint, self.limits)
+        ctx = RunContext(self.study, self.store, self.fleet, self.ref, self.limits, endpoint, bench, self.bar, counters,
+                         self.policy, self.book, self.inventory_path, self.runs_dir)
         try:
             for run in block.runs:
                 self._stop_if_interrupted()
-                self.bar.status(f"{block.mode} rep {block.repetition}")
-                fields = spec_fields(study, run)
+                self.bar.status(f"{block.arm} rep {block.repetition}")
                 t = time.monotonic()
-                if self.policy == "measure":
-                    rec = await measure_in_notebook(self.book, self.inventory_path, endpoint, fields, run, self.raw_dir, self.runs_dir, self.ref)
-                else:
-                    rec = await measure_with_redo(self.fleet, endpoint, study, run, fields, self.ref, self.limits, bench, self.raw_dir, self.bar, session)
+                rec = await measure_run(ctx, run)
                 took = time.monotonic() - t
-                session.runs_s += took
+                counters.runs_s += took
                 self._store(rec, took, written=True)
                 if self.stop_on_failure and rec["status"] == "failed":
                     raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked (--stop-on-failure)")
@@ -359,21 +334,21 @@ class StudyRun:
             t = time.monotonic()
             self.bar.status(f"{block.mode} down")
             await bench.close()  # bounded, never raises: the mode still goes down
-            session.runs_s += time.monotonic() - t
+            counters.runs_s += time.monotonic() - t
 
     def _store(self, rec: dict, took: float, written: bool = False) -> None:
         """Count a finished run, write its record (unless already written) and the manifest."""
-        session = self.session
+        counters = self.counters
         if not written:
-            write_record(self.raw_dir, rec)
+            self.store.write(rec)
         window, warm = window_seconds(rec)
-        session.measure_s += window
-        session.warmup_s += warm
-        session.executed += 1
-        session.statuses[rec["status"]] = session.statuses.get(rec["status"], 0) + 1
-        if rec["status"] == "failed" and session.first_failure is None:
-            session.first_failure = f"{rec['run_id']}: {rec.get('reason')}"
-        self.sess["executed"].append(rec["run_id"])
+        counters.measure_s += window
+        counters.warmup_s += warm
+        counters.executed += 1
+        counters.statuses[rec["status"]] = counters.statuses.get(rec["status"], 0) + 1
+        if rec["status"] == "failed" and counters.first_failure is None:
+            counters.first_failure = f"{rec['run_id']}: {rec.get('reason')}"
+        self.manifest_session["executed"].append(rec["run_id"])
         write_manifest(self.mpath, self.manifest)
         self.bar.line(summary_line(rec, took or None))
         self.bar.advance()

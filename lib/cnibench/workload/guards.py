@@ -14,12 +14,22 @@ policy may run it again (runner.py). The defaults below are documented in docs/m
 
     checks = judge(rec, limits)            # rec: the run record with its "hygiene" figures
     status, reason, flags = verdict(checks)
+
+"Not sustained" is a guard too (`sustained`, issue 22): a run whose median latency, counted
+from the intended send time, crossed the sustainability bound (results.SUSTAINED_BOUND_MS at
+results.RUN_SUSTAINED_PERCENTILE) did not keep up with its rate: invalid, its reason starting
+"not sustained". The study redoes it once (policy.should_redo); the cell is not sustained only
+if the redo fails too. The verdict is decided here, once, with the bound in force when the run
+was measured; re-analysing a stored study with another bound re-judges only the runs that
+were valid (analysis/dataset.py): a run recorded as not sustained stays so.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+
+from ..results import RUN_SUSTAINED_PERCENTILE, SUSTAINED_BOUND_MS, percentile_key
 
 # Generators that busy-poll their core: their CPU share says nothing about saturation; their
 # send lag (actual - intended send time, in the record) is judged instead.
@@ -48,6 +58,8 @@ class GuardLimits:
     # Per-second stability: max / median of the per-second p99 in the window.
     flag_p99_ratio: float | None = 3.0  # above: the run is flagged "unstable"
     stability_min_requests: int = 1000  # seconds with fewer answered requests are not compared
+    # The rate was sustained: the run's median latency (from the intended send time) within this.
+    max_run_median_ms: float | None = SUSTAINED_BOUND_MS
 
 
 NOISE_GUARDS = ("foreign_cpu", "steal", "hiccup", "send_lag")
@@ -189,6 +201,15 @@ def stability(timeline: list[dict] | None, limits: GuardLimits) -> dict:
     return c
 
 
+def sustained(percentiles: dict | None, limits: GuardLimits) -> dict:
+    """Did the run keep up with its rate: its median within the bound (not noise: a mode past
+    its capacity is a result)."""
+    v = (percentiles or {}).get(percentile_key(RUN_SUSTAINED_PERCENTILE))
+    bound = None if limits.max_run_median_ms is None else limits.max_run_median_ms * 1000
+    return _check("sustained", None if v is None else float(v), "us", invalid_at=bound,
+                  what=f"p{RUN_SUSTAINED_PERCENTILE:g}", fmt=lambda x: f"{x / 1000:.1f} ms")
+
+
 def judge(rec: dict, limits: GuardLimits) -> list[dict]:
     """Every guard on one run record (its counts, latency, timeline and hygiene figures)."""
     counts = rec.get("counts") or {}
@@ -208,13 +229,18 @@ def judge(rec: dict, limits: GuardLimits) -> list[dict]:
         retransmits(fig.get("tcp_retransmits"), requests, limits),
         nic_drops(fig.get("nic_drops"), limits),
         stability(rec.get("timeline"), limits),
+        sustained((rec.get("latency") or {}).get("percentiles"), limits),
     ]
 
 
 def verdict_of(checks: list[dict]) -> tuple[str, str, list[str]]:
-    """(status, reason, flags) from the checks: invalid when any guard says so."""
-    bad = [c["reason"] for c in checks if c["verdict"] == "invalid"]
+    """(status, reason, flags) from the checks: invalid when any guard says so; the reason starts
+    "not sustained: " when the rate was not sustained (the analysis and policy.py read that)."""
+    bad = [c["reason"] for c in checks if c["verdict"] == "invalid" and c["guard"] != "sustained"]
+    slow = [c["reason"] for c in checks if c["verdict"] == "invalid" and c["guard"] == "sustained"]
     flags = sorted({c["guard"] for c in checks if c["verdict"] == "flag"})
+    if slow:
+        return "invalid", "; ".join([f"not sustained: {slow[0]}"] + ([f"invalid: {'; '.join(bad)}"] if bad else [])), flags
     return ("invalid", "invalid: " + "; ".join(bad), flags) if bad else ("ok", "", flags)
 
 

@@ -170,12 +170,34 @@ class NginxError(HostError):
     pass
 
 
-class NginxServer:
-    """A running nginx (daemonized, so it does not depend on one SSH session)."""
+# nginx daemonizes, so it would outlive a SIGKILLed session (and hold the port). Its watchdog
+# does not: started over the session's SSH connection (Host.start: it dies with the session),
+# it ignores the session's SIGTERM and waits for EOF on its stdin, which comes when the SSH
+# session ends however it ends; then it kills this nginx (only pids that are still the nginx
+# of this directory) and removes the directory. A clean stop kills the watchdog first.
+WATCHDOG_SH = r"""trap '' TERM HUP INT
+d=$1 m=$2
+while read -r _; do :; done
+cmd() { tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null; }
+case "$(cmd "$m")" in
+"nginx: master process "*"$d/"*)
+  w=""
+  for c in $(cat "/proc/$m/task/$m/children" 2>/dev/null); do
+    case "$(cmd "$c")" in "nginx: "*) w="$w $c" ;; esac
+  done
+  kill -KILL "$m" $w 2>/dev/null ;;
+esac
+rm -rf -- "$d"
+"""
 
-    def __init__(self, host, netns: str | None, spec: NginxSpec, master_pid: int, worker_pids: list[int]):
+
+class NginxServer:
+    """A running nginx (daemonized), tied to the session by its watchdog."""
+
+    def __init__(self, host, netns: str | None, spec: NginxSpec, master_pid: int, worker_pids: list[int], watchdog=None):
         self.host, self.netns, self.spec = host, netns, spec
         self.master_pid, self.worker_pids = master_pid, worker_pids
+        self.watchdog = watchdog  # hosts.Background, or None
 
     async def alive(self) -> bool:
         """Master and every worker still running."""
@@ -184,6 +206,13 @@ class NginxServer:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful quit, then kill, then remove the run directory. Safe to call twice."""
+        if self.watchdog is not None:
+            watchdog, self.watchdog = self.watchdog, None
+            await watchdog.signal("KILL")
+            try:
+                await watchdog.wait(5)
+            except asyncio.TimeoutError:
+                pass
         await stop_pids(self.host, [self.master_pid], self.worker_pids, grace)
         await self.host.run(["rm", "-rf", "--", self.spec.dir], check=False, timeout=20)
 
@@ -225,7 +254,8 @@ async def start(host, netns: str | None, spec: NginxSpec) -> NginxServer:
     pid_text = (await host.run(["cat", f"{d}/nginx.pid"], timeout=10)).stdout.strip()
     master = int(pid_text)
     workers = await worker_pids(host, master, spec.workers)
-    return NginxServer(host, netns, spec, master, workers)
+    watchdog = await host.start(["sh", "-c", WATCHDOG_SH, f"{PREFIX}-nginx-watchdog", d, str(master)])
+    return NginxServer(host, netns, spec, master, workers, watchdog)
 
 
 async def worker_pids(host, master: int, expected: int, wait_s: float = 5.0) -> list[int]:

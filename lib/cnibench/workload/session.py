@@ -64,15 +64,16 @@ class _Failed(Exception):
 
 async def run_bench(fleet, endpoint, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
                     load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None,
-                    limits: HostLimits | None = None) -> dict:
+                    limits: HostLimits | None = None, validated: bool = False) -> dict:
     """Run once and return the run record (see results.py): a BenchSession of one run, so nginx
     is started and stopped around it. `during` is an optional async hook run alongside the load
     (fault injection in tests); its own exceptions propagate after cleanup. Bad input raises
     ConfigError before anything starts."""
-    validate_spec(spec)
+    if not validated:
+        validate_spec(spec)
     async with BenchSession(fleet, endpoint, limits) as session:
         return await session.run(spec, run_id=run_id, study=study, repetition=repetition,
-                                 load_fraction=load_fraction, during=during)
+                                 load_fraction=load_fraction, during=during, validated=validated)
 
 
 class BenchSession:
@@ -143,12 +144,14 @@ class BenchSession:
         return self.built[name]
 
     async def run(self, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
-                  load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None) -> dict:
-        """One run; returns its record (failed with the reason when it broke)."""
-        validate_spec(spec)
+                  load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None,
+                  validated: bool = False) -> dict:
+        """One run; returns its record (failed with the reason when it broke). `validated`: the
+        caller validated the spec against the hosts' limits already (a study does, once per run)."""
         if self.limits is None:
             self.limits = await probe_limits(self.fleet)
-        validate_spec(spec, self.limits)
+        if not validated:
+            validate_spec(spec, self.limits)
         gen = get_generator(spec.generator)
         gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
         load = load_spec(spec, self.endpoint, gen_dir)
