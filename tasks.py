@@ -421,29 +421,6 @@ def jupyter(c, study="lab", port=8888):
 
 
 
-# --- namespace: `testbed_up` is `invoke testbed.up`, `mode_up` is `invoke mode.up`, ... ---
-GROUPS = ("testbed", "hosts", "mode")
-
-
-def _namespace() -> Collection:
-    root, groups = Collection(), {g: Collection(g) for g in GROUPS}
-    for name, obj in list(globals().items()):
-        if not isinstance(obj, Task) or name.startswith("_"):
-            continue
-        group, _, short = name.partition("_")
-        if group in groups and short:
-            groups[group].add_task(obj, short.replace("_", "-"))
-        else:
-            root.add_task(obj, name.replace("_", "-"))
-    for g in groups.values():
-        if g.tasks:
-            root.add_collection(g)
-    return root
-
-
-ns = _namespace()
-
-
 # --- issue 28: the CPU plan and host limits, read-only ---
 
 def _study_needs(study, inventory, offsets):
@@ -487,3 +464,27 @@ def hosts_plan(c, study, inventory=None, json_=False):
                       "problems": fit.problems}, indent=2) if json_ else limits.format_fit(fit, hosts))
     if fit.problems:
         raise Exit(code=1)
+
+
+# --- namespace: `testbed_up` is `invoke testbed.up`, `mode_up` is `invoke mode.up`, ... ---
+GROUPS = ("testbed", "hosts", "mode")
+
+
+def _namespace() -> Collection:
+    root, groups = Collection(), {g: Collection(g) for g in GROUPS}
+    for name, obj in list(globals().items()):
+        if not isinstance(obj, Task) or name.startswith("_"):
+            continue
+        group, _, short = name.partition("_")
+        if group in groups and short:
+            groups[group].add_task(obj, short.replace("_", "-"))
+        else:
+            root.add_task(obj, name.replace("_", "-"))
+    for g in groups.values():
+        if g.tasks:
+            root.add_collection(g)
+    return root
+
+
+ns = _namespace()
+

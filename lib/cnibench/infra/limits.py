@@ -31,9 +31,9 @@ echo "nofile $(ulimit -Sn) $(ulimit -Hn)"
 echo "port_range $(cat /proc/sys/net/ipv4/ip_local_port_range)"
 [ -r /proc/sys/net/netfilter/nf_conntrack_max ] && echo "conntrack_max $(cat /proc/sys/net/netfilter/nf_conntrack_max)"
 s=$(cat "/sys/class/net/$i/speed" 2>/dev/null) && echo "speed $s"
-awk '/^MemAvailable:/ {print "mem_available", $2 * 1024}' /proc/meminfo
+awk '/^MemAvailable:/ {printf "mem_available %.0f\n", $2 * 1024}' /proc/meminfo
 while [ ! -e "$d" ] && [ "$d" != / ]; do d=$(dirname "$d"); done
-echo "run_dir $(df -P -k "$d" | awk 'NR == 2 {print $4 * 1024}') $(stat -f -c %T "$d")"
+echo "run_dir $(df -P -k "$d" | awk 'NR == 2 {printf "%.0f", $4 * 1024}') $(stat -f -c %T "$d")"
 if pgrep -x irqbalance >/dev/null; then echo "irqbalance yes"; else echo "irqbalance no"; fi
 exit 0
 """
@@ -149,12 +149,17 @@ def wire_bytes(payload: int) -> int:
     return payload + max(1, math.ceil(payload / MSS)) * WIRE_OVERHEAD
 
 
-def check_link(host: str, lim: Limits, size: str, rate: float, response: int, request: int) -> Check:
+def offered(size: str, rate: float, response: int, request: int) -> tuple[float, float, str]:
+    """Bits/s server->client and client->server at `rate`, and the sentence that says both."""
     down, up = rate * wire_bytes(response) * 8, rate * wire_bytes(request) * 8
-    said = (f"{size} at {rate:,.0f} req/s is {down / 1e9:.2f} Gb/s server->client ({response:,} B "
-            f"responses) and {up / 1e9:.2f} Gb/s client->server ({request:,} B requests)")
+    return down, up, (f"{size} at {rate:,.0f} req/s is {down / 1e9:.2f} Gb/s server->client ({response:,} B "
+                      f"responses) and {up / 1e9:.2f} Gb/s client->server ({request:,} B requests)")
+
+
+def check_link(host: str, lim: Limits, size: str, rate: float, response: int, request: int) -> Check:
+    down, up, said = offered(size, rate, response, request)
     if lim.speed_mbps is None:
-        return Check(notes=(f"{host}: link speed unknown (virtual NIC): {said}, not checked",))
+        return Check(notes=(f"{host}: link speed unknown (virtual NIC), not checked: {said}",))
     link = lim.speed_mbps * 1e6
     if max(down, up) > link:
         top = link / (8 * max(wire_bytes(response), wire_bytes(request)))
@@ -267,9 +272,12 @@ def study_fit(needs: StudyNeeds, hosts: list[HostFacts]) -> Fit:
             held = int(share * (needs.duration_s + needs.warmup_s) * LOG_RECORD_BYTES)
             fit.add(check_memory(h.name, lim, int(share * needs.duration_s * LOG_RECORD_BYTES), held))
         rate = share if h.role == "client" else top
-        for size, resp in sorted(needs.response_bytes.items()):
-            if rate:
-                fit.add(check_link(h.name, lim, size, rate, resp, needs.request_bytes))
+        links = [check_link(h.name, lim, s, rate, b, needs.request_bytes) for s, b in sorted(needs.response_bytes.items()) if rate]
+        if lim.speed_mbps is None and links:  # one note per host, not one per size
+            fit.notes.append("; ".join([links[0].notes[0]] + [c.notes[0].split(": ", 2)[2] for c in links[1:]]))
+        else:
+            for c in links:
+                fit.add(c)
     if not needs.rates:
         fit.notes.append("the loads are fractions of a calibrated rate: connections, link and memory are "
                          "checked against rates only once calibration has run")
@@ -308,7 +316,8 @@ def format_fit(fit: Fit, hosts: list[HostFacts]) -> str:
         if p is None:
             out.append("  cpus: no plan (see the problems)")
             continue
-        out.append(f"  cpus: NUMA node {p.node}; generator threads on {format_cpulist(p.threads)}, nginx workers on "
+        shared = sum(q is p for q in fit.plans.values()) > 1
+        out.append(f"  cpus{' (one machine for both hosts)' if shared else ''}: NUMA node {p.node}; generator threads on {format_cpulist(p.threads)}, nginx workers on "
                    f"{format_cpulist(p.workers)}; NIC interrupts pinned to {format_cpulist(p.irq_cpus)}"
                    f"{' (skipped)' if p.irq_cores_skipped else ''}")
     out += [f"note: {n}" for n in fit.notes]

@@ -192,7 +192,7 @@ def plan_cpus(topo: Topology, nic: str, threads: int, workers: int, host: str = 
     if busy and not skipped:
         notes.append(f"shares {need - len(free)} core(s) with the NIC's interrupts (CPUs {format_cpulist(irq)})")
     elif len(free) - need < SPARE_CORES:
-        notes.append(f"leaves {len(free) - need} core(s) besides the NIC's to the system (fewer than {SPARE_CORES})")
+        notes.append(f"leaves {len(free) - need} core(s) free for the system and the NIC's interrupts (fewer than {SPARE_CORES})")
     picks = [cs[0] for cs in order[:need]]
     return CpuPlan(node, tuple(picks[:threads]), tuple(picks[threads:]), tuple(sorted(irq)), skipped, tuple(notes))
 
