@@ -437,7 +437,14 @@ def _study_needs(study, inventory, offsets):
         int(w.get("connections") or default_connections(top)), {s: response_bytes(s) for s in study.sizes},
         len("GET /small HTTP/1.1\r\nHost: 255.255.255.255:65535\r\nUser-Agent: cnib-openloop/5\r\n\r\n"),
         float(w.get("duration_s", 10)), float(w.get("warmup_s", 2)), "docker-bridge" in study.modes,
-        parse_cpus_setting(w.get("cpus", "auto")), offsets, inventory.testbed)
+        _cpus_setting(w, parse_cpus_setting), offsets, inventory.testbed)
+
+
+def _cpus_setting(w, parse):
+    """Today's explicit client_cpus/server_cpus keys win over `cpus` (auto when neither is set)."""
+    if "client_cpus" in w or "server_cpus" in w:
+        return {k: parse(list(w[f"{k}_cpus"]), f"workload.{k}_cpus") for k in ("client", "server") if f"{k}_cpus" in w}
+    return parse(w.get("cpus", "auto"))
 
 
 @task(help={"study": "study file or name in studies/", "inventory": "inventory file (default: the study's)",
