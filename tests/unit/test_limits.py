@@ -150,3 +150,16 @@ def test_explicit_cpus_too_few():
     hosts = [recorded_host("client", "client"), recorded_host("server", "server")]
     fit = study_fit(paper_needs(threads=2, workers=1, cpus={"client": (0,), "server": (1,)}, rates=(5000.0,)), hosts)
     assert len(fit.problems) == 1 and "2 generator threads exceed the 1 CPU(s)" in fit.problems[0]
+
+
+def test_the_limits_command_runs_here(tmp_path):
+    """The very script, run on this machine (read-only): every value it prints parses."""
+    import subprocess
+
+    from cnibench.infra.limits import limits_argv
+
+    out = subprocess.run(limits_argv("lo", str(tmp_path / "not" / "there")), capture_output=True, text=True, check=True)
+    lim = parse_limits(out.stdout)
+    assert lim.port_range and lim.port_range[0] < lim.port_range[1]
+    assert lim.mem_available and lim.mem_available > 0 and lim.run_dir_free and lim.run_dir_fs
+    assert lim.irqbalance in (True, False) and lim.speed_mbps is None  # loopback has no speed
