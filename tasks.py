@@ -424,6 +424,58 @@ def jupyter(c, study="lab", port=8888):
 
 
 
+# --- issue 28: the CPU plan and host limits, read-only ---
+
+def _study_needs(study, inventory, offsets):
+    """What the study asks of its hosts (limits.StudyNeeds), read off the study file."""
+    from cnibench.infra.limits import StudyNeeds
+    from cnibench.infra.topology import parse_cpus_setting
+    from cnibench.workload.defaults import default_connections
+    from cnibench.workload.nginx import response_bytes
+
+    w, rates = study.workload, tuple(study.loads) if not study.uses_fractions else ()
+    top = max(rates, default=None)
+    return StudyNeeds(
+        study.name, int(w.get("threads", 1)), int(w.get("nginx_workers", 1)), rates,
+        int(w.get("connections") or default_connections(top)), {s: response_bytes(s) for s in study.sizes},
+        len("GET /small HTTP/1.1\r\nHost: 255.255.255.255:65535\r\nUser-Agent: cnib-openloop/5\r\n\r\n"),
+        float(w.get("duration_s", 10)), float(w.get("warmup_s", 2)), "docker-bridge" in study.modes,
+        _cpus_setting(w, parse_cpus_setting), offsets, inventory.testbed)
+
+
+def _cpus_setting(w, parse):
+    """Today's explicit client_cpus/server_cpus keys win over `cpus` (auto when neither is set)."""
+    if "client_cpus" in w or "server_cpus" in w:
+        return {k: parse(list(w[f"{k}_cpus"]), f"workload.{k}_cpus") for k in ("client", "server") if f"{k}_cpus" in w}
+    return parse(w.get("cpus", "auto"))
+
+
+@task(help={"study": "study file or name in studies/", "inventory": "inventory file (default: the study's)",
+            "json_": "print JSON"})
+def hosts_plan(c, study, inventory=None, json_=False):
+    """Print per host the CPU plan (cpus: auto), whether irqbalance runs and every limit problem: changes nothing."""
+    from cnibench.infra import limits
+    from cnibench.study.spec import load_study
+
+    async def main(fleet):
+        hosts = [await limits.read_host_facts(h) for h in fleet]
+        clients = [h for h in fleet if h.spec.role == "client"]
+        offsets = {h.name: await limits.clock_offset(h) for h in clients} if len(clients) > 1 else {}
+        needs = _study_needs(st, inv, offsets)
+        return needs, hosts, limits.study_fit(needs, hosts)
+
+    try:
+        st = load_study(study)
+        inv = config.load_inventory(inventory or st.inventory)
+    except CnibenchError as exc:
+        raise Exit(f"error: {exc}", code=2)
+    needs, hosts, fit = _with_fleet(inv.path, main)
+    print(json.dumps({"plans": {k: p.to_dict() for k, p in fit.plans.items()}, "notes": fit.notes,
+                      "problems": fit.problems}, indent=2) if json_ else limits.format_fit(fit, hosts))
+    if fit.problems:
+        raise Exit(code=1)
+
+
 # --- namespace: `testbed_up` is `invoke testbed.up`, `mode_up` is `invoke mode.up`, ... ---
 GROUPS = ("testbed", "hosts", "mode")
 
@@ -445,3 +497,4 @@ def _namespace() -> Collection:
 
 
 ns = _namespace()
+
