@@ -153,6 +153,7 @@ def lock(c, upgrade=False):
 from cnibench.infra.hosts import Fleet  # noqa: E402
 from cnibench.infra.lease import session_lease  # noqa: E402
 from cnibench.modes import cli  # noqa: E402  (the mode tasks' text and JSON)
+from cnibench.modes import MODES  # noqa: E402  (which modes put conntrack on the path)
 from cnibench.modes.clean import clean as sweep  # noqa: E402
 from cnibench.modes.cli import mode_help, settings_from_options  # noqa: E402  (the registry names the modes)
 
@@ -439,7 +440,8 @@ def _study_needs(study, inventory, offsets):
         study.name, int(w.get("threads", 1)), int(w.get("nginx_workers", 1)), rates,
         int(w.get("connections") or default_connections(top)), {s: response_bytes(s) for s in study.sizes},
         len("GET /small HTTP/1.1\r\nHost: 255.255.255.255:65535\r\nUser-Agent: cnib-openloop/5\r\n\r\n"),
-        float(w.get("duration_s", 10)), float(w.get("warmup_s", 2)), "docker-bridge" in study.modes,
+        float(w.get("duration_s", 10)), float(w.get("warmup_s", 2)),
+        any(MODES.get(m).needs_nft for m in study.modes if m in MODES),  # NAT rules: conntrack on the path
         _cpus_setting(w, parse_cpus_setting), offsets, inventory.testbed)
 
 
@@ -452,6 +454,7 @@ def _cpus_setting(w, parse):
 
 @task(help={"study": "study file or name in studies/", "inventory": "inventory file (default: the study's)",
             "json_": "print JSON"})
+@cli_errors
 def hosts_plan(c, study, inventory=None, json_=False):
     """Print per host the CPU plan (cpus: auto), whether irqbalance runs and every limit problem: changes nothing."""
     from cnibench.infra import limits
@@ -464,11 +467,8 @@ def hosts_plan(c, study, inventory=None, json_=False):
         needs = _study_needs(st, inv, offsets)
         return needs, hosts, limits.study_fit(needs, hosts)
 
-    try:
-        st = load_study(study)
-        inv = config.load_inventory(inventory or st.inventory)
-    except CnibenchError as exc:
-        raise Exit(f"error: {exc}", code=2)
+    st = load_study(study)
+    inv = config.load_inventory(inventory or st.inventory)
     needs, hosts, fit = _with_fleet(inv.path, main)
     print(json.dumps({"plans": {k: p.to_dict() for k, p in fit.plans.items()}, "notes": fit.notes,
                       "problems": fit.problems}, indent=2) if json_ else limits.format_fit(fit, hosts))

@@ -98,7 +98,8 @@ def check_open_files(host: str, lim: Limits, connections: int) -> Check:
                       f"least {need:,} (LimitNOFILE= in sshd's unit, or nofile in /etc/security/limits.conf), "
                       "then reconnect",))
     if lim.nofile_soft is not None and lim.nofile_soft < need:
-        return Check(notes=(f"{host}: open files: the generator raises its soft limit {lim.nofile_soft:,} to the hard {lim.nofile_hard or 'unlimited'} (needs {need:,})",))
+        return Check(notes=(f"{host}: open files: the generator raises its soft limit {lim.nofile_soft:,} to the hard "
+                            f"{lim.nofile_hard or 'unlimited'} (needs {need:,})",))
     return Check()
 
 
@@ -272,7 +273,8 @@ def study_fit(needs: StudyNeeds, hosts: list[HostFacts]) -> Fit:
             held = int(share * (needs.duration_s + needs.warmup_s) * LOG_RECORD_BYTES)
             fit.add(check_memory(h.name, lim, int(share * needs.duration_s * LOG_RECORD_BYTES), held))
         rate = share if h.role == "client" else top
-        links = [check_link(h.name, lim, s, rate, b, needs.request_bytes) for s, b in sorted(needs.response_bytes.items()) if rate]
+        links = [check_link(h.name, lim, s, rate, b, needs.request_bytes)
+                 for s, b in sorted(needs.response_bytes.items()) if rate]
         if lim.speed_mbps is None and links:  # one note per host, not one per size
             fit.notes.append("; ".join([links[0].notes[0]] + [c.notes[0].split(": ", 2)[2] for c in links[1:]]))
         else:
@@ -317,7 +319,8 @@ def format_fit(fit: Fit, hosts: list[HostFacts]) -> str:
             out.append("  cpus: no plan (see the problems)")
             continue
         shared = sum(q is p for q in fit.plans.values()) > 1
-        out.append(f"  cpus{' (one machine for both hosts)' if shared else ''}: NUMA node {p.node}; generator threads on {format_cpulist(p.threads)}, nginx workers on "
+        out.append(f"  cpus{' (one machine for both hosts)' if shared else ''}: NUMA node {p.node}; "
+                   f"generator threads on {format_cpulist(p.threads)}, nginx workers on "
                    f"{format_cpulist(p.workers)}; NIC interrupts pinned to {format_cpulist(p.irq_cpus)}"
                    f"{' (skipped)' if p.irq_cores_skipped else ''}")
     out += [f"note: {n}" for n in fit.notes]

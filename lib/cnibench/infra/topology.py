@@ -192,7 +192,8 @@ def plan_cpus(topo: Topology, nic: str, threads: int, workers: int, host: str = 
     if busy and not skipped:
         notes.append(f"shares {need - len(free)} core(s) with the NIC's interrupts (CPUs {format_cpulist(irq)})")
     elif len(free) - need < SPARE_CORES:
-        notes.append(f"leaves {len(free) - need} core(s) free for the system and the NIC's interrupts (fewer than {SPARE_CORES})")
+        notes.append(f"leaves {len(free) - need} core(s) free for the system and the NIC's interrupts "
+                     f"(fewer than {SPARE_CORES})")
     picks = [cs[0] for cs in order[:need]]
     return CpuPlan(node, tuple(picks[:threads]), tuple(picks[threads:]), tuple(sorted(irq)), skipped, tuple(notes))
 
@@ -223,7 +224,8 @@ def parse_cpus_setting(value, where: str = "workload.cpus"):
     try:
         if isinstance(value, str):
             return parse_cpulist(value) or _bad(value, where)
-        if isinstance(value, list) and value and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value):
+        if isinstance(value, list) and value and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                                     for c in value):
             return tuple(sorted(set(value)))
     except ValueError:
         pass
