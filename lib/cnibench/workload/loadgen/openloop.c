@@ -753,6 +753,18 @@ static int write_hists(const char *path, const struct hists *h) {
     return (fclose(f) != 0 || bad) ? -1 : 0;
 }
 
+/* The process's peak resident memory (VmHWM, kB), -1 when /proc does not say. */
+static long long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: cnib-openloop --host ADDR --port N --path /small --rate R [--connections C] [--threads T]\n"
@@ -906,13 +918,13 @@ int main(int argc, char **argv) {
         for (int i = 1; i < g_threads; i++) merge_hists(&ts[0].h, &ts[i].h);
         if (write_hists(g_hist, &ts[0].h) != 0) { fprintf(stderr, "cnib-openloop: cannot write %s: %s\n", g_hist, strerror(errno)); return 1; }
     }
-    printf("{\"generator\": \"cnib-openloop\", \"version\": \"%s\", \"interrupted\": %s, \"log_every\": %lld, \"histograms\": %s, "
+    printf("{\"generator\": \"cnib-openloop\", \"version\": \"%s\", \"interrupted\": %s, \"log_every\": %lld, \"histograms\": %s, \"peak_rss_kb\": %lld, "
            "\"t0_realtime_ns\": %lld, \"rate\": %.6f, \"arrival\": \"%s\", \"connections\": %d, \"threads\": %d, "
            "\"pipeline\": %d, \"warmup_s\": %.6f, \"duration_s\": %.6f, \"timeout_s\": %.6f, \"record_bytes\": %zu, "
            "\"window_requests\": %lld, \"sent\": %lld, \"ok\": %lld, \"http_errors\": %lld, \"conn_errors\": %lld, "
            "\"reconnects\": %lld, \"unfinished\": %lld, \"not_sent\": %lld, \"work_s\": %.6f, "
            "\"offcpu_s\": %.6f, \"stall_ns\": %d, \"stalls_dropped\": %lld, \"stalls\": [",
-           VERSION, g_stop ? "true" : "false", (long long)g_log_every, g_hist ? "true" : "false", (long long)realtime_at_t0, g_rate, g_arrival, g_conns, g_threads,
+           VERSION, g_stop ? "true" : "false", (long long)g_log_every, g_hist ? "true" : "false", peak_rss_kb(), (long long)realtime_at_t0, g_rate, g_arrival, g_conns, g_threads,
            g_pipeline, g_warmup, g_duration, g_timeout, sizeof(struct rec), (long long)window, (long long)sent,
            (long long)ok, (long long)http_errors, (long long)conn_errors, (long long)reconnects,
            (long long)unfinished, (long long)not_sent, work_ns / 1e9, offcpu_ns / 1e9, STALL_NS,
