@@ -136,3 +136,28 @@ def test_percentile_is_hdrhs():
     idx, counts = sparse(index_of(values))
     for p in (0.1, 50, 99, 99.9, 100):
         assert oh.percentile(idx, counts, oh.H3, p) == h.get_value_at_percentile(p)
+
+
+def test_the_switch_selects_the_files_and_the_options():
+    from cnibench.workload.generators.openloop import GENERATOR
+
+    off = spec(hist_path="", log_every=0)
+    assert "--histograms" not in GENERATOR.command(off) and "--log" in GENERATOR.command(off)
+    assert set(GENERATOR.files(off)) == {"log", "cpu"}
+    none = spec(log_every=0)
+    argv = GENERATOR.command(none)
+    assert argv[argv.index("--histograms") + 1] == "h" and "--log" not in argv and set(GENERATOR.files(none)) == {"histograms", "cpu"}
+    sampled = GENERATOR.command(spec(log_every=10))
+    assert sampled[sampled.index("--log-every") + 1] == "10" and "--log" in sampled
+
+
+def test_a_run_without_its_histogram_file_is_a_broken_run():
+    from cnibench.workload.generators.openloop import GENERATOR
+
+    _, data, summary = log_and_file(n=100)
+    line = __import__("json").dumps(summary)
+    assert GENERATOR.parse(spec(log_every=0), line, "", 0, {"histograms": data}).ok
+    torn = GENERATOR.parse(spec(log_every=0), line, "", 0, {"histograms": data[:-8]})
+    assert not torn.ok and "torn" in torn.reason
+    old = GENERATOR.parse(spec(log_every=0), __import__("json").dumps({**summary, "histograms": False}), "", 0, {})
+    assert not old.ok and "wrote no histograms" in old.reason

@@ -214,7 +214,7 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
         send_lag=send_lag_from_histogram(*h["lag"]), pacing=pacing,
         outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary),
         generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
+                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb",
                                                         "log_every")},
                         "record_from": "histograms", **stall_summary(summary)},
     )
