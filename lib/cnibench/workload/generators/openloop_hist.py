@@ -67,9 +67,9 @@ def parse_histograms(data: bytes) -> dict:
     at = 8
     while at + 2 <= len(words):
         sid, n = int(words[at]), int(words[at + 1])
-        pairs = words[at + 2: at + 2 + 2 * n].reshape(-1, 2)
-        if len(pairs) != n:
+        if n < 0 or at + 2 + 2 * n > len(words):
             raise ValueError("the histogram file is torn")
+        pairs = words[at + 2: at + 2 + 2 * n].reshape(-1, 2)
         out[SECTIONS.get(sid, str(sid))] = (pairs[:, 0].copy(), pairs[:, 1].copy())
         at += 2 + 2 * n
     for name in SECTIONS.values():
