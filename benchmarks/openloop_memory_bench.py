@@ -1,4 +1,4 @@
-"""cnib-openloop memory and processing benchmark on the local testbed, host mode (needs root; ~80 s a run).
+"""cnib-openloop memory and processing benchmark on the local testbed, host mode (needs root; brings the testbed up and down; ~80 s a run).
 
     flock /run/cnibench-dev.lock python3 benchmarks/openloop_memory_bench.py [--rate 40000] [--duration 60] [--log]
 
@@ -96,4 +96,9 @@ if __name__ == "__main__":
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--log", action="store_true", help="also a run on the per-request log path, first")
     a = ap.parse_args()
-    asyncio.run(main(a.rate, a.duration, a.log))
+    tb.down()  # the testbed up for this benchmark only, down at the end (as the tests' fixture)
+    try:
+        tb.up()
+        asyncio.run(main(a.rate, a.duration, a.log))
+    finally:
+        tb.down()

@@ -162,7 +162,7 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
         outside_steal=outside_steal(intended, answered_ok, lat_us, summary),
         generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped")},
+                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb")},
                         **stall_summary(summary)},
     )
 
