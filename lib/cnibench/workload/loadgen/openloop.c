@@ -41,7 +41,13 @@
  * Output: one JSON object on stdout (counts, t0 on the realtime clock, settings) and, with
  * --log, a binary log of the requests due inside the measurement window (warm-up excluded):
  * per request five little-endian fields, 32 bytes (see struct rec). Times are ns since t0 on
- * CLOCK_MONOTONIC; -1 where the event did not happen.
+ * CLOCK_MONOTONIC; -1 where the event did not happen. --log-every N keeps every N-th of them.
+ *
+ * Version 6: --histograms FILE records, instead of (or beside) the log, the histograms the
+ * record needs (struct hists: layouts there), merged over the threads at exit into one sparse
+ * binary file (read by generators/openloop_hist.py). The schedule is generated as the run goes
+ * and each request's intended time travels in its connection's in-flight queue, so the memory
+ * of a run without --log does not grow with the rate.
  *
  * Built by cnibench at set-up with the system's C compiler (workload/loadgen.py); nothing here
  * is downloaded. Linux only (epoll, sched_setaffinity).
