@@ -1,6 +1,6 @@
 """cnib-openloop memory and processing benchmark on the local testbed, host mode (needs root; brings the testbed up and down; ~80 s a run).
 
-    flock /run/cnibench-dev.lock python3 benchmarks/openloop_memory_bench.py [--rate 40000] [--duration 60] [--log]
+    flock /run/cnibench-dev.lock python3 benchmarks/openloop_memory_bench.py [--rate 40000] [--duration 60] [--paths histograms]
 
 One run through BenchSession with the record from the generator's histograms (cnib-openloop 6,
 BenchSpec.openloop_histograms; the sampled log off), and prints (issue 27's acceptance 2):
@@ -9,7 +9,7 @@ BenchSpec.openloop_histograms; the sampled log off), and prints (issue 27's acce
     parsing them and filling the record (the run's own read, then the parse and fill repeated
     3 times on the same files: the median);
   - the record's size (its JSON, as written).
-With --log, the same run on the per-request log path first, for comparison. Memory and processing
+--paths log,histograms: the same run on the per-request log path first, for comparison. Memory and processing
 do not depend on the machine's noise (steal), so any run counts.
 """
 
@@ -78,15 +78,15 @@ async def one(s: BenchSession, timed: Timed, spec: BenchSpec, tag: str) -> dict:
     return out
 
 
-async def main(rate: float, duration: float, with_log: bool) -> list[dict]:
+async def main(rate: float, duration: float, paths: list[str]) -> list[dict]:
     inv = load_inventory(tb.generated_inventory_path())
     timed = Timed()
     timed.install()
     out = []
     async with Fleet(inv) as fleet, mode_endpoint(fleet, "host") as ep, BenchSession(fleet, ep) as s:
-        if with_log:
-            out.append(await one(s, timed, BenchSpec("host", "small", rate, duration, 1.0), "log"))
-        out.append(await one(s, timed, BenchSpec("host", "small", rate, duration, 1.0, openloop_histograms=True), "histograms"))
+        for path in paths:
+            spec = BenchSpec("host", "small", rate, duration, 1.0, openloop_histograms=path == "histograms")
+            out.append(await one(s, timed, spec, path))
     return out
 
 
@@ -94,11 +94,11 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=40000)
     ap.add_argument("--duration", type=float, default=60)
-    ap.add_argument("--log", action="store_true", help="also a run on the per-request log path, first")
+    ap.add_argument("--paths", default="histograms", help="comma-separated: log, histograms (in that order)")
     a = ap.parse_args()
     tb.down()  # the testbed up for this benchmark only, down at the end (as the tests' fixture)
     try:
         tb.up()
-        asyncio.run(main(a.rate, a.duration, a.log))
+        asyncio.run(main(a.rate, a.duration, [p for p in a.paths.split(",") if p in ("log", "histograms")]))
     finally:
         tb.down()
