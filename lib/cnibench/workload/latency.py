@@ -66,8 +66,22 @@ def send_counts(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end
 def pacing(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: int) -> dict:
     """How well the sends kept the schedule over [start_ns, end_ns): per-ms dispersion of the
     sends and the highest periodogram line of their difference from the schedule."""
-    actual, scheduled = send_counts(intended_ns, sent_ns, start_ns, end_ns)
+    return pacing_of_counts(*send_counts(intended_ns, sent_ns, start_ns, end_ns))
+
+
+def pacing_of_counts(actual: np.ndarray, scheduled: np.ndarray) -> dict:
+    """pacing()'s figures from the per-ms counts of the sends and of the schedule."""
     return {"dispersion_per_ms": round(dispersion(actual), 4), "max_line_ratio": round(max_line_ratio(actual, scheduled), 3)}
+
+
+def pacing_outside_counts(actual: np.ndarray, scheduled: np.ndarray, mask: np.ndarray) -> dict:
+    """pacing_outside_stalls()'s pacing figures from per-ms counts: dispersion over the bins
+    outside `mask`, the periodogram with the masked bins set to the schedule."""
+    m = np.asarray(mask, dtype=bool)[: len(actual)]
+    a, s = np.asarray(actual, dtype=np.float64), np.asarray(scheduled, dtype=np.float64)
+    keep = ~m
+    return {"dispersion_per_ms": round(dispersion(a[keep]), 4) if keep.any() else None,
+            "max_line_ratio": round(max_line_ratio(np.where(m, s, a), s), 3), "excluded_ms": int(m.sum()), "of_ms": int(len(m))}
 
 
 CATCH_UP_MS = 2  # bins after a stall that hold its catch-up burst
@@ -94,18 +108,14 @@ def pacing_outside_stalls(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns
     intended, sent = np.asarray(intended_ns, dtype=np.int64), np.asarray(sent_ns, dtype=np.int64)
     actual, scheduled = send_counts(intended, sent, start_ns, end_ns)
     m = np.asarray(mask, dtype=bool)[: len(actual)]
-    a, s = actual.astype(np.float64), scheduled.astype(np.float64)
-    keep = ~m
     due_bin = (intended - start_ns) // 1_000_000
     in_window = (due_bin >= 0) & (due_bin < len(m))
     clear = in_window & (sent >= 0)
     clear[clear] = ~m[due_bin[clear]]
     lag_us = (sent[clear] - intended[clear]) / 1e3
-    return {"dispersion_per_ms": round(dispersion(a[keep]), 4) if keep.any() else None,
-            "max_line_ratio": round(max_line_ratio(np.where(m, s, a), s), 3),
-            "send_lag_p99_us": round(float(np.percentile(lag_us, 99)), 3) if len(lag_us) else None,
-            "send_lag_p999_us": round(float(np.percentile(lag_us, 99.9)), 3) if len(lag_us) else None,
-            "excluded_ms": int(m.sum()), "of_ms": int(len(m))}
+    out = pacing_outside_counts(actual, scheduled, m)
+    return {**out, "send_lag_p99_us": round(float(np.percentile(lag_us, 99)), 3) if len(lag_us) else None,
+            "send_lag_p999_us": round(float(np.percentile(lag_us, 99.9)), 3) if len(lag_us) else None}
 
 
 def late_sends_by_cause(intended_ns, sent_ns, start_ns: int, mask: np.ndarray, intervals: list,

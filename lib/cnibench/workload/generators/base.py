@@ -36,6 +36,8 @@ class LoadSpec:
     response_bytes: int = 0  # bytes of one response on the wire (to count responses)
     log_path: str = ""  # per-request log on the client host
     cpu_path: str = ""  # CPU accounting file on the client host
+    hist_path: str = ""  # openloop >= 6: its histogram file on the client host ("": the record from the log)
+    log_every: int = 1  # openloop >= 6 with hist_path: the log keeps every N-th request (0: no log)
     arrival: str = "uniform"  # openloop: "uniform" (the study's constant rate) or "poisson"
     seed: int = 0  # openloop: seeds the Poisson schedule
     cpus: tuple[int, ...] = ()  # openloop: thread i is pinned to cpus[i % len(cpus)]

@@ -18,6 +18,11 @@ The log has one 32-byte record per request due in the window (warm-up excluded):
 sent and completed times (ns since the schedule's origin; -1: did not happen), the HTTP status
 (-1: the connection broke with the request in flight, -2: never sent, 0: no answer before the
 generator gave up, `timeout_s` after the last due time), and the connection.
+
+With `hist_path` (version >= 6, `--histograms`) the generator keeps histograms instead
+(openloop_hist.py: layouts and file) and the record is built from them (result_from_histograms);
+the log is then optional and sampled (`log_every` N: every N-th request of the window; 0: none),
+for cross-checks such as the log against the wire. Its memory no longer grows with the rate.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from .. import latency as lat
 from ...catalog import PREFIX
 from ..loadgen import binary_path, ensure_built
+from . import openloop_hist as oh
 from .base import LoadResult, LoadSpec, broken_run
 
 RECORD = np.dtype([("intended", "<i8"), ("sent", "<i8"), ("done", "<i8"), ("status", "<i4"), ("conn", "<u4")])
@@ -51,7 +57,12 @@ class Openloop:
     busy_polls = True  # its CPU is ~100 % by design: the send lag, not the CPU, says if it kept up
 
     def files(self, spec: LoadSpec) -> dict[str, str]:
-        return {"log": spec.log_path, "cpu": spec.cpu_path}
+        out = {"log": spec.log_path, "cpu": spec.cpu_path}
+        if spec.hist_path:
+            out["histograms"] = spec.hist_path
+            if not spec.log_every:
+                del out["log"]
+        return out
 
     async def prepare(self, host):
         """Build the binary on the client host if it is not there yet (returns loadgen.Built)."""
@@ -66,14 +77,20 @@ class Openloop:
                 "--timeout", f"{spec.timeout_s:g}", "--arrival", spec.arrival, "--seed", str(spec.seed)]
         if spec.cpus:
             argv += ["--cpus", ",".join(map(str, spec.cpus))]
-        if spec.log_path:
+        if spec.log_path and not (spec.hist_path and not spec.log_every):
             argv += ["--log", spec.log_path]
+        if spec.hist_path:
+            argv += ["--histograms", spec.hist_path]
+            if spec.log_every > 1:
+                argv += ["--log-every", str(spec.log_every)]
         return argv
 
     def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult:
         summary = parse_summary(stdout)
         if exit_status != 0 or summary is None:
             return broken_run(f"{PREFIX}-openloop", exit_status, stdout, stderr)
+        if spec.hist_path:
+            return parse_with_histograms(spec, summary, files)
         rows = parse_log(files.get("log", b""))
         if len(rows) != summary["window_requests"]:
             return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
@@ -145,9 +162,86 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
         outside_steal=outside_steal(intended, answered_ok, lat_us, summary),
         generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped")},
+                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb")},
                         **stall_summary(summary)},
     )
+
+
+def parse_with_histograms(spec: LoadSpec, summary: dict, files: dict[str, bytes]) -> LoadResult:
+    """The record from the generator's histogram file, with its sampled log when there is one."""
+    if not summary.get("histograms"):
+        return LoadResult(ok=False, reason=f"{PREFIX}-openloop {summary.get('version')} wrote no histograms (version >= 6 does)")
+    try:
+        hists = oh.parse_histograms(files.get("histograms", b""))
+    except ValueError as e:
+        return LoadResult(ok=False, reason=f"{PREFIX}-openloop's histogram file: {e}")
+    rows = parse_log(files["log"]) if files.get("log") else None
+    return result_from_histograms(spec, hists, summary, rows)
+
+
+def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndarray | None = None) -> LoadResult:
+    """result_from_log's fields from the generator's histograms (pure). Percentiles are each
+    bucket's highest value (hdrh's convention); the timeline's at 2 significant digits. The
+    send-lag figures outside the stalls need per-request times: from the sampled log when
+    there is one (`rows`), else None."""
+    window = int(summary["window_requests"])
+    if window == 0:
+        return LoadResult(ok=False, reason=f"{PREFIX}-openloop had no request due in the measurement window")
+    late, unfinished = h["late"], int(summary["unfinished"])
+    ok_count = int(summary["ok"]) - late
+    start = int(spec.warmup_s * 1e9)
+    end = start + int(spec.duration_s * 1e9)
+    nbins = (end - start) // 1_000_000
+    actual, scheduled = oh.dense(h["ms_sent"], nbins), oh.dense(h["ms_sched"], nbins)
+    pacing = lat.pacing_of_counts(actual, scheduled)
+    if "stalls" in summary:
+        mask = lat.stall_mask([(s[1], s[2]) for s in machine_stalls(summary["stalls"])], start, nbins)
+        pacing["outside_stalls"] = {**lat.pacing_outside_counts(actual, scheduled, mask), "send_lag_p99_us": None,
+                                    "send_lag_p999_us": None, "own_stalls": sum(stall_cause(s) == "own" for s in summary["stalls"])}
+        if rows is not None and len(rows):
+            from_log = pacing_figures(rows["intended"], rows["sent"], start, end, summary)["outside_stalls"]
+            pacing["outside_stalls"].update({k: from_log[k] for k in ("send_lag_p99_us", "send_lag_p999_us", "late_outside")
+                                             if k in from_log}, sampled_log_every=int(summary.get("log_every", 1)))
+    return LoadResult(
+        ok=True, requests=window, ok_count=ok_count,
+        errors=int(summary["http_errors"]) + int(summary["conn_errors"]) + int(summary["not_sent"]),
+        timeouts=late + unfinished, unfinished=unfinished, window_s=spec.duration_s,
+        achieved_rate=ok_count / spec.duration_s if spec.duration_s > 0 else 0.0,
+        histogram=oh.to_hdrh(*h["lat"]), histogram_uncorrected=oh.to_hdrh(*h["svc"]),
+        timeline=oh.timeline(h, int(round(spec.duration_s))),
+        correction={"method": "none: latency from each request's intended send time"},
+        source=f"{PREFIX}-openloop histograms (3 significant digits); latency from the intended send time (open loop)",
+        send_lag=send_lag_from_histogram(*h["lag"]), pacing=pacing,
+        outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary),
+        generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
+                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb",
+                                                        "log_every")},
+                        "record_from": "histograms", **stall_summary(summary)},
+    )
+
+
+def send_lag_from_histogram(idx: np.ndarray, counts: np.ndarray) -> dict:
+    """send_lag_summary's figures from the ns send-lag histogram (each within one bucket: 1/1024
+    of the value at 3 digits); over_1ms counts the buckets wholly above 1 ms."""
+    n = int(np.asarray(counts).sum())
+    if n == 0:
+        return {"unit": "us", "percentiles": None, "over_1ms": 0, "n": 0}
+    pcts = {p: round(oh.percentile(idx, counts, oh.H3, float(p)) / 1e3, 3) for p in PERCENTILES}
+    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[oh.index_value(idx, oh.H3) > 1_000_000].sum()), "n": n}
+
+
+def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start: int, summary: dict) -> dict | None:
+    """outside_steal() from the 1 ms slot histograms: the steal mask rounded out to whole slots
+    of intended time, the histogram at the slots' 1 significant digit."""
+    if "intervals" not in summary:
+        return None
+    episodes = lat.steal_episodes(summary.get("stalls"), summary["intervals"], summary.get("short_ns", 20000))
+    mask = oh.slot_mask(episodes, start, len(scheduled), lat.MASK_LEAD_NS, lat.MASK_TAIL_MIN_NS)
+    left_out = int(scheduled[mask].sum())
+    return {"histogram": oh.to_hdrh(*oh.masked_counts(h["slots"], mask), half=oh.H1), "left_out": left_out, "of": window,
+            "left_out_share": round(left_out / window, 6) if window else 0.0, "episodes": len(episodes),
+            "cores": ["client"], "lead_ms": lat.MASK_LEAD_NS / 1e6, "tail_min_ms": lat.MASK_TAIL_MIN_NS / 1e6,
+            "resolution": "1 significant digit, 1 ms slots of intended time"}
 
 
 STALLS_KEPT = 50  # the largest of the generator's own stalls kept in the record

@@ -41,7 +41,13 @@
  * Output: one JSON object on stdout (counts, t0 on the realtime clock, settings) and, with
  * --log, a binary log of the requests due inside the measurement window (warm-up excluded):
  * per request five little-endian fields, 32 bytes (see struct rec). Times are ns since t0 on
- * CLOCK_MONOTONIC; -1 where the event did not happen.
+ * CLOCK_MONOTONIC; -1 where the event did not happen. --log-every N keeps every N-th of them.
+ *
+ * Version 6: --histograms FILE records, instead of (or beside) the log, the histograms the
+ * record needs (struct hists: layouts there), merged over the threads at exit into one sparse
+ * binary file (read by generators/openloop_hist.py). The schedule is generated as the run goes
+ * and each request's intended time travels in its connection's in-flight queue, so the memory
+ * of a run without --log does not grow with the rate.
  *
  * Built by cnibench at set-up with the system's C compiler (workload/loadgen.py); nothing here
  * is downloaded. Linux only (epoll, sched_setaffinity).
@@ -68,7 +74,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VERSION "5"
+#define VERSION "6"
 #define STALL_NS 100000   /* off the CPU longer than this inside one pass: a stall, listed */
 #define MAX_STALLS 2000   /* listed per thread; more are counted in offcpu_ns only */
 #define SHORT_NS 20000    /* an interval off the CPU longer than this is kept in the intervals */
@@ -108,11 +114,38 @@ struct interval {                      /* one stall check's interval with a gap 
     int cause;
 };
 
+struct inflight {     /* one request in flight: its intended time travels with it (no schedule array) */
+    int64_t k, intended_ns, sent_ns;
+};
+
+/* Histogram layouts (version 6, --histograms): HdrHistogram's log-linear buckets with unit 1,
+ * 2^(HALF+1) sub-buckets per power of two, so index i holds the same values as HdrHistogram's
+ * counts[i] for (lowest 1, highest, digits): HALF 10 = 3 significant digits, 7 = 2, 4 = 1. */
+#define H3 10
+#define H2 7
+#define H1 4
+#define LAT_HIGHEST 100000000LL     /* µs: 100 s, the record's range */
+#define LAG_HIGHEST 100000000000LL  /* ns: 100 s, send lag kept in ns so its µs percentiles keep 3 digits */
+
+struct hists {
+    int64_t *lat, *svc, *lag;   /* µs from intended / µs from sent (3 digits), ns send lag (3 digits) */
+    uint32_t *sec;              /* per second of the window by completion: latency, 2 digits */
+    int64_t *sec_ok, *sec_err;  /* per second: answered in time / failed (as the log's timeline) */
+    uint32_t *ms_sent, *ms_sched; /* per ms of the window: sends, scheduled requests */
+    int64_t late;               /* 2xx answered after the timeout */
+};
+
+struct sched {                  /* the thread's schedule, generated as it goes */
+    uint64_t rng;
+    int64_t j;
+    double tt;
+};
+
 struct conn {
     int fd;
     int connected;
     uint32_t id;
-    int64_t *fifo;      /* request numbers in flight, oldest first (ring of cap = pipeline) */
+    struct inflight *fifo; /* requests in flight, oldest first (ring of cap = pipeline) */
     int head, count;
     char out[4096];     /* bytes not yet written (partial writes) */
     int out_len;
@@ -129,11 +162,12 @@ struct thread {
     int nconns;
     int next_conn;
     int epfd;
-    int64_t nreq;       /* requests this thread owns (warm-up + window) */
-    int64_t *due;       /* due time of each, ns since t0 */
-    struct rec *recs;   /* index: this thread's request number */
-    int64_t first_window; /* first request number inside the window */
-    uint64_t rng;
+    struct sched sch;
+    int64_t next_due;   /* due time of the next request to send (ns since t0), -1: none left */
+    struct rec *recs;   /* with --log: one per log_every-th request of the window */
+    int64_t nrecs;
+    int64_t first_window; /* first request number inside the window (with --log) */
+    struct hists h;     /* with --histograms */
     /* counters */
     int64_t sent, ok, http_errors, conn_errors, reconnects, unfinished, not_sent, timeouts;
     int64_t work_ns;    /* time in loop passes that sent or read something: the CPU the load costs */
@@ -151,7 +185,13 @@ struct thread {
 };
 
 /* settings */
-static const char *g_host = "127.0.0.1", *g_path = "/", *g_log = NULL, *g_arrival = "uniform";
+static const char *g_host = "127.0.0.1", *g_path = "/", *g_log = NULL, *g_arrival = "uniform", *g_hist = NULL;
+static int64_t g_log_every = 1;   /* --log-every N: the log keeps every N-th request of the window */
+static int64_t g_warm_ns, g_end_ns, g_nsec, g_nms; /* the window [g_warm_ns, g_end_ns), its seconds and ms */
+static int g_len3, g_lenlag, g_len2, g_len1;       /* counts per histogram of each layout */
+static uint16_t *g_slots; /* per 1 ms slot of intended time: latency, 1 digit, for steal masks after the run;
+                           * shared by the threads (atomic adds), as it is the one cost that grows with
+                           * the window: 768 bytes per ms */
 static int g_port = 80, g_conns = 10, g_threads = 1, g_pipeline = 32;
 static double g_rate = 1000, g_duration = 5, g_warmup = 1, g_timeout = 10;
 static int64_t g_spin_ns = 1000000; /* spin, not sleep, this close to a due time (--spin-us): 1 ms, since
@@ -234,10 +274,21 @@ static void *xalloc(size_t n, size_t size, const char *what) {
     return p;
 }
 
-static void *xgrow(void *old, size_t size, const char *what) {
-    void *p = realloc(old, size);
-    if (!p) { free(old); fprintf(stderr, "cnib-openloop: out of memory for %s\n", what); exit(2); }
-    return p;
+/* Counts per histogram of a layout: HdrHistogram's (bucket_count + 1) * sub_bucket_half_count. */
+static int hist_len(int half, int64_t highest) {
+    int buckets = 1;
+    for (int64_t smallest = 2LL << half; smallest <= highest; smallest <<= 1) buckets++;
+    return (buckets + 1) << half;
+}
+
+/* HdrHistogram's counts index of v (unit 1), v clamped to [0, highest]. */
+static int hist_index(int64_t v, int half, int64_t highest) {
+    if (v < 0) v = 0;
+    if (v > highest) v = highest;
+    int64_t mask = (2LL << half) - 1;
+    int bucket = 64 - __builtin_clzll((uint64_t)(v | mask)) - (half + 1);
+    int64_t sub = v >> bucket;
+    return (int)(((int64_t)(bucket + 1) << half) + (sub - (1LL << half)));
 }
 
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
@@ -247,6 +298,83 @@ static void on_cont(int sig) { (void)sig; __atomic_add_fetch(&g_conts, 1, __ATOM
 static double uniform01(uint64_t *s) {
     *s ^= *s >> 12; *s ^= *s << 25; *s ^= *s >> 27;
     return ((*s * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* The due time of the schedule's next request (ns since t0), or -1 past its end. Uniform:
+ * request j of the aggregate schedule is due at j/R and this thread owns j = index mod T;
+ * Poisson: superposed Poisson processes are Poisson, so each thread draws at rate R/T. */
+static int64_t sched_next(struct sched *s) {
+    double span = g_warmup + g_duration;
+    if (strcmp(g_arrival, "poisson") == 0) {
+        if (s->tt >= span) return -1;
+        s->tt += -log(1.0 - uniform01(&s->rng)) / (g_rate / g_threads);
+        return s->tt >= span ? -1 : (int64_t)(s->tt * 1e9);
+    }
+    double tt = (double)s->j / g_rate;
+    if (tt >= span) return -1;
+    s->j += g_threads;
+    return (int64_t)llround(tt * 1e9);
+}
+
+/* Move to the next request of the schedule; a request of the window is counted as scheduled. */
+static void advance(struct thread *t) {
+    t->next_due = sched_next(&t->sch);
+    if (t->h.ms_sched && t->next_due >= g_warm_ns && t->next_due < g_end_ns)
+        t->h.ms_sched[(t->next_due - g_warm_ns) / 1000000]++;
+}
+
+/* The log's record of request k, or NULL when the log does not keep it. */
+static struct rec *rec_of(struct thread *t, int64_t k) {
+    if (!t->recs || k < t->first_window || (k - t->first_window) % g_log_every) return NULL;
+    int64_t i = (k - t->first_window) / g_log_every;
+    return i < t->nrecs ? &t->recs[i] : NULL;
+}
+
+/* A request of the window was sent: send lag and the per-ms send counts. */
+static void on_sent(struct thread *t, const struct inflight *f) {
+    if (f->intended_ns < g_warm_ns) return;
+    t->sent++;
+    if (!t->h.lag) return;
+    t->h.lag[hist_index(f->sent_ns - f->intended_ns, H3, LAG_HIGHEST)]++;
+    if (f->sent_ns < g_end_ns) t->h.ms_sent[(f->sent_ns - g_warm_ns) / 1000000]++;
+}
+
+/* The histograms of a finished request of the window, as result_from_log bins the log: latency
+ * rounded up to µs, answered in time = 2xx within the timeout, seconds by completion time. */
+static void hist_done(struct hists *h, const struct inflight *f, int status, int64_t done) {
+    int64_t lat = done - f->intended_ns, sec = (done - g_warm_ns) / 1000000000LL;
+    int good = status >= 200 && status < 300, late = good && lat > (int64_t)(g_timeout * 1e9);
+    h->late += late;
+    if (!good || late) {
+        if (sec >= 0 && sec < g_nsec) h->sec_err[sec]++;
+        return;
+    }
+    int64_t us = (lat + 999) / 1000, svc = (done - f->sent_ns + 999) / 1000;
+    if (us < 1) us = 1;
+    if (svc < 1) svc = 1;
+    h->lat[hist_index(us, H3, LAT_HIGHEST)]++;
+    h->svc[hist_index(svc, H3, LAT_HIGHEST)]++;
+    if (sec >= 0 && sec < g_nsec) {
+        h->sec_ok[sec]++;
+        h->sec[sec * g_len2 + hist_index(us, H2, LAT_HIGHEST)]++;
+    }
+    int64_t slot = (f->intended_ns - g_warm_ns) / 1000000;
+    if (slot < g_nms) { /* saturates at 65,535 in one bucket of one ms: 65 M req/s */
+        uint16_t *c = &g_slots[slot * g_len1 + hist_index(us, H1, LAT_HIGHEST)];
+        uint16_t old = __atomic_load_n(c, __ATOMIC_RELAXED);
+        while (old < UINT16_MAX && !__atomic_compare_exchange_n(c, &old, old + 1, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    }
+}
+
+/* A request left the in-flight queue: answered (status), or failed (ST_CONNERR). */
+static void finish(struct thread *t, const struct inflight *f, int status, int64_t done) {
+    struct rec *r = rec_of(t, f->k);
+    if (r) { r->done_ns = done; r->status = status; }
+    if (f->intended_ns < g_warm_ns) return;
+    if (status == ST_CONNERR) t->conn_errors++;
+    else if (status >= 200 && status < 300) t->ok++;
+    else t->http_errors++;
+    if (t->h.lat) hist_done(&t->h, f, status, done);
 }
 
 static void set_nonblock_nodelay(int fd) {
@@ -280,12 +408,10 @@ static int open_conn(struct thread *t, struct conn *c, int blocking) {
 static void close_conn(struct thread *t, struct conn *c, int64_t now) {
     /* Requests in flight on a broken connection failed. */
     while (c->count > 0) {
-        int64_t k = c->fifo[c->head];
+        struct inflight f = c->fifo[c->head];
         c->head = (c->head + 1) % g_pipeline;
         c->count--;
-        t->recs[k].status = ST_CONNERR;
-        t->recs[k].done_ns = now - g_t0;
-        if (k >= t->first_window) t->conn_errors++;
+        finish(t, &f, ST_CONNERR, now - g_t0);
     }
     if (c->fd >= 0) {
         epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -366,15 +492,10 @@ static void on_readable(struct thread *t, struct conn *c, int64_t now) {
             if (status == 0 || hlen + clen > INBUF) { close_conn(t, c, now); return; }
             if (avail < hlen + clen) break;
             if (c->count == 0) { close_conn(t, c, now); return; } /* a response nobody asked for */
-            int64_t k = c->fifo[c->head];
+            struct inflight f = c->fifo[c->head];
             c->head = (c->head + 1) % g_pipeline;
             c->count--;
-            t->recs[k].done_ns = done;
-            t->recs[k].status = status;
-            if (k >= t->first_window) {
-                if (status >= 200 && status < 300) t->ok++;
-                else t->http_errors++;
-            }
+            finish(t, &f, status, done);
             at += (int)(hlen + clen);
         }
         if (at > 0) {
@@ -494,7 +615,7 @@ static void *run_thread(void *arg) {
         }
 #endif
         int64_t k_before = k;
-        while (k < t->nreq && t->due[k] <= rel) {
+        while (t->next_due >= 0 && t->next_due <= rel) {
             /* Everything due now goes out in one write on one connection (pipelined) while it
              * has room: on schedule that is one request per write; when the thread is behind
              * (above ~40k req/s per core, where each send() carries the request through the
@@ -504,15 +625,17 @@ static void *run_thread(void *arg) {
             if (!c) break;  /* every connection is full or down: the request waits (its lag counts) */
             int64_t sent = now_ns() - g_t0;
             do {
-                c->fifo[(c->head + c->count) % g_pipeline] = k;
+                struct inflight *f = &c->fifo[(c->head + c->count) % g_pipeline];
+                *f = (struct inflight){k, t->next_due, sent};
                 c->count++;
                 memcpy(c->out + c->out_len, g_request, g_reqlen);
                 c->out_len += g_reqlen;
-                t->recs[k].sent_ns = sent;
-                t->recs[k].conn = c->id;
-                if (k >= t->first_window) t->sent++;
+                struct rec *r = rec_of(t, k);
+                if (r) { r->sent_ns = sent; r->conn = c->id; }
+                on_sent(t, f);
                 k++;
-            } while (k < t->nreq && t->due[k] <= rel && c->count < g_pipeline &&
+                advance(t);
+            } while (t->next_due >= 0 && t->next_due <= rel && c->count < g_pipeline &&
                      c->out_len + g_reqlen <= (int)sizeof c->out);
             flush_out(t, c, now);
             rel = now_ns() - g_t0;
@@ -522,7 +645,7 @@ static void *run_thread(void *arg) {
          * send is already due, it spins. The wait is capped at 1 ms for the checks below. */
         int64_t timeout = 0;
         if (k == k_before) {
-            int64_t gap = k < t->nreq ? t->due[k] - rel - g_spin_ns : 1000000;
+            int64_t gap = t->next_due >= 0 ? t->next_due - rel - g_spin_ns : 1000000;
             if (gap > 0) timeout = gap < 1000000 ? gap : 1000000;
         }
         int64_t sent_until = now_ns(), woke;
@@ -541,7 +664,7 @@ static void *run_thread(void *arg) {
             }
         }
         if (g_stop) break;
-        if (k >= t->nreq) {
+        if (t->next_due < 0) {
             int inflight = 0;
             for (int i = 0; i < t->nconns; i++) inflight += t->conns[i].count;
             if (inflight == 0 || rel > deadline) break;
@@ -553,48 +676,106 @@ static void *run_thread(void *arg) {
     for (int i = 0; i < t->nconns; i++) if (t->conns[i].fd >= 0) close(t->conns[i].fd);
     close(t->epfd);
     if (t->schedstat_fd >= 0) close(t->schedstat_fd);
-    for (int64_t j = t->first_window; j < t->nreq; j++) {
-        if (t->recs[j].sent_ns < 0) { t->recs[j].status = ST_NOTSENT; t->not_sent++; }
-        else if (t->recs[j].status == ST_NONE) t->unfinished++;
+    for (int i = 0; i < t->nconns; i++) { /* still in flight: unanswered */
+        struct conn *c = &t->conns[i];
+        for (int j = 0; j < c->count; j++)
+            if (c->fifo[(c->head + j) % g_pipeline].intended_ns >= g_warm_ns) t->unfinished++;
+    }
+    for (; t->next_due >= 0; k++, advance(t)) { /* the rest of the schedule was never sent */
+        if (t->next_due < g_warm_ns) continue;
+        t->not_sent++;
+        struct rec *r = rec_of(t, k);
+        if (r) r->status = ST_NOTSENT;
     }
     return NULL;
 }
 
-/* The schedule of one thread: its share of the aggregate one, ns since t0. */
-static int64_t build_schedule(struct thread *t) {
-    double span = g_warmup + g_duration;
-    int64_t cap = (int64_t)(span * g_rate / g_threads * 1.2) + 1024;
-    t->due = xalloc((size_t)cap, sizeof(int64_t), "the schedule");
-    int64_t n = 0;
-    if (strcmp(g_arrival, "poisson") == 0) {
-        /* Superposed Poisson processes are Poisson: each thread draws at rate R/T. */
-        double tt = 0, r = g_rate / g_threads;
-        for (;;) {
-            tt += -log(1.0 - uniform01(&t->rng)) / r;
-            if (tt >= span) break;
-            if (n == cap) { cap *= 2; t->due = xgrow(t->due, sizeof(int64_t) * cap, "the schedule"); }
-            t->due[n++] = (int64_t)(tt * 1e9);
-        }
-    } else {
-        /* Request j of the aggregate schedule is due at j/R; this thread owns j = index mod T. */
-        for (int64_t j = t->index;; j += g_threads) {
-            double tt = (double)j / g_rate;
-            if (tt >= span) break;
-            if (n == cap) { cap *= 2; t->due = xgrow(t->due, sizeof(int64_t) * cap, "the schedule"); }
-            t->due[n++] = (int64_t)llround(tt * 1e9);
+/* With --log: the records of every log_every-th request of the window, their intended times
+ * filled in from a copy of the thread's schedule (the schedule itself is never stored). */
+static void init_log(struct thread *t) {
+    struct sched copy = t->sch;
+    int64_t n = 0, first = -1;
+    for (int64_t due; (due = sched_next(&copy)) >= 0; n++)
+        if (first < 0 && due >= g_warm_ns) first = n;
+    t->first_window = first < 0 ? n : first;
+    t->nrecs = (n - t->first_window + g_log_every - 1) / g_log_every;
+    t->recs = xalloc((size_t)t->nrecs, sizeof(struct rec), "the request log");
+    copy = t->sch;
+    for (int64_t k = 0, due; (due = sched_next(&copy)) >= 0; k++) {
+        struct rec *r = rec_of(t, k);
+        if (r) *r = (struct rec){due, -1, -1, ST_NONE, 0};
+    }
+}
+
+static void init_hists(struct hists *h) {
+    h->lat = xalloc((size_t)g_len3, sizeof(int64_t), "the histograms");
+    h->svc = xalloc((size_t)g_len3, sizeof(int64_t), "the histograms");
+    h->lag = xalloc((size_t)g_lenlag, sizeof(int64_t), "the histograms");
+    h->sec = xalloc((size_t)(g_nsec * g_len2), sizeof(uint32_t), "the per-second histograms");
+    h->sec_ok = xalloc((size_t)g_nsec, sizeof(int64_t), "the per-second counts");
+    h->sec_err = xalloc((size_t)g_nsec, sizeof(int64_t), "the per-second counts");
+    h->ms_sent = xalloc((size_t)g_nms, sizeof(uint32_t), "the per-ms counts");
+    h->ms_sched = xalloc((size_t)g_nms, sizeof(uint32_t), "the per-ms counts");
+}
+
+/* Thread i's histograms added into thread 0's (the merge at the end). */
+static void merge_hists(struct hists *into, const struct hists *h) {
+    for (int i = 0; i < g_len3; i++) { into->lat[i] += h->lat[i]; into->svc[i] += h->svc[i]; }
+    for (int i = 0; i < g_lenlag; i++) into->lag[i] += h->lag[i];
+    for (int64_t i = 0; i < g_nsec * g_len2; i++) into->sec[i] += h->sec[i];
+    for (int64_t i = 0; i < g_nsec; i++) { into->sec_ok[i] += h->sec_ok[i]; into->sec_err[i] += h->sec_err[i]; }
+    for (int64_t i = 0; i < g_nms; i++) { into->ms_sent[i] += h->ms_sent[i]; into->ms_sched[i] += h->ms_sched[i]; }
+    into->late += h->late;
+}
+
+/* One section of the histogram file: int64 id, int64 n, then n int64 pairs (index, count) of
+ * the nonzero entries of an array of `size`-byte unsigned counts (8: int64). */
+static int put_sparse(FILE *f, int64_t id, const void *arr, int size, int64_t n) {
+    int64_t nz = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && (fwrite(&id, 8, 1, f) != 1 || fwrite(&nz, 8, 1, f) != 1)) return -1;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t v = size == 8 ? ((const int64_t *)arr)[i] : size == 4 ? (int64_t)((const uint32_t *)arr)[i]
+                                                                           : (int64_t)((const uint16_t *)arr)[i];
+            if (!v) continue;
+            if (pass == 0) { nz++; continue; }
+            int64_t pair[2] = {i, v};
+            if (fwrite(pair, 8, 2, f) != 2) return -1;
         }
     }
-    int64_t warm = (int64_t)(g_warmup * 1e9);
-    t->first_window = 0;
-    while (t->first_window < n && t->due[t->first_window] < warm) t->first_window++;
-    return n;
+    return 0;
+}
+
+/* The merged histograms (layouts: the comment at struct hists; ids: generators/openloop.py). */
+static int write_hists(const char *path, const struct hists *h) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int64_t head[8] = {0x3148494e4243LL /* "CBNIH1" */, 1, H3, H2, H1, g_nsec, g_nms, h->late};
+    int bad = fwrite(head, 8, 8, f) != 8;
+    bad |= put_sparse(f, 1, h->lat, 8, g_len3) | put_sparse(f, 2, h->svc, 8, g_len3) | put_sparse(f, 3, h->lag, 8, g_lenlag);
+    bad |= put_sparse(f, 4, h->sec, 4, g_nsec * g_len2) | put_sparse(f, 5, h->sec_ok, 8, g_nsec);
+    bad |= put_sparse(f, 6, h->sec_err, 8, g_nsec) | put_sparse(f, 7, h->ms_sent, 4, g_nms);
+    bad |= put_sparse(f, 8, h->ms_sched, 4, g_nms) | put_sparse(f, 9, g_slots, 2, g_nms * g_len1);
+    return (fclose(f) != 0 || bad) ? -1 : 0;
+}
+
+/* The process's peak resident memory (VmHWM, kB), -1 when /proc does not say. */
+static long long peak_rss_kb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = -1;
+    if (!f) return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) break;
+    fclose(f);
+    return kb;
 }
 
 static void usage(void) {
     fprintf(stderr,
             "usage: cnib-openloop --host ADDR --port N --path /small --rate R [--connections C] [--threads T]\n"
             "         [--duration S] [--warmup S] [--pipeline M] [--timeout S] [--arrival uniform|poisson]\n"
-            "         [--seed N] [--cpus 0,1] [--spin-us 1000] [--log FILE] [--version]\n");
+            "         [--seed N] [--cpus 0,1] [--spin-us 1000] [--log FILE] [--log-every N] [--histograms FILE] [--version]\n");
     exit(2);
 }
 
@@ -631,6 +812,8 @@ static void parse_args(int argc, char **argv) {
             if (strcmp(v, "uniform") && strcmp(v, "poisson")) die("--arrival must be uniform or poisson");
             g_arrival = v;
         } else if (!strcmp(a, "log")) g_log = v;
+        else if (!strcmp(a, "log-every")) g_log_every = (int64_t)num(a, v, 1, 1e9);
+        else if (!strcmp(a, "histograms")) g_hist = v;
         else if (!strcmp(a, "cpus")) {
             char *copy = strdup(v), *save = NULL;
             for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
@@ -640,6 +823,14 @@ static void parse_args(int argc, char **argv) {
             free(copy);
         } else usage();
     }
+    g_warm_ns = (int64_t)(g_warmup * 1e9);
+    g_end_ns = g_warm_ns + (int64_t)(g_duration * 1e9);
+    g_nms = (g_end_ns - g_warm_ns) / 1000000 + 1;
+    g_nsec = (int64_t)ceil(g_duration) + 1;
+    g_len3 = hist_len(H3, LAT_HIGHEST);
+    g_lenlag = hist_len(H3, LAG_HIGHEST);
+    g_len2 = hist_len(H2, LAT_HIGHEST);
+    g_len1 = hist_len(H1, LAT_HIGHEST);
     if (g_threads > g_conns) die("--threads must not exceed --connections (each thread needs a connection)");
     if (strlen(g_path) > 512 || g_path[0] != '/' || strpbrk(g_path, " \r\n")) die("--path must start with / and hold no spaces or line breaks");
     if (strlen(g_host) > 255 || strpbrk(g_host, " \r\n")) die("--host must hold no spaces or line breaks");
@@ -671,22 +862,22 @@ int main(int argc, char **argv) {
     sigaction(SIGCONT, &sc, NULL);
 
     struct thread *ts = xalloc((size_t)g_threads, sizeof *ts, "the threads");
+    if (g_hist) g_slots = xalloc((size_t)(g_nms * g_len1), sizeof(uint16_t), "the per-ms slot histograms");
     uint32_t next_id = 0;
     for (int i = 0; i < g_threads; i++) {
         struct thread *t = &ts[i];
         t->index = i;
         t->cpu = g_ncpus ? g_cpus[i % g_ncpus] : -1;
-        t->rng = g_seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xBF58476D1CE4E5B9ULL + 1;
-        t->nreq = build_schedule(t);
-        t->recs = xalloc((size_t)t->nreq, sizeof(struct rec), "the request log");
-        for (int64_t j = 0; j < t->nreq; j++)
-            t->recs[j] = (struct rec){t->due[j], -1, -1, ST_NONE, 0};
+        t->sch = (struct sched){g_seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xBF58476D1CE4E5B9ULL + 1, i, 0};
+        if (g_log) init_log(t);
+        if (g_hist) init_hists(&t->h);
+        advance(t);
         t->nconns = g_conns / g_threads + (i < g_conns % g_threads);
         t->conns = xalloc((size_t)t->nconns, sizeof *t->conns, "the connections");
         for (int c = 0; c < t->nconns; c++) {
             t->conns[c].fd = -1;
             t->conns[c].id = next_id++;
-            t->conns[c].fifo = xalloc((size_t)g_pipeline, sizeof(int64_t), "the in-flight queues");
+            t->conns[c].fifo = xalloc((size_t)g_pipeline, sizeof(struct inflight), "the in-flight queues");
         }
     }
     for (int i = 0; i < g_threads; i++) {
@@ -710,7 +901,7 @@ int main(int argc, char **argv) {
     int64_t offcpu_ns = 0, stalls_dropped = 0, work_ns = 0, window = 0, sent = 0, ok = 0, http_errors = 0, conn_errors = 0, reconnects = 0, unfinished = 0, not_sent = 0;
     for (int i = 0; i < g_threads; i++) {
         struct thread *t = &ts[i];
-        window += t->nreq - t->first_window;
+        window += t->sent + t->not_sent;
         sent += t->sent; ok += t->ok; http_errors += t->http_errors; conn_errors += t->conn_errors;
         reconnects += t->reconnects; unfinished += t->unfinished; not_sent += t->not_sent; work_ns += t->work_ns;
         offcpu_ns += t->offcpu_ns; stalls_dropped += t->stalls_dropped; intervals_dropped += t->intervals_dropped;
@@ -721,21 +912,25 @@ int main(int argc, char **argv) {
         if (!f) { fprintf(stderr, "cnib-openloop: cannot write %s: %s\n", g_log, strerror(errno)); return 1; }
         for (int i = 0; i < g_threads; i++) {
             struct thread *t = &ts[i];
-            int64_t n = t->nreq - t->first_window;
-            if (n > 0 && fwrite(t->recs + t->first_window, sizeof(struct rec), n, f) != (size_t)n) {
+            int64_t n = t->nrecs;
+            if (n > 0 && fwrite(t->recs, sizeof(struct rec), n, f) != (size_t)n) {
                 fprintf(stderr, "cnib-openloop: short write to %s\n", g_log);
                 return 1;
             }
         }
         if (fclose(f) != 0) { fprintf(stderr, "cnib-openloop: cannot write %s: %s\n", g_log, strerror(errno)); return 1; }
     }
-    printf("{\"generator\": \"cnib-openloop\", \"version\": \"%s\", \"interrupted\": %s, "
+    if (g_hist) {
+        for (int i = 1; i < g_threads; i++) merge_hists(&ts[0].h, &ts[i].h);
+        if (write_hists(g_hist, &ts[0].h) != 0) { fprintf(stderr, "cnib-openloop: cannot write %s: %s\n", g_hist, strerror(errno)); return 1; }
+    }
+    printf("{\"generator\": \"cnib-openloop\", \"version\": \"%s\", \"interrupted\": %s, \"log_every\": %lld, \"histograms\": %s, \"peak_rss_kb\": %lld, "
            "\"t0_realtime_ns\": %lld, \"rate\": %.6f, \"arrival\": \"%s\", \"connections\": %d, \"threads\": %d, "
            "\"pipeline\": %d, \"warmup_s\": %.6f, \"duration_s\": %.6f, \"timeout_s\": %.6f, \"record_bytes\": %zu, "
            "\"window_requests\": %lld, \"sent\": %lld, \"ok\": %lld, \"http_errors\": %lld, \"conn_errors\": %lld, "
            "\"reconnects\": %lld, \"unfinished\": %lld, \"not_sent\": %lld, \"work_s\": %.6f, "
            "\"offcpu_s\": %.6f, \"stall_ns\": %d, \"stalls_dropped\": %lld, \"stalls\": [",
-           VERSION, g_stop ? "true" : "false", (long long)realtime_at_t0, g_rate, g_arrival, g_conns, g_threads,
+           VERSION, g_stop ? "true" : "false", (long long)g_log_every, g_hist ? "true" : "false", peak_rss_kb(), (long long)realtime_at_t0, g_rate, g_arrival, g_conns, g_threads,
            g_pipeline, g_warmup, g_duration, g_timeout, sizeof(struct rec), (long long)window, (long long)sent,
            (long long)ok, (long long)http_errors, (long long)conn_errors, (long long)reconnects,
            (long long)unfinished, (long long)not_sent, work_ns / 1e9, offcpu_ns / 1e9, STALL_NS,
