@@ -1,6 +1,8 @@
-"""cnib-openloop memory and processing benchmark on the local testbed, host mode (needs root; brings the testbed up and down; ~80 s a run).
+"""cnib-openloop memory and processing benchmark on the local testbed, host mode (needs root; brings
+the testbed up and down; ~80 s a run).
 
-    flock /run/cnibench-dev.lock python3 benchmarks/openloop_memory_bench.py [--rate 40000] [--duration 60] [--paths histograms]
+    flock /run/cnibench-dev.lock python3 benchmarks/openloop_memory_bench.py [--rate 40000] [--duration 60] \
+        [--paths histograms]
 
 One run through BenchSession with the record from the generator's histograms (cnib-openloop 6,
 BenchSpec.openloop_histograms; the sampled log off), and prints (issue 27's acceptance 2):
@@ -70,7 +72,8 @@ class Timed:
 async def one(s: BenchSession, timed: Timed, spec: BenchSpec, tag: str) -> dict:
     rec = await s.run(spec, run_id=f"bench/host/small/{int(spec.rate)}/{tag}")
     info = rec["settings"].get("generator_info") or {}
-    out = {"path": tag, "status": rec["status"], "reason": rec["reason"], "peak_rss_mb": round((info.get("peak_rss_kb") or -1024) / 1024, 1),
+    out = {"path": tag, "status": rec["status"], "reason": rec["reason"],
+           "peak_rss_mb": round((info.get("peak_rss_kb") or -1024) / 1024, 1),
            "processing_s": round(timed.processing_s(spec, rec), 3), "read_s": round(timed.read_s, 3),
            "files_bytes": {k: len(v) for k, v in timed.files.items()}, "record_bytes": len(json.dumps(rec)),
            "record_parts_bytes": {k: len(json.dumps(v)) for k, v in rec.items() if len(json.dumps(v)) > 1000}}

@@ -108,7 +108,8 @@ def dense(pair, n: int) -> np.ndarray:
     return out
 
 
-def slot_mask(episodes: list[tuple[int, int, int]], start_ns: int, nslots: int, lead_ns: int, tail_min_ns: int) -> np.ndarray:
+def slot_mask(episodes: list[tuple[int, int, int]], start_ns: int, nslots: int, lead_ns: int,
+              tail_min_ns: int) -> np.ndarray:
     """The 1 ms slots of intended time (from start_ns) that a widened steal episode touches
     (latency.steal_mask's window [begin - lead, end + max(tail_min, stolen)]), rounded out to
     whole slots: True = left out."""
