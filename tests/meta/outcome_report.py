@@ -11,8 +11,9 @@ def pytest_runtest_logreport(report):
         if report.nodeid not in _OUT or report.outcome != "passed":
             if report.skipped and isinstance(report.longrepr, tuple):
                 reason = str(report.longrepr[2])[:400]
-            else:  # a failure: the end of its message, to tell why it failed
-                reason = str(report.longrepr or "")[-1500:]
+            else:  # a failure: the head of its crash message (what failed) and the end of the report
+                crash = getattr(getattr(report.longrepr, "reprcrash", None), "message", "") or ""
+                reason = crash[:300] + " ... " + str(report.longrepr or "")[-1200:]
             _OUT[report.nodeid] = [report.outcome, reason]
 
 
