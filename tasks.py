@@ -108,7 +108,10 @@ def hosts_check(c, inventory=None, json_=False, study=None):
 
     reports = _run(main())
     print(json.dumps([r.to_dict() for r in reports], indent=2) if json_ else format_table(reports))
-    if any(r.problems() for r in reports):
+    bad = any(r.problems() for r in reports)
+    if study and not bad:  # the study against the hosts' CPUs and limits: the plan per host
+        bad = not _print_fit(study, inventory or config.DEFAULT_INVENTORY, json_)
+    if bad:
         raise Exit(code=1)
 
 @task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)"})
@@ -153,7 +156,6 @@ def lock(c, upgrade=False):
 from cnibench.infra.hosts import Fleet  # noqa: E402
 from cnibench.infra.lease import session_lease  # noqa: E402
 from cnibench.modes import cli  # noqa: E402  (the mode tasks' text and JSON)
-from cnibench.modes import MODES  # noqa: E402  (which modes put conntrack on the path)
 from cnibench.modes.clean import clean as sweep  # noqa: E402
 from cnibench.modes.cli import mode_help, settings_from_options  # noqa: E402  (the registry names the modes)
 
@@ -427,29 +429,17 @@ def jupyter(c, study="lab", port=8888):
 
 # --- issue 28: the CPU plan and host limits, read-only ---
 
-def _study_needs(study, inventory, offsets):
-    """What the study asks of its hosts (limits.StudyNeeds), read off the study file."""
-    from cnibench.infra.limits import StudyNeeds
-    from cnibench.infra.topology import parse_cpus_setting
-    from cnibench.workload.defaults import default_connections
-    from cnibench.workload.nginx import response_bytes
+def _print_fit(study, inventory, json_=False) -> bool:
+    """Fit the study to the inventory's hosts (read-only) and print it; True when it fits."""
+    from cnibench.infra import limits
+    from cnibench.study.precheck import read_study_fit
+    from cnibench.study.spec import load_study
 
-    w, rates = study.workload, tuple(study.loads) if not study.uses_fractions else ()
-    top = max(rates, default=None)
-    return StudyNeeds(
-        study.name, int(w.get("threads", 1)), int(w.get("nginx_workers", 1)), rates,
-        int(w.get("connections") or default_connections(top)), {s: response_bytes(s) for s in study.sizes},
-        len("GET /small HTTP/1.1\r\nHost: 255.255.255.255:65535\r\nUser-Agent: cnib-openloop/5\r\n\r\n"),
-        float(w.get("duration_s", 10)), float(w.get("warmup_s", 2)),
-        any(MODES.get(m).needs_nft for m in study.modes if m in MODES),  # NAT rules: conntrack on the path
-        _cpus_setting(w, parse_cpus_setting), offsets, inventory.testbed)
-
-
-def _cpus_setting(w, parse):
-    """Today's explicit client_cpus/server_cpus keys win over `cpus` (auto when neither is set)."""
-    if "client_cpus" in w or "server_cpus" in w:
-        return {k: parse(list(w[f"{k}_cpus"]), f"workload.{k}_cpus") for k in ("client", "server") if f"{k}_cpus" in w}
-    return parse(w.get("cpus", "auto"))
+    st = load_study(study)
+    inv = config.load_inventory(inventory or st.inventory)
+    sf = _with_fleet(inv.path, lambda fleet: read_study_fit(fleet, st, inv.testbed))
+    print(json.dumps(sf.to_dict(), indent=2) if json_ else limits.format_fit(sf.fit, sf.hosts))
+    return not sf.fit.problems
 
 
 @task(help={"study": "study file or name in studies/", "inventory": "inventory file (default: the study's)",
@@ -457,22 +447,7 @@ def _cpus_setting(w, parse):
 @cli_errors
 def hosts_plan(c, study, inventory=None, json_=False):
     """Print per host the CPU plan (cpus: auto), whether irqbalance runs and every limit problem: changes nothing."""
-    from cnibench.infra import limits
-    from cnibench.study.spec import load_study
-
-    async def main(fleet):
-        hosts = [await limits.read_host_facts(h) for h in fleet]
-        clients = [h for h in fleet if h.spec.role == "client"]
-        offsets = {h.name: await limits.clock_offset(h) for h in clients} if len(clients) > 1 else {}
-        needs = _study_needs(st, inv, offsets)
-        return needs, hosts, limits.study_fit(needs, hosts)
-
-    st = load_study(study)
-    inv = config.load_inventory(inventory or st.inventory)
-    needs, hosts, fit = _with_fleet(inv.path, main)
-    print(json.dumps({"plans": {k: p.to_dict() for k, p in fit.plans.items()}, "notes": fit.notes,
-                      "problems": fit.problems}, indent=2) if json_ else limits.format_fit(fit, hosts))
-    if fit.problems:
+    if not _print_fit(study, inventory, json_):
         raise Exit(code=1)
 
 

@@ -46,6 +46,11 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     is_testbed = config.testbed_hosts(inventory_path) is not None
     if is_testbed:
         from .infra import testbed
+        from .study.precheck import local_fit, refuse_unfit
+
+        # The testbed's hosts are this machine: a study that cannot fit it is refused before
+        # any namespace exists (the precheck fits it again over SSH once the testbed is up).
+        refuse_unfit(local_fit(study, config.testbed_hosts(inventory_path)))
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts)})")

@@ -87,6 +87,7 @@ def _fake_hosts(monkeypatch, counts):
     monkeypatch.setattr(lease.Lease, "_op", op)
     monkeypatch.setattr(lease.Lease, "_acquire_all", acquire_all)
     monkeypatch.setattr(precheck, "check_fleet", no_reports)
+    monkeypatch.setattr(precheck, "read_study_fit", recorded_fit)
     monkeypatch.setattr(clean, "sweep_workload", no_leftovers)
     monkeypatch.setattr(modes, "mode_down", nothing)
     monkeypatch.setattr(modes, "mode_up", endpoint)
@@ -101,6 +102,18 @@ def _fake_hosts(monkeypatch, counts):
 
 async def _facts():
     return {}
+
+
+async def recorded_fit(fleet, study, testbed, rates=None):
+    """The study fitted to the testbed's recorded facts (tests/fixtures/limits/)."""
+    from cnibench.infra.limits import HostFacts, parse_limits, study_fit
+    from cnibench.infra.topology import parse_topology
+
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "limits"
+    hosts = [HostFacts(h.name, h.spec.role, "eth0", parse_topology((fix / f"testbed-{h.spec.role}.topology").read_text()),
+                       parse_limits((fix / f"testbed-{h.spec.role}.limits").read_text())) for h in fleet]
+    needs = precheck.study_needs(study, testbed, {}, rates)
+    return precheck.StudyFit(needs, hosts, study_fit(needs, hosts))
 
 
 def _count_loads(monkeypatch, counts):

@@ -200,7 +200,7 @@ class StudyNeeds:
     duration_s: float = 0.0
     warmup_s: float = 0.0
     conntrack: bool = False  # a mode puts conntrack (NAT) on the path
-    cpus: object = "auto"  # "auto", a CPU tuple, or {client: (..), server: (..)}
+    cpus: object = "auto"  # "auto", a CPU tuple, {client: (..), server: (..)}, or None (not pinned)
     clock_offsets: dict[str, float] = field(default_factory=dict)  # client -> seconds, several clients
     shared_machine: bool = False  # client and server are one machine (the local testbed)
 
@@ -226,6 +226,8 @@ class Fit:
 
 
 def _plan(fit: Fit, needs: StudyNeeds, hosts: list[HostFacts]) -> None:
+    if needs.cpus is None:  # pin: false, nothing pinned, nothing to plan
+        return
     clients = [h for h in hosts if h.role == "client"]
     if needs.shared_machine and clients:  # one machine: threads and workers on separate cores of it
         jobs = [(clients[0], needs.threads, needs.workers, [h.name for h in hosts])]

@@ -12,6 +12,9 @@ MODES = mode_names()  # the registry's fixed order (tables, legends, colours)
 
 # Fields the runner fills in per run; a study cannot set them.
 _PER_RUN_KEYS = ("mode", "size", "rate", "closed_loop")
+# Workload keys of the study alone: `cpus` (auto | a CPU list | {client:, server:}) becomes each
+# run's client_cpus/server_cpus from the hosts' CPU plan (study/precheck.py, infra/topology.py).
+STUDY_WORKLOAD_KEYS = ("cpus",)
 
 
 def known_modes() -> tuple[str, ...]:
@@ -22,7 +25,7 @@ def workload_keys() -> tuple[str, ...]:
     """BenchSpec fields a study may set."""
     from ..workload.bench import BenchSpec
 
-    return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS)
+    return tuple(f.name for f in dataclasses.fields(BenchSpec) if f.name not in _PER_RUN_KEYS) + STUDY_WORKLOAD_KEYS
 
 
 def calibration_keys() -> tuple[str, ...]:

@@ -173,12 +173,135 @@ def format_table(reports: list[HostReport]) -> str:
     return "\n".join(lines)
 
 
-async def precheck_or_raise(fleet: Fleet, out=print) -> None:
+async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> StudyFit | None:
     """The precheck of `invoke run-all`, over the session's own fleet (no connection of its
-    own): the table printed, and a CnibenchError when a host has a problem."""
+    own): the table printed, and a CnibenchError when a host has a problem. With `study`: the
+    study fitted to the hosts' CPUs and limits, refused in one message (PlanError) when it does
+    not fit; the fit is returned (its plan places the generator and nginx)."""
     from ..errors import CnibenchError
 
     reports = await check_fleet(fleet)
     out(format_table(reports))
     if any(r.problems() for r in reports):
         raise CnibenchError("precheck failed: fix the problems listed above, then run again (finished runs are kept)")
+    if study is None:
+        return None
+    return refuse_unfit(await read_study_fit(fleet, study, fleet.inventory.testbed))
+
+
+# --- the study against the hosts' CPUs and limits (infra/topology.py, infra/limits.py) ---
+
+REQUEST_BYTES = len("GET /small HTTP/1.1\r\nHost: 255.255.255.255:65535\r\nUser-Agent: cnib-openloop/5\r\n\r\n")
+TESTBED_CPUS = {"client": (0,), "server": (1,)}  # the 2-core testbed: generator on 0, nginx on 1
+
+
+def cpus_setting(workload: dict, testbed: bool):
+    """The study's CPU setting for limits.StudyNeeds: explicit client_cpus/server_cpus win, then
+    `cpus`; without either, auto on real hosts and the fixed 0/1 on the testbed; None unpinned."""
+    from ..infra.topology import parse_cpus_setting
+
+    if workload.get("pin") is False:
+        return None
+    if "client_cpus" in workload or "server_cpus" in workload:
+        return {k: parse_cpus_setting(list(workload[f"{k}_cpus"]), f"workload.{k}_cpus")
+                if f"{k}_cpus" in workload else TESTBED_CPUS[k] for k in ("client", "server")}  # bench.py's defaults
+    if "cpus" not in workload and testbed:
+        return dict(TESTBED_CPUS)
+    return parse_cpus_setting(workload.get("cpus", "auto"))
+
+
+def study_needs(study, testbed: bool, offsets: dict | None = None, rates=None):
+    """What the study asks of its hosts (limits.StudyNeeds), read off the study (pure). `rates`:
+    the absolute rates once calibration has turned a fraction study's loads into them."""
+    from ..infra.limits import StudyNeeds
+    from ..workload.defaults import default_connections
+    from ..workload.nginx import response_bytes
+
+    w = study.workload
+    rates = tuple(rates) if rates else (tuple(study.loads) if not study.uses_fractions else ())
+    top = max(rates, default=None)
+    return StudyNeeds(
+        study.name, int(w.get("threads", 1)), int(w.get("nginx_workers", 1)), rates,
+        int(w.get("connections") or default_connections(top)), {s: response_bytes(s) for s in study.sizes},
+        REQUEST_BYTES, float(w.get("duration_s", 10)), float(w.get("warmup_s", 2)),
+        any(MODES.get(m).needs_nft for m in study.modes if m in MODES),  # NAT rules: conntrack on the path
+        cpus_setting(w, testbed), dict(offsets or {}), testbed)
+
+
+@dataclass
+class StudyFit:
+    """A study fitted to its hosts: what it needs, the facts read, the result (plans, notes)."""
+
+    needs: object  # limits.StudyNeeds
+    hosts: list  # limits.HostFacts
+    fit: object  # limits.Fit
+
+    def placement(self, inventory) -> dict:
+        """client_cpus/server_cpus from the plans (the first client's and the server's)."""
+        out = {}
+        client, server = self.fit.plans.get(inventory.client.name), self.fit.plans.get(inventory.server.name)
+        if client is not None and client.threads:
+            out["client_cpus"] = list(client.threads)
+        if server is not None and server.workers:
+            out["server_cpus"] = list(server.workers)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"plans": {k: p.to_dict() for k, p in self.fit.plans.items()}, "notes": list(self.fit.notes),
+                "problems": list(self.fit.problems),
+                "irqbalance": {h.name: h.limits.irqbalance for h in self.hosts}}
+
+
+async def read_study_fit(fleet: Fleet, study, testbed: bool, rates=None) -> StudyFit:
+    """Read every host's topology and limits (read-only), and the clients' clock offsets when
+    there are several, and fit the study to them (nothing refused yet)."""
+    from ..infra.limits import clock_offset, read_host_facts, study_fit
+
+    hosts = [await read_host_facts(h) for h in fleet]
+    clients = [h for h in fleet if h.spec.role == "client"]
+    offsets = {h.name: await clock_offset(h) for h in clients} if len(clients) > 1 else {}
+    needs = study_needs(study, testbed, offsets, rates)
+    return StudyFit(needs, hosts, study_fit(needs, hosts))
+
+
+def refit(prev: StudyFit, study, rates) -> StudyFit:
+    """The same hosts' facts against the calibrated absolute rates (pure)."""
+    from ..infra.limits import study_fit
+
+    needs = study_needs(study, prev.needs.shared_machine, prev.needs.clock_offsets, rates)
+    return StudyFit(needs, prev.hosts, study_fit(needs, prev.hosts))
+
+
+def refuse_unfit(sf: StudyFit) -> StudyFit:
+    from ..infra.limits import refuse
+
+    refuse(sf.fit, sf.needs)
+    return sf
+
+
+def placed(study, sf: StudyFit, inventory):
+    """The study with the plan's client_cpus/server_cpus in its workload (`cpus` resolved)."""
+    from dataclasses import replace
+
+    w = {k: v for k, v in study.workload.items() if k != "cpus"}
+    if sf.needs.cpus is not None:
+        w.update(sf.placement(inventory))
+    return replace(study, workload=w)
+
+
+def local_fit(study, names) -> StudyFit:
+    """The local testbed's fit BEFORE it is up (its hosts are this machine): the same read-only
+    scripts run here, so a study that cannot fit is refused before any namespace exists."""
+    import subprocess
+
+    from ..infra.config import RUN_DIR
+    from ..infra.limits import HostFacts, limits_argv, parse_limits, study_fit
+    from ..infra.topology import parse_topology, topology_argv
+
+    def out(argv):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+
+    topo, lim = parse_topology(out(topology_argv("eth0"))), parse_limits(out(limits_argv("eth0", str(RUN_DIR))))
+    hosts = [HostFacts(n, "client" if i == 0 else "server", "eth0", topo, lim) for i, n in enumerate(names)]
+    needs = study_needs(study, True)
+    return StudyFit(needs, hosts, study_fit(needs, hosts))

@@ -121,6 +121,7 @@ class StudyRun:
         self.manifest_session: dict | None = None  # this session's entry in the manifest
         self.fleet = None
         self.limits = None
+        self.fitted = None  # precheck.StudyFit: the CPU plan and the limits, with the precheck
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
@@ -190,10 +191,11 @@ class StudyRun:
 
         async with Fleet(self.inventory) as fleet:
             self.fleet = fleet
-            if self.precheck:
-                from .precheck import precheck_or_raise
+            if self.precheck:  # the hosts, then the study against their CPUs and limits (issue 28)
+                from .precheck import placed, precheck_or_raise
 
-                await precheck_or_raise(fleet, self.out)
+                self.fitted = await precheck_or_raise(fleet, self.out, self.study)
+                self.study = placed(self.study, self.fitted, self.inventory)
             await self._sweep_leftovers()
             runs = await self._plan_session()
             todo = await self._pending(runs)
@@ -222,6 +224,7 @@ class StudyRun:
         calibration = await calibrated_max_rates(fleet, study, self.inventory.name, self.manifest, None, self.out)
         self.counters.calibration_s = time.monotonic() - t
         runs = matrix.plan(study, (calibration or {}).get("max_rates"))
+        self._refit(runs)
         from ..workload.bench import probe_limits
 
         self.limits = await probe_limits(fleet)
@@ -234,10 +237,19 @@ class StudyRun:
         self.manifest["calibration"] = calibration
         self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
         self.manifest_session["quiet"] = [first_quiet]
+        if self.fitted is not None:
+            self.manifest_session["cpu_plan"] = self.fitted.to_dict()
         add_session(self.manifest, self.manifest_session)
         write_manifest(self.mpath, self.manifest)
         check_requirements(study, self.manifest_session["hosts"])
         return runs
+
+    def _refit(self, runs: list) -> None:
+        """A fraction study's calibrated rates against the same hosts' limits, before any run."""
+        if self.fitted is not None and self.study.uses_fractions and runs:
+            from .precheck import refit, refuse_unfit
+
+            self.fitted = refuse_unfit(refit(self.fitted, self.study, sorted({r.target_rate for r in runs})))
 
     async def _pending(self, runs: list) -> list:
         """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""

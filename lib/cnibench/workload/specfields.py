@@ -10,7 +10,20 @@ from .guards import GuardLimits
 
 
 def bench_spec(fields: Mapping[str, Any]) -> BenchSpec:
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in with_defaults(fields).items()}
+    if "cpus" in fields:  # the study's placement; study/precheck.py turns it into client/server_cpus
+        _check_cpus(fields["cpus"])
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in with_defaults(fields).items() if k != "cpus"}
     if isinstance(kw.get("guard"), dict):
         kw["guard"] = GuardLimits(**kw["guard"])
     return BenchSpec(**kw)
+
+
+def _check_cpus(value) -> None:
+    from ..errors import ConfigError, PlanError
+    from ..infra.topology import parse_cpus_setting
+
+    try:
+        parse_cpus_setting(list(value) if isinstance(value, tuple) else value)
+    except PlanError as exc:
+        problem = str(exc).split(": ", 1)[1]
+        raise ConfigError("bench", "cpus", problem.split(". ", 1)[0], problem.split(". ", 1)[1]) from None
