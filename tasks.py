@@ -48,14 +48,15 @@ def setup(c):
     packages.ensure()
 
 
-@task(help={"hosts": "comma-separated host names (default: client,server)"})
+@task(help={"hosts": "comma-separated host names (default: client,server)",
+            "sshd_nofile": "start the hosts' sshd under this open-file limit (e.g. 256: what hosts.check --study says)"})
 @cli_errors
-def testbed_up(c, hosts="client,server"):
+def testbed_up(c, hosts="client,server", sshd_nofile=None):
     """Bring the local testbed up (idempotent) and print its inventory path."""
     from cnibench.infra import testbed
 
     packages.ensure()
-    print(testbed.up([h for h in hosts.split(",") if h]))
+    print(testbed.up([h for h in hosts.split(",") if h], sshd_nofile=int(sshd_nofile) if sshd_nofile else None))
 
 
 @task

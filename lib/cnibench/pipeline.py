@@ -53,7 +53,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
         refuse_unfit(local_fit(study, config.testbed_hosts(inventory_path)))
 
         hosts = config.testbed_hosts(inventory_path)
-        out(f"testbed: up ({testbed.up(hosts)})")
+        out(f"testbed: up ({testbed.up(hosts, **config.testbed_options(inventory_path))})")
     # Loaded once and passed down: the study, the inventory and the lease are never reloaded or
     # retaken inside (issue 22); the precheck runs over the study's own fleet.
     inventory = config.load_inventory(inventory_path)

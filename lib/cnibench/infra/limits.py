@@ -255,7 +255,7 @@ def _explicit(cpus, h: HostFacts, threads: int, workers: int, label: str) -> Cpu
     wc = tuple(side or cpus.get("server", ())) if workers else ()
     check_pinned(tc, threads, "generator threads", label, h.topology)
     check_pinned(wc, workers, "nginx workers", label, h.topology)
-    return CpuPlan(None, tc, wc, (), False, ("cpus given by the study",))
+    return CpuPlan(None, tc, wc, (), False, ("cpus as given (the study's lists, or the testbed's fixed 0 and 1)",))
 
 
 def study_fit(needs: StudyNeeds, hosts: list[HostFacts]) -> Fit:
@@ -321,7 +321,8 @@ def format_fit(fit: Fit, hosts: list[HostFacts]) -> str:
             out.append("  cpus: no plan (see the problems)")
             continue
         shared = sum(q is p for q in fit.plans.values()) > 1
-        out.append(f"  cpus{' (one machine for both hosts)' if shared else ''}: NUMA node {p.node}; "
+        node = f"NUMA node {p.node}; " if p.node is not None else ""
+        out.append(f"  cpus{' (one machine for both hosts)' if shared else ''}: {node}"
                    f"generator threads on {format_cpulist(p.threads)}, nginx workers on "
                    f"{format_cpulist(p.workers)}; NIC interrupts pinned to {format_cpulist(p.irq_cpus)}"
                    f"{' (skipped)' if p.irq_cores_skipped else ''}")

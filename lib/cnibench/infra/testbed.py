@@ -114,23 +114,30 @@ def precheck() -> None:
         raise TestbedError(f"missing tools for the testbed. Install them with: apt-get install -y {' '.join(missing)}")
 
 
-def up(names=DEFAULT_HOSTS) -> Path:
-    """Bring the testbed up (idempotent) and return the path of its generated inventory."""
+def up(names=DEFAULT_HOSTS, sshd_nofile: int | None = None) -> Path:
+    """Bring the testbed up (idempotent) and return the path of its generated inventory.
+    sshd_nofile: start each host's sshd (and so every command over SSH) under that open-file
+    limit, soft and hard (prlimit), as a real host with a low limit would be (issue 28)."""
     precheck()
     hosts = testbed_hosts(names)
+    if sshd_nofile is not None and (not isinstance(sshd_nofile, int) or isinstance(sshd_nofile, bool) or sshd_nofile < 16):
+        raise TestbedError(f"sshd_nofile {sshd_nofile!r} is not a whole number >= 16")
     existing = read_state()
     if existing and existing.get("hosts") != [h.name for h in hosts]:
         raise TestbedError(f"a testbed with hosts {existing.get('hosts')} is up. Run 'invoke testbed.down' first.")
+    if existing and existing.get("sshd_nofile") != sshd_nofile:
+        raise TestbedError(f"a testbed with sshd_nofile {existing.get('sshd_nofile')} is up (asked: {sshd_nofile}). "
+                           "Run 'invoke testbed.down' first.")
     sd = state_dir()
     sd.mkdir(parents=True, exist_ok=True)
-    _write_state(hosts)  # first, so that down can clean a half-built testbed
+    _write_state(hosts, sshd_nofile)  # first, so that down can clean a half-built testbed
     try:
         _keys(hosts)
         _fabric()
         for h in hosts:
             _host(h)
         for h in hosts:
-            _sshd(h)
+            _sshd(h, sshd_nofile)
         _write_known_hosts(hosts)
         path = _write_inventory(hosts)
         _wait_for_ssh(hosts)
@@ -140,9 +147,10 @@ def up(names=DEFAULT_HOSTS) -> Path:
     return path
 
 
-def _write_state(hosts: list[TestbedHost]) -> None:
+def _write_state(hosts: list[TestbedHost], sshd_nofile: int | None = None) -> None:
     state = read_state() or {}
     state["hosts"] = [h.name for h in hosts]
+    state["sshd_nofile"] = sshd_nofile
     # /run/sshd is sshd's privilege-separation directory; remember whether we made it.
     if "made_run_sshd" not in state:
         state["made_run_sshd"] = not Path(RUN_SSHD).exists()
@@ -241,7 +249,7 @@ def _sshd_pid(h: TestbedHost) -> int | None:
     return None if gone(pid) else pid
 
 
-def _sshd(h: TestbedHost) -> None:
+def _sshd(h: TestbedHost, nofile: int | None = None) -> None:
     if _sshd_pid(h):
         return
     Path(RUN_SSHD).mkdir(mode=0o755, exist_ok=True)
@@ -250,7 +258,8 @@ def _sshd(h: TestbedHost) -> None:
     sshd = which("sshd") or "/usr/sbin/sshd"
     sh([sshd, "-t", "-f", str(conf)])
     # Join only the network namespace: see the module docstring for why not `ip netns exec`.
-    sh(["nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
+    limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
+    sh([*limit, "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
 
 
 def _write_known_hosts(hosts: list[TestbedHost]) -> None:

@@ -123,11 +123,25 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         rec = finish_record(rec, run, ctx.ref)
         problems = validate_record(rec)
         if problems:
-            return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), ctx.ref)
+            return failed_record(run, incomplete_why(rec, problems), fields, started, now_iso(), ctx.ref)
         return rec
     except RUN_FAILURES as exc:  # a failed run is a result; the study goes on (a bug is not: it propagates)
         log.debug("run %s failed", run.run_id, exc_info=True)
         return failed_record(run, reason_of(exc), fields, started, now_iso(), ctx.ref)
+
+
+def incomplete_why(rec: dict, problems: list[str]) -> str:
+    """A failed run's reason when the workload's record is incomplete, in the user's terms: what
+    the generator counted, and where to look (pure)."""
+    c = rec.get("counts") or {}
+    if any(p.startswith("no latency histogram") for p in problems):
+        said = f"; the workload said: {rec['reason']}" if rec.get("reason") else ""
+        notes = f"; notes: {'; '.join(map(str, rec['notes']))}" if rec.get("notes") else ""
+        return (f"failed: no latency was measured at {float(rec.get('target_rate') or 0):,.0f} req/s: "
+                f"{c.get('ok', 0):,} of {c.get('requests', 0):,} requests answered ({c.get('errors', 0):,} errors, "
+                f"{c.get('timeouts', 0):,} timeouts){said}{notes}. If the hosts cannot carry this load, "
+                "`invoke hosts.check --study <study>` says which limit it exceeds")
+    return f"failed: the workload returned an incomplete record ({'; '.join(problems)})"
 
 
 async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Mapping, run: Mapping, raw_dir: str | Path | None = None) -> Path:

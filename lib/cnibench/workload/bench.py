@@ -177,7 +177,8 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
 async def probe_limits(fleet) -> HostLimits:
     """The facts validate_spec checks, from the hosts (a few cheap commands)."""
     async def facts(host):
-        r = await host.run(["sh", "-c", "ulimit -n; nproc"], timeout=FACTS_TIMEOUT)
+        # the hard limit: the generator raises its soft limit to it (generators/base.accounted)
+        r = await host.run(["sh", "-c", "ulimit -Hn; nproc"], timeout=FACTS_TIMEOUT)
         nofile, ncpu = r.stdout.split()[:2]
         return (None if nofile == "unlimited" else int(nofile)), int(ncpu)
 

@@ -1,0 +1,80 @@
+"""Issue 28 on the real testbed: a study that does not fit the hosts is refused in one message
+before anything changes (acceptance 2), and a testbed whose sshd runs under a 256-file limit
+stops `hosts.check --study` and `run-all` before any mode goes up (acceptance 3).
+
+Both run `invoke` as a child process, as a user would; its output goes to tmp_path
+(CNIBENCH_OUTPUT), never to data/."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnibench.infra import testbed as tb
+from cnibench.infra.config import ROOT
+
+pytestmark = [pytest.mark.timeout(300)]
+
+
+def snapshot() -> dict:
+    """What a refusal must not change: namespaces, links, and the testbed's sshd processes."""
+    def out(argv):
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+
+    return {"netns": sorted(out(["ip", "netns", "list"]).splitlines()),
+            "links": sorted(line.split()[0] for line in out(["ip", "-br", "link"]).splitlines()),
+            "sshd": sorted(out(["pgrep", "-f", str(tb.state_dir())]).split())}
+
+
+def invoke(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CNIBENCH_OUTPUT": str(tmp_path / "out"), "CNIBENCH_LOCK_HELD": "1"}
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+
+
+def error_lines(r: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in r.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_paper_on_the_testbed_is_refused_before_any_change(testbed_lock, tmp_path):
+    tb.down()
+    before = snapshot()
+    r = invoke(tmp_path, "run-all", "--study", "studies/paper.yml", "--inventory", "inventories/testbed.yml")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert len(error_lines(r)) == 1, r.stderr
+    assert "study paper does not fit these hosts (1 problem(s)); nothing was changed" in r.stderr
+    assert "18 generator thread(s) and 18 nginx worker(s) need 36 physical cores" in r.stderr
+    assert "estimated duration" not in r.stdout and "testbed: up" not in r.stdout
+    assert snapshot() == before
+    assert not (tmp_path / "out" / "data" / "raw" / "paper").exists()
+
+
+def test_a_256_file_sshd_stops_hosts_check_and_run_all_before_any_mode(testbed_lock, tmp_path):
+    marker = tmp_path / "testbed-256.yml"
+    marker.write_text(yaml.safe_dump({"testbed": {"hosts": ["client", "server"], "sshd_nofile": 256}}))
+    study = tmp_path / "nofile.yml"  # 30,000 req/s: 300 connections, 364 open files
+    study.write_text(yaml.safe_dump({
+        "name": "nofile", "inventory": str(marker), "modes": ["host"], "sizes": ["small"],
+        "load": {"rates": [30000]}, "workload": {"duration_s": 2, "warmup_s": 0.5}, "notebooks": "none"}))
+    tb.down()
+    try:
+        tb.up(sshd_nofile=256)
+        before = snapshot()
+        r = invoke(tmp_path, "hosts.check", "--study", str(study), "--inventory", str(marker))
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "client: 300 connections need 364 open files; the hard limit is 256" in r.stdout
+        r = invoke(tmp_path, "run-all", "--study", str(study), "--inventory", str(marker), "--keep")
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert len(error_lines(r)) == 1, r.stderr
+        assert "error: study nofile does not fit these hosts (1 problem(s)); nothing was changed" in r.stderr
+        assert "the hard limit is 256" in r.stderr
+        assert " up (rep" not in r.stdout and "calibrat" not in r.stdout
+        assert snapshot() == before  # no mode's namespace or link, the same sshd
+        assert not list((tmp_path / "out" / "data" / "raw").glob("nofile/**/*.json"))
+    finally:
+        tb.down()
