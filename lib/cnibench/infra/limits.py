@@ -331,15 +331,34 @@ def format_fit(fit: Fit, hosts: list[HostFacts]) -> str:
     return "\n".join(out)
 
 
+def parse_remote_time(text: str) -> float:
+    """`date +%s.%N`'s output as seconds; ValueError when it is not one."""
+    t = float(text.strip())
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(f"not a time: {text!r}")
+    return t
+
+
+def offset_from_exchanges(samples: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """A client's clock minus the driver's, and the bound on its error, from exchanges (driver
+    time sent, client time read, driver time back), all in seconds: the exchange with the
+    shortest round trip, whose error is at most half of it (pure)."""
+    good = [(t1 - t0, remote - (t0 + t1) / 2) for t0, remote, t1 in samples
+            if all(map(math.isfinite, (t0, remote, t1))) and t1 >= t0]
+    if not good:
+        raise ValueError("no usable timestamp exchange")
+    rtt, offset = min(good)
+    return offset, rtt / 2
+
+
 async def clock_offset(host, samples: int = 5) -> float:
-    """The host's clock minus this machine's, in seconds: the sample with the shortest round trip
-    (its error is at most half that round trip), from `date +%s.%N` over the open connection."""
+    """The host's clock minus this machine's, in seconds (offset_from_exchanges over `samples`
+    exchanges of `date +%s.%N` on the open connection)."""
     import time
 
-    best = (math.inf, 0.0)
+    exchanges = []
     for _ in range(samples):
         t0 = time.time()
         r = await host.run(["date", "+%s.%N"], timeout=10)
-        t1 = time.time()
-        best = min(best, (t1 - t0, float(r.stdout.strip()) - (t0 + t1) / 2))
-    return best[1]
+        exchanges.append((t0, parse_remote_time(r.stdout), time.time()))
+    return offset_from_exchanges(exchanges)[0]
