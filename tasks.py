@@ -49,14 +49,17 @@ def setup(c):
 
 
 @task(help={"hosts": "comma-separated host names (default: client,server)",
-            "sshd_nofile": "start the hosts' sshd under this open-file limit (e.g. 256: what hosts.check --study says)"})
+            "sshd_nofile": "start the hosts' sshd under this open-file limit (e.g. 256: what hosts.check --study says)",
+            "clients": "how many of the hosts, the first ones, are load clients (default 1), "
+                       "e.g. --hosts client,client2,server --clients 2"})
 @cli_errors
-def testbed_up(c, hosts="client,server", sshd_nofile=None):
+def testbed_up(c, hosts="client,server", sshd_nofile=None, clients=1):
     """Bring the local testbed up (idempotent) and print its inventory path."""
     from cnibench.infra import testbed
 
     packages.ensure()
-    print(testbed.up([h for h in hosts.split(",") if h], sshd_nofile=int(sshd_nofile) if sshd_nofile else None))
+    print(testbed.up([h for h in hosts.split(",") if h], sshd_nofile=int(sshd_nofile) if sshd_nofile else None,
+                     clients=int(clients)))
 
 
 @task

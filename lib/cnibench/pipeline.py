@@ -50,7 +50,8 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
 
         # The testbed's hosts are this machine: a study that cannot fit it is refused before
         # any namespace exists (the precheck fits it again over SSH once the testbed is up).
-        refuse_unfit(local_fit(study, config.testbed_hosts(inventory_path)))
+        refuse_unfit(local_fit(study, config.testbed_hosts(inventory_path),
+                               config.testbed_options(inventory_path).get("clients", 1)))
 
         hosts = config.testbed_hosts(inventory_path)
         out(f"testbed: up ({testbed.up(hosts, **config.testbed_options(inventory_path))})")

@@ -231,10 +231,10 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
 
 
 def testbed_options(path: Path | str | None = None) -> dict:
-    """A testbed marker inventory's options for testbed.up besides its hosts (sshd_nofile)."""
+    """A testbed marker inventory's options for testbed.up besides its hosts (sshd_nofile, clients)."""
     data = read_yaml(Path(path) if path else DEFAULT_INVENTORY)
     tb = data.get("testbed") if isinstance(data, dict) else None
-    return {k: tb[k] for k in ("sshd_nofile",) if k in tb} if isinstance(tb, dict) else {}
+    return {k: tb[k] for k in ("sshd_nofile", "clients") if k in tb} if isinstance(tb, dict) else {}
 
 
 def testbed_hosts(path: Path | str | None = None) -> list[str] | None:

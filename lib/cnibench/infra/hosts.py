@@ -217,6 +217,12 @@ class Host:
             raise HostError(self.name, f"could not start {quote(argv)}: {first!r}") from None
         return Background(self, argv, pid, proc)
 
+    async def interactive(self, argv: Sequence[str]):
+        """argv as an asyncssh process whose stdin and stdout the caller drives line by line
+        (limits.clock_offset's timestamp exchanges); the caller closes it."""
+        conn = await self._connection()
+        return await conn.create_process(quote(self._privileged(list(argv))), encoding="utf-8", errors="replace")
+
     async def write_file(self, path: str, content: str | bytes, mode: int = 0o644) -> None:
         """Write a file on the host, creating its parent directory. As root: over SFTP. With
         `sudo: true` SFTP would write as the login user (into a directory root made), so the

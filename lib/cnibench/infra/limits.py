@@ -351,14 +351,27 @@ def offset_from_exchanges(samples: list[tuple[float, float, float]]) -> tuple[fl
     return offset, rtt / 2
 
 
-async def clock_offset(host, samples: int = 5) -> float:
-    """The host's clock minus this machine's, in seconds (offset_from_exchanges over `samples`
-    exchanges of `date +%s.%N` on the open connection)."""
+# One remote process answers each line with its clock: bash's $EPOCHREALTIME needs no fork, so
+# the remote read sits in the middle of the exchange (a `date` per SSH command does not: the
+# exec on the way out made the same machine's clock look 2-3 ms off on the testbed).
+CLOCK_SH = 'export LC_ALL=C; while read -r _; do echo "${EPOCHREALTIME:-$(date +%s.%N)}"; done'
+
+
+async def clock_offset(host, samples: int = 9, timeout: float = 10.0) -> float:
+    """The host's clock minus this machine's, in seconds: offset_from_exchanges over `samples`
+    line exchanges with one remote process (CLOCK_SH) on the open connection."""
+    import asyncio
     import time
 
+    proc = await host.interactive(["bash", "-c", CLOCK_SH])
     exchanges = []
-    for _ in range(samples):
-        t0 = time.time()
-        r = await host.run(["date", "+%s.%N"], timeout=10)
-        exchanges.append((t0, parse_remote_time(r.stdout), time.time()))
+    try:
+        for _ in range(samples):
+            t0 = time.time()
+            proc.stdin.write("\n")
+            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+            exchanges.append((t0, parse_remote_time(line), time.time()))
+    finally:
+        proc.stdin.write_eof()
+        proc.close()
     return offset_from_exchanges(exchanges)[0]

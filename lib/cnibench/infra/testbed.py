@@ -59,6 +59,7 @@ def generated_inventory_path() -> Path:
 class TestbedHost:
     name: str
     index: int
+    clients: int = 1  # the first `clients` hosts are clients (load generators), the rest servers
 
     @property
     def netns(self) -> str:
@@ -66,7 +67,7 @@ class TestbedHost:
 
     @property
     def role(self) -> str:
-        return "client" if self.index == 0 else "server"
+        return "client" if self.index < self.clients else "server"
 
     @property
     def data_address(self) -> str:
@@ -93,16 +94,18 @@ class TestbedHost:
         return state_dir() / self.name
 
 
-def testbed_hosts(names=DEFAULT_HOSTS) -> list[TestbedHost]:
+def testbed_hosts(names=DEFAULT_HOSTS, clients: int = 1) -> list[TestbedHost]:
     names = list(names)
     if len(names) < 2:
         raise TestbedError("the testbed needs at least two hosts (a client and a server)")
+    if not isinstance(clients, int) or isinstance(clients, bool) or not 1 <= clients < len(names):
+        raise TestbedError(f"clients {clients!r}: the first 1 to {len(names) - 1} of the {len(names)} hosts can be clients")
     for n in names:
         if not n.isalnum() or not n.islower() or len(n) > 8 or not n[0].isalpha():
             raise TestbedError(f"testbed host name '{n}' must be 1-8 lowercase letters/digits starting with a letter")
     if len(set(names)) != len(names):
         raise TestbedError("testbed host names must be unique")
-    return [TestbedHost(n, i) for i, n in enumerate(names)]
+    return [TestbedHost(n, i, clients) for i, n in enumerate(names)]
 
 
 def precheck() -> None:
@@ -114,16 +117,17 @@ def precheck() -> None:
         raise TestbedError(f"missing tools for the testbed. Install them with: apt-get install -y {' '.join(missing)}")
 
 
-def up(names=DEFAULT_HOSTS, sshd_nofile: int | None = None) -> Path:
+def up(names=DEFAULT_HOSTS, sshd_nofile: int | None = None, clients: int = 1) -> Path:
     """Bring the testbed up (idempotent) and return the path of its generated inventory.
     sshd_nofile: start each host's sshd (and so every command over SSH) under that open-file
-    limit, soft and hard (prlimit), as a real host with a low limit would be (issue 28)."""
+    limit, soft and hard (prlimit), as a real host with a low limit would be (issue 28).
+    clients: how many of the hosts (the first ones) are load clients (several clients)."""
     precheck()
-    hosts = testbed_hosts(names)
+    hosts = testbed_hosts(names, clients)
     if sshd_nofile is not None and (not isinstance(sshd_nofile, int) or isinstance(sshd_nofile, bool) or sshd_nofile < 16):
         raise TestbedError(f"sshd_nofile {sshd_nofile!r} is not a whole number >= 16")
     existing = read_state()
-    if existing and existing.get("hosts") != [h.name for h in hosts]:
+    if existing and (existing.get("hosts"), existing.get("clients", 1)) != ([h.name for h in hosts], clients):
         raise TestbedError(f"a testbed with hosts {existing.get('hosts')} is up. Run 'invoke testbed.down' first.")
     if existing and existing.get("sshd_nofile") != sshd_nofile:
         raise TestbedError(f"a testbed with sshd_nofile {existing.get('sshd_nofile')} is up (asked: {sshd_nofile}). "
@@ -151,6 +155,7 @@ def _write_state(hosts: list[TestbedHost], sshd_nofile: int | None = None) -> No
     state = read_state() or {}
     state["hosts"] = [h.name for h in hosts]
     state["sshd_nofile"] = sshd_nofile
+    state["clients"] = hosts[0].clients
     # /run/sshd is sshd's privilege-separation directory; remember whether we made it.
     if "made_run_sshd" not in state:
         state["made_run_sshd"] = not Path(RUN_SSHD).exists()
@@ -365,7 +370,7 @@ def status() -> dict:
     state = read_state()
     present = netns_list()
     names = (state or {}).get("hosts") or []
-    hosts = [TestbedHost(n, i) for i, n in enumerate(names)]
+    hosts = [TestbedHost(n, i, (state or {}).get("clients", 1)) for i, n in enumerate(names)]
     return {
         "up": bool(state) and all(h.netns in present and _sshd_pid(h) for h in hosts) and FABRIC_NS in present,
         "state_dir": str(state_dir()) if state_dir().exists() else None,
