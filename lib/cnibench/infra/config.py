@@ -181,27 +181,9 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
     agent = raw.get("agent", False)
     if not isinstance(agent, bool):
         raise ConfigError(path, f"{where}.agent", f"'{agent}' is not true or false", "Write 'agent: true' to use the SSH agent.")
-    if key_file is not None:
-        key_path = resolve_relative(path, key_file)
-        if not key_path.exists():
-            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' does not exist", "Point key_file at a private key, or remove it and set 'agent: true'.")
-        perms = key_path.stat().st_mode & 0o777
-        if perms & 0o077:  # as ssh itself: a key others can read is not private
-            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' can be read or written by other users (mode {perms:04o})", f"Make it private: chmod 600 {key_path}")
-        key_file = str(key_path)
-    known_hosts = raw.get("known_hosts")
-    if known_hosts is not None:
-        kh = resolve_relative(path, known_hosts)
-        if policy == "verify" and not kh.exists():
-            raise ConfigError(path, f"{where}.known_hosts", f"'{kh}' does not exist", "Create it with 'ssh-keyscan -p PORT ADDRESS >> FILE' after checking the fingerprint, or remove the key to use ~/.ssh/known_hosts.")
-        known_hosts = str(kh)
-    data_address = raw.get("data_address")
-    if data_address is not None:
-        try:
-            ipaddress.IPv4Address(str(data_address))
-        except ValueError:
-            raise ConfigError(path, f"{where}.data_address", f"'{data_address}' is not an IPv4 address", "Write the data interface's address like 198.18.0.11, or remove it to discover it.") from None
-        data_address = str(data_address)
+    key_file = _key_file(key_file, where, path)
+    known_hosts = _known_hosts(raw.get("known_hosts"), where, path, policy)
+    data_address = _data_address(raw.get("data_address"), where, path)
     for flag in ("sudo",):
         if not isinstance(raw.get(flag, False), bool):
             raise ConfigError(path, f"{where}.{flag}", f"'{raw[flag]}' is not true or false", f"Write '{flag}: true' or '{flag}: false'.")
@@ -211,6 +193,37 @@ def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
         known_hosts=known_hosts, sudo=bool(raw.get("sudo", False)), data_address=data_address,
         testbed_netns=raw.get("testbed_netns"),
     )
+
+
+def _key_file(key_file: Any, where: str, path: Path) -> str | None:
+    if key_file is not None:
+        key_path = resolve_relative(path, key_file)
+        if not key_path.exists():
+            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' does not exist", "Point key_file at a private key, or remove it and set 'agent: true'.")
+        perms = key_path.stat().st_mode & 0o777
+        if perms & 0o077:  # as ssh itself: a key others can read is not private
+            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' can be read or written by other users (mode {perms:04o})", f"Make it private: chmod 600 {key_path}")
+        key_file = str(key_path)
+    return key_file
+
+
+def _known_hosts(known_hosts: Any, where: str, path: Path, policy: str) -> str | None:
+    if known_hosts is not None:
+        kh = resolve_relative(path, known_hosts)
+        if policy == "verify" and not kh.exists():
+            raise ConfigError(path, f"{where}.known_hosts", f"'{kh}' does not exist", "Create it with 'ssh-keyscan -p PORT ADDRESS >> FILE' after checking the fingerprint, or remove the key to use ~/.ssh/known_hosts.")
+        known_hosts = str(kh)
+    return known_hosts
+
+
+def _data_address(data_address: Any, where: str, path: Path) -> str | None:
+    if data_address is not None:
+        try:
+            ipaddress.IPv4Address(str(data_address))
+        except ValueError:
+            raise ConfigError(path, f"{where}.data_address", f"'{data_address}' is not an IPv4 address", "Write the data interface's address like 198.18.0.11, or remove it to discover it.") from None
+        data_address = str(data_address)
+    return data_address
 
 
 def resolve_relative(base_file: Path, value: Any) -> Path:

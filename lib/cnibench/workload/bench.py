@@ -159,8 +159,12 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
         raise _bad("generator", f"'{spec.generator}' is open-loop only", "Closed-loop (saturation) runs use --generator h2load.")
     if rate_known and not spec.closed_loop and spec.rate / spec.n_connections * spec.duration_s < 1:
         raise _bad("rate", f"{spec.rate:g} req/s over {spec.n_connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
-    if limits is None:
-        return
+    if limits is not None:
+        _check_limits(spec, limits)
+
+
+def _check_limits(spec: BenchSpec, limits: HostLimits) -> None:
+    """The checks against the hosts' probed limits (validate_spec's second half)."""
     if limits.generators is not None and not limits.generators.get(spec.generator, False):
         have = [g for g, ok in limits.generators.items() if ok]
         raise _bad("generator", f"'{spec.generator}' is not installed on the client host", f"Install it there, or use one that is: {', '.join(have) or 'none found'}.")
