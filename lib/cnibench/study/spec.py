@@ -123,7 +123,8 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     """Validate a study document (already parsed YAML) into a Study."""
     path = Path(path)
     if not isinstance(data, dict):
-        raise ConfigError(path, "(top level)", "must be a mapping", "Start the file with 'modes:', 'sizes:' and 'load:' keys (see studies/quick.yml).")
+        raise ConfigError(path, "(top level)", "must be a mapping",
+                          "Start the file with 'modes:', 'sizes:' and 'load:' keys (see studies/quick.yml).")
     no_unknown(data, _TOP_KEYS, path, "", "top-level key")
 
     name = _name(data, path)
@@ -133,7 +134,8 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
 
     seed = data.get("seed", 0)
     if not is_int(seed):
-        raise ConfigError(path, "seed", f"'{seed}' is not a whole number", "Write any whole number, e.g. 'seed: 2016'; it fixes the run order.")
+        raise ConfigError(path, "seed", f"'{seed}' is not a whole number",
+                          "Write any whole number, e.g. 'seed: 2016'; it fixes the run order.")
 
     modes = _modes(data, path)
     reference = data.get("reference", REFERENCE)
@@ -142,7 +144,9 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     # Fractions are of the reference's calibrated maximum: it must be run. With absolute rates a
     # study may leave it out (no comparison then) but must not name a mode that does not exist.
     if reference not in modes and ("reference" in data or load_kind == "fraction"):
-        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}", "Add it to 'modes' or name one of them; every mode is compared with the reference (and fractions are of its maximum rate).")
+        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}",
+                          "Add it to 'modes' or name one of them; every mode is compared with the reference (and "
+                          "fractions are of its maximum rate).")
     repetitions, focus_range, focus_reps = parse_repetitions(data, path, loads, load_kind, rotate)
     analysis = _analysis(data, path)
     twin = _twin(data, path, reference, modes)
@@ -155,7 +159,10 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
 
     notebooks = data.get("notebooks", "warm")
     if notebooks not in NOTEBOOK_POLICIES:
-        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{did_you_mean(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' (the notebook itself measures, a kernel per run) or 'none'.")
+        raise ConfigError(path, "notebooks",
+                          f"'{notebooks}' is not a notebook policy{did_you_mean(str(notebooks), NOTEBOOK_POLICIES)}",
+                          "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' "
+                          "(the notebook itself measures, a kernel per run) or 'none'.")
 
     return Study(
         path=path, name=name, inventory=Path(inventory), seed=int(seed), modes=modes,
@@ -173,16 +180,20 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
 def _twin(data: dict, path: Path, reference, modes: tuple[str, ...]) -> bool:
     twin = data.get("twin", False)
     if not isinstance(twin, bool):
-        raise ConfigError(path, "twin", f"'{twin}' is not true or false", "Write 'twin: true' (an A/A twin of the reference in every block) or leave it out.")
+        raise ConfigError(path, "twin", f"'{twin}' is not true or false",
+                          "Write 'twin: true' (an A/A twin of the reference in every block) or leave it out.")
     if twin and reference not in modes:
-        raise ConfigError(path, "twin", f"the reference '{reference}' is not one of the modes", "An A/A twin repeats the reference: add it to 'modes'.")
+        raise ConfigError(path, "twin", f"the reference '{reference}' is not one of the modes",
+                          "An A/A twin repeats the reference: add it to 'modes'.")
     return twin
 
 
 def _name(data: dict, path: Path) -> str:
     name = str(data.get("name") or path.stem)
     if not SAFE_NAME_RE.match(name):
-        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
+        raise ConfigError(path, "name", f"'{name}' is not a usable study name",
+                          "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory "
+                          "name).")
     return name
 
 
@@ -191,15 +202,18 @@ def _workload(data: dict, path: Path) -> dict:
     no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
     for key in ("duration_s", "warmup_s"):
         if key in workload and (not is_number(workload[key]) or workload[key] < 0):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0", f"Write e.g. '{key}: 8'.")
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0",
+                              f"Write e.g. '{key}: 8'.")
     if "duration_s" in workload and workload["duration_s"] <= 0:
         raise ConfigError(path, "workload.duration_s", "must be more than 0", "Write e.g. 'duration_s: 8'.")
     for key in ("connections", "threads", "nginx_workers"):
         if key in workload and (not is_int(workload[key]) or workload[key] < 1):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1", f"Write e.g. '{key}: 1'.")
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1",
+                              f"Write e.g. '{key}: 1'.")
     for key in ("pin", "metrics"):
         if key in workload and not isinstance(workload[key], bool):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false", f"Write '{key}: true' or '{key}: false'.")
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false",
+                              f"Write '{key}: true' or '{key}: false'.")
     return workload
 
 
@@ -218,9 +232,12 @@ def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
     mode_settings = _mapping(data, "mode_settings", path)
     for mode, settings in mode_settings.items():
         if mode not in modes:
-            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{did_you_mean(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
+            raise ConfigError(path, f"mode_settings.{mode}",
+                              f"is not one of this study's modes{did_you_mean(str(mode), modes)}",
+                              f"Use one of: {', '.join(modes)}.")
         if not isinstance(settings, dict):
-            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
+            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings",
+                              "Write settings as 'key: value' lines under the mode name.")
         keys = mode_setting_keys()
         if keys:
             no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
@@ -231,15 +248,18 @@ def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
 def _modes(data: dict, path: Path) -> tuple[str, ...]:
     raw = data.get("modes")
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(path, "modes", "must be a non-empty list of network modes", f"List some of: {', '.join(known_modes())}.")
+        raise ConfigError(path, "modes", "must be a non-empty list of network modes",
+                          f"List some of: {', '.join(known_modes())}.")
     known = known_modes()
     out: list[str] = []
     for i, m in enumerate(raw):
         m = str(m)
         if m not in known:
-            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{did_you_mean(m, known)}", f"Known modes: {', '.join(known)}.")
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{did_you_mean(m, known)}",
+                              f"Known modes: {', '.join(known)}.")
         if m in out:
-            raise ConfigError(path, f"modes[{i}]", f"'{m}' appears twice", "List each mode once; use 'repetitions' to run it more.")
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' appears twice",
+                              "List each mode once; use 'repetitions' to run it more.")
         out.append(m)
     return tuple(out)
 
@@ -247,13 +267,15 @@ def _modes(data: dict, path: Path) -> tuple[str, ...]:
 def _sizes(data: dict, path: Path) -> tuple[str, ...]:
     raw = data.get("sizes", ["small"])
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(path, "sizes", "must be a non-empty list", "Write e.g. 'sizes: [small, large]' (350 B and 4 KB responses).")
+        raise ConfigError(path, "sizes", "must be a non-empty list",
+                          "Write e.g. 'sizes: [small, large]' (350 B and 4 KB responses).")
     out: list[str] = []
     for i, s in enumerate(raw):
         s = str(s)
         canon = s if s in SIZES else _SIZE_ALIASES.get(s.lower())
         if canon is None:
-            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{did_you_mean(s, SIZES)}", "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
+            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{did_you_mean(s, SIZES)}",
+                              "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
         if canon in out:
             raise ConfigError(path, f"sizes[{i}]", f"'{s}' appears twice", "List each size once.")
         out.append(canon)
@@ -270,13 +292,18 @@ def _analysis(data: dict, path: Path) -> dict:
     if "equivalence_margin" in analysis:
         m = analysis["equivalence_margin"]
         if not is_number(m) or not 0 < m < 1:
-            raise ConfigError(path, "analysis.equivalence_margin", f"'{m}' is not a fraction between 0 and 1", "Write e.g. 'equivalence_margin: 0.10' (within +-10 % of the reference counts as equivalent).")
+            raise ConfigError(path, "analysis.equivalence_margin", f"'{m}' is not a fraction between 0 and 1",
+                              "Write e.g. 'equivalence_margin: 0.10' (within +-10 % of the reference counts as "
+                              "equivalent).")
         out["equivalence_margin"] = float(m)
     if "compare_with" in analysis:
         cw = analysis["compare_with"]
         cw = [cw] if isinstance(cw, str) else cw
         if not isinstance(cw, list) or not all(isinstance(x, str) and x for x in cw):
-            raise ConfigError(path, "analysis.compare_with", f"'{analysis['compare_with']}' is not a study name or a list of them", "Write e.g. 'compare_with: lab-a' or 'compare_with: [lab-a, /other/clone/data/processed/lab]'.")
+            raise ConfigError(path, "analysis.compare_with",
+                              f"'{analysis['compare_with']}' is not a study name or a list of them",
+                              "Write e.g. 'compare_with: lab-a' or 'compare_with: [lab-a, "
+                              "/other/clone/data/processed/lab]'.")
         out["compare_with"] = list(cw)
     return out
 
@@ -310,7 +337,8 @@ def _check_workload(workload: dict, kind: str, loads, modes, sizes, path: Path) 
             key = "load.rates" if exc.key == "rate" else f"workload.{_FIELD.get(exc.key, exc.key)}"
             raise ConfigError(path, key, exc.problem, exc.fix) from None
         except TypeError as exc:
-            raise ConfigError(path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys and their values.") from None
+            raise ConfigError(path, "workload", f"cannot make a run of it ({exc})",
+                              "Check the workload keys and their values.") from None
 
 
 _FIELD = {"duration": "duration_s", "warmup": "warmup_s", "timeout": "timeout_s"}
