@@ -46,18 +46,7 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     t0 = time.monotonic()
     study = load_study(study_path)
     inventory_path = Path(inventory_path) if inventory_path else study.inventory
-    is_testbed = config.testbed_hosts(inventory_path) is not None
-    if is_testbed:
-        from .infra import testbed
-        from .study.precheck import local_fit, refuse_unfit
-
-        # The testbed's hosts are this machine: a study that cannot fit it is refused before
-        # any namespace exists (the precheck fits it again over SSH once the testbed is up).
-        refuse_unfit(local_fit(study, config.testbed_hosts(inventory_path),
-                               config.testbed_options(inventory_path).get("clients", 1)))
-
-        hosts = config.testbed_hosts(inventory_path)
-        out(f"testbed: up ({testbed.up(hosts, **config.testbed_options(inventory_path))})")
+    is_testbed = testbed_up(study, inventory_path, out)
     # Loaded once and passed down: the study, the inventory and the lease are never reloaded or
     # retaken inside (issue 22); the precheck runs over the study's own fleet.
     inventory = config.load_inventory(inventory_path)
@@ -75,6 +64,8 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
             lease.__exit__(None, None, None)
     finally:
         if is_testbed and not keep:
+            from .infra import testbed
+
             testbed.down()
             out("testbed: down (use --keep to leave it up)")
     out(format_summary(summary))
@@ -97,6 +88,23 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     out(f"answer: {summary['answer']}")  # the report's first paragraph, so the console ends with it too
     out(f"report: {report}")
     return summary
+
+
+def testbed_up(study, inventory_path: Path, out=print) -> bool:
+    """When the inventory is the local testbed: fit the study to this machine, then bring the
+    testbed up; False (nothing done) for real hosts."""
+    hosts = config.testbed_hosts(inventory_path)
+    if hosts is None:
+        return False
+    from .infra import testbed
+    from .study.precheck import local_fit, refuse_unfit
+
+    options = config.testbed_options(inventory_path)
+    # The testbed's hosts are this machine: a study that cannot fit it is refused before any
+    # namespace exists (the precheck fits it again over SSH once the testbed is up).
+    refuse_unfit(local_fit(study, hosts, options.get("clients", 1)))
+    out(f"testbed: up ({testbed.up(hosts, **options)})")
+    return True
 
 
 class StudyFailed(CnibenchError):
