@@ -108,3 +108,26 @@ def test_a_second_testbed_client_is_planned_its_clock_measured_and_never_ignored
         assert " up (rep" not in r.stdout and snapshot() == before
     finally:
         tb.down()
+
+
+def test_run_all_places_the_runs_by_the_plan_and_records_it(testbed_lock, tmp_path):
+    """The wired path: run-all's precheck fits the study, its runs are pinned where the plan
+    says (the testbed: generator on CPU 0, nginx on 1) and the manifest records the plan."""
+    from cnibench import results
+    from cnibench.pipeline import run_all
+    from cnibench.study.provenance import manifest_path, read_manifest
+
+    study = tmp_path / "placed.yml"
+    study.write_text(yaml.safe_dump({
+        "name": "placed", "inventory": str(ROOT / "inventories" / "testbed.yml"), "modes": ["host"],
+        "sizes": ["small"], "load": {"rates": [300]}, "notebooks": "none", "quiet": {"max_wait_s": 0},
+        "workload": {"duration_s": 1, "warmup_s": 0.5, "connections": 4, "guard": {
+            "max_foreign_cpu": None, "max_steal": None, "max_hiccup_total_us": None, "max_send_lag_p99_us": None}}}))
+    tb.down()
+    run_all(str(study), raw_dir=tmp_path / "raw", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports",
+            out=lambda *_: None, progress=False)
+    (rec,) = list(results.iter_records(tmp_path / "raw", "placed"))
+    assert rec["status"] in ("ok", "invalid"), rec["reason"]
+    assert tuple(rec["settings"]["client_cpus"]) == (0,) and tuple(rec["settings"]["server_cpus"]) == (1,)
+    plan = read_manifest(manifest_path(tmp_path / "raw", "placed"))["sessions"][-1]["cpu_plan"]
+    assert plan["problems"] == [] and plan["plans"]["client"]["threads"] == [0] and plan["plans"]["server"]["workers"] == [1]
