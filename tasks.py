@@ -114,8 +114,8 @@ def hosts_check(c, inventory=None, json_=False, study=None):
     reports = _run(main())
     print(json.dumps([r.to_dict() for r in reports], indent=2) if json_ else format_table(reports))
     bad = any(r.problems() for r in reports)
-    if study and not bad:  # the study against the hosts' CPUs and limits: the plan per host
-        bad = not _print_fit(study, inventory or config.DEFAULT_INVENTORY, json_)
+    if study and all(r.reachable for r in reports):  # the study against the hosts' CPUs and limits
+        bad = not _print_fit(study, inventory or config.DEFAULT_INVENTORY, json_) or bad
     if bad:
         raise Exit(code=1)
 

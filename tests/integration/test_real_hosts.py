@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnibench.catalog import PREFIX
 from cnibench.infra import testbed as tb
 from cnibench.infra.config import ROOT
 
@@ -22,13 +23,15 @@ pytestmark = [pytest.mark.timeout(300)]
 
 
 def snapshot() -> dict:
-    """What a refusal must not change: namespaces, links, and the testbed's sshd processes."""
+    """What a refusal must not change: the project's namespaces and links, and the testbed's
+    sshd (its pid files). Only the project's names: other work on this machine is not ours."""
     def out(argv):
         return subprocess.run(argv, capture_output=True, text=True).stdout
 
-    return {"netns": sorted(out(["ip", "netns", "list"]).splitlines()),
-            "links": sorted(line.split()[0] for line in out(["ip", "-br", "link"]).splitlines()),
-            "sshd": sorted(out(["pgrep", "-f", str(tb.state_dir())]).split())}
+    return {"netns": sorted(n for n in out(["ip", "netns", "list"]).splitlines() if n.startswith(PREFIX)),
+            "links": sorted(line.split()[0] for line in out(["ip", "-br", "link"]).splitlines()
+                            if line.startswith(PREFIX)),
+            "sshd": [h["sshd_pid"] for h in tb.status()["hosts"]]}
 
 
 def invoke(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -67,14 +70,14 @@ def test_a_256_file_sshd_stops_hosts_check_and_run_all_before_any_mode(testbed_l
         before = snapshot()
         r = invoke(tmp_path, "hosts.check", "--study", str(study), "--inventory", str(marker))
         assert r.returncode == 1, r.stdout + r.stderr
-        assert "client: 300 connections need 364 open files; the hard limit is 256" in r.stdout
+        assert "client: 300 connections need 364 open files; the hard limit is 256" in r.stdout, r.stdout + r.stderr
         r = invoke(tmp_path, "run-all", "--study", str(study), "--inventory", str(marker), "--keep")
         assert r.returncode == 2, r.stdout + r.stderr
         assert len(error_lines(r)) == 1, r.stderr
-        assert "error: study nofile does not fit these hosts (1 problem(s)); nothing was changed" in r.stderr
+        assert "error: study nofile does not fit these hosts (1 problem(s)); nothing was changed" in r.stderr, r.stderr
         assert "the hard limit is 256" in r.stderr
-        assert " up (rep" not in r.stdout and "calibrat" not in r.stdout
-        assert snapshot() == before  # no mode's namespace or link, the same sshd
+        assert " up (rep" not in r.stdout and "calibrat" not in r.stdout, r.stdout
+        assert snapshot() == before, (before, snapshot())  # no mode's namespace or link, the same sshd
         assert not list((tmp_path / "out" / "data" / "raw").glob("nofile/**/*.json"))
     finally:
         tb.down()
