@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from . import nginx as nginx_mod
 from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator
-from .defaults import default_connections
+from .defaults import MAX_LOG_EVERY, default_connections, sampled_log_every
 from .generators.openloop import default_pipeline
 from .guards import GuardLimits
 from .hygiene import HICCUP_PLACEMENTS
@@ -46,10 +46,11 @@ class BenchSpec:
     pipeline: int | None = None
     arrival: str = "uniform"  # openloop only: "uniform" (constant rate) or "poisson"
     seed: int = 0  # openloop only: seeds the Poisson schedule
-    # openloop only (version >= 6): the record from the generator's own histograms instead of
-    # its per-request log; with them, the log keeps every N-th request (0: no log).
-    openloop_histograms: bool = False
-    openloop_log_every: int = 0
+    # openloop only (version >= 6): the record from the generator's own histograms (the default;
+    # False: from its per-request log, as before issue 27); with them, the log keeps every N-th
+    # request (0: no log; None: defaults.sampled_log_every, at most 100,000 requests).
+    openloop_histograms: bool = True
+    openloop_log_every: int | None = None
     client_cpus: tuple[int, ...] = (0,)  # generator pinning (testbed: the other CPU than nginx)
     server_cpus: tuple[int, ...] = (1,)  # nginx worker pinning
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
@@ -151,8 +152,9 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
         raise _bad("hiccup", f"'{spec.hiccup}' is not a hiccup meter placement", f"Use one of: {', '.join(HICCUP_PLACEMENTS)}.")
     if spec.pipeline is not None and spec.pipeline < 0:
         raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Leave it out (the generator's default) or give N >= 1.")
-    if spec.openloop_log_every < 0:
-        raise _bad("openloop_log_every", f"must be >= 0 (got {spec.openloop_log_every})", "Give N >= 1 for every N-th request, or 0 for no log.")
+    if spec.openloop_log_every is not None and not 0 <= spec.openloop_log_every <= MAX_LOG_EVERY:
+        raise _bad("openloop_log_every", f"must be between 0 and {MAX_LOG_EVERY:,} (got {spec.openloop_log_every})",
+                   "Give N >= 1 for every N-th request, 0 for no log, or leave it out (at most 100,000 kept).")
     if spec.arrival not in ("uniform", "poisson"):
         raise _bad("arrival", f"'{spec.arrival}' is not an arrival process", "Use uniform (constant rate, the study's) or poisson.")
     if spec.closed_loop and getattr(get_generator(spec.generator), "busy_polls", False):
@@ -222,7 +224,7 @@ def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
         log_path=f"{gen_dir}/requests.log",
         cpu_path=f"{gen_dir}/cpu",
         hist_path=f"{gen_dir}/histograms" if spec.openloop_histograms and gen.name == "openloop" else "",
-        log_every=spec.openloop_log_every,
+        log_every=sampled_log_every(rate, spec.duration_s) if spec.openloop_log_every is None else spec.openloop_log_every,
         arrival=spec.arrival,
         seed=spec.seed,
         cpus=tuple(spec.client_cpus) if spec.pin else (),
