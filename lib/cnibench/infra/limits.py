@@ -103,11 +103,18 @@ def check_open_files(host: str, lim: Limits, connections: int) -> Check:
     return Check()
 
 
+WIDE_PORTS = 65535 - 1024 + 1  # a run widens its client namespace's range to 1024-65535 (workload/ports.py)
+
+
 def check_ports(host: str, lim: Limits, connections: int) -> Check:
     if lim.port_range is None:
         return Check(notes=(f"{host}: ip_local_port_range unreadable: local ports not checked",))
     lo, hi = lim.port_range
     have = hi - lo + 1
+    if have < connections <= WIDE_PORTS:
+        return Check(notes=(f"{host}: {connections:,} connections need more local ports than ip_local_port_range "
+                            f"{lo} {hi} has ({have:,}): each run widens its client namespace's range to 1024 65535 "
+                            "and restores it after",))
     if connections > have:
         return Check((f"{host}: {connections:,} connections to one server ip:port from one address need "
                       f"{connections:,} local ports; net.ipv4.ip_local_port_range {lo} {hi} has {have:,}. Widen "

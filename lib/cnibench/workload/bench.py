@@ -13,6 +13,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..infra import limits as host_limits
+from ..infra.limits import FD_MARGIN  # descriptors a generator needs besides its connections
 from . import nginx as nginx_mod
 from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator
 from .defaults import MAX_LOG_EVERY, default_connections, sampled_log_every
@@ -21,7 +23,6 @@ from .guards import GuardLimits
 from .hygiene import HICCUP_PLACEMENTS
 
 WHERE = "bench"  # ConfigError 'path' for command-line/spec input
-FD_MARGIN = 64  # descriptors a generator needs besides its connections
 # A hung host fails the run, never the study.
 FACTS_TIMEOUT = 15.0  # a cheap fact command (ulimit, command -v), or nginx's alive check
 
@@ -74,6 +75,7 @@ class HostLimits:
     cpus_server: int | None = None
     generators: dict[str, bool] | None = None  # installed on the client host
     curl: bool | None = None  # the health check needs it on the client host
+    nofile_client_hard: int | None = None  # the hard limit: cnib-openloop raises its soft limit to it
 
 
 def _bad(key: str, problem: str, fix: str) -> ConfigError:
@@ -117,8 +119,9 @@ def _check_types_and_bounds(spec: BenchSpec) -> None:
     for key, top, unit in bounds:
         v = spec.n_connections if key == "connections" else getattr(spec, key)
         if v is not None and v > top:
-            why = (f" (one source address has {d.MAX_CONNECTIONS} local ports for one server ip:port: Linux's default "
-                   f"ip_local_port_range {d.PORT_RANGE[0]}-{d.PORT_RANGE[1]})") if key == "connections" else ""
+            why = (f" (one source address has {d.MAX_CONNECTIONS:,} local ports for one server ip:port, "
+                   f"ip_local_port_range {d.PORT_RANGE_WIDE[0]}-{d.PORT_RANGE_WIDE[1]}; several server ports are "
+                   "not supported)") if key == "connections" else ""
             raise _bad(key, f"{v:g}{unit} is more than {top:g}{unit}{why}", f"Use at most {top:g}{unit} for {key}.")
 
 
@@ -168,7 +171,13 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
         raise _bad("generator", f"'{spec.generator}' is not installed on the client host", f"Install it there, or use one that is: {', '.join(have) or 'none found'}.")
     if limits.curl is False:
         raise _bad("client", "curl is not installed on the client host (the health check needs it)", "apt-get install -y curl on the client host.")
-    if limits.nofile_client is not None and spec.n_connections + FD_MARGIN > limits.nofile_client:
+    raises = getattr(get_generator(spec.generator), "raises_nofile", False) and limits.nofile_client_hard is not None
+    if raises:
+        lim = host_limits.Limits(nofile_soft=limits.nofile_client, nofile_hard=limits.nofile_client_hard)
+        problems = host_limits.check_open_files("the client host", lim, spec.n_connections).problems
+        if problems:
+            raise _bad("connections", problems[0], "Use fewer connections, or raise the hard limit.")
+    elif limits.nofile_client is not None and spec.n_connections + FD_MARGIN > limits.nofile_client:
         raise _bad("connections", f"{spec.n_connections} connections exceed the client host's open-file limit ({limits.nofile_client})", f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit (LimitNOFILE of sshd / ulimit -n).")
     if spec.pin:
         for cpus, n, who in ((spec.client_cpus, limits.cpus_client, "client"), (spec.server_cpus, limits.cpus_server, "server")):
@@ -179,14 +188,14 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
 async def probe_limits(fleet) -> HostLimits:
     """The facts validate_spec checks, from the hosts (a few cheap commands)."""
     async def facts(host):
-        r = await host.run(["sh", "-c", "ulimit -n; nproc"], timeout=FACTS_TIMEOUT)
-        nofile, ncpu = r.stdout.split()[:2]
-        return (None if nofile == "unlimited" else int(nofile)), int(ncpu)
+        r = await host.run(["sh", "-c", "ulimit -Sn; ulimit -Hn; nproc"], timeout=FACTS_TIMEOUT)
+        soft, hard, ncpu = r.stdout.split()[:3]
+        return (None if soft == "unlimited" else int(soft)), (None if hard == "unlimited" else int(hard)), int(ncpu)
 
-    (nf_c, cpu_c), (nf_s, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
+    (nf_c, hard_c, cpu_c), (nf_s, _, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
     gens = await available(fleet.client)
     curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False, timeout=FACTS_TIMEOUT)).exit_status == 0
-    return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl)
+    return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl, nofile_client_hard=hard_c)
 
 
 @dataclass

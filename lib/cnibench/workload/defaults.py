@@ -13,9 +13,11 @@ Bounds (validate_spec refuses anything outside, before any host is touched):
     rate         finite, > 0 and <= MAX_RATE (10 M requests/s: far above what one client
                  host can send; a typo like 1e12 or `inf` is refused, not run)
     duration_s   <= MAX_DURATION_S (1 h), warmup_s <= MAX_WARMUP_S (10 min)
-    connections  <= MAX_CONNECTIONS = 28,232: the generator dials ONE server ip:port from ONE
-                 source address, so every connection needs its own local port, and Linux's
-                 default local port range (net.ipv4.ip_local_port_range 32768-60999) has 28,232.
+    connections  <= MAX_CONNECTIONS = 64,512: the generator dials ONE server ip:port from ONE
+                 source address, so every connection needs its own local port. Linux's default
+                 local port range (net.ipv4.ip_local_port_range 32768-60999) has 28,232; a run
+                 asking for more widens its client namespace's range to 1024-65535 for the run
+                 (workload/ports.py). More would need several server ports (not built).
     threads <= 256 and pipeline <= 65,536: cnib-openloop's own bounds (openloop.c's parse_args;
                  a unit test holds the two equal); nginx_workers <= 1024; timeout_s <= 600 s
 
@@ -41,8 +43,9 @@ REQUESTS_PER_CONNECTION = 100  # req/s one connection carries by default
 MAX_RATE = 10_000_000.0
 MAX_DURATION_S = 3600.0
 MAX_WARMUP_S = 600.0
-PORT_RANGE = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range
-MAX_CONNECTIONS = PORT_RANGE[1] - PORT_RANGE[0] + 1  # 28,232 to one destination ip:port
+PORT_RANGE = (32768, 60999)  # Linux's default net.ipv4.ip_local_port_range (28,232 ports)
+PORT_RANGE_WIDE = (1024, 65535)  # what a run needing more widens it to (workload/ports.py)
+MAX_CONNECTIONS = PORT_RANGE_WIDE[1] - PORT_RANGE_WIDE[0] + 1  # 64,512 to one destination ip:port
 MAX_THREADS = 256  # = openloop.c's --threads bound
 MAX_NGINX_WORKERS = 1024
 MAX_TIMEOUT_S = 600.0

@@ -28,6 +28,7 @@ from ..errors import CnibenchError, HostError
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
+from . import ports
 from .bench import FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits, validate_spec
 from .generators import LoadSpec, get_generator, parse_accounting
 from .hygiene import RunHygiene, judge_run
@@ -197,6 +198,9 @@ class BenchSession:
         await nginx_mod.health_check(client, self.endpoint.client_netns, run.load.url, spec.size)
         await client.run(["mkdir", "-p", run.gen_dir], timeout=GEN_DIR_TIMEOUT)
         await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
+        if ports.needs_widening(run.load.connections):  # more local ports than a namespace has
+            run.ports_widened = True
+            run.notes += [n for n in [await ports.widen(client, self.endpoint.client_netns, run.load.connections)] if n]
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
         if during is not None:
             run.hook = asyncio.ensure_future(during(RunContext(self.fleet, self.endpoint, spec, run.load, nginx, run.bg)))
@@ -252,6 +256,9 @@ class BenchSession:
             run.hook.cancel()
         if run.bg is not None:
             await _bounded("stop generator", run.bg.stop(grace=STOP_GRACE_S), notes)
+        if run.ports_widened:
+            restore = ports.restore(self.fleet.client, self.endpoint.client_netns)
+            notes.append(await _bounded("restore ip_local_port_range", restore, notes) or "ip_local_port_range: not widened")
         if run.hyg.running:
             rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), notes) or rec["metrics"] or {}
         notes.extend(run.hyg.meters.notes)
@@ -276,6 +283,7 @@ class _RunState:
     hook: asyncio.Future | None = None  # the `during` hook
     hook_error: BaseException | None = None
     nginx_gone: bool = False
+    ports_widened: bool = False  # the client namespace's port range was (to be) widened: restore it
 
 
 async def _alive_or_false(nginx) -> bool:

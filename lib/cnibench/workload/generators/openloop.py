@@ -55,6 +55,7 @@ class Openloop:
     name = "openloop"
     binary = f"{PREFIX}-openloop"
     busy_polls = True  # its CPU is ~100 % by design: the send lag, not the CPU, says if it kept up
+    raises_nofile = True  # it raises its soft open-file limit to the hard one (openloop.c's raise_nofile)
 
     def files(self, spec: LoadSpec) -> dict[str, str]:
         out = {"log": spec.log_path, "cpu": spec.cpu_path}
