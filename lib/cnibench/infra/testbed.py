@@ -241,6 +241,24 @@ def _sshd_pid(h: TestbedHost) -> int | None:
     return None if gone(pid) else pid
 
 
+# The open-file hard limit of the testbed's sshd (and so of every command run over it): Debian
+# 12's systemd default for services (DefaultLimitNOFILE=1024:524288), what sshd has on a real
+# host, instead of whatever the driver's shell has; the soft limit stays the driver's. Raised only
+# where this process may (CAP_SYS_RESOURCE); else the driver's limits, as before.
+SSHD_NOFILE_HARD = 524288
+
+
+def _nofile_prefix() -> list[str]:
+    import resource
+    import subprocess
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= SSHD_NOFILE_HARD or not which("prlimit"):
+        return []
+    argv = ["prlimit", f"--nofile={soft}:{SSHD_NOFILE_HARD}", "--"]
+    return argv if subprocess.run([*argv, "true"], capture_output=True).returncode == 0 else []
+
+
 def _sshd(h: TestbedHost) -> None:
     if _sshd_pid(h):
         return
@@ -250,7 +268,8 @@ def _sshd(h: TestbedHost) -> None:
     sshd = which("sshd") or "/usr/sbin/sshd"
     sh([sshd, "-t", "-f", str(conf)])
     # Join only the network namespace: see the module docstring for why not `ip netns exec`.
-    sh(["nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
+    sh([*_nofile_prefix(), "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E",
+        str(h.dir / "sshd.log")])
 
 
 def _write_known_hosts(hosts: list[TestbedHost]) -> None:
