@@ -30,8 +30,8 @@ from ..catalog import PREFIX
 from ..catalog import name as prefixed
 from .config import RUN_DIR, TESTBED_INVENTORY, TESTBED_STATE
 from ..errors import TestbedError
-from .testbed_proc import (RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, release_run_sshd, root_links,
-                           sh, which)
+from .testbed_proc import (RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, nofile_prefix, release_run_sshd,
+                           root_links, sh, which)
 
 FABRIC_NS = prefixed("fabric")
 BRIDGE = f"{PREFIX}br0"
@@ -244,24 +244,6 @@ def _sshd_pid(h: TestbedHost) -> int | None:
     return None if gone(pid) else pid
 
 
-# The open-file hard limit of the testbed's sshd (and so of every command run over it): Debian
-# 12's systemd default for services (DefaultLimitNOFILE=1024:524288), what sshd has on a real
-# host, instead of whatever the driver's shell has; the soft limit stays the driver's. Raised only
-# where this process may (CAP_SYS_RESOURCE); else the driver's limits, as before.
-SSHD_NOFILE_HARD = 524288
-
-
-def _nofile_prefix() -> list[str]:
-    import resource
-    import subprocess
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard >= SSHD_NOFILE_HARD or not which("prlimit"):
-        return []
-    argv = ["prlimit", f"--nofile={soft}:{SSHD_NOFILE_HARD}", "--"]
-    return argv if subprocess.run([*argv, "true"], capture_output=True).returncode == 0 else []
-
-
 def _sshd(h: TestbedHost) -> None:
     if _sshd_pid(h):
         return
@@ -271,7 +253,7 @@ def _sshd(h: TestbedHost) -> None:
     sshd = which("sshd") or "/usr/sbin/sshd"
     sh([sshd, "-t", "-f", str(conf)])
     # Join only the network namespace: see the module docstring for why not `ip netns exec`.
-    sh([*_nofile_prefix(), "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E",
+    sh([*nofile_prefix(), "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E",
         str(h.dir / "sshd.log")])
 
 
