@@ -66,6 +66,34 @@ def test_60000_connections_to_one_server_get_them_or_are_refused_before_anything
           f"{rec['settings']['generator_info'].get('peak_rss_kb')} kB, hard limit {limits.nofile_client_hard}")
 
 
+def test_a_run_needing_more_ports_than_its_namespace_has_widens_it_and_restores_it(with_fleet, testbed):
+    """The mechanism end to end at a size this machine holds: the client namespace narrowed to
+    1,000 local ports (then put back), a run of 2,000 connections gets them all (widened for the
+    run, restored after: the namespace left as found, no journal)."""
+    ep = host_endpoint(testbed, port=PORT)
+    sp = BenchSpec(mode="host", size="small", rate=4000.0, duration_s=1.0, warmup_s=0.5, connections=2000,
+                   metrics=False, hiccup="off")
+
+    async def body(fleet):
+        original = (await fleet.client.run(["cat", ports.SYSCTL])).stdout.split()
+        await fleet.client.run(["sh", "-c", f"echo 40000 40999 > {ports.SYSCTL}"])
+        try:
+            async with BenchSession(fleet, ep) as s:
+                rec = await s.run(sp, run_id="test/host/small/4000/rep1")
+            after = (await fleet.client.run(["cat", ports.SYSCTL])).stdout.split()
+            journal = await fleet.client.run(["test", "-e", ports.journal_path(None)], check=False)
+            return rec, after, journal.exit_status
+        finally:
+            await fleet.client.run(["sh", "-c", f"echo {' '.join(original)} > {ports.SYSCTL}"])
+
+    rec, after, journal = with_fleet(body)
+    assert after == ["40000", "40999"] and journal != 0, (after, journal)
+    assert rec["status"] != "failed", rec["reason"]
+    assert rec["counts"]["errors"] == 0 and rec["counts"]["ok"] > 0, rec["counts"]
+    assert any("40000 40999 widened to 1024 65535" in n for n in rec["notes"]), rec["notes"]
+    assert any("40000 40999 restored" in n for n in rec["notes"]), rec["notes"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not (os.path.exists("/usr/sbin/ip") or os.path.exists("/sbin/ip")),
                     reason="needs root and ip(8) for a scratch network namespace")
 def test_widen_and_restore_in_a_scratch_namespace(tmp_path, monkeypatch):
@@ -80,13 +108,13 @@ def test_widen_and_restore_in_a_scratch_namespace(tmp_path, monkeypatch):
         journal = tmp_path / "port-range.orig"
         monkeypatch.setattr(ports, "journal_path", lambda netns: str(journal))
         before = sh(["cat", ports.SYSCTL]).split()
-        assert sh(ports.widen_argv(ns)).split() == ["widened", *before]
+        assert sh(ports.widen_argv(ns, 60000)).split() == ["widened", *before]
         assert journal.read_text().split() == before and sh(["cat", ports.SYSCTL]).split() == ["1024", "65535"]
-        assert sh(ports.widen_argv(ns)).split()[0] == "kept"  # already wide: nothing journalled again
+        assert sh(ports.widen_argv(ns, 60000)).split()[0] == "kept"  # already wide: nothing journalled again
         assert sh(ports.restore_argv(ns)).split() == ["restored", *before] and not journal.exists()
         assert sh(["cat", ports.SYSCTL]).split() == before and sh(ports.restore_argv(ns)) == ""
         journal.write_text("30000 40000\n")  # a crashed run's journal: the true original
-        sh(ports.widen_argv(ns))
+        sh(ports.widen_argv(ns, 60000))
         assert sh(ports.restore_argv(ns)).split() == ["restored", "30000", "40000"]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)

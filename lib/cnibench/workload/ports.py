@@ -4,9 +4,9 @@ run that needs more connections than it has, and put back after (issue 27).
 Every connection of a run goes from one source address to one server ip:port, so each needs its
 own local port, and a new network namespace gets Linux's default range 32768-60999 (28,232
 ports). A run asking for more (up to WIDE = 1024-65535, 64,512 ports) widens the range of the
-namespace its generator runs in, for that run only:
+namespace its generator runs in, for that run only (a run of more than 1,024 connections looks):
 
-    widen_argv(netns)     before the generator starts: the original is journalled first (a
+    widen_argv(netns, n)  before the generator starts: the original is journalled first (a
                           file under the run directory, written before the change; a journal
                           already there is older, so it is the true original and is kept), then
                           the range is set to WIDE
@@ -30,20 +30,29 @@ def ports_in(port_range: tuple[int, int]) -> int:
     return port_range[1] - port_range[0] + 1
 
 
+CHECKED_FROM = 1024  # connections from which a run looks at its namespace's range (below: any range holds them)
+
+
 def needs_widening(connections: int, current: tuple[int, int] = PORT_RANGE) -> bool:
     """Whether `connections` to one server ip:port need more local ports than `current` has (pure)."""
     return connections > ports_in(current)
+
+
+def to_check(connections: int) -> bool:
+    """Whether a run looks at its client namespace's range (widen_argv decides there, from the
+    range the namespace has: the default 28,232, or narrower if someone set it so)."""
+    return connections > CHECKED_FROM
 
 
 def journal_path(netns: str | None) -> str:
     return f"{RUN_DIR}/port-range.{netns or 'host'}.orig"
 
 
-# $1 journal, $2 $3 the wide range. Exit 0 with "widened LO HI" (the original) or "kept LO HI"
-# when the range already had as many ports.
-WIDEN_SH = r"""j=$1; lo=$2; hi=$3; f=/proc/sys/net/ipv4/ip_local_port_range
+# $1 journal, $2 $3 the wide range, $4 the connections. Exit 0 with "widened LO HI" (the
+# original) or "kept LO HI" when the range already holds the connections.
+WIDEN_SH = r"""j=$1; lo=$2; hi=$3; n=$4; f=/proc/sys/net/ipv4/ip_local_port_range
 r=$(cat "$f") || exit 3; set -- $r; a=$1; b=$2  # cat: sh's byte-wise read sees a sysctl end after 1 byte
-if [ $((b - a)) -ge $((hi - lo)) ]; then echo "kept $a $b"; exit 0; fi
+if [ $((b - a + 1)) -ge "$n" ]; then echo "kept $a $b"; exit 0; fi
 if [ ! -s "$j" ]; then
   mkdir -p "$(dirname "$j")" && printf '%s %s\n' "$a" "$b" > "$j.tmp.$$" && mv -f "$j.tmp.$$" "$j" || exit 3
 fi
@@ -61,8 +70,8 @@ echo "restored $a $b"
 """
 
 
-def widen_argv(netns: str | None, wide: tuple[int, int] = PORT_RANGE_WIDE) -> list[str]:
-    return ["sh", "-c", WIDEN_SH, f"{PREFIX}-ports", journal_path(netns), str(wide[0]), str(wide[1])]
+def widen_argv(netns: str | None, connections: int, wide: tuple[int, int] = PORT_RANGE_WIDE) -> list[str]:
+    return ["sh", "-c", WIDEN_SH, f"{PREFIX}-ports", journal_path(netns), str(wide[0]), str(wide[1]), str(connections)]
 
 
 def restore_argv(netns: str | None) -> list[str]:
@@ -70,12 +79,10 @@ def restore_argv(netns: str | None) -> list[str]:
 
 
 async def widen(host, netns: str | None, connections: int) -> str | None:
-    """Widen the namespace's range when `connections` need it; a note saying what was done, or
-    None (not needed: the default range holds them). A failure raises (HostError): the run fails
+    """Widen the namespace's range when `connections` need more ports than it has; a note saying
+    what was done, or None (the range holds them). A failure raises (HostError): the run fails
     before its generator starts."""
-    if not needs_widening(connections):
-        return None
-    r = await host.run(widen_argv(netns), netns=netns, timeout=15)
+    r = await host.run(widen_argv(netns, connections), netns=netns, timeout=15)
     word, *old = r.stdout.split()
     if word == "kept":
         return None

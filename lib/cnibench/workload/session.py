@@ -199,7 +199,7 @@ class BenchSession:
         await nginx_mod.health_check(client, self.endpoint.client_netns, run.load.url, spec.size)
         await client.run(["mkdir", "-p", run.gen_dir], timeout=GEN_DIR_TIMEOUT)
         await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
-        if ports.needs_widening(run.load.connections):  # more local ports than a namespace has
+        if ports.to_check(run.load.connections):  # maybe more local ports than the namespace has
             run.ports_widened = True
             run.notes += [n for n in [await ports.widen(client, self.endpoint.client_netns, run.load.connections)] if n]
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
@@ -260,8 +260,7 @@ class BenchSession:
             await _bounded("stop generator", run.bg.stop(grace=STOP_GRACE_S), notes)
         if run.ports_widened:
             restore = ports.restore(self.fleet.client, self.endpoint.client_netns)
-            restored = await _bounded("restore ip_local_port_range", restore, notes)
-            notes.append(restored or "ip_local_port_range: not widened")
+            notes += [n for n in [await _bounded("restore ip_local_port_range", restore, notes)] if n]
         if run.hyg.running:
             rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), notes) or rec["metrics"] or {}
         notes.extend(run.hyg.meters.notes)
