@@ -56,3 +56,7 @@ def test_60000_connections_pass_with_a_hard_limit_that_holds_them_and_are_refuse
         validate_spec(big, HostLimits(nofile_client=1024, nofile_client_hard=20000))
     with pytest.raises(ConfigError, match="open-file limit"):  # h2load does not raise its own
         validate_spec(spec(connections=2000, generator="h2load"), enough)
+
+
+def test_the_host_checks_count_the_sampled_log_the_workload_keeps():
+    assert host_limits.LOG_KEPT == defaults.LOG_SAMPLE_MAX
