@@ -19,7 +19,7 @@ def _host(ncpu: int, seconds: int) -> tuple[list[dict], dict]:
 
 
 def test_columns_read_back_as_the_samples():
-    rows, host = _host(2, 5)
+    rows, host = _host(2, 5)  # few samples: kept as they were
     back = results.metrics_rows(host)
     assert len(back) == len(rows) == 5
     for a, b in zip(rows, back):
@@ -39,13 +39,18 @@ def test_the_old_per_sample_shape_still_reads():
     assert results.metrics_rows({"period_s": 1.0, "samples": [], "error": "lost"}) == []
 
 
-def test_a_60_s_window_of_two_2_cpu_hosts_takes_under_16_kb():
+def test_a_60_s_window_of_two_2_cpu_hosts_takes_under_9_kb():
     """The testbed's shape (client and server, 2 CPUs each; warm-up 2 s + window 60 s + the stop's
-    last sample), with counters at 40,000 req/s magnitudes: the part the record spent ~44 KB on."""
-    _, host = _host(2, 63)
-    assert len(host["dt"]) == 63  # 1 s kept: no coarsening at 2 CPUs
+    last sample): the part the record spent ~44 KB on. A 10 s run keeps its 1 s samples."""
+    rows, host = _host(2, 63)
+    assert len(host["dt"]) == 32 and host["dt"][0] == 2.0  # 2 s: at most 40 samples a host
     size = len(json.dumps({"client": host, "server": host}).encode())
-    assert size < 16 * 1024, size
+    assert size < 9 * 1024, size
+    assert len(_host(2, 12)[1]["dt"]) == 12
+    roles = {"client": "client"}
+    old = dataset.cpu_per_request({"client": {"period_s": 1.0, "samples": rows}}, 1000.0, roles)
+    new = dataset.cpu_per_request({"client": host}, 1000.0, roles)
+    assert old and all(new[k] == pytest.approx(old[k], abs=0.05 / 100 * 2 / 1000.0 * 1e6) for k in old)
 
 
 def test_a_many_cpu_host_keeps_a_coarser_period_and_the_same_cpu_cost():

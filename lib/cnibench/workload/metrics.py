@@ -260,6 +260,7 @@ def _cpu_names(samples: list[dict]) -> list[str]:
 
 
 CPU_CELLS_PER_HOST = 4000  # per-CPU numbers a host's metrics keep in a record (~14 KB): beyond, a coarser period
+SAMPLES_PER_HOST = 40  # samples a host's metrics keep in a record: a 60 s window + warm-up at 2 s, 30 s at 1 s
 
 
 def merge(rows_: list[dict]) -> dict:
@@ -285,12 +286,13 @@ def merge(rows_: list[dict]) -> dict:
             "tcp_retrans_container": total(lambda r: r.get("tcp_retrans_container"))}
 
 
-def coarsen(samples: list[dict], cells: int = CPU_CELLS_PER_HOST) -> list[dict]:
-    """The samples at a period long enough that their per-CPU numbers fit `cells`: every k
-    consecutive intervals merged (k = 1 on a host with few CPUs: a 2-CPU host keeps 1 s for
-    5 min). CPU time per request and every total stay as they were (weighted by length)."""
+def coarsen(samples: list[dict], cells: int = CPU_CELLS_PER_HOST, most: int = SAMPLES_PER_HOST) -> list[dict]:
+    """The samples at a period long enough that there are at most `most` and their per-CPU
+    numbers fit `cells`: every k consecutive intervals merged (a 10 s run keeps 1 s, a 60 s
+    window 2 s; a 36-CPU host 4 s). CPU time per request and every total stay as they were
+    (weighted by length); the guards judge the full samples (Sampler.parsed), not these."""
     ncpu = len(_cpu_names(samples))
-    k = max(1, math.ceil(len(samples) * ncpu * len(CPU_KINDS) / max(1, cells)))
+    k = max(1, math.ceil(len(samples) * ncpu * len(CPU_KINDS) / max(1, cells)), math.ceil(len(samples) / max(1, most)))
     return samples if k == 1 else [merge(samples[i:i + k]) for i in range(0, len(samples), k)]
 
 
