@@ -401,16 +401,17 @@ def report(c, study="lab"):
 @task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; give it twice"})
 @cli_errors
 def compare(c, study=None):
-    """Two studies' headlines side by side: per mode, size and percentile, do the 95 % intervals agree?"""
+    """Two studies side by side: per mode and size, do the 95 % intervals agree at p50, raw p99, p99
+    outside hypervisor steal and CPU softirq per request on each pinned core?"""
     from cnibench.analysis import report
-    from cnibench.analysis.compare import agreement_summary, compare_headlines
+    from cnibench.analysis.compare import compare_measures, measure_summary
 
     if len(study or []) != 2:
         raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study /other/clone/data/processed/lab", code=2)
-    (na, a), (nb, b) = (report.headline_of(s) for s in study)
-    table = compare_headlines(a, b, (na, nb))
+    (na, a), (nb, b) = (report.measures_of(s) for s in study)
+    table = compare_measures(a, b, (na, nb))
     print(report.to_markdown(table))
-    print(agreement_summary(table))
+    print("\n".join(measure_summary(table)))
 
 
 @task(help={**_STUDY_HELP, "port": "port on 127.0.0.1 (default 8888)"})
