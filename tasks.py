@@ -363,14 +363,14 @@ def _need_raw(name: str):
 @cli_errors
 def analyze(c, study="lab"):
     """Tidy dataset and statistics (data/processed/<study>/); prints the headline."""
-    from cnibench.analysis import dataset, report, stats
+    from cnibench.analysis import dataset, lead, report
 
     name = _study_name(study)
     _need_raw(name)
     ds = dataset.build_and_save(name, config.RAW, config.PROCESSED / name)
-    an = report.analyse(ds)
-    stats.save(an, config.PROCESSED / name)
-    print(report.to_markdown(report.headline_table(an)))
+    an, cond, cpu = report.analyse_and_save(ds, config.PROCESSED / name)
+    print(report.to_markdown(lead.with_conditional_and_cpu(report.headline_table(an), cond, cpu)))
+    print(lead.headline_sentence(ds, an, cond=cond, cpu=cpu))
     print(f"{int((~ds.runs['valid']).sum())} invalid or failed runs excluded; tables in {config.PROCESSED / name}")
 
 

@@ -145,7 +145,7 @@ def measure_summary(cmp: pd.DataFrame) -> list[str]:
         if len(bad):
             text += "; differ: " + ", ".join(f"{r['mode']} {r['size']}" for _, r in bad.iterrows())
         if len(g) > len(known):
-            text += f"; {len(g) - len(known)} cells without an interval in one of them (withheld, too few pairs)"
+            text += f"; {len(g) - len(known)} cells without an interval in one of them (withheld, too few pairs, wider than ±1,000 %)"
         lines.append(text)
     return lines
 
