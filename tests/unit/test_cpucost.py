@@ -19,7 +19,7 @@ def _study(tmp, seed):
     raw = tmp / f"raw{seed}"
     paths = synthetic.write_study(raw, modes=("host", "flannel-vxlan", "macvlan"), sizes=("small",), loads=(0.3, 0.5),
                                   reps=10, truth=TRUTH, seed=seed, duration_s=3, rotate=True, twin=True)
-    synthetic.add_issue25_fields(paths, TRUTH, seed=seed)
+    synthetic.add_issue25_fields(paths, TRUTH, seed=seed, instructions=seed == 3)
     ds = dataset.build("synthetic", raw)
     proc = tmp / f"proc{seed}"
     dataset.save(ds, proc)
@@ -53,7 +53,10 @@ def test_window_cpu_per_answered_request_of_each_pinned_core():
 
 def test_a_constructed_cpu_effect_is_found_on_both_cores_with_intervals_mdes_and_holm(two):
     (_, _, _, cpu, _), _ = two
-    assert set(cpu["core"]) == {"client", "server"} and set(cpu["kind"]) == set(cpucost.KINDS)
+    assert set(cpu["core"]) == {"client", "server"} and set(cpu["kind"]) == {*cpucost.KINDS, cpucost.INSTRUCTIONS}
+    ins = cpu[(cpu["kind"] == cpucost.INSTRUCTIONS) & (cpu["mode"] == "flannel-vxlan")]
+    assert len(ins) == 2 and (ins["verdict"] == "slower than host").all() and (ins["unit"] == "instructions").all()
+    assert ins["ref_value"].to_numpy() == pytest.approx(2e4, rel=0.02)
     for core in ("client", "server"):
         g = cpu[cpu["core"] == core].set_index(["mode", "kind"])
         for kind in ("system", "softirq"):  # scaled by the mode's 1.3 in the truth
@@ -65,7 +68,7 @@ def test_a_constructed_cpu_effect_is_found_on_both_cores_with_intervals_mdes_and
         for kind, f in cpu[(cpu["core"] == core) & ~cpu["mode"].map(stats.is_twin)].groupby("kind"):
             assert f["p_holm"].to_numpy() == pytest.approx(paired.holm(f["p"].to_numpy()))
     twin = cpu[cpu["mode"].map(stats.is_twin)]
-    assert len(twin) == 6 and twin["verdict"].eq("equivalent to host").all()
+    assert len(twin) == 8 and twin["verdict"].eq("equivalent to host").all()
     text = cpucost.summary_text(cpu)
     assert "client core 1 more CPU, 1 equivalent of 2" in text and "what the latency differences are made of" in text
 

@@ -327,11 +327,12 @@ def stall_arms(rng: np.random.Generator, model: Stalls, amplify: list[float], pa
 CONDITIONAL_SIGMA = {"outside_steal": 0.8, "outside_steal_wide": 0.75, "outside_steal_placebo": 1.0}
 
 
-def add_issue25_fields(paths, truth: Truth | None = None, seed: int = 0, share=0.02) -> None:
+def add_issue25_fields(paths, truth: Truth | None = None, seed: int = 0, share=0.02, instructions: bool = False) -> None:
     """Give written ok records issue 25's fields (recordparts.py): the three conditional histograms,
     drawn like the raw one with a thinner tail (the placebo: the raw one thinned at random),
     left-out share `share` (a number, or a function of the record; 2x for the wide mask), and
-    metrics.window_cpu from truth.cpu_cost over the answered requests."""
+    metrics.window_cpu from truth.cpu_cost over the answered requests (with `instructions`, 20,000
+    per request scaled by the mode's overhead, else the PMU hidden)."""
     truth = truth or Truth()
     rng = np.random.default_rng(seed)
     for path in paths:
@@ -356,5 +357,8 @@ def add_issue25_fields(paths, truth: Truth | None = None, seed: int = 0, share=0
             role: {"cpus": [i], **{f"{kind}_s": truth.cpu_cost(role, kind, rec["mode"]) * n * 1e-6 * jitter()
                                    for kind in ("user", "system", "irq", "softirq")}, "steal_s": 0.01, "idle_s": 1.0}
             for i, role in enumerate(("client", "server"))}
-        rec["metrics"]["instructions"] = None
+        k = 2e4 * truth.overhead.get(rec["mode"], 1.0) * n
+        rec["metrics"]["instructions"] = {"supported": True, "reason": None, "client": int(k * jitter()),
+                                          "server": int(k * jitter())} if instructions else \
+            {"supported": False, "reason": "no PMU", "client": None, "server": None}
         results.atomic_write_text(Path(path), json.dumps(rec))
