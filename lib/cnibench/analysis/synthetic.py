@@ -327,7 +327,8 @@ def stall_arms(rng: np.random.Generator, model: Stalls, amplify: list[float], pa
 CONDITIONAL_SIGMA = {"outside_steal": 0.8, "outside_steal_wide": 0.75, "outside_steal_placebo": 1.0}
 
 
-def add_issue25_fields(paths, truth: Truth | None = None, seed: int = 0, share=0.02, instructions: bool = False) -> None:
+def add_issue25_fields(paths, truth: Truth | None = None, seed: int = 0, share=0.02,
+                       instructions: bool = False) -> None:
     """Give written ok records issue 25's fields (recordparts.py): the three conditional histograms,
     drawn like the raw one with a thinner tail (the placebo: the raw one thinned at random),
     left-out share `share` (a number, or a function of the record; 2x for the wide mask), and
