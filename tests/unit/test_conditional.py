@@ -135,3 +135,16 @@ def test_the_conditional_histograms_survive_save_and_load(study, tmp_path):
     rid = next(iter(ds.variants["outside_steal"]))
     assert (back.variants["outside_steal"][rid][2] == ds.variants["outside_steal"][rid][2]).all()
     assert "outside_steal_share" in back.runs and back.runs["cpu_scope"].eq(recordparts.PINNED).all()
+
+
+def test_per_load_figures_are_descriptive_beside_the_band(study, tmp_path):
+    ds, _, c = study
+    assert set(c.loads["target_rate"]) == set(ds.runs["target_rate"]) and len(c.loads) == 2 * 5
+    host = c.loads[c.loads["mode"] == "host"]
+    assert (host["raw_ratio"] == 1.0).all() and (host["outside_steal_ratio"] == 1.0).all()
+    mac = c.loads[c.loads["mode"] == "macvlan"]
+    assert mac["left_out_pct"].to_numpy() == pytest.approx(5.0, abs=0.1)
+    assert (c.loads["outside_steal_p99_us"] < c.loads["raw_p99_us"]).all()  # the thinner tail drawn
+    conditional.save(c, tmp_path)
+    back = conditional.load(tmp_path)
+    assert back.summary == c.summary and len(back.table) == len(c.table) and len(back.loads) == len(c.loads)

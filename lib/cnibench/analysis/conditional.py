@@ -32,6 +32,7 @@ import pandas as pd
 from . import paired, stats
 from .dataset import REFERENCE, Dataset, pcol
 from .estimators import Histograms, pooled_family
+from .histquant import pooled_quantiles
 from .recordparts import CONDITIONAL, VARIANTS, share_col, withheld_col
 
 PERCENTILE = 99.0
@@ -43,12 +44,15 @@ COLS = ["size", "mode", "percentile", "blocks", "raw_overhead_pct", "raw_overhea
         "p", "p_holm", "p_tost", "p_tost_holm", "verdict", "withheld", "share_ref_pct", "share_mode_pct",
         "share_diff_pp", "share_p_tost", "se_ratio", "wide_overhead_pct", "wide_verdict", "placebo_overhead_pct",
         "placebo_verdict", "placebo_same", "estimator"]
+LOAD_COLS = ["size", "target_rate", "load_fraction", "mode", "runs", "raw_p99_us", "outside_steal_p99_us",
+             "raw_ratio", "outside_steal_ratio", "left_out_pct"]
 
 
 @dataclass
 class Conditional:
-    table: pd.DataFrame
+    table: pd.DataFrame  # per size x mode over the band: raw beside conditional, the guards
     summary: dict = field(default_factory=dict)
+    loads: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=LOAD_COLS))  # by_load
 
 
 def band_attempts(ds: Dataset, band) -> pd.DataFrame:
@@ -78,7 +82,7 @@ def analyze(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE) -> Cond
         for fam in ([m for m in others if not stats.is_twin(m)], [m for m in others if stats.is_twin(m)]):
             rows += _family_rows(size, fam, reference, raw, reasons, hists, an)
     table = stats.sort_rows(pd.DataFrame(rows, columns=COLS)).assign(estimator=an.design.get("estimator"))
-    return Conditional(table, summarize(table))
+    return Conditional(table, summarize(table), by_load(ds, an, reference))
 
 
 def withheld_reasons(a: pd.DataFrame, ok: pd.DataFrame, modes: list, reference: str, alpha: float) -> dict:
@@ -159,6 +163,26 @@ def _family_rows(size, modes, reference, raw, reasons, hists, an) -> list[dict]:
     return rows
 
 
+def by_load(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per size x band load x arm, descriptive: the pooled raw and outside-steal p99 of its ok runs,
+    their ratios to the reference's, and the mean left-out share (the band rows carry the tests)."""
+    if not ds.variants.get(CONDITIONAL):
+        return pd.DataFrame(columns=LOAD_COLS)
+    att = band_attempts(ds, an.band)
+    ok = att[att["state"] == "ok"]
+    rows = []
+    for (size, rate), g in ok.groupby(["size", "target_rate"], sort=False):
+        q = {m: [pooled_quantiles([src[r] for r in c["run_id"] if r in src], [PERCENTILE])[0]
+                 for src in (ds.hist, ds.variants[CONDITIONAL])] for m, c in g.groupby("mode")}
+        ref = q.get(reference, [np.nan, np.nan])
+        for m, c in g.groupby("mode"):
+            rows.append(dict(size=size, target_rate=float(rate), load_fraction=float(c["load_fraction"].median()),
+                             mode=m, runs=len(c), raw_p99_us=q[m][0], outside_steal_p99_us=q[m][1],
+                             raw_ratio=q[m][0] / ref[0], outside_steal_ratio=q[m][1] / ref[1],
+                             left_out_pct=100 * float(c[share_col(CONDITIONAL)].mean())))
+    return stats.sort_rows(pd.DataFrame(rows, columns=LOAD_COLS))
+
+
 def summarize(table: pd.DataFrame, recorded: bool = True) -> dict:
     """The study-level figures: the median SE ratio, the demotion, the placebo's flag."""
     modes = table[~table["mode"].map(stats.is_twin)] if len(table) else table
@@ -194,14 +218,18 @@ def save(c: Conditional, out_dir) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     c.table.to_csv(out / "stats_conditional.csv", index=False)
+    c.loads.to_csv(out / "stats_conditional_loads.csv", index=False)
     (out / "stats_conditional.json").write_text(json.dumps(c.summary, indent=1, default=str))
 
 
 def load(out_dir) -> Conditional | None:
     out = Path(out_dir)
     try:
-        return Conditional(pd.read_csv(out / "stats_conditional.csv"),
-                           json.loads((out / "stats_conditional.json").read_text()))
+        c = Conditional(pd.read_csv(out / "stats_conditional.csv"),
+                        json.loads((out / "stats_conditional.json").read_text()))
     except (OSError, ValueError):
         return None
+    if (out / "stats_conditional_loads.csv").exists():
+        c.loads = pd.read_csv(out / "stats_conditional_loads.csv")
+    return c
 

@@ -73,7 +73,13 @@ def conditional_section(cond) -> list[str]:
                      "headline table.</p>")
     if s.get("placebo_changed"):
         parts.append(f"<p class='caveat'>Placebo check failed in: {_esc(', '.join(s['placebo_changed']))}.</p>")
-    return parts + [to_html(conditional_table(cond), table_id="outside-steal-table")]
+    parts.append(to_html(conditional_table(cond), table_id="outside-steal-table"))
+    if len(cond.loads):
+        parts.append("<details><summary>Per load (descriptive: pooled p99 of the ok runs and its ratio to "
+                     f"{REFERENCE}'s, mean left-out share; the tests are the band's, above) — "
+                     f"{len(cond.loads)} rows</summary>"
+                     f"{to_html(cond.loads)}</details>")
+    return parts
 
 
 def cpu_table(cpu) -> pd.DataFrame:
