@@ -136,3 +136,13 @@ def test_a_study_analysed_before_issue_25_compares_on_p50_and_p99(lab, tmp_path)
     pd.read_csv(proc / "stats_headline.csv").to_csv(tmp_path / "stats_headline.csv", index=False)
     m = compare.measures(tmp_path)  # no stats_conditional.csv, no stats_cpu.csv
     assert set(m["measure"]) == {"p50", "p99"}
+
+
+def test_the_report_beside_an_earlier_study_agrees_per_measure(two):
+    (_, _, _, _, pa), (ds, an, cond, cpu, pb) = two
+    by = report.repeatability_measures(pb.name, pb.parent)
+    assert by is not None and set(by["measure"]) == set(compare.MEASURES) and set(by["a"]) == {"synthetic"}
+    tables = {"headline": report.headline_table(an), "study_table": report.study_table(ds),
+              "repeatability": report.repeatability(pb.name, an, pb.parent)[1], "repeatability_measures": by}
+    page = report.render(ds, an, {}, tables, None, cond, cpu)
+    assert "Per measure: p50: intervals agree in" in page and "p99 outside steal: intervals agree in" in page

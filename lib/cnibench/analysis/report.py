@@ -113,6 +113,15 @@ def repeatability(study: str, an: stats.Analysis, processed_root: Path, compare_
     return None
 
 
+def repeatability_measures(study: str, processed_root: Path, compare_with=None) -> pd.DataFrame | None:
+    """The same first study as `repeatability`, agreed per measure (compare.compare_measures)."""
+    for path in compare.earlier_studies(study, processed_root, compare_with):
+        name = compare.read_design(path).get("study") or Path(path).name
+        return compare.compare_measures(compare.measures(path), compare.measures(Path(processed_root) / study),
+                                        (name, study))
+    return None
+
+
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,6 +338,9 @@ def _beside(tables: dict, study: str) -> list[str]:
                      f"<p>{_esc(compare.agreement_summary(rep))}. “agree”: the two 95 % intervals overlap; "
                      "difference and p: Welch t-test of the two log ratios.</p>")
         parts.append(to_html(rep, table_id="repeatability-table"))
+        by = tables.get("repeatability_measures")
+        if by is not None and not by.empty:
+            parts.append("<p>Per measure: " + "; ".join(_esc(x) for x in compare.measure_summary(by)) + ".</p>")
     seed = tables.get("seed_2016")
     if seed is not None and not seed.empty:
         parts.append("<h3 id='seed-2016'>The 2016 study beside ours (p99, 30–50 % of max)</h3>"
@@ -355,6 +367,7 @@ def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = Non
     beside = repeatability(study, an, processed_dir.parent, settings.get("compare_with"))
     if beside is not None:
         tables["repeatability"] = beside[1]
+        tables["repeatability_measures"] = repeatability_measures(study, processed_dir.parent, settings.get("compare_with"))
     write_tables(tables, out_dir / "tables")
     method = config.ROOT / "docs" / "method.md"
     text = render(ds, an, figures, tables, method.read_text() if method.exists() else None, cond, cpu)
