@@ -33,6 +33,7 @@ from . import paired, stats
 from .dataset import REFERENCE, Dataset, pcol
 from .estimators import Histograms, pooled_family
 from .histquant import pooled_quantiles
+from .tables import pct_text
 from .recordparts import CONDITIONAL, VARIANTS, share_col, withheld_col
 
 PERCENTILE = 99.0
@@ -190,7 +191,12 @@ def summarize(table: pd.DataFrame, recorded: bool = True) -> dict:
     ratios = kept["se_ratio"].dropna().to_numpy(float) if len(kept) else np.array([])
     med = float(np.median(ratios)) if len(ratios) else np.nan
     changed = table[table["placebo_same"].eq(False)] if len(table) else table
+    twin = table[table["mode"].map(stats.is_twin)] if len(table) else table
+    mde = kept["mde_pct"].dropna() if "mde_pct" in kept else pd.Series(dtype=float)
     return {"recorded": bool(recorded), "percentile": PERCENTILE, "cells": int(len(modes)),
+            "mde_min_pct": float(mde.min()) if len(mde) else np.nan,
+            "mde_max_pct": float(mde.max()) if len(mde) else np.nan, "twin_cells": int(len(twin)),
+            "twin_false": int(twin["verdict"].astype(str).str.match(r"(slower|faster)").sum()) if len(twin) else 0,
             "withheld": int(len(modes) - len(kept)), "se_ratio_median": med, "se_ratio_limit": SE_RATIO_LIMIT,
             "demoted": bool(med > SE_RATIO_LIMIT) if med == med else False,
             "placebo_changed": [f"{r['mode']} {r['size']}" for _, r in changed.iterrows()],
@@ -201,13 +207,18 @@ def summary_text(s: dict) -> str:
     """One or two sentences on the conditional figures, for the answer and the report."""
     if not s.get("recorded"):
         return "Tail outside hypervisor steal: not recorded (records made before it)."
+    mde = s.get("mde_min_pct", np.nan)
     text = (f"Tail outside hypervisor steal (p{s['percentile']:g}, beside the raw one): {s['withheld']} of "
-            f"{s['cells']} cells withheld by their guards; median conditional ÷ raw SE "
+            f"{s['cells']} cells withheld by their guards"
+            + (f" (MDE {pct_text(mde)}–{pct_text(s['mde_max_pct'])} in the others)" if mde == mde else "")
+            + "; median conditional ÷ raw SE "
             + (f"{s['se_ratio_median']:.2f}" if s["se_ratio_median"] == s["se_ratio_median"] else "— (no cell)"))
     if s["demoted"]:
         text += (f", above {s['se_ratio_limit']:g}: the conditional figures gain too little precision to lead, "
                  "so they stay in the report but leave the headline table")
     text += "."
+    if s.get("twin_cells"):
+        text += f" A/A twin outside steal: {s['twin_false']} false separation(s) in {s['twin_cells']}."
     if s["placebo_changed"]:
         text += (" Placebo check FAILED: the same masks at random times changed the raw verdict of "
                  + ", ".join(s["placebo_changed"]) + " — distrust the conditional figures.")

@@ -26,6 +26,7 @@ from . import paired, stats
 from .conditional import band_attempts, verdict_of
 from .dataset import REFERENCE, Dataset
 from .recordparts import PINNED, ROLES
+from .tables import pct_text
 
 KINDS = ("user", "system", "softirq")
 INSTRUCTIONS = "instructions"
@@ -104,7 +105,10 @@ def summary_text(cpu: pd.DataFrame, kind: str = "softirq") -> str:
         rest = len(v) - sum(counts.values())
         counts = {("more CPU" if w == "slower" else "less CPU" if w == "faster" else w): k for w, k in counts.items()}
         text = ", ".join(f"{k} {w}" for w, k in counts.items() if k) or "no verdict"
-        parts.append(f"{core} core {text}" + (f", {rest} other" if rest else "") + f" of {len(v)}")
+        mde = g.loc[g["core"] == core, "mde_pct"].dropna()
+        span = f" (MDE {mde.min():.1f}–{pct_text(mde.max()) if mde.max() >= 100 else f'{mde.max():.1f} %'})" \
+            if len(mde) else ""
+        parts.append(f"{core} core {text}" + (f", {rest} other" if rest else "") + f" of {len(v)}{span}")
     return (f"CPU {kind} per request against {REFERENCE} (pinned cores, steal not included): " + "; ".join(parts)
             + ". On the testbed this CPU cost is what the latency differences are made of.")
 

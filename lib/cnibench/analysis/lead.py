@@ -11,10 +11,10 @@ import pandas as pd
 
 from . import conditional, cpucost, stats
 from .dataset import REFERENCE, Dataset
+from .tables import WIDEST_PCT, pct_text
 
 DISTURBED_SHARE = 0.20  # above this share of disturbed records the machine was too disturbed
 STEAL_LEVEL = 0.02  # ... or above this median steal on the pinned cores (the steal guard's limit)
-WIDEST_PCT = 1000.0  # an interval bound beyond +-1,000 % is shown as "—", not as a number
 ANSWER_PERCENTILES = (50.0, 99.0)
 
 
@@ -45,7 +45,7 @@ def _count(h: pd.DataFrame, p: float) -> str:
              "not sustained": v.eq(stats.NOT_SUSTAINED).sum()}
     parts = ", ".join(f"{int(k)} {name}" for name, k in kinds.items() if k)
     mde = g["mde_pct"].dropna() if "mde_pct" in g else pd.Series(dtype=float)
-    span = f" (MDE {_pct(mde.min())}–{_pct(mde.max())})" if len(mde) else ""
+    span = f" (MDE {pct_text(mde.min())}–{pct_text(mde.max())})" if len(mde) else ""
     return f"p{p:g}: {parts}{span}"
 
 
@@ -57,10 +57,6 @@ def _can(h: pd.DataFrame, cells: int) -> str:
     no = [f"p{p:g} ({k} of {cells})" for p, k in said.items() if not cells or k <= cells / 2]
     return (f"It can answer at {', '.join(yes)}" if yes else "It can answer at no percentile") + \
         (f"; it cannot at {', '.join(no)}." if no else ".")
-
-
-def _pct(v: float) -> str:
-    return f"> {WIDEST_PCT:,.0f} %" if v > WIDEST_PCT else f"{v:,.0f} %"
 
 
 def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE, cond=None, cpu=None) -> str:
@@ -111,7 +107,7 @@ def _signed(v: float) -> str:
 
 
 def mde_text(v) -> str:
-    return "—" if pd.isna(v) else _pct(float(v))
+    return "—" if pd.isna(v) else pct_text(float(v))
 
 
 def effect_text(r) -> str:

@@ -5,6 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+WIDEST_PCT = 1000.0  # an interval bound beyond +-1,000 % is shown as "—", not as a number
+
+
+def pct_text(v: float) -> str:
+    """A percentage as the answer and the tables print it ("> 1,000 %" beyond WIDEST_PCT)."""
+    return f"> {WIDEST_PCT:,.0f} %" if v > WIDEST_PCT else f"{v:,.0f} %"
+
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
     def cell(v):
