@@ -93,8 +93,9 @@ def _rows(a, size, role, kind, col, reference, margin, alpha) -> list[dict]:
     return rows
 
 
-def summary_text(cpu: pd.DataFrame, kind: str = "softirq") -> str:
-    """One sentence: the verdicts on CPU per request of one kind, per pinned core."""
+def summary_text(cpu: pd.DataFrame, kind: str = "softirq", testbed: bool | None = True) -> str:
+    """One sentence: the verdicts on CPU per request of one kind, per pinned core (on the testbed,
+    what the latency differences are made of)."""
     if cpu is None or cpu.empty:
         return "CPU per request per pinned core: not recorded (records made before it)."
     g = cpu[(cpu["kind"] == kind) & ~cpu["mode"].map(stats.is_twin)]
@@ -110,7 +111,7 @@ def summary_text(cpu: pd.DataFrame, kind: str = "softirq") -> str:
             if len(mde) else ""
         parts.append(f"{core} core {text}" + (f", {rest} other" if rest else "") + f" of {len(v)}{span}")
     return (f"CPU {kind} per request against {REFERENCE} (pinned cores, steal not included): " + "; ".join(parts)
-            + ". On the testbed this CPU cost is what the latency differences are made of.")
+            + "." + (" On the testbed this CPU cost is what the latency differences are made of." if testbed else ""))
 
 
 def save(cpu: pd.DataFrame, out_dir) -> None:

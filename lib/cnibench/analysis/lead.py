@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import conditional, cpucost, stats
+from . import conditional, cpucost, provenance, stats
 from .dataset import REFERENCE, Dataset
 from .tables import WIDEST_PCT, pct_text
 
@@ -78,7 +78,7 @@ def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENC
     if cond is not None:
         text += " " + conditional.summary_text(cond.summary)
     if cpu is not None:
-        text += " " + cpucost.summary_text(cpu)
+        text += " " + cpucost.summary_text(cpu, testbed=provenance.is_testbed(ds.manifest) is True)
     d = disturbance(ds)
     if too_disturbed(d):
         text += (f" The machine was too disturbed to answer: {d['disturbed']} of {d['records']} runs "

@@ -102,7 +102,7 @@ def cpu_section(cpu, ds) -> list[str]:
     testbed = " On the testbed this CPU cost is what the latency differences are made of: both hosts share " \
         "one machine, so a mode's latency is its per-packet CPU work." if provenance.is_testbed(ds.manifest) else ""
     parts.append(
-        f"<p>{_esc(cpucost.summary_text(cpu).split(' On the testbed')[0])}{_esc(testbed)} User, system and "
+        f"<p>{_esc(cpucost.summary_text(cpu, testbed=False))}{_esc(testbed)} User, system and "
         "softirq seconds of the client's and of the server's pinned cores over the measurement window, divided "
         f"by the requests answered in it; hypervisor steal is not CPU time of the guest, so it cannot inflate "
         f"this figure. Compared with {REFERENCE} by the paired block design (paired t on the per-block log "
