@@ -110,15 +110,15 @@ def mde_text(v) -> str:
     return "—" if pd.isna(v) else pct_text(float(v))
 
 
-def effect_text(r) -> str:
-    """A paired-t figure (CPU per request) with its interval and short verdict."""
+def effect_text(r, verdict: bool = True) -> str:
+    """A paired-t figure (CPU per request) with its interval (and short verdict)."""
     if pd.isna(r.get("overhead_pct")):
         return str(r.get("verdict") or "—")
     v = str(r["verdict"])
     short = v.split()[0] if v.startswith(("slower", "faster", "equivalent")) else v
     lo, hi = r.get("overhead_lo"), r.get("overhead_hi")
     span = f" [{lo:+.1f}, {hi:+.1f}]" if pd.notna(lo) and pd.notna(hi) and max(abs(lo), abs(hi)) <= WIDEST_PCT else ""
-    return f"{_signed(r['overhead_pct'])}{span} {short}"
+    return f"{_signed(r['overhead_pct'])}{span}" + (f" {short}" if verdict else "")
 
 
 def with_conditional_and_cpu(table: pd.DataFrame, cond=None, cpu=None, kind: str = "softirq") -> pd.DataFrame:

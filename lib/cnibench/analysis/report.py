@@ -205,7 +205,7 @@ def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) 
                      "when a run of the mode in the band ended invalid and was not redone, or did not keep up "
                      "with its rate. MDE: the smallest overhead this design detects with 80 % power. “—”: an "
                      "interval that cannot be estimated (too few pairs, or wider than ±1,000 %).</p>")
-        parts.append(to_html(tables["headline"], table_id="headline-table"))
+        parts.append(sections.headline_note(tables["headline"]) + to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
         for size, g in an.tiers[an.tiers["percentile"] == 99.0].groupby("size", sort=False):
             groups = " &lt; ".join(f"[{_esc(t)}]" for t in g.sort_values("tier")["text"])
