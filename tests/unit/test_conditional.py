@@ -148,3 +148,13 @@ def test_per_load_figures_are_descriptive_beside_the_band(study, tmp_path):
     conditional.save(c, tmp_path)
     back = conditional.load(tmp_path)
     assert back.summary == c.summary and len(back.table) == len(c.table) and len(back.loads) == len(c.loads)
+
+
+def test_with_the_raw_histograms_as_outside_steal_the_conditional_figures_are_the_raw_ones(study):
+    ds, an, _ = study
+    same = dataclasses.replace(ds, variants={v: dict(ds.hist) for v in recordparts.VARIANTS})
+    c = conditional.analyze(same, an)
+    kept = c.table[c.table["withheld"] == ""]
+    assert len(kept) == 3 and kept["overhead_pct"].to_numpy() == pytest.approx(kept["raw_overhead_pct"].to_numpy())
+    assert kept["se_ratio"].to_numpy() == pytest.approx(1.0) and c.table["placebo_same"].all()
+    assert (kept["verdict"] == kept["raw_verdict"]).all()
