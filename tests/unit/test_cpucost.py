@@ -146,3 +146,14 @@ def test_the_report_beside_an_earlier_study_agrees_per_measure(two):
               "repeatability": report.repeatability(pb.name, an, pb.parent)[1], "repeatability_measures": by}
     page = report.render(ds, an, {}, tables, None, cond, cpu)
     assert "Per measure: p50: intervals agree in" in page and "p99 outside steal: intervals agree in" in page
+
+
+def test_the_compare_task_prints_the_cells_agreed_per_measure(two, capsys):
+    import tasks
+    from invoke import Context
+    (*_, pa), (*_, pb) = two
+    tasks.compare(Context(), study=[str(pa), str(pb)])
+    out = capsys.readouterr().out
+    assert "| measure | size | mode |" in out
+    for m in compare.MEASURES:
+        assert re.search(rf"^{re.escape(m)}: intervals agree in \d of 2 cells", out, re.M)
