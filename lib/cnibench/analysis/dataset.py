@@ -2,9 +2,12 @@
 
 Output (data/processed/<study>/):
   runs.parquet        one row per run: parameters, status/validity, percentiles (us), achieved
-                      rate, CPU time per request by kind and host role
+                      rate, CPU time per request by kind and host role (cpu_scope: the pinned
+                      cores' window figures since issue 25, else the whole machine's), the
+                      left-out shares and withheld reasons of the outside-steal histograms
   histograms.parquet  long table (run_id, lo, hi, count) of each run's non-empty HdrHistogram
                       buckets: bucket i holds latencies in [lo, hi) microseconds
+  histograms_<v>.parquet  the same for latency.<v>, v in recordparts.VARIANTS, where recorded
   meta.json           manifest, calibration, unreadable files: what the report needs beyond runs
 
 Downstream code (stats, plots, report) reads this and never the raw JSON; hdrh is only needed here.
