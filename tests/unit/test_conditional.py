@@ -158,3 +158,15 @@ def test_with_the_raw_histograms_as_outside_steal_the_conditional_figures_are_th
     assert len(kept) == 3 and kept["overhead_pct"].to_numpy() == pytest.approx(kept["raw_overhead_pct"].to_numpy())
     assert kept["se_ratio"].to_numpy() == pytest.approx(1.0) and c.table["placebo_same"].all()
     assert (kept["verdict"] == kept["raw_verdict"]).all()
+
+
+def test_a_mode_not_sustained_in_the_band_is_so_beside_the_raw_figure_too(study):
+    ds, _, _ = study
+    runs = ds.runs.copy()
+    hit = runs.index[(runs["mode"] == "ipvlan") & runs["valid"]][0]
+    runs.loc[hit, ["valid", "status", "reason"]] = [False, "invalid", "invalid: achieved 91% of target"]
+    ds2 = dataclasses.replace(ds, runs=runs)
+    c = conditional.analyze(ds2, stats.analyze(ds2))
+    r = _row(c, "ipvlan")
+    assert r["raw_verdict"] == stats.NOT_SUSTAINED == r["verdict"] and pd.isna(r["overhead_pct"])
+    assert "nan" not in " ".join(sections.conditional_table(c).astype(str).to_numpy().ravel()).lower()

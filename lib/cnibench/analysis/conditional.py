@@ -132,8 +132,10 @@ def _fam(hists: dict, v: str, modes: list, reference: str, an) -> dict | None:
 
 
 def _family_rows(size, modes, reference, raw, reasons, hists, an) -> list[dict]:
-    """One family's rows: raw beside conditional (Holm over the non-withheld cells), wide and placebo."""
-    modes = [m for m in modes if m in raw and not str(raw[m]["verdict"]).startswith(stats.NOT_SUSTAINED)]
+    """One family's rows: raw beside conditional (Holm over the non-withheld cells), wide and placebo;
+    a mode not sustained in the band is so here too, without numbers."""
+    ns = [m for m in modes if m in raw and str(raw[m]["verdict"]).startswith(stats.NOT_SUSTAINED)]
+    modes = [m for m in modes if m in raw and m not in ns]
     kept = [m for m in modes if not reasons[m]["withheld"]]
     fc, fw, fp = _fam(hists, CONDITIONAL, kept, reference, an), _fam(hists, WIDE, kept, reference, an), \
         _fam(hists, PLACEBO, modes, reference, an)
@@ -161,7 +163,8 @@ def _family_rows(size, modes, reference, raw, reasons, hists, an) -> list[dict]:
         else:
             row["verdict"] = f"withheld: {row['withheld']}" if row["withheld"] else "not recorded"
         rows.append(row)
-    return rows
+    return rows + [dict(size=size, mode=m, percentile=PERCENTILE, blocks=0, raw_verdict=raw[m]["verdict"],
+                        verdict=stats.NOT_SUSTAINED, withheld="") for m in ns]
 
 
 def by_load(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE) -> pd.DataFrame:
