@@ -53,7 +53,8 @@ def compare_headlines(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B"), percen
         rb = {k[:-2]: r[k] for k in r.index if k.endswith("_b")}
         both = all(pd.notna(x.get("overhead_lo")) and pd.notna(x.get("overhead_hi")) for x in (ra, rb))
         both = both and ests[0] == ests[1]
-        agree = bool(ra["overhead_lo"] <= rb["overhead_hi"] and rb["overhead_lo"] <= ra["overhead_hi"]) if both else None
+        agree = bool(ra["overhead_lo"] <= rb["overhead_hi"]
+                     and rb["overhead_lo"] <= ra["overhead_hi"]) if both else None
         diff, p = _welch(ra, rb) if ests[0] == ests[1] else (np.nan, np.nan)
         rows.append(dict(size=r["size"], mode=r["mode"], percentile=r["percentile"], a=names[0],
                          a_overhead=_interval(ra), a_verdict=ra.get("verdict"), b=names[1], b_overhead=_interval(rb),
@@ -113,7 +114,8 @@ def measures(processed: Path) -> pd.DataFrame:
         parts.append(cond.assign(measure=MEASURES[2]))
     for core in ("client", "server"):
         if len(cpu):
-            parts.append(cpu[(cpu["kind"] == "softirq") & (cpu["core"] == core)].assign(measure=MEASURES[3 + (core == "server")]))
+            g = cpu[(cpu["kind"] == "softirq") & (cpu["core"] == core)]
+            parts.append(g.assign(measure=MEASURES[3 + (core == "server")]))
     out = pd.concat([x for x in parts if len(x)], ignore_index=True) if any(len(x) for x in parts) else \
         pd.DataFrame(columns=MEASURE_COLS)
     out = out[~out["mode"].astype(str).str.endswith("·A/A")]
@@ -145,7 +147,8 @@ def measure_summary(cmp: pd.DataFrame) -> list[str]:
         if len(bad):
             text += "; differ: " + ", ".join(f"{r['mode']} {r['size']}" for _, r in bad.iterrows())
         if len(g) > len(known):
-            text += f"; {len(g) - len(known)} cells without an interval in one of them (withheld, too few pairs, wider than ±1,000 %)"
+            text += (f"; {len(g) - len(known)} cells without an interval in one of them (withheld, too few pairs, "
+                     "wider than ±1,000 %)")
         lines.append(text)
     return lines
 
@@ -225,12 +228,14 @@ def seed_agreement(band_pairs: pd.DataFrame, percentile: float = 99.0, orderings
             row = dict(size=size, percentile=percentile, lower=lower, higher=higher, stated=stated)
             missing = [m for m in (lower, higher) if m not in present]
             if scope != "band":
-                rows.append({**row, "here": f"stated at {scope}; not what the band measures", "agreement": "cannot tell"})
+                rows.append({**row, "here": f"stated at {scope}; not what the band measures",
+                             "agreement": "cannot tell"})
                 continue
             if missing:
                 rows.append({**row, "here": f"{', '.join(missing)} not in this study", "agreement": "cannot tell"})
                 continue
-            r = g[((g["mode_a"] == lower) & (g["mode_b"] == higher)) | ((g["mode_a"] == higher) & (g["mode_b"] == lower))].iloc[0]
+            r = g[((g["mode_a"] == lower) & (g["mode_b"] == higher))
+                  | ((g["mode_a"] == higher) & (g["mode_b"] == lower))].iloc[0]
             flip = r["mode_a"] != lower  # the table holds (a, b) in mode order: ratio a/b
             ratio, lo, hi = (1 / r["ratio"], 1 / r["ratio_hi"], 1 / r["ratio_lo"]) if flip else \
                 (r["ratio"], r["ratio_lo"], r["ratio_hi"])

@@ -24,8 +24,10 @@ STUDY_PERCENTILES = (95.0, 99.0, 99.5, 99.99, 99.999)  # the study's table, plus
 TABLE_COLUMNS = [f"p{p:g}" for p in STUDY_PERCENTILES] + ["max"]
 FIGURE_CAPTIONS = {
     "latency_by_percentile": "Latency by percentile (the study's figure): a panel per load, a line per mode.",
-    "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: 30–50 % of max.",
-    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (the study's estimator, above).",
+    "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: "
+                       "30–50 % of max.",
+    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (the study's "
+                        "estimator, above).",
     "max_rate": "Maximum sustainable request rate per calibrated mode (measured maxima only).",
     "cpu_per_request": "CPU time per request by kind against load, on the client's and the server's pinned cores "
                        "(records made before issue 25: every CPU of the machine).",
@@ -103,7 +105,8 @@ def analyse(ds: Dataset) -> stats.Analysis:
     return stats.analyze(ds, margin=study_settings(ds).get("equivalence_margin", stats.MARGIN))
 
 
-def repeatability(study: str, an: stats.Analysis, processed_root: Path, compare_with=None) -> tuple[str, pd.DataFrame] | None:
+def repeatability(study: str, an: stats.Analysis, processed_root: Path,
+                  compare_with=None) -> tuple[str, pd.DataFrame] | None:
     """(the other study's name, the side-by-side table) for the first study found to compare
     with (compare.earlier_studies), or None."""
     for path in compare.earlier_studies(study, processed_root, compare_with):
@@ -180,7 +183,8 @@ def _question(ds: Dataset, an: stats.Analysis, cond=None, cpu=None) -> list[str]
              f"<title>cnibench report: {_esc(ds.study)}</title><style>{CSS}</style></head><body>",
              f"<h1>What does a container network cost? — study <code>{_esc(ds.study)}</code></h1>"]
     warn = " caveat" if lead.too_disturbed(lead.disturbance(ds)) else ""
-    parts.append(f"<p id='answer' class='answer{warn}'><b>Answer.</b> {_esc(lead.headline_sentence(ds, an, cond=cond, cpu=cpu))}</p>")
+    answer = lead.headline_sentence(ds, an, cond=cond, cpu=cpu)
+    parts.append(f"<p id='answer' class='answer{warn}'><b>Answer.</b> {_esc(answer)}</p>")
     parts.append(
         "<h2 id='question'>Question</h2><p>How much latency does each container networking mode add "
         f"compared with no network containerization (<code>{REFERENCE}</code> networking), measured as "
@@ -196,7 +200,8 @@ def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) 
     parts = []
     parts.append(f"<h2 id='headline'>Headline: overhead versus {REFERENCE} at {lo:.0%}–{hi:.0%} of max load</h2>")
     if tables["headline"].empty:
-        parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another mode.</p>")
+        parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another "
+                     "mode.</p>")
     else:
         parts.append(f"<p>{_esc(_estimator_text(an))} Verdict: slower or faster than {REFERENCE} when the test "
                      f"rejects (Holm over the modes), else equivalent when both one-sided tests put it within "
@@ -205,7 +210,8 @@ def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) 
                      "when a run of the mode in the band ended invalid and was not redone, or did not keep up "
                      "with its rate. MDE: the smallest overhead this design detects with 80 % power. “—”: an "
                      "interval that cannot be estimated (too few pairs, or wider than ±1,000 %).</p>")
-        parts.append(sections.headline_note(tables["headline"]) + to_html(tables["headline"], table_id="headline-table"))
+        parts.append(sections.headline_note(tables["headline"]))
+        parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
         for size, g in an.tiers[an.tiers["percentile"] == 99.0].groupby("size", sort=False):
             groups = " &lt; ".join(f"[{_esc(t)}]" for t in g.sort_values("tier")["text"])
@@ -308,14 +314,16 @@ def _statistics(an: stats.Analysis) -> list[str]:
     return parts
 
 
-def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED, raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:
+def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED,
+                raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:
     """(name, headline) of a study given by name or by its processed directory; a study with raw
     records but no saved analysis is analysed first."""
     path = compare.resolve(name_or_path, processed_root)
     if not (path / "stats_headline.csv").exists():
         name = Path(name_or_path).stem
         if not (Path(raw_root) / name).is_dir():
-            raise CnibenchError(f"no analysis of '{name_or_path}' in {path} and no run records in {Path(raw_root) / name}: "
+            raise CnibenchError(f"no analysis of '{name_or_path}' in {path} and no run records in "
+                                f"{Path(raw_root) / name}: "
                                 "name a study in data/processed, or the processed directory of another clone")
         ds = dataset.build_and_save(name, raw_root, path)
         analyse_and_save(ds, path)
@@ -367,7 +375,8 @@ def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = Non
     beside = repeatability(study, an, processed_dir.parent, settings.get("compare_with"))
     if beside is not None:
         tables["repeatability"] = beside[1]
-        tables["repeatability_measures"] = repeatability_measures(study, processed_dir.parent, settings.get("compare_with"))
+        tables["repeatability_measures"] = repeatability_measures(study, processed_dir.parent,
+                                                                  settings.get("compare_with"))
     write_tables(tables, out_dir / "tables")
     method = config.ROOT / "docs" / "method.md"
     text = render(ds, an, figures, tables, method.read_text() if method.exists() else None, cond, cpu)
