@@ -71,7 +71,8 @@ def test_a_constructed_cpu_effect_is_found_on_both_cores_with_intervals_mdes_and
     twin = cpu[cpu["mode"].map(stats.is_twin)]
     assert len(twin) == 8 and twin["verdict"].eq("equivalent to host").all()
     text = cpucost.summary_text(cpu)
-    assert re.search(r"client core 1 more CPU, .* of 2 \(MDE \d\.\d–\d\.\d %\); server core 1 more CPU, .* of 2 \(MDE", text)
+    mde = r"\(MDE \d\.\d–\d\.\d %\)"
+    assert re.search(rf"client core 1 more CPU, .* of 2 {mde}; server core 1 more CPU, .* of 2 {mde}", text)
     assert "what the latency differences are made of" in text
 
 
