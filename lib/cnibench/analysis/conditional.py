@@ -199,11 +199,19 @@ def summarize(table: pd.DataFrame, recorded: bool = True) -> dict:
     return {"recorded": bool(recorded), "percentile": PERCENTILE, "cells": int(len(modes)),
             "mde_min_pct": float(mde.min()) if len(mde) else np.nan,
             "mde_max_pct": float(mde.max()) if len(mde) else np.nan, "twin_cells": int(len(twin)),
+            "verdicts": _tally(kept["verdict"]) if len(kept) else {},
             "twin_false": int(twin["verdict"].astype(str).str.match(r"(slower|faster)").sum()) if len(twin) else 0,
             "withheld": int(len(modes) - len(kept)), "se_ratio_median": med, "se_ratio_limit": SE_RATIO_LIMIT,
             "demoted": bool(med > SE_RATIO_LIMIT) if med == med else False,
             "placebo_changed": [f"{r['mode']} {r['size']}" for _, r in changed.iterrows()],
             "share_margin_pp": 100 * SHARE_MARGIN}
+
+
+def _tally(verdicts: pd.Series) -> dict:
+    v = verdicts.astype(str)
+    kinds = {k: int(v.str.startswith(k).sum()) for k in ("slower", "faster", "equivalent")}
+    kinds["without a verdict"] = int(len(v) - sum(kinds.values()))  # inconclusive, too few pairs, not sustained
+    return {k: n for k, n in kinds.items() if n}
 
 
 def summary_text(s: dict) -> str:
@@ -213,7 +221,8 @@ def summary_text(s: dict) -> str:
     mde = s.get("mde_min_pct", np.nan)
     text = (f"Tail outside hypervisor steal (p{s['percentile']:g}, beside the raw one): {s['withheld']} of "
             f"{s['cells']} cells withheld by their guards"
-            + (f" (MDE {pct_text(mde)}–{pct_text(s['mde_max_pct'])} in the others)" if mde == mde else "")
+            + (f"; the others {', '.join(f'{n} {k}' for k, n in s['verdicts'].items())}" if s.get("verdicts") else "")
+            + (f" (MDE {pct_text(mde)}–{pct_text(s['mde_max_pct'])})" if mde == mde else "")
             + "; median conditional ÷ raw SE "
             + (f"{s['se_ratio_median']:.2f}" if s["se_ratio_median"] == s["se_ratio_median"] else "— (no cell)"))
     if s["demoted"]:
