@@ -50,6 +50,8 @@ class RunSteal:
                                              await self._cached("acct", server, stealacct.host_accounting))
         if not self.spec.pin:
             self.note = "nginx is not pinned: no core of its to observe"
+        elif not getattr(self.spec, "steal_probe", True):
+            self.note = "the steal probe is off (steal_probe: false)"
         else:
             await self.probes.start(server, list(self.spec.server_cpus))
             if not self.probes.running:
