@@ -73,8 +73,9 @@ class Openloop:
             raise ValueError(f"{PREFIX}-openloop is open-loop only: give a rate (closed-loop runs use h2load)")
         argv = [binary_path("openloop"), "--host", spec.address, "--port", str(spec.port), "--path", spec.path,
                 "--rate", f"{spec.rate:.6f}", "--connections", str(spec.connections), "--threads", str(spec.threads),
-                "--duration", f"{spec.duration_s:g}", "--warmup", f"{spec.warmup_s:g}", "--pipeline", str(spec.pipeline),
-                "--timeout", f"{spec.timeout_s:g}", "--arrival", spec.arrival, "--seed", str(spec.seed)]
+                "--duration", f"{spec.duration_s:g}", "--warmup", f"{spec.warmup_s:g}", "--pipeline",
+                str(spec.pipeline), "--timeout", f"{spec.timeout_s:g}", "--arrival", spec.arrival, "--seed",
+                str(spec.seed)]
         if spec.cpus:
             argv += ["--cpus", ",".join(map(str, spec.cpus))]
         if spec.log_path and not (spec.hist_path and not spec.log_every):
@@ -93,7 +94,8 @@ class Openloop:
             return parse_with_histograms(spec, summary, files)
         rows = parse_log(files.get("log", b""))
         if len(rows) != summary["window_requests"]:
-            return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
+            return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says "
+                              f"{summary['window_requests']}")
         return result_from_log(spec, rows, summary, steal_context(files))
 
 
@@ -155,14 +157,18 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict, ctx: dict |
         histogram=lat.histogram_of(lat_us),
         histogram_uncorrected=lat.histogram_of(svc_us),
         # Per second of the window by completion time, as for every generator.
-        timeline=lat.timeline(done // 1000, all_lat_us, ~answered_ok, window_start // 1000, int(round(spec.duration_s))),
+        timeline=lat.timeline(done // 1000, all_lat_us, ~answered_ok, window_start // 1000,
+                              int(round(spec.duration_s))),
         correction={"method": "none: latency from each request's intended send time"},
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
-        outside_steal=outside_steal(intended, answered_ok, lat_us, summary, ctx, (window_start, window_end), spec.seed),
-        generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb")},
+        outside_steal=outside_steal(intended, answered_ok, lat_us, summary, ctx, (window_start, window_end),
+                                    spec.seed),
+        generator_info={**{k: summary.get(k)
+                           for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
+                                     "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
+                                     "peak_rss_kb")},
                         **stall_summary(summary)},
     )
 
@@ -170,7 +176,8 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict, ctx: dict |
 def parse_with_histograms(spec: LoadSpec, summary: dict, files: dict[str, bytes]) -> LoadResult:
     """The record from the generator's histogram file, with its sampled log when there is one."""
     if not summary.get("histograms"):
-        return LoadResult(ok=False, reason=f"{PREFIX}-openloop {summary.get('version')} wrote no histograms (version >= 6 does)")
+        return LoadResult(ok=False, reason=f"{PREFIX}-openloop {summary.get('version')} wrote no histograms (version "
+                          ">= 6 does)")
     try:
         hists = oh.parse_histograms(files.get("histograms", b""))
     except ValueError as e:
@@ -198,10 +205,12 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
     if "stalls" in summary:
         mask = lat.stall_mask([(s[1], s[2]) for s in machine_stalls(summary["stalls"])], start, nbins)
         pacing["outside_stalls"] = {**lat.pacing_outside_counts(actual, scheduled, mask), "send_lag_p99_us": None,
-                                    "send_lag_p999_us": None, "own_stalls": sum(stall_cause(s) == "own" for s in summary["stalls"])}
+                                    "send_lag_p999_us": None,
+                                    "own_stalls": sum(stall_cause(s) == "own" for s in summary["stalls"])}
         if rows is not None and len(rows):
             from_log = pacing_figures(rows["intended"], rows["sent"], start, end, summary)["outside_stalls"]
-            pacing["outside_stalls"].update({k: from_log[k] for k in ("send_lag_p99_us", "send_lag_p999_us", "late_outside")
+            pacing["outside_stalls"].update(
+                {k: from_log[k] for k in ("send_lag_p99_us", "send_lag_p999_us", "late_outside")
                                              if k in from_log}, sampled_log_every=int(summary.get("log_every", 1)))
     return LoadResult(
         ok=True, requests=window, ok_count=ok_count,
@@ -214,9 +223,10 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
         source=f"{PREFIX}-openloop histograms (3 significant digits); latency from the intended send time (open loop)",
         send_lag=send_lag_from_histogram(*h["lag"]), pacing=pacing,
         outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary, ctx, spec.seed),
-        generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb",
-                                                        "log_every")},
+        generator_info={**{k: summary.get(k)
+                           for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
+                                     "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
+                                     "peak_rss_kb", "log_every")},
                         "record_from": "histograms", **stall_summary(summary)},
     )
 
@@ -228,7 +238,8 @@ def send_lag_from_histogram(idx: np.ndarray, counts: np.ndarray) -> dict:
     if n == 0:
         return {"unit": "us", "percentiles": None, "over_1ms": 0, "n": 0}
     pcts = {p: round(oh.percentile(idx, counts, oh.H3, float(p)) / 1e3, 3) for p in PERCENTILES}
-    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[oh.index_value(idx, oh.H3) > 1_000_000].sum()), "n": n}
+    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[oh.index_value(idx, oh.H3) > 1_000_000].sum()),
+            "n": n}
 
 
 def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start: int, summary: dict,
@@ -292,8 +303,9 @@ def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int,
         own = [s for s in summary["stalls"] if stall_cause(s) == "own"]
         out["outside_stalls"]["own_stalls"] = len(own)
         if "intervals" in summary:
-            out["outside_stalls"]["late_outside"] = lat.late_sends_by_cause(intended, sent, start, mask, summary["intervals"],
-                                                                            LATE_US, summary.get("short_ns", 20000))
+            out["outside_stalls"]["late_outside"] = lat.late_sends_by_cause(intended, sent, start, mask,
+                                                                            summary["intervals"], LATE_US,
+                                                                            summary.get("short_ns", 20000))
     return out
 
 
@@ -329,7 +341,8 @@ def mask_withheld(ctx: dict, cores: list[str]) -> str | None:
     acc, reasons = ctx.get("accounting") or {}, ctx.get("accounting_reasons") or {}
     for role in cores:
         if acc.get(role) != "paravirt":
-            return f"the {role} core's steal split is unknown: {reasons.get(role) or 'its steal accounting was not checked'}"
+            why = reasons.get(role) or "its steal accounting was not checked"
+            return f"the {role} core's steal split is unknown: {why}"
     if "server" not in cores:
         return f"the server's core was not observed: {ctx.get('server_note') or 'no server probe in this run'}"
     return None
@@ -344,9 +357,11 @@ def steal_variants(summary: dict, ctx: dict, start: int, end: int, seed: int, on
     parts = {}
     for name, (episodes, lead, tail_min) in lat.mask_variants(by_core, start, end, seed).items():
         scale = lead // lat.MASK_LEAD_NS
-        parts[name] = {**one(episodes, lead, tail_min), "episodes": {c: len(by_core[c]) for c in cores}, "cores": cores,
-                       "lead_ms": lead / 1e6, "tail_min_ms": tail_min / 1e6, "tail_rule": lat.tail_rule(scale),
-                       "withheld": withheld, **({"placebo_seed": [int(seed), lat.PLACEBO_SEED]} if name == "placebo" else {})}
+        parts[name] = {**one(episodes, lead, tail_min), "episodes": {c: len(by_core[c]) for c in cores},
+                       "cores": cores, "lead_ms": lead / 1e6, "tail_min_ms": tail_min / 1e6,
+                       "tail_rule": lat.tail_rule(scale), "withheld": withheld}
+        if name == "placebo":
+            parts[name]["placebo_seed"] = [int(seed), lat.PLACEBO_SEED]
     return {**parts["main"], "wide": parts["wide"], "placebo": parts["placebo"]}
 
 

@@ -126,7 +126,8 @@ int main(int argc, char **argv) {
             getrusage(RUSAGE_THREAD, &ru);
             int64_t waited = delay >= 0 && delay0 >= 0 ? delay - delay0 : 0;
             int stopped = conts != conts0;
-            int c = cause_of(ru.ru_nvcsw - vol0 - sleeps - (stopped ? 1 : 0), ru.ru_nivcsw - invol0, waited, late, stopped);
+            long vol_extra = ru.ru_nvcsw - vol0 - sleeps - (stopped ? 1 : 0);
+            int c = cause_of(vol_extra, ru.ru_nivcsw - invol0, waited, late, stopped);
             int64_t steal = c == C_STEAL ? late : c == C_PREEMPTED && late > waited ? late - waited : 0;
             by_ns[c] += late;
             by_n[c]++;
@@ -150,8 +151,8 @@ int main(int argc, char **argv) {
     long long exec = -1, wait;
     ssize_t n = fd >= 0 ? pread(fd, buf, sizeof buf - 1, 0) : -1;
     if (n > 0) { buf[n] = 0; if (sscanf(buf, "%lld %lld", &exec, &wait) != 2) exec = -1; }
-    printf("t0_realtime_ns %lld\nt0_mono_ns %lld\nsamples %lld\nspan_ns %lld\ncpu_ns %lld\nexec_ns %lld\n", (long long)t0r,
-           (long long)t0, samples, (long long)span, (long long)cpu, exec);
+    printf("t0_realtime_ns %lld\nt0_mono_ns %lld\nsamples %lld\n", (long long)t0r, (long long)t0, samples);
+    printf("span_ns %lld\ncpu_ns %lld\nexec_ns %lld\n", (long long)span, (long long)cpu, exec);
     for (int c = 0; c < NCAUSES; c++) printf("offcpu %s %lld %lld\n", NAMES[c], by_n[c], (long long)by_ns[c]);
     for (int i = 0; i < neps; i++)
         printf("ep %lld %lld %lld %lld %d\n", (long long)eps[i].start, (long long)eps[i].end, (long long)eps[i].late,
