@@ -161,3 +161,25 @@ def test_instructions_only_where_perf_counts_them():
     assert "not installed" in instructions_support("", 127)[1]
     assert instructions_support("1234567,,instructions,1000,100.00,,\n", 0) == (True, None)
     assert parse_perf_count("  12,,instructions:u,1,100,,") == 12
+
+
+def test_the_run_gives_the_parser_the_server_episodes_and_the_record_its_parts():
+    """stealrun.RunSteal after its probes stopped: the steal context the parser reads (realtime
+    spans with steal only) and the record's hygiene.server_probe and metrics parts."""
+    from types import SimpleNamespace
+
+    from cnibench.workload.bench import BenchSpec
+    from cnibench.workload.stealrun import RunSteal
+
+    fleet = SimpleNamespace(client=SimpleNamespace(name="client"), server=SimpleNamespace(name="server"))
+    steal = RunSteal(fleet, BenchSpec(mode="host", size="small", rate=1000, duration_s=2.5, warmup_s=0.5), {})
+    steal.summaries = [sp.parse(PROBE)]
+    steal.accounting = stealacct.per_role(stealacct.parse_probe("source x\nCONFIG_PARAVIRT_TIME_ACCOUNTING=y\n"), None)
+    ctx = ol.steal_context({"steal_context": steal.context_bytes()})
+    assert ctx["server"] == [[1_000_000_000 + s, 1_000_000_000 + e, st] for s, e, _, st, c in sp.parse(PROBE)["episodes"]
+                             if st > 0]
+    assert ctx["accounting"] == {"client": "paravirt", "server": "unknown"} and ctx["accounting_reasons"]["server"]
+    part = steal.server_probe()
+    assert part["cpus"] == [1] and part["steal_accounting"]["client"]["accounting"] == "paravirt"
+    m = steal.metrics_part({})
+    assert m["window_cpu"] == {"client": None, "server": None} and m["instructions"]["supported"] is None

@@ -165,10 +165,14 @@ MASK_TAIL_MIN_NS = 2_000_000
 
 
 def steal_episodes(stalls: list, intervals: list, short_ns: int) -> list[tuple[int, int, int]]:
-    """(start, end, stolen ns) of each span in which the hypervisor took the generator's core:
-    listed stalls of cause steal (0), and the ~1 ms check intervals with more than `short_ns`
-    off the CPU and no context switch (cnib-openloop >= 5; ns since its t0)."""
+    """(start, end, stolen ns) of each span in which the hypervisor took the generator's core
+    (cnib-openloop >= 5; ns since its t0): listed stalls of cause steal (0); listed stalls of
+    cause preempted (1) split into the in-guest wait (their run_delay) and the rest, which is
+    steal when it exceeds `short_ns` (issue 25: a preemption can hold steal too); and the ~1 ms
+    check intervals with more than `short_ns` off the CPU and no context switch."""
     out = [(int(s[1]), int(s[2]), int(s[3])) for s in stalls or [] if len(s) > 4 and s[4] == 0]
+    out += [(int(s[1]), int(s[2]), int(s[3]) - int(s[5])) for s in stalls or []
+            if len(s) > 5 and s[4] == 1 and s[5] >= 0 and int(s[3]) - int(s[5]) > short_ns]
     out += [(int(iv[1]), int(iv[2]), int(iv[3])) for iv in intervals or [] if iv[5] == 0 and iv[3] > short_ns]
     return sorted(out)
 
