@@ -58,6 +58,7 @@ class BenchSpec:
     server_delay_s: float = 0.0  # a fixed delay nginx adds to every response (checks the instrument)
     guard: GuardLimits = field(default_factory=GuardLimits)
     hiccup: str = "on"  # hiccup meter per host: on (unpinned) | pinned (one per pinned core) | off; see hiccup/
+    steal_probe: bool = True  # the server-core steal probe on nginx's pinned cores (stealprobe/; pinned runs only)
 
     @property
     def n_connections(self) -> int:
