@@ -254,9 +254,11 @@ def test_the_steal_mask_leaves_out_exactly_the_requests_due_in_a_widened_episode
 
 
 def test_steal_episodes_are_the_steal_stalls_and_gaps_only():
-    stalls = [[0, 1, 2, 150_000, 0, 0], [0, 5, 6, 150_000, 1, 90_000], [0, 7, 8, 150_000, 2, 0], [0, 9, 10, 9]]
+    """Preempted stalls count by their part beyond the in-guest wait (run_delay), when above short_ns."""
+    stalls = [[0, 1, 2, 150_000, 0, 0], [0, 5, 6, 150_000, 1, 140_000], [0, 7, 8, 150_000, 2, 0], [0, 9, 10, 9],
+              [0, 11, 12, 150_000, 1, 90_000], [0, 13, 14, 150_000, 1, -1]]
     intervals = [[0, 20, 30, 25_000, 0, 0], [0, 40, 50, 25_000, 60_000, 1], [0, 60, 70, 5_000, 80_000, 0]]
-    assert lat.steal_episodes(stalls, intervals, 20_000) == [(1, 2, 150_000), (20, 30, 25_000)]
+    assert lat.steal_episodes(stalls, intervals, 20_000) == [(1, 2, 150_000), (11, 12, 60_000), (20, 30, 25_000)]
 
 
 def test_the_record_has_a_histogram_outside_steal_beside_the_raw_one():

@@ -30,8 +30,8 @@ from ..catalog import PREFIX
 from ..catalog import name as prefixed
 from .config import RUN_DIR, TESTBED_INVENTORY, TESTBED_STATE
 from ..errors import TestbedError
-from .testbed_proc import (RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, release_run_sshd, root_links,
-                           sh, which)
+from .testbed_proc import (RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, nofile_prefix, release_run_sshd,
+                           root_links, sh, which)
 
 FABRIC_NS = prefixed("fabric")
 BRIDGE = f"{PREFIX}br0"
@@ -123,12 +123,11 @@ def precheck() -> None:
 def up(names=DEFAULT_HOSTS, sshd_nofile: int | None = None, clients: int = 1) -> Path:
     """Bring the testbed up (idempotent) and return the path of its generated inventory.
     sshd_nofile: start each host's sshd (and so every command over SSH) under that open-file
-    limit, soft and hard (prlimit), as a real host with a low limit would be (issue 28).
-    clients: how many of the hosts (the first ones) are load clients (several clients)."""
+    limit, soft and hard (prlimit), as a real host with a low limit would be (issue 28); else
+    testbed_proc.nofile_prefix(). clients: how many of the hosts, the first ones, are clients."""
     precheck()
     hosts = testbed_hosts(names, clients)
-    whole = isinstance(sshd_nofile, int) and not isinstance(sshd_nofile, bool)
-    if sshd_nofile is not None and (not whole or sshd_nofile < 16):
+    if sshd_nofile is not None and (type(sshd_nofile) is not int or sshd_nofile < 16):
         raise TestbedError(f"sshd_nofile {sshd_nofile!r} is not a whole number >= 16")
     existing = read_state()
     if existing and (existing.get("hosts"), existing.get("clients", 1)) != ([h.name for h in hosts], clients):
@@ -268,8 +267,9 @@ def _sshd(h: TestbedHost, nofile: int | None = None) -> None:
     sshd = which("sshd") or "/usr/sbin/sshd"
     sh([sshd, "-t", "-f", str(conf)])
     # Join only the network namespace: see the module docstring for why not `ip netns exec`.
-    limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else []
-    sh([*limit, "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
+    limit = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] if nofile else nofile_prefix()
+    sh([*limit, "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E",
+        str(h.dir / "sshd.log")])
 
 
 def _write_known_hosts(hosts: list[TestbedHost]) -> None:

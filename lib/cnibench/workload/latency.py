@@ -165,17 +165,22 @@ MASK_TAIL_MIN_NS = 2_000_000
 
 
 def steal_episodes(stalls: list, intervals: list, short_ns: int) -> list[tuple[int, int, int]]:
-    """(start, end, stolen ns) of each span in which the hypervisor took the generator's core:
-    listed stalls of cause steal (0), and the ~1 ms check intervals with more than `short_ns`
-    off the CPU and no context switch (cnib-openloop >= 5; ns since its t0)."""
+    """(start, end, stolen ns) of each span in which the hypervisor took the generator's core
+    (cnib-openloop >= 5; ns since its t0): listed stalls of cause steal (0); listed stalls of
+    cause preempted (1) split into the in-guest wait (their run_delay) and the rest, which is
+    steal when it exceeds `short_ns` (issue 25: a preemption can hold steal too); and the ~1 ms
+    check intervals with more than `short_ns` off the CPU and no context switch."""
     out = [(int(s[1]), int(s[2]), int(s[3])) for s in stalls or [] if len(s) > 4 and s[4] == 0]
+    out += [(int(s[1]), int(s[2]), int(s[3]) - int(s[5])) for s in stalls or []
+            if len(s) > 5 and s[4] == 1 and s[5] >= 0 and int(s[3]) - int(s[5]) > short_ns]
     out += [(int(iv[1]), int(iv[2]), int(iv[3])) for iv in intervals or [] if iv[5] == 0 and iv[3] > short_ns]
     return sorted(out)
 
 
 def steal_mask(intended_ns, episodes: list[tuple[int, int, int]], lead_ns: int = MASK_LEAD_NS,
                tail_min_ns: int = MASK_TAIL_MIN_NS) -> np.ndarray:
-    """Which requests (by intended time) fall in a widened steal episode: True = left out."""
+    """Which requests (by intended time) fall in a widened steal episode: True = left out.
+    Episodes may overlap (the union of both cores' is passed as is)."""
     t = np.asarray(intended_ns, dtype=np.int64)
     order = np.argsort(t, kind="stable")
     ts = t[order]
@@ -185,6 +190,45 @@ def steal_mask(intended_ns, episodes: list[tuple[int, int, int]], lead_ns: int =
         hi = np.searchsorted(ts, end + max(tail_min_ns, stolen), side="right")
         out[order[lo:hi]] = True
     return out
+
+
+MASK_WIDE = 2  # the sensitivity check: L and D both doubled
+PLACEBO_SEED = 25  # the placebo's episodes move to times drawn from (run seed, this)
+
+
+def tail_rule(scale: int = 1) -> str:
+    """D(S) in words, for the record."""
+    return f"max({scale * MASK_TAIL_MIN_NS / 1e6:g} ms, {'' if scale == 1 else f'{scale}x'}S)"
+
+
+def scaled(episodes: list[tuple[int, int, int]], scale: int) -> list[tuple[int, int, int]]:
+    """Episodes whose stolen time is scaled: with lead and tail_min scaled too, steal_mask then
+    leaves out [begin - scale L, end + scale max(tail_min, S)] (the sensitivity check)."""
+    return [(int(b), int(e), int(s) * scale) for b, e, s in episodes]
+
+
+def placebo_episodes(episodes: list[tuple[int, int, int]], start_ns: int, end_ns: int,
+                     seed: int) -> list[tuple[int, int, int]]:
+    """The same episodes (count, lengths, stolen time) moved to seeded-random times in the
+    window [start_ns, end_ns): what the mask does to a tail when it is NOT where the steal was."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, PLACEBO_SEED])
+    out = []
+    for b, e, s in episodes:
+        length = int(e) - int(b)
+        begin = int(start_ns) + int(rng.integers(0, max(1, int(end_ns) - int(start_ns) - length)))
+        out.append((begin, begin + length, int(s)))
+    return sorted(out)
+
+
+def mask_variants(by_core: dict[str, list], start_ns: int, end_ns: int,
+                  seed: int) -> dict[str, tuple[list[tuple[int, int, int]], int, int]]:
+    """The three masks of a run, each as (episodes, lead_ns, tail_min_ns) for steal_mask: the
+    union of every observed core's steal episodes at L and D ("main"), at 2 L and 2 D ("wide"),
+    and moved to random times ("placebo"). The same rule for every arm."""
+    union = sorted(ep for eps in by_core.values() for ep in eps)
+    return {"main": (union, MASK_LEAD_NS, MASK_TAIL_MIN_NS),
+            "wide": (scaled(union, MASK_WIDE), MASK_WIDE * MASK_LEAD_NS, MASK_WIDE * MASK_TAIL_MIN_NS),
+            "placebo": (placebo_episodes(union, start_ns, end_ns, seed), MASK_LEAD_NS, MASK_TAIL_MIN_NS)}
 
 
 def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int,

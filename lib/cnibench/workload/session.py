@@ -28,10 +28,12 @@ from ..errors import CnibenchError, HostError
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
+from . import ports
 from .bench import (FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits,
                     validate_spec)
 from .generators import LoadSpec, get_generator, parse_accounting
 from .hygiene import RunHygiene, judge_run
+from .stealrun import RunSteal
 
 # Bounds on the host commands around a run: a hung host fails the run, never the study.
 CLEANUP_TIMEOUT = 30.0  # one clean-up step (stop the generator, the samplers, nginx)
@@ -99,6 +101,7 @@ class BenchSession:
         self._nginx_spec: nginx_mod.NginxSpec | None = None
         self.nginx_starts = 0  # how many times this session started nginx (tests, benchmarks)
         self.built: dict[str, dict] = {}  # generator name -> its build (ours are compiled on the host)
+        self.host_facts: dict = {}  # (fact, host) -> steal accounting, perf support (stealrun.RunSteal)
 
     async def __aenter__(self) -> "BenchSession":
         return self
@@ -158,7 +161,8 @@ class BenchSession:
         load = load_spec(spec, self.endpoint, gen_dir)
         argv = generator_argv(spec, load)
         rec = self._new_record(spec, load, argv, gen.name, run_id, study, repetition, load_fraction)
-        run = _RunState(gen, load, argv, gen_dir, RunHygiene(self.fleet, self.endpoint, spec), rec["notes"])
+        run = _RunState(gen, load, argv, gen_dir, RunHygiene(self.fleet, self.endpoint, spec), rec["notes"],
+                        RunSteal(self.fleet, spec, self.host_facts))
         try:
             await self._collect(rec, spec, run, during)
         except (CnibenchError, OSError, asyncio.TimeoutError, _Failed) as exc:
@@ -197,7 +201,11 @@ class BenchSession:
         nginx = await self._nginx(self.nginx_spec(spec), run.notes)
         await nginx_mod.health_check(client, self.endpoint.client_netns, run.load.url, spec.size)
         await client.run(["mkdir", "-p", run.gen_dir], timeout=GEN_DIR_TIMEOUT)
+        await run.steal.start()  # the server-core steal probes, before the warm-up
         await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
+        if ports.to_check(run.load.connections):  # maybe more local ports than the namespace has
+            run.ports_widened = True
+            run.notes += [n for n in [await ports.widen(client, self.endpoint.client_netns, run.load.connections)] if n]
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
         if during is not None:
             run.hook = asyncio.ensure_future(
@@ -205,10 +213,13 @@ class BenchSession:
         res = await self._wait_generator(spec, run)
         # The load is over: the samplers' last sample closes the window now, not a period later.
         rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), run.notes) or {}
+        await _bounded("stop steal probes", run.steal.stop(), run.notes)
         files = await self._read_outputs(run)
+        files["steal_context"] = run.steal.context_bytes()
         result = run.gen.parse(run.load, res.stdout, res.stderr, res.exit_status, files)
         result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
         await self._judge(rec, spec, run, nginx, result, files)
+        steal_parts(rec, run)
 
     async def _wait_generator(self, spec: BenchSpec, run: "_RunState"):
         limit = spec.warmup_s + spec.duration_s + max(GENERATOR_SLACK_S, 2 * spec.timeout_s)
@@ -254,6 +265,12 @@ class BenchSession:
             run.hook.cancel()
         if run.bg is not None:
             await _bounded("stop generator", run.bg.stop(grace=STOP_GRACE_S), notes)
+        if run.ports_widened:
+            restore = ports.restore(self.fleet.client, self.endpoint.client_netns)
+            notes += [n for n in [await _bounded("restore ip_local_port_range", restore, notes)] if n]
+        if run.steal.running:
+            await _bounded("stop steal probes", run.steal.stop(), notes)
+        notes.extend(run.steal.probes.notes)
         if run.hyg.running:
             rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), notes) or rec["metrics"] or {}
         notes.extend(run.hyg.meters.notes)
@@ -276,10 +293,12 @@ class _RunState:
     gen_dir: str
     hyg: RunHygiene
     notes: list[str]
+    steal: RunSteal
     bg: object = None  # the generator's process
     hook: asyncio.Future | None = None  # the `during` hook
     hook_error: BaseException | None = None
     nginx_gone: bool = False
+    ports_widened: bool = False  # the client namespace's port range was (to be) widened: restore it
 
 
 async def _alive_or_false(nginx) -> bool:
@@ -289,11 +308,20 @@ async def _alive_or_false(nginx) -> bool:
         return False
 
 
+def steal_parts(rec: dict, run: "_RunState") -> None:
+    """The steal instruments' parts of the record: hygiene.server_probe, metrics.window_cpu and
+    metrics.instructions (stealrun.RunSteal)."""
+    rec.setdefault("hygiene", {})["server_probe"] = run.steal.server_probe()
+    if isinstance(rec.get("metrics"), dict):
+        samples = {h: p.get("samples") or [] for h, p in run.hyg.sampler.parsed.items()}
+        rec["metrics"].update(run.steal.metrics_part(samples))
+
+
 def outside_steal_part(o: dict) -> dict:
     """The record's `latency.outside_steal`: the conditional histogram (shown beside the raw one,
     never alone) with its percentile table and what the steal mask left out."""
     h = o["histogram"]
-    part = {k: v for k, v in o.items() if k != "histogram"}
+    part = {k: v for k, v in o.items() if k not in ("histogram", "wide", "placebo")}
     if h.get_total_count() > 0:
         part.update(histogram=encode_histogram(h), percentiles=percentile_table(h))
     return part
@@ -325,7 +353,11 @@ def _fill(rec: dict, spec: BenchSpec, result) -> None:
         if result.pacing is not None:
             rec["latency"]["pacing"] = result.pacing
         if getattr(result, "outside_steal", None) is not None:
-            rec["latency"]["outside_steal"] = outside_steal_part(result.outside_steal)
+            o = result.outside_steal
+            rec["latency"]["outside_steal"] = outside_steal_part(o)
+            for key in ("wide", "placebo"):  # the sensitivity check (2 L, 2 D) and the placebo
+                if key in o:
+                    rec["latency"][f"outside_steal_{key}"] = outside_steal_part(o[key])
     if result.generator_info:
         rec["settings"]["generator_info"] = result.generator_info
     rec["timeline"] = result.timeline

@@ -94,7 +94,6 @@ class Generator(Protocol):
 # A wrapper that runs "$@" and writes the CPU time it used. It forwards TERM to the generator,
 # so stopping the wrapper stops the generator, and it keeps the generator's exit status.
 _ACCOUNT_SH = r"""f=$1; shift
-ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || :
 read -r up0 _ < /proc/uptime
 "$@" &
 c=$!
@@ -108,8 +107,7 @@ exit "$s"
 
 
 def accounted(argv: list[str], cpu_path: str) -> list[str]:
-    """argv wrapped so that its CPU use lands in cpu_path (see parse_accounting), its open-file
-    soft limit raised to the hard one (bench.probe_limits checks the hard limit)."""
+    """argv wrapped so that its CPU use lands in cpu_path (see parse_accounting)."""
     return ["sh", "-c", _ACCOUNT_SH, f"{PREFIX}-account", cpu_path, *argv]
 
 

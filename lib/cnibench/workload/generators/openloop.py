@@ -19,10 +19,12 @@ sent and completed times (ns since the schedule's origin; -1: did not happen), t
 (-1: the connection broke with the request in flight, -2: never sent, 0: no answer before the
 generator gave up, `timeout_s` after the last due time), and the connection.
 
-With `hist_path` (version >= 6, `--histograms`) the generator keeps histograms instead
-(openloop_hist.py: layouts and file) and the record is built from them (result_from_histograms);
-the log is then optional and sampled (`log_every` N: every N-th request of the window; 0: none),
-for cross-checks such as the log against the wire. Its memory no longer grows with the rate.
+With `hist_path` (version >= 6, `--histograms`; the default since issue 27, BenchSpec
+openloop_histograms) the generator keeps histograms instead (openloop_hist.py: layouts and
+file) and the record is built from them (result_from_histograms); the log is then sampled
+(`log_every` N: every N-th request of the window; 0: none; by default at most 100,000 kept,
+defaults.sampled_log_every), for the send-lag figures outside the stalls and for cross-checks.
+Its memory no longer grows with the rate.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Openloop:
     name = "openloop"
     binary = f"{PREFIX}-openloop"
     busy_polls = True  # its CPU is ~100 % by design: the send lag, not the CPU, says if it kept up
+    raises_nofile = True  # it raises its soft open-file limit to the hard one (openloop.c's raise_nofile)
 
     def files(self, spec: LoadSpec) -> dict[str, str]:
         out = {"log": spec.log_path, "cpu": spec.cpu_path}
@@ -96,7 +99,7 @@ class Openloop:
         if len(rows) != summary["window_requests"]:
             return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says "
                               f"{summary['window_requests']}")
-        return result_from_log(spec, rows, summary)
+        return result_from_log(spec, rows, summary, steal_context(files))
 
 
 def parse_summary(stdout: str) -> dict | None:
@@ -126,7 +129,7 @@ def send_lag_summary(lag_ns: np.ndarray) -> dict:
             "over_1ms": int((lag_ns > 1_000_000).sum()), "n": int(len(lag_ns))}
 
 
-def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResult:
+def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict, ctx: dict | None = None) -> LoadResult:
     """Counts, histograms, send lag, pacing and the timeline from the log (pure)."""
     if len(rows) == 0:
         return LoadResult(ok=False, reason=f"{PREFIX}-openloop had no request due in the measurement window")
@@ -163,7 +166,8 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
-        outside_steal=outside_steal(intended, answered_ok, lat_us, summary),
+        outside_steal=outside_steal(intended, answered_ok, lat_us, summary, ctx, (window_start, window_end),
+                                    spec.seed),
         generator_info={**{k: summary.get(k)
                            for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
                                      "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
@@ -182,10 +186,11 @@ def parse_with_histograms(spec: LoadSpec, summary: dict, files: dict[str, bytes]
     except ValueError as e:
         return LoadResult(ok=False, reason=f"{PREFIX}-openloop's histogram file: {e}")
     rows = parse_log(files["log"]) if files.get("log") else None
-    return result_from_histograms(spec, hists, summary, rows)
+    return result_from_histograms(spec, hists, summary, rows, steal_context(files))
 
 
-def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndarray | None = None) -> LoadResult:
+def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndarray | None = None,
+                           ctx: dict | None = None) -> LoadResult:
     """result_from_log's fields from the generator's histograms (pure). Percentiles are each
     bucket's highest value (hdrh's convention); the timeline's at 2 significant digits. The
     send-lag figures outside the stalls need per-request times: from the sampled log when
@@ -220,7 +225,7 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
         correction={"method": "none: latency from each request's intended send time"},
         source=f"{PREFIX}-openloop histograms (3 significant digits); latency from the intended send time (open loop)",
         send_lag=send_lag_from_histogram(*h["lag"]), pacing=pacing,
-        outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary),
+        outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary, ctx, spec.seed),
         generator_info={**{k: summary.get(k)
                            for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
                                      "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
@@ -240,18 +245,20 @@ def send_lag_from_histogram(idx: np.ndarray, counts: np.ndarray) -> dict:
             "n": n}
 
 
-def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start: int, summary: dict) -> dict | None:
-    """outside_steal() from the 1 ms slot histograms: the steal mask rounded out to whole slots
-    of intended time, the histogram at the slots' 1 significant digit."""
+def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start: int, summary: dict,
+                             ctx: dict | None = None, seed: int = 0) -> dict | None:
+    """outside_steal() from the 1 ms slot histograms: each mask rounded out to whole slots of
+    intended time, the histograms at the slots' 1 significant digit."""
     if "intervals" not in summary:
         return None
-    episodes = lat.steal_episodes(summary.get("stalls"), summary["intervals"], summary.get("short_ns", 20000))
-    mask = oh.slot_mask(episodes, start, len(scheduled), lat.MASK_LEAD_NS, lat.MASK_TAIL_MIN_NS)
-    left_out = int(scheduled[mask].sum())
-    return {"histogram": oh.to_hdrh(*oh.masked_counts(h["slots"], mask), half=oh.H1), "left_out": left_out,
-            "of": window, "left_out_share": round(left_out / window, 6) if window else 0.0, "episodes": len(episodes),
-            "cores": ["client"], "lead_ms": lat.MASK_LEAD_NS / 1e6, "tail_min_ms": lat.MASK_TAIL_MIN_NS / 1e6,
-            "resolution": "1 significant digit, 1 ms slots of intended time"}
+
+    def one(episodes, lead, tail_min):
+        mask = oh.slot_mask(episodes, start, len(scheduled), lead, tail_min)
+        left_out = int(scheduled[mask].sum())
+        return {"histogram": oh.to_hdrh(*oh.masked_counts(h["slots"], mask), half=oh.H1), "left_out": left_out,
+                "of": window, "left_out_share": round(left_out / window, 6) if window else 0.0,
+                "resolution": "1 significant digit, 1 ms slots of intended time"}
+    return steal_variants(summary, ctx or {}, start, start + len(scheduled) * 1_000_000, seed, one)
 
 
 STALLS_KEPT = 50  # the largest of the generator's own stalls kept in the record
@@ -305,18 +312,78 @@ def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int,
     return out
 
 
-def outside_steal(intended: np.ndarray, answered_ok: np.ndarray, lat_us: np.ndarray, summary: dict) -> dict | None:
-    """The latency histogram of the answered requests outside the steal mask of the generator's
-    core (latency.steal_mask), and what the mask left out; None before cnib-openloop 5. The
-    server's core is not observed here, so its steal stays in this histogram (`cores`)."""
+def steal_context(files: dict | None) -> dict:
+    """What the run observed beside the generator, for the steal masks: files["steal_context"],
+    JSON from session.steal_context_bytes: {"server": [[start, end, stolen], ...] (realtime ns)
+    or null, "server_note", "accounting": {"client": "paravirt"|"unknown", "server": ...},
+    "accounting_reasons"}; {} when absent. Only numbers and strings are read from it."""
+    raw = (files or {}).get("steal_context")
+    try:
+        ctx = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return ctx if isinstance(ctx, dict) else {}
+
+
+def episodes_by_core(summary: dict, ctx: dict) -> dict[str, list[tuple[int, int, int]]]:
+    """Each observed core's steal episodes, (start, end, stolen) in ns since the generator's t0:
+    the generator's own (latency.steal_episodes) and the server probe's, moved from the realtime
+    clock by the generator's t0_realtime_ns (one clock on the testbed's shared machine; on two
+    machines, their clock offset is an error of the server's episodes)."""
+    out = {"client": lat.steal_episodes(summary.get("stalls"), summary["intervals"], summary.get("short_ns", 20000))}
+    server, t0 = ctx.get("server"), summary.get("t0_realtime_ns")
+    if isinstance(server, list) and t0 is not None:
+        out["server"] = sorted((int(b) - int(t0), int(e) - int(t0), int(st)) for b, e, st in server)
+    return out
+
+
+def mask_withheld(ctx: dict, cores: list[str]) -> str | None:
+    """Why the conditional figures of a run are withheld, or None: a core whose kernel's steal
+    accounting is not known to keep steal out of a thread's CPU time (stealacct), or nginx's
+    core not observed (both cores' steal is what the mask is for)."""
+    acc, reasons = ctx.get("accounting") or {}, ctx.get("accounting_reasons") or {}
+    for role in cores:
+        if acc.get(role) != "paravirt":
+            why = reasons.get(role) or "its steal accounting was not checked"
+            return f"the {role} core's steal split is unknown: {why}"
+    if "server" not in cores:
+        return f"the server's core was not observed: {ctx.get('server_note') or 'no server probe in this run'}"
+    return None
+
+
+def steal_variants(summary: dict, ctx: dict, start: int, end: int, seed: int, one) -> dict:
+    """The main mask's figures with its "wide" and "placebo" variants inside (`one(episodes, lead,
+    tail_min)` gives a variant's histogram and left-out counts), each with what it was built from."""
+    by_core = episodes_by_core(summary, ctx)
+    cores = [c for c in ("client", "server") if c in by_core]
+    withheld = mask_withheld(ctx, cores)
+    parts = {}
+    for name, (episodes, lead, tail_min) in lat.mask_variants(by_core, start, end, seed).items():
+        scale = lead // lat.MASK_LEAD_NS
+        parts[name] = {**one(episodes, lead, tail_min), "episodes": {c: len(by_core[c]) for c in cores},
+                       "cores": cores, "lead_ms": lead / 1e6, "tail_min_ms": tail_min / 1e6,
+                       "tail_rule": lat.tail_rule(scale), "withheld": withheld}
+        if name == "placebo":
+            parts[name]["placebo_seed"] = [int(seed), lat.PLACEBO_SEED]
+    return {**parts["main"], "wide": parts["wide"], "placebo": parts["placebo"]}
+
+
+def outside_steal(intended: np.ndarray, answered_ok: np.ndarray, lat_us: np.ndarray, summary: dict,
+                  ctx: dict | None = None, window: tuple[int, int] = (0, 0), seed: int = 0) -> dict | None:
+    """The latency histogram of the answered requests outside the steal mask of both cores
+    (latency.steal_mask over the union of the generator's episodes and the server probe's, from
+    `ctx`), what the mask left out, and the same at 2 L and 2 D ("wide") and with the episodes
+    moved to random times in `window` ("placebo"); None before cnib-openloop 5. `withheld` says
+    why the figures must not be used (a core unobserved or its split unknown)."""
     if "intervals" not in summary:
         return None
-    episodes = lat.steal_episodes(summary.get("stalls"), summary["intervals"], summary.get("short_ns", 20000))
-    mask = lat.steal_mask(intended, episodes)
-    keep = ~mask[answered_ok]
-    return {"histogram": lat.histogram_of(lat_us[keep]), "left_out": int(mask.sum()), "of": int(len(mask)),
-            "left_out_share": round(float(mask.mean()), 6) if len(mask) else 0.0, "episodes": len(episodes),
-            "cores": ["client"], "lead_ms": lat.MASK_LEAD_NS / 1e6, "tail_min_ms": lat.MASK_TAIL_MIN_NS / 1e6}
+
+    def one(episodes, lead, tail_min):
+        mask = lat.steal_mask(intended, episodes, lead, tail_min)
+        keep = ~mask[answered_ok]
+        return {"histogram": lat.histogram_of(lat_us[keep]), "left_out": int(mask.sum()), "of": int(len(mask)),
+                "left_out_share": round(float(mask.mean()), 6) if len(mask) else 0.0}
+    return steal_variants(summary, ctx or {}, window[0], window[1], seed, one)
 
 
 LATE_US = 50  # criterion 1's send-lag bound at p99: a send later than this outside the stalls is attributed
