@@ -24,6 +24,7 @@ from ...errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
 from ...infra.kernelprobe import probe_link_kinds
 from ...infra.local import LocalHost
 from ..base import AWS, LOCAL, Endpoint, ModeSettings, NetworkMode, Step, VerifyResult
+from ..node import steps as node
 from ..registry import MODES, get_mode
 from . import state as store
 from .aws import AwsDriver
@@ -206,6 +207,9 @@ async def prepare(fleet, name: str, settings: ModeSettings | None, implementatio
     facts = await mode.extend_facts(fleet, facts, settings)
     steps = mode.plan(facts, settings)
     endpoint = mode.endpoint(facts, settings)
+    # `node: kubernetes` (modes/node/): after the mode's own steps (undone first), on its endpoint
+    steps += node.plan(facts, settings, endpoint, mode.ip_masq)
+    endpoint = node.endpoint(endpoint, settings)
     return mode, settings, facts, steps, endpoint
 
 
