@@ -67,3 +67,19 @@ async def read(host, netns: str | None = None) -> list[Entry]:
 async def count(host, dst: str, dport: int, netns: str | None = None) -> int:
     """How many tracked TCP flows to `dst`:`dport` the host has now."""
     return len(matching(await read(host, netns), dst, dport))
+
+
+def flow_entries(entries: list[Entry], endpoint: dict, side: str) -> int:
+    """How many entries belong to the measured flows (pure): on the client host, TCP to the
+    address and port it dials; on the server host, to that or to where nginx listens."""
+    dsts = {(endpoint["connect_address"], endpoint["connect_port"])}
+    if side == "server":
+        dsts.add((endpoint["server_bind"], endpoint["server_port"]))
+    return sum(1 for e in entries if e.proto == "tcp" and (e.dst, e.dport) in dsts)
+
+
+async def flows(fleet, endpoint) -> dict[str, int]:
+    """{"client": n, "server": n}: the measured flows' entries on each host now."""
+    ep = endpoint.to_dict()
+    return {side: flow_entries(await read(host), ep, side)
+            for side, host in (("client", fleet.client), ("server", fleet.server))}

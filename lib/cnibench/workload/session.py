@@ -25,6 +25,7 @@ import asyncssh
 
 from ..infra.config import RUN_DIR
 from ..errors import CnibenchError, HostError
+from ..infra import conntrack
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
@@ -197,12 +198,14 @@ class BenchSession:
         await nginx_mod.health_check(client, self.endpoint.client_netns, run.load.url, spec.size)
         await client.run(["mkdir", "-p", run.gen_dir], timeout=GEN_DIR_TIMEOUT)
         await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
+        tracked = await conntrack.flows(self.fleet, self.endpoint)  # node: kubernetes tracks every flow
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
         if during is not None:
             run.hook = asyncio.ensure_future(during(RunContext(self.fleet, self.endpoint, spec, run.load, nginx, run.bg)))
         res = await self._wait_generator(spec, run)
         # The load is over: the samplers' last sample closes the window now, not a period later.
         rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), run.notes) or {}
+        rec["conntrack"] = {"before": tracked, "after": await conntrack.flows(self.fleet, self.endpoint)}
         files = await self._read_outputs(run)
         result = run.gen.parse(run.load, res.stdout, res.stderr, res.exit_status, files)
         result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
