@@ -69,3 +69,31 @@ def test_bgp_routes_learned_withdrawn_and_gone(with_fleet):
 
     d = with_fleet(body)
     assert d == {}, "\n".join(f"{h}:\n" + "\n".join(v.values()) for h, v in d.items())
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_clean_stops_bird_with_or_without_the_journal(with_fleet, journal):
+    """After up, `clean` (the journal's undo; or, the journal lost, the kind's leftovers by BIRD's
+    run directory) leaves no BIRD; without the journal its routes go with it (no persist)."""
+    from cnibench.modes.clean import clean
+    from cnibench.modes.engine import state as store
+
+    settings = get_mode(MODE).settings({"routing": "bgp"})
+
+    async def body(fleet):
+        before = await snapshot(fleet)
+        await mode_up(fleet, MODE, settings)
+        pids = {h.name: await _pid(h) for h in fleet}
+        if not journal:  # the state lost, the sysctl originals kept (clean restores them)
+            store.remove_driver(fleet.inventory)
+            for h in fleet:
+                await h.run(["rm", "-f", store.host_state_path(h.name)])
+        done = await clean(fleet)
+        for h in fleet:
+            assert not await bird.running(h, pids[h.name]), f"{h.name}: BIRD still running: {done}"
+            assert (await h.run(["test", "-e", bird.paths(h.name)["dir"]], check=False)).exit_status != 0
+            assert await bird.kernel_routes(h) == [], h.name
+        return state_diff(before, await snapshot(fleet))
+
+    d = with_fleet(body)
+    assert d == {}, "\n".join(f"{h}:\n" + "\n".join(v.values()) for h, v in d.items())

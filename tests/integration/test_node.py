@@ -37,3 +37,25 @@ def test_node_up_via_service_tracks_the_flow_and_down_leaves_hosts_as_found(with
 
     d = with_fleet(body)
     assert d == {}, "\n".join(f"{h}:\n" + "\n".join(v.values()) for h, v in d.items())
+
+
+def test_clean_without_the_journal_removes_the_iptables_nft_rules(with_fleet):
+    """The journal lost after up (iptables mode): `clean` finds the node's run directory and undoes
+    the iptables-nft part; the nft table goes by its cnib_ prefix; every host as found."""
+    from cnibench.modes.clean import clean
+    from cnibench.modes.engine import state as store
+
+    mode = "flannel-vxlan"
+    settings = get_mode(mode).settings({"node": "kubernetes", "kube_proxy": "iptables", "services": 100})
+
+    async def body(fleet):
+        before = await snapshot(fleet)
+        await mode_up(fleet, mode, settings)
+        store.remove_driver(fleet.inventory)
+        for h in fleet:
+            await h.run(["rm", "-f", store.host_state_path(h.name)])
+        await clean(fleet)
+        return state_diff(before, await snapshot(fleet))
+
+    d = with_fleet(body)
+    assert d == {}, "\n".join(f"{h}:\n" + "\n".join(v.values()) for h, v in d.items())

@@ -102,3 +102,11 @@ def test_node_settings_are_checked():
         get_mode("host").settings({"node": "kubernetes", "kube_proxy": "ipvs"})
     with pytest.raises(SettingError, match="services"):
         get_mode("host").settings({"node": "kubernetes", "services": 0})
+
+
+def test_clean_without_a_journal_undoes_only_a_run_directory_it_finds():
+    assert steps.leftovers("client", "") == []
+    [argv] = steps.leftovers("client", "present\n")
+    assert argv[:3] == ["sh", "-c", steps.IPT_UNDO_SH] and argv[-1] == steps.run_dir("client")
+    assert undo_allowed("client", argv, "eth0", "host")
+    assert not undo_allowed("client", ["sh", "-c", steps.IPT_UNDO_SH, "cnib", "/"], "eth0", "host")

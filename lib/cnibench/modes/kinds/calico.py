@@ -98,6 +98,11 @@ class CalicoRouted(NetworkMode):
             checks += await calico_bgp.checks(fleet, facts, pod_subnets(facts, settings))
         return checks
 
+    async def before_up(self, fleet, facts, settings):
+        if getattr(settings, "routing", "static") == "bgp":
+            await calico_bgp.require(fleet)
+        return {}
+
     def undo_shapes(self, host, data_interface):
         return calico_bgp.undo_shapes(host)
 

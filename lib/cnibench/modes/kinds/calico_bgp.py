@@ -23,6 +23,7 @@ from typing import Mapping
 
 from ...infra import bird
 from ..base import Check, HostFacts, Step, step
+from ..node.checks import require as require_programs
 
 ROUTING = ("static", "bgp")  # calico-routed's `routing` setting: static routes (the default) or BGP
 WAIT_S = 20  # how long up waits for the peers' blocks to be learned
@@ -67,6 +68,11 @@ def steps(hosts: HostFacts, name: str, subnets: Mapping[str, object]) -> list[St
         step(name, ["sh", "-c", WAIT_SH, "cnib", WAIT_S, *nets]),
     ]
     return out
+
+
+async def require(fleet) -> None:
+    """Before any change: BIRD 2 on every host (`bird`, `birdc`), else the install line."""
+    await require_programs(fleet, {"bird": bird.PACKAGE, "birdc": bird.PACKAGE})
 
 
 def undo_shapes(host: str) -> list[tuple[str, ...]]:

@@ -4,8 +4,26 @@ the flow the client dials (counted with infra/conntrack.py's parser)."""
 
 from __future__ import annotations
 
+from ...errors import HostError
 from ...infra import conntrack
 from ..base import Check, Endpoint
+
+# What `node: kubernetes` runs on each host: program -> the Debian package that has it.
+PROGRAMS = {"nft": "nftables", "iptables-nft-restore": "iptables", "iptables-nft": "iptables"}
+
+
+async def require(fleet, programs: dict[str, str]) -> None:
+    """Before any change: every host has `programs`; else one message naming the hosts and the
+    `apt-get install` line (nothing is installed on a remote host)."""
+    async def one(host):
+        r = await host.run(["sh", "-c", 'for p; do command -v "$p" >/dev/null || echo "$p"; done', "cnib",
+                            *programs], check=False)
+        lacking = sorted({programs[p] for p in r.stdout.split() if p in programs})
+        if lacking:
+            raise HostError(host.name, f"missing {', '.join(lacking)}: nothing was changed. Install with: "
+                                       f"apt-get install -y --no-install-recommends {' '.join(lacking)}")
+
+    await fleet.gather("required programs", one)  # FleetError names each host and its line
 
 
 def path_endpoint(mode, facts, settings, endpoint: Endpoint) -> Endpoint:

@@ -114,3 +114,14 @@ def endpoint(bare: Endpoint, settings: ModeSettings) -> Endpoint:
 
 def undo_shapes(host: str) -> list[tuple[str, ...]]:
     return [("sh", "-c", re.escape(IPT_UNDO_SH), "cnib", re.escape(run_dir(host)))]
+
+
+def leftover_query(host: str) -> list[str]:
+    """`clean` without a journal: is this host's node run directory there (read-only)?"""
+    return ["sh", "-c", 'test -f "$1/tables.before" && echo present; true', "cnib", run_dir(host)]
+
+
+def leftovers(host: str, output: str) -> list[list[str]]:
+    """The iptables-nft undo when the run directory is there (pure): it exists only after the
+    refusal step found no kube-proxy or flannel chains, so the KUBE-/FLANNEL- chains are ours."""
+    return [["sh", "-c", IPT_UNDO_SH, "cnib", run_dir(host)]] if output.strip() == "present" else []
