@@ -27,6 +27,7 @@ from .provenance import manifest_ref
 from ..results import failed_record, now_iso, validate_record
 from .runview import summary_line
 from .spec import Study
+from . import variants
 from .store import RecordStore
 from ..workload.specfields import bench_spec
 
@@ -76,8 +77,8 @@ def window_seconds(rec: dict) -> tuple[float, float]:
     return float(s.get("duration_s") or 0), float(s.get("warmup_s") or 0)
 
 
-def mode_settings(study: Study, mode: str):
-    raw = study.mode_settings.get(mode)
+def mode_settings(study: Study, mode: str, arm: str | None = None):
+    raw = {**study.mode_settings.get(mode, {}), **variants.settings_of(study.variants, mode, arm)}
     if not raw:
         return None
     from ..modes import mode_settings as settings_of
@@ -122,6 +123,8 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         else:
             rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)
         rec = finish_record(rec, run, ctx.ref)
+        arm_settings = mode_settings(ctx.study, run.mode, run.arm)  # the node it ran on (variants.py)
+        rec["node"] = arm_settings.node if arm_settings is not None else rec.get("node", "bare")
         problems = validate_record(rec)
         if problems:
             return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})",

@@ -270,7 +270,7 @@ class StudyRun:
         from ..modes import mode_down
         from ..workload.quiet import wait_quiet
 
-        settings = mode_settings(self.study, block.mode)
+        settings = mode_settings(self.study, block.mode, block.arm)
         entry = {"repetition": block.repetition, "mode": block.mode,
                  **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None,
                  "down_s": None, "error": None}
