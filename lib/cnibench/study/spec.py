@@ -20,7 +20,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
                                    # duration_s 10, warmup_s 2, connections max(10, ceil(rate/100))
                                    # (workload/defaults.py, which also has the bounds)
     calibration: {...}             # keyword arguments of workload calibrate(); modes: all (calibrate every mode)
-    redo: {max_attempts: 3}        # disturbed runs redone (policy.py); quiet: {...}; require: {...}
+    redo: {max_attempts: 2}  budget_s: 1200   # disturbed repetitions redone within the cap (attempts.py); quiet, require
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
     analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
@@ -47,7 +47,7 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
-    "redo", "quiet", "require", "twin",
+    "redo", "quiet", "require", "twin", "budget_s",
 )
 TWIN_SUFFIX = "·A/A"  # the arm of the reference's A/A twin: e.g. "host·A/A"
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
@@ -77,6 +77,7 @@ class Study:
     rotate_loads: bool = False  # one load per repetition, in turn (load.rotate)
     analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
     twin: bool = False  # run the reference a second time per block, as arm "<reference>·A/A"
+    budget_s: float | None = None  # wall-time cap (policy.parse_budget)
 
     @property
     def arms(self) -> tuple[tuple[str, str], ...]:
@@ -178,7 +179,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         notebooks=str(notebooks), description=str(data.get("description") or ""),
         rotate_loads=rotate, analysis=analysis, twin=twin,
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
-        require=policy.parse_require(data.get("require"), path),
+        require=policy.parse_require(data.get("require"), path), budget_s=policy.parse_budget(data.get("budget_s"), path),
     )
 
 
@@ -387,9 +388,8 @@ def _mapping(data: dict, key: str, path: Path) -> dict:
 
 
 def _no_unknown(data: dict, known, path: Path, prefix: str, what: str) -> None:
-    for k in data:
-        if k not in known:
-            raise ConfigError(path, f"{prefix}{k}", f"is not a known {what}{did_you_mean(str(k), known)}", f"Known: {', '.join(known)}.")
+    for k in (k for k in data if k not in known):
+        raise ConfigError(path, f"{prefix}{k}", f"is not a known {what}{did_you_mean(str(k), known)}", f"Known: {', '.join(known)}.")
 
 
 def _is_int(v) -> bool:

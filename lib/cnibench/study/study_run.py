@@ -52,12 +52,15 @@ from .provenance import (
 )
 from ..results import failed_record, now_iso
 from .run_notebooks import render_notebooks
+from .attempts import attempt_of
+from .redo import redo_disturbed
 from .runner import (
     RUN_FAILURES,
     RunContext,
     StudyStopped,
     check_requirements,
     check_runs,
+    mark_attempt,
     measure_run,
     mode_settings,
     reason_of,
@@ -121,6 +124,7 @@ class StudyRun:
         self.manifest_session: dict | None = None  # this session's entry in the manifest
         self.fleet = None
         self.limits = None
+        self._quiet_for = None  # the (repetition, attempt) the last quiet-machine check was for
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
@@ -200,6 +204,7 @@ class StudyRun:
             for block in matrix.blocks(todo):
                 self._stop_if_interrupted()
                 await self._run_block(block)
+            await redo_disturbed(self, runs)  # whole repetitions, at the end, within budget_s
         return runs
 
     async def _sweep_leftovers(self) -> None:
@@ -240,11 +245,10 @@ class StudyRun:
         return runs
 
     async def _pending(self, runs: list) -> list:
-        """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""
+        """The planned runs still to measure (first attempts; redone repetitions follow, redo.py);
+        starts the bar."""
         study, counters = self.study, self.counters
-        done = self.store.statuses()
-        redo = self.store.redo_ids(study.redo["max_attempts"])
-        todo = matrix.pending(runs, set(done) - redo)
+        todo = matrix.pending(runs, self.store.statuses())
         counters.planned, counters.already_done = len(runs), len(runs) - len(todo)
         self.bar = Progress(len(runs), counters.already_done, enabled=self.progress, label=study.name)
         if counters.already_done:
@@ -266,10 +270,16 @@ class StudyRun:
         from ..workload.quiet import wait_quiet
 
         settings = mode_settings(self.study, block.mode)
-        entry = {"repetition": block.repetition, "mode": block.mode, **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
+        entry = {"repetition": block.repetition, "mode": block.mode, **({"arm": block.arm} if block.arm != block.mode else {}),
+                 **({"attempt": block.runs[0].attempt} if block.runs[0].attempt > 1 else {}),
+                 "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
         self.manifest_session["mode_blocks"].append(entry)
-        self.bar.status(f"quiet-machine check before {block.mode}")
-        entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line, where=f"{block.mode} (rep {block.repetition})")
+        rep = (block.repetition, block.runs[0].attempt)
+        if rep != self._quiet_for:  # once per repetition (0.5 s each: per block it was 45 s of a lab study)
+            self._quiet_for = rep
+            self.bar.status(f"quiet-machine check before repetition {block.repetition}")
+            entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
+                                              where=f"{block.mode} (rep {block.repetition})")
         endpoint = await self._mode_up(block, settings, entry)
         if endpoint is None:
             return
@@ -300,7 +310,8 @@ class StudyRun:
                 log.debug("mode_down after failed mode_up: %s", down_exc)
             for run in block.runs:
                 now = now_iso()
-                self._store(failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref), 0.0)
+                rec = failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref)
+                self._store(mark_attempt(rec, run), 0.0)
             if self.stop_on_failure:
                 raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked (--stop-on-failure)")
             return None
@@ -343,6 +354,9 @@ class StudyRun:
             self.store.write(rec)
         window, warm = window_seconds(rec)
         counters.measure_s += window
+        if attempt_of(rec) > 1:
+            counters.redone += 1
+            counters.redo_measure_s += window
         counters.warmup_s += warm
         counters.executed += 1
         counters.statuses[rec["status"]] = counters.statuses.get(rec["status"], 0) + 1
