@@ -40,9 +40,7 @@ class RecordStore:
     def write(self, rec: dict) -> Path:
         """Store a finished run's record once (FileExistsError if it has one); an attempt >= 2
         of a redone repetition goes to its redo path (attempts.redo_path)."""
-        if attempts.attempt_of(rec) > 1:
-            return write_record(self.raw_dir, rec, path=self.redo_path(rec))
-        return write_record(self.raw_dir, rec)
+        return write_record(self.raw_dir, rec, path=self.redo_path(rec) if attempts.attempt_of(rec) > 1 else None)
 
     def records(self) -> Iterator[dict]:
         return iter_records(self.raw_dir, self.study)
