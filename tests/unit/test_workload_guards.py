@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from cnibench.study import policy
-from cnibench import results
 from cnibench.analysis import synthetic
 from cnibench.errors import ConfigError
 from cnibench.workload import guards, hiccup, hygiene, metrics, quiet
