@@ -27,15 +27,15 @@ def redo_allowed(study: Study, todo: list, elapsed_s: float, after_s: float,
     return left is None or cost <= left, cost, left
 
 
-async def redo_disturbed(srun, runs: list) -> None:
+async def redo_disturbed(study: Study, runs: list, store, counters, bar, run_block, check_interrupt) -> None:
     """Redo disturbed repetitions, whole, until none is left, attempts run out or the budget
-    would be exceeded; `srun` is the StudyRun (its store, counters, bar and _run_block)."""
-    study, counters = srun.study, srun.counters
+    would be exceeded. The session's parts: its RecordStore, Counters and Progress, its block
+    runner `run_block(block)` and `check_interrupt()` (raises once a signal arrived)."""
     max_attempts = study.redo["max_attempts"]
     after = matrix.after_matrix_s(study, len(runs))
     while True:
-        srun._stop_if_interrupted()
-        nxt = attempts.next_redo(study, runs, srun.store.all_attempts(), max_attempts)
+        check_interrupt()
+        nxt = attempts.next_redo(study, runs, store.all_attempts(), max_attempts)
         if nxt is None:
             return
         k, a, todo = nxt
@@ -44,11 +44,11 @@ async def redo_disturbed(srun, runs: list) -> None:
         if not ok:
             counters.budget_stop = (f"{what} not redone: it would exceed budget_s {study.budget_s:.0f} s "
                                     f"({max(0.0, left):.0f} s left)")
-            srun.bar.line(f"budget: {counters.budget_stop}")
+            bar.line(f"budget: {counters.budget_stop}")
             return
-        srun.bar.line(f"redo: {what}, every arm, a repetition of which a run was disturbed")
-        srun.bar.extend(len(todo))
+        bar.line(f"redo: {what}, every arm, a repetition of which a run was disturbed")
+        bar.extend(len(todo))
         counters.redone_repetitions.append([k, a])
         for block in matrix.blocks(todo):
-            srun._stop_if_interrupted()
-            await srun._run_block(block)
+            check_interrupt()
+            await run_block(block)

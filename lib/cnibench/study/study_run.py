@@ -204,7 +204,9 @@ class StudyRun:
             for block in matrix.blocks(todo):
                 self._stop_if_interrupted()
                 await self._run_block(block)
-            await redo_disturbed(self, runs)  # whole repetitions, at the end, within budget_s
+            # whole repetitions, at the end, within budget_s (redo.py)
+            await redo_disturbed(self.study, runs, self.store, self.counters, self.bar, self._run_block,
+                                 self._stop_if_interrupted)
         return runs
 
     async def _sweep_leftovers(self) -> None:
