@@ -103,6 +103,13 @@ def test_a_disturbed_run_redoes_its_whole_repetition_at_the_end_never_the_run_al
     paths = store.analysis_paths()
     assert len(paths) == len(runs) and sum(p.name == "redo2-rep2.json" for p in paths) == len(rep2)
     assert all(results.read_record(p)["status"] == "ok" for p in paths)
+    # `invoke status`: the redo counts by arm (every arm of the repetition once, none disturbed in use)
+    from cnibench.study.status import format_status, study_status
+
+    rows = study_status(study_file, tmp_path / "raw")
+    assert {(r["mode"], r["size"]): (r["redone"], r["redo_runs"], r["disturbed"]) for r in rows} == {
+        (arm, size): (1, 1, 0) for arm in ("host", "macvlan", "host·A/A") for size in ("small", "large")}
+    assert "redo_runs" in format_status(rows).splitlines()[0]
 
 
 def test_budget_stops_the_redo_and_says_why(tmp_path, monkeypatch):
