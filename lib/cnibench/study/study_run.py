@@ -13,6 +13,7 @@ inline, and none of it between runs. Any record without a notebook (e.g. from an
 session) gets one at the end of the next session. Study key `notebooks`: warm (default) | fresh
 | measure (the notebook does the measurement itself, a kernel per run: the slow, literal
 design) | none. The numbers behind this choice come from benchmarks/pipeline_bench.py.
+After the matrix, each disturbed repetition is redone whole while budget_s lasts (redo.py).
 
 Robustness. A run's record is written atomically once it is complete; a run killed halfway
 leaves at most a temporary file, removed on the next start, and the run is redone. Ctrl-C or
