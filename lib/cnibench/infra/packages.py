@@ -48,7 +48,9 @@ FOR_CNI = {
 FOR_TESTS = {"chromium": "chromium", "sudo": "sudo", "stress-ng": "stress-ng",  # sudo: the `sudo: true` host test; stress-ng: the CPU-hog guard tests
              **FOR_CNI}
 # Services a package starts or enables on install; the project runs its own copies, never these.
-SERVICES = {"bird2": ("bird",)}
+# nginx-light: the testbed runs its own nginx per run; the packaged site on port 80 is not ours to leave on.
+# openssh-server is left alone: a real host is reached through its sshd.
+SERVICES = {"bird2": ("bird",), "nginx-light": ("nginx",)}
 POLICY_RC = "/usr/sbin/policy-rc.d"
 # invoke-rc.d asks this script before starting a service; 101 is "action forbidden".
 REFUSE_STARTS = "#!/bin/sh\n# cnibench: no service starts while the project installs packages\nexit 101\n"
