@@ -33,7 +33,8 @@ def _us(v: Any) -> str:
 def summary_line(rec: dict, seconds: float | None = None) -> str:
     """One line per run: id, status, achieved vs target rate, p50/p99/p99.9/max."""
     p = (rec.get("latency") or {}).get("percentiles") or {}
-    parts = [f"{rec['run_id']:<48}", f"{rec['status']:<7}"]
+    redo = rec.get("repetition_attempt")  # attempts.REDO_KEY: a redone repetition's run
+    parts = [f"{rec['run_id'] + (f' (redo {redo})' if redo else ''):<48}", f"{rec['status']:<7}"]
     if rec["status"] == "failed":
         parts.append(rec.get("reason") or "")
     else:
