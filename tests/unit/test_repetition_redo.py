@@ -237,3 +237,26 @@ def test_disturbed_ignores_the_server_cores_steal_and_the_send_lag():
     parsed = {h: {"boot_id": metrics.boot_id(t), "samples": metrics.parse_samples(t, "eth0")} for h, t in gen.items()}
     f2 = hygiene.figures(parsed, pinned, {"client": {"generator": 2.0}}, None, {}, 1000, generator_host="client")["figures"]
     assert f2["steal"] == pytest.approx(0.08) and guards.disturbed(guards.judge({**rec, "hygiene": {"figures": f2}}, GuardLimits()))
+
+
+def test_report_notebooks_renders_the_missing_run_notebooks_once(tmp_path):
+    """`invoke report --notebooks`: lab.yml leaves the run notebooks out of run-all's wall time;
+    this renders those its records lack (a real kernel), and nothing the second time."""
+    import numpy as np
+
+    from cnibench.analysis import synthetic
+    from cnibench.study.run_notebooks import render_study_notebooks
+    from cnibench.study.runbook import notebook_path
+
+    rng = np.random.default_rng(5)
+    ok = synthetic.make_record("nb", "host", "small", 0.3, 1, synthetic.Truth(), rng, duration_s=1)
+    failed = {**synthetic.make_record("nb", "host", "small", 0.3, 2, synthetic.Truth(), rng, duration_s=1),
+              "status": "failed", "reason": "failed: no mode"}
+    raw, runs = tmp_path / "raw", tmp_path / "runs"
+    for rec in (ok, failed):
+        results.write_record(raw, rec)
+    lines: list = []
+    assert render_study_notebooks("nb", raw, runs, out=lines.append) == 1  # a failed run has nothing to plot
+    assert notebook_path(runs, ok["run_id"]).exists() and not notebook_path(runs, failed["run_id"]).exists()
+    assert render_study_notebooks("nb", raw, runs, out=lines.append) == 0
+    assert lines[-1].startswith("run notebooks: 0 rendered")
