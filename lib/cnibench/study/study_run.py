@@ -94,7 +94,8 @@ def run_study(study: Study | Path | str, inventory_path: Path | str | None = Non
     held = nullcontext() if leased else session_lease(inventory, f"run-study {study.name}")
     try:
         with held:
-            return asyncio.run(StudyRun(study, inv, inventory=inventory, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
+            return asyncio.run(StudyRun(study, inv, inventory=inventory, stop_on_failure=stop_on_failure,
+                                        progress=progress, **kw).run())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
 
@@ -237,10 +238,12 @@ class StudyRun:
         if self.manifest is None:
             self.manifest = new_manifest(study, self.inventory, [r.run_id for r in runs], calibration)
         elif self.manifest.get("study_sha256") != study.digest:
-            self.out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest follow the new file")
+            self.out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest "
+                     "follow the new file")
             self.manifest["order"] = [r.run_id for r in runs]
         self.manifest["calibration"] = calibration
-        self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
+        self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(),
+                                            await gather_host_facts(fleet))
         self.manifest_session["quiet"] = [first_quiet]
         add_session(self.manifest, self.manifest_session)
         write_manifest(self.mpath, self.manifest)
@@ -255,7 +258,8 @@ class StudyRun:
         counters.planned, counters.already_done = len(runs), len(runs) - len(todo)
         self.bar = Progress(len(runs), counters.already_done, enabled=self.progress, label=study.name)
         if counters.already_done:
-            self.bar.line(f"{study.name}: {counters.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
+            self.bar.line(f"{study.name}: {counters.already_done} of {len(runs)} runs already recorded, {len(todo)} to "
+                          "go")
         return todo
 
     async def _render_notebooks(self, runs: list) -> None:
@@ -264,7 +268,8 @@ class StudyRun:
         t = time.monotonic()
         self.bar.status("run notebooks")
         first, self.book = self.book, None  # render_notebooks closes it
-        await render_notebooks(self.policy, [r.run_id for r in runs], self.raw_dir, self.runs_dir, self.bar, first=first)
+        await render_notebooks(self.policy, [r.run_id for r in runs], self.raw_dir, self.runs_dir, self.bar,
+                               first=first)
         self.counters.notebooks_s += time.monotonic() - t
 
     async def _run_block(self, block) -> None:
@@ -273,7 +278,8 @@ class StudyRun:
         from ..workload.quiet import wait_quiet
 
         settings = mode_settings(self.study, block.mode)
-        entry = {"repetition": block.repetition, "mode": block.mode, **({"arm": block.arm} if block.arm != block.mode else {}),
+        entry = {"repetition": block.repetition, "mode": block.mode,
+                 **({"arm": block.arm} if block.arm != block.mode else {}),
                  **({"attempt": block.runs[0].attempt} if block.runs[0].attempt > 1 else {}),
                  "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
         self.manifest_session["mode_blocks"].append(entry)
@@ -316,7 +322,8 @@ class StudyRun:
                 rec = failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref)
                 self._store(mark_attempt(rec, run), 0.0)
             if self.stop_on_failure:
-                raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked (--stop-on-failure)")
+                raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked "
+                                   "(--stop-on-failure)")
             return None
         entry["up_s"] = round(time.monotonic() - t, 3)
         self.counters.modes_s += time.monotonic() - t
@@ -343,7 +350,8 @@ class StudyRun:
                 counters.runs_s += took
                 self._store(rec, took, written=True)
                 if self.stop_on_failure and rec["status"] == "failed":
-                    raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked (--stop-on-failure)")
+                    raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked "
+                                       "(--stop-on-failure)")
         finally:
             t = time.monotonic()
             self.bar.status(f"{block.mode} down")
