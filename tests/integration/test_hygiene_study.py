@@ -95,7 +95,7 @@ def test_hog_marks_the_run_and_resume_redoes_it(testbed, tmp_path):
         pytest.skip(f"the machine is not quiet: other processes used {entry['other_cpu']} cores (quiet check, "
                     f"limit {QUIET['max_cpu']} cores) for {entry['waited_s']} s")
     raw = tmp_path / "raw"
-    cpu = str(BenchSpec(mode="host", size="small", rate=1).client_cpus[0])  # the generator's core
+    cpu = str(BenchSpec.__dataclass_fields__["client_cpus"].default[0])  # the generator's core
     hog = subprocess.Popen(["stress-ng", "--cpu", "1", "--taskset", cpu, "--timeout", "120s", "--quiet"], start_new_session=True)
     try:
         summary = run_study(write(tmp_path, testbed, 1), raw_dir=raw, runs_dir=tmp_path / "runs", progress=False)
