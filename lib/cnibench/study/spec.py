@@ -20,7 +20,8 @@ is wrong and how to fix it (ConfigError), like inventories do.
                                    # duration_s 10, warmup_s 2, connections max(10, ceil(rate/100))
                                    # (workload/defaults.py, which also has the bounds)
     calibration: {...}             # keyword arguments of workload calibrate(); modes: all (calibrate every mode)
-    redo: {max_attempts: 3}        # disturbed runs redone (policy.py); quiet: {...}; require: {...}
+    redo: {max_attempts: 2}        # disturbed repetitions redone whole (attempts.py); quiet, require
+    budget_s: 1200                 # wall-time cap: redos stop before they would exceed it
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
     analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
@@ -46,7 +47,7 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
-    "redo", "quiet", "require", "twin", "variants",
+    "redo", "quiet", "require", "twin", "variants", "budget_s",
 )
 TWIN_SUFFIX = "·A/A"  # the arm of the reference's A/A twin: e.g. "host·A/A"
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
@@ -77,6 +78,7 @@ class Study:
     analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
     twin: bool = False  # run the reference a second time per block, as arm "<reference>·A/A"
     variants: dict[str, dict] = field(default_factory=dict)  # arms "<mode>·<name>" with settings added (variants.py)
+    budget_s: float | None = None  # wall-time cap (policy.parse_budget)
 
     @property
     def arms(self) -> tuple[tuple[str, str], ...]:
@@ -175,6 +177,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         rotate_loads=rotate, analysis=analysis, twin=twin, variants=variants.parse(data, path, modes),
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
         require=policy.parse_require(data.get("require"), path),
+        budget_s=policy.parse_budget(data.get("budget_s"), path),
     )
 
 

@@ -13,6 +13,7 @@ inline, and none of it between runs. Any record without a notebook (e.g. from an
 session) gets one at the end of the next session. Study key `notebooks`: warm (default) | fresh
 | measure (the notebook does the measurement itself, a kernel per run: the slow, literal
 design) | none. The numbers behind this choice come from benchmarks/pipeline_bench.py.
+After the matrix, each disturbed repetition is redone whole while budget_s lasts (redo.py).
 
 Robustness. A run's record is written atomically once it is complete; a run killed halfway
 leaves at most a temporary file, removed on the next start, and the run is redone. Ctrl-C or
@@ -52,12 +53,15 @@ from .provenance import (
 )
 from ..results import failed_record, now_iso
 from .run_notebooks import render_notebooks
+from .attempts import attempt_of
+from .redo import redo_disturbed
 from .runner import (
     RUN_FAILURES,
     RunContext,
     StudyStopped,
     check_requirements,
     check_runs,
+    mark_attempt,
     measure_run,
     mode_settings,
     reason_of,
@@ -122,6 +126,7 @@ class StudyRun:
         self.manifest_session: dict | None = None  # this session's entry in the manifest
         self.fleet = None
         self.limits = None
+        self._quiet_for = None  # the (repetition, attempt) the last quiet-machine check was for
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
@@ -201,6 +206,9 @@ class StudyRun:
             for block in matrix.blocks(todo):
                 self._stop_if_interrupted()
                 await self._run_block(block)
+            # whole repetitions, at the end, within budget_s (redo.py)
+            await redo_disturbed(self.study, runs, self.store, self.counters, self.bar, self._run_block,
+                                 self._stop_if_interrupted)
         return runs
 
     async def _sweep_leftovers(self) -> None:
@@ -243,11 +251,10 @@ class StudyRun:
         return runs
 
     async def _pending(self, runs: list) -> list:
-        """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""
+        """The planned runs still to measure (first attempts; redone repetitions follow, redo.py);
+        starts the bar."""
         study, counters = self.study, self.counters
-        done = self.store.statuses()
-        redo = self.store.redo_ids(study.redo["max_attempts"])
-        todo = matrix.pending(runs, set(done) - redo)
+        todo = matrix.pending(runs, self.store.statuses())
         counters.planned, counters.already_done = len(runs), len(runs) - len(todo)
         self.bar = Progress(len(runs), counters.already_done, enabled=self.progress, label=study.name)
         if counters.already_done:
@@ -272,12 +279,16 @@ class StudyRun:
 
         settings = mode_settings(self.study, block.mode, block.arm)
         entry = {"repetition": block.repetition, "mode": block.mode,
-                 **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None,
-                 "down_s": None, "error": None}
+                 **({"arm": block.arm} if block.arm != block.mode else {}),
+                 **({"attempt": block.runs[0].attempt} if block.runs[0].attempt > 1 else {}),
+                 "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
         self.manifest_session["mode_blocks"].append(entry)
-        self.bar.status(f"quiet-machine check before {block.mode}")
-        entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
-                                          where=f"{block.mode} (rep {block.repetition})")
+        rep = (block.repetition, block.runs[0].attempt)
+        if rep != self._quiet_for:  # once per repetition (0.5 s each: per block it was 45 s of a lab study)
+            self._quiet_for = rep
+            self.bar.status(f"quiet-machine check before repetition {block.repetition}")
+            entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
+                                              where=f"{block.mode} (rep {block.repetition})")
         endpoint = await self._mode_up(block, settings, entry)
         if endpoint is None:
             return
@@ -308,7 +319,8 @@ class StudyRun:
                 log.debug("mode_down after failed mode_up: %s", down_exc)
             for run in block.runs:
                 now = now_iso()
-                self._store(failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref), 0.0)
+                rec = failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref)
+                self._store(mark_attempt(rec, run), 0.0)
             if self.stop_on_failure:
                 raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked "
                                    "(--stop-on-failure)")
@@ -353,6 +365,9 @@ class StudyRun:
             self.store.write(rec)
         window, warm = window_seconds(rec)
         counters.measure_s += window
+        if attempt_of(rec) > 1:
+            counters.redone += 1
+            counters.redo_measure_s += window
         counters.warmup_s += warm
         counters.executed += 1
         counters.statuses[rec["status"]] = counters.statuses.get(rec["status"], 0) + 1
