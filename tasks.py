@@ -354,7 +354,8 @@ def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, n
 @task(help={"study": "study file or name in studies/ (default: lab)"})
 @cli_errors
 def status(c, study="lab"):
-    """How much of a study is recorded: planned, ok, invalid, failed, missing per mode and size."""
+    """How much of a study is recorded: planned, ok, invalid, failed, missing per mode and size,
+    and its redo counts by arm (repetitions redone whole, their runs, disturbed runs)."""
     from cnibench.study.status import format_status, study_status
 
     print(format_status(study_status(study)))
@@ -405,15 +406,21 @@ def figures(c, study="lab"):
         print(paths["png"])
 
 
-@task(help=_STUDY_HELP)
+@task(help={**_STUDY_HELP, "notebooks": "also render the run notebooks the records lack (off run-all's wall time)"})
 @cli_errors
-def report(c, study="lab"):
-    """dataset -> statistics -> figures -> tables -> one self-contained reports/<study>/report.html."""
+def report(c, study="lab", notebooks=False):
+    """dataset -> statistics -> figures -> tables -> one self-contained reports/<study>/report.html.
+    --notebooks: also render the run notebooks its records lack (data/runs/<study>/; lab.yml
+    leaves them out of run-all's wall time)."""
     from cnibench.analysis.report import build_all
 
     name = _study_name(study)
     _need_raw(name)
     print(build_all(name, config.RAW))
+    if notebooks:
+        from cnibench.study.run_notebooks import render_study_notebooks
+
+        render_study_notebooks(name, config.RAW, config.RUNS)
 
 
 @task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; "

@@ -140,4 +140,8 @@ def format_summary(s: dict) -> str:
         f"{s['already_done']} recorded before, {s['planned']} planned; {s['wall_s']:.0f} s, "
         f"{100 * s['measure_fraction']:.0f} % of it inside measurement windows. Records: {s['raw_dir']}, notebooks: "
         f"{s['runs_dir']}"
+        + (f"\nredone: {s['redone']} runs in repetitions {s.get('redone_repetitions')} (whole, study/attempts.py); "
+           f"{100 * s.get('measure_fraction_first', 0):.0f} % inside windows without their windows"
+           if s.get("redone") else "")
+        + (f"\nbudget: {s['budget_stop']}" if s.get("budget_stop") else "")
     )

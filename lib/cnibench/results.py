@@ -195,14 +195,15 @@ def validate_record(rec: Any) -> list[str]:
     return problems
 
 
-def write_record(raw_dir: Path, rec: dict) -> Path:
+def write_record(raw_dir: Path, rec: dict, path: Path | None = None) -> Path:
     """Write a run record once, atomically: a reader sees the whole file or none of it. The
-    record goes through its type (record.RunRecord) on the way, so what is stored is schema 2."""
+    record goes through its type (record.RunRecord) on the way, so what is stored is schema 2.
+    `path`: elsewhere than its run id's place (a redone repetition's attempt, study/store.py)."""
     rec = upgrade(rec) if isinstance(rec, dict) else rec
     problems = validate_record(rec)
     if problems:
         raise ValueError(f"refusing to write an incomplete run record {rec.get('run_id')}: {'; '.join(problems)}")
-    path = record_path(raw_dir, rec["run_id"])
+    path = Path(path) if path is not None else record_path(raw_dir, rec["run_id"])
     write_once_text(path, json.dumps(record_json(rec), separators=(",", ":"), sort_keys=True))
     return path
 

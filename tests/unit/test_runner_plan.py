@@ -140,19 +140,24 @@ def test_estimate_adds_windows_and_overheads():
     s = study(load={"fractions": [0.3, 0.5], "rotate": True}, focus=None, repetitions=2,
               workload={"duration_s": 5, "warmup_s": 0.5, "connections": 8}, notebooks="none")
     runs = matrix.plan(s, MAX)
-    costs = matrix.Costs(per_run_s=0.5, per_block_s=1.0, calibration_per_size_s=10.0, fixed_s=3.0, analysis_s=7.0)
+    costs = matrix.Costs(per_run_s=0.5, per_block_s=1.0, quiet_check_s=0.5, calibration_per_size_s=10.0,
+                         check_probe_per_size_s=2.0, fixed_s=3.0, analysis_s=7.0)
     e = matrix.estimate(s, runs, calibrate_sizes=1, costs=costs)
     n, blocks = len(runs), 4 * 2  # 4 modes x 2 repetitions
     assert e["runs"] == n == 16 and e["blocks"] == blocks
-    assert e["seconds"] == pytest.approx(n * (5 + 0.5 + 0.5) + blocks * 1.0 + 10.0 + 3.0 + 7.0)
+    assert e["seconds"] == pytest.approx(n * (5 + 0.5 + 0.5) + blocks * 1.0 + 2 * 0.5 + 10.0 + 3.0 + 7.0)
     assert e["measure_fraction"] == pytest.approx(n * 5 / e["seconds"])
-    assert "min for 16 runs in 8 blocks" in matrix.format_estimate(e)
+    assert "min for 16 runs in 8 blocks" in matrix.format_estimate(e) and "budget" not in matrix.format_estimate(e)
     assert matrix.estimate(s, [], costs=costs)["runs"] == 0
-    # a study that redoes disturbed runs expects that time too; the redone windows are not measurement
-    redo = matrix.estimate(dataclasses.replace(s, redo={"max_attempts": 2}), runs, calibrate_sizes=1,
-                           costs=dataclasses.replace(costs, redo_share=0.2))
-    assert redo["seconds"] == pytest.approx(e["seconds"] + n * 0.2 * (5 + 0.5 + 0.5))
-    assert redo["measure_s"] == e["measure_s"]
+    # a saved calibration costs its check probe; rendered notebooks cost their time after the matrix
+    checked = matrix.estimate(dataclasses.replace(s, notebooks="warm"), runs, check_sizes=2,
+                              costs=dataclasses.replace(costs, notebook_s=0.25))
+    assert checked["seconds"] == pytest.approx(e["seconds"] - 10.0 + 2 * 2.0 + n * 0.25)
+    # budget_s: printed with the estimate, and what it leaves for redone repetitions
+    capped = matrix.estimate(dataclasses.replace(s, budget_s=e["seconds"] + 60), runs, calibrate_sizes=1, costs=costs)
+    assert capped["redo_room_s"] == pytest.approx(60) and "leaves 60 s for redoing" in matrix.format_estimate(capped)
+    over = matrix.estimate(dataclasses.replace(s, budget_s=e["seconds"] - 30), runs, calibrate_sizes=1, costs=costs)
+    assert "over by 30 s, no repetition will be redone" in matrix.format_estimate(over)
 
 
 def test_estimate_study_counts_only_what_is_left(tmp_path):

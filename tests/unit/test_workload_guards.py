@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import time
 
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from cnibench.study import policy
-from cnibench import results
 from cnibench.analysis import synthetic
 from cnibench.errors import ConfigError
 from cnibench.workload import guards, hiccup, hygiene, metrics, quiet
@@ -28,7 +26,7 @@ def verdicts(checks):
 def test_foreign_cpu_guard():
     assert guards.foreign_cpu(0.01, L)["verdict"] == "ok"
     c = guards.foreign_cpu(0.31, L)
-    assert c["verdict"] == "invalid" and c["noise"] and "foreign CPU on the pinned cores 31.0% (limit 5.0%)" == c["reason"]
+    assert c["verdict"] == "invalid" and c["noise"] and "foreign CPU on the generator's core 31.0% (limit 5.0%)" == c["reason"]
     assert guards.foreign_cpu(None, L)["verdict"] == "skipped"
 
 
@@ -38,10 +36,11 @@ def test_steal_guard_flags_then_invalidates():
     assert guards.steal(0.05, L)["verdict"] == "invalid"
 
 
-def test_hiccup_guard_flags_one_then_invalidates_on_the_sum():
+def test_hiccup_guard_flags_one_then_invalidates_on_the_sum_when_a_study_sets_it():
     assert guards.hiccup(400, 0, L)["verdict"] == "ok"
     assert guards.hiccup(5000, 5000, L)["verdict"] == "flag"
-    c = guards.hiccup(12000, 31000, L)
+    assert guards.hiccup(12000, 31000, L)["verdict"] == "flag"  # the default: the sum is reported, not judged
+    c = guards.hiccup(12000, 31000, GuardLimits(max_hiccup_total_us=20000))
     assert c["verdict"] == "invalid" and "31.0 ms" in c["reason"] and "largest 12.0 ms" in c["reason"]
 
 
@@ -49,7 +48,9 @@ def test_send_lag_guard_only_where_recorded():
     assert guards.send_lag(None, L)["verdict"] == "skipped"  # h2load, tcpkali
     assert guards.send_lag({"99": 40, "99.9": 200}, L)["verdict"] == "ok"
     assert guards.send_lag({"99": 40, "99.9": 4000}, L)["verdict"] == "flag"
-    assert guards.send_lag({"99": 900, "99.9": 4000}, L)["verdict"] == "invalid"
+    assert guards.send_lag({"99": 5000, "99.9": 9000}, L)["verdict"] == "flag"  # part of the latency: never invalid by default
+    c = guards.send_lag({"99": 900, "99.9": 4000}, GuardLimits(max_send_lag_p99_us=200))
+    assert c["verdict"] == "invalid" and not c["noise"]  # a study's limit: invalid, never disturbed (not redone)
 
 
 def test_generator_cpu_guard_is_not_for_busy_polling_generators():
@@ -207,73 +208,21 @@ def test_study_policy_keys_are_validated():
     assert policy.parse_quiet(None, "s")["max_cpu"] == 0.10
 
 
-def _disturbed(rid, attempt=1):
-    return {"run_id": rid, "status": "invalid", "attempt": attempt, "hygiene": {"disturbed": True, "flags": ["hiccup"]}}
+def _disturbed(rid):
+    return {"run_id": rid, "status": "invalid", "hygiene": {"disturbed": True, "flags": ["hiccup"]}}
 
 
-def test_redo_ids_and_counts():
-    recs = [_disturbed("a"), _disturbed("b", 3), {"run_id": "c", "status": "ok", "attempt": 2, "hygiene": {"flags": []}},
+def test_redo_counts():
+    recs = [_disturbed("a"), _disturbed("b"), {"run_id": "c", "status": "ok", "hygiene": {"flags": []}},
             {"run_id": "d", "status": "invalid", "hygiene": {"disturbed": False}}]
-    assert policy.redo_ids(recs, 3) == {"a"} and policy.redo_ids(recs, 1) == set()
     c = policy.redo_counts(recs)
-    assert (c["runs"], c["redone"], c["disturbed"], c["attempts"]) == (4, 2, 2, 7)
+    assert (c["runs"], c["disturbed"]) == (4, 2)
     assert c["flagged"] == {"hiccup": 2} and c["flagged_runs"] == 2
 
 
-def test_set_aside_keeps_the_record_unchanged_where_the_run_reader_does_not_look(tmp_path):
-    rng = np.random.default_rng(2)
-    rec = synthetic.make_record("st", "host", "small", 0.3, 1, synthetic.Truth(), rng, duration_s=2)
-    rec.update(status="invalid", reason="invalid: hiccups", hygiene={"disturbed": True, "flags": []})
-    from cnibench.study.store import RecordStore
-
-    path = results.write_record(tmp_path, rec)
-    before = path.read_bytes()
-    info = RecordStore(tmp_path, "st").set_aside(rec)
-    moved = path.parent / info["record"]
-    assert not path.exists() and moved.read_bytes() == before and moved.name.startswith("attempt1-")
-    assert list(results.iter_records(tmp_path, "st")) == []  # attempts are not the run's record
-    nxt = policy.next_attempt({**rec, "status": "ok", "hygiene": {}}, [info])
-    assert nxt["attempt"] == 2 and nxt["earlier_attempts"][0]["reason"] == "invalid: hiccups"
-
-
-def test_runner_redoes_a_disturbed_run_in_place(tmp_path, monkeypatch):
-    """measure_run: attempt 1 disturbed, attempt 2 ok; attempt 1 kept under attempts/."""
-    from cnibench.study import runner
-    from cnibench.study.matrix import PlannedRun
-    from cnibench.study.counters import Counters as Session
-    from cnibench.study.spec import parse_study
-
-    rng = np.random.default_rng(3)
-    base = synthetic.make_record("st", "host", "small", 0.3, 1, synthetic.Truth(), rng, duration_s=2)
-    run = PlannedRun(base["run_id"], "st", "host", "small", 0.3, base["target_rate"], 0.3, 1, 0)
-    outcomes = [dict(base, status="invalid", reason="invalid: foreign CPU", hygiene={"disturbed": True, "flags": []}),
-                dict(base, status="ok", reason="", hygiene={"disturbed": False, "flags": []})]
-
-    async def fake_measure(*a, **k):
-        return outcomes.pop(0)
-
-    monkeypatch.setattr(runner, "measure", fake_measure)
-    study = parse_study({"modes": ["host"], "load": {"rates": [1000]}, "redo": {"max_attempts": 2}}, "st.yml")
-
-    class Bar:
-        def line(self, _):
-            pass
-
-    from cnibench.study.store import RecordStore
-
-    sess = Session("st")
-    ctx = runner.RunContext(study, RecordStore(tmp_path, "st"), bar=Bar(), counters=sess)
-    rec = asyncio.run(runner.measure_run(ctx, run))
-    assert rec["status"] == "ok" and rec["attempt"] == 2 and sess.redone == 1
-    path = results.record_path(tmp_path, run.run_id)
-    assert results.read_record(path)["attempt"] == 2
-    (old,) = (path.parent / "attempts").iterdir()
-    assert results.read_record(old)["status"] == "invalid"
-
-
-def test_not_sustained_is_a_guard_and_its_run_is_redone_once():
+def test_not_sustained_is_a_guard_and_not_noise():
     """A median above the bound: invalid, reason "not sustained", decided with the other guards;
-    the study redoes it once even without a redo policy, and not a second time."""
+    a result of the mode, not noise: never redone (issue 25)."""
     from cnibench.workload import guards as g
 
     limits = g.GuardLimits()
@@ -286,8 +235,7 @@ def test_not_sustained_is_a_guard_and_its_run_is_redone_once():
     fast = {**slow, "latency": {"percentiles": {"50": 150.0}}}
     assert g.verdict_of(g.judge(fast, limits))[0] == "ok"
     rec = {"status": status, "reason": reason, "hygiene": {"checks": checks, "disturbed": False}}
-    assert policy.should_redo(rec, 1) and policy.redo_why(rec) == "not sustained"
-    assert not policy.should_redo({**rec, "attempt": 2}, 1)
+    assert policy.is_not_sustained(rec) and not policy.is_disturbed(rec)
     # the bound is a guard limit: off, the run stands
     off = g.verdict_of(g.judge(slow, g.GuardLimits(max_run_median_ms=None)))
     assert off[0] == "ok"

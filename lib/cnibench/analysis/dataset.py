@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..infra import config
+from ..study.store import RecordStore
 from .. import results
 from . import recordparts
 from ..catalog import SIZES  # noqa: F401  (re-exported: plots, report, stats)
@@ -249,6 +250,18 @@ def read_calibration(calibration_dir: Path, manifest: dict) -> dict:
     return out
 
 
+def record_paths(raw_dir: Path, study: str) -> list[Path]:
+    """The record files of a study the analysis reads: per repetition its chosen attempt only
+    (whole-repetition redo, study/attempts.choose), plus every file that does not read, so that
+    it is listed as unreadable instead of silently dropped."""
+    base = Path(raw_dir) / study
+    if not base.exists():
+        return []
+    chosen = set(RecordStore(Path(raw_dir), study).analysis_paths())
+    torn = [p for p in sorted(base.rglob("rep*.json")) if p not in chosen and results.read_record(p) is None]
+    return sorted(chosen | set(torn))
+
+
 def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None = None) -> Dataset:
     """Read every raw record of a study into a Dataset (no files written)."""
     raw_dir = Path(raw_dir)
@@ -257,8 +270,7 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
     roles = host_roles(manifest)
     rows, hist, unreadable = [], {}, []
     variants: dict = {v: {} for v in recordparts.VARIANTS}
-    base = raw_dir / study
-    for path in sorted(base.rglob("rep*.json")) if base.exists() else []:
+    for path in record_paths(raw_dir, study):
         rec = results.read_record(path)
         if rec is None:
             unreadable.append(str(path.relative_to(raw_dir)))

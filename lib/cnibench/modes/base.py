@@ -174,6 +174,7 @@ class NetworkMode:
     link_kinds: tuple[LinkKind, ...] = ()  # probed in a throwaway namespace before any change
     needs_nft: bool = False
     needs_router: bool = False  # facts include the testbed router (HostFacts.router)
+    ip_masq: bool = False  # on a node (`node: kubernetes`), the solution's masquerade rules too (flannel)
     # regexes (fullmatch) of the links this kind names (HOST_RE stands for a host name)
     owned_links: tuple[str, ...] = ()
     # regexes (match) of the commands that create a kernel object (the setup-cost record)

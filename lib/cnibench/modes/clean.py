@@ -30,6 +30,7 @@ from ..infra.local import LocalHost
 from ..parsing import ip_json
 from .engine.apply import Runners, settings_from_state, undo_steps
 from .engine.state import load, read_originals, remove_all, steps_to_undo
+from .node import steps as node
 from .registry import MODES
 
 PROBE_NETNS = f"{PREFIX}-probe-"  # precheck.probe_kernel's throwaway namespaces
@@ -62,7 +63,8 @@ async def kind_leftovers(host, modes=MODES) -> list[list[str]]:
         queries = mode.leftover_queries(host.name, dev)
         outputs = {k: (await host.run(argv, check=False)).stdout for k, argv in queries.items()}
         argvs += [a for a in mode.leftovers(host.name, dev, outputs) if a not in argvs]
-    return argvs
+    query = node.leftover_query(host.name)  # node: kubernetes, its iptables-nft part
+    return argvs + node.leftovers(host.name, (await host.run(query, check=False)).stdout)
 
 
 # Kills nginx masters whose pid file is ours, and their workers, then removes our

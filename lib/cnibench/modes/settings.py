@@ -19,14 +19,23 @@ class ModeSettings:
     subnet_prefix: int = 24
     service_port: int = 8080  # the port nginx listens on in the server container
     mtu: int | None = None  # override the container MTU (default: what the real solution uses)
+    # `node: kubernetes` (modes/node/): kube-proxy's rules for `services` Services in its
+    # `kube_proxy` mode (and flannel's masquerade for flannel), measured pod to pod or `via` the VIP.
+    node: str = "bare"
+    kube_proxy: str = "nftables"
+    services: int = 1000
+    service_cidr: str = "10.96.0.0/12"
+    via: str = "pod"
 
     # (setting, low, high) of the whole-number settings; each reaches a command line or a
     # config file, so it must be a real int (not a string, a float or a bool) in its range.
-    INT_RANGES: ClassVar[tuple[tuple[str, int, int], ...]] = (("service_port", 1, 65535), ("subnet_prefix", 1, 32))
-    NETWORKS: ClassVar[tuple[str, ...]] = ("cluster_cidr",)  # settings that are IPv4 networks
+    INT_RANGES: ClassVar[tuple[tuple[str, int, int], ...]] = (("service_port", 1, 65535), ("subnet_prefix", 1, 32),
+                                                               ("services", 1, 30000))
+    NETWORKS: ClassVar[tuple[str, ...]] = ("cluster_cidr", "service_cidr")  # settings that are IPv4 networks
 
     def __post_init__(self):
         check_settings(self)
+        check_node(self)
         self.check_kind()
 
     def check_kind(self) -> None:
@@ -42,6 +51,19 @@ def settings_fields(cls: type) -> tuple[str, ...]:
 
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+NODE_CHOICES = (("node", ("bare", "kubernetes")), ("kube_proxy", ("nftables", "iptables")), ("via", ("pod", "service")))
+
+
+def check_node(s: ModeSettings) -> None:
+    """The node settings (pure): known words; a Service VIP only on a node."""
+    for key, allowed in NODE_CHOICES:
+        if getattr(s, key) not in allowed:
+            raise SettingError(key, f"{getattr(s, key)!r} is not one of {', '.join(allowed)}",
+                               f"Write e.g. '{key}: {allowed[-1]}'.")
+    if s.via == "service" and s.node != "kubernetes":
+        raise SettingError("via", "a Service VIP exists only on a node", "Add 'node: kubernetes', or leave 'via' out.")
 
 
 class SettingError(PlanError):

@@ -18,7 +18,8 @@ twin (arm "host·A/A", mode host), shuffled into the block's order like the othe
 without a twin keeps its order). An arm's runs live under its path-safe name (arm_path) where
 the mode's name is for the other arms, so the layout of existing arms is unchanged.
 
-`estimate` is the wall time a plan will take, from measured per-run and per-block costs.
+`estimate` is the wall time a plan will take, from measured per-run, per-block and
+per-repetition costs (Costs); `cost_s` the part of one set of runs (a redone repetition).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class PlannedRun:
     repetition: int
     order: int  # 0-based position in the executed sequence
     arm: str = ""  # the label the analysis compares; "" means the mode's name
+    attempt: int = 1  # the attempt of its repetition (attempts.py: > 1 in a redone repetition)
 
     def __post_init__(self) -> None:
         if not self.arm:
@@ -164,47 +166,77 @@ def completion(runs: Iterable[PlannedRun], statuses: Mapping[str, str]) -> list[
 
 @dataclass(frozen=True)
 class Costs:
-    """Seconds a study spends outside its measurement windows, measured on this 2-core machine
-    with the compiled open-loop generator: lab.yml from a fresh clone, 2026-11-28 (run B of
-    issue 11: 192 runs and 136 redone attempts in 1,831 s, their notebooks in 107 s). Re-measure
-    when the generator or the runner changes."""
+    """Seconds a study spends outside its measurement windows, measured from the records'
+    timestamps and the manifest of a fresh clone's lab.yml on this 2-core machine (R1,
+    2026-12-03: 180 runs of 4 s + 0.5 s warm-up in 90 blocks, 1,283 s). Re-measure when the
+    generator or the runner changes (how: lab.yml's comment)."""
 
-    per_run_s: float = 0.5  # health check, samplers, hiccup meters, log fetch and parse, record write
-    notebook_s: float = 0.55  # its run notebook, rendered after the matrix (warm / fresh)
-    measure_notebook_s: float = 1.5  # notebooks: measure (a kernel per run)
-    per_block_s: float = 0.3  # mode up + down, nginx start
-    calibration_per_size_s: float = 65.0  # the reference's calibration (p90 bound, votes), when none is saved
-    fixed_s: float = 10.0  # testbed up, precheck, host facts, quiet-machine check, manifest
-    analysis_s: float = 15.0  # dataset, statistics, figures, report
-    redo_share: float = 0.15  # attempts redone per run when the study redoes disturbed runs (this VM, lab.yml's guards)
+    # the record's span less window and warm-up (mean 0.30: health check, samplers, log fetch,
+    # parse) + the gap to the next run of its block (median 0.007)
+    per_run_s: float = 0.31
+    notebook_s: float = 0.35  # its run notebook, rendered after the matrix (warm; 62.6 s for 180)
+    measure_notebook_s: float = 1.5  # notebooks: measure (a kernel per run; not re-measured)
+    per_block_s: float = 0.48  # gap between blocks (mean 0.98) less the quiet check: mode down 0.10, up 0.34, nginx
+    quiet_check_s: float = 0.5  # the quiet-machine check before each repetition (its window_s; 0.50 in R1)
+    calibration_per_size_s: float = 121.0  # the reference's, when none is saved (242.4 s for two sizes)
+    check_probe_per_size_s: float = 4.3  # a saved maximum's check: 3 s + 1 s warm-up + 0.3 s (derived, not timed)
+    fixed_s: float = 10.0  # testbed up, precheck, host facts, manifest  } 22 s together in R1 (run-all's wall
+    analysis_s: float = 12.0  # dataset, statistics, figures, report     } less calibration and the session)
 
 
-def estimate(study: Study, runs: Iterable[PlannedRun], calibrate_sizes: int = 0, costs: Costs = Costs()) -> dict:
-    """Estimated wall time of running `runs` (seconds), the part inside measurement windows and
-    its fraction; `calibrate_sizes`: how many sizes still need the reference's calibration.
-    Redone attempts are expected time too, but their windows do not count as measurement."""
+def cost_s(study: Study, runs: Iterable[PlannedRun], costs: Costs = Costs()) -> float:
+    """Estimated wall time of measuring `runs` block by block (no calibration, no analysis)."""
     runs = list(runs)
     window = float(study.workload.get("duration_s") or 0)
     warmup = float(study.workload.get("warmup_s") or 0)
-    notebook = {"warm": costs.notebook_s, "fresh": costs.notebook_s,
-                "measure": costs.measure_notebook_s}.get(study.notebooks, 0.0)
+    notebook = costs.measure_notebook_s if study.notebooks == "measure" else 0.0
+    reps = len({(r.repetition, r.attempt) for r in runs})
+    return (len(runs) * (window + warmup + costs.per_run_s + notebook) + len(blocks(runs)) * costs.per_block_s
+            + reps * costs.quiet_check_s)
+
+
+def after_matrix_s(study: Study, n_runs: int, costs: Costs = Costs()) -> float:
+    """What follows the last run in `run-all`: notebooks rendered then (warm/fresh), the analysis."""
+    notebook = costs.notebook_s if study.notebooks in ("warm", "fresh") else 0.0
+    return n_runs * notebook + costs.analysis_s
+
+
+def estimate(study: Study, runs: Iterable[PlannedRun], calibrate_sizes: int = 0, costs: Costs = Costs(),
+             check_sizes: int = 0) -> dict:
+    """Estimated wall time of running `runs` (seconds), the part inside measurement windows and
+    its fraction; `calibrate_sizes`: how many sizes still need the reference's calibration,
+    `check_sizes`: how many have a saved one to check. With `budget_s`, what it leaves for
+    redone repetitions ("redo_room_s", negative: the plan alone is over)."""
+    runs = list(runs)
+    window = float(study.workload.get("duration_s") or 0)
+    warmup = float(study.workload.get("warmup_s") or 0)
     n_blocks = len(blocks(runs))
-    redo = costs.redo_share if int((study.redo or {}).get("max_attempts") or 1) > 1 else 0.0
+    measuring = cost_s(study, runs, costs)
     parts = {
         "windows": len(runs) * window,
         "warmup": len(runs) * warmup,
-        "per_run": len(runs) * (costs.per_run_s + notebook),
-        "redo": len(runs) * redo * (window + warmup + costs.per_run_s),
+        "per_run": measuring - len(runs) * (window + warmup) - n_blocks * costs.per_block_s,
         "modes": n_blocks * costs.per_block_s,
-        "calibration": calibrate_sizes * costs.calibration_per_size_s,
+        "notebooks": after_matrix_s(study, len(runs), costs) - costs.analysis_s,
+        "calibration": calibrate_sizes * costs.calibration_per_size_s + check_sizes * costs.check_probe_per_size_s,
         "fixed": costs.fixed_s + costs.analysis_s,
     }
     total = sum(parts.values())
-    return {"runs": len(runs), "blocks": n_blocks, "seconds": total, "measure_s": parts["windows"],
-            "measure_fraction": parts["windows"] / total if total else 0.0, "parts": parts}
+    out = {"runs": len(runs), "blocks": n_blocks, "seconds": total, "measure_s": parts["windows"],
+           "measure_fraction": parts["windows"] / total if total else 0.0, "parts": parts,
+           "budget_s": study.budget_s}
+    if study.budget_s is not None:
+        out["redo_room_s"] = study.budget_s - total
+    return out
 
 
 def format_estimate(est: dict) -> str:
-    return (f"estimated duration: {est['seconds'] / 60:.1f} min for {est['runs']} runs in {est['blocks']} blocks "
+    line = (f"estimated duration: {est['seconds'] / 60:.1f} min for {est['runs']} runs in {est['blocks']} blocks "
             f"({100 * est['measure_fraction']:.0f} % inside measurement windows"
             + (f"; calibration {est['parts']['calibration']:.0f} s" if est["parts"]["calibration"] else "") + ")")
+    if est.get("budget_s") is None:
+        return line
+    room = est["redo_room_s"]
+    budget = f"; budget {est['budget_s'] / 60:.1f} min"
+    return line + (f"{budget} leaves {room:.0f} s for redoing disturbed repetitions" if room >= 0
+                   else f"{budget}: over by {-room:.0f} s, no repetition will be redone")

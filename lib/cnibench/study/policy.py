@@ -1,26 +1,23 @@
-"""A study's hygiene policy: redo of disturbed runs, the quiet-machine check, required host
-tuning (pure; the runner and store.py do the I/O).
+"""A study's hygiene policy: redo of disturbed repetitions, the quiet-machine check, required
+host tuning (pure; the runner and store.py do the I/O).
 
 Study keys (all optional):
 
-    redo:    {max_attempts: 3}          # a disturbed run is run at most this often (default 1: never redone)
+    redo:    {max_attempts: 2}          # attempts of a repetition (default 1: never redone)
     quiet:   {max_cpu: 0.10, window_s: 0.5, max_wait_s: 30}
     require: {governor: performance, max_cstate: 1, mtu: 1500, offloads: {tso: true}}
 
-Redo. A run is *disturbed* when a noise guard made it invalid (guards.disturbed: foreign CPU,
-steal, hiccups, send lag). With `max_attempts` > 1 the runner runs it again right away, in the
-same mode block, under the same run id; the earlier record is moved unchanged (write-once
-kept) to `<rate>/attempts/attempt<k>-rep<r>.json` and the new record says `attempt` and lists
-`earlier_attempts`. A study resumed later (or whose max_attempts was raised) redoes disturbed
-runs that still have attempts left (`redo_ids`). On this VM about 6 of 21 six-second runs hit a
-hiccup above 1 ms: those are flagged, not redone; only stalls summing to more than 20 ms (what
-moves p99) invalidate, so 3 attempts leave few disturbed runs (at a third disturbed per
-attempt, 0.3^3 = 3 %). `redo_counts` gives the report and `invoke status` their counts.
+Redo. A run is *disturbed* when a noise guard made it invalid (guards.disturbed: steal or
+foreign CPU on the generator's core; the hiccup sum when a study sets a limit on it). A
+repetition with a disturbed run is redone as a whole at the end of the study while `budget_s`
+lasts, up to `max_attempts` attempts (attempts.py); a single run is never redone on its own,
+and a run that did not sustain its rate is a result, not noise: never redone (issue 25; until
+then it was redone once, in place, and the quieter attempt kept). `redo_counts` (flags) and
+attempts.redo_counts (redos by arm) give the report and `invoke status` their counts.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import ConfigError
@@ -40,12 +37,23 @@ def parse_redo(raw: Any, path) -> dict:
         return dict(REDO_DEFAULTS)
     if not isinstance(raw, dict) or set(raw) - set(REDO_DEFAULTS):
         raise ConfigError(path, "redo", f"'{raw}' is not a redo policy",
-                          "Write e.g. 'redo: {max_attempts: 3}' (1: never redo).")
+                          "Write e.g. 'redo: {max_attempts: 2}' (attempts of a repetition; 1: never redo).")
     n = raw.get("max_attempts", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
         raise ConfigError(path, "redo.max_attempts", f"'{n}' is not a whole number from 1 to 10",
                           "Write e.g. 'max_attempts: 3'.")
     return {"max_attempts": n}
+
+
+def parse_budget(raw: Any, path) -> float | None:
+    """`budget_s`: the study's wall-time cap in seconds (None: no cap). Redone repetitions stop
+    when the next would exceed it (study_run.py); the estimate is printed beside it."""
+    if raw is None:
+        return None
+    if not _num(raw) or not 0 < raw <= 7 * 86400:
+        raise ConfigError(path, "budget_s", f"'{raw}' is not a wall time in seconds",
+                          "Write e.g. 'budget_s: 1200' (20 minutes), at most a week.")
+    return float(raw)
 
 
 def parse_quiet(raw: Any, path) -> dict:
@@ -109,10 +117,6 @@ def is_disturbed(rec: Mapping) -> bool:
     return rec.get("status") == "invalid" and bool((rec.get("hygiene") or {}).get("disturbed"))
 
 
-def attempt_of(rec: Mapping) -> int:
-    return int(rec.get("attempt") or 1)
-
-
 def is_not_sustained(rec: Mapping) -> bool:
     """The not-sustained guard (workload/guards.py) made the run invalid: its median crossed the
     sustainability bound."""
@@ -122,54 +126,12 @@ def is_not_sustained(rec: Mapping) -> bool:
     return any(c.get("guard") == "sustained" and c.get("verdict") == "invalid" for c in checks)
 
 
-# A run that did not sustain its rate is redone once, like a disturbed run: one stall near a
-# mode's capacity can fail its median; the cell is "not sustained" only if the redo fails too.
-NOT_SUSTAINED_ATTEMPTS = 2
-
-
-def should_redo(rec: Mapping, max_attempts: int) -> bool:
-    if is_not_sustained(rec):
-        return attempt_of(rec) < max(max_attempts, NOT_SUSTAINED_ATTEMPTS)
-    return is_disturbed(rec) and attempt_of(rec) < max_attempts
-
-
-def redo_why(rec: Mapping) -> str:
-    return "not sustained" if is_not_sustained(rec) else "disturbed"
-
-
-def redo_ids(records: Iterable[Mapping], max_attempts: int) -> set[str]:
-    """Run ids whose recorded run was disturbed and has attempts left (redone on resume)."""
-    return {r["run_id"] for r in records if should_redo(r, max_attempts)}
-
-
-def attempt_path(record_file: Path, attempt: int) -> Path:
-    """Where an earlier attempt's record goes: <rate>/attempts/attempt<k>-rep<r>.json (the name
-    does not start with 'rep', so it is never read as the run's record)."""
-    record_file = Path(record_file)
-    return record_file.parent / ATTEMPTS_DIR / f"attempt{attempt}-{record_file.name}"
-
-
-def attempt_entry(rec: Mapping, dest: Path) -> dict:
-    """What the next attempt lists about an earlier one set aside at `dest` (pure; the move is
-    store.RecordStore.set_aside)."""
-    return {"attempt": attempt_of(rec), "status": rec.get("status"), "reason": rec.get("reason"),
-            "flags": (rec.get("hygiene") or {}).get("flags") or [], "record": str(Path(ATTEMPTS_DIR) / Path(dest).name)}
-
-
-def next_attempt(rec: dict, earlier: list[dict]) -> dict:
-    """The new attempt's record with its number and the earlier attempts listed (pure)."""
-    return {**rec, "attempt": len(earlier) + 1, "earlier_attempts": list(earlier)}
-
-
 def redo_counts(records: Iterable[Mapping]) -> dict:
-    """For the report and `invoke status`: runs recorded, redone (more than one attempt), still
-    disturbed (out of attempts), attempts in all, and flagged runs by flag."""
-    out = {"runs": 0, "redone": 0, "disturbed": 0, "attempts": 0, "flagged_runs": 0, "flagged": {}}
+    """For the report and `invoke status`: runs recorded, still disturbed, and flagged runs by
+    flag (redos by arm: attempts.redo_counts)."""
+    out = {"runs": 0, "disturbed": 0, "flagged_runs": 0, "flagged": {}}
     for r in records:
         out["runs"] += 1
-        n = attempt_of(r)
-        out["attempts"] += n
-        out["redone"] += n > 1
         out["disturbed"] += is_disturbed(r)
         flags = (r.get("hygiene") or {}).get("flags") or []
         out["flagged_runs"] += bool(flags)

@@ -177,11 +177,11 @@ def format_table(reports: list[HostReport]) -> str:
     return "\n".join(lines)
 
 
-async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> StudyFit | None:
+async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> tuple | None:
     """The precheck of `invoke run-all`, over the session's own fleet (no connection of its
     own): the table printed, and a CnibenchError when a host has a problem. With `study`: the
     study fitted to the hosts' CPUs and limits, refused in one message (PlanError) when it does
-    not fit; the fit is returned (its plan places the generator and nginx)."""
+    not fit; returned: the study placed by the plan (precheck.placed) and the fit."""
     from ..errors import CnibenchError
 
     reports = await check_fleet(fleet)
@@ -191,6 +191,11 @@ async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> StudyFit | N
     if study is None:
         return None
     sf = refuse_unfit(await read_study_fit(fleet, study, fleet.inventory.testbed))
+    _one_client(fleet, study)
+    return placed(study, sf, fleet.inventory), sf
+
+
+def _one_client(fleet: Fleet, study) -> None:
     clients = [h.name for h in fleet if h.spec.role == "client"]
     if len(clients) > 1:  # never silently ignored (issue 28): workload/fanout.py is not wired into a run yet
         from ..errors import PlanError
@@ -198,7 +203,6 @@ async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> StudyFit | N
         raise PlanError(f"the inventory names {len(clients)} client hosts ({', '.join(clients)}), and running one "
                         "load from several clients is not built into run-all yet (their plan and clock offsets: "
                         f"invoke hosts.check --study {study.path}). Keep one host with role: client")
-    return sf
 
 
 # --- the study against the hosts' CPUs and limits (infra/topology.py, infra/limits.py) ---
@@ -283,6 +287,14 @@ def refit(prev: StudyFit, study, rates) -> StudyFit:
 
     needs = study_needs(study, prev.needs.shared_machine, prev.needs.clock_offsets, rates)
     return StudyFit(needs, prev.hosts, study_fit(needs, prev.hosts))
+
+
+def refit_runs(sf: StudyFit | None, study, runs) -> StudyFit | None:
+    """A fraction study's calibrated rates (its planned runs') against the same hosts' limits,
+    refused in one message before any run; the fit unchanged otherwise."""
+    if sf is None or not study.uses_fractions or not runs:
+        return sf
+    return refuse_unfit(refit(sf, study, sorted({r.target_rate for r in runs})))
 
 
 def refuse_unfit(sf: StudyFit) -> StudyFit:

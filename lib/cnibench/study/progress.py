@@ -31,6 +31,12 @@ class Progress:
         if self.bar is not None:
             self.bar.update(n)
 
+    def extend(self, n: int) -> None:
+        """n more runs to come (a redone repetition)."""
+        if self.bar is not None:
+            self.bar.total += n
+            self.bar.refresh()
+
     def status(self, text: str) -> None:
         """What is happening now (setting a mode up, calibrating), shown beside the bar."""
         if self.bar is not None:

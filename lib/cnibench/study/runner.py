@@ -22,11 +22,12 @@ import asyncssh
 from . import policy as study_policy
 from ..infra.config import RAW, load_inventory
 from ..errors import CnibenchError, UnsupportedFeature
+from .attempts import REDO_KEY
 from .matrix import PlannedRun
 from .provenance import manifest_ref
 from ..results import failed_record, now_iso, validate_record
-from .runview import summary_line
 from .spec import Study
+from . import variants
 from .store import RecordStore
 from ..workload.specfields import bench_spec
 
@@ -62,6 +63,13 @@ def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
     return rec
 
 
+def mark_attempt(rec: dict, run: PlannedRun) -> dict:
+    """A redone repetition's run says which attempt it is (attempts.py), failed or not."""
+    if run.attempt > 1:
+        rec[REDO_KEY] = run.attempt
+    return rec
+
+
 def reason_of(exc: BaseException) -> str:
     kind = "unsupported" if isinstance(exc, UnsupportedFeature) else "failed"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
@@ -76,8 +84,8 @@ def window_seconds(rec: dict) -> tuple[float, float]:
     return float(s.get("duration_s") or 0), float(s.get("warmup_s") or 0)
 
 
-def mode_settings(study: Study, mode: str):
-    raw = study.mode_settings.get(mode)
+def mode_settings(study: Study, mode: str, arm: str | None = None):
+    raw = {**study.mode_settings.get(mode, {}), **variants.settings_of(study.variants, mode, arm)}
     if not raw:
         return None
     from ..modes import mode_settings as settings_of
@@ -122,6 +130,8 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         else:
             rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)
         rec = finish_record(rec, run, ctx.ref)
+        arm_settings = mode_settings(ctx.study, run.mode, run.arm)  # the node it ran on (variants.py)
+        rec["node"] = arm_settings.node if arm_settings is not None else rec.get("node", "bare")
         problems = validate_record(rec)
         if problems:
             return failed_record(run, incomplete_why(rec, problems), fields, started, now_iso(), ctx.ref)
@@ -165,26 +175,16 @@ async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Map
 
 async def measure_run(ctx: RunContext, run: PlannedRun) -> dict:
     """The one way a study measures a planned run: in-process (or through its notebook with
-    `notebooks: measure`), redone while the study's redo policy allows (policy.should_redo),
-    each attempt's record written by the store; earlier attempts go to attempts/."""
+    `notebooks: measure`, for first attempts), its record written once by the store. Never
+    redone here: a disturbed repetition is redone as a whole at the end (attempts.py)."""
     fields = spec_fields(ctx.study, run)
-    if ctx.notebooks == "measure":
+    if ctx.notebooks == "measure" and run.attempt == 1:
         from .run_notebooks import measure_in_notebook
 
         return await measure_in_notebook(ctx, run, fields)
-    max_attempts = ctx.study.redo["max_attempts"]
-    earlier = ctx.store.earlier_attempts(run.run_id)  # a disturbed run left by an earlier session
-    while True:
-        rec = await measure(ctx, run, fields)
-        if earlier:
-            rec = study_policy.next_attempt(rec, earlier)
-        ctx.store.write(rec)
-        if not study_policy.should_redo(rec, max_attempts):
-            return rec
-        ctx.counters.redone += 1
-        ctx.bar.line(summary_line(rec, None)
-                     + f"  ({study_policy.redo_why(rec)}: attempt {study_policy.attempt_of(rec) + 1} follows)")
-        earlier = earlier + [ctx.store.set_aside(rec)]
+    rec = mark_attempt(await measure(ctx, run, fields), run)
+    ctx.store.write(rec)
+    return rec
 
 
 def check_requirements(study: Study, hosts: Mapping[str, Mapping]) -> None:

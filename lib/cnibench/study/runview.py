@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..results import decode_histogram, read_record
+from .attempts import REDO_KEY
 
 # The study plots latency against percentile from 85 to 100 (the "nines" axis).
 CURVE_PERCENTILES = (85, 90, 95, 97, 98, 99, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100)
@@ -33,7 +34,8 @@ def _us(v: Any) -> str:
 def summary_line(rec: dict, seconds: float | None = None) -> str:
     """One line per run: id, status, achieved vs target rate, p50/p99/p99.9/max."""
     p = (rec.get("latency") or {}).get("percentiles") or {}
-    parts = [f"{rec['run_id']:<48}", f"{rec['status']:<7}"]
+    redo = rec.get(REDO_KEY)  # a redone repetition's run (attempts.py)
+    parts = [f"{rec['run_id'] + (f' (redo {redo})' if redo else ''):<48}", f"{rec['status']:<7}"]
     if rec["status"] == "failed":
         parts.append(rec.get("reason") or "")
     else:

@@ -20,7 +20,8 @@ is wrong and how to fix it (ConfigError), like inventories do.
                                    # duration_s 10, warmup_s 2, connections max(10, ceil(rate/100))
                                    # (workload/defaults.py, which also has the bounds)
     calibration: {...}             # keyword arguments of workload calibrate(); modes: all (calibrate every mode)
-    redo: {max_attempts: 3}        # disturbed runs redone (policy.py); quiet: {...}; require: {...}
+    redo: {max_attempts: 2}        # disturbed repetitions redone whole (attempts.py); quiet, require
+    budget_s: 1200                 # wall-time cap: redos stop before they would exceed it
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
     analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..infra.config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_relative, did_you_mean, read_yaml
-from . import policy
+from . import policy, variants
 from ..catalog import SIZES
 from ..errors import ConfigError
 from .spec_load import is_int, is_number, no_unknown, parse_loads, parse_repetitions
@@ -46,7 +47,7 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
-    "redo", "quiet", "require", "twin",
+    "redo", "quiet", "require", "twin", "variants", "budget_s",
 )
 TWIN_SUFFIX = "·A/A"  # the arm of the reference's A/A twin: e.g. "host·A/A"
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
@@ -76,11 +77,13 @@ class Study:
     rotate_loads: bool = False  # one load per repetition, in turn (load.rotate)
     analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
     twin: bool = False  # run the reference a second time per block, as arm "<reference>·A/A"
+    variants: dict[str, dict] = field(default_factory=dict)  # arms "<mode>·<name>" with settings added (variants.py)
+    budget_s: float | None = None  # wall-time cap (policy.parse_budget)
 
     @property
     def arms(self) -> tuple[tuple[str, str], ...]:
-        """(arm, mode) of each arm: every mode as itself, and with `twin` the reference again."""
-        return tuple((m, m) for m in self.modes) + (((self.twin_arm, self.reference),) if self.twin else ())
+        """(arm, mode) of each arm: every mode as itself, its `variants`, with `twin` the reference again."""
+        return tuple((m, m) for m in self.modes) + variants.arms(self)
 
     @property
     def twin_arm(self) -> str:
@@ -171,9 +174,10 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         workload=dict(workload), calibration=dict(calibration),
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
-        rotate_loads=rotate, analysis=analysis, twin=twin,
+        rotate_loads=rotate, analysis=analysis, twin=twin, variants=variants.parse(data, path, modes),
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
         require=policy.parse_require(data.get("require"), path),
+        budget_s=policy.parse_budget(data.get("budget_s"), path),
     )
 
 

@@ -1,9 +1,11 @@
 """The records of one study on disk (data/raw/<study>/): the one writer of run records in study/.
 
     store = RecordStore(raw_dir, "lab")
-    store.write(rec)                 # write-once, atomic (results.write_record)
-    store.set_aside(rec)             # a disturbed attempt moved to attempts/ (policy.attempt_path)
-    store.statuses()                 # {run_id: status} of every complete record
+    store.write(rec)                 # write-once, atomic (results.write_record); a redone
+                                     # repetition's attempt to attempts/redo<a>-rep<k>.json
+    store.statuses()                 # {run_id: status} of every complete first attempt
+    store.all_attempts()             # first attempts and every redo attempt (attempts.py)
+    store.analysis_paths()           # the files of each repetition's chosen attempt
     store.clear_stale(out)           # temporary files removed, torn records put aside
 
 A run killed halfway leaves at most a temporary file (removed by clear_stale on the next start)
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from . import policy
+from . import attempts, policy
 from ..results import iter_records, read_record, record_path, write_record
 
 
@@ -36,8 +38,9 @@ class RecordStore:
         return read_record(self.path(run_id))
 
     def write(self, rec: dict) -> Path:
-        """Store a finished run's record once (FileExistsError if it has one)."""
-        return write_record(self.raw_dir, rec)
+        """Store a finished run's record once (FileExistsError if it has one); an attempt >= 2
+        of a redone repetition goes to its redo path (attempts.redo_path)."""
+        return write_record(self.raw_dir, rec, path=self.redo_path(rec) if attempts.attempt_of(rec) > 1 else None)
 
     def records(self) -> Iterator[dict]:
         return iter_records(self.raw_dir, self.study)
@@ -45,26 +48,26 @@ class RecordStore:
     def statuses(self) -> dict[str, str]:
         return {rec["run_id"]: rec["status"] for rec in self.records()}
 
-    def redo_ids(self, max_attempts: int) -> set[str]:
-        return policy.redo_ids(self.records(), max_attempts)
+    def redo_path(self, rec: Mapping) -> Path:
+        return attempts.redo_path(self.path(rec["run_id"]), attempts.attempt_of(rec))
 
-    def set_aside(self, rec: Mapping) -> dict:
-        """Move a run's record unchanged to its attempt path; what the next attempt lists about it."""
-        src = self.path(rec["run_id"])
-        dest = policy.attempt_path(src, policy.attempt_of(rec))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            raise FileExistsError(f"{dest} exists: attempts are write-once")
-        src.replace(dest)
-        return policy.attempt_entry(rec, dest)
+    def redo_records(self) -> Iterator[dict]:
+        """Every stored attempt >= 2 of a redone repetition."""
+        if not self.folder.exists():
+            return
+        for p in sorted(self.folder.rglob(f"{policy.ATTEMPTS_DIR}/redo*-rep*.json")):
+            rec = read_record(p)
+            if rec is not None:
+                yield rec
 
-    def earlier_attempts(self, run_id: str) -> list[dict]:
-        """A disturbed run left by an earlier session, set aside now that it is redone: the
-        attempts its next record lists ([] when the run has no record)."""
-        old = self.read(run_id)
-        if old is None:
-            return []
-        return list(old.get("earlier_attempts") or []) + [self.set_aside(old)]
+    def all_attempts(self) -> list[dict]:
+        return list(self.records()) + list(self.redo_records())
+
+    def analysis_paths(self) -> list[Path]:
+        """The record files the analysis reads: for every repetition, its chosen attempt's
+        (attempts.choose: the first complete undisturbed one, else the first), one per run."""
+        return sorted(self.path(r["run_id"]) if attempts.attempt_of(r) == 1 else self.redo_path(r)
+                      for r in attempts.choose(self.all_attempts()))
 
     def stale(self) -> tuple[list[Path], list[Path]]:
         """(temporary files a killed write left, record files that are torn or incomplete)."""
@@ -72,7 +75,8 @@ class RecordStore:
             return [], []
         # results' temp-file writer names them .<file>.<random>.tmp: records and the manifest alike
         temps = sorted(self.folder.rglob(".*.json.*.tmp"))
-        torn = sorted(p for p in self.folder.rglob("rep*.json") if read_record(p) is None)
+        torn = sorted(p for pat in ("rep*.json", "redo*-rep*.json") for p in self.folder.rglob(pat)
+                      if read_record(p) is None)
         return temps, torn
 
     def clear_stale(self, out=print) -> None:

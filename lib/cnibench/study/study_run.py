@@ -13,6 +13,7 @@ inline, and none of it between runs. Any record without a notebook (e.g. from an
 session) gets one at the end of the next session. Study key `notebooks`: warm (default) | fresh
 | measure (the notebook does the measurement itself, a kernel per run: the slow, literal
 design) | none. The numbers behind this choice come from benchmarks/pipeline_bench.py.
+After the matrix, each disturbed repetition is redone whole while budget_s lasts (redo.py).
 
 Robustness. A run's record is written atomically once it is complete; a run killed halfway
 leaves at most a temporary file, removed on the next start, and the run is redone. Ctrl-C or
@@ -52,12 +53,15 @@ from .provenance import (
 )
 from ..results import failed_record, now_iso
 from .run_notebooks import render_notebooks
+from .attempts import attempt_of
+from .redo import redo_disturbed
 from .runner import (
     RUN_FAILURES,
     RunContext,
     StudyStopped,
     check_requirements,
     check_runs,
+    mark_attempt,
     measure_run,
     mode_settings,
     reason_of,
@@ -69,6 +73,7 @@ from .store import RecordStore
 from .runview import summary_line
 from .spec import Study, load_study
 from .calibration import calibrated_max_rates
+from .precheck import precheck_or_raise, refit_runs
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +125,9 @@ class StudyRun:
         self.bar: Progress | None = None
         self.manifest: dict | None = None
         self.manifest_session: dict | None = None  # this session's entry in the manifest
-        self.fleet = None
+        self.fleet = self.fitted = None  # fitted: precheck.StudyFit (the CPU plan and limits, issue 28)
         self.limits = None
-        self.fitted = None  # precheck.StudyFit: the CPU plan and the limits, with the precheck
+        self._quiet_for = None  # the (repetition, attempt) the last quiet-machine check was for
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
@@ -193,16 +198,16 @@ class StudyRun:
         async with Fleet(self.inventory) as fleet:
             self.fleet = fleet
             if self.precheck:  # the hosts, then the study against their CPUs and limits (issue 28)
-                from .precheck import placed, precheck_or_raise
-
-                self.fitted = await precheck_or_raise(fleet, self.out, self.study)
-                self.study = placed(self.study, self.fitted, self.inventory)
+                self.study, self.fitted = await precheck_or_raise(fleet, self.out, self.study)
             await self._sweep_leftovers()
             runs = await self._plan_session()
             todo = await self._pending(runs)
             for block in matrix.blocks(todo):
                 self._stop_if_interrupted()
                 await self._run_block(block)
+            # whole repetitions, at the end, within budget_s (redo.py)
+            await redo_disturbed(self.study, runs, self.store, self.counters, self.bar, self._run_block,
+                                 self._stop_if_interrupted)
         return runs
 
     async def _sweep_leftovers(self) -> None:
@@ -225,7 +230,7 @@ class StudyRun:
         calibration = await calibrated_max_rates(fleet, study, self.inventory.name, self.manifest, None, self.out)
         self.counters.calibration_s = time.monotonic() - t
         runs = matrix.plan(study, (calibration or {}).get("max_rates"))
-        self._refit(runs)
+        self.fitted = refit_runs(self.fitted, study, runs)  # a fraction study's calibrated rates (issue 28)
         from ..workload.bench import probe_limits
 
         self.limits = await probe_limits(fleet)
@@ -239,27 +244,17 @@ class StudyRun:
         self.manifest["calibration"] = calibration
         self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(),
                                             await gather_host_facts(fleet))
-        self.manifest_session["quiet"] = [first_quiet]
-        if self.fitted is not None:
-            self.manifest_session["cpu_plan"] = self.fitted.to_dict()
+        self.manifest_session.update(quiet=[first_quiet], cpu_plan=self.fitted and self.fitted.to_dict())
         add_session(self.manifest, self.manifest_session)
         write_manifest(self.mpath, self.manifest)
         check_requirements(study, self.manifest_session["hosts"])
         return runs
 
-    def _refit(self, runs: list) -> None:
-        """A fraction study's calibrated rates against the same hosts' limits, before any run."""
-        if self.fitted is not None and self.study.uses_fractions and runs:
-            from .precheck import refit, refuse_unfit
-
-            self.fitted = refuse_unfit(refit(self.fitted, self.study, sorted({r.target_rate for r in runs})))
-
     async def _pending(self, runs: list) -> list:
-        """The runs still to measure (disturbed runs with attempts left are redone); starts the bar."""
+        """The planned runs still to measure (first attempts; redone repetitions follow, redo.py);
+        starts the bar."""
         study, counters = self.study, self.counters
-        done = self.store.statuses()
-        redo = self.store.redo_ids(study.redo["max_attempts"])
-        todo = matrix.pending(runs, set(done) - redo)
+        todo = matrix.pending(runs, self.store.statuses())
         counters.planned, counters.already_done = len(runs), len(runs) - len(todo)
         self.bar = Progress(len(runs), counters.already_done, enabled=self.progress, label=study.name)
         if counters.already_done:
@@ -282,14 +277,18 @@ class StudyRun:
         from ..modes import mode_down
         from ..workload.quiet import wait_quiet
 
-        settings = mode_settings(self.study, block.mode)
+        settings = mode_settings(self.study, block.mode, block.arm)
         entry = {"repetition": block.repetition, "mode": block.mode,
-                 **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None,
-                 "down_s": None, "error": None}
+                 **({"arm": block.arm} if block.arm != block.mode else {}),
+                 **({"attempt": block.runs[0].attempt} if block.runs[0].attempt > 1 else {}),
+                 "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
         self.manifest_session["mode_blocks"].append(entry)
-        self.bar.status(f"quiet-machine check before {block.mode}")
-        entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
-                                          where=f"{block.mode} (rep {block.repetition})")
+        rep = (block.repetition, block.runs[0].attempt)
+        if rep != self._quiet_for:  # once per repetition (0.5 s each: per block it was 45 s of a lab study)
+            self._quiet_for = rep
+            self.bar.status(f"quiet-machine check before repetition {block.repetition}")
+            entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
+                                              where=f"{block.mode} (rep {block.repetition})")
         endpoint = await self._mode_up(block, settings, entry)
         if endpoint is None:
             return
@@ -320,7 +319,8 @@ class StudyRun:
                 log.debug("mode_down after failed mode_up: %s", down_exc)
             for run in block.runs:
                 now = now_iso()
-                self._store(failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref), 0.0)
+                rec = failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref)
+                self._store(mark_attempt(rec, run), 0.0)
             if self.stop_on_failure:
                 raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked "
                                    "(--stop-on-failure)")
@@ -365,6 +365,9 @@ class StudyRun:
             self.store.write(rec)
         window, warm = window_seconds(rec)
         counters.measure_s += window
+        if attempt_of(rec) > 1:
+            counters.redone += 1
+            counters.redo_measure_s += window
         counters.warmup_s += warm
         counters.executed += 1
         counters.statuses[rec["status"]] = counters.statuses.get(rec["status"], 0) + 1

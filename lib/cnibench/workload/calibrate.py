@@ -8,8 +8,10 @@ a p99 bound fails at rho ~ 0.8 in one probe and passes at 0.95 in the next, and 
 moved by a third between studies (issue 10). A p90 bound fails only when a tenth of the window
 is late: a queue that does not drain (rho >= 1 grows by (rho - 1) x 3 s in a probe), not a
 stall. The percentile is a setting (`calibration: {percentile: 99}` for quiet hosts).
-The send-lag guard is off in probes: near the top the generator's lag is part of what is
-measured (it is charged to the latency), not noise; the hiccup guard stays on (probes have no sampler: see probe_spec).
+The guards are the one set of defaults (guards.GuardLimits(), the same as `invoke bench` and
+the studies; a study's workload.guard overrides them here too). The send-lag guard is off in
+probes even when a study sets it: near the top the generator's lag is part of what is measured
+(it is charged to the latency), not noise (probes have no sampler: see probe_spec).
 Found with probes of at least 3 s: a ramp (x2 per step) until a run fails the test, then
 bisection between the last good and the first bad rate until they are within `tolerance`
 (at most 2 %). A failure, and a pass near a failure, are put to a 2-of-3 vote; a probe the
@@ -227,7 +229,7 @@ async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float
     raise CalibrationFailed(
         f"calibration of {base.mode}/{base.size}: {MAX_DISTURBED} probes in a row at {rate:g} req/s were disturbed "
         f"({why}); the machine is not quiet enough to calibrate. Wait and run again, or relax the "
-        "study's noise guards (workload.guard) for this machine, as studies/lab.yml does for hiccups.")
+        "study's noise guards (workload.guard: max_steal, max_foreign_cpu of the generator's core) for this machine.")
 
 
 def check_verdict(results: list[bool]) -> bool | None:

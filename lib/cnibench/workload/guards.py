@@ -10,7 +10,18 @@ Two thresholds per guard (None: that verdict is off): `max_*` makes the run inva
 only flags it (the run stays valid; the flag is counted and the analysis may leave it out).
 `noise` marks guards that catch a disturbance from outside the measured system (another
 process, the hypervisor): a run invalid for one of those is *disturbed* and the study's redo
-policy may run it again (runner.py). The defaults below are documented in docs/method.md.
+policy may run its whole repetition again (study/attempts.py). The defaults below are documented
+in docs/method.md, and they are the one set of defaults: `invoke bench`, `invoke calibrate` and
+every study start from GuardLimits() (a study may override keys under `workload.guard`).
+
+Disturbed is judged on the generator's core only (issue 25): its steal and its foreign CPU
+(hygiene.py, figures "steal" and "foreign_cpu"). nginx's core is reported beside it
+("server_steal", "server_foreign_cpu", not judged): steal there grows with how busy that core
+is, so judging it made "disturbed" depend on the mode. Send lag is part of the latency (it
+counts from the intended time): recorded, shown and flagged at p99.9, never a reason to redo.
+The hiccup sum is reported (the largest stall flags): on this VM it exceeded 20 ms in nearly
+every run (issue 25: four `invoke bench` runs, 115-356 ms), so a limit on it invalidated most
+runs of the command line while the studies had it off.
 
     checks = judge(rec, limits)            # rec: the run record with its "hygiene" figures
     status, reason, flags = verdict(checks)
@@ -44,15 +55,18 @@ class GuardLimits:
     # per generator thread (1.0 = one full core each); not for busy-polling generators
     max_generator_cpu: float | None = 0.90
     # Send lag of open-loop generators that record it (latency.send_lag). Normal: p99 30-40 us.
-    max_send_lag_p99_us: float | None = 200.0  # 1 % of sends this late: the client was disturbed (noise)
+    # Part of the latency, not noise: a study may set max_send_lag_p99_us, which then makes the
+    # run invalid but never disturbed (it is not redone).
+    max_send_lag_p99_us: float | None = None
     flag_send_lag_p999_us: float | None = 1000.0
-    # The pinned cores (the generator's and nginx's) during the run, as a share of their time.
-    max_foreign_cpu: float | None = 0.05  # CPU taken by processes that are not ours (noise)
-    max_steal: float | None = 0.02  # time the hypervisor gave to someone else (noise)
+    # The generator's pinned core during the run, as a share of its time (noise).
+    max_foreign_cpu: float | None = 0.05  # CPU taken by processes that are not ours
+    max_steal: float | None = 0.02  # time the hypervisor gave to someone else
     flag_steal: float | None = 0.005
-    # Hiccup meter (hiccup/): any oversleep from flag_hiccup_us up flags; their sum invalidates.
+    # Hiccup meter (hiccup/): any oversleep from flag_hiccup_us up flags; the sum is reported
+    # (a study may set max_hiccup_total_us to invalidate on it: noise, so redone).
     flag_hiccup_us: float | None = 1000.0
-    max_hiccup_total_us: float | None = 20000.0  # ~0.4 % of a 5.5 s window: the requests above p99.6 (noise)
+    max_hiccup_total_us: float | None = None
     # Network during the window: judged, flagged (a mode's own losses are a result, not noise).
     flag_retrans_per_request: float | None = 0.001  # TCP segments retransmitted per request
     flag_nic_drops: float | None = 0  # packets dropped on the data NICs (more than this flags)
@@ -63,8 +77,8 @@ class GuardLimits:
     max_run_median_ms: float | None = SUSTAINED_BOUND_MS
 
 
-NOISE_GUARDS = ("foreign_cpu", "steal", "hiccup", "send_lag")
-NOISE_INVALID_KEYS = ("max_send_lag_p99_us", "max_foreign_cpu", "max_steal", "max_hiccup_total_us")
+NOISE_GUARDS = ("foreign_cpu", "steal", "hiccup")
+NOISE_INVALID_KEYS = ("max_foreign_cpu", "max_steal", "max_hiccup_total_us")
 
 
 def noise_reported_only(limits: GuardLimits = GuardLimits()) -> GuardLimits:
@@ -133,28 +147,31 @@ def generator_cpu(cpu: float | None, threads: int, generator: str, limits: Guard
 
 
 def send_lag(percentiles: dict | None, limits: GuardLimits) -> dict:
-    """From latency.send_lag.percentiles (us) of generators that record it; skipped otherwise."""
+    """From latency.send_lag.percentiles (us) of generators that record it; skipped otherwise.
+    Never noise: the lag is part of the latency (it counts from the intended time)."""
     if not percentiles:
         return _check("send_lag", None, "us")
     p99, p999 = percentiles.get("99"), percentiles.get("99.9")
-    c = _check("send_lag", p99, "us (p99)", invalid_at=limits.max_send_lag_p99_us, noise=True,
+    c = _check("send_lag", p99, "us (p99)", invalid_at=limits.max_send_lag_p99_us,
                what="send lag p99", fmt=lambda v: f"{v:.0f} us")
-    if c["verdict"] == "ok" and p999 is not None:
-        c2 = _check("send_lag", p999, "us (p99.9)", flag_at=limits.flag_send_lag_p999_us, noise=True,
+    if c["verdict"] in ("ok", "report") and p999 is not None:
+        c2 = _check("send_lag", p999, "us (p99.9)", flag_at=limits.flag_send_lag_p999_us,
                     what="send lag p99.9", fmt=lambda v: f"{v:.0f} us")
         if c2["verdict"] == "flag":
             return c2
+        if c2["verdict"] == "ok":
+            c["verdict"] = "ok"  # judged, on its p99.9
     return c
 
 
 def foreign_cpu(share: float | None, limits: GuardLimits) -> dict:
-    return _check("foreign_cpu", share, "share of the pinned cores", invalid_at=limits.max_foreign_cpu, noise=True,
-                  what="foreign CPU on the pinned cores", fmt=_pct)
+    return _check("foreign_cpu", share, "share of the generator's core", invalid_at=limits.max_foreign_cpu, noise=True,
+                  what="foreign CPU on the generator's core", fmt=_pct)
 
 
 def steal(share: float | None, limits: GuardLimits) -> dict:
-    return _check("steal", share, "share of the pinned cores", flag_at=limits.flag_steal, invalid_at=limits.max_steal,
-                  noise=True, what="steal time on the pinned cores", fmt=_pct)
+    return _check("steal", share, "share of the generator's core", flag_at=limits.flag_steal,
+                  invalid_at=limits.max_steal, noise=True, what="steal time on the generator's core", fmt=_pct)
 
 
 def hiccup(max_us: float | None, total_us: float | None, limits: GuardLimits) -> dict:

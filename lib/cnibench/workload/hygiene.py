@@ -25,6 +25,12 @@ our own processes; it can miss a small foreign load). /proc/stat counts in ticks
 so the resolution is about 1/(span x 100) of a core. Interrupt work (irq + softirq) on P is
 reported separately: it is part of a network mode's cost, not noise. Steal is /proc/stat's
 per-CPU steal of P over the same span.
+
+What the guards judge (issue 25): the same two figures on the generator's core alone, G (the
+client host's pinned cores): `steal` and `foreign_cpu` = (busy of G - our processes that may
+run on G: all but nginx, which is pinned to the server's cores) / (span x |G|). nginx's core(s)
+get `server_steal` and `server_foreign_cpu` (all our processes but the generator), reported,
+not judged; `pinned_steal` and `pinned_foreign_cpu` are the figures over P as before.
 """
 
 from __future__ import annotations
@@ -119,18 +125,44 @@ def network_figures(parsed: dict[str, dict]) -> dict:
     return {"tcp_retransmits": retrans, "nic_drops": drops}
 
 
+def core_figures(parsed: dict[str, dict], machines: dict[str, list[str]], pinned: dict[str, list[int]],
+                 known_by_machine: dict[str, dict[str, float]], generator_host: str) -> dict:
+    """steal and foreign CPU of the generator's core(s) (the figures the guards judge) and of
+    the server's, each against the processes that may run there (pure; module docstring)."""
+    out = {"pinned_foreign_cpu": None, "pinned_steal": None, "steal": None, "foreign_cpu": None,
+           "server_steal": None, "server_foreign_cpu": None}
+    for boot, hosts in machines.items():
+        longest = max(hosts, key=lambda h: len(parsed[h]["samples"]))
+        samples, known = parsed[longest]["samples"], known_by_machine[boot]
+        both = machine_figures(samples, sorted({c for h in hosts for c in pinned.get(h) or []}), known)
+        if both is not None:
+            out["pinned_steal"] = max(out["pinned_steal"] or 0.0, both["steal"])
+            out["pinned_foreign_cpu"] = max(out["pinned_foreign_cpu"] or 0.0, both["foreign_cpu"])
+        gen = sorted(pinned.get(generator_host) or []) if generator_host in hosts else []
+        srv = sorted({c for h in hosts if h != generator_host for c in pinned.get(h) or []} - set(gen))
+        for cores, drop, prefix in ((gen, "nginx", ""), (srv, "generator", "server_")):
+            fig = machine_figures(samples, cores, {k: v for k, v in known.items() if k != drop})
+            if fig is not None:
+                out[f"{prefix}steal"], out[f"{prefix}foreign_cpu"] = fig["steal"], fig["foreign_cpu"]
+    return out
+
+
 def figures(parsed: dict[str, dict], pinned: dict[str, list[int]], extra_known: dict[str, dict[str, float]],
-            driver: dict | None, meters: dict[str, list[dict]], flag_hiccup_us: float | None) -> dict:
+            driver: dict | None, meters: dict[str, list[dict]], flag_hiccup_us: float | None,
+            generator_host: str | None = None) -> dict:
     """The record's hygiene figures from everything measured (pure).
 
     parsed: {host: {"boot_id", "samples"}} (Sampler.parsed); pinned: {host: [cpu, ...]};
     extra_known: {host: {role: CPU s}} our processes not sampled by pid (the generator);
-    driver: {"boot_id", "cpu_s"} of this process; meters: {host: [hiccup summaries]}."""
+    driver: {"boot_id", "cpu_s"} of this process; meters: {host: [hiccup summaries]};
+    generator_host: the client's name: steal and foreign_cpu are then its core's (core_figures),
+    else (older callers) those of every pinned core."""
     machines: dict[str, list[str]] = {}
     for host, p in parsed.items():
         machines.setdefault(p.get("boot_id") or f"host:{host}", []).append(host)
     per_machine = []
     cpu_s: dict[str, float] = {}
+    known_by_machine: dict[str, dict[str, float]] = {}
     for boot, hosts in machines.items():
         seen: dict[int, tuple[str, float]] = {}
         for h in hosts:
@@ -146,6 +178,7 @@ def figures(parsed: dict[str, dict], pinned: dict[str, list[int]], extra_known: 
                     known[role] = known.get(role, 0.0) + sec
         if driver and driver.get("boot_id") and driver["boot_id"] == boot and driver.get("cpu_s") is not None:
             known["driver"] = known.get("driver", 0.0) + driver["cpu_s"]
+        known_by_machine[boot] = known
         for role, sec in known.items():
             cpu_s[role] = round(cpu_s.get(role, 0.0) + sec, 3)
         longest = max(hosts, key=lambda h: len(parsed[h]["samples"]))
@@ -156,6 +189,8 @@ def figures(parsed: dict[str, dict], pinned: dict[str, list[int]], extra_known: 
                                 **fig})
     out = {k: (max(m[k] for m in per_machine) if per_machine else None)
            for k in ("foreign_cpu", "steal", "irq", "softirq")}
+    if generator_host is not None:
+        out.update(core_figures(parsed, machines, pinned, known_by_machine, generator_host))
     out.update(network_figures(parsed))
     summaries = [m for ms in meters.values() for m in ms]
     out["hiccup_max_us"] = max((m["max_us"] for m in summaries), default=None)
@@ -219,7 +254,8 @@ def judge_run(rec: dict, spec, hyg: RunHygiene | None, files: dict[str, bytes]) 
     if hyg is not None:
         gen_s = accounted_seconds(files.get("cpu", b"").decode(errors="replace"))
         extra = {hyg.fleet.client.name: {"generator": gen_s}}
-        hygiene.update(figures(hyg.sampler.parsed, hyg.pinned(), extra, hyg.driver, hyg.hiccups, limits.flag_hiccup_us))
+        hygiene.update(figures(hyg.sampler.parsed, hyg.pinned(), extra, hyg.driver, hyg.hiccups, limits.flag_hiccup_us,
+                               generator_host=hyg.fleet.client.name))
         hygiene["hiccup"] = hyg.hiccups
         hygiene["hiccup_placement"] = getattr(spec, "hiccup", "on")
     rec["hygiene"] = hygiene

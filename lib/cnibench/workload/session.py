@@ -25,6 +25,7 @@ import asyncssh
 
 from ..infra.config import RUN_DIR
 from ..errors import CnibenchError, HostError
+from ..infra import conntrack
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
@@ -206,6 +207,7 @@ class BenchSession:
         if ports.to_check(run.load.connections):  # maybe more local ports than the namespace has
             run.ports_widened = True
             run.notes += [n for n in [await ports.widen(client, self.endpoint.client_netns, run.load.connections)] if n]
+        tracked = await conntrack.flows(self.fleet, self.endpoint)  # node: kubernetes tracks every flow
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
         if during is not None:
             run.hook = asyncio.ensure_future(
@@ -214,6 +216,7 @@ class BenchSession:
         # The load is over: the samplers' last sample closes the window now, not a period later.
         rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), run.notes) or {}
         await _bounded("stop steal probes", run.steal.stop(), run.notes)
+        rec["conntrack"] = {"before": tracked, "after": await conntrack.flows(self.fleet, self.endpoint)}
         files = await self._read_outputs(run)
         files["steal_context"] = run.steal.context_bytes()
         result = run.gen.parse(run.load, res.stdout, res.stderr, res.exit_status, files)

@@ -24,6 +24,8 @@ from ...errors import CommandFailed, FleetError, PlanError, UnsupportedFeature
 from ...infra.kernelprobe import probe_link_kinds
 from ...infra.local import LocalHost
 from ..base import AWS, LOCAL, Endpoint, ModeSettings, NetworkMode, Step, VerifyResult
+from ..node import checks as node_checks
+from ..node import steps as node
 from ..registry import MODES, get_mode
 from . import state as store
 from .aws import AwsDriver
@@ -206,6 +208,9 @@ async def prepare(fleet, name: str, settings: ModeSettings | None, implementatio
     facts = await mode.extend_facts(fleet, facts, settings)
     steps = mode.plan(facts, settings)
     endpoint = mode.endpoint(facts, settings)
+    # `node: kubernetes` (modes/node/): after the mode's own steps (undone first), on its endpoint
+    steps += node.plan(facts, settings, endpoint, mode.ip_masq)
+    endpoint = node.endpoint(endpoint, settings)
     return mode, settings, facts, steps, endpoint
 
 
@@ -255,6 +260,8 @@ async def up(fleet, name: str, settings: ModeSettings | None = None, implementat
         raise PlanError(f"mode {existing.get('mode')} is {existing.get('status')} on the hosts. Run 'invoke mode.down' "
                         "(or 'invoke clean') first.")
     await probe_kernel(fleet, mode.link_kinds, mode.needs_nft)
+    if settings.node == "kubernetes":
+        await node_checks.require(fleet, node_checks.PROGRAMS)
     details = await mode.before_up(fleet, facts, settings)  # refuses before any change
     runners = Runners(fleet, settings)
     docs = state_docs(fleet, mode, endpoint, steps, settings)

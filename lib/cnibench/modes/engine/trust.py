@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from ...catalog import PREFIX
 from ...errors import CnibenchError
+from ..node.steps import undo_shapes as node_shapes
 from ..registry import MODES
 
 STATUSES = ("applying", "up", "rollback-failed")
@@ -54,6 +55,7 @@ def shared_shapes(host: str) -> list[tuple[str, ...]]:
         ("ip", "route", "del", CIDR, "via", IPV4, "dev", IFNAME, "proto", "203"),
         ("nft", "delete", "table", "ip|inet", OUR_TABLE),
         ("tc", "qdisc", "del", "dev", OUR_IF, "clsact"),
+        *node_shapes(host),
     ]
 
 

@@ -11,6 +11,7 @@ import json
 
 from ...catalog import PREFIX
 from ..base import Check, Endpoint, ModeSettings, NetworkMode, VerifyResult
+from ..node import checks as node_checks
 from .facts import gather_facts
 
 BODY = f"{PREFIX}-verify"
@@ -93,7 +94,9 @@ async def verify_mode(mode: NetworkMode, fleet, endpoint: Endpoint, settings: Mo
 
         if checks[0].ok:
             try:
-                checks += await mode.path_checks(fleet, endpoint, settings, facts, probe)
+                path_ep = node_checks.path_endpoint(mode, facts, settings, endpoint)  # node: kubernetes
+                checks += await mode.path_checks(fleet, path_ep, settings, facts, probe)
+                checks += await node_checks.checks(fleet, endpoint, settings, probe)
             except AssertionError as exc:
                 checks.append(Check("data-path probe", False, str(exc)))
     finally:

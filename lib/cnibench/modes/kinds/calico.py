@@ -6,6 +6,8 @@ routes amount to on one L2 segment). Host-side veth MAC ee:ee:ee:ee:ee:ee as Cal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...catalog import PREFIX
 from ..addressing import (
     forwarding_step,
@@ -24,19 +26,32 @@ from ..base import (
     HostFacts,
     ModeSettings,
     NetworkMode,
+    SettingError,
     Step,
     step,
 )
 from ..engine import pieces
 from ..engine.pathcheck import direct_route_checks, route_get
 from ..engine.pieces import require_l2
+from . import calico_bgp
 
 GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 
 
+@dataclass(frozen=True)
+class CalicoSettings(ModeSettings):
+    routing: str = "static"  # the peers' pod blocks: static routes, or learned over BGP (calico_bgp.py)
+
+    def check_kind(self) -> None:
+        if self.routing not in calico_bgp.ROUTING:
+            raise SettingError("routing", f"{self.routing!r} is not one of {', '.join(calico_bgp.ROUTING)}",
+                               "Write 'routing: bgp' (BIRD 2) or leave it out (static routes).")
+
+
 class CalicoRouted(NetworkMode):
     name = "calico-routed"
+    settings_type = CalicoSettings
     link_kinds = (VETH,)
     owned_links = (rf"{PREFIX}c{HOST_RE}",)
 
@@ -64,6 +79,9 @@ class CalicoRouted(NetworkMode):
                                        "dev", pieces.POD_IF, "nud", "permanent"]))
             steps.append(step(h.name, ["ip", "route", "add", f"{pod}/32", "dev", veth, "scope", "link", "proto",
                                        ROUTE_PROTO]))
+            if getattr(settings, "routing", "static") == "bgp":
+                steps += calico_bgp.steps(hosts, h.name, subnets)
+                continue
             steps += [pieces.host_route(h, subnets[p.name], p.data_address,
                                         h.data_interface) for p in hosts.peers(h.name)]
         return steps
@@ -76,4 +94,20 @@ class CalicoRouted(NetworkMode):
         r = await route_get(fleet.server, endpoint.connect_address)
         veth = f"{PREFIX}c{facts.server.name}"
         checks.append(Check("server host routes the pod's /32 straight to its veth (no bridge)", f"dev {veth}" in r, r))
+        if getattr(settings, "routing", "static") == "bgp":
+            checks += await calico_bgp.checks(fleet, facts, pod_subnets(facts, settings))
         return checks
+
+    async def before_up(self, fleet, facts, settings):
+        if getattr(settings, "routing", "static") == "bgp":
+            await calico_bgp.require(fleet)
+        return {}
+
+    def undo_shapes(self, host, data_interface):
+        return calico_bgp.undo_shapes(host)
+
+    def leftover_queries(self, host, data_interface):
+        return calico_bgp.leftover_queries(host)
+
+    def leftovers(self, host, data_interface, outputs):
+        return calico_bgp.leftovers(host, outputs)

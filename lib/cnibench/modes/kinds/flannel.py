@@ -78,6 +78,7 @@ class AwsVpcSettings(ModeSettings):
 
 
 class _Flannel(NetworkMode):
+    ip_masq = True  # flanneld --ip-masq: its masquerade rules go on a node (modes/node/)
     link_kinds = (BRIDGE_KIND, VETH)
     owned_links = (BRIDGE, rf"{PREFIX}v{HOST_RE}")
     overhead = 0
