@@ -121,3 +121,20 @@ def test_an_incomplete_record_says_why_in_the_users_terms():
     assert why.startswith("failed: no latency was measured at 450,000 req/s: 0 of 120 requests answered (120 errors")
     assert "invoke hosts.check --study" in why
     assert incomplete_why({}, ["missing 'counts'"]) == "failed: the workload returned an incomplete record (missing 'counts')"
+
+
+def test_the_testbed_options_a_second_client_and_an_sshd_limit(tmp_path):
+    from cnibench.infra import config, testbed
+
+    hosts = testbed.testbed_hosts(["client", "client2", "server"], clients=2)
+    assert [h.role for h in hosts] == ["client", "client", "server"]
+    assert [h.data_address for h in hosts] == ["198.18.0.11", "198.18.0.12", "198.18.0.13"]
+    assert [h.role for h in testbed.testbed_hosts()] == ["client", "server"]
+    for bad in (0, 2, True):
+        with pytest.raises(testbed.TestbedError, match="can be clients"):
+            testbed.testbed_hosts(["client", "server"], clients=bad)
+    marker = tmp_path / "m.yml"
+    marker.write_text(yaml.safe_dump({"testbed": {"hosts": ["client", "client2", "server"], "clients": 2,
+                                                  "sshd_nofile": 256}}))
+    assert config.testbed_options(marker) == {"sshd_nofile": 256, "clients": 2}
+    assert config.testbed_hosts(marker) == ["client", "client2", "server"]
