@@ -107,7 +107,7 @@ async def run_plan(runners: Runners, steps: list[Step], on_start=None) -> tuple[
             if on_start is not None:
                 on_start(name, i + 1)
             try:
-                await target.run(s.argv, netns=s.netns)
+                await target.run(s.argv, netns=s.netns, input=s.input)
             except CommandFailed:
                 failed.set()  # it ran and failed: it made nothing to undo
                 raise
@@ -153,7 +153,7 @@ async def undo_steps(runners: Runners, steps: list[Step], strict: bool = True) -
             if s.undo is None:
                 continue
             try:
-                r = await target.run(s.undo, netns=s.netns, check=False)
+                r = await target.run(s.undo, netns=s.netns, check=False, input=s.undo_input)
             except Exception as exc:  # unreachable host: report, keep undoing the others
                 problems.append(f"{name}: {' '.join(s.undo)}: {exc}")
                 continue

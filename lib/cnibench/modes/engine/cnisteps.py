@@ -1,0 +1,124 @@
+"""The pod side built by the reference CNI plugins (`implementation: cni`), as journalled steps.
+
+Each plugin call of a conflist's ADD is one Step: its argv is the call itself (`env CNI_COMMAND=ADD
+… /usr/lib/cni/<type>`, infra/cni.py), its stdin the execution config, and its undo the same
+plugin's DEL. So the engine journals, rolls back and `clean`s a plugin call like any of the
+project's commands: a session killed in the middle of ADD leaves a journal whose in-flight step
+is DELed. IPAM is `static`, so every address is known when planning (pure) and the result each
+plugin hands the next (`prevResult`) is the planned one: the IPs (all that firewall and portmap
+read of it), not the interfaces with their random veth names. No plugin keeps state on disk with
+static IPAM; a `dataDir` anywhere would be under the run directory (cni.with_data_dir).
+
+What DEL leaves (cni.LEFT_AFTER_DEL) is undone by guard steps planned before the first ADD, so
+their undos run after the last DEL: the bridge (`test ! -e` refuses one that is already there,
+which would not be ours), ip_forward (the shared forwarding step), and each iptables-nft table
+the plugins write (`nft create table` refuses a host whose table already exists; its undo
+deletes the table with every CNI-* chain in it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ...errors import UnsupportedFeature
+from ...infra import cni
+from ..addressing import pod_netns
+from ..base import HostFact, Step, step
+
+IFNAME = "eth0"
+# The tables iptables-nft writes for bridge's ipMasq, firewall and portmap (portmap also makes
+# an empty ip6 nat: measured on 1.1.1, infra/cni.py).
+IPTABLES_TABLES = (("ip", "nat"), ("ip", "filter"), ("ip6", "nat"))
+
+
+def container_id(host: str) -> str:
+    return pod_netns(host)
+
+
+def attachment(h: HostFact, runtime_config: dict | None = None) -> cni.Attachment:
+    return cni.Attachment(h.name, container_id(h.name), pod_netns(h.name), IFNAME,
+                          runtime_config=dict(runtime_config or {}))
+
+
+def static_ipam(address: str, gateway: str | None, routes: list[tuple[str, str | None]]) -> dict:
+    """`static` IPAM: one address, its gateway, routes each with a `gw` where one is given
+    (bridge and ptp 1.1.1 CHECK fail on a route without one: infra/cni.py)."""
+    addr = {"address": address, **({"gateway": gateway} if gateway else {})}
+    return {"type": "static", "addresses": [addr],
+            "routes": [{"dst": dst, **({"gw": gw} if gw else {})} for dst, gw in routes]}
+
+
+def planned_result(ipam: dict) -> dict:
+    """The result static IPAM gives (its IPs and routes): the prevResult of a chained plugin."""
+    ips = [{"address": a["address"], **({"gateway": a["gateway"]} if "gateway" in a else {})}
+           for a in ipam["addresses"]]
+    return {"cniVersion": cni.CNI_VERSION, "ips": ips, "routes": ipam.get("routes", [])}
+
+
+def network(name: str, host: str, plugins: list[dict], disable_check: bool = False) -> dict:
+    """The conflist, any plugin's `dataDir` under the host's run directory (never /var/lib/cni)."""
+    return cni.with_data_dir(cni.conflist(name, plugins, disable_check), cni.data_dir(host))
+
+
+def attach(h: HostFact, net: dict, runtime_config: dict | None = None) -> list[Step]:
+    """One step per plugin call of ADD, each undone by that plugin's DEL (so DEL runs in
+    reverse), every call after the first given the planned result."""
+    att = attachment(h, runtime_config)
+    result = planned_result(net["plugins"][0]["ipam"])
+    adds = cni.plan("ADD", net, att)
+    dels = {c.index: c for c in cni.plan("DEL", net, att)}
+    return [step(h.name, c.argv, dels[c.index].argv, input=c.stdin(result if c.index else None),
+                 undo_input=dels[c.index].stdin(result)) for c in adds]
+
+
+def guard_bridge(h: HostFact, bridge: str) -> Step:
+    """Refuse a bridge that already exists (not ours to delete); undo: delete the one the
+    bridge plugin made (DEL leaves it, with its address and route)."""
+    return step(h.name, ["test", "!", "-e", f"/sys/class/net/{bridge}"], ["ip", "link", "del", bridge])
+
+
+def guard_tables(h: HostFact) -> list[Step]:
+    """Make the iptables-nft tables empty before the plugins fill them; the undo deletes each
+    with everything in it (CNI-HOSTPORT-*, CNI-FORWARD, CNI-ADMIN and their jumps)."""
+    return [step(h.name, ["nft", "create", "table", fam, name], ["nft", "delete", "table", fam, name])
+            for fam, name in IPTABLES_TABLES]
+
+
+def render(hosts, nets: dict[str, dict], runtime: dict[str, dict] | None = None) -> list[str]:
+    """--dry-run: each host's conflist and its ADD calls (cni.render)."""
+    runtime = runtime or {}
+    return [cni.render("ADD", nets[h.name], attachment(h, runtime.get(h.name))) for h in hosts]
+
+
+def undo_shapes(host: str, plugins: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """The DEL calls a host's copy of the state may hold (and the guards' undos)."""
+    ns = f"/run/netns/{pod_netns(host)}"
+    cid = container_id(host)
+    dels = [("env", "CNI_COMMAND=DEL", f"CNI_CONTAINERID={cid}", f"CNI_NETNS={ns}", f"CNI_IFNAME={IFNAME}",
+             f"CNI_PATH={cni.CNI_PATH}", f"{cni.CNI_PATH}/{p}") for p in plugins]
+    tables = [("nft", "delete", "table", fam, name) for fam, name in IPTABLES_TABLES]
+    return [tuple(map(re.escape, s)) for s in dels + tables]
+
+
+async def require(fleet, plugins: tuple[str, ...], iptables: bool = False) -> dict:
+    """Before any change: every plugin on every host (else the install line), iptables-nft where
+    the plugins write iptables rules; returns the versions for the state and the record."""
+    async def one(host):
+        net = {"plugins": [{"type": p} for p in plugins]}
+        await cni.require_plugins(host, host.name, net)
+        if iptables:
+            r = await host.run(["iptables", "-V"], check=False)
+            if "nf_tables" not in r.stdout:
+                raise UnsupportedFeature(
+                    f"{host.name}: the CNI plugins write iptables rules, and `iptables -V` says "
+                    f"{(r.stdout or r.stderr).strip() or 'nothing'!r}, not nf_tables. Nothing was changed. "
+                    "Select iptables-nft: 'update-alternatives --set iptables /usr/sbin/iptables-nft' "
+                    "(or install it: apt-get install -y iptables).")
+        return await cni.versions(host, host.name, plugins)
+
+    return {"cni": dict(await fleet.gather("CNI plugins", one))}
+
+
+def conflist_json(net: dict) -> str:
+    return json.dumps(net, indent=2, sort_keys=True)
