@@ -22,6 +22,7 @@ import asyncssh
 from . import policy as study_policy
 from ..infra.config import RAW, load_inventory
 from ..errors import CnibenchError, UnsupportedFeature
+from .implementations import implementation_of
 from .matrix import PlannedRun
 from .provenance import manifest_ref
 from ..results import failed_record, now_iso, validate_record
@@ -56,6 +57,7 @@ def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
     """The workload's record with the study's bookkeeping: arm, order and provenance link."""
     rec = dict(rec)
     rec["arm"] = run.arm
+    rec["implementation"] = implementation_of(run.arm, run.mode)
     rec.setdefault("load_fraction", run.load_fraction)
     rec["order"] = run.order
     rec["provenance"] = provenance

@@ -22,6 +22,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
     calibration: {...}             # keyword arguments of workload calibrate(); modes: all (calibrate every mode)
     redo: {max_attempts: 3}        # disturbed runs redone (policy.py); quiet: {...}; require: {...}
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
+    implementations: {macvlan: [cni]}   # arm "macvlan·cni" besides "macvlan" (implementations.py)
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
     analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..infra.config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_relative, did_you_mean, read_yaml
-from . import policy
+from . import implementations as impls, policy
 from ..catalog import SIZES
 from ..errors import ConfigError
 from .keys import REFERENCE, calibration_keys, known_modes, mode_setting_keys, workload_keys
@@ -47,7 +48,7 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
-    "redo", "quiet", "require", "twin",
+    "redo", "quiet", "require", "twin", "implementations",
 )
 TWIN_SUFFIX = "·A/A"  # the arm of the reference's A/A twin: e.g. "host·A/A"
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
@@ -77,11 +78,12 @@ class Study:
     rotate_loads: bool = False  # one load per repetition, in turn (load.rotate)
     analysis: dict[str, Any] = field(default_factory=dict)  # equivalence_margin, compare_with
     twin: bool = False  # run the reference a second time per block, as arm "<reference>·A/A"
+    implementations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mode -> other implementations
 
     @property
     def arms(self) -> tuple[tuple[str, str], ...]:
         """(arm, mode) of each arm: every mode as itself, and with `twin` the reference again."""
-        return tuple((m, m) for m in self.modes) + (((self.twin_arm, self.reference),) if self.twin else ())
+        return impls.arms(self.modes, self.implementations) + (((self.twin_arm, self.reference),) if self.twin else ())
 
     @property
     def twin_arm(self) -> str:
@@ -113,11 +115,7 @@ def load_study(path: Path | str) -> Study:
     data = read_yaml(path)
     study = parse_study(data, path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return _replace(study, digest=digest)
-
-
-def _replace(study: Study, **kw) -> Study:
-    return dataclasses.replace(study, **kw)
+    return dataclasses.replace(study, digest=digest)
 
 
 def parse_study(data: Any, path: Path | str = "<study>") -> Study:
@@ -176,7 +174,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         workload=dict(workload), calibration=dict(calibration),
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
-        rotate_loads=rotate, analysis=analysis, twin=twin,
+        rotate_loads=rotate, analysis=analysis, twin=twin, implementations=impls.parse(data.get("implementations"), path, modes),
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
         require=policy.parse_require(data.get("require"), path),
     )

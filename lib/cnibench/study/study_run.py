@@ -65,6 +65,7 @@ from .runner import (
     window_seconds,
 )
 from .counters import Counters
+from .implementations import implementation_of
 from .store import RecordStore
 from .runview import summary_line
 from .spec import Study, load_study
@@ -289,7 +290,8 @@ class StudyRun:
         self.bar.status(f"{block.mode} up (rep {block.repetition})")
         t = time.monotonic()
         try:
-            endpoint = await mode_up(self.fleet, block.mode, settings)
+            entry["implementation"] = implementation_of(block.arm, block.mode)
+            endpoint = await mode_up(self.fleet, block.mode, settings, implementation=entry["implementation"])
         except RUN_FAILURES as exc:
             self.counters.modes_s += time.monotonic() - t
             entry["error"] = reason_of(exc)

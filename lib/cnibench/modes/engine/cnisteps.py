@@ -86,9 +86,16 @@ def guard_tables(h: HostFact) -> list[Step]:
 
 
 def render(hosts, nets: dict[str, dict], runtime: dict[str, dict] | None = None) -> list[str]:
-    """--dry-run: each host's conflist and its ADD calls (cni.render)."""
+    """--dry-run: each host's conflist and runtime config (the plugin calls are in the plan)."""
     runtime = runtime or {}
-    return [cni.render("ADD", nets[h.name], attachment(h, runtime.get(h.name))) for h in hosts]
+    out = []
+    for h in hosts:
+        att = attachment(h, runtime.get(h.name))
+        out.append(f"# CNI network {nets[h.name]['name']} on {h.name}: container {att.container_id}, netns "
+                   f"{att.netns_path}, ifname {att.ifname}" + (f", runtimeConfig {json.dumps(att.runtime_config)}"
+                                                               if att.runtime_config else ""))
+        out += [f"# {line}" for line in conflist_json(nets[h.name]).splitlines()]
+    return out
 
 
 def undo_shapes(host: str, plugins: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -122,3 +129,36 @@ async def require(fleet, plugins: tuple[str, ...], iptables: bool = False) -> di
 
 def conflist_json(net: dict) -> str:
     return json.dumps(net, indent=2, sort_keys=True)
+
+
+# Where CNI state could land on a host: ours under the run directory, the plugins' defaults
+# (host-local's /var/lib/cni, tuning's /run/cni): part of the state `down` must restore.
+CNI_FILES = ("cni_files", ["sh", "-c", f"ls -d /var/lib/cni /run/cni {cni.data_dir('')} 2>/dev/null; true"])
+
+
+class CniImplementation:
+    """What every `implementation: cni` kind shares; mixed in before the project's kind, whose
+    name, settings, endpoint and path checks it keeps. A kind says `plugins` (IPAM last) and
+    `networks()` (host -> conflist); `runtime()` gives the capabilities' runtime config."""
+
+    implementation = "cni"
+    plugins: tuple[str, ...] = ()
+    iptables = False  # the plugins write iptables rules (iptables-nft required)
+
+    def networks(self, hosts, settings) -> dict[str, dict]:
+        raise NotImplementedError
+
+    def runtime(self, hosts, settings) -> dict[str, dict]:
+        return {}
+
+    def explain(self, hosts, settings) -> list[str]:
+        return render(hosts, self.networks(hosts, settings), self.runtime(hosts, settings))
+
+    def undo_shapes(self, host, data_interface):
+        return undo_shapes(host, tuple(p for p in self.plugins if p != "static"))
+
+    def state_commands(self):
+        return [CNI_FILES]
+
+    async def before_up(self, fleet, facts, settings) -> dict:
+        return await require(fleet, self.plugins, self.iptables)

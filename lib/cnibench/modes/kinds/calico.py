@@ -28,12 +28,12 @@ from ..base import (
     step,
 )
 from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import direct_route_checks, route_get
 from ..engine.pieces import require_l2
 
 GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
-
 
 class CalicoRouted(NetworkMode):
     name = "calico-routed"
@@ -78,8 +78,7 @@ class CalicoRouted(NetworkMode):
         checks.append(Check("server host routes the pod's /32 straight to its veth (no bridge)", f"dev {veth}" in r, r))
         return checks
 
-
-class CalicoRoutedCni(CalicoRouted):
+class CalicoRoutedCni(CniImplementation, CalicoRouted):
     """The same routed veth by the reference `ptp` plugin with `static` IPAM. Unlike Calico, ptp
     gives the host veth an address: the pod subnet's .1 as a /32 (Calico: none, proxy ARP for
     169.254.1.1 and the host MAC ee:ee:ee:ee:ee:ee; ptp with 169.254.1.1 and a default route
@@ -87,7 +86,6 @@ class CalicoRoutedCni(CalicoRouted):
     prefix, a `.1 scope link` route and a default route via .1; the host routes the pod's /32 to
     the veth (ptp's own route). The peers' pod blocks are still the project's host routes."""
 
-    implementation = "cni"
     plugins = ("ptp", "static")
 
     def conflist(self, h, net, mtu: int) -> dict:
@@ -95,28 +93,19 @@ class CalicoRoutedCni(CalicoRouted):
         ipam = cnisteps.static_ipam(f"{nth(net, 2)}/{net.prefixlen}", gw, [("0.0.0.0/0", gw)])
         return cnisteps.network(f"{PREFIX}calico", h.name, [{"type": "ptp", "mtu": mtu, "ipam": ipam}])
 
-    def _nets(self, hosts, settings) -> dict[str, dict]:
+    def networks(self, hosts, settings) -> dict[str, dict]:
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         return {h.name: self.conflist(h, subnets[h.name], mtu_for(h, settings)) for h in hosts}
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        nets, subnets = self._nets(hosts, settings), pod_subnets(hosts, settings)
+        nets, subnets = self.networks(hosts, settings), pod_subnets(hosts, settings)
         steps: list[Step] = []
         for h in hosts:
             steps += [forwarding_step(h), *pieces.netns(h), *cnisteps.attach(h, nets[h.name])]
             steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface)
                       for p in hosts.peers(h.name)]
         return steps
-
-    def explain(self, hosts, settings) -> list[str]:
-        return cnisteps.render(hosts, self._nets(hosts, settings))
-
-    def undo_shapes(self, host, data_interface):
-        return cnisteps.undo_shapes(host, self.plugins[:1])
-
-    async def before_up(self, fleet, facts, settings) -> dict:
-        return await cnisteps.require(fleet, self.plugins)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         checks = await direct_route_checks(fleet, endpoint, settings, facts, probe)

@@ -38,6 +38,7 @@ from ..base import (
     step,
 )
 from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 
 BRIDGE = f"{PREFIX}docker0"
 TABLE = f"{PREFIX}_docker"
@@ -65,7 +66,6 @@ def check_published_port(settings: DockerBridgeSettings, hosts: HostFacts) -> No
     if s.ssh_port is not None and settings.published_port == s.ssh_port:
         raise SettingError("published_port", f"{settings.published_port} is the SSH port of {s.name}; publishing it "
                            "would send new SSH logins to the server container", "Use another port, e.g. 30080.")
-
 
 class DockerBridge(NetworkMode):
     name = "docker-bridge"
@@ -120,7 +120,6 @@ class DockerBridge(NetworkMode):
         after = await dnat_packets(fleet.server)
         return [Check("the published port's DNAT rule counter rises", after > before, f"{before} -> {after} packets")]
 
-
 async def dnat_packets(host) -> int:
     out = (await host.run(["nft", "-j", "list", "chain", "ip", TABLE, "prerouting"])).stdout
     return parse_dnat_packets(out)
@@ -134,8 +133,7 @@ def parse_dnat_packets(nft_json: str) -> int:
             return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
     raise ValueError("no DNAT rule with a counter in the chain")
 
-
-class DockerBridgeCni(DockerBridge):
+class DockerBridgeCni(CniImplementation, DockerBridge):
     """The same network by the reference plugins, podman's chain: `bridge` (cnibdocker0, gateway
     172.17.0.1, `ipMasq`, hairpin) with `static` IPAM, `firewall` (iptables backend) and
     `portmap` (`snat`, the published port on the server's data address only). The rules are
@@ -144,8 +142,8 @@ class DockerBridgeCni(DockerBridge):
     before the first ADD and deletes after the last DEL. CHECK is disabled in the conflist:
     portmap 1.1.1's CHECK fails (upstream #819). Verify reads the DNAT rule's counter."""
 
-    implementation = "cni"
     needs_nft = True
+    iptables = True
     plugins = ("bridge", "firewall", "portmap", "static")
 
     def conflist(self, h, net, mtu: int) -> dict:
@@ -162,25 +160,16 @@ class DockerBridgeCni(DockerBridge):
         return {s.name: {"portMappings": [{"hostPort": settings.published_port, "containerPort": settings.service_port,
                                            "protocol": "tcp", "hostIP": s.data_address}]}}
 
-    def _nets(self, hosts, settings) -> dict[str, dict]:
+    def networks(self, hosts, settings) -> dict[str, dict]:
         net = self._net(hosts, settings)
         check_published_port(settings, hosts)
         return {h.name: self.conflist(h, net, mtu_for(h, settings)) for h in hosts}
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        nets, runtime = self._nets(hosts, settings), self.runtime(hosts, settings)
+        nets, runtime = self.networks(hosts, settings), self.runtime(hosts, settings)
         return [s for h in hosts for s in (forwarding_step(h), *pieces.netns(h), *cnisteps.guard_tables(h),
                                            cnisteps.guard_bridge(h, BRIDGE),
                                            *cnisteps.attach(h, nets[h.name], runtime.get(h.name)))]
-
-    def explain(self, hosts, settings) -> list[str]:
-        return cnisteps.render(hosts, self._nets(hosts, settings), self.runtime(hosts, settings))
-
-    def undo_shapes(self, host, data_interface):
-        return cnisteps.undo_shapes(host, self.plugins[:3])
-
-    async def before_up(self, fleet, facts, settings) -> dict:
-        return await cnisteps.require(fleet, self.plugins, iptables=True)
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         before = await iptables_dnat_packets(fleet.server)
@@ -188,7 +177,6 @@ class DockerBridgeCni(DockerBridge):
         after = await iptables_dnat_packets(fleet.server)
         return [Check("the published port's DNAT rule counter rises (iptables-nft, portmap's CNI-DN-* chain)",
                       after > before, f"{before} -> {after} packets")]
-
 
 async def iptables_dnat_packets(host) -> int:
     return parse_iptables_dnat(

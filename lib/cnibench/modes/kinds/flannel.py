@@ -47,6 +47,7 @@ from ..base import (
     BRIDGE as BRIDGE_KIND,
 )
 from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.aws import ROUTE_LIMIT, AwsDriver, AwsSettings
 from ..engine.pathcheck import counters, direct_route_checks, ping_ttl, route_get
 from ..engine.pieces import require_l2
@@ -75,7 +76,6 @@ class AwsVpcSettings(ModeSettings):
     def check_kind(self) -> None:
         if self.aws is not None and not isinstance(self.aws, AwsSettings):
             raise SettingError("aws", "is not an AWS section", "Put the AWS settings in the inventory ('aws:').")
-
 
 class _Flannel(NetworkMode):
     link_kinds = (BRIDGE_KIND, VETH)
@@ -112,7 +112,6 @@ class _Flannel(NetworkMode):
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         return pod_to_pod_endpoint(self.name, hosts, settings)
-
 
 class FlannelVxlan(_Flannel):
     name = "flannel-vxlan"
@@ -155,7 +154,6 @@ class FlannelVxlan(_Flannel):
             Check(f"route to the server pod uses {VXLAN}", f"dev {VXLAN}" in route, route),
         ]
 
-
 class FlannelHostGw(_Flannel):
     name = "flannel-host-gw"
 
@@ -167,7 +165,6 @@ class FlannelHostGw(_Flannel):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         return await direct_route_checks(fleet, endpoint, settings, facts, probe)
-
 
 class FlannelAwsVpc(_Flannel):
     name = "flannel-aws-vpc"
@@ -249,14 +246,12 @@ class FlannelAwsVpc(_Flannel):
                                 f"via {facts.router.address} dev {c.data_interface}" in route, route))
         return checks
 
-
-class _CniPodSide:
+class _CniPodSide(CniImplementation):
     """The pod side by the reference plugins, the backend still the project's (as flanneld
     builds it): `bridge` (cnibcni0, isGateway, kube-flannel's `hairpinMode: true`, the backend's
     MTU) with `static` IPAM (the subnet's .2, default route via .1). DEL leaves the bridge: the
     guard before the ADD deletes it."""
 
-    implementation = "cni"
     plugins = ("bridge", "static")
 
     def conflist(self, h, net, mtu: int) -> dict:
@@ -268,25 +263,15 @@ class _CniPodSide:
     def pod_side(self, h, net, mtu: int) -> list[Step]:
         return [cnisteps.guard_bridge(h, BRIDGE), *cnisteps.attach(h, self.conflist(h, net, mtu))]
 
-    def explain(self, hosts, settings) -> list[str]:
+    def networks(self, hosts, settings) -> dict[str, dict]:
         subnets = pod_subnets(hosts, settings)
-        nets = {h.name: self.conflist(h, subnets[h.name], mtu_for(h, settings, self.overhead)) for h in hosts}
-        return cnisteps.render(hosts, nets)
-
-    def undo_shapes(self, host, data_interface):
-        return cnisteps.undo_shapes(host, self.plugins[:1])
-
-    async def before_up(self, fleet, facts, settings) -> dict:
-        return await cnisteps.require(fleet, self.plugins)
-
+        return {h.name: self.conflist(h, subnets[h.name], mtu_for(h, settings, self.overhead)) for h in hosts}
 
 class FlannelVxlanCni(_CniPodSide, FlannelVxlan):
     pass
 
-
 class FlannelHostGwCni(_CniPodSide, FlannelHostGw):
     pass
-
 
 class FlannelAwsVpcCni(_CniPodSide, FlannelAwsVpc):
     pass

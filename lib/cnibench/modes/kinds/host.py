@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step
 
-
 class HostMode(NetworkMode):
     name = "host"
 

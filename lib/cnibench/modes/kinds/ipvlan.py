@@ -30,6 +30,7 @@ from ..base import (
     step,
 )
 from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2
 
@@ -44,7 +45,6 @@ class IpvlanSettings(ModeSettings):
         if self.ipvlan_mode not in IPVLAN_MODES:
             raise SettingError("ipvlan_mode", f"{self.ipvlan_mode!r} is not l2 or l3",
                                "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
-
 
 class Ipvlan(NetworkMode):
     name = "ipvlan"
@@ -84,13 +84,11 @@ class Ipvlan(NetworkMode):
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "ipvlan", settings.ipvlan_mode)
 
-
-class IpvlanCni(Ipvlan):
+class IpvlanCni(CniImplementation, Ipvlan):
     """The same mode plumbed by the reference plugins: `ipvlan` (master = the data interface, the
     study's l2/l3) with `static` IPAM; in l3 the peers' pod subnets are still the project's host
     routes. The kernel probe refuses it, before any change, where the driver is missing."""
 
-    implementation = "cni"
     plugins = ("ipvlan", "static")
 
     def conflist(self, h, net, settings: ModeSettings) -> dict:
@@ -101,7 +99,7 @@ class IpvlanCni(Ipvlan):
         return cnisteps.network(f"{PREFIX}{self.name}", h.name, [
             {"type": "ipvlan", "master": h.data_interface, "mode": settings.ipvlan_mode, "ipam": ipam}])
 
-    def _nets(self, hosts: HostFacts, settings: ModeSettings) -> dict[str, dict]:
+    def networks(self, hosts: HostFacts, settings: ModeSettings) -> dict[str, dict]:
         if settings.ipvlan_mode not in IPVLAN_MODES:
             raise PlanError(f"ipvlan_mode '{settings.ipvlan_mode}' is not one of {', '.join(IPVLAN_MODES)}.")
         subnets = pod_subnets(hosts, settings)
@@ -110,7 +108,7 @@ class IpvlanCni(Ipvlan):
         return {h.name: self.conflist(h, subnets[h.name], settings) for h in hosts}
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        nets, subnets = self._nets(hosts, settings), pod_subnets(hosts, settings)
+        nets, subnets = self.networks(hosts, settings), pod_subnets(hosts, settings)
         steps: list[Step] = []
         for h in hosts:
             steps += [*pieces.netns(h), *cnisteps.attach(h, nets[h.name])]
@@ -118,12 +116,3 @@ class IpvlanCni(Ipvlan):
                 steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface)
                           for p in hosts.peers(h.name)]
         return steps
-
-    def explain(self, hosts, settings) -> list[str]:
-        return cnisteps.render(hosts, self._nets(hosts, settings))
-
-    def undo_shapes(self, host, data_interface):
-        return cnisteps.undo_shapes(host, self.plugins[:1])
-
-    async def before_up(self, fleet, facts, settings) -> dict:
-        return await cnisteps.require(fleet, self.plugins)

@@ -18,9 +18,9 @@ from ..base import (
     step,
 )
 from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2
-
 
 class Macvlan(NetworkMode):
     name = "macvlan"
@@ -48,16 +48,12 @@ class Macvlan(NetworkMode):
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "macvlan", "bridge")
 
-
-
-
-class MacvlanCni(Macvlan):
+class MacvlanCni(CniImplementation, Macvlan):
     """The same mode plumbed by the reference plugins: `macvlan` (mode bridge, master = the data
     interface) with `static` IPAM. The plugin makes the interface inside the pod (not in the host
     and then moved); the pod's route to the cluster CIDR has no gateway (IPAM's default .1 is an
     address nobody owns)."""
 
-    implementation = "cni"
     plugins = ("macvlan", "static")
 
     def conflist(self, h, net, settings: ModeSettings) -> dict:
@@ -65,20 +61,11 @@ class MacvlanCni(Macvlan):
         return cnisteps.network(f"{PREFIX}{self.name}", h.name, [
             {"type": "macvlan", "master": h.data_interface, "mode": "bridge", "ipam": ipam}])
 
-    def _nets(self, hosts: HostFacts, settings: ModeSettings) -> dict[str, dict]:
+    def networks(self, hosts: HostFacts, settings: ModeSettings) -> dict[str, dict]:
         subnets = pod_subnets(hosts, settings)
         require_l2(hosts, self.name)
         return {h.name: self.conflist(h, subnets[h.name], settings) for h in hosts}
 
     def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
-        nets = self._nets(hosts, settings)
+        nets = self.networks(hosts, settings)
         return [s for h in hosts for s in (*pieces.netns(h), *cnisteps.attach(h, nets[h.name]))]
-
-    def explain(self, hosts, settings) -> list[str]:
-        return cnisteps.render(hosts, self._nets(hosts, settings))
-
-    def undo_shapes(self, host, data_interface):
-        return cnisteps.undo_shapes(host, self.plugins[:1])
-
-    async def before_up(self, fleet, facts, settings) -> dict:
-        return await cnisteps.require(fleet, self.plugins)
