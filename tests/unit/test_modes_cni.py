@@ -185,3 +185,33 @@ def test_declared_pairs_and_the_gate():
     assert list(gated["predicted"]) == ["same"] * 3
     assert list(gated["gate"]) == ["FAIL: not predicted", "pass", "FAIL: not predicted"]
     assert len(pairs.gate(gated)) == 2
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cni"
+
+
+def test_clean_without_a_journal_finds_the_plugins_objects_by_what_ties_them_to_us():
+    """Captured here: the docker-bridge cni chain's ADD in a throwaway namespace (1.1.1, iptables-nft)."""
+    from cnibench.modes.engine.cnisteps import sweep_without_journal
+
+    outputs = {"veth": (FIXTURES / "ip-link-veth-docker-chain.json").read_text(),
+               "nat": (FIXTURES / "iptables-save-nat-docker-chain.txt").read_text(),
+               "filter": (FIXTURES / "iptables-save-filter-docker-chain.txt").read_text()}
+    argvs = sweep_without_journal(outputs)
+    assert argvs[0][:3] == ["ip", "link", "del"] and argvs[0][3].startswith("veth")
+    deletes = [a for a in argvs if a[3] == "-D"]
+    assert len(deletes) == 4 and all("cnibdocker" in " ".join(a) for a in deletes)
+    assert {a[4] for a in argvs if a[3] == "-X"} == {"CNI-240bb0367e7487876552e874", "CNI-DN-240bb0367e7487876552e"}
+    assert not any("CNI-HOSTPORT" in a[4] or "CNI-FORWARD" in a[4] for a in argvs if a[3] in ("-F", "-X"))
+    foreign = outputs["nat"].replace('\\"cnibdocker\\"', '\\"podman\\"')
+    assert [a for a in sweep_without_journal({**outputs, "nat": foreign, "veth": "[]"}) if a[2] == "nat"] == []
+
+
+def test_docker_bridge_cni_verify_reads_portmaps_dnat_counter():
+    from cnibench.modes.kinds.docker_bridge import parse_iptables_dnat
+
+    text = (FIXTURES / "iptables-save-nat-docker-chain.txt").read_text()
+    counted = "\n".join(f"[7:420] {ln}" if ln.startswith("-A") else ln for ln in text.splitlines())
+    assert parse_iptables_dnat(counted) == 7
+    with pytest.raises(ValueError, match="no DNAT rule"):
+        parse_iptables_dnat("*nat\nCOMMIT\n")

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
+from ...catalog import PREFIX
 from ...errors import UnsupportedFeature
 from ...infra import cni
 from ..addressing import pod_netns
@@ -162,3 +164,44 @@ class CniImplementation:
 
     async def before_up(self, fleet, facts, settings) -> dict:
         return await require(fleet, self.plugins, self.iptables)
+
+    def leftover_queries(self, host, data_interface):
+        return LEFTOVER_QUERIES
+
+    def leftovers(self, host, data_interface, outputs):
+        return sweep_without_journal(outputs)
+
+
+# `clean` without a journal (read-only queries, then pure commands): the plugins' unprefixed
+# objects are found by what ties them to us, never by their names alone.
+LEFTOVER_QUERIES = {"veth": ["ip", "-j", "link", "show", "type", "veth"],
+                    "nat": ["iptables-save", "-t", "nat"], "filter": ["iptables-save", "-t", "filter"]}
+_OUR_RULE = re.compile(rf'^-A (\S+) (.*--comment "(?:dnat )?name: \\"{PREFIX}[a-z0-9-]*\\" .*)$')
+_JUMP = re.compile(r"-j (CNI-(?:DN-)?[0-9a-f]{21,24})\b")
+
+
+def sweep_without_journal(outputs: dict[str, str]) -> list[list[str]]:
+    """Host veths (`veth` + 8 hex) enslaved to one of our bridges (a veth in a pod namespace of
+    ours goes with the namespace); each iptables rule whose comment names one of our networks
+    (the plugins write `name: "<network>" id: "<container>"`), then the per-container chains
+    those rules jump to (CNI-<hash>, CNI-DN-<hash>). The shared chains (CNI-HOSTPORT-*,
+    CNI-FORWARD, CNI-ADMIN) and the tables stay: without the journal they may be another
+    runtime's; so do the firewall plugin's per-address ACCEPT rules, which carry no comment.
+    Pure."""
+    out: list[list[str]] = []
+    try:
+        links = json.loads(outputs.get("veth") or "[]")
+    except ValueError:
+        links = []
+    out += [["ip", "link", "del", lk["ifname"]] for lk in links
+            if re.fullmatch(r"veth[0-9a-f]{8}", lk.get("ifname", "")) and str(lk.get("master", "")).startswith(PREFIX)]
+    for table in ("nat", "filter"):
+        chains = []
+        for line in (outputs.get(table) or "").splitlines():
+            m = _OUR_RULE.match(line)
+            if m:
+                out.append(["iptables", "-t", table, "-D", m.group(1), *shlex.split(m.group(2))])
+                chains += [c for c in _JUMP.findall(line) if c not in chains]
+        for c in chains:
+            out += [["iptables", "-t", table, "-F", c], ["iptables", "-t", table, "-X", c]]
+    return out
