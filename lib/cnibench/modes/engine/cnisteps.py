@@ -146,6 +146,7 @@ class CniImplementation:
     implementation = "cni"
     plugins: tuple[str, ...] = ()
     iptables = False  # the plugins write iptables rules (iptables-nft required)
+    creates = (r"env CNI_COMMAND=ADD ",)  # a plugin's ADD makes kernel objects (the setup-cost record)
 
     def networks(self, hosts, settings) -> dict[str, dict]:
         raise NotImplementedError

@@ -274,7 +274,7 @@ class FlannelHostGwCni(_CniPodSide, FlannelHostGw):
     pass
 
 class FlannelAwsVpcCni(_CniPodSide, FlannelAwsVpc):
-    pass
+    creates = (*_CniPodSide.creates, *FlannelAwsVpc.creates)
 
 
 def _local(s: Step, netns: str) -> Step:
