@@ -215,3 +215,16 @@ def test_docker_bridge_cni_verify_reads_portmaps_dnat_counter():
     assert parse_iptables_dnat(counted) == 7
     with pytest.raises(ValueError, match="no DNAT rule"):
         parse_iptables_dnat("*nat\nCOMMIT\n")
+
+
+def test_the_record_names_the_implementation_and_the_plugin_version():
+    from cnibench.study.matrix import PlannedRun
+    from cnibench.study.runner import finish_record
+
+    run = PlannedRun("r1", "cni", "macvlan", "small", 0.3, 1000.0, 0.3, 1, 0, "macvlan·cni")
+    details = {"cni": {"client": {"version": "1.1.1+ds1-3+b5"}, "server": {"version": "1.1.1+ds1-3+b5"}}}
+    rec = finish_record({"mode": "macvlan"}, run, None, details)
+    assert rec["implementation"] == "cni" and rec["implementation_version"] == "1.1.1+ds1-3+b5"
+    plain = finish_record({"mode": "macvlan"}, PlannedRun("r2", "cni", "macvlan", "small", 0.3, 1000.0, 0.3, 1, 1),
+                          None, None)
+    assert plain["implementation"] == "project" and "implementation_version" not in plain

@@ -58,6 +58,13 @@ def implementation_of(arm: str, mode: str) -> str:
     return impl if prefix == mode and impl in MODES.implementations(mode) else DEFAULT
 
 
+def plugin_version(details: Mapping | None) -> str | None:
+    """The CNI plugins' package version a mode's state recorded (cnisteps.require: host ->
+    versions), the hosts' distinct versions joined; None for a mode without plugins (pure)."""
+    found = sorted({str(v.get("version")) for v in ((details or {}).get("cni") or {}).values()})
+    return ", ".join(found) or None
+
+
 def predicted_sign(version: str | None, mode: str) -> str | None:
     """The latency sign the differences list (modes/cni_differences.yml) predicts for the pair
     "<mode>·cni" vs "<mode>", written before the run; None when the version is not listed."""

@@ -22,7 +22,7 @@ import asyncssh
 from . import policy as study_policy
 from ..infra.config import RAW, load_inventory
 from ..errors import CnibenchError, UnsupportedFeature
-from .implementations import implementation_of
+from .implementations import implementation_of, plugin_version
 from .matrix import PlannedRun
 from .provenance import manifest_ref
 from ..results import failed_record, now_iso, validate_record
@@ -53,11 +53,13 @@ def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
     return with_defaults({**fields, "mode": run.mode, "size": run.size, "rate": run.target_rate})
 
 
-def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
+def finish_record(rec: dict, run: PlannedRun, provenance: str | None, mode_details: Mapping | None = None) -> dict:
     """The workload's record with the study's bookkeeping: arm, order and provenance link."""
     rec = dict(rec)
     rec["arm"] = run.arm
     rec["implementation"] = implementation_of(run.arm, run.mode)
+    if plugin_version(mode_details):
+        rec["implementation_version"] = plugin_version(mode_details)
     rec.setdefault("load_fraction", run.load_fraction)
     rec["order"] = run.order
     rec["provenance"] = provenance
@@ -106,6 +108,7 @@ class RunContext:
     book: Any = None  # the RunBook when the notebooks measure
     inventory_path: Path | None = None
     runs_dir: Path | None = None
+    mode_details: Any = None  # what the block's mode recorded when it went up (e.g. the CNI plugins' versions)
 
 
 async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -> dict:
@@ -122,7 +125,7 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
             rec = await ctx.bench.run(spec, **kw)
         else:
             rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)
-        rec = finish_record(rec, run, ctx.ref)
+        rec = finish_record(rec, run, ctx.ref, ctx.mode_details)
         problems = validate_record(rec)
         if problems:
             return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), ctx.ref)

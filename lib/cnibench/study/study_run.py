@@ -308,7 +308,7 @@ class StudyRun:
             return None
         entry["up_s"] = round(time.monotonic() - t, 3)
         self.counters.modes_s += time.monotonic() - t
-        details = await _mode_details(self.fleet)
+        details = self.mode_details = await _mode_details(self.fleet)
         if details:
             entry["details"] = details  # ebpf-redirect: the BPF object's source hash, clang, kernel
         return endpoint
@@ -320,7 +320,8 @@ class StudyRun:
         counters = self.counters
         bench = BenchSession(self.fleet, endpoint, self.limits)
         ctx = RunContext(self.study, self.store, self.fleet, self.ref, self.limits, endpoint, bench, self.bar, counters,
-                         self.policy, self.book, self.inventory_path, self.runs_dir)
+                         self.policy, self.book, self.inventory_path, self.runs_dir,
+                         getattr(self, "mode_details", None))
         try:
             for run in block.runs:
                 self._stop_if_interrupted()
