@@ -228,3 +228,35 @@ def test_the_record_names_the_implementation_and_the_plugin_version():
     plain = finish_record({"mode": "macvlan"}, PlannedRun("r2", "cni", "macvlan", "small", 0.3, 1000.0, 0.3, 1, 1),
                           None, None)
     assert plain["implementation"] == "project" and "implementation_version" not in plain
+
+
+def test_declared_pairs_on_a_synthetic_study_with_a_gate_that_catches_an_unpredicted_sign(tmp_path):
+    """Arm "macvlan·cni" built 30 % slower than "macvlan" (the list predicts "same"): the pair is
+    "slower" and the gate names it; "macvlan" vs "host" is not in the declared family."""
+    import numpy as np
+
+    from cnibench import results
+    from cnibench.analysis import dataset, stats
+    from cnibench.analysis.synthetic import Truth, write_study
+
+    truth = Truth(overhead={"host": 1.0, "macvlan": 1.0, "docker-bridge": 1.3}, between_sigma=0.02,
+                  block_sigma=0.02, rep_sigma=0.05)
+    paths = write_study(tmp_path, modes=("host", "macvlan", "docker-bridge"), sizes=("small",), loads=(0.3,),
+                        reps=10, truth=truth, seed=3, duration_s=4)
+    for p in paths:
+        rec = json.loads(p.read_text())
+        if rec["arm"] == "docker-bridge":
+            p.unlink()
+            rec.update(arm="macvlan·cni", mode="macvlan", implementation="cni",
+                       run_id=results.run_id("synthetic", "macvlan-cni", rec["size"], rec["target_rate"],
+                                             rec["repetition"]))
+            results.write_record(tmp_path, rec)
+    ds = dataset.build("synthetic", tmp_path)
+    an = stats.analyze(ds, estimator="block-t")
+    rows = pairs.family_rows(ds, estimator="block-t", version="1.1.1+ds1-3+b5")
+    assert set(rows["arm"]) == {"macvlan·cni"} and set(rows["against"]) == {"macvlan"}
+    p99 = rows[rows["percentile"] == 99.0].iloc[0]
+    assert p99["verdict"] == "slower" and p99["ratio_lo"] < 1.3 < p99["ratio_hi"] or abs(np.log(p99["ratio"] / 1.3)) < 0.1
+    assert p99["gate"] == "FAIL: not predicted" and any("macvlan·cni vs macvlan is slower" in g for g in pairs.gate(rows))
+    [(title, table)] = pairs.section(ds, an)
+    assert "Declared pairs" in title and len(table) == len(rows)
