@@ -260,3 +260,22 @@ def test_declared_pairs_on_a_synthetic_study_with_a_gate_that_catches_an_unpredi
     assert p99["gate"] == "FAIL: not predicted" and any("macvlan·cni vs macvlan is slower" in g for g in pairs.gate(rows))
     [(title, table)] = pairs.section(ds, an)
     assert "Declared pairs" in title and len(table) == len(rows)
+
+
+def test_a_failed_plugin_call_becomes_one_message_in_the_plugins_own_words():
+    from cnibench.errors import CommandFailed, FleetError
+    from cnibench.infra import cni
+    from cnibench.infra.hosts import CommandResult
+    from cnibench.modes.engine.cnisteps import plugin_failure
+
+    _, steps = plan_of("macvlan")
+    add = adds(steps)[0]
+    out = (FIXTURES / "ipvlan-add-error.json").read_text()
+    failed = CommandFailed(CommandResult("server", add.argv, 1, out, "", 0.01))
+    err = plugin_failure(failed)
+    assert isinstance(err, cni.CniError) and err.plugin == "macvlan" and err.command == "ADD"
+    assert str(err).startswith("server: CNI ADD of plugin 'macvlan' failed (error code") and "every change undone" in str(err)
+    both = plugin_failure(FleetError("mode up", {"client": failed, "server": failed}))
+    assert all(isinstance(e, cni.CniError) for e in both.errors.values())
+    other = CommandFailed(CommandResult("server", ("ip", "link", "add"), 2, "", "RTNETLINK answers: File exists", 0.0))
+    assert plugin_failure(other) is other

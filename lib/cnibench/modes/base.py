@@ -245,6 +245,11 @@ class NetworkMode:
         """Lines `mode.up --dry-run` prints before the commands (e.g. a CNI conflist); pure."""
         return []
 
+    def failure(self, error: BaseException) -> BaseException:
+        """The error `up` raises once every change is undone (a kind may say it in its own
+        words, e.g. a CNI plugin's code and message); the default is the error itself."""
+        return error
+
     async def before_up(self, fleet, facts: HostFacts, settings: ModeSettings) -> dict:
         """I/O after the kernel probe and before the first change (checks, builds); what it
         returns is kept in the mode's state under `details`. Raises to refuse the mode."""

@@ -279,7 +279,7 @@ async def up(fleet, name: str, settings: ModeSettings | None = None, implementat
     problems = await undo_steps(runners, todo, strict=False)
     if not problems:
         await forget(fleet, runners, [s.to_dict() for s in steps])
-        raise error
+        raise mode.failure(error)
     # The rollback failed: keep what is needed to finish it (clean, or down).
     for t, doc in docs.items():
         doc["status"] = "rollback-failed"

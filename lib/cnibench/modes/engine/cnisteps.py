@@ -23,7 +23,7 @@ import re
 import shlex
 
 from ...catalog import PREFIX
-from ...errors import UnsupportedFeature
+from ...errors import CommandFailed, FleetError, UnsupportedFeature
 from ...infra import cni
 from ..addressing import pod_netns
 from ..base import HostFact, Step, step
@@ -166,11 +166,30 @@ class CniImplementation:
     async def before_up(self, fleet, facts, settings) -> dict:
         return await require(fleet, self.plugins, self.iptables)
 
+    def failure(self, error):
+        return plugin_failure(error)
+
     def leftover_queries(self, host, data_interface):
         return LEFTOVER_QUERIES
 
     def leftovers(self, host, data_interface, outputs):
         return sweep_without_journal(outputs)
+
+
+def plugin_failure(error: BaseException) -> BaseException:
+    """A plugin call that failed, as one CniError: the host, the command, the plugin, its code
+    and its own words, and that every change was undone (up raises it after the rollback)."""
+    if isinstance(error, FleetError):  # several hosts' plugins failed: each in its own words
+        return FleetError("mode up", {h: plugin_failure(e) for h, e in error.errors.items()})
+    result = getattr(error, "result", None)
+    argv = list(getattr(result, "argv", ()) or ())
+    command = next((a.partition("=")[2] for a in argv if a.startswith("CNI_COMMAND=")), None)
+    if not isinstance(error, CommandFailed) or command is None:
+        return error
+    code, msg, details = cni.parse_error(result.stdout, result.stderr)
+    plugin = argv[-1].rpartition("/")[2]
+    return cni.CniError(result.host, command, plugin, code, msg,
+                        "; ".join(x for x in (details, "every change undone") if x))
 
 
 # `clean` without a journal (read-only queries, then pure commands): the plugins' unprefixed
