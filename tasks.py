@@ -80,7 +80,8 @@ def testbed_status(c, json_=False):
         return
     print(f"testbed: {'up' if st['up'] else 'down'}" + (f" (inventory {st['inventory']})" if st["inventory"] else ""))
     for h in st["hosts"]:
-        print(f"  {h['name']:<8} {h['role']:<7} netns={h['netns'] or '-'} ssh={h['ssh']} sshd={h['sshd_pid'] or '-'} data={h['data_address']} containers={','.join(h['containers']) or '-'}")
+        print(f"  {h['name']:<8} {h['role']:<7} netns={h['netns'] or '-'} ssh={h['ssh']} sshd={h['sshd_pid'] or '-'} "
+              f"data={h['data_address']} containers={','.join(h['containers']) or '-'}")
     if st["other_cnib_netns"]:
         print("  other cnib namespaces: " + ", ".join(st["other_cnib_netns"]))
 
@@ -114,7 +115,8 @@ def hosts_check(c, inventory=None, json_=False, study=None):
 @task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)"})
 @cli_errors
 def test(c, k="", unit=False):
-    """Install what is missing (Debian packages, chromium for the report test), then run the test suite (integration tests need root)."""
+    ("Install what is missing (Debian packages, chromium for the report test), then run the test suite "
+     "(integration tests need root).")
     if os.geteuid() == 0:
         packages.ensure({**packages.REQUIRED, **packages.FOR_TESTS})
     lint = c.run(shlex.join([sys.executable, "-m", "ruff", "check", "."]), warn=True, pty=False)
@@ -136,7 +138,8 @@ def test_the_tests(c):
         raise Exit(code=result.exited)
 
 
-@task(help={"upgrade": "move every pin to the newest release (default: keep the pins, follow pyproject.toml's changes)"})
+@task(help={"upgrade": "move every pin to the newest release (default: keep the pins, follow pyproject.toml's "
+            "changes)"})
 @cli_errors
 def lock(c, upgrade=False):
     """Regenerate requirements.lock from pyproject.toml: exact versions and hashes (Python 3.11, Linux x86_64)."""
@@ -144,7 +147,8 @@ def lock(c, upgrade=False):
 
     result = c.run(shlex.join(lockfile.compile_command(upgrade)), warn=True, pty=False)
     if result.exited != 0:
-        raise Exit("error: uv could not lock the dependencies (is uv installed? python3 -m pip install uv)", code=result.exited or 1)
+        raise Exit("error: uv could not lock the dependencies (is uv installed? python3 -m pip install uv)",
+                   code=result.exited or 1)
     print(f"{lockfile.LOCK.name}: {len(lockfile.parse(lockfile.LOCK.read_text()))} packages pinned with hashes")
 
 
@@ -215,7 +219,8 @@ def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2
 @cli_errors
 def mode_down(c, mode=None, inventory=None, dry_run=False, json_=False):
     """Tear down the mode that is up (from the stored state); idempotent."""
-    print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_), lease=None if dry_run else "mode.down"))
+    print(_with_fleet(inventory, lambda fleet: cli.down(fleet, mode, dry_run, json_),
+                      lease=None if dry_run else "mode.down"))
 
 
 @task(help={k: _MODE_HELP[k] for k in ("mode", "inventory", "json_")})
@@ -286,7 +291,8 @@ def bench(c, mode, size, rate, duration, warmup="2", connections=None, generator
     """Run nginx + a constant-rate load once; print a summary; write the record under data/raw/adhoc/."""
     from cnibench.workload import cli
 
-    spec = _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics, arrival)
+    spec = _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin,
+                       no_metrics, arrival)
     rec, path = _leased(inventory, f"bench --mode {mode} --rate {rate}", lambda: _run(cli.bench(spec, inventory)))
     print(cli.summary(rec))
     print(f"record: {path}")
@@ -298,14 +304,17 @@ def bench(c, mode, size, rate, duration, warmup="2", connections=None, generator
             "bound": "latency bound in ms a sustainable rate must stay under (default 10)",
             "percentile": "the latency percentile the bound applies to (default 90; docs/method.md says why not 99)"})
 @cli_errors
-def calibrate(c, mode, size, bound=10.0, percentile=90.0, connections=0, generator="openloop", threads=1, inventory=None):
-    """Find the maximum sustainable rate (valid run, latency percentile under the bound) and the saturation throughput."""
+def calibrate(c, mode, size, bound=10.0, percentile=90.0, connections=0, generator="openloop", threads=1,
+              inventory=None):
+    ("Find the maximum sustainable rate (valid run, latency percentile under the bound) "
+     "and the saturation throughput.")
     from cnibench.workload import cli
 
     spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 0, False, True)
     pct = f"p{float(percentile):g}"
     progress = lambda e: print("  " + (f"saturation {e['saturation']:.0f} req/s" if "saturation" in e else  # noqa: E731
-                                      f"{e['rate']:.0f} req/s: {'ok' if e['ok'] else 'too much'} ({pct} {e['latency_us']} us; {e['reason'] or e['status']})"))
+                                      f"{e['rate']:.0f} req/s: {'ok' if e['ok'] else 'too much'} ({pct} "
+                                      f"{e['latency_us']} us; {e['reason'] or e['status']})"))
     result, path = _leased(inventory, f"calibrate --mode {mode}",
                            lambda: _run(cli.calibrate_cli(spec, float(bound), float(percentile), inventory, progress)))
     print(f"{mode}/{size}: maximum sustainable rate {result['max_rate']:.0f} req/s ({pct} <= {bound} ms), "
@@ -334,7 +343,8 @@ def run_all(c, study="lab", inventory=None, keep=False, stop_on_failure=False, n
             packages.ensure()
         pipeline_run_all(study, inventory, keep=keep, stop_on_failure=stop_on_failure, progress=not no_progress)
     except KeyboardInterrupt:
-        raise Exit("interrupted: the current mode was torn down, finished runs are kept; run the same command again to resume", code=130)
+        raise Exit("interrupted: the current mode was torn down, finished runs are kept; run the same command again to "
+                   "resume", code=130)
 
 
 @task(help={"study": "study file or name in studies/ (default: lab)"})
@@ -359,7 +369,8 @@ def _study_name(study: str) -> str:
 
 def _need_raw(name: str):
     if not (config.RAW / name).is_dir():
-        raise Exit(f"no run records for study '{name}' in {config.RAW / name}: run `invoke run-all --study {name}` first", code=2)
+        raise Exit(f"no run records for study '{name}' in {config.RAW / name}: run `invoke run-all --study {name}` "
+                   "first", code=2)
 
 
 @task(help=_STUDY_HELP)
@@ -401,7 +412,8 @@ def report(c, study="lab"):
     print(build_all(name, config.RAW))
 
 
-@task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; give it twice"})
+@task(iterable=["study"], help={"study": "a study name (data/processed/<name>) or another clone's processed directory; "
+                                "give it twice"})
 @cli_errors
 def compare(c, study=None):
     """Two studies' headlines side by side: per mode, size and percentile, do the 95 % intervals agree?"""
@@ -409,7 +421,8 @@ def compare(c, study=None):
     from cnibench.analysis.compare import agreement_summary, compare_headlines
 
     if len(study or []) != 2:
-        raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study /other/clone/data/processed/lab", code=2)
+        raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study "
+                   "/other/clone/data/processed/lab", code=2)
     (na, a), (nb, b) = (report.headline_of(s) for s in study)
     table = compare_headlines(a, b, (na, nb))
     print(report.to_markdown(table))

@@ -54,7 +54,8 @@ def main() -> int:
             t3 = time.perf_counter()
             times.append(t3 - t0)
             stages.append((t1 - t0, t2 - t1, t3 - t2))
-            print(f"run {i + 1}: {t3 - t0:.1f} s (dataset {t1 - t0:.1f}, statistics {t2 - t1:.1f}, figures {t3 - t2:.1f})")
+            print(f"run {i + 1}: {t3 - t0:.1f} s (dataset {t1 - t0:.1f}, statistics {t2 - t1:.1f}, figures "
+                  f"{t3 - t2:.1f})")
         t = time.perf_counter()
         report.build_all("synthetic", base / "raw", base / "rep", base / "procR", base / "figR")
         full = time.perf_counter() - t

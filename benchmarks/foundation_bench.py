@@ -58,7 +58,8 @@ def main() -> None:
     res = {
         "testbed_up_s": {"median": statistics.median(ups), "all": ups},
         "testbed_down_s": {"median": statistics.median(downs), "all": downs},
-        "ssh_rtt_ms": {h: {"median": statistics.median(v) * 1e3, "p90": sorted(v)[89] * 1e3} for h, v in rtt["per_host"].items()},
+        "ssh_rtt_ms": {h: {"median": statistics.median(v) * 1e3, "p90": sorted(v)[89] * 1e3}
+                       for h, v in rtt["per_host"].items()},
         "ssh_connect_both_hosts_s": rtt["connect_both_s"],
     }
     RESULTS.mkdir(exist_ok=True)

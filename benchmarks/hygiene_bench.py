@@ -2,7 +2,8 @@
 
     flock /run/cnibench-dev.lock python3 benchmarks/hygiene_bench.py sampler      [--pairs 5] [--rate R]
     flock /run/cnibench-dev.lock python3 benchmarks/hygiene_bench.py meter        [--pairs 5] [--rate R]
-    flock /run/cnibench-dev.lock python3 benchmarks/hygiene_bench.py calibration  [--repeat 5] [--mode host --size small]
+    flock /run/cnibench-dev.lock python3 benchmarks/hygiene_bench.py calibration  [--repeat 5] \
+[--mode host --size small]
 
 sampler      interleaved runs with the sampler on and off (metrics true/false), `pairs` pairs per
              mode (host, flannel-vxlan), order alternating within pairs; prints per mode the mean
@@ -44,7 +45,8 @@ from cnibench.workload.cli import mode_endpoint
 from cnibench.workload.quiet import wait_quiet
 
 OUT = ROOT / "benchmarks" / "results"
-T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13, 20: 2.09, 30: 2.04}
+T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13, 20: 2.09,
+        30: 2.04}
 
 
 def t975(df: int) -> float:
@@ -88,8 +90,9 @@ async def interleaved(fleet, mode: str, base: BenchSpec, variants: dict[str, dic
                            "offcpu_ms": None if info.get("offcpu_s") is None else round(info["offcpu_s"] * 1e3, 1),
                            "run_s": spec.warmup_s + spec.duration_s}
                     rows[n].append(row)
-                    print(f"  {mode:14s} round {i + 1} {n:8s} {row['status']:7s} p50 {row['p50']} us  p99 {row['p99']} us  "
-                          f"generator off its CPU {row['offcpu_ms']} ms  flags {row['flags']}  {row['reason']}", flush=True)
+                    print(f"  {mode:14s} round {i + 1} {n:8s} {row['status']:7s} p50 {row['p50']} us  p99 {row['p99']} "
+                          f"us  generator off its CPU {row['offcpu_ms']} ms  flags {row['flags']}  {row['reason']}",
+                          flush=True)
     return rows
 
 
@@ -107,7 +110,8 @@ def compare(rows: dict[str, list[dict]], off: str, on: str) -> dict:
     """The effect over all pairs, and over the pairs in which neither run was machine_disturbed."""
     pairs = list(zip(rows[off], rows[on]))
     kept = [(a, b) for a, b in pairs if not machine_disturbed(a) and not machine_disturbed(b)]
-    return {"p50": effect([(a["p50"], b["p50"]) for a, b in pairs]), "p99": effect([(a["p99"], b["p99"]) for a, b in pairs]),
+    return {"p50": effect([(a["p50"], b["p50"]) for a, b in pairs]),
+            "p99": effect([(a["p99"], b["p99"]) for a, b in pairs]),
             "undisturbed_pairs": {"n": len(kept), "of": len(pairs),
                                   "p50": effect([(a["p50"], b["p50"]) for a, b in kept]),
                                   "p99": effect([(a["p99"], b["p99"]) for a, b in kept])}}
@@ -126,15 +130,19 @@ async def bench_sampler(fleet, args) -> dict:
         rows = await interleaved(fleet, mode, base, {"off": {"metrics": False}, "on": {"metrics": True}}, args.pairs)
         out[mode] = {"rows": rows, **compare(rows, "off", "on")}
         cost = [r["cpu_s"].get("sampler") for r in rows["on"] if r.get("cpu_s")]
-        out[mode]["sampler_cpu_s_per_run"] = statistics.mean(c for c in cost if c is not None) if any(c is not None for c in cost) else None
+        out[mode]["sampler_cpu_s_per_run"] = (statistics.mean(c for c in cost if c is not None)
+                                              if any(c is not None for c in cost) else None)
         print(f"{mode}: sampler effect on p50 {fmt(out[mode]['p50'])}; on p99 {fmt(out[mode]['p99'])}; "
               f"sampler CPU {out[mode]['sampler_cpu_s_per_run']} s per run")
     return out
 
 
 async def bench_meter(fleet, args) -> dict:
-    base = BenchSpec(mode="host", size="small", rate=args.rate, duration_s=args.duration, warmup_s=1, connections=16, metrics=False)
-    rows = await interleaved(fleet, "host", base, {"off": {"hiccup": "off"}, "on": {"hiccup": "on"}, "pinned": {"hiccup": "pinned"}}, args.pairs)
+    base = BenchSpec(mode="host", size="small", rate=args.rate, duration_s=args.duration, warmup_s=1, connections=16,
+                     metrics=False)
+    rows = await interleaved(fleet, "host", base,
+                             {"off": {"hiccup": "off"}, "on": {"hiccup": "on"}, "pinned": {"hiccup": "pinned"}},
+                             args.pairs)
     out = {"rows": rows, "on": compare(rows, "off", "on"), "pinned": compare(rows, "off", "pinned")}
     for name, label in (("on", "unpinned"), ("pinned", "pinned  ")):
         e, u = out[name], out[name]["undisturbed_pairs"]
@@ -156,16 +164,19 @@ async def bench_calibration(fleet, args) -> dict:
             t = time.monotonic()
             res = await calibrate(fleet, ep, template, **kw)
             maxima.append(res["max_rate"])
-            runs.append({"max_rate": res["max_rate"], "probes": len(res["probes"]), "seconds": round(time.monotonic() - t, 1),
-                         "probe_log": res["probes"]})
-            print(f"  calibration {i + 1}: {res['max_rate']:.0f} req/s ({len(res['probes'])} probes, {runs[-1]['seconds']} s)", flush=True)
+            runs.append({"max_rate": res["max_rate"], "probes": len(res["probes"]),
+                         "seconds": round(time.monotonic() - t, 1), "probe_log": res["probes"]})
+            print(f"  calibration {i + 1}: {res['max_rate']:.0f} req/s ({len(res['probes'])} probes, "
+                  f"{runs[-1]['seconds']} s)", flush=True)
             for e in res["probes"]:  # what decided it: each probe's rate, verdict, p90 and the steal around it
                 steal = "-" if e.get("steal") is None else f"{100 * e['steal']:.1f} %"
                 lat = "-" if e.get("latency_us") is None else f"{e['latency_us'] / 1000:.2f} ms"
-                print(f"    {e['rate']:>8.0f} {'ok ' if e['ok'] else 'bad'} p{e['percentile']:g} {lat:>9} steal {steal:>6}"
+                print(f"    {e['rate']:>8.0f} {'ok ' if e['ok'] else 'bad'} p{e['percentile']:g} {lat:>9} steal "
+                      f"{steal:>6}"
                       f"{' disturbed: ' + str(e.get('disturbed_by')) if e.get('disturbed') else ''}", flush=True)
     c = cv(maxima)
-    print(f"{args.mode}/{args.size}: maxima {[round(m) for m in maxima]}, CV {100 * c:.2f} % (target <= 3 %)" if c is not None else "one calibration: no CV")
+    print(f"{args.mode}/{args.size}: maxima {[round(m) for m in maxima]}, CV {100 * c:.2f} % (target <= 3 %)"
+          if c is not None else "one calibration: no CV")
     return {"runs": runs, "cv": c}
 
 

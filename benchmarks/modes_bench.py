@@ -52,9 +52,9 @@ async def bench_mode(fleet, name: str, reps: int, n: int) -> dict:
     if res.get("ok") != n:
         raise RuntimeError(f"{name}: {res.get('ok')}/{n} requests succeeded: {res.get('error')}")
     us = sorted(res["us"])
-    return {"mode": name, **cost, "setup_s_median": statistics.median(setups), "teardown_s_median": statistics.median(teardowns),
-            "setup_s": setups, "teardown_s": teardowns, "rtt_us_median": statistics.median(us),
-            "rtt_us_p99": us[int(0.99 * (len(us) - 1))], "requests": n}
+    return {"mode": name, **cost, "setup_s_median": statistics.median(setups),
+            "teardown_s_median": statistics.median(teardowns), "setup_s": setups, "teardown_s": teardowns,
+            "rtt_us_median": statistics.median(us), "rtt_us_p99": us[int(0.99 * (len(us) - 1))], "requests": n}
 
 
 async def main(modes, reps, n) -> list[dict]:

@@ -57,11 +57,14 @@ def figures(rec: dict) -> dict:
             "lag_p99_us": lag.get("99"), "lag_p999_us": lag.get("99.9"), "lag_max_us": lag.get("100"),
             "p50_us": p.get("50"), "p99_us": p.get("99"), "p999_us": p.get("99.9"),
             "work_us_per_request": None if info.get("work_s") is None else round(info["work_s"] * 1e6 / ok_n, 3),
-            "server_busy": server_busy(rec), "hiccup_max_us": ((rec.get("hygiene") or {}).get("figures") or {}).get("hiccup_max_us"),
+            "server_busy": server_busy(rec),
+            "hiccup_max_us": ((rec.get("hygiene") or {}).get("figures") or {}).get("hiccup_max_us"),
             "outside_stalls": (lat.get("pacing") or {}).get("outside_stalls"),
-            "steal": ((rec.get("hygiene") or {}).get("figures") or {}).get("steal"),
-            "gen_stalls": info.get("stalls"), "stall_ms_by_cause": info.get("stall_ms_by_cause"), "offcpu_ms": None if info.get("offcpu_s") is None else round(info["offcpu_s"] * 1e3, 1),
-            "sent_fraction": round(info["sent"] / info["window_requests"], 4) if info.get("sent") is not None and info.get("window_requests") else None}
+            "steal": ((rec.get("hygiene") or {}).get("figures") or {}).get("steal"), "gen_stalls": info.get("stalls"),
+            "stall_ms_by_cause": info.get("stall_ms_by_cause"),
+            "offcpu_ms": None if info.get("offcpu_s") is None else round(info["offcpu_s"] * 1e3, 1),
+            "sent_fraction": round(info["sent"] / info["window_requests"], 4)
+            if info.get("sent") is not None and info.get("window_requests") else None}
 
 
 def server_busy(rec: dict) -> float | None:
@@ -85,7 +88,8 @@ def paced(f: dict) -> bool:
 def lag_met(f: dict, outside: bool = False) -> bool:
     """Criterion 1's send lag (p99 <= 50 us, p99.9 <= 250 us), raw or outside the generator's own stalls."""
     o = f.get("outside_stalls") or {}
-    p99, p999 = (o.get("send_lag_p99_us"), o.get("send_lag_p999_us")) if outside and o else (f["lag_p99_us"], f["lag_p999_us"])
+    p99, p999 = ((o.get("send_lag_p99_us"), o.get("send_lag_p999_us")) if outside and o
+                 else (f["lag_p99_us"], f["lag_p999_us"]))
     return p99 is not None and p999 is not None and p99 <= LAG_P99_US and p999 <= LAG_P999_US
 
 
@@ -110,14 +114,17 @@ def miss_cause(f: dict, steal_limit: float) -> str:
 
 
 def show(f: dict) -> None:
-    print(f"  {f['rate']:8.0f} {f['size']:5s} {f['status']:7s} disp {f.get('dispersion_per_ms')} line {f.get('max_line_ratio')} "
-          f"lag p99/p99.9 {f['lag_p99_us']}/{f['lag_p999_us']} us  p50/p99 {f['p50_us']}/{f['p99_us']} us  "
-          f"work {f['work_us_per_request']} us/req  server {f['server_busy']}  stall {f['hiccup_max_us']} us  {f['reason']}", flush=True)
+    print(f"  {f['rate']:8.0f} {f['size']:5s} {f['status']:7s} disp {f.get('dispersion_per_ms')} line "
+          f"{f.get('max_line_ratio')} lag p99/p99.9 {f['lag_p99_us']}/{f['lag_p999_us']} us  p50/p99 "
+          f"{f['p50_us']}/{f['p99_us']} us  "
+          f"work {f['work_us_per_request']} us/req  server {f['server_busy']}  stall {f['hiccup_max_us']} us  "
+          f"{f['reason']}", flush=True)
     o = f.get("outside_stalls")
     if o and o.get("excluded_ms"):
         print(f"           outside the generator's {f['gen_stalls']} stalls (off its CPU {f['offcpu_ms']} ms; "
               f"{o['excluded_ms']} of {o['of_ms']} ms out): "
-              f"disp {o['dispersion_per_ms']} line {o['max_line_ratio']} lag p99/p99.9 {o['send_lag_p99_us']}/{o['send_lag_p999_us']} us",
+              f"disp {o['dispersion_per_ms']} line {o['max_line_ratio']} lag p99/p99.9 "
+              f"{o['send_lag_p99_us']}/{o['send_lag_p999_us']} us",
               flush=True)
     if o and (f.get("stall_ms_by_cause") or o.get("late_outside")):
         # cnib-openloop >= 5: why its stalls happened, and what each send late by > 50 us
@@ -167,10 +174,12 @@ async def capacity(s, once) -> dict:
           f"({h2_before:.0f} before, {h2_after:.0f} after); server core saturated from {saturated_at} req/s"
           + (" (before the generator's limit)" if server_first else ""), flush=True)
     return {"h2load_closed_loop_max": {"before": h2_before, "after": h2_after}, "openloop_kept_schedule_up_to": kept_at,
-            "ratio": ratio, "server_saturated_from": saturated_at, "server_saturated_first": server_first, "steps": steps}
+            "ratio": ratio, "server_saturated_from": saturated_at, "server_saturated_first": server_first,
+            "steps": steps}
 
 
-DEFAULT_RATES = ((5000, "small", None), (15000, "small", None), (25000, "small", None), (45000, "small", 3), (45000, "large", 3))
+DEFAULT_RATES = ((5000, "small", None), (15000, "small", None), (25000, "small", None), (45000, "small", 3),
+                 (45000, "large", 3))
 
 
 async def main(runs: int, capacity_too: bool = True, rates=DEFAULT_RATES) -> dict:
@@ -189,9 +198,11 @@ async def main(runs: int, capacity_too: bool = True, rates=DEFAULT_RATES) -> dic
             causes = [miss_cause(r, steal_limit) for r in rows]
             met = causes.count("")
             out["pacing"][f"{rate}/{size}"] = {"runs": rows, "lag_criterion_met": met, "of": n,
-                                               "misses": {c: causes.count(c) for c in ("stalls", "steal", "unexplained")}}
+                                               "misses": {c: causes.count(c)
+                                                          for c in ("stalls", "steal", "unexplained")}}
             print(f"  -> {rate} {size}: send-lag criterion met in {met} of {n} runs; misses: {causes.count('stalls')} "
-                  f"met it outside the generator's stalls, {causes.count('steal')} had steal above {100 * steal_limit:.0f} %, "
+                  f"met it outside the generator's stalls, {causes.count('steal')} had steal above "
+                  f"{100 * steal_limit:.0f} %, "
                   f"{causes.count('unexplained')} unexplained", flush=True)
 
         if capacity_too:
@@ -201,9 +212,11 @@ async def main(runs: int, capacity_too: bool = True, rates=DEFAULT_RATES) -> dic
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10, help="runs per pacing rate up to 25,000 req/s (default 10; 0: capacity only)")
+    ap.add_argument("--runs", type=int, default=10,
+                    help="runs per pacing rate up to 25,000 req/s (default 10; 0: capacity only)")
     ap.add_argument("--no-capacity", action="store_true", help="pacing only")
-    ap.add_argument("--rates", default="", help="pacing points as RATE/SIZE,... (e.g. 25000/large; default: the five above)")
+    ap.add_argument("--rates", default="",
+                    help="pacing points as RATE/SIZE,... (e.g. 25000/large; default: the five above)")
     args = ap.parse_args()
     rates = tuple((int(r), z, None) for r, z in (x.split("/") for x in args.rates.split(",") if x)) or DEFAULT_RATES
     tb.down()

@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cnib-bench-"))
     study_file = bench_study_file(args.study, work)
     t = time.monotonic()
-    summary = run_all(study_file, progress=False, raw_dir=work / "raw", runs_dir=work / "runs", reports_dir=work / "reports", notebooks=args.notebooks)
+    summary = run_all(study_file, progress=False, raw_dir=work / "raw", runs_dir=work / "runs",
+                      reports_dir=work / "reports", notebooks=args.notebooks)
     wall = time.monotonic() - t
     runs = max(1, summary["executed"])
     result = {

@@ -77,8 +77,10 @@ def main(argv=None) -> int:
           f"margin +-{100 * a.margin:.0f} %, effect +{100 * a.effect:.0f} %, {a.studies} studies")
     print("block  run   | false sep. | coverage | equivalent | detected | median MDE")
     for sb, sr in spreads:
-        r = synthetic.simulate_design(a.blocks, a.loads_per_block, a.modes, sb, sr, a.margin, a.effect, studies=a.studies)
-        print(f"{sb:<6.3g} {sr:<5.3g} | {r['false_separation']:10.3f} | {r['coverage']:8.3f} | {r['equivalent']:10.3f} | "
+        r = synthetic.simulate_design(a.blocks, a.loads_per_block, a.modes, sb, sr, a.margin, a.effect,
+                                      studies=a.studies)
+        print(f"{sb:<6.3g} {sr:<5.3g} | {r['false_separation']:10.3f} | {r['coverage']:8.3f} | {r['equivalent']:10.3f} "
+              "| "
               f"{r['detected']:8.3f} | {100 * r['mde']:8.1f} %")
     return 0
 

@@ -40,16 +40,17 @@ def pct(rec, key):
 
 
 def row(rec):
-    return {"rate": rec["target_rate"], "status": rec["status"], "reason": rec["reason"], "achieved": rec["achieved_rate"],
-            "p50_ms": pct(rec, "50"), "p99_ms": pct(rec, "99"), "p99.9_ms": pct(rec, "99.9"),
-            "generator_cpu": rec["generator_cpu"],
+    return {"rate": rec["target_rate"], "status": rec["status"], "reason": rec["reason"],
+            "achieved": rec["achieved_rate"], "p50_ms": pct(rec, "50"), "p99_ms": pct(rec, "99"),
+            "p99.9_ms": pct(rec, "99.9"), "generator_cpu": rec["generator_cpu"],
             "send_lag_p999_us": ((rec["latency"].get("send_lag") or {}).get("percentiles") or {}).get("99.9")}
 
 
 async def once(fleet, ep, spec, tag):
     rec = await run_bench(fleet, ep, spec, run_id=f"bench/{spec.mode}/{spec.size}/{int(spec.rate)}/{tag}")
     r = row(rec)
-    print(f"    {spec.mode:14s} {spec.size:5s} {spec.rate:8.0f} req/s {tag:12s} {r['status']:7s} p50 {r['p50_ms']} p99 {r['p99_ms']} "
+    print(f"    {spec.mode:14s} {spec.size:5s} {spec.rate:8.0f} req/s {tag:12s} {r['status']:7s} p50 {r['p50_ms']} p99 "
+          f"{r['p99_ms']} "
           f"p99.9 {r['p99.9_ms']} ms  gen CPU {r['generator_cpu']}  {r['reason']}", flush=True)
     return r
 
@@ -65,12 +66,15 @@ async def main(quick: bool) -> dict:
                     print(f"calibrating {mode}/{size}", flush=True)
                     res = await calibrate(fleet, ep, replace(base, mode=mode, size=size), 10.0)
                     save_calibration(inv.name, mode, size, res)
-                    out["calibration"][f"{mode}/{size}"] = {k: res[k] for k in ("max_rate", "saturation_rate", "saturation_generator_cpu")}
+                    out["calibration"][f"{mode}/{size}"] = {k: res[k]
+                                                            for k in ("max_rate", "saturation_rate",
+                                                                      "saturation_generator_cpu")}
                     print(f"  max {res['max_rate']:.0f} req/s, saturation {res['saturation_rate']} req/s", flush=True)
                 if mode == "host":
                     print("h2load's maximum (closed loop, 16 connections x 32 in flight, one core)", flush=True)
-                    rec = await run_bench(fleet, ep, replace(base, closed_loop=True, pipeline=32, duration_s=5, generator="h2load", connections=16),
-                                          run_id="bench/host/small/genmax/rep1")
+                    rec = await run_bench(fleet, ep,
+                                          replace(base, closed_loop=True, pipeline=32, duration_s=5, generator="h2load",
+                                                  connections=16), run_id="bench/host/small/genmax/rep1")
                     out["generator_max"] = {"achieved": rec["achieved_rate"], "generator_cpu": rec["generator_cpu"]}
                     print(f"  {rec['achieved_rate']:.0f} req/s at generator CPU {rec['generator_cpu']}", flush=True)
         for mode in MODES:
@@ -78,13 +82,17 @@ async def main(quick: bool) -> dict:
                 for size in SIZES:
                     host_max = out["calibration"][f"host/{size}"]["max_rate"]
                     for f in FRACTIONS:
-                        out["fractions"][f"{mode}/{size}/{f:g}"] = await once(fleet, ep, replace(base, mode=mode, size=size, rate=round(f * host_max)), f"{int(f * 100)}%")
+                        out["fractions"][f"{mode}/{size}/{f:g}"] = await once(fleet, ep,
+                                                                              replace(base, mode=mode, size=size,
+                                                                                      rate=round(f * host_max)),
+                                                                              f"{int(f * 100)}%")
                 if mode == "host":
                     rate = round(0.4 * out["calibration"]["host/small"]["max_rate"])
                     for rep in range(2):
                         for metrics in (True, False):
                             out["sampler_cost"].setdefault("with" if metrics else "without", []).append(
-                                await once(fleet, ep, replace(base, rate=rate, metrics=metrics), f"metrics={'on' if metrics else 'off'}"))
+                                await once(fleet, ep, replace(base, rate=rate, metrics=metrics),
+                                           f"metrics={'on' if metrics else 'off'}"))
     return out
 
 

@@ -14,13 +14,15 @@ from .errors import CnibenchError
 from .study.spec import load_study
 
 
-def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print, scratch: Path | None = None) -> Path:
+def analyse(study_name: str, raw_dir: Path = config.RAW, out_dir: Path | None = None, out=print,
+            scratch: Path | None = None) -> Path:
     """The analysis, figures and report of a study.
     `scratch`: keep processed data and figures there instead of data/processed and figures/."""
     from .analysis.report import build_all  # here, not at the top: pandas and matplotlib load slowly
     kw = {}
     if scratch is not None:
-        kw = {"processed_dir": Path(scratch) / "processed" / study_name, "figures_dir": Path(scratch) / "figures" / study_name}
+        kw = {"processed_dir": Path(scratch) / "processed" / study_name,
+              "figures_dir": Path(scratch) / "figures" / study_name}
     return Path(build_all(study_name, raw_dir, out_dir or config.REPORTS / study_name, **kw))
 
 
@@ -33,8 +35,9 @@ async def precheck(inventory_path: Path, out=print) -> None:
         await precheck_or_raise(fleet, out)
 
 
-def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure: bool = False, progress: bool = True, out=print,
-            raw_dir: Path = config.RAW, runs_dir: Path = config.RUNS, reports_dir: Path = config.REPORTS, notebooks: str | None = None) -> dict:
+def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure: bool = False, progress: bool = True,
+            out=print, raw_dir: Path = config.RAW, runs_dir: Path = config.RUNS, reports_dir: Path = config.REPORTS,
+            notebooks: str | None = None) -> dict:
     """The whole job; returns the study summary plus the report path (None if not built).
     The directories are parameters for tests and benchmarks; users keep the defaults."""
     from .infra.lease import session_lease
@@ -59,8 +62,9 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     lease.__enter__()
     try:
         try:
-            summary = run_study(study, inventory_path, stop_on_failure=stop_on_failure, progress=progress, inventory=inventory,
-                                leased=True, precheck=True, raw_dir=Path(raw_dir), runs_dir=Path(runs_dir), notebooks=notebooks)
+            summary = run_study(study, inventory_path, stop_on_failure=stop_on_failure, progress=progress,
+                                inventory=inventory, leased=True, precheck=True, raw_dir=Path(raw_dir),
+                                runs_dir=Path(runs_dir), notebooks=notebooks)
         finally:
             lease.__exit__(None, None, None)
     finally:
@@ -77,8 +81,10 @@ def run_all(study_path, inventory_path=None, keep: bool = False, stop_on_failure
     summary["analysis_s"] = round(time.monotonic() - t, 2)
     summary["total_s"] = round(time.monotonic() - t0, 2)
     summary["report"] = str(report)
-    summary["total_measure_fraction"] = round(summary["measure_s"] / summary["total_s"], 4) if summary["total_s"] else 0.0
-    out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside measurement windows")
+    summary["total_measure_fraction"] = (round(summary["measure_s"] / summary["total_s"], 4)
+                                         if summary["total_s"] else 0.0)
+    out(f"total wall time {summary['total_s']:.0f} s, {100 * summary['total_measure_fraction']:.0f} % of it inside "
+        "measurement windows")
     from .analysis.report import answer_of  # here, like analyse: pandas loads slowly
 
     summary["answer"] = answer_of(study.name, Path(reports_dir) / study.name)
@@ -96,8 +102,10 @@ def all_failed(summary: dict) -> str | None:
     n = summary.get("executed") or 0
     if not n or summary.get("failed") != n:
         return None
-    return (f"every run of this session failed ({n} of {n}); nothing was measured. First reason: {summary.get('first_failure')}. "
-            f"Fix that, then run again (a failed run is redone once its record is removed from {summary.get('raw_dir')}).")
+    return (f"every run of this session failed ({n} of {n}); nothing was measured. First reason: "
+            f"{summary.get('first_failure')}. "
+            "Fix that, then run again (a failed run is redone once its record is removed from "
+            f"{summary.get('raw_dir')}).")
 
 
 def estimate_line(study, inventory, raw_dir: Path) -> str:
@@ -113,7 +121,9 @@ def estimate_line(study, inventory, raw_dir: Path) -> str:
 
 def format_summary(s: dict) -> str:
     return (
-        f"{s['study']}: {s['executed']} runs this session ({s['ok']} ok, {s['invalid']} invalid, {s['failed']} failed), "
+        f"{s['study']}: {s['executed']} runs this session ({s['ok']} ok, {s['invalid']} invalid, {s['failed']} "
+        "failed), "
         f"{s['already_done']} recorded before, {s['planned']} planned; {s['wall_s']:.0f} s, "
-        f"{100 * s['measure_fraction']:.0f} % of it inside measurement windows. Records: {s['raw_dir']}, notebooks: {s['runs_dir']}"
+        f"{100 * s['measure_fraction']:.0f} % of it inside measurement windows. Records: {s['raw_dir']}, notebooks: "
+        f"{s['runs_dir']}"
     )

@@ -20,6 +20,7 @@ def test_bird_is_disabled_and_stopped_only_under_a_running_systemd():
     assert packages.service_commands(["bird2", "curl"], running=True) == [["systemctl", "disable", "--now", "bird.service"]]
     assert packages.service_commands(["bird2"], running=False) == [["systemctl", "disable", "bird.service"]]
     assert packages.service_commands(["curl"], running=True) == []
+    assert packages.service_commands(["nginx-light", "openssh-server"], running=False) == [["systemctl", "disable", "nginx.service"]]
 
 
 def _refuses(path):

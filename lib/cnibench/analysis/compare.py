@@ -53,7 +53,8 @@ def compare_headlines(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B"), percen
         rb = {k[:-2]: r[k] for k in r.index if k.endswith("_b")}
         both = all(pd.notna(x.get("overhead_lo")) and pd.notna(x.get("overhead_hi")) for x in (ra, rb))
         both = both and ests[0] == ests[1]
-        agree = bool(ra["overhead_lo"] <= rb["overhead_hi"] and rb["overhead_lo"] <= ra["overhead_hi"]) if both else None
+        agree = bool(ra["overhead_lo"] <= rb["overhead_hi"]
+                     and rb["overhead_lo"] <= ra["overhead_hi"]) if both else None
         diff, p = _welch(ra, rb) if ests[0] == ests[1] else (np.nan, np.nan)
         rows.append(dict(size=r["size"], mode=r["mode"], percentile=r["percentile"], a=names[0],
                          a_overhead=_interval(ra), a_verdict=ra.get("verdict"), b=names[1], b_overhead=_interval(rb),
@@ -168,12 +169,14 @@ def seed_agreement(band_pairs: pd.DataFrame, percentile: float = 99.0, orderings
             row = dict(size=size, percentile=percentile, lower=lower, higher=higher, stated=stated)
             missing = [m for m in (lower, higher) if m not in present]
             if scope != "band":
-                rows.append({**row, "here": f"stated at {scope}; not what the band measures", "agreement": "cannot tell"})
+                rows.append({**row, "here": f"stated at {scope}; not what the band measures",
+                             "agreement": "cannot tell"})
                 continue
             if missing:
                 rows.append({**row, "here": f"{', '.join(missing)} not in this study", "agreement": "cannot tell"})
                 continue
-            r = g[((g["mode_a"] == lower) & (g["mode_b"] == higher)) | ((g["mode_a"] == higher) & (g["mode_b"] == lower))].iloc[0]
+            r = g[((g["mode_a"] == lower) & (g["mode_b"] == higher))
+                  | ((g["mode_a"] == higher) & (g["mode_b"] == lower))].iloc[0]
             flip = r["mode_a"] != lower  # the table holds (a, b) in mode order: ratio a/b
             ratio, lo, hi = (1 / r["ratio"], 1 / r["ratio_hi"], 1 / r["ratio_lo"]) if flip else \
                 (r["ratio"], r["ratio_lo"], r["ratio_hi"])

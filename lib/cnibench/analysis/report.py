@@ -23,8 +23,10 @@ STUDY_PERCENTILES = (95.0, 99.0, 99.5, 99.99, 99.999)  # the study's table, plus
 TABLE_COLUMNS = [f"p{p:g}" for p in STUDY_PERCENTILES] + ["max"]
 FIGURE_CAPTIONS = {
     "latency_by_percentile": "Latency by percentile (the study's figure): a panel per load, a line per mode.",
-    "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: 30–50 % of max.",
-    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (the study's estimator, above).",
+    "latency_vs_load": "p50, p99 and p99.9 of a typical run against load, 95 % CI bands over repetitions; shaded: "
+                       "30–50 % of max.",
+    "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (the study's "
+                        "estimator, above).",
     "max_rate": "Maximum sustainable request rate per calibrated mode (measured maxima only).",
     "cpu_per_request": "CPU time per request by kind (user, system, softirq) against load, client and server.",
 }
@@ -90,7 +92,8 @@ def analyse(ds: Dataset) -> stats.Analysis:
     return stats.analyze(ds, margin=study_settings(ds).get("equivalence_margin", stats.MARGIN))
 
 
-def repeatability(study: str, an: stats.Analysis, processed_root: Path, compare_with=None) -> tuple[str, pd.DataFrame] | None:
+def repeatability(study: str, an: stats.Analysis, processed_root: Path,
+                  compare_with=None) -> tuple[str, pd.DataFrame] | None:
     """(the other study's name, the side-by-side table) for the first study found to compare
     with (compare.earlier_studies), or None."""
     for path in compare.earlier_studies(study, processed_root, compare_with):
@@ -189,7 +192,8 @@ def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) 
     parts = []
     parts.append(f"<h2 id='headline'>Headline: overhead versus {REFERENCE} at {lo:.0%}–{hi:.0%} of max load</h2>")
     if tables["headline"].empty:
-        parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another mode.</p>")
+        parts.append(f"<p id='headline-table'>No headline: the band has no valid runs of {REFERENCE} and another "
+                     "mode.</p>")
     else:
         parts.append(f"<p>{_esc(_estimator_text(an))} Verdict: slower or faster than {REFERENCE} when the test "
                      f"rejects (Holm over the modes), else equivalent when both one-sided tests put it within "
@@ -302,14 +306,16 @@ def _statistics(an: stats.Analysis, ds: Dataset | None = None) -> list[str]:
     return parts
 
 
-def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED, raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:
+def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED,
+                raw_root: Path = config.RAW) -> tuple[str, pd.DataFrame]:
     """(name, headline) of a study given by name or by its processed directory; a study with raw
     records but no saved analysis is analysed first."""
     path = compare.resolve(name_or_path, processed_root)
     if not (path / "stats_headline.csv").exists():
         name = Path(name_or_path).stem
         if not (Path(raw_root) / name).is_dir():
-            raise CnibenchError(f"no analysis of '{name_or_path}' in {path} and no run records in {Path(raw_root) / name}: "
+            raise CnibenchError(f"no analysis of '{name_or_path}' in {path} and no run records in "
+                                f"{Path(raw_root) / name}: "
                                 "name a study in data/processed, or the processed directory of another clone")
         ds = dataset.build_and_save(name, raw_root, path)
         stats.save(analyse(ds), path)

@@ -107,27 +107,32 @@ def did_you_mean(word: str, choices) -> str:
 def read_yaml(path: Path) -> Any:
     path = Path(path)
     if not path.exists():
-        raise ConfigError(path, "(file)", "does not exist", "Check the path, or copy one of the examples in inventories/ or studies/.")
+        raise ConfigError(path, "(file)", "does not exist",
+                          "Check the path, or copy one of the examples in inventories/ or studies/.")
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "(file)"
-        raise ConfigError(path, where, f"is not valid YAML ({getattr(exc, 'problem', exc)})", "Fix the YAML syntax at that line.") from None
+        raise ConfigError(path, where, f"is not valid YAML ({getattr(exc, 'problem', exc)})",
+                          "Fix the YAML syntax at that line.") from None
 
 
 def parse_inventory(data: Any, path: Path | str = "<inventory>") -> Inventory:
     """Validate an inventory document (already parsed YAML) into typed objects."""
     path = Path(path)
     if not isinstance(data, dict):
-        raise ConfigError(path, "(top level)", "must be a mapping with a 'hosts' list", "Start the file with 'hosts:' followed by a list of hosts.")
+        raise ConfigError(path, "(top level)", "must be a mapping with a 'hosts' list",
+                          "Start the file with 'hosts:' followed by a list of hosts.")
     unknown = set(data) - {"name", "hosts", "testbed", "aws"}
     if unknown:
         k = sorted(unknown)[0]
-        raise ConfigError(path, k, "is not a known key" + did_you_mean(k, ["name", "hosts", "testbed", "aws"]), "Known top-level keys: name, hosts, testbed, aws.")
+        raise ConfigError(path, k, "is not a known key" + did_you_mean(k, ["name", "hosts", "testbed", "aws"]),
+                          "Known top-level keys: name, hosts, testbed, aws.")
     hosts_raw = data.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
-        raise ConfigError(path, "hosts", "must be a non-empty list of hosts", "Add one entry per machine with at least name, address, role and data_interface.")
+        raise ConfigError(path, "hosts", "must be a non-empty list of hosts",
+                          "Add one entry per machine with at least name, address, role and data_interface.")
     hosts: list[HostSpec] = []
     for i, raw in enumerate(hosts_raw):
         hosts.append(_parse_host(raw, f"hosts[{i}]", path))
@@ -138,79 +143,116 @@ def parse_inventory(data: Any, path: Path | str = "<inventory>") -> Inventory:
     roles = [h.role for h in hosts]
     for role in ROLES:
         if role not in roles:
-            raise ConfigError(path, "hosts", f"no host has role '{role}'", "Mark one host 'role: client' (load generator) and one 'role: server' (nginx).")
+            raise ConfigError(path, "hosts", f"no host has role '{role}'",
+                              "Mark one host 'role: client' (load generator) and one 'role: server' (nginx).")
     endpoints = [(h.address, h.port) for h in hosts]
     if len(set(endpoints)) != len(endpoints):
-        raise ConfigError(path, "hosts", "two hosts share the same SSH address and port", "Each host needs its own address:port.")
+        raise ConfigError(path, "hosts", "two hosts share the same SSH address and port",
+                          "Each host needs its own address:port.")
     tb = data.get("testbed", False)
     if not isinstance(tb, (bool, dict)):
-        raise ConfigError(path, "testbed", f"'{tb}' is neither true/false nor a mapping", "Leave 'testbed' out for real hosts; the testbed writes it itself.")
+        raise ConfigError(path, "testbed", f"'{tb}' is neither true/false nor a mapping",
+                          "Leave 'testbed' out for real hosts; the testbed writes it itself.")
     extra = {k: data[k] for k in ("aws", "testbed") if isinstance(data.get(k), dict)}
     name = str(data.get("name") or path.stem)
     if not SAFE_NAME_RE.match(name):
-        raise ConfigError(path, "name", f"'{name}' is not a usable inventory name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name under data/calibration/).")
+        raise ConfigError(path, "name", f"'{name}' is not a usable inventory name",
+                          "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name "
+                          "under data/calibration/).")
     return Inventory(path=path, name=name, hosts=tuple(hosts), testbed=bool(tb), extra=extra)
 
 
 def _parse_host(raw: Any, where: str, path: Path) -> HostSpec:
     if not isinstance(raw, dict):
-        raise ConfigError(path, where, "must be a mapping", "Write each host as 'name: ...', 'address: ...' on its own lines.")
+        raise ConfigError(path, where, "must be a mapping",
+                          "Write each host as 'name: ...', 'address: ...' on its own lines.")
     unknown = set(raw) - _HOST_KEYS
     if unknown:
         k = sorted(unknown)[0]
-        raise ConfigError(path, f"{where}.{k}", "is not a known host key" + did_you_mean(k, _HOST_KEYS), f"Known keys: {', '.join(sorted(_HOST_KEYS))}.")
+        raise ConfigError(path, f"{where}.{k}", "is not a known host key" + did_you_mean(k, _HOST_KEYS),
+                          f"Known keys: {', '.join(sorted(_HOST_KEYS))}.")
     for key in ("name", "address", "role", "data_interface"):
         if key not in raw or raw[key] in (None, ""):
             raise ConfigError(path, f"{where}.{key}", "is missing", f"Add '{key}:' to this host.")
     name = str(raw["name"])
     if not _NAME_RE.match(name):
-        raise ConfigError(path, f"{where}.name", f"'{name}' is not a valid host name", "Use 1-8 lowercase letters and digits, starting with a letter (it becomes part of 15-character interface names).")
+        raise ConfigError(path, f"{where}.name", f"'{name}' is not a valid host name",
+                          "Use 1-8 lowercase letters and digits, starting with a letter (it becomes part of "
+                          "15-character interface names).")
     role = str(raw["role"])
     if role not in ROLES:
-        raise ConfigError(path, f"{where}.role", f"'{role}' is not a role{did_you_mean(role, ROLES)}", "Use 'client' or 'server'.")
+        raise ConfigError(path, f"{where}.role", f"'{role}' is not a role{did_you_mean(role, ROLES)}",
+                          "Use 'client' or 'server'.")
     port = raw.get("port", 22)
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise ConfigError(path, f"{where}.port", f"'{port}' is not a TCP port", "Use a whole number from 1 to 65535 (22 is the SSH default).")
+        raise ConfigError(path, f"{where}.port", f"'{port}' is not a TCP port",
+                          "Use a whole number from 1 to 65535 (22 is the SSH default).")
     ifname = str(raw["data_interface"])
     if not _IFNAME_RE.match(ifname):
-        raise ConfigError(path, f"{where}.data_interface", f"'{ifname}' is not a valid interface name", f"Interface names have 1-{IFNAME_MAX} characters without spaces or '/'; see 'ip link' on the host.")
+        raise ConfigError(path, f"{where}.data_interface", f"'{ifname}' is not a valid interface name",
+                          f"Interface names have 1-{IFNAME_MAX} characters without spaces or '/'; see 'ip link' on the "
+                          "host.")
     policy = str(raw.get("host_key_policy", "verify"))
     if policy not in HOST_KEY_POLICIES:
-        raise ConfigError(path, f"{where}.host_key_policy", f"'{policy}' is not a policy{did_you_mean(policy, HOST_KEY_POLICIES)}", "Use 'verify' (default: known_hosts must hold the key) or, knowingly, 'insecure-ignore'.")
+        raise ConfigError(path, f"{where}.host_key_policy",
+                          f"'{policy}' is not a policy{did_you_mean(policy, HOST_KEY_POLICIES)}",
+                          "Use 'verify' (default: known_hosts must hold the key) or, knowingly, 'insecure-ignore'.")
     key_file = raw.get("key_file")
     agent = raw.get("agent", False)
     if not isinstance(agent, bool):
-        raise ConfigError(path, f"{where}.agent", f"'{agent}' is not true or false", "Write 'agent: true' to use the SSH agent.")
-    if key_file is not None:
-        key_path = resolve_relative(path, key_file)
-        if not key_path.exists():
-            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' does not exist", "Point key_file at a private key, or remove it and set 'agent: true'.")
-        perms = key_path.stat().st_mode & 0o777
-        if perms & 0o077:  # as ssh itself: a key others can read is not private
-            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' can be read or written by other users (mode {perms:04o})", f"Make it private: chmod 600 {key_path}")
-        key_file = str(key_path)
-    known_hosts = raw.get("known_hosts")
-    if known_hosts is not None:
-        kh = resolve_relative(path, known_hosts)
-        if policy == "verify" and not kh.exists():
-            raise ConfigError(path, f"{where}.known_hosts", f"'{kh}' does not exist", "Create it with 'ssh-keyscan -p PORT ADDRESS >> FILE' after checking the fingerprint, or remove the key to use ~/.ssh/known_hosts.")
-        known_hosts = str(kh)
-    data_address = raw.get("data_address")
-    if data_address is not None:
-        try:
-            ipaddress.IPv4Address(str(data_address))
-        except ValueError:
-            raise ConfigError(path, f"{where}.data_address", f"'{data_address}' is not an IPv4 address", "Write the data interface's address like 198.18.0.11, or remove it to discover it.") from None
-        data_address = str(data_address)
+        raise ConfigError(path, f"{where}.agent", f"'{agent}' is not true or false",
+                          "Write 'agent: true' to use the SSH agent.")
+    key_file = _key_file(key_file, where, path)
+    known_hosts = _known_hosts(raw.get("known_hosts"), where, path, policy)
+    data_address = _data_address(raw.get("data_address"), where, path)
     for flag in ("sudo",):
         if not isinstance(raw.get(flag, False), bool):
-            raise ConfigError(path, f"{where}.{flag}", f"'{raw[flag]}' is not true or false", f"Write '{flag}: true' or '{flag}: false'.")
+            raise ConfigError(path, f"{where}.{flag}", f"'{raw[flag]}' is not true or false",
+                              f"Write '{flag}: true' or '{flag}: false'.")
     return HostSpec(
         name=name, address=str(raw["address"]), role=role, data_interface=ifname, port=port,
         user=str(raw.get("user", "root")), key_file=key_file, agent=agent, host_key_policy=policy,
         known_hosts=known_hosts, sudo=bool(raw.get("sudo", False)), data_address=data_address,
         testbed_netns=raw.get("testbed_netns"),
     )
+
+
+def _key_file(key_file: Any, where: str, path: Path) -> str | None:
+    if key_file is not None:
+        key_path = resolve_relative(path, key_file)
+        if not key_path.exists():
+            raise ConfigError(path, f"{where}.key_file", f"'{key_path}' does not exist",
+                              "Point key_file at a private key, or remove it and set 'agent: true'.")
+        perms = key_path.stat().st_mode & 0o777
+        if perms & 0o077:  # as ssh itself: a key others can read is not private
+            raise ConfigError(path, f"{where}.key_file",
+                              f"'{key_path}' can be read or written by other users (mode {perms:04o})",
+                              f"Make it private: chmod 600 {key_path}")
+        key_file = str(key_path)
+    return key_file
+
+
+def _known_hosts(known_hosts: Any, where: str, path: Path, policy: str) -> str | None:
+    if known_hosts is not None:
+        kh = resolve_relative(path, known_hosts)
+        if policy == "verify" and not kh.exists():
+            raise ConfigError(path, f"{where}.known_hosts", f"'{kh}' does not exist",
+                              "Create it with 'ssh-keyscan -p PORT ADDRESS >> FILE' after checking the fingerprint, or "
+                              "remove the key to use ~/.ssh/known_hosts.")
+        known_hosts = str(kh)
+    return known_hosts
+
+
+def _data_address(data_address: Any, where: str, path: Path) -> str | None:
+    if data_address is not None:
+        try:
+            ipaddress.IPv4Address(str(data_address))
+        except ValueError:
+            raise ConfigError(path, f"{where}.data_address", f"'{data_address}' is not an IPv4 address",
+                              "Write the data interface's address like 198.18.0.11, or remove it to discover "
+                              "it.") from None
+        data_address = str(data_address)
+    return data_address
 
 
 def resolve_relative(base_file: Path, value: Any) -> Path:
@@ -225,7 +267,8 @@ def load_inventory(path: Path | str | None = None) -> Inventory:
     if isinstance(data, dict) and set(data) == {"testbed"} and isinstance(data["testbed"], dict):
         live = TESTBED_INVENTORY
         if not live.exists():
-            raise ConfigError(path, "testbed", "the local testbed is not up", "Run 'invoke testbed.up' first (as root).")
+            raise ConfigError(path, "testbed", "the local testbed is not up",
+                              "Run 'invoke testbed.up' first (as root).")
         return parse_inventory(read_yaml(live), live)
     return parse_inventory(data, path)
 

@@ -163,7 +163,9 @@ class Host:
             raise CommandTimeout(self.name, "printenv SSH_CONNECTION", 30) from None
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
-            raise HostUnreachable(self.name, f"connection lost while reading SSH_CONNECTION ({exc}). Check the host is up, then retry.") from None
+            raise HostUnreachable(self.name,
+                                  f"connection lost while reading SSH_CONNECTION ({exc}). Check the host is up, then "
+                                  "retry.") from None
         return _text(proc.stdout).split()
 
     # -- commands --------------------------------------------------------------------------
@@ -193,11 +195,14 @@ class Host:
             raise CommandTimeout(self.name, quote(argv), timeout or 0) from None
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
-            raise HostUnreachable(self.name, f"connection lost while running {quote(argv)} ({exc}). Check the host is up, then retry.") from None
+            raise HostUnreachable(self.name,
+                                  f"connection lost while running {quote(argv)} ({exc}). Check the host is up, then "
+                                  "retry.") from None
         status = proc.exit_status if proc.exit_status is not None else -1
         if timeout is not None and status in (124, 137):
             raise CommandTimeout(self.name, quote(argv), timeout)
-        result = CommandResult(self.name, argv, status, _text(proc.stdout), _text(proc.stderr), time.monotonic() - start)
+        result = CommandResult(self.name, argv, status, _text(proc.stdout), _text(proc.stderr),
+                               time.monotonic() - start)
         if check and status != 0:
             raise CommandFailed(result)
         return result
@@ -256,15 +261,18 @@ class Host:
         """Run a wire command with binary stdin/stdout (file transfer under sudo)."""
         conn = await self._connection()
         try:
-            proc = await asyncio.wait_for(conn.run(quote(wire), input=data, check=False, encoding=None), DEFAULT_TIMEOUT)
+            proc = await asyncio.wait_for(conn.run(quote(wire), input=data, check=False, encoding=None),
+                                          DEFAULT_TIMEOUT)
         except asyncio.TimeoutError:
             raise CommandTimeout(self.name, quote(wire), DEFAULT_TIMEOUT) from None
         except (asyncssh.Error, OSError) as exc:
             self._conn = None
-            raise HostUnreachable(self.name, f"connection lost during '{what}' ({exc}). Check the host is up, then retry.") from None
+            raise HostUnreachable(self.name,
+                                  f"connection lost during '{what}' ({exc}). Check the host is up, then "
+                                  "retry.") from None
         if proc.exit_status != 0:
-            raise CommandFailed(CommandResult(self.name, tuple(wire), proc.exit_status if proc.exit_status is not None else -1,
-                                              "", _text(proc.stderr), 0.0))
+            raise CommandFailed(CommandResult(self.name, tuple(wire), proc.exit_status if proc.exit_status is not None
+                                              else -1, "", _text(proc.stderr), 0.0))
         return proc.stdout or b""
 
 

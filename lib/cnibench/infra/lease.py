@@ -142,7 +142,8 @@ def holder_of(raw: str) -> dict | None:
     return d if isinstance(d, dict) else None
 
 
-def stale_reason(holder: dict | None, age: float | None, here: str, alive: Callable[[int, int | None], bool] = pid_alive,
+def stale_reason(holder: dict | None, age: float | None, here: str,
+                 alive: Callable[[int, int | None], bool] = pid_alive,
                  stale_after: float = STALE_AFTER_S) -> tuple[str | None, bool]:
     """(why the lease is stale or None, whether that is certain) (pure but for `alive`)."""
     if holder is None:
@@ -211,7 +212,8 @@ class Lease:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name=f"{PREFIX}-lease", daemon=True)
         self._thread.start()
         if not self._ready.wait(120):
-            raise HostError("lease", "taking the hosts' lease did not finish within 120 s. Check the hosts (invoke hosts.check).")
+            raise HostError("lease", "taking the hosts' lease did not finish within 120 s. Check the hosts (invoke "
+                            "hosts.check).")
         if self._error is not None:
             self._thread.join(30)
             raise self._error
@@ -272,7 +274,8 @@ class Lease:
         if reason and (certain or self.clean):
             status, _, _ = await self._op(host, "takeover", seen=raw)
             if status == "ACQUIRED":
-                self.notes.append(f"{host.name}: took over the stale session lease of {describe(holder, raw)}: {reason}")
+                self.notes.append(f"{host.name}: took over the stale session lease of {describe(holder, raw)}: "
+                                  f"{reason}")
                 return None
         return describe(holder, raw), reason
 
@@ -292,7 +295,8 @@ class Lease:
             try:
                 status, _, _ = await self._op(host, "refresh")
             except Exception as exc:  # a host that does not answer now may answer at the next beat
-                print(f"warning: session lease heartbeat to {host.name} failed ({exc.__class__.__name__}); retrying", file=sys.stderr)
+                print(f"warning: session lease heartbeat to {host.name} failed ({exc.__class__.__name__}); retrying",
+                      file=sys.stderr)
                 continue
             if status == "LOST":
                 print(f"warning: the session lease on {host.name} was taken over by another session (our heartbeat "

@@ -18,7 +18,8 @@ NAME = "@local"
 class LocalHost:
     name = NAME
 
-    async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = 60, input: str | None = None, netns: str | None = None) -> CommandResult:
+    async def run(self, argv: Sequence[str], check: bool = True, timeout: float | None = 60, input: str | None = None,
+                  netns: str | None = None) -> CommandResult:
         argv = tuple(str(a) for a in in_netns(netns, argv))
         start = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -31,7 +32,8 @@ class LocalHost:
             proc.kill()
             await proc.wait()
             raise CommandTimeout(NAME, " ".join(argv), timeout or 0) from None
-        result = CommandResult(NAME, argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), time.monotonic() - start)
+        result = CommandResult(NAME, argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
+                               time.monotonic() - start)
         if check and result.exit_status != 0:
             raise CommandFailed(result)
         return result

@@ -59,7 +59,8 @@ def compare(locked: Mapping[str, str], installed: Mapping[str, str], ignore=NOT_
     return {
         "missing": sorted(set(locked) - set(installed)),
         "extra": sorted(set(installed) - set(locked)),
-        "different": sorted((k, locked[k], installed[k]) for k in set(locked) & set(installed) if locked[k] != installed[k]),
+        "different": sorted((k, locked[k], installed[k]) for k in set(locked) & set(installed)
+                            if locked[k] != installed[k]),
     }
 
 

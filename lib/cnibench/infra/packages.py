@@ -45,10 +45,13 @@ FOR_CNI = {
     "iptables": "iptables",
 }
 # `invoke test` only: the report's headless-browser test
-FOR_TESTS = {"chromium": "chromium", "sudo": "sudo", "stress-ng": "stress-ng",  # sudo: the `sudo: true` host test; stress-ng: the CPU-hog guard tests
+# sudo: the `sudo: true` host test; stress-ng: the CPU-hog guard tests
+FOR_TESTS = {"chromium": "chromium", "sudo": "sudo", "stress-ng": "stress-ng",
              **FOR_CNI}
 # Services a package starts or enables on install; the project runs its own copies, never these.
-SERVICES = {"bird2": ("bird",)}
+# nginx-light: the testbed runs its own nginx per run; the packaged site on port 80 is not ours to leave on.
+# openssh-server is left alone: a real host is reached through its sshd.
+SERVICES = {"bird2": ("bird",), "nginx-light": ("nginx",)}
 POLICY_RC = "/usr/sbin/policy-rc.d"
 # invoke-rc.d asks this script before starting a service; 101 is "action forbidden".
 REFUSE_STARTS = "#!/bin/sh\n# cnibench: no service starts while the project installs packages\nexit 101\n"
@@ -58,7 +61,8 @@ SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
 def missing(required: dict[str, str] = REQUIRED) -> list[str]:
     """Debian packages whose program is not installed (pure apart from PATH look-ups)."""
     path = os.environ.get("PATH", "") + ":" + SBIN
-    return sorted({pkg for prog, pkg in required.items() if not (shutil.which(prog, path=path) or (prog.startswith("/") and os.path.exists(prog)))})
+    return sorted({pkg for prog, pkg in required.items()
+                   if not (shutil.which(prog, path=path) or (prog.startswith("/") and os.path.exists(prog)))})
 
 
 def install_command(pkgs: list[str]) -> list[str]:
@@ -72,7 +76,8 @@ def ensure(required: dict[str, str] = REQUIRED) -> list[str]:
         return []
     cmd = install_command(pkgs)
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise CnibenchError(f"missing Debian packages: {' '.join(pkgs)}. Install them with: sudo apt-get update && sudo {' '.join(cmd)}")
+        raise CnibenchError(f"missing Debian packages: {' '.join(pkgs)}. Install them with: sudo apt-get update && "
+                            f"sudo {' '.join(cmd)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     print(f"installing missing Debian packages: {' '.join(pkgs)}", flush=True)
     with services_refused():

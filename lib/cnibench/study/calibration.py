@@ -13,7 +13,8 @@ from ..workload.specfields import bench_spec
 from .spec import Study
 
 
-async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifest: dict | None, progress: Progress | None, out=print) -> dict | None:
+async def calibrated_max_rates(fleet, study: Study, inventory_name: str, manifest: dict | None,
+                               progress: Progress | None, out=print) -> dict | None:
     """{"reference", "max_rates": {size: rps}, "details", ["modes": {mode: {size: rps}}]}; None
     for absolute-rate studies that do not calibrate every mode.
 
@@ -74,7 +75,8 @@ async def _calibrate_mode(fleet, study: Study, inventory_name: str, mode: str, p
                 if chk["ok"]:
                     found[size] = {"source": "saved", **saved[size], "check": chk}
                     continue
-                out(f"the saved maximum of {mode}/{size} ({saved[size]['max_rate']:.0f} req/s) failed its check probe: calibrating again")
+                out(f"the saved maximum of {mode}/{size} ({saved[size]['max_rate']:.0f} req/s) failed its check probe: "
+                    "calibrating again")
             out(f"calibrating {mode}/{size}: probes of {kw.get('run_s', 3):g} s, bisection to 2 % (1-2 minutes)")
             result = await calibrate(fleet, endpoint, template, **kw, progress=_probe_printer(out, mode, size))
             save_calibration(inventory_name, mode, size, result)

@@ -30,7 +30,8 @@ def calibration_keys() -> tuple[str, ...]:
     from ..workload.calibrate import calibrate
 
     skip = {"fleet", "endpoint", "spec_template", "progress"}
-    return tuple(n for n, p in inspect.signature(calibrate).parameters.items() if n not in skip and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return tuple(n for n, p in inspect.signature(calibrate).parameters.items() if n not in skip
+                 and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 def mode_setting_keys() -> tuple[str, ...]:

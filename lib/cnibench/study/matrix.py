@@ -98,7 +98,8 @@ def loads_of_repetition(study: Study, k: int) -> tuple[float, ...]:
     return (order[(k - 1) % n],)
 
 
-def target_rate(study: Study, size: str, load: float, max_rates: Mapping[str, float] | None) -> tuple[float, float | None]:
+def target_rate(study: Study, size: str, load: float,
+                max_rates: Mapping[str, float] | None) -> tuple[float, float | None]:
     """(requests/s, fraction of the reference maximum or None) for one point."""
     if not study.uses_fractions:
         fraction = None
@@ -106,7 +107,9 @@ def target_rate(study: Study, size: str, load: float, max_rates: Mapping[str, fl
             fraction = load / max_rates[size]
         return float(load), fraction
     if not max_rates or not max_rates.get(size):
-        raise PlanError(f"study {study.name}: loads are fractions but there is no calibrated maximum rate of '{study.reference}' for size '{size}'. Run the calibration first (run-all does it when missing).")
+        raise PlanError(f"study {study.name}: loads are fractions but there is no calibrated maximum rate of "
+                        f"'{study.reference}' for size '{size}'. Run the calibration first (run-all does it when "
+                        "missing).")
     return float(max(1, round(load * max_rates[size]))), load
 
 
@@ -121,7 +124,8 @@ def plan(study: Study, max_rates: Mapping[str, float] | None = None) -> list[Pla
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
-        raise PlanError(f"study {study.name}: two loads give the same run {dup}; the calibrated maximum is too small to tell the fractions apart. Use fewer, more distant fractions or absolute rates.")
+        raise PlanError(f"study {study.name}: two loads give the same run {dup}; the calibrated maximum is too small "
+                        "to tell the fractions apart. Use fewer, more distant fractions or absolute rates.")
     return runs
 
 
@@ -150,7 +154,9 @@ def completion(runs: Iterable[PlannedRun], statuses: Mapping[str, str]) -> list[
     arm's label, as the status table shows it)."""
     rows: dict[tuple[str, str], dict] = {}
     for r in runs:
-        row = rows.setdefault((r.arm, r.size), {"mode": r.arm, "size": r.size, "planned": 0, "ok": 0, "invalid": 0, "failed": 0, "missing": 0})
+        row = rows.setdefault((r.arm, r.size),
+                              {"mode": r.arm, "size": r.size, "planned": 0, "ok": 0, "invalid": 0, "failed": 0,
+                               "missing": 0})
         row["planned"] += 1
         row[statuses.get(r.run_id, "missing")] += 1
     return list(rows.values())

@@ -39,10 +39,12 @@ def parse_redo(raw: Any, path) -> dict:
     if raw is None:
         return dict(REDO_DEFAULTS)
     if not isinstance(raw, dict) or set(raw) - set(REDO_DEFAULTS):
-        raise ConfigError(path, "redo", f"'{raw}' is not a redo policy", "Write e.g. 'redo: {max_attempts: 3}' (1: never redo).")
+        raise ConfigError(path, "redo", f"'{raw}' is not a redo policy",
+                          "Write e.g. 'redo: {max_attempts: 3}' (1: never redo).")
     n = raw.get("max_attempts", 1)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
-        raise ConfigError(path, "redo.max_attempts", f"'{n}' is not a whole number from 1 to 10", "Write e.g. 'max_attempts: 3'.")
+        raise ConfigError(path, "redo.max_attempts", f"'{n}' is not a whole number from 1 to 10",
+                          "Write e.g. 'max_attempts: 3'.")
     return {"max_attempts": n}
 
 
@@ -51,11 +53,13 @@ def parse_quiet(raw: Any, path) -> dict:
         return dict(QUIET_DEFAULTS)
     if not isinstance(raw, dict) or set(raw) - set(QUIET_DEFAULTS):
         raise ConfigError(path, "quiet", f"'{raw}' is not a quiet-machine check",
-                          f"Write e.g. 'quiet: {{max_cpu: 0.1, window_s: 0.5, max_wait_s: 60}}' (keys: {', '.join(QUIET_DEFAULTS)}).")
+                          "Write e.g. 'quiet: {max_cpu: 0.1, window_s: 0.5, max_wait_s: 60}' (keys: "
+                          f"{', '.join(QUIET_DEFAULTS)}).")
     out = {**QUIET_DEFAULTS, **raw}
     for k in QUIET_DEFAULTS:
         if not _num(out[k]) or out[k] < 0 or (k == "window_s" and out[k] <= 0):
-            raise ConfigError(path, f"quiet.{k}", f"'{out[k]}' is not a usable number", "max_cpu in cores (0.1 = 10 % of one core), seconds otherwise.")
+            raise ConfigError(path, f"quiet.{k}", f"'{out[k]}' is not a usable number",
+                              "max_cpu in cores (0.1 = 10 % of one core), seconds otherwise.")
     return out
 
 
@@ -64,9 +68,12 @@ def parse_require(raw: Any, path) -> dict:
         return {}
     if not isinstance(raw, dict) or set(raw) - set(REQUIRE_KEYS):
         bad = sorted(set(raw) - set(REQUIRE_KEYS)) if isinstance(raw, dict) else raw
-        raise ConfigError(path, "require", f"{bad} are not host settings a study can require", f"Known: {', '.join(REQUIRE_KEYS)}.")
-    if "offloads" in raw and not (isinstance(raw["offloads"], dict) and all(isinstance(v, bool) for v in raw["offloads"].values())):
-        raise ConfigError(path, "require.offloads", "must map offload names to true/false", "Write e.g. 'offloads: {tcp-segmentation-offload: true}'.")
+        raise ConfigError(path, "require", f"{bad} are not host settings a study can require",
+                          f"Known: {', '.join(REQUIRE_KEYS)}.")
+    if "offloads" in raw and not (isinstance(raw["offloads"], dict)
+                                  and all(isinstance(v, bool) for v in raw["offloads"].values())):
+        raise ConfigError(path, "require.offloads", "must map offload names to true/false",
+                          "Write e.g. 'offloads: {tcp-segmentation-offload: true}'.")
     return dict(raw)
 
 
@@ -87,7 +94,8 @@ def tuning_mismatches(required: Mapping[str, Any], tuning: Mapping[str, Any] | N
         if key == "governor":
             govs = set((have or {}).values()) if isinstance(have, dict) else {have}
             if govs != {want}:
-                out.append(f"{host}: CPU frequency governor is {', '.join(sorted(map(str, govs))) or 'unknown'}, the study requires {want}")
+                out.append(f"{host}: CPU frequency governor is {', '.join(sorted(map(str, govs))) or 'unknown'}, the "
+                           f"study requires {want}")
         elif str(have) != str(want):
             out.append(f"{host}: {key} is {have if have is not None else 'unknown'}, the study requires {want}")
     return out

@@ -62,7 +62,8 @@ class HostReport:
             if not self.tools.get(tool):
                 out.append(f"'{tool}' missing: apt-get install -y {TOOLS[tool][1]}")
         if self.role == "client" and "openloop" not in self.generators:
-            out.append(f"no C compiler to build {PREFIX}-openloop, the study's load generator: apt-get install -y build-essential")
+            out.append(f"no C compiler to build {PREFIX}-openloop, the study's load generator: apt-get install -y "
+                       "build-essential")
         if self.data_mtu is None:
             out.append(f"data interface '{self.data_interface}' not found: fix data_interface in the inventory")
         from .policy import tuning_mismatches
@@ -108,9 +109,11 @@ async def check_host(host: Host) -> HostReport:
         return rep
     rep.reachable = True
     uid = (await host.run(["id", "-u"], check=False)).stdout.strip()
-    rep.privileged = "root" if uid == "0" and not s.sudo else ("sudo" if s.sudo and (await host.run(["true"], check=False)).ok else "")
+    rep.privileged = "root" if uid == "0" and not s.sudo else ("sudo" if s.sudo
+                                                               and (await host.run(["true"], check=False)).ok else "")
     for tool, (argv, _pkg) in TOOLS.items():
-        r = await host.run(["sh", "-c", 'command -v "$1" >/dev/null && exec "$@"', "sh", *argv], check=False, timeout=10)
+        r = await host.run(["sh", "-c", 'command -v "$1" >/dev/null && exec "$@"', "sh", *argv], check=False,
+                           timeout=10)
         rep.tools[tool] = parse_version(tool, r.stdout + r.stderr) if r.ok else None
     rep.kernel = (await host.run(["uname", "-r"])).stdout.strip()
     rep.cpu_count, rep.cpu_model = parse_cpuinfo((await host.run(["cat", "/proc/cpuinfo"])).stdout)
@@ -164,7 +167,8 @@ def format_table(reports: list[HostReport]) -> str:
         t = r.tuning or {}
         govs = ", ".join(sorted(set((t.get("governor") or {}).values()))) or "n/a"
         irqs = ", ".join(f"{i['irq']}->{i['affinity']}" for i in t.get("nic_irqs") or []) or "none found"
-        lines.append(f"  tuning       governor {govs}; max_cstate {t.get('max_cstate', '?')}; cpuidle {t.get('cpuidle_driver') or '?'}; NIC irqs {irqs}")
+        lines.append(f"  tuning       governor {govs}; max_cstate {t.get('max_cstate', '?')}; cpuidle "
+                     f"{t.get('cpuidle_driver') or '?'}; NIC irqs {irqs}")
         lines.append(f"  hiccup meter {r.hiccup_meter or '?'}")
         for kind, res in r.kernel_features.items():
             lines.append(f"  {kind:<12} {'yes' if res['ok'] else 'NO: ' + res['reason']}")

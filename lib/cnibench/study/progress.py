@@ -10,14 +10,16 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(self, total: int, done: int = 0, enabled: bool = True, stream: TextIO | None = None, label: str = "runs"):
+    def __init__(self, total: int, done: int = 0, enabled: bool = True, stream: TextIO | None = None,
+                 label: str = "runs"):
         self.stream = stream or sys.stderr
         self.bar = None
         if enabled and total:
             from tqdm import tqdm
 
             # The ETA counts only runs done in this session (initial runs were done earlier).
-            self.bar = tqdm(total=total, initial=done, unit="run", desc=label, file=self.stream, dynamic_ncols=True, smoothing=0.1)
+            self.bar = tqdm(total=total, initial=done, unit="run", desc=label, file=self.stream, dynamic_ncols=True,
+                            smoothing=0.1)
 
     def line(self, text: str) -> None:
         if self.bar is not None:

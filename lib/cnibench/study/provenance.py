@@ -81,7 +81,7 @@ grep -E "(^|[^[:alnum:]])$i([^[:alnum:]]|\$)${bus:+|$bus}" /proc/interrupts 2>/d
   n=${n%:}; echo "irq $n $(cat /proc/irq/$n/smp_affinity_list 2>/dev/null || echo ?) ${rest##* }"
 done
 exit 0
-"""
+"""  # noqa: E501 (three shell lines of sysfs paths; wrapping them would change the script)
 
 
 def parse_tuning(text: str) -> dict[str, Any]:
@@ -101,7 +101,8 @@ def parse_tuning(text: str) -> dict[str, Any]:
         elif key in ("cpuidle_driver", "cpuidle_governor"):
             out[key] = parts[1]
         elif key == "cstate" and len(parts) >= 4:
-            out["cstates"].append({"state": parts[1], "name": " ".join(parts[3:]), "disabled": {"1": True, "0": False}.get(parts[2])})
+            out["cstates"].append({"state": parts[1], "name": " ".join(parts[3:]),
+                                   "disabled": {"1": True, "0": False}.get(parts[2])})
         elif key == "irq" and len(parts) >= 3:
             out["nic_irqs"].append({"irq": parts[1], "affinity": parts[2], "name": parts[3] if len(parts) > 3 else ""})
     return out
@@ -228,8 +229,8 @@ def driver_facts() -> dict[str, Any]:
     from ..workload import hiccup
     from ..workload.loadgen import SOURCES, source_hash
 
-    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(), "packages": versions,
-            "lock_sha256": lock_sha256(),
+    return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(),
+            "packages": versions, "lock_sha256": lock_sha256(),
             # the project's own C programs, built on the hosts from these sources (the build's
             # compiler is each host's `tools.cc`; each run record names the binary it ran)
             "c_sources_sha256": {**{name: source_hash(name) for name in SOURCES},

@@ -33,7 +33,8 @@ def notebooks_to_render(run_ids, raw_dir: Path, runs_dir: Path) -> list[str]:
     return out
 
 
-async def render_notebooks(policy: str, run_ids, raw_dir: Path, runs_dir: Path, bar=None, workers: int = NOTEBOOK_WORKERS, first=None) -> int:
+async def render_notebooks(policy: str, run_ids, raw_dir: Path, runs_dir: Path, bar=None,
+                           workers: int = NOTEBOOK_WORKERS, first=None) -> int:
     """Render the missing run notebooks with `workers` kernels at once; returns how many.
     `first`: an already started RunBook to use as one of the workers. Every book is closed."""
     from .runbook import RunBook
@@ -67,7 +68,8 @@ async def _render(book, runs_dir, raw_dir, rid, bar) -> None:
         await book.render(notebook_path(runs_dir, rid), {"record_path": str(record_path(raw_dir, rid))})
     except Exception as exc:
         if bar is not None:
-                bar.line(f"  warning: the notebook of {rid} failed ({exc.__class__.__name__}); it is saved for a look, the record is fine")
+                bar.line(f"  warning: the notebook of {rid} failed ({exc.__class__.__name__}); it is saved for a look, "
+                         "the record is fine")
 
 
 async def measure_in_notebook(ctx, run, fields) -> dict:

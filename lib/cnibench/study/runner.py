@@ -120,7 +120,8 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         from ..workload.session import run_bench
 
         spec = bench_spec(fields)
-        kw = dict(run_id=run.run_id, study=run.study, repetition=run.repetition, load_fraction=run.load_fraction, validated=True)
+        kw = dict(run_id=run.run_id, study=run.study, repetition=run.repetition, load_fraction=run.load_fraction,
+                  validated=True)
         if ctx.bench is not None:
             rec = await ctx.bench.run(spec, **kw)
         else:
@@ -128,14 +129,16 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         rec = finish_record(rec, run, ctx.ref, ctx.mode_details)
         problems = validate_record(rec)
         if problems:
-            return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})", fields, started, now_iso(), ctx.ref)
+            return failed_record(run, f"failed: the workload returned an incomplete record ({'; '.join(problems)})",
+                                 fields, started, now_iso(), ctx.ref)
         return rec
     except RUN_FAILURES as exc:  # a failed run is a result; the study goes on (a bug is not: it propagates)
         log.debug("run %s failed", run.run_id, exc_info=True)
         return failed_record(run, reason_of(exc), fields, started, now_iso(), ctx.ref)
 
 
-async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Mapping, run: Mapping, raw_dir: str | Path | None = None) -> Path:
+async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Mapping, run: Mapping,
+                             raw_dir: str | Path | None = None) -> Path:
     """The run notebook's `measure` path: one run over its own connections, record written."""
     from ..infra.hosts import Fleet
     from ..modes import Endpoint
@@ -146,7 +149,8 @@ async def measure_and_record(inventory: str | None, endpoint: Mapping, spec: Map
     )
     store = RecordStore(Path(raw_dir) if raw_dir else RAW, planned.study)
     async with Fleet(load_inventory(inventory or None)) as fleet:
-        ctx = RunContext(study=None, store=store, fleet=fleet, ref=manifest_ref(planned.study), endpoint=Endpoint.from_dict(endpoint))
+        ctx = RunContext(study=None, store=store, fleet=fleet, ref=manifest_ref(planned.study),
+                         endpoint=Endpoint.from_dict(endpoint))
         rec = await measure(ctx, planned, dict(spec))
     return store.write(rec)
 
@@ -170,14 +174,16 @@ async def measure_run(ctx: RunContext, run: PlannedRun) -> dict:
         if not study_policy.should_redo(rec, max_attempts):
             return rec
         ctx.counters.redone += 1
-        ctx.bar.line(summary_line(rec, None) + f"  ({study_policy.redo_why(rec)}: attempt {study_policy.attempt_of(rec) + 1} follows)")
+        ctx.bar.line(summary_line(rec, None)
+                     + f"  ({study_policy.redo_why(rec)}: attempt {study_policy.attempt_of(rec) + 1} follows)")
         earlier = earlier + [ctx.store.set_aside(rec)]
 
 
 def check_requirements(study: Study, hosts: Mapping[str, Mapping]) -> None:
     """The study's `require:` against each host's recorded tuning; one clear error listing every
     mismatch, before any run (the hosts are not changed)."""
-    problems = [p for name, facts in hosts.items() for p in study_policy.tuning_mismatches(study.require, (facts or {}).get("tuning"), name)]
+    problems = [p for name, facts in hosts.items()
+                for p in study_policy.tuning_mismatches(study.require, (facts or {}).get("tuning"), name)]
     if problems:
         raise RequirementsNotMet(f"the hosts do not meet {study.path}'s 'require': " + "; ".join(problems)
                                  + ". Tune them (e.g. cpupower frequency-set -g performance), or relax 'require'.")
@@ -196,4 +202,5 @@ def check_runs(study: Study, runs, limits=None) -> None:
         except ConfigError as exc:
             raise ConfigError(study.path, f"run {run.run_id}: {exc.key}", exc.problem, exc.fix) from None
         except TypeError as exc:  # e.g. a guard key BenchSpec does not know
-            raise ConfigError(study.path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys against BenchSpec's fields.") from None
+            raise ConfigError(study.path, "workload", f"cannot make a run of it ({exc})",
+                              "Check the workload keys against BenchSpec's fields.") from None

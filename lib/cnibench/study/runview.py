@@ -38,7 +38,8 @@ def summary_line(rec: dict, seconds: float | None = None) -> str:
         parts.append(rec.get("reason") or "")
     else:
         parts.append(f"{rec.get('achieved_rate', 0):>9.0f}/{rec['target_rate']:<9.0f} rps")
-        parts.append(f"p50 {_us(p.get('50'))}  p99 {_us(p.get('99'))}  p99.9 {_us(p.get('99.9'))}  max {_us(p.get('100'))}")
+        parts.append(f"p50 {_us(p.get('50'))}  p99 {_us(p.get('99'))}  p99.9 {_us(p.get('99.9'))}  max "
+                     f"{_us(p.get('100'))}")
         if rec["status"] == "invalid" and rec.get("reason"):
             parts.append(f"({rec['reason']})")
     if seconds is not None:
@@ -56,7 +57,8 @@ def summary_rows(rec: dict) -> list[tuple[str, Any]]:
         ("target rate (req/s)", rec["target_rate"]),
         ("load fraction", rec.get("load_fraction")),
         ("achieved rate (resp/s)", round(float(rec.get("achieved_rate") or 0), 1)),
-        ("requests / ok / errors / timeouts", f"{c.get('requests', 0)} / {c.get('ok', 0)} / {c.get('errors', 0)} / {c.get('timeouts', 0)}"),
+        ("requests / ok / errors / timeouts",
+         f"{c.get('requests', 0)} / {c.get('ok', 0)} / {c.get('errors', 0)} / {c.get('timeouts', 0)}"),
         ("generator", rec.get("generator")), ("generator CPU", rec.get("generator_cpu")),
         ("duration / warm-up (s)", f"{s.get('duration_s')} / {s.get('warmup_s')}"),
         ("connections", s.get("connections")),
@@ -97,7 +99,8 @@ def plot_percentiles(rec: dict, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     if not curve:
-        ax.text(0.5, 0.5, f"no latency data ({rec['status']}: {rec.get('reason') or 'no histogram'})", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"no latency data ({rec['status']}: {rec.get('reason') or 'no histogram'})", ha="center",
+                va="center", transform=ax.transAxes)
         return ax
     xs = [nines(p) for p, _ in curve]
     ax.plot(xs, [v / 1000 for _, v in curve], marker="o")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ from ..infra.config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_rel
 from . import implementations as impls, policy
 from ..catalog import SIZES
 from ..errors import ConfigError
+from .spec_load import is_int, is_number, no_unknown, parse_loads, parse_repetitions
 from .keys import REFERENCE, calibration_keys, known_modes, mode_setting_keys, workload_keys
-from ..workload.defaults import MAX_RATE
 
 _SIZE_ALIASES = {"350b": "small", "350": "small", "4kb": "large", "4k": "large", "4096": "large"}
 NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
@@ -122,8 +121,9 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     """Validate a study document (already parsed YAML) into a Study."""
     path = Path(path)
     if not isinstance(data, dict):
-        raise ConfigError(path, "(top level)", "must be a mapping", "Start the file with 'modes:', 'sizes:' and 'load:' keys (see studies/quick.yml).")
-    _no_unknown(data, _TOP_KEYS, path, "", "top-level key")
+        raise ConfigError(path, "(top level)", "must be a mapping",
+                          "Start the file with 'modes:', 'sizes:' and 'load:' keys (see studies/quick.yml).")
+    no_unknown(data, _TOP_KEYS, path, "", "top-level key")
 
     name = _name(data, path)
 
@@ -131,31 +131,23 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
     inventory = resolve_relative(path, inventory) if inventory else DEFAULT_INVENTORY
 
     seed = data.get("seed", 0)
-    if not _is_int(seed):
-        raise ConfigError(path, "seed", f"'{seed}' is not a whole number", "Write any whole number, e.g. 'seed: 2016'; it fixes the run order.")
+    if not is_int(seed):
+        raise ConfigError(path, "seed", f"'{seed}' is not a whole number",
+                          "Write any whole number, e.g. 'seed: 2016'; it fixes the run order.")
 
     modes = _modes(data, path)
     reference = data.get("reference", REFERENCE)
     sizes = _sizes(data, path)
-    load_kind, loads, rotate = _loads(data, path)
+    load_kind, loads, rotate = parse_loads(data, path)
     # Fractions are of the reference's calibrated maximum: it must be run. With absolute rates a
     # study may leave it out (no comparison then) but must not name a mode that does not exist.
     if reference not in modes and ("reference" in data or load_kind == "fraction"):
-        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}", "Add it to 'modes' or name one of them; every mode is compared with the reference (and fractions are of its maximum rate).")
-    repetitions = data.get("repetitions", 1)
-    if not _is_int(repetitions) or repetitions < 1:
-        raise ConfigError(path, "repetitions", f"'{repetitions}' is not a whole number >= 1", "Write e.g. 'repetitions: 1'.")
-    focus_range, focus_reps = _focus(data, path, loads, load_kind)
-    if rotate and focus_range:
-        raise ConfigError(path, "load.rotate", "cannot be combined with 'focus'", "Rotation runs one load per repetition; focus adds repetitions to some loads. Use one of the two.")
-    if rotate and repetitions % len(loads):
-        raise ConfigError(path, "repetitions", f"{repetitions} is not a multiple of the {len(loads)} rotated loads", f"Use a multiple of {len(loads)}, so every load gets the same number of repetition blocks.")
+        raise ConfigError(path, "reference", f"'{reference}' is not one of this study's modes {list(modes)}",
+                          "Add it to 'modes' or name one of them; every mode is compared with the reference (and "
+                          "fractions are of its maximum rate).")
+    repetitions, focus_range, focus_reps = parse_repetitions(data, path, loads, load_kind, rotate)
     analysis = _analysis(data, path)
-    twin = data.get("twin", False)
-    if not isinstance(twin, bool):
-        raise ConfigError(path, "twin", f"'{twin}' is not true or false", "Write 'twin: true' (an A/A twin of the reference in every block) or leave it out.")
-    if twin and reference not in modes:
-        raise ConfigError(path, "twin", f"the reference '{reference}' is not one of the modes", "An A/A twin repeats the reference: add it to 'modes'.")
+    twin = _twin(data, path, reference, modes)
 
     workload = _workload(data, path)
     calibration = _calibration(data, path)
@@ -165,7 +157,10 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
 
     notebooks = data.get("notebooks", "warm")
     if notebooks not in NOTEBOOK_POLICIES:
-        raise ConfigError(path, "notebooks", f"'{notebooks}' is not a notebook policy{did_you_mean(str(notebooks), NOTEBOOK_POLICIES)}", "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' (the notebook itself measures, a kernel per run) or 'none'.")
+        raise ConfigError(path, "notebooks",
+                          f"'{notebooks}' is not a notebook policy{did_you_mean(str(notebooks), NOTEBOOK_POLICIES)}",
+                          "Use 'warm' (one kernel renders every run notebook), 'fresh' (a kernel per run), 'measure' "
+                          "(the notebook itself measures, a kernel per run) or 'none'.")
 
     return Study(
         path=path, name=name, inventory=Path(inventory), seed=int(seed), modes=modes,
@@ -174,33 +169,50 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         workload=dict(workload), calibration=dict(calibration),
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
-        rotate_loads=rotate, analysis=analysis, twin=twin, implementations=impls.parse(data.get("implementations"), path, modes),
+        rotate_loads=rotate, analysis=analysis, twin=twin,
+        implementations=impls.parse(data.get("implementations"), path, modes),
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
         require=policy.parse_require(data.get("require"), path),
     )
 
 
+def _twin(data: dict, path: Path, reference, modes: tuple[str, ...]) -> bool:
+    twin = data.get("twin", False)
+    if not isinstance(twin, bool):
+        raise ConfigError(path, "twin", f"'{twin}' is not true or false",
+                          "Write 'twin: true' (an A/A twin of the reference in every block) or leave it out.")
+    if twin and reference not in modes:
+        raise ConfigError(path, "twin", f"the reference '{reference}' is not one of the modes",
+                          "An A/A twin repeats the reference: add it to 'modes'.")
+    return twin
+
+
 def _name(data: dict, path: Path) -> str:
     name = str(data.get("name") or path.stem)
     if not SAFE_NAME_RE.match(name):
-        raise ConfigError(path, "name", f"'{name}' is not a usable study name", "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory name).")
+        raise ConfigError(path, "name", f"'{name}' is not a usable study name",
+                          "Use 1-64 letters, digits, '-' and '_', starting with a letter (it becomes a directory "
+                          "name).")
     return name
 
 
 def _workload(data: dict, path: Path) -> dict:
     workload = _mapping(data, "workload", path)
-    _no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
+    no_unknown(workload, workload_keys(), path, "workload.", "workload setting")
     for key in ("duration_s", "warmup_s"):
-        if key in workload and (not _is_number(workload[key]) or workload[key] < 0):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0", f"Write e.g. '{key}: 8'.")
+        if key in workload and (not is_number(workload[key]) or workload[key] < 0):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a number of seconds >= 0",
+                              f"Write e.g. '{key}: 8'.")
     if "duration_s" in workload and workload["duration_s"] <= 0:
         raise ConfigError(path, "workload.duration_s", "must be more than 0", "Write e.g. 'duration_s: 8'.")
     for key in ("connections", "threads", "nginx_workers"):
-        if key in workload and (not _is_int(workload[key]) or workload[key] < 1):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1", f"Write e.g. '{key}: 1'.")
+        if key in workload and (not is_int(workload[key]) or workload[key] < 1):
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not a whole number >= 1",
+                              f"Write e.g. '{key}: 1'.")
     for key in ("pin", "metrics"):
         if key in workload and not isinstance(workload[key], bool):
-            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false", f"Write '{key}: true' or '{key}: false'.")
+            raise ConfigError(path, f"workload.{key}", f"'{workload[key]}' is not true or false",
+                              f"Write '{key}: true' or '{key}: false'.")
     return workload
 
 
@@ -208,7 +220,7 @@ def _calibration(data: dict, path: Path) -> dict:
     calibration = _mapping(data, "calibration", path)
     keys = calibration_keys()
     if keys:
-        _no_unknown(calibration, keys + ("modes",), path, "calibration.", "calibration setting")
+        no_unknown(calibration, keys + ("modes",), path, "calibration.", "calibration setting")
     if calibration.get("modes", "reference") not in ("reference", "all"):
         raise ConfigError(path, "calibration.modes", f"'{calibration['modes']}' is not 'reference' or 'all'",
                           "Write 'modes: all' to calibrate every mode (a sweep study), or leave it out.")
@@ -219,12 +231,15 @@ def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
     mode_settings = _mapping(data, "mode_settings", path)
     for mode, settings in mode_settings.items():
         if mode not in modes:
-            raise ConfigError(path, f"mode_settings.{mode}", f"is not one of this study's modes{did_you_mean(str(mode), modes)}", f"Use one of: {', '.join(modes)}.")
+            raise ConfigError(path, f"mode_settings.{mode}",
+                              f"is not one of this study's modes{did_you_mean(str(mode), modes)}",
+                              f"Use one of: {', '.join(modes)}.")
         if not isinstance(settings, dict):
-            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings", "Write settings as 'key: value' lines under the mode name.")
+            raise ConfigError(path, f"mode_settings.{mode}", "must be a mapping of settings",
+                              "Write settings as 'key: value' lines under the mode name.")
         keys = mode_setting_keys()
         if keys:
-            _no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
+            no_unknown(settings, keys, path, f"mode_settings.{mode}.", "mode setting")
             _check_mode_settings(settings, path, f"mode_settings.{mode}", mode)
     return mode_settings
 
@@ -232,15 +247,18 @@ def _mode_settings(data: dict, path: Path, modes: tuple[str, ...]) -> dict:
 def _modes(data: dict, path: Path) -> tuple[str, ...]:
     raw = data.get("modes")
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(path, "modes", "must be a non-empty list of network modes", f"List some of: {', '.join(known_modes())}.")
+        raise ConfigError(path, "modes", "must be a non-empty list of network modes",
+                          f"List some of: {', '.join(known_modes())}.")
     known = known_modes()
     out: list[str] = []
     for i, m in enumerate(raw):
         m = str(m)
         if m not in known:
-            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{did_you_mean(m, known)}", f"Known modes: {', '.join(known)}.")
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' is not a network mode{did_you_mean(m, known)}",
+                              f"Known modes: {', '.join(known)}.")
         if m in out:
-            raise ConfigError(path, f"modes[{i}]", f"'{m}' appears twice", "List each mode once; use 'repetitions' to run it more.")
+            raise ConfigError(path, f"modes[{i}]", f"'{m}' appears twice",
+                              "List each mode once; use 'repetitions' to run it more.")
         out.append(m)
     return tuple(out)
 
@@ -248,85 +266,46 @@ def _modes(data: dict, path: Path) -> tuple[str, ...]:
 def _sizes(data: dict, path: Path) -> tuple[str, ...]:
     raw = data.get("sizes", ["small"])
     if not isinstance(raw, list) or not raw:
-        raise ConfigError(path, "sizes", "must be a non-empty list", "Write e.g. 'sizes: [small, large]' (350 B and 4 KB responses).")
+        raise ConfigError(path, "sizes", "must be a non-empty list",
+                          "Write e.g. 'sizes: [small, large]' (350 B and 4 KB responses).")
     out: list[str] = []
     for i, s in enumerate(raw):
         s = str(s)
         canon = s if s in SIZES else _SIZE_ALIASES.get(s.lower())
         if canon is None:
-            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{did_you_mean(s, SIZES)}", "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
+            raise ConfigError(path, f"sizes[{i}]", f"'{s}' is not a response size{did_you_mean(s, SIZES)}",
+                              "Use 'small' (350 B on the wire) or 'large' (4 KB body).")
         if canon in out:
             raise ConfigError(path, f"sizes[{i}]", f"'{s}' appears twice", "List each size once.")
         out.append(canon)
     return tuple(out)
 
 
-def _loads(data: dict, path: Path) -> tuple[str, tuple[float, ...], bool]:
-    load = data.get("load")
-    if not isinstance(load, dict):
-        raise ConfigError(path, "load", "must be a mapping with 'fractions' or 'rates'", "Write 'load: {fractions: [0.3, 0.4, 0.5]}' or 'load: {rates: [50000, 100000]}'.")
-    _no_unknown(load, ("fractions", "rates", "rotate"), path, "load.", "load key")
-    rotate = load.get("rotate", False)
-    if not isinstance(rotate, bool):
-        raise ConfigError(path, "load.rotate", f"'{rotate}' is not true or false", "Write 'rotate: true' (one load per repetition, in turn) or leave it out.")
-    if ("fractions" in load) == ("rates" in load):
-        raise ConfigError(path, "load", "needs exactly one of 'fractions' and 'rates'", "Use fractions of the reference mode's calibrated maximum, or absolute requests per second, not both.")
-    kind = "fraction" if "fractions" in load else "rate"
-    key = "fractions" if kind == "fraction" else "rates"
-    raw = load[key]
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(path, f"load.{key}", "must be a non-empty list of numbers", f"Write e.g. 'load: {{{key}: [{'0.3, 0.5' if kind == 'fraction' else '50000, 100000'}]}}'.")
-    values: list[float] = []
-    for i, v in enumerate(raw):
-        if not _is_number(v) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(path, f"load.{key}[{i}]", f"'{v}' is not a positive number", "Loads are positive numbers.")
-        if kind == "rate" and v > MAX_RATE:
-            raise ConfigError(path, f"load.{key}[{i}]", f"{v:g} requests/s is more than {MAX_RATE:g}", "That is far beyond one client host; check the number.")
-        if kind == "fraction" and v > 1.5:
-            raise ConfigError(path, f"load.{key}[{i}]", f"{v} is more than 1.5 times the calibrated maximum", "Fractions are of the maximum rate: 0.4 means 40 %. Use 'rates' for requests per second.")
-        if v in values:
-            raise ConfigError(path, f"load.{key}[{i}]", f"{v} appears twice", "List each load once; use 'repetitions' or 'focus' to repeat it.")
-        values.append(float(v))
-    return kind, tuple(sorted(values)), rotate
-
 
 def _analysis(data: dict, path: Path) -> dict:
     """The analysis settings: equivalence margin (relative, default stats.MARGIN) and the
     studies to compare with (names in data/processed, or paths of their processed directories)."""
     analysis = _mapping(data, "analysis", path)
-    _no_unknown(analysis, ANALYSIS_KEYS, path, "analysis.", "analysis setting")
+    no_unknown(analysis, ANALYSIS_KEYS, path, "analysis.", "analysis setting")
     out = dict(analysis)
     if "equivalence_margin" in analysis:
         m = analysis["equivalence_margin"]
-        if not _is_number(m) or not 0 < m < 1:
-            raise ConfigError(path, "analysis.equivalence_margin", f"'{m}' is not a fraction between 0 and 1", "Write e.g. 'equivalence_margin: 0.10' (within +-10 % of the reference counts as equivalent).")
+        if not is_number(m) or not 0 < m < 1:
+            raise ConfigError(path, "analysis.equivalence_margin", f"'{m}' is not a fraction between 0 and 1",
+                              "Write e.g. 'equivalence_margin: 0.10' (within +-10 % of the reference counts as "
+                              "equivalent).")
         out["equivalence_margin"] = float(m)
     if "compare_with" in analysis:
         cw = analysis["compare_with"]
         cw = [cw] if isinstance(cw, str) else cw
         if not isinstance(cw, list) or not all(isinstance(x, str) and x for x in cw):
-            raise ConfigError(path, "analysis.compare_with", f"'{analysis['compare_with']}' is not a study name or a list of them", "Write e.g. 'compare_with: lab-a' or 'compare_with: [lab-a, /other/clone/data/processed/lab]'.")
+            raise ConfigError(path, "analysis.compare_with",
+                              f"'{analysis['compare_with']}' is not a study name or a list of them",
+                              "Write e.g. 'compare_with: lab-a' or 'compare_with: [lab-a, "
+                              "/other/clone/data/processed/lab]'.")
         out["compare_with"] = list(cw)
     return out
 
-
-def _focus(data: dict, path: Path, loads, kind) -> tuple[tuple[float, float] | None, int]:
-    focus = data.get("focus")
-    if focus is None:
-        return None, 0
-    if not isinstance(focus, dict):
-        raise ConfigError(path, "focus", "must be a mapping with 'range' and 'repetitions'", "Write 'focus: {range: [0.3, 0.5], repetitions: 3}'.")
-    _no_unknown(focus, ("range", "repetitions"), path, "focus.", "focus key")
-    rng = focus.get("range")
-    if not (isinstance(rng, list) and len(rng) == 2 and all(_is_number(x) for x in rng) and rng[0] <= rng[1]):
-        raise ConfigError(path, "focus.range", f"'{rng}' is not [low, high]", "Write two loads in the study's unit, low first, e.g. 'range: [0.3, 0.5]'.")
-    reps = focus.get("repetitions")
-    if not _is_int(reps) or reps < 1:
-        raise ConfigError(path, "focus.repetitions", f"'{reps}' is not a whole number >= 1", "Write e.g. 'repetitions: 3'.")
-    if not any(rng[0] <= x <= rng[1] for x in loads):
-        unit = "fractions" if kind == "fraction" else "rates"
-        raise ConfigError(path, "focus.range", f"no load in {rng} (the {unit} are {list(loads)})", "Put the range around some of the loads, in the same unit.")
-    return (float(rng[0]), float(rng[1])), int(reps)
 
 
 def _check_mode_settings(settings: dict, path: Path, where: str, mode: str) -> None:
@@ -357,7 +336,8 @@ def _check_workload(workload: dict, kind: str, loads, modes, sizes, path: Path) 
             key = "load.rates" if exc.key == "rate" else f"workload.{_FIELD.get(exc.key, exc.key)}"
             raise ConfigError(path, key, exc.problem, exc.fix) from None
         except TypeError as exc:
-            raise ConfigError(path, "workload", f"cannot make a run of it ({exc})", "Check the workload keys and their values.") from None
+            raise ConfigError(path, "workload", f"cannot make a run of it ({exc})",
+                              "Check the workload keys and their values.") from None
 
 
 _FIELD = {"duration": "duration_s", "warmup": "warmup_s", "timeout": "timeout_s"}
@@ -382,17 +362,3 @@ def _mapping(data: dict, key: str, path: Path) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(path, key, "must be a mapping", f"Write '{key}:' followed by indented 'name: value' lines.")
     return value
-
-
-def _no_unknown(data: dict, known, path: Path, prefix: str, what: str) -> None:
-    for k in data:
-        if k not in known:
-            raise ConfigError(path, f"{prefix}{k}", f"is not a known {what}{did_you_mean(str(k), known)}", f"Known: {', '.join(known)}.")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -91,7 +91,8 @@ def run_study(study: Study | Path | str, inventory_path: Path | str | None = Non
     held = nullcontext() if leased else session_lease(inventory, f"run-study {study.name}")
     try:
         with held:
-            return asyncio.run(StudyRun(study, inv, inventory=inventory, stop_on_failure=stop_on_failure, progress=progress, **kw).run())
+            return asyncio.run(StudyRun(study, inv, inventory=inventory, stop_on_failure=stop_on_failure,
+                                        progress=progress, **kw).run())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
 
@@ -230,10 +231,12 @@ class StudyRun:
         if self.manifest is None:
             self.manifest = new_manifest(study, self.inventory, [r.run_id for r in runs], calibration)
         elif self.manifest.get("study_sha256") != study.digest:
-            self.out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest follow the new file")
+            self.out(f"note: {study.path} changed since this study began; runs already recorded are kept, the rest "
+                     "follow the new file")
             self.manifest["order"] = [r.run_id for r in runs]
         self.manifest["calibration"] = calibration
-        self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(), await gather_host_facts(fleet))
+        self.manifest_session = new_session(study, self.inventory, git_state(), driver_facts(),
+                                            await gather_host_facts(fleet))
         self.manifest_session["quiet"] = [first_quiet]
         add_session(self.manifest, self.manifest_session)
         write_manifest(self.mpath, self.manifest)
@@ -249,7 +252,8 @@ class StudyRun:
         counters.planned, counters.already_done = len(runs), len(runs) - len(todo)
         self.bar = Progress(len(runs), counters.already_done, enabled=self.progress, label=study.name)
         if counters.already_done:
-            self.bar.line(f"{study.name}: {counters.already_done} of {len(runs)} runs already recorded, {len(todo)} to go")
+            self.bar.line(f"{study.name}: {counters.already_done} of {len(runs)} runs already recorded, {len(todo)} to "
+                          "go")
         return todo
 
     async def _render_notebooks(self, runs: list) -> None:
@@ -258,7 +262,8 @@ class StudyRun:
         t = time.monotonic()
         self.bar.status("run notebooks")
         first, self.book = self.book, None  # render_notebooks closes it
-        await render_notebooks(self.policy, [r.run_id for r in runs], self.raw_dir, self.runs_dir, self.bar, first=first)
+        await render_notebooks(self.policy, [r.run_id for r in runs], self.raw_dir, self.runs_dir, self.bar,
+                               first=first)
         self.counters.notebooks_s += time.monotonic() - t
 
     async def _run_block(self, block) -> None:
@@ -267,10 +272,13 @@ class StudyRun:
         from ..workload.quiet import wait_quiet
 
         settings = mode_settings(self.study, block.mode)
-        entry = {"repetition": block.repetition, "mode": block.mode, **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None, "down_s": None, "error": None}
+        entry = {"repetition": block.repetition, "mode": block.mode,
+                 **({"arm": block.arm} if block.arm != block.mode else {}), "runs": len(block.runs), "up_s": None,
+                 "down_s": None, "error": None}
         self.manifest_session["mode_blocks"].append(entry)
         self.bar.status(f"quiet-machine check before {block.mode}")
-        entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line, where=f"{block.mode} (rep {block.repetition})")
+        entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
+                                          where=f"{block.mode} (rep {block.repetition})")
         endpoint = await self._mode_up(block, settings, entry)
         if endpoint is None:
             return
@@ -304,7 +312,8 @@ class StudyRun:
                 now = now_iso()
                 self._store(failed_record(run, entry["error"], spec_fields(self.study, run), now, now, self.ref), 0.0)
             if self.stop_on_failure:
-                raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked (--stop-on-failure)")
+                raise StudyStopped(f"mode {block.mode} could not be set up ({entry['error']}); stopped as asked "
+                                   "(--stop-on-failure)")
             return None
         entry["up_s"] = round(time.monotonic() - t, 3)
         self.counters.modes_s += time.monotonic() - t
@@ -332,7 +341,8 @@ class StudyRun:
                 counters.runs_s += took
                 self._store(rec, took, written=True)
                 if self.stop_on_failure and rec["status"] == "failed":
-                    raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked (--stop-on-failure)")
+                    raise StudyStopped(f"run {rec['run_id']} failed ({rec['reason']}); stopped as asked "
+                                       "(--stop-on-failure)")
         finally:
             t = time.monotonic()
             self.bar.status(f"{block.mode} down")

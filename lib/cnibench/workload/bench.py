@@ -106,12 +106,15 @@ def _check_types_and_bounds(spec: BenchSpec) -> None:
             raise _bad(key, f"{getattr(spec, key)!r} is not true or false", f"Write true or false for {key}.")
     for key in ("client_cpus", "server_cpus"):
         cpus = getattr(spec, key)
-        if not isinstance(cpus, tuple) or not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 4096 for c in cpus):
+        if not isinstance(cpus, tuple) or not cpus or not all(isinstance(c, int) and not isinstance(c, bool)
+                                                              and 0 <= c < 4096 for c in cpus):
             raise _bad(key, f"{cpus!r} is not a list of CPU numbers", f"Write e.g. {key}: [0].")
     if not spec.closed_loop and spec.rate > d.MAX_RATE:
-        raise _bad("rate", f"{spec.rate:g} req/s is more than {d.MAX_RATE:g} req/s", "That is far beyond one client host; check the number (e.g. --rate 50000).")
-    bounds = (("duration_s", d.MAX_DURATION_S, "s"), ("warmup_s", d.MAX_WARMUP_S, "s"), ("timeout_s", d.MAX_TIMEOUT_S, "s"),
-              ("connections", d.MAX_CONNECTIONS, ""), ("threads", d.MAX_THREADS, ""), ("nginx_workers", d.MAX_NGINX_WORKERS, ""),
+        raise _bad("rate", f"{spec.rate:g} req/s is more than {d.MAX_RATE:g} req/s",
+                   "That is far beyond one client host; check the number (e.g. --rate 50000).")
+    bounds = (("duration_s", d.MAX_DURATION_S, "s"), ("warmup_s", d.MAX_WARMUP_S, "s"),
+              ("timeout_s", d.MAX_TIMEOUT_S, "s"), ("connections", d.MAX_CONNECTIONS, ""),
+              ("threads", d.MAX_THREADS, ""), ("nginx_workers", d.MAX_NGINX_WORKERS, ""),
               ("pipeline", d.MAX_PIPELINE, ""))
     for key, top, unit in bounds:
         v = spec.n_connections if key == "connections" else getattr(spec, key)
@@ -126,52 +129,75 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
     rates come from calibration): the checks that depend on the rate wait for it."""
     _check_types_and_bounds(spec)
     if spec.size not in nginx_mod.SIZES:
-        raise _bad("size", f"'{spec.size}' is not a response size", "Use --size small (350 B on the wire) or --size large (4096 B body).")
+        raise _bad("size", f"'{spec.size}' is not a response size",
+                   "Use --size small (350 B on the wire) or --size large (4096 B body).")
     if spec.generator not in GENERATORS:
         raise _bad("generator", f"'{spec.generator}' is not a known generator", f"Use one of: {', '.join(GENERATORS)}.")
     if not spec.closed_loop and not spec.rate > 0:
-        raise _bad("rate", f"must be > 0 requests/s (got {spec.rate:g})", "Give a positive constant rate, e.g. --rate 5000.")
+        raise _bad("rate", f"must be > 0 requests/s (got {spec.rate:g})",
+                   "Give a positive constant rate, e.g. --rate 5000.")
     if not spec.duration_s > 0:
-        raise _bad("duration", f"must be > 0 s (got {spec.duration_s:g})", "Give the measurement window in seconds, e.g. --duration 10.")
+        raise _bad("duration", f"must be > 0 s (got {spec.duration_s:g})",
+                   "Give the measurement window in seconds, e.g. --duration 10.")
     if spec.warmup_s < 0:
         raise _bad("warmup", f"must be >= 0 s (got {spec.warmup_s:g})", "Use 0 for no warm-up.")
     if spec.duration_s < spec.warmup_s:
-        raise _bad("duration", f"{spec.duration_s:g} s is shorter than the warm-up ({spec.warmup_s:g} s)", "Measure at least as long as you warm up: raise --duration or lower --warmup.")
+        raise _bad("duration", f"{spec.duration_s:g} s is shorter than the warm-up ({spec.warmup_s:g} s)",
+                   "Measure at least as long as you warm up: raise --duration or lower --warmup.")
     if spec.connections is not None and spec.connections < 1:
         raise _bad("connections", f"must be >= 1 (got {spec.n_connections})", "Use at least one connection.")
     if not 1 <= spec.threads <= spec.n_connections:
-        raise _bad("threads", f"must be between 1 and the number of connections (got {spec.threads})", "Each generator thread needs at least one connection.")
+        raise _bad("threads", f"must be between 1 and the number of connections (got {spec.threads})",
+                   "Each generator thread needs at least one connection.")
     if spec.nginx_workers < 1:
         raise _bad("nginx_workers", f"must be >= 1 (got {spec.nginx_workers})", "Use at least one nginx worker.")
     if not 0 <= spec.server_delay_s <= 10:
-        raise _bad("server_delay", f"must be between 0 and 10 s (got {spec.server_delay_s:g})", "Use 0 (no delay) for measurements.")
+        raise _bad("server_delay", f"must be between 0 and 10 s (got {spec.server_delay_s:g})",
+                   "Use 0 (no delay) for measurements.")
     if spec.timeout_s <= 0:
         raise _bad("timeout", f"must be > 0 s (got {spec.timeout_s:g})", "Give the response timeout in seconds.")
     if spec.hiccup not in HICCUP_PLACEMENTS:
-        raise _bad("hiccup", f"'{spec.hiccup}' is not a hiccup meter placement", f"Use one of: {', '.join(HICCUP_PLACEMENTS)}.")
+        raise _bad("hiccup", f"'{spec.hiccup}' is not a hiccup meter placement",
+                   f"Use one of: {', '.join(HICCUP_PLACEMENTS)}.")
     if spec.pipeline is not None and spec.pipeline < 0:
-        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})", "Leave it out (the generator's default) or give N >= 1.")
+        raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})",
+                   "Leave it out (the generator's default) or give N >= 1.")
     if spec.openloop_log_every < 0:
-        raise _bad("openloop_log_every", f"must be >= 0 (got {spec.openloop_log_every})", "Give N >= 1 for every N-th request, or 0 for no log.")
+        raise _bad("openloop_log_every", f"must be >= 0 (got {spec.openloop_log_every})",
+                   "Give N >= 1 for every N-th request, or 0 for no log.")
     if spec.arrival not in ("uniform", "poisson"):
-        raise _bad("arrival", f"'{spec.arrival}' is not an arrival process", "Use uniform (constant rate, the study's) or poisson.")
+        raise _bad("arrival", f"'{spec.arrival}' is not an arrival process",
+                   "Use uniform (constant rate, the study's) or poisson.")
     if spec.closed_loop and getattr(get_generator(spec.generator), "busy_polls", False):
-        raise _bad("generator", f"'{spec.generator}' is open-loop only", "Closed-loop (saturation) runs use --generator h2load.")
+        raise _bad("generator", f"'{spec.generator}' is open-loop only",
+                   "Closed-loop (saturation) runs use --generator h2load.")
     if rate_known and not spec.closed_loop and spec.rate / spec.n_connections * spec.duration_s < 1:
-        raise _bad("rate", f"{spec.rate:g} req/s over {spec.n_connections} connections sends less than one request per connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
-    if limits is None:
-        return
+        raise _bad("rate", f"{spec.rate:g} req/s over {spec.n_connections} connections sends less than one request per "
+                   f"connection in {spec.duration_s:g} s", "Raise the rate or the duration, or use fewer connections.")
+    if limits is not None:
+        _check_limits(spec, limits)
+
+
+def _check_limits(spec: BenchSpec, limits: HostLimits) -> None:
+    """The checks against the hosts' probed limits (validate_spec's second half)."""
     if limits.generators is not None and not limits.generators.get(spec.generator, False):
         have = [g for g, ok in limits.generators.items() if ok]
-        raise _bad("generator", f"'{spec.generator}' is not installed on the client host", f"Install it there, or use one that is: {', '.join(have) or 'none found'}.")
+        raise _bad("generator", f"'{spec.generator}' is not installed on the client host",
+                   f"Install it there, or use one that is: {', '.join(have) or 'none found'}.")
     if limits.curl is False:
-        raise _bad("client", "curl is not installed on the client host (the health check needs it)", "apt-get install -y curl on the client host.")
+        raise _bad("client", "curl is not installed on the client host (the health check needs it)",
+                   "apt-get install -y curl on the client host.")
     if limits.nofile_client is not None and spec.n_connections + FD_MARGIN > limits.nofile_client:
-        raise _bad("connections", f"{spec.n_connections} connections exceed the client host's open-file limit ({limits.nofile_client})", f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit (LimitNOFILE of sshd / ulimit -n).")
+        raise _bad("connections", f"{spec.n_connections} connections exceed the client host's open-file limit "
+                   f"({limits.nofile_client})",
+                   f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit "
+                   "(LimitNOFILE of sshd / ulimit -n).")
     if spec.pin:
-        for cpus, n, who in ((spec.client_cpus, limits.cpus_client, "client"), (spec.server_cpus, limits.cpus_server, "server")):
+        for cpus, n, who in ((spec.client_cpus, limits.cpus_client, "client"),
+                             (spec.server_cpus, limits.cpus_server, "server")):
             if n is not None and any(c >= n for c in cpus):
-                raise _bad(f"{who}_cpus", f"CPU {max(cpus)} does not exist on the {who} host ({n} CPUs)", "Pin to existing CPUs or run with pin off (--no-pin).")
+                raise _bad(f"{who}_cpus", f"CPU {max(cpus)} does not exist on the {who} host ({n} CPUs)",
+                           "Pin to existing CPUs or run with pin off (--no-pin).")
 
 
 async def probe_limits(fleet) -> HostLimits:
@@ -183,7 +209,8 @@ async def probe_limits(fleet) -> HostLimits:
 
     (nf_c, cpu_c), (nf_s, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
     gens = await available(fleet.client)
-    curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False, timeout=FACTS_TIMEOUT)).exit_status == 0
+    curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False,
+                                   timeout=FACTS_TIMEOUT)).exit_status == 0
     return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl)
 
 

@@ -77,7 +77,8 @@ def outcomes(probes: list[tuple[float, bool]], vote_band: float = VOTE_BAND) -> 
 
 
 def next_rate(probes: list[tuple[float, bool]], start: float = 2000, factor: float = 2.0, max_rate: float = 400_000,
-              min_rate: float = 100, tolerance: float = 0.02, max_probes: int = 40, vote_band: float = VOTE_BAND) -> float | None:
+              min_rate: float = 100, tolerance: float = 0.02, max_probes: int = 40,
+              vote_band: float = VOTE_BAND) -> float | None:
     """The next rate to try, or None when the search is over (pure). A rate whose vote is open
     is probed again; otherwise ramp (x factor) until a confirmed failure, then bisect between
     the highest confirmed pass and the lowest confirmed failure above it until they are within
@@ -120,7 +121,8 @@ def probe_latency_us(rec: dict, percentile: float) -> float | None:
 
 
 def probe_ok(rec: dict, bound_ms: float, percentile: float = DEFAULT_PERCENTILE) -> bool:
-    return rec["status"] == "ok" and bool(sustained((rec.get("latency") or {}).get("percentiles"), bound_ms, percentile))
+    return rec["status"] == "ok" and bool(
+        sustained((rec.get("latency") or {}).get("percentiles"), bound_ms, percentile))
 
 
 def probe_spec(spec_template: BenchSpec, run_s: float, warmup_s: float) -> BenchSpec:
@@ -149,7 +151,8 @@ MAX_DISTURBED = 4  # a rate probed this often disturbed in a row stops the calib
 def check_settings(run_s: float, tolerance: float) -> None:
     """One clear error for a calibration that could not repeat (pure)."""
     if run_s < MIN_RUN_S:
-        raise ConfigError("calibration", "run_s", f"{run_s:g} s probes are too short to repeat (a single stall decides them)",
+        raise ConfigError("calibration", "run_s",
+                          f"{run_s:g} s probes are too short to repeat (a single stall decides them)",
                           f"Use run_s >= {MIN_RUN_S:g}.")
     if not 0 < tolerance <= MAX_TOLERANCE:
         raise ConfigError("calibration", "tolerance", f"{tolerance:g} is not in (0, {MAX_TOLERANCE:g}]",
@@ -202,15 +205,17 @@ async def _probe(session, base: BenchSpec, rate: float, crit: tuple[float, float
     for attempt in range(MAX_DISTURBED):
         if attempt:
             await sleep(DISTURBED_PAUSE_S * 2 ** (attempt - 1))
-        rec, steal = await run(session, replace(base, rate=rate), f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
+        rec, steal = await run(session, replace(base, rate=rate),
+                               f"calibration/{base.mode}/{base.size}/{int(rate)}/rep1")
         ok = probe_ok(rec, *crit)
         hyg = rec.get("hygiene") or {}
         why = probe_disturbed(rec, ok, steal, max_steal)
-        entry = {"rate": rate, "ok": ok, "status": rec["status"], "reason": rec["reason"], "achieved": rec["achieved_rate"],
-                 "latency_us": probe_latency_us(rec, crit[1]), "percentile": crit[1],
-                 "p99_us": ((rec["latency"] or {}).get("percentiles") or {}).get("99"), "generator_cpu": rec["generator_cpu"],
-                 "steal": steal, "hiccup_total_us": (hyg.get("figures") or {}).get("hiccup_total_us"),
-                 "disturbed": why is not None, "disturbed_by": why, "flags": hyg.get("flags") or []}
+        entry = {"rate": rate, "ok": ok, "status": rec["status"], "reason": rec["reason"],
+                 "achieved": rec["achieved_rate"], "latency_us": probe_latency_us(rec, crit[1]), "percentile": crit[1],
+                 "p99_us": ((rec["latency"] or {}).get("percentiles") or {}).get("99"),
+                 "generator_cpu": rec["generator_cpu"], "steal": steal,
+                 "hiccup_total_us": (hyg.get("figures") or {}).get("hiccup_total_us"), "disturbed": why is not None,
+                 "disturbed_by": why, "flags": hyg.get("flags") or []}
         log.append(entry)
         if progress:
             progress(entry)
@@ -251,13 +256,15 @@ class CalibrationFailed(CnibenchError):
     """No probed rate was valid: there is no maximum rate to express a study's load against."""
 
 
-def no_valid_rate_message(base: BenchSpec, log: list[dict], bound_ms: float, percentile: float = DEFAULT_PERCENTILE) -> str:
+def no_valid_rate_message(base: BenchSpec, log: list[dict], bound_ms: float,
+                          percentile: float = DEFAULT_PERCENTILE) -> str:
     """Why a calibration found nothing: the probes' own reasons (pure)."""
     tried = "; ".join(
         f"{e['rate']:g} req/s: {e['reason'] or e['status']}"
         + ("" if e.get("latency_us") is None else f", p{percentile:g} {e['latency_us'] / 1000:.2f} ms")
         for e in log[:4]) or "no probe ran"
-    return (f"calibration of {base.mode}/{base.size} found no valid rate with p{percentile:g} <= {bound_ms:g} ms ({tried}). "
+    return (f"calibration of {base.mode}/{base.size} found no valid rate with p{percentile:g} <= {bound_ms:g} ms "
+            f"({tried}). "
             "Check the mode (invoke mode.verify) and the hosts; or lower calibration start_rate, or raise bound_ms.")
 
 
@@ -270,7 +277,9 @@ async def _search(session, base, probes, log, crit, start_rate, max_rate, tolera
     best = max_sustainable(probes)
     if best is None:  # fail here, clearly, not later as "no calibrated maximum rate"
         raise CalibrationFailed(no_valid_rate_message(base, log, *crit))
-    sat = await session.run(replace(base, closed_loop=True, pipeline=1, generator="h2load", connections=base.n_connections), run_id=f"calibration/{base.mode}/{base.size}/saturation/rep1")
+    sat = await session.run(replace(base, closed_loop=True, pipeline=1, generator="h2load",
+                                    connections=base.n_connections),
+                            run_id=f"calibration/{base.mode}/{base.size}/saturation/rep1")
     result = {
         "mode": base.mode, "size": base.size,
         "max_rate": best,

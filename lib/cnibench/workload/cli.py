@@ -42,11 +42,13 @@ async def bench(spec: BenchSpec, inventory=None, study: str = "adhoc") -> tuple[
     async with Fleet(inv) as fleet:
         async with mode_endpoint(fleet, spec.mode) as ep:
             rep = next_repetition(study, spec.mode, spec.size, spec.rate)
-            rec = await run_bench(fleet, ep, spec, run_id=run_id(study, spec.mode, spec.size, spec.rate, rep), study=study, repetition=rep)
+            rec = await run_bench(fleet, ep, spec, run_id=run_id(study, spec.mode, spec.size, spec.rate, rep),
+                                  study=study, repetition=rep)
     return rec, str(write_record(RAW, rec))  # failed and invalid runs are kept too
 
 
-async def calibrate_cli(spec: BenchSpec, bound_ms: float, percentile: float, inventory=None, progress=None) -> tuple[dict, str]:
+async def calibrate_cli(spec: BenchSpec, bound_ms: float, percentile: float, inventory=None,
+                        progress=None) -> tuple[dict, str]:
     validate_spec(spec)
     inv = config.load_inventory(inventory)
     async with Fleet(inv) as fleet:

@@ -54,5 +54,6 @@ def with_defaults(fields: dict) -> dict:
     out.setdefault("warmup_s", WARMUP_S)
     if out.get("connections") is None:
         rate = out.get("rate")
-        out["connections"] = default_connections(float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else None)
+        out["connections"] = default_connections(float(rate) if isinstance(rate, (int, float))
+                                                 and not isinstance(rate, bool) else None)
     return out

@@ -41,7 +41,8 @@ class GuardLimits:
     # The generator delivered what was asked.
     min_achieved_fraction: float = 0.99  # achieved rate / target rate
     max_error_fraction: float = 0.001  # (errors + timeouts) / requests
-    max_generator_cpu: float | None = 0.90  # per generator thread (1.0 = one full core each); not for busy-polling generators
+    # per generator thread (1.0 = one full core each); not for busy-polling generators
+    max_generator_cpu: float | None = 0.90
     # Send lag of open-loop generators that record it (latency.send_lag). Normal: p99 30-40 us.
     max_send_lag_p99_us: float | None = 200.0  # 1 % of sends this late: the client was disturbed (noise)
     flag_send_lag_p999_us: float | None = 1000.0
@@ -106,7 +107,8 @@ def achieved(target_rate: float | None, achieved_rate: float, limits: GuardLimit
     c = _check("achieved", round(frac, 4), "fraction")
     if frac < limits.min_achieved_fraction:
         c.update(verdict="invalid", invalid_at=limits.min_achieved_fraction,
-                 reason=f"achieved {100 * frac:.1f}% of the target rate ({achieved_rate:.0f} of {target_rate:.0f} req/s)")
+                 reason=f"achieved {100 * frac:.1f}% of the target rate ({achieved_rate:.0f} of {target_rate:.0f} "
+                 "req/s)")
     return c
 
 
@@ -240,7 +242,8 @@ def verdict_of(checks: list[dict]) -> tuple[str, str, list[str]]:
     slow = [c["reason"] for c in checks if c["verdict"] == "invalid" and c["guard"] == "sustained"]
     flags = sorted({c["guard"] for c in checks if c["verdict"] == "flag"})
     if slow:
-        return "invalid", "; ".join([f"not sustained: {slow[0]}"] + ([f"invalid: {'; '.join(bad)}"] if bad else [])), flags
+        return "invalid", "; ".join([f"not sustained: {slow[0]}"]
+                                    + ([f"invalid: {'; '.join(bad)}"] if bad else [])), flags
     return ("invalid", "invalid: " + "; ".join(bad), flags) if bad else ("ok", "", flags)
 
 
@@ -252,7 +255,8 @@ def disturbed(checks: list[dict]) -> bool:
 # The older interface, kept for callers of the generator guards alone.
 
 def check(target_rate: float | None, achieved_rate: float, requests: int, errors_: int, timeouts: int,
-          generator_cpu_: float | None, threads: int = 1, limits: GuardLimits = GuardLimits(), generator: str = "") -> list[str]:
+          generator_cpu_: float | None, threads: int = 1, limits: GuardLimits = GuardLimits(),
+          generator: str = "") -> list[str]:
     """Reasons the run is invalid by the generator guards alone (empty: valid)."""
     checks = [achieved(target_rate, achieved_rate, limits), errors(requests, errors_, timeouts, limits),
               generator_cpu(generator_cpu_, threads, generator, limits)]

@@ -86,7 +86,8 @@ def machine_figures(samples: list[dict], pinned: list[int], known_s: dict[str, f
         return None
 
     def delta(*fields):
-        return sum(_ticks(b["stat"]["cpus"][n], *fields) - _ticks(a["stat"]["cpus"][n], *fields) for n in names) / USER_HZ
+        return sum(_ticks(b["stat"]["cpus"][n], *fields) - _ticks(a["stat"]["cpus"][n], *fields)
+                   for n in names) / USER_HZ
 
     busy, irq, softirq, steal = delta("user", "nice", "system"), delta("irq"), delta("softirq"), delta("steal")
     capacity = span * len(names)
@@ -151,8 +152,10 @@ def figures(parsed: dict[str, dict], pinned: dict[str, list[int]], extra_known: 
         cores = sorted({c for h in hosts for c in pinned.get(h) or []})
         fig = machine_figures(parsed[longest]["samples"], cores, known)
         if fig is not None:
-            per_machine.append({"hosts": sorted(hosts), "boot_id": None if boot.startswith("host:") else boot[:8], **fig})
-    out = {k: (max(m[k] for m in per_machine) if per_machine else None) for k in ("foreign_cpu", "steal", "irq", "softirq")}
+            per_machine.append({"hosts": sorted(hosts), "boot_id": None if boot.startswith("host:") else boot[:8],
+                                **fig})
+    out = {k: (max(m[k] for m in per_machine) if per_machine else None)
+           for k in ("foreign_cpu", "steal", "irq", "softirq")}
     out.update(network_figures(parsed))
     summaries = [m for ms in meters.values() for m in ms]
     out["hiccup_max_us"] = max((m["max_us"] for m in summaries), default=None)
@@ -176,7 +179,8 @@ class RunHygiene:
     def pinned(self) -> dict[str, list[int]]:
         if not self.spec.pin:
             return {}
-        return {self.fleet.client.name: list(self.spec.client_cpus), self.fleet.server.name: list(self.spec.server_cpus)}
+        return {self.fleet.client.name: list(self.spec.client_cpus),
+                self.fleet.server.name: list(self.spec.server_cpus)}
 
     async def start(self, nginx) -> None:
         """Meters first (their pids go to the samplers), then the samplers in the namespaces."""

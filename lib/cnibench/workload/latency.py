@@ -57,7 +57,8 @@ def max_line_ratio(actual: np.ndarray, scheduled: np.ndarray) -> float:
     return float(power.max() / (n * a.mean()))
 
 
-def send_counts(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+def send_counts(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int,
+                end_ns: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-ms counts over [start_ns, end_ns) of the sends and of the schedule."""
     sent = np.asarray(sent_ns)[np.asarray(sent_ns) >= 0]
     return per_ms_counts(sent, start_ns, end_ns), per_ms_counts(intended_ns, start_ns, end_ns)
@@ -71,7 +72,8 @@ def pacing(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns: int, end_ns: 
 
 def pacing_of_counts(actual: np.ndarray, scheduled: np.ndarray) -> dict:
     """pacing()'s figures from the per-ms counts of the sends and of the schedule."""
-    return {"dispersion_per_ms": round(dispersion(actual), 4), "max_line_ratio": round(max_line_ratio(actual, scheduled), 3)}
+    return {"dispersion_per_ms": round(dispersion(actual), 4),
+            "max_line_ratio": round(max_line_ratio(actual, scheduled), 3)}
 
 
 def pacing_outside_counts(actual: np.ndarray, scheduled: np.ndarray, mask: np.ndarray) -> dict:
@@ -81,7 +83,8 @@ def pacing_outside_counts(actual: np.ndarray, scheduled: np.ndarray, mask: np.nd
     a, s = np.asarray(actual, dtype=np.float64), np.asarray(scheduled, dtype=np.float64)
     keep = ~m
     return {"dispersion_per_ms": round(dispersion(a[keep]), 4) if keep.any() else None,
-            "max_line_ratio": round(max_line_ratio(np.where(m, s, a), s), 3), "excluded_ms": int(m.sum()), "of_ms": int(len(m))}
+            "max_line_ratio": round(max_line_ratio(np.where(m, s, a), s), 3), "excluded_ms": int(m.sum()),
+            "of_ms": int(len(m))}
 
 
 CATCH_UP_MS = 2  # bins after a stall that hold its catch-up burst
@@ -93,7 +96,8 @@ def stall_mask(stalls_ns: list, start_ns: int, nbins: int) -> np.ndarray:
     backlog the generator sent at once when it got its CPU back."""
     mask = np.zeros(max(0, nbins), dtype=bool)
     for begin, end in stalls_ns or []:
-        lo, hi = max(0, (int(begin) - start_ns) // 1_000_000), min(nbins, (int(end) - start_ns) // 1_000_000 + CATCH_UP_MS + 1)
+        lo, hi = (max(0, (int(begin) - start_ns) // 1_000_000),
+                  min(nbins, (int(end) - start_ns) // 1_000_000 + CATCH_UP_MS + 1))
         if hi > lo:
             mask[lo:hi] = True
     return mask
@@ -183,7 +187,8 @@ def steal_mask(intended_ns, episodes: list[tuple[int, int, int]], lead_ns: int =
     return out
 
 
-def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int, seconds: int) -> list[dict]:
+def timeline(end_us: np.ndarray, latency_us: np.ndarray, failed: np.ndarray, window_start_us: int,
+             seconds: int) -> list[dict]:
     """Per second of the window, by completion time: responses/s, p50, p99 (µs), errors."""
     out = []
     if seconds <= 0:

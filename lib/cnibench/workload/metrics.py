@@ -98,7 +98,8 @@ def sampler_argv(period_s: float = PERIOD_S, watch: dict[str, list[int]] | None 
     """The sampler's command (run it inside the namespace to sample: Host.start(netns=...)).
     `watch`: {role: [pid, ...]} of processes whose CPU it reports besides its own and sshd's."""
     roles = [f"{role}:{pid}" for role, pids in (watch or {}).items() for pid in pids]
-    return ["bash", "-c", SAMPLER_SH, f"{PREFIX}-sampler", f"{period_s:g}", str(int(count)), "1" if in_container else "0", *roles]
+    return ["bash", "-c", SAMPLER_SH, f"{PREFIX}-sampler", f"{period_s:g}", str(int(count)),
+            "1" if in_container else "0", *roles]
 
 
 def split_samples(text: str) -> list[dict[str, str]]:
@@ -142,7 +143,8 @@ def parse_netdev(text: str, interface: str) -> dict | None:
         if name.strip() != interface:
             continue
         v = [int(x) for x in rest.split()]
-        return {"rx_bytes": v[0], "rx_packets": v[1], "rx_dropped": v[3], "tx_bytes": v[8], "tx_packets": v[9], "tx_dropped": v[11]}
+        return {"rx_bytes": v[0], "rx_packets": v[1], "rx_dropped": v[3], "tx_bytes": v[8], "tx_packets": v[9],
+                "tx_dropped": v[11]}
     return None
 
 
@@ -217,7 +219,8 @@ def intervals_of(parsed: list[dict]) -> list[dict]:
         row = {
             "t": round(b["uptime"] - parsed[0]["uptime"], 3),
             "dt": round(dt, 3),
-            "cpu": {c: _cpu_percent(a["stat"]["cpus"][c], b["stat"]["cpus"][c]) for c in b["stat"]["cpus"] if c in a["stat"]["cpus"]},
+            "cpu": {c: _cpu_percent(a["stat"]["cpus"][c], b["stat"]["cpus"][c]) for c in b["stat"]["cpus"]
+                    if c in a["stat"]["cpus"]},
             "ctxt_per_s": round((b["stat"]["ctxt"] - a["stat"]["ctxt"]) / dt, 1),
             "intr_per_s": round((b["stat"]["intr"] - a["stat"]["intr"]) / dt, 1),
             "net": None,

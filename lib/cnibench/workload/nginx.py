@@ -131,7 +131,8 @@ http {{
 """
 
 
-ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"  # Debian: libnginx-mod-http-echo (nginx-light pulls it in)
+# Debian: libnginx-mod-http-echo (nginx-light pulls it in)
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
 
 
 def _static_locations() -> str:
@@ -145,7 +146,8 @@ def _delayed_locations(delay_s: float, www: str) -> str:
     out = ""
     for size in SIZES:
         out += (f"        location = /{size} {{ echo_sleep {delay_s:.3f}; echo_exec /{PREFIX}-static/{size}; }}\n"
-                f"        location = /{PREFIX}-static/{size} {{ internal; alias {www}/{size};{pad if size == 'small' else ''} }}\n")
+                f"        location = /{PREFIX}-static/{size} {{ internal; alias "
+                f"{www}/{size};{pad if size == 'small' else ''} }}\n")
     return out
 
 
@@ -194,14 +196,16 @@ rm -rf -- "$d"
 class NginxServer:
     """A running nginx (daemonized), tied to the session by its watchdog."""
 
-    def __init__(self, host, netns: str | None, spec: NginxSpec, master_pid: int, worker_pids: list[int], watchdog=None):
+    def __init__(self, host, netns: str | None, spec: NginxSpec, master_pid: int, worker_pids: list[int],
+                 watchdog=None):
         self.host, self.netns, self.spec = host, netns, spec
         self.master_pid, self.worker_pids = master_pid, worker_pids
         self.watchdog = watchdog  # hosts.Background, or None
 
     async def alive(self) -> bool:
         """Master and every worker still running."""
-        r = await self.host.run(["sh", "-c", ALL_RUNNING_SH, f"{PREFIX}", *map(str, [self.master_pid, *self.worker_pids])], check=False, timeout=10)
+        r = await self.host.run(["sh", "-c", ALL_RUNNING_SH, f"{PREFIX}",
+                                 *map(str, [self.master_pid, *self.worker_pids])], check=False, timeout=10)
         return r.exit_status == 0
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -273,7 +277,8 @@ async def worker_pids(host, master: int, expected: int, wait_s: float = 5.0) -> 
 
 def health_argv(url: str) -> list[str]:
     """curl prints status, header bytes and body bytes of one GET."""
-    return ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", "-w", "%{http_code} %{size_header} %{size_download}", url]
+    return ["curl", "-sS", "-o", "/dev/null", "--max-time", "5", "-w", "%{http_code} %{size_header} %{size_download}",
+            url]
 
 
 def check_health_output(text: str, size: str) -> str | None:
@@ -298,9 +303,13 @@ async def health_check(client, netns: str | None, url: str, size: str, attempts:
     for _ in range(attempts):
         r = await client.run(health_argv(url), check=False, timeout=15, netns=netns)
         if r.exit_status == 127:
-            raise HostError(client.name, "curl is not installed on the client host (apt-get install -y curl): the health check needs it")
-        problem = check_health_output(r.stdout, size) if r.exit_status == 0 else (r.stderr.strip() or f"curl exit {r.exit_status}")
+            raise HostError(client.name,
+                            "curl is not installed on the client host (apt-get install -y curl): the health check "
+                            "needs it")
+        problem = check_health_output(r.stdout, size) if r.exit_status == 0 else (r.stderr.strip()
+                                                                                  or f"curl exit {r.exit_status}")
         if problem is None:
             return
         await asyncio.sleep(0.2)
-    raise HostError(client.name, f"nginx health check of {url} failed: {problem}. Check the network mode (invoke mode.verify) and nginx's error log.")
+    raise HostError(client.name, f"nginx health check of {url} failed: {problem}. Check the network mode (invoke "
+                    "mode.verify) and nginx's error log.")

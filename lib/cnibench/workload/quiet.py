@@ -66,7 +66,8 @@ async def wait_quiet(fleet, quiet: dict, out=print, where: str = "") -> dict:
             entry = {"at": where, "quiet": not busy, "other_cpu": used, "waited_s": round(waited, 1), "looks": looks,
                      "max_cpu": quiet["max_cpu"]}
             if busy:
-                out(f"warning: the machine is still not quiet after {waited:.0f} s ({_fmt(busy)}); measuring anyway, recorded in the manifest")
+                out(f"warning: the machine is still not quiet after {waited:.0f} s ({_fmt(busy)}); measuring anyway, "
+                    "recorded in the manifest")
             return entry
         if looks == 1:
             out(f"waiting for a quiet machine before {where or 'measuring'}: other processes use {_fmt(busy)} "

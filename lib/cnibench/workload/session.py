@@ -28,7 +28,8 @@ from ..errors import CnibenchError, HostError
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
-from .bench import FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits, validate_spec
+from .bench import (FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits,
+                    validate_spec)
 from .generators import LoadSpec, get_generator, parse_accounting
 from .hygiene import RunHygiene, judge_run
 
@@ -199,7 +200,8 @@ class BenchSession:
         await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
         if during is not None:
-            run.hook = asyncio.ensure_future(during(RunContext(self.fleet, self.endpoint, spec, run.load, nginx, run.bg)))
+            run.hook = asyncio.ensure_future(
+                during(RunContext(self.fleet, self.endpoint, spec, run.load, nginx, run.bg)))
         res = await self._wait_generator(spec, run)
         # The load is over: the samplers' last sample closes the window now, not a period later.
         rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), run.notes) or {}
@@ -255,10 +257,12 @@ class BenchSession:
         if run.hyg.running:
             rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), notes) or rec["metrics"] or {}
         notes.extend(run.hyg.meters.notes)
-        if run.nginx_gone or (rec["status"] == "failed" and self.nginx is not None and not await _alive_or_false(self.nginx)):
+        if run.nginx_gone or (rec["status"] == "failed" and self.nginx is not None
+                              and not await _alive_or_false(self.nginx)):
             notes.extend(await self.close())  # what is left of a dead nginx goes; the next run starts one
         await _bounded("remove generator files",
-                       self.fleet.client.run(["rm", "-rf", "--", run.gen_dir], check=False, timeout=GEN_DIR_TIMEOUT), notes)
+                       self.fleet.client.run(["rm", "-rf", "--", run.gen_dir], check=False, timeout=GEN_DIR_TIMEOUT),
+                       notes)
         rec["ended_at"] = now_iso("milliseconds")
 
 
@@ -308,9 +312,11 @@ def _fill(rec: dict, spec: BenchSpec, result) -> None:
         rec["latency"] = {
             "unit": "us",
             "histogram": encode_histogram(result.histogram),
-            "histogram_uncorrected": encode_histogram(result.histogram_uncorrected) if result.histogram_uncorrected is not None else None,
+            "histogram_uncorrected": (encode_histogram(result.histogram_uncorrected)
+                                      if result.histogram_uncorrected is not None else None),
             "percentiles": table,
-            "percentiles_uncorrected": percentile_table(result.histogram_uncorrected) if result.histogram_uncorrected is not None else None,
+            "percentiles_uncorrected": (percentile_table(result.histogram_uncorrected)
+                                        if result.histogram_uncorrected is not None else None),
             "correction": result.correction,
             "source": result.source,
         }
@@ -333,8 +339,10 @@ def summary(rec: dict) -> str:
     lines = [
         f"{rec['run_id']}: {rec['status']}" + (f" ({rec['reason']})" if rec["reason"] else ""),
         f"  target {rec['target_rate']:.0f} req/s, achieved {rec['achieved_rate']:.0f} req/s, "
-        f"requests {rec['counts']['requests']}, errors {rec['counts']['errors']}, timeouts {rec['counts']['timeouts']}, "
+        f"requests {rec['counts']['requests']}, errors {rec['counts']['errors']}, timeouts "
+        f"{rec['counts']['timeouts']}, "
         f"generator CPU {cpu}",
-        f"  latency ms: p50 {ms('50')}  p90 {ms('90')}  p99 {ms('99')}  p99.9 {ms('99.9')}  p99.99 {ms('99.99')}  max {ms('100')}",
+        f"  latency ms: p50 {ms('50')}  p90 {ms('90')}  p99 {ms('99')}  p99.9 {ms('99.9')}  p99.99 {ms('99.99')}  max "
+        f"{ms('100')}",
     ]
     return "\n".join(lines)

@@ -75,7 +75,8 @@ class LoadResult:
     send_lag: dict | None = None  # openloop: sent - intended, percentiles in µs
     pacing: dict | None = None  # openloop: per-ms dispersion of the sends, periodogram line
     generator_info: dict = field(default_factory=dict)
-    outside_steal: dict | None = None  # openloop >= 5: the latency histogram outside the steal mask (latency.steal_mask)
+    # openloop >= 5: the latency histogram outside the steal mask (latency.steal_mask)
+    outside_steal: dict | None = None
 
 
 class Generator(Protocol):
@@ -84,7 +85,8 @@ class Generator(Protocol):
 
     def command(self, spec: LoadSpec) -> list[str]: ...
 
-    def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult: ...
+    def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int,
+              files: dict[str, bytes]) -> LoadResult: ...
 
     def files(self, spec: LoadSpec) -> dict[str, str]: ...
 

@@ -62,7 +62,8 @@ class H2load:
             return broken_run("h2load", exit_status, stdout, stderr)
         if summary["succeeded"] == 0 and summary["started"] > 0:
             tail = " ".join((stderr or "").strip().splitlines()[-2:])
-            return LoadResult(ok=False, reason=f"h2load: no request succeeded ({summary['failed']} failed, {summary['errored']} errored) {tail}".strip())
+            return LoadResult(ok=False, reason=f"h2load: no request succeeded ({summary['failed']} failed, "
+                              f"{summary['errored']} errored) {tail}".strip())
         rows = parse_log(files.get("log", b""))
         return result_from_log(spec, rows, summary)
 
@@ -74,7 +75,8 @@ def parse_summary(stdout: str) -> dict | None:
     keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
     out = dict(zip(keys, (int(x) for x in m.groups())))
     s = _STATUS.search(stdout)
-    out.update(dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(x) for x in s.groups()))) if s else {"2xx": out["succeeded"], "3xx": 0, "4xx": 0, "5xx": 0})
+    out.update(dict(zip(("2xx", "3xx", "4xx", "5xx"), (int(x) for x in s.groups()))) if s
+               else {"2xx": out["succeeded"], "3xx": 0, "4xx": 0, "5xx": 0})
     return out
 
 
@@ -114,7 +116,8 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         histogram=lat.histogram_of(dur[good]),
         histogram_uncorrected=lat.histogram_of(dur[good]),
         timeline=lat.timeline(start + dur, dur, failed, t0, int(round(window))),
-        correction={"method": "none: h2load's own latency, from the actual send (not open loop)", "pipeline": spec.pipeline},
+        correction={"method": "none: h2load's own latency, from the actual send (not open loop)",
+                    "pipeline": spec.pipeline},
         source="h2load per-request log; latency from the actual send (closed loop per connection, 10 ms rate ticks)",
     )
 

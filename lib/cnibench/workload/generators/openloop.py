@@ -73,8 +73,9 @@ class Openloop:
             raise ValueError(f"{PREFIX}-openloop is open-loop only: give a rate (closed-loop runs use h2load)")
         argv = [binary_path("openloop"), "--host", spec.address, "--port", str(spec.port), "--path", spec.path,
                 "--rate", f"{spec.rate:.6f}", "--connections", str(spec.connections), "--threads", str(spec.threads),
-                "--duration", f"{spec.duration_s:g}", "--warmup", f"{spec.warmup_s:g}", "--pipeline", str(spec.pipeline),
-                "--timeout", f"{spec.timeout_s:g}", "--arrival", spec.arrival, "--seed", str(spec.seed)]
+                "--duration", f"{spec.duration_s:g}", "--warmup", f"{spec.warmup_s:g}", "--pipeline",
+                str(spec.pipeline), "--timeout", f"{spec.timeout_s:g}", "--arrival", spec.arrival, "--seed",
+                str(spec.seed)]
         if spec.cpus:
             argv += ["--cpus", ",".join(map(str, spec.cpus))]
         if spec.log_path and not (spec.hist_path and not spec.log_every):
@@ -93,7 +94,8 @@ class Openloop:
             return parse_with_histograms(spec, summary, files)
         rows = parse_log(files.get("log", b""))
         if len(rows) != summary["window_requests"]:
-            return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says {summary['window_requests']}")
+            return LoadResult(ok=False, reason=f"{PREFIX}-openloop logged {len(rows)} requests, its summary says "
+                              f"{summary['window_requests']}")
         return result_from_log(spec, rows, summary)
 
 
@@ -155,14 +157,17 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
         histogram=lat.histogram_of(lat_us),
         histogram_uncorrected=lat.histogram_of(svc_us),
         # Per second of the window by completion time, as for every generator.
-        timeline=lat.timeline(done // 1000, all_lat_us, ~answered_ok, window_start // 1000, int(round(spec.duration_s))),
+        timeline=lat.timeline(done // 1000, all_lat_us, ~answered_ok, window_start // 1000,
+                              int(round(spec.duration_s))),
         correction={"method": "none: latency from each request's intended send time"},
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
         outside_steal=outside_steal(intended, answered_ok, lat_us, summary),
-        generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb")},
+        generator_info={**{k: summary.get(k)
+                           for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
+                                     "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
+                                     "peak_rss_kb")},
                         **stall_summary(summary)},
     )
 
@@ -170,7 +175,8 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict) -> LoadResu
 def parse_with_histograms(spec: LoadSpec, summary: dict, files: dict[str, bytes]) -> LoadResult:
     """The record from the generator's histogram file, with its sampled log when there is one."""
     if not summary.get("histograms"):
-        return LoadResult(ok=False, reason=f"{PREFIX}-openloop {summary.get('version')} wrote no histograms (version >= 6 does)")
+        return LoadResult(ok=False, reason=f"{PREFIX}-openloop {summary.get('version')} wrote no histograms (version "
+                          ">= 6 does)")
     try:
         hists = oh.parse_histograms(files.get("histograms", b""))
     except ValueError as e:
@@ -197,10 +203,12 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
     if "stalls" in summary:
         mask = lat.stall_mask([(s[1], s[2]) for s in machine_stalls(summary["stalls"])], start, nbins)
         pacing["outside_stalls"] = {**lat.pacing_outside_counts(actual, scheduled, mask), "send_lag_p99_us": None,
-                                    "send_lag_p999_us": None, "own_stalls": sum(stall_cause(s) == "own" for s in summary["stalls"])}
+                                    "send_lag_p999_us": None,
+                                    "own_stalls": sum(stall_cause(s) == "own" for s in summary["stalls"])}
         if rows is not None and len(rows):
             from_log = pacing_figures(rows["intended"], rows["sent"], start, end, summary)["outside_stalls"]
-            pacing["outside_stalls"].update({k: from_log[k] for k in ("send_lag_p99_us", "send_lag_p999_us", "late_outside")
+            pacing["outside_stalls"].update(
+                {k: from_log[k] for k in ("send_lag_p99_us", "send_lag_p999_us", "late_outside")
                                              if k in from_log}, sampled_log_every=int(summary.get("log_every", 1)))
     return LoadResult(
         ok=True, requests=window, ok_count=ok_count,
@@ -213,9 +221,10 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
         source=f"{PREFIX}-openloop histograms (3 significant digits); latency from the intended send time (open loop)",
         send_lag=send_lag_from_histogram(*h["lag"]), pacing=pacing,
         outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary),
-        generator_info={**{k: summary.get(k) for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
-                                                        "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped", "peak_rss_kb",
-                                                        "log_every")},
+        generator_info={**{k: summary.get(k)
+                           for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
+                                     "sent", "not_sent", "window_requests", "offcpu_s", "stalls_dropped",
+                                     "peak_rss_kb", "log_every")},
                         "record_from": "histograms", **stall_summary(summary)},
     )
 
@@ -227,7 +236,8 @@ def send_lag_from_histogram(idx: np.ndarray, counts: np.ndarray) -> dict:
     if n == 0:
         return {"unit": "us", "percentiles": None, "over_1ms": 0, "n": 0}
     pcts = {p: round(oh.percentile(idx, counts, oh.H3, float(p)) / 1e3, 3) for p in PERCENTILES}
-    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[oh.index_value(idx, oh.H3) > 1_000_000].sum()), "n": n}
+    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[oh.index_value(idx, oh.H3) > 1_000_000].sum()),
+            "n": n}
 
 
 def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start: int, summary: dict) -> dict | None:
@@ -238,8 +248,8 @@ def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start:
     episodes = lat.steal_episodes(summary.get("stalls"), summary["intervals"], summary.get("short_ns", 20000))
     mask = oh.slot_mask(episodes, start, len(scheduled), lat.MASK_LEAD_NS, lat.MASK_TAIL_MIN_NS)
     left_out = int(scheduled[mask].sum())
-    return {"histogram": oh.to_hdrh(*oh.masked_counts(h["slots"], mask), half=oh.H1), "left_out": left_out, "of": window,
-            "left_out_share": round(left_out / window, 6) if window else 0.0, "episodes": len(episodes),
+    return {"histogram": oh.to_hdrh(*oh.masked_counts(h["slots"], mask), half=oh.H1), "left_out": left_out,
+            "of": window, "left_out_share": round(left_out / window, 6) if window else 0.0, "episodes": len(episodes),
             "cores": ["client"], "lead_ms": lat.MASK_LEAD_NS / 1e6, "tail_min_ms": lat.MASK_TAIL_MIN_NS / 1e6,
             "resolution": "1 significant digit, 1 ms slots of intended time"}
 
@@ -289,8 +299,9 @@ def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int,
         own = [s for s in summary["stalls"] if stall_cause(s) == "own"]
         out["outside_stalls"]["own_stalls"] = len(own)
         if "intervals" in summary:
-            out["outside_stalls"]["late_outside"] = lat.late_sends_by_cause(intended, sent, start, mask, summary["intervals"],
-                                                                            LATE_US, summary.get("short_ns", 20000))
+            out["outside_stalls"]["late_outside"] = lat.late_sends_by_cause(intended, sent, start, mask,
+                                                                            summary["intervals"], LATE_US,
+                                                                            summary.get("short_ns", 20000))
     return out
 
 

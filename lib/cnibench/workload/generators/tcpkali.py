@@ -56,10 +56,12 @@ class Tcpkali:
         return argv
 
     def parse(self, spec: LoadSpec, stdout: str, stderr: str, exit_status: int, files: dict[str, bytes]) -> LoadResult:
-        return parse_output(stdout, stderr, exit_status, spec.request_bytes or request_length(spec.path), spec.response_bytes, spec.rate)
+        return parse_output(stdout, stderr, exit_status, spec.request_bytes or request_length(spec.path),
+                            spec.response_bytes, spec.rate)
 
 
-def parse_output(stdout: str, stderr: str, exit_status: int, request_bytes: int, response_bytes: int, rate: float | None = None) -> LoadResult:
+def parse_output(stdout: str, stderr: str, exit_status: int, request_bytes: int, response_bytes: int,
+                 rate: float | None = None) -> LoadResult:
     """A LoadResult from tcpkali's printed output (pure; tested on real output)."""
     if exit_status != 0:
         tail = " ".join((stderr or "").strip().splitlines()[-1:])

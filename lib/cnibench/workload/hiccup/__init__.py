@@ -110,7 +110,8 @@ class Meters:
                 raise res
             summary = None if isinstance(res, BaseException) else parse(res.stdout)
             if summary is None:
-                self.notes.append(f"hiccup meter on {name} gave no summary ({res if isinstance(res, BaseException) else res.exit_status})")
+                self.notes.append(f"hiccup meter on {name} gave no summary "
+                                  f"({res if isinstance(res, BaseException) else res.exit_status})")
                 continue
             out.setdefault(name, []).append({"cpu": cpu, **summary})
         return out
