@@ -133,9 +133,10 @@ def conflist_json(net: dict) -> str:
     return json.dumps(net, indent=2, sort_keys=True)
 
 
-# Where CNI state could land on a host: ours under the run directory, the plugins' defaults
-# (host-local's /var/lib/cni, tuning's /run/cni): part of the state `down` must restore.
-CNI_FILES = ("cni_files", ["sh", "-c", f"ls -d /var/lib/cni /run/cni {cni.data_dir('')} 2>/dev/null; true"])
+# Where CNI state could land on a host: ours under the run directory, host-local's default
+# /var/lib/cni (never ours): part of the state `down` must restore. (tuning's /run/cni is left
+# out: no cni implementation uses tuning, and the executor's own tests make it concurrently.)
+CNI_FILES = ("cni_files", ["sh", "-c", f"ls -d {cni.FORBIDDEN_DIR} {cni.data_dir('')} 2>/dev/null; true"])
 
 
 class CniImplementation:
