@@ -21,7 +21,7 @@ from cnibench.modes import MODES, get_mode, mode_down, mode_status, mode_up, mod
 from cnibench.modes import cnidiff
 from cnibench.modes.addressing import pod_netns
 from cnibench.modes.engine.facts import gather_facts
-from cnibench.modes.engine.hoststate import capture, capture_host, diff
+from cnibench.modes.engine.hoststate import capture, capture_host, diff, settle
 from cnibench.modes.engine.state import read_driver
 
 from test_modes import ROOT, invoke, ipvlan_missing_reason, snapshot, state_diff
@@ -48,6 +48,7 @@ async def up_state(fleet) -> dict:
         async def run(argv, h=h, ns=ns):
             return (await h.run(argv, netns=ns)).stdout
 
+        await settle(run)  # IPv6 DAD over: no tentative address, every local route there
         out[f"{h.name}/pod"] = await capture(run)
     return out
 
@@ -119,7 +120,9 @@ def test_cni_up_verify_check_down_and_the_differences_list(with_fleet, name):
     assert state_diff(before, after_cni) == {}, "the cni implementation did not leave the hosts as found"
     assert state_diff(before, after) == {}
     assert checked == [], checked  # CHECK is disabled in the conflist where the plugin's fails (portmap)
-    report = [cnidiff.compare(version, name, where.split("/")[1], diff(cnidiff.normalise(project_up[where]), cnidiff.normalise(cni_up[where])))
+    renamed = cnidiff.renames(version, name)
+    report = [cnidiff.compare(version, name, where.split("/")[1],
+                              diff(cnidiff.normalise(project_up[where], renamed), cnidiff.normalise(cni_up[where])))
               for where in sorted(cni_up)]
     text = "\n".join(f"{r['side']}: {part}: {line}" for r in report for part, line in r["unexplained"])
     if all(r["known"] for r in report):

@@ -49,7 +49,7 @@ def entries(version: str | None, mode: str, data: Mapping | None = None) -> dict
 
 
 _VOLATILE = (
-    (re.compile(r"\b[0-9a-f]{2}(:[0-9a-f]{2}){5}\b"), "<mac>"),  # random MACs (either implementation)
+    (re.compile(r"\b[0-9a-f]{1,2}(:[0-9a-f]{1,2}){5}\b"), "<mac>"),  # random MACs (bridge ids drop leading 0s)
     (re.compile(r"\bfe80::[0-9a-f:]+"), "<fe80>"),  # link-local addresses derived from them
     (re.compile(r"^\d+: "), "<n>: "),  # ifindexes
     (re.compile(r"@if\d+\b"), "@if<n>"),
@@ -58,14 +58,16 @@ _VOLATILE = (
 )
 
 
-def normalise(state: Mapping[str, str]) -> dict[str, str]:
+def normalise(state: Mapping[str, str], renames: Mapping[str, str] | None = None) -> dict[str, str]:
     """A captured state with what differs between any two runs of one implementation left out
-    (MACs, ifindexes, link-local addresses, the random veth names), lines sorted (pure)."""
+    (MACs, ifindexes, link-local addresses, the random veth names), each listed rename (regex ->
+    text: e.g. the project's veth name -> the plugin's) applied, lines sorted (pure)."""
+    subs = [*((re.compile(k), v) for k, v in (renames or {}).items()), *_VOLATILE]
     out = {}
     for part, text in state.items():
         lines = []
         for line in text.splitlines():
-            for rx, sub in _VOLATILE:
+            for rx, sub in subs:
                 line = rx.sub(sub, line)
             lines.append(line)
         out[part] = "\n".join(sorted(lines))
@@ -96,6 +98,11 @@ def compare(version: str | None, mode: str, side: str, diffs: Mapping[str, str],
     listed = list((entry or {}).get(side, []))
     return {"version": version, "mode": mode, "side": side, "known": entry is not None,
             "unexplained": unexplained(diffs, listed)}
+
+
+def renames(version: str | None, mode: str, data: Mapping | None = None) -> dict[str, str]:
+    """The listed renames of a mode (the project's names -> the plugins'), {} when not listed."""
+    return dict((entries(version, mode, data) or {}).get("renames") or {})
 
 
 def predicted_sign(version: str | None, mode: str, data: Mapping | None = None) -> str | None:
