@@ -35,6 +35,7 @@ from ..engine.pieces import require_l2
 GATEWAY = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
 
+
 class CalicoRouted(NetworkMode):
     name = "calico-routed"
     link_kinds = (VETH,)
@@ -77,6 +78,7 @@ class CalicoRouted(NetworkMode):
         veth = f"{PREFIX}c{facts.server.name}"
         checks.append(Check("server host routes the pod's /32 straight to its veth (no bridge)", f"dev {veth}" in r, r))
         return checks
+
 
 class CalicoRoutedCni(CniImplementation, CalicoRouted):
     """The same routed veth by the reference `ptp` plugin with `static` IPAM. Unlike Calico, ptp

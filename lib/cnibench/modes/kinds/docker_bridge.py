@@ -67,6 +67,7 @@ def check_published_port(settings: DockerBridgeSettings, hosts: HostFacts) -> No
         raise SettingError("published_port", f"{settings.published_port} is the SSH port of {s.name}; publishing it "
                            "would send new SSH logins to the server container", "Use another port, e.g. 30080.")
 
+
 class DockerBridge(NetworkMode):
     name = "docker-bridge"
     settings_type = DockerBridgeSettings
@@ -120,6 +121,7 @@ class DockerBridge(NetworkMode):
         after = await dnat_packets(fleet.server)
         return [Check("the published port's DNAT rule counter rises", after > before, f"{before} -> {after} packets")]
 
+
 async def dnat_packets(host) -> int:
     out = (await host.run(["nft", "-j", "list", "chain", "ip", TABLE, "prerouting"])).stdout
     return parse_dnat_packets(out)
@@ -132,6 +134,7 @@ def parse_dnat_packets(nft_json: str) -> int:
         if rule and any("dnat" in e for e in rule.get("expr", [])):
             return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
     raise ValueError("no DNAT rule with a counter in the chain")
+
 
 class DockerBridgeCni(CniImplementation, DockerBridge):
     """The same network by the reference plugins, podman's chain: `bridge` (cnibdocker0, gateway
@@ -177,6 +180,7 @@ class DockerBridgeCni(CniImplementation, DockerBridge):
         after = await iptables_dnat_packets(fleet.server)
         return [Check("the published port's DNAT rule counter rises (iptables-nft, portmap's CNI-DN-* chain)",
                       after > before, f"{before} -> {after} packets")]
+
 
 async def iptables_dnat_packets(host) -> int:
     return parse_iptables_dnat(

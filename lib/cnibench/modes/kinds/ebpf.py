@@ -74,6 +74,7 @@ from .bpf.datapath import (  # noqa: F401  (re-exported: names and encodings)
     veth_name,
 )
 
+
 class EbpfRedirect(NetworkMode):
     name = "ebpf-redirect"
     link_kinds = (VETH,)

@@ -77,6 +77,7 @@ class AwsVpcSettings(ModeSettings):
         if self.aws is not None and not isinstance(self.aws, AwsSettings):
             raise SettingError("aws", "is not an AWS section", "Put the AWS settings in the inventory ('aws:').")
 
+
 class _Flannel(NetworkMode):
     link_kinds = (BRIDGE_KIND, VETH)
     owned_links = (BRIDGE, rf"{PREFIX}v{HOST_RE}")
@@ -112,6 +113,7 @@ class _Flannel(NetworkMode):
 
     def endpoint(self, hosts: HostFacts, settings: ModeSettings) -> Endpoint:
         return pod_to_pod_endpoint(self.name, hosts, settings)
+
 
 class FlannelVxlan(_Flannel):
     name = "flannel-vxlan"
@@ -154,6 +156,7 @@ class FlannelVxlan(_Flannel):
             Check(f"route to the server pod uses {VXLAN}", f"dev {VXLAN}" in route, route),
         ]
 
+
 class FlannelHostGw(_Flannel):
     name = "flannel-host-gw"
 
@@ -165,6 +168,7 @@ class FlannelHostGw(_Flannel):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe):
         return await direct_route_checks(fleet, endpoint, settings, facts, probe)
+
 
 class FlannelAwsVpc(_Flannel):
     name = "flannel-aws-vpc"
@@ -246,6 +250,7 @@ class FlannelAwsVpc(_Flannel):
                                 f"via {facts.router.address} dev {c.data_interface}" in route, route))
         return checks
 
+
 class _CniPodSide(CniImplementation):
     """The pod side by the reference plugins, the backend still the project's (as flanneld
     builds it): `bridge` (cnibcni0, isGateway, kube-flannel's `hairpinMode: true`, the backend's
@@ -267,11 +272,14 @@ class _CniPodSide(CniImplementation):
         subnets = pod_subnets(hosts, settings)
         return {h.name: self.conflist(h, subnets[h.name], mtu_for(h, settings, self.overhead)) for h in hosts}
 
+
 class FlannelVxlanCni(_CniPodSide, FlannelVxlan):
     pass
 
+
 class FlannelHostGwCni(_CniPodSide, FlannelHostGw):
     pass
+
 
 class FlannelAwsVpcCni(_CniPodSide, FlannelAwsVpc):
     creates = (*_CniPodSide.creates, *FlannelAwsVpc.creates)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..base import Check, Endpoint, HostFacts, ModeSettings, NetworkMode, Step
 
+
 class HostMode(NetworkMode):
     name = "host"
 

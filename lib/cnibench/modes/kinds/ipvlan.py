@@ -46,6 +46,7 @@ class IpvlanSettings(ModeSettings):
             raise SettingError("ipvlan_mode", f"{self.ipvlan_mode!r} is not l2 or l3",
                                "Write 'ipvlan_mode: l2' or 'ipvlan_mode: l3'.")
 
+
 class Ipvlan(NetworkMode):
     name = "ipvlan"
     settings_type = IpvlanSettings
@@ -83,6 +84,7 @@ class Ipvlan(NetworkMode):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "ipvlan", settings.ipvlan_mode)
+
 
 class IpvlanCni(CniImplementation, Ipvlan):
     """The same mode plumbed by the reference plugins: `ipvlan` (master = the data interface, the

@@ -22,6 +22,7 @@ from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2
 
+
 class Macvlan(NetworkMode):
     name = "macvlan"
     link_kinds = (LinkKind("macvlan", ("mode", "bridge"), on_parent=True),)
@@ -47,6 +48,7 @@ class Macvlan(NetworkMode):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "macvlan", "bridge")
+
 
 class MacvlanCni(CniImplementation, Macvlan):
     """The same mode plumbed by the reference plugins: `macvlan` (mode bridge, master = the data
