@@ -377,14 +377,14 @@ def _need_raw(name: str):
 @cli_errors
 def analyze(c, study="lab"):
     """Tidy dataset and statistics (data/processed/<study>/); prints the headline."""
-    from cnibench.analysis import dataset, report, stats
+    from cnibench.analysis import dataset, lead, report
 
     name = _study_name(study)
     _need_raw(name)
     ds = dataset.build_and_save(name, config.RAW, config.PROCESSED / name)
-    an = report.analyse(ds)
-    stats.save(an, config.PROCESSED / name)
-    print(report.to_markdown(report.headline_table(an)))
+    an, cond, cpu = report.analyse_and_save(ds, config.PROCESSED / name)
+    print(report.to_markdown(lead.with_conditional_and_cpu(report.headline_table(an), cond, cpu)))
+    print(lead.headline_sentence(ds, an, cond=cond, cpu=cpu))
     print(f"{int((~ds.runs['valid']).sum())} invalid or failed runs excluded; tables in {config.PROCESSED / name}")
 
 
@@ -416,17 +416,18 @@ def report(c, study="lab"):
                                 "give it twice"})
 @cli_errors
 def compare(c, study=None):
-    """Two studies' headlines side by side: per mode, size and percentile, do the 95 % intervals agree?"""
+    """Two studies side by side: per mode and size, do the 95 % intervals agree at p50, raw p99, p99
+    outside hypervisor steal and CPU softirq per request on each pinned core?"""
     from cnibench.analysis import report
-    from cnibench.analysis.compare import agreement_summary, compare_headlines
+    from cnibench.analysis.compare import compare_measures, measure_summary
 
     if len(study or []) != 2:
         raise Exit("error: compare: give exactly two studies, e.g. invoke compare --study lab --study "
                    "/other/clone/data/processed/lab", code=2)
-    (na, a), (nb, b) = (report.headline_of(s) for s in study)
-    table = compare_headlines(a, b, (na, nb))
+    (na, a), (nb, b) = (report.measures_of(s) for s in study)
+    table = compare_measures(a, b, (na, nb))
     print(report.to_markdown(table))
-    print(agreement_summary(table))
+    print("\n".join(measure_summary(table)))
 
 
 @task(help={**_STUDY_HELP, "port": "port on 127.0.0.1 (default 8888)"})

@@ -97,7 +97,7 @@ def test_block_values_average_the_band_loads_and_pairs_skip_incomplete_blocks():
                 rows.append(("small", mode, rate, rep, f"{mode}{rep}{rate}", lf, "ok", "", True, "", base * (1 + rep / 10) * lf * 10))
     rows.append(("small", "m", 500.0, 4, "m4", 0.5, "ok", "", True, "", 1.0))  # host has no block 4: unpaired
     att = stats.attempts(_runs(rows))
-    b = stats._Band.of(att, "p99")
+    b = stats.Band.of(att, "p99")
     d = b.diffs("m", "host")
     assert list(d.index) == [1, 2, 3] and d.to_numpy() == pytest.approx([np.log(1.5)] * 3)
     # a block value is the mean over the band's loads of the log quantile

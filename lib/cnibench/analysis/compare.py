@@ -94,6 +94,65 @@ def agreement_summary(cmp: pd.DataFrame, percentiles=(50.0, 99.0)) -> str:
     return text + (f"; {missing} cells without an interval in one of the studies" if missing else "")
 
 
+MEASURES = ("p50", "p99", "p99 outside steal", "CPU softirq/request client core", "CPU softirq/request server core")
+MEASURE_COLS = ["measure", "size", "mode", "blocks", "overhead_pct", "overhead_lo", "overhead_hi", "log_ratio", "se",
+                "verdict", "estimator"]
+
+
+def measures(processed: Path) -> pd.DataFrame:
+    """One study's figures that `invoke compare` agrees cells on (issue 25), the modes only: p50 and
+    raw p99 (stats_headline.csv), p99 outside hypervisor steal (stats_conditional.csv; a withheld
+    cell has no interval) and CPU softirq per request per pinned core (stats_cpu.csv). A figure a
+    study did not record has no rows."""
+    base = Path(processed)
+    h = pd.read_csv(base / "stats_headline.csv")
+    est = estimator_of(h)
+    parts = [h[h["percentile"] == p].assign(measure=f"p{p:g}") for p in (50.0, 99.0)]
+    read = lambda name: pd.read_csv(base / name) if (base / name).exists() else pd.DataFrame()  # noqa: E731
+    cond, cpu = read("stats_conditional.csv"), read("stats_cpu.csv")
+    if len(cond):
+        parts.append(cond.assign(measure=MEASURES[2]))
+    for core in ("client", "server"):
+        if len(cpu):
+            g = cpu[(cpu["kind"] == "softirq") & (cpu["core"] == core)]
+            parts.append(g.assign(measure=MEASURES[3 + (core == "server")]))
+    out = pd.concat([x for x in parts if len(x)], ignore_index=True) if any(len(x) for x in parts) else \
+        pd.DataFrame(columns=MEASURE_COLS)
+    out = out[~out["mode"].astype(str).str.endswith("·A/A")]
+    return out.assign(estimator=est).reindex(columns=MEASURE_COLS).reset_index(drop=True)
+
+
+def compare_measures(a: pd.DataFrame, b: pd.DataFrame, names=("A", "B")) -> pd.DataFrame:
+    """compare_headlines per measure of two `measures` tables (column `measure` instead of the percentile)."""
+    rows = []
+    for m in MEASURES:
+        x, y = (t[t["measure"] == m].assign(percentile=0.0) for t in (a, b))
+        if len(x) and len(y):
+            rows.append(compare_headlines(x, y, names).drop(columns="percentile").assign(measure=m))
+    cols = ["measure"] + [c for c in AGREE_COLS if c != "percentile"]
+    return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
+
+
+def measure_summary(cmp: pd.DataFrame) -> list[str]:
+    """Per measure: in how many cells the two studies' intervals agree, and which differ."""
+    lines = []
+    for m in MEASURES:
+        g = cmp[cmp["measure"] == m] if len(cmp) else cmp
+        if g.empty:
+            lines.append(f"{m}: not in both studies")
+            continue
+        known = g[g["agree"].notna()]
+        bad = known[~known["agree"].astype(bool)]
+        text = f"{m}: intervals agree in {len(known) - len(bad)} of {len(known)} cells"
+        if len(bad):
+            text += "; differ: " + ", ".join(f"{r['mode']} {r['size']}" for _, r in bad.iterrows())
+        if len(g) > len(known):
+            text += (f"; {len(g) - len(known)} cells without an interval in one of them (withheld, too few pairs, "
+                     "wider than ±1,000 %)")
+        lines.append(text)
+    return lines
+
+
 DESIGN_KEYS = ("reference", "sizes", "band_loads", "generator", "duration_s", "estimator")
 OLD_ESTIMATOR = "block-t"  # what a design or headline without an estimator was analysed with
 

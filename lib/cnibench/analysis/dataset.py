@@ -2,9 +2,12 @@
 
 Output (data/processed/<study>/):
   runs.parquet        one row per run: parameters, status/validity, percentiles (us), achieved
-                      rate, CPU time per request by kind and host role
+                      rate, CPU time per request by kind and host role (cpu_scope: the pinned
+                      cores' window figures since issue 25, else the whole machine's), the
+                      left-out shares and withheld reasons of the outside-steal histograms
   histograms.parquet  long table (run_id, lo, hi, count) of each run's non-empty HdrHistogram
                       buckets: bucket i holds latencies in [lo, hi) microseconds
+  histograms_<v>.parquet  the same for latency.<v>, v in recordparts.VARIANTS, where recorded
   meta.json           manifest, calibration, unreadable files: what the report needs beyond runs
 
 Downstream code (stats, plots, report) reads this and never the raw JSON; hdrh is only needed here.
@@ -22,6 +25,7 @@ import pandas as pd
 
 from ..infra import config
 from .. import results
+from . import recordparts
 from ..catalog import SIZES  # noqa: F401  (re-exported: plots, report, stats)
 from ..study.keys import MODES, REFERENCE  # noqa: F401  (re-exported: plots, report, stats)
 
@@ -45,6 +49,8 @@ class Dataset:
     manifest: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)  # {mode: {size: {"max_rate":..}}}
     unreadable: list[str] = field(default_factory=list)  # raw files that are torn/incomplete
+    # recordparts.VARIANTS -> run_id -> (lo, hi, counts): the histograms outside hypervisor steal
+    variants: dict[str, dict] = field(default_factory=dict)
 
     @property
     def valid(self) -> pd.DataFrame:
@@ -118,6 +124,8 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
     if not isinstance(metrics, dict) or not achieved_rate or achieved_rate <= 0:
         return out
     for host, m in metrics.items():
+        if host in recordparts.FIELDS_OF_RECORD:
+            continue
         try:
             samples = m.get("samples") or []
             period = float(m.get("period_s") or 1.0)
@@ -138,6 +146,7 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
                 continue
             for kind, total in totals.items():
                 out[f"cpu_{role}_{kind}_us"] = total / seconds / achieved_rate * 1e6
+            out["cpu_scope"] = recordparts.MACHINE
         except (AttributeError, TypeError, ValueError):
             continue  # metrics format drift: leave this host's columns empty
     return out
@@ -190,6 +199,8 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
         row.update(valid=False, status="invalid", reason=f"not sustained: p{percentile:g} "
                    f"{float(pct[results.percentile_key(percentile)]) / 1000:.1f} ms > {bound_ms:g} ms")
     row.update(cpu_per_request(rec.get("metrics"), achieved, roles or {}))
+    row.update(recordparts.window_cpu_fields(rec))  # the pinned cores' figures replace the machine's
+    row.update(recordparts.conditional_fields(rec)[0])
     return row
 
 
@@ -245,6 +256,7 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
     calibration = read_calibration(calibration_dir or raw_dir.parent / "calibration", manifest)
     roles = host_roles(manifest)
     rows, hist, unreadable = [], {}, []
+    variants: dict = {v: {} for v in recordparts.VARIANTS}
     base = raw_dir / study
     for path in sorted(base.rglob("rep*.json")) if base.exists() else []:
         rec = results.read_record(path)
@@ -260,13 +272,18 @@ def build(study: str, raw_dir: Path = config.RAW, calibration_dir: Path | None =
                 row.update(valid=False, status="invalid", reason="invalid: histogram does not decode")
         elif row["valid"]:
             row.update(valid=False, status="invalid", reason="invalid: no histogram")
+        for v, enc in recordparts.conditional_fields(rec)[1].items():
+            try:
+                variants[v][rec["run_id"]] = histogram_arrays(enc)
+            except Exception:  # a corrupt conditional histogram withholds it, the raw run stays
+                row[recordparts.withheld_col(v)] = "histogram does not decode"
         rows.append(row)
     runs = pd.DataFrame(rows)
     if runs.empty:
         runs = pd.DataFrame(columns=["run_id", "study", "mode", "size", "target_rate", "load_fraction",
                                      "repetition", "status", "reason", "valid"])
     runs = _fill_load_fraction(runs, calibration)
-    return Dataset(study, runs, hist, manifest, calibration, unreadable)
+    return Dataset(study, runs, hist, manifest, calibration, unreadable, {k: v for k, v in variants.items() if v})
 
 
 def sustain_criterion(manifest: dict) -> tuple[float, float]:
@@ -295,8 +312,20 @@ def save(ds: Dataset, out_dir: Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ds.runs.to_parquet(out / "runs.parquet", index=False)
+    _save_hist(ds.hist, out / "histograms.parquet")
+    for v in recordparts.VARIANTS:  # histograms_<variant>.parquet only where recorded
+        (out / f"histograms_{v}.parquet").unlink(missing_ok=True)
+        if ds.variants.get(v):
+            _save_hist(ds.variants[v], out / f"histograms_{v}.parquet")
+    meta = {"study": ds.study, "manifest": ds.manifest, "calibration": ds.calibration,
+            "unreadable": ds.unreadable}
+    results.atomic_write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
+    return out
+
+
+def _save_hist(hist: dict, path: Path) -> None:
     ids, los, his, cnts = [], [], [], []
-    for rid, (lo, hi, c) in ds.hist.items():
+    for rid, (lo, hi, c) in hist.items():
         ids.append(np.full(len(c), rid, dtype=object))
         los.append(lo), his.append(hi), cnts.append(c)
     cat = pd.Categorical(np.concatenate(ids)) if ids else pd.Categorical([])
@@ -306,23 +335,24 @@ def save(ds: Dataset, out_dir: Path) -> Path:
         "hi": np.concatenate(his) if his else np.array([], np.int64),
         "count": np.concatenate(cnts) if cnts else np.array([], np.int64),
     })
-    long.to_parquet(out / "histograms.parquet", index=False)
-    meta = {"study": ds.study, "manifest": ds.manifest, "calibration": ds.calibration,
-            "unreadable": ds.unreadable}
-    results.atomic_write_text(out / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str))
-    return out
+    long.to_parquet(path, index=False)
+
+
+def _load_hist(path: Path) -> dict:
+    long = pd.read_parquet(path)
+    return {str(rid): (g["lo"].to_numpy(), g["hi"].to_numpy(), g["count"].to_numpy())
+            for rid, g in long.groupby("run_id", observed=True, sort=False)}
 
 
 def load(study: str, processed_dir: Path | None = None) -> Dataset:
     base = Path(processed_dir) if processed_dir else config.PROCESSED / study
     runs = pd.read_parquet(base / "runs.parquet")
-    long = pd.read_parquet(base / "histograms.parquet")
-    hist = {}
-    for rid, g in long.groupby("run_id", observed=True, sort=False):
-        hist[str(rid)] = (g["lo"].to_numpy(), g["hi"].to_numpy(), g["count"].to_numpy())
+    hist = _load_hist(base / "histograms.parquet")
+    variants = {v: _load_hist(base / f"histograms_{v}.parquet") for v in recordparts.VARIANTS
+                if (base / f"histograms_{v}.parquet").exists()}
     meta = json.loads((base / "meta.json").read_text())
     return Dataset(study, runs, hist, meta.get("manifest", {}), meta.get("calibration", {}),
-                   meta.get("unreadable", []))
+                   meta.get("unreadable", []), variants)
 
 
 def build_and_save(study: str, raw_dir: Path = config.RAW, processed_dir: Path | None = None,
@@ -334,7 +364,8 @@ def build_and_save(study: str, raw_dir: Path = config.RAW, processed_dir: Path |
 
 FIXTURE_COLUMNS = ["run_id", "study", "mode", "arm", "size", "target_rate", "load_fraction", "repetition",
                    "status", "reason", "valid", "disturbed", "steal", "started_at", "generator", "duration_s",
-                   "achieved_rate", *(pcol(p) for p in RUN_PERCENTILES), "sustained"]
+                   "achieved_rate", *(pcol(p) for p in RUN_PERCENTILES), "sustained",
+                   *(c for v in recordparts.VARIANTS for c in (recordparts.share_col(v), recordparts.withheld_col(v)))]
 
 
 def histograms_only(ds: Dataset) -> Dataset:
@@ -342,4 +373,4 @@ def histograms_only(ds: Dataset) -> Dataset:
     without metrics or the manifest's host details: a small test fixture (`save` it)."""
     runs = ds.runs[[c for c in FIXTURE_COLUMNS if c in ds.runs]].copy()
     keep = {k: ds.manifest[k] for k in ("study", "seed", "calibration") if k in ds.manifest}
-    return Dataset(ds.study, runs, dict(ds.hist), keep, ds.calibration, list(ds.unreadable))
+    return Dataset(ds.study, runs, dict(ds.hist), keep, ds.calibration, list(ds.unreadable), dict(ds.variants))

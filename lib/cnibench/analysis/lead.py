@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import stats
+from . import conditional, cpucost, provenance, stats
 from .dataset import REFERENCE, Dataset
+from .tables import WIDEST_PCT, pct_text
 
 DISTURBED_SHARE = 0.20  # above this share of disturbed records the machine was too disturbed
 STEAL_LEVEL = 0.02  # ... or above this median steal on the pinned cores (the steal guard's limit)
-WIDEST_PCT = 1000.0  # an interval bound beyond +-1,000 % is shown as "—", not as a number
 ANSWER_PERCENTILES = (50.0, 99.0)
 
 
@@ -45,7 +45,7 @@ def _count(h: pd.DataFrame, p: float) -> str:
              "not sustained": v.eq(stats.NOT_SUSTAINED).sum()}
     parts = ", ".join(f"{int(k)} {name}" for name, k in kinds.items() if k)
     mde = g["mde_pct"].dropna() if "mde_pct" in g else pd.Series(dtype=float)
-    span = f" (MDE {_pct(mde.min())}–{_pct(mde.max())})" if len(mde) else ""
+    span = f" (MDE {pct_text(mde.min())}–{pct_text(mde.max())})" if len(mde) else ""
     return f"p{p:g}: {parts}{span}"
 
 
@@ -59,12 +59,9 @@ def _can(h: pd.DataFrame, cells: int) -> str:
         (f"; it cannot at {', '.join(no)}." if no else ".")
 
 
-def _pct(v: float) -> str:
-    return f"> {WIDEST_PCT:,.0f} %" if v > WIDEST_PCT else f"{v:,.0f} %"
-
-
-def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE) -> str:
-    """What the study can and cannot say, in one paragraph (plain text)."""
+def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENCE, cond=None, cpu=None) -> str:
+    """What the study can and cannot say, in one paragraph (plain text); with the conditional
+    figures (conditional.Conditional) and CPU per request (cpucost.analyze) when given."""
     h = an.headline
     modes = h[~h["mode"].map(stats.is_twin)] if len(h) else h
     twin = h[h["mode"].map(stats.is_twin)] if len(h) else h
@@ -78,6 +75,10 @@ def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENC
         false = twin[twin["verdict"].astype(str).str.match(r"(slower|faster)")]
         text += (f" A/A twin: {len(false)} false separation(s) in {len(twin)} comparisons"
                  + (" — the study's own check failed, distrust its separations." if len(false) else "."))
+    if cond is not None:
+        text += " " + conditional.summary_text(cond.summary)
+    if cpu is not None:
+        text += " " + cpucost.summary_text(cpu, testbed=provenance.is_testbed(ds.manifest) is True)
     d = disturbance(ds)
     if too_disturbed(d):
         text += (f" The machine was too disturbed to answer: {d['disturbed']} of {d['records']} runs "
@@ -106,4 +107,41 @@ def _signed(v: float) -> str:
 
 
 def mde_text(v) -> str:
-    return "—" if pd.isna(v) else _pct(float(v))
+    return "—" if pd.isna(v) else pct_text(float(v))
+
+
+def effect_text(r, verdict: bool = True) -> str:
+    """A paired-t figure (CPU per request) with its interval (and short verdict)."""
+    if pd.isna(r.get("overhead_pct")):
+        return str(r.get("verdict") or "—")
+    v = str(r["verdict"])
+    short = v.split()[0] if v.startswith(("slower", "faster", "equivalent")) else v
+    lo, hi = r.get("overhead_lo"), r.get("overhead_hi")
+    span = f" [{lo:+.1f}, {hi:+.1f}]" if pd.notna(lo) and pd.notna(hi) and max(abs(lo), abs(hi)) <= WIDEST_PCT else ""
+    return f"{_signed(r['overhead_pct'])}{span}" + (f" {short}" if verdict else "")
+
+
+def with_conditional_and_cpu(table: pd.DataFrame, cond=None, cpu=None, kind: str = "softirq") -> pd.DataFrame:
+    """The headline table (report.headline_table) with, after the raw p99, the p99 outside
+    hypervisor steal (unless the 0.7 rule demoted it) and CPU `kind` per request per pinned core."""
+    if table.empty:
+        return table
+    out = table.copy()
+    key = list(zip(out["size"], out["mode"]))
+    at = (list(out.columns).index("p99 verdict") + 1) if "p99 verdict" in out else len(out.columns)
+    new: dict[str, list] = {}
+    if cond is not None and not cond.summary.get("demoted"):
+        c = {(r["size"], r["mode"]): r for _, r in cond.table.iterrows()}
+        rec = cond.summary.get("recorded")
+        new["p99 outside steal overhead"] = [interval_text(c[k]) if k in c else "" for k in key]
+        new["p99 outside steal MDE"] = [mde_text(c[k].get("mde_pct")) if k in c else "" for k in key]
+        new["p99 outside steal verdict"] = [c[k]["verdict"] if k in c else
+                                            ("" if rec else "not recorded") for k in key]
+    if cpu is not None:
+        for core in ("client", "server"):
+            g = cpu[(cpu["kind"] == kind) & (cpu["core"] == core)] if len(cpu) else cpu
+            c = {(r["size"], r["mode"]): r for _, r in g.iterrows()}
+            new[f"CPU {kind}/request {core} core"] = [effect_text(c[k]) if k in c else "not recorded" for k in key]
+    for i, (name, values) in enumerate(new.items()):
+        out.insert(at + i, name, values)
+    return out

@@ -17,6 +17,7 @@ import seaborn as sns
 
 from . import stats
 from .dataset import MODES, REFERENCE, Dataset, order_modes
+from .recordparts import PINNED
 
 # Okabe-Ito's eight, then Tol's wine for the ninth mode (ebpf-redirect).
 OKABE_ITO = ["#000000", "#D55E00", "#0072B2", "#56B4E9", "#009E73", "#CC79A7", "#E69F00", "#B8A000", "#882255"]
@@ -289,7 +290,9 @@ def cpu_per_request(ds: Dataset, size: str, modes=None):
                 ax.set_ylabel("CPU µs per request")
             if r == len(roles) - 1:
                 ax.set_xlabel("request rate (k rps)")
-    fig.suptitle(f"CPU time per request — {size} responses (median of runs)", y=1.0)
+    pinned = "cpu_scope" in v and v["cpu_scope"].eq(PINNED).all() and len(v)
+    scope = "the pinned cores" if pinned else "every CPU of the machine"
+    fig.suptitle(f"CPU time per request on {scope} — {size} responses (median of runs)", y=1.0)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     _legend(fig, modes)
     return fig

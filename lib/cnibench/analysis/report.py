@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import compare, dataset, histquant, lead, pairs, plots, provenance, stats
+from . import compare, conditional, cpucost, dataset, histquant, lead, pairs, plots, provenance, sections, stats
+from .tables import to_html, to_markdown  # noqa: F401  (re-exported: tasks, notebooks)
 from ..infra import config
 from .dataset import REFERENCE, Dataset, order_modes
 from ..errors import CnibenchError
@@ -28,7 +29,8 @@ FIGURE_CAPTIONS = {
     "overhead_vs_host": "Overhead versus host over the 30–50 % band: latency ratio with 95 % CI (the study's "
                         "estimator, above).",
     "max_rate": "Maximum sustainable request rate per calibrated mode (measured maxima only).",
-    "cpu_per_request": "CPU time per request by kind (user, system, softirq) against load, client and server.",
+    "cpu_per_request": "CPU time per request by kind against load, on the client's and the server's pinned cores "
+                       "(records made before issue 25: every CPU of the machine).",
 }
 
 
@@ -87,6 +89,17 @@ def study_settings(ds: Dataset) -> dict:
     return {}
 
 
+def analyse_and_save(ds: Dataset, processed_dir: Path, settings: dict | None = None):
+    """(analysis, conditional figures, CPU per request) of a study, saved beside its dataset."""
+    settings = study_settings(ds) if settings is None else settings
+    an = stats.analyze(ds, margin=settings.get("equivalence_margin", stats.MARGIN))
+    cond, cpu = conditional.analyze(ds, an), cpucost.analyze(ds, an)
+    stats.save(an, processed_dir)
+    conditional.save(cond, processed_dir)
+    cpucost.save(cpu, processed_dir)
+    return an, cond, cpu
+
+
 def analyse(ds: Dataset) -> stats.Analysis:
     """stats.analyze with the study file's equivalence margin."""
     return stats.analyze(ds, margin=study_settings(ds).get("equivalence_margin", stats.MARGIN))
@@ -103,20 +116,13 @@ def repeatability(study: str, an: stats.Analysis, processed_root: Path,
     return None
 
 
-def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
-    def cell(v):
-        if isinstance(v, float):
-            return "" if np.isnan(v) else floatfmt.format(v)
-        return str(v)
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body]) + "\n"
-
-
-def to_html(df: pd.DataFrame, table_id: str | None = None, floatfmt: str = "{:.3g}") -> str:
-    return df.to_html(index=False, border=0, classes="tbl", table_id=table_id, na_rep="",
-                      float_format=lambda v: floatfmt.format(v), escape=True)
+def repeatability_measures(study: str, processed_root: Path, compare_with=None) -> pd.DataFrame | None:
+    """The same first study as `repeatability`, agreed per measure (compare.compare_measures)."""
+    for path in compare.earlier_studies(study, processed_root, compare_with):
+        name = compare.read_design(path).get("study") or Path(path).name
+        return compare.compare_measures(compare.measures(path), compare.measures(Path(processed_root) / study),
+                                        (name, study))
+    return None
 
 
 def write_tables(tables: dict[str, pd.DataFrame], out_dir: Path) -> dict[str, Path]:
@@ -162,21 +168,23 @@ def _markdown(text: str) -> str:
 
 
 def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
-           tables: dict[str, pd.DataFrame], method_md: str | None = None) -> str:
-    """The report as one HTML page, section by section."""
-    parts = _question(ds, an) + _headline(ds, an, tables) + _method(ds.manifest, method_md)
+           tables: dict[str, pd.DataFrame], method_md: str | None = None, cond=None, cpu=None) -> str:
+    """The report as one HTML page, section by section (cond, cpu: issue 25's figures, when made)."""
+    parts = _question(ds, an, cond, cpu) + _headline(ds, an, tables)
+    parts += sections.conditional_section(cond) + sections.cpu_section(cpu, ds) + _method(ds.manifest, method_md)
     parts += _figures(figures) + _tables(tables) + _statistics(an, ds) + provenance.provenance(ds)
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _question(ds: Dataset, an: stats.Analysis) -> list[str]:
+def _question(ds: Dataset, an: stats.Analysis, cond=None, cpu=None) -> list[str]:
     lo, hi = an.band
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              f"<title>cnibench report: {_esc(ds.study)}</title><style>{CSS}</style></head><body>",
              f"<h1>What does a container network cost? — study <code>{_esc(ds.study)}</code></h1>"]
     warn = " caveat" if lead.too_disturbed(lead.disturbance(ds)) else ""
-    parts.append(f"<p id='answer' class='answer{warn}'><b>Answer.</b> {_esc(lead.headline_sentence(ds, an))}</p>")
+    answer = lead.headline_sentence(ds, an, cond=cond, cpu=cpu)
+    parts.append(f"<p id='answer' class='answer{warn}'><b>Answer.</b> {_esc(answer)}</p>")
     parts.append(
         "<h2 id='question'>Question</h2><p>How much latency does each container networking mode add "
         f"compared with no network containerization (<code>{REFERENCE}</code> networking), measured as "
@@ -202,6 +210,7 @@ def _headline(ds: Dataset, an: stats.Analysis, tables: dict[str, pd.DataFrame]) 
                      "when a run of the mode in the band ended invalid and was not redone, or did not keep up "
                      "with its rate. MDE: the smallest overhead this design detects with 80 % power. “—”: an "
                      "interval that cannot be estimated (too few pairs, or wider than ±1,000 %).</p>")
+        parts.append(sections.headline_note(tables["headline"]))
         parts.append(to_html(tables["headline"], table_id="headline-table"))
         parts.append("<p><b>Ordering the data supports</b> (modes in one group cannot be separated):</p><ul>")
         for size, g in an.tiers[an.tiers["percentile"] == 99.0].groupby("size", sort=False):
@@ -318,8 +327,14 @@ def headline_of(name_or_path: str, processed_root: Path = config.PROCESSED,
                                 f"{Path(raw_root) / name}: "
                                 "name a study in data/processed, or the processed directory of another clone")
         ds = dataset.build_and_save(name, raw_root, path)
-        stats.save(analyse(ds), path)
+        analyse_and_save(ds, path)
     return compare.read_design(path).get("study") or path.name, pd.read_csv(path / "stats_headline.csv")
+
+
+def measures_of(name_or_path: str, processed_root: Path = config.PROCESSED, raw_root: Path = config.RAW):
+    """(name, compare.measures table) of a study: p50, raw p99, p99 outside steal, CPU per request."""
+    name, _ = headline_of(name_or_path, processed_root, raw_root)
+    return name, compare.measures(compare.resolve(name_or_path, processed_root))
 
 
 def _beside(tables: dict, study: str) -> list[str]:
@@ -332,6 +347,9 @@ def _beside(tables: dict, study: str) -> list[str]:
                      f"<p>{_esc(compare.agreement_summary(rep))}. “agree”: the two 95 % intervals overlap; "
                      "difference and p: Welch t-test of the two log ratios.</p>")
         parts.append(to_html(rep, table_id="repeatability-table"))
+        by = tables.get("repeatability_measures")
+        if by is not None and not by.empty:
+            parts.append("<p>Per measure: " + "; ".join(_esc(x) for x in compare.measure_summary(by)) + ".</p>")
     seed = tables.get("seed_2016")
     if seed is not None and not seed.empty:
         parts.append("<h3 id='seed-2016'>The 2016 study beside ours (p99, 30–50 % of max)</h3>"
@@ -349,22 +367,25 @@ def build_all(study: str, raw_dir: Path = config.RAW, out_dir: Path | None = Non
     figures_dir = Path(figures_dir or config.FIGURES / study)
     ds = dataset.build_and_save(study, raw_dir, processed_dir)
     settings = study_settings(ds)
-    an = stats.analyze(ds, margin=settings.get("equivalence_margin", stats.MARGIN))
-    stats.save(an, processed_dir)
+    an, cond, cpu = analyse_and_save(ds, processed_dir, settings)
     figures = plots.make_all(ds, an, figures_dir) if len(ds.valid) else {}
-    tables = {"headline": headline_table(an), "twin": headline_table(an, twin=True), "study_table": study_table(ds),
-              "seed_2016": compare.seed_agreement(an.band_pairs)}
+    tables = {"headline": lead.with_conditional_and_cpu(headline_table(an), cond, cpu),
+              "twin": lead.with_conditional_and_cpu(headline_table(an, twin=True), cond, cpu),
+              "study_table": study_table(ds), "seed_2016": compare.seed_agreement(an.band_pairs),
+              "conditional": sections.conditional_table(cond), "cpu_per_request": sections.cpu_table(cpu)}
     beside = repeatability(study, an, processed_dir.parent, settings.get("compare_with"))
     if beside is not None:
         tables["repeatability"] = beside[1]
+        tables["repeatability_measures"] = repeatability_measures(study, processed_dir.parent,
+                                                                  settings.get("compare_with"))
     write_tables(tables, out_dir / "tables")
     method = config.ROOT / "docs" / "method.md"
-    text = render(ds, an, figures, tables, method.read_text() if method.exists() else None)
+    text = render(ds, an, figures, tables, method.read_text() if method.exists() else None, cond, cpu)
     path = out_dir / "report.html"
     from ..results import atomic_write_text
     atomic_write_text(path, text)
     # the report's first paragraph as plain text: `run-all` ends with this line (answer_of)
-    atomic_write_text(out_dir / "answer.txt", lead.headline_sentence(ds, an) + "\n")
+    atomic_write_text(out_dir / "answer.txt", lead.headline_sentence(ds, an, cond=cond, cpu=cpu) + "\n")
     return path
 
 

@@ -115,7 +115,7 @@ def attempts(runs: pd.DataFrame) -> pd.DataFrame:
     return last.drop(columns=["_t", "_inv", "_any_inv", "_dist", "_any_dist"]).reset_index(drop=True)
 
 
-class _Band:
+class Band:
     """One size's runs (in the band, or at one load) for one percentile: log values and states by
     (repetition, rate) x mode, and what every comparison needs, computed once."""
 
@@ -176,11 +176,11 @@ def analyze(ds: Dataset, ps=QUANTILES, band=BAND, margin: float = MARGIN, alpha:
     comparisons = _per_load(att, ps, reference, margin, alpha)
     head, pairs, tiers, blocks = [], [], [], []
     band_att = att[in_band(att["load_fraction"], band)] if not att.empty else att
-    for size in _sizes(band_att):
+    for size in sizes_of(band_att):
         a = band_att[band_att["size"] == size]
-        hists = Histograms(a, ds.hist, _Band.of(a, pcol(50.0)).ok) if estimator == POOLED else None
+        hists = Histograms(a, ds.hist, Band.of(a, pcol(50.0)).ok) if estimator == POOLED else None
         for p in HEADLINE_PERCENTILES:
-            b = _Band.of(a, pcol(p))
+            b = Band.of(a, pcol(p))
             head += _vs_reference(b, size, p, reference, margin, alpha, hists)
             fam = _pairs(b, size, p, margin, alpha, hists)
             pairs += fam
@@ -195,7 +195,7 @@ def analyze(ds: Dataset, ps=QUANTILES, band=BAND, margin: float = MARGIN, alpha:
                     tuple(band), margin, alpha, design)
 
 
-def _sizes(df) -> list[str]:
+def sizes_of(df) -> list[str]:
     present = set(df["size"]) if len(df) else set()
     return [s for s in ("small", "large") if s in present] + sorted(present - {"small", "large"})
 
@@ -238,10 +238,10 @@ def _per_load(att, ps, reference, margin, alpha) -> pd.DataFrame:
             continue
         lf = float(g["load_fraction"].median()) if g["load_fraction"].notna().any() else np.nan
         for p in ps:
-            b = _Band.of(g, pcol(p))
+            b = Band.of(g, pcol(p))
             others = [m for m in b.modes if m != reference]
-            D = _matrix([b.diffs(m, reference) for m in others])
-            Du = _matrix([b.diffs(m, reference, us=True) for m in others])
+            D = aligned([b.diffs(m, reference) for m in others])
+            Du = aligned([b.diffs(m, reference, us=True) for m in others])
             f = family(D, margin, alpha)
             for i, m in enumerate(others):
                 row = dict(size=size, mode=m, target_rate=float(rate), load_fraction=lf, percentile=p)
@@ -257,7 +257,7 @@ def _per_load(att, ps, reference, margin, alpha) -> pd.DataFrame:
                                              "status"]))
 
 
-def _matrix(series: list[pd.Series]) -> np.ndarray:
+def aligned(series: list[pd.Series]) -> np.ndarray:
     """Rows of per-repetition values aligned on the union of repetitions (NaN where missing)."""
     if not series:
         return np.empty((0, 0))
@@ -278,17 +278,17 @@ def verdict_text(code: int, reference: str = REFERENCE, n: int = 0) -> str:
             CANNOT: f"cannot separate ({n} pairs)"}[int(code)]
 
 
-def _family(b: _Band, arms: list, comparators: list, p, margin, alpha, hists) -> dict:
+def _family(b: Band, arms: list, comparators: list, p, margin, alpha, hists) -> dict:
     """One family's comparisons (arm minus comparator) by the study's estimator."""
     if hists is not None:
         return pooled_family([hists.pairs(a, c) for a, c in zip(arms, comparators)], p, margin, alpha)
-    return family(_matrix([b.diffs(a, c) for a, c in zip(arms, comparators)]), margin, alpha)
+    return family(aligned([b.diffs(a, c) for a, c in zip(arms, comparators)]), margin, alpha)
 
 
-Band, arm_family = _Band, _family  # for a declared family of pairs (pairs.py)
+arm_family = _family  # for a declared family of pairs (pairs.py)
 
 
-def _vs_reference(b: _Band, size, p, reference, margin, alpha, hists=None) -> list[dict]:
+def _vs_reference(b: Band, size, p, reference, margin, alpha, hists=None) -> list[dict]:
     """The headline rows of one size and percentile: every mode against the reference (Holm over
     the modes), then the reference's A/A twin, a family of its own (the study's false-positive check)."""
     if reference not in b.modes:
@@ -299,7 +299,7 @@ def _vs_reference(b: _Band, size, p, reference, margin, alpha, hists=None) -> li
         _rows(b, size, p, reference, twins, margin, alpha, hists)
 
 
-def _rows(b: _Band, size, p, reference, others, margin, alpha, hists) -> list[dict]:
+def _rows(b: Band, size, p, reference, others, margin, alpha, hists) -> list[dict]:
     sustained = [m for m in others if not b.not_sustained(m)]
     f = _family(b, sustained, [reference] * len(sustained), p, margin, alpha, hists)
     loads = int(b.values.index.get_level_values("target_rate").nunique())
@@ -323,7 +323,7 @@ def _rows(b: _Band, size, p, reference, others, margin, alpha, hists) -> list[di
     return rows
 
 
-def _pairs(b: _Band, size, p, margin, alpha, hists=None) -> list[dict]:
+def _pairs(b: Band, size, p, margin, alpha, hists=None) -> list[dict]:
     """Every pair of modes over the band, the same rule as against the reference (Holm over pairs);
     the twin is in no pair (it is not a mode)."""
     modes = [m for m in b.modes if not is_twin(m)]
@@ -353,7 +353,7 @@ def _design(ds, band_att, band, margin, alpha, reference, headline) -> dict:
         return x.item() if hasattr(x, "item") else x
 
     loads = sorted({round(float(x), 3) for x in band_att["load_fraction"].dropna()}) if len(band_att) else []
-    return {"study": ds.study, "reference": reference, "sizes": _sizes(band_att), "band": list(band),
+    return {"study": ds.study, "reference": reference, "sizes": sizes_of(band_att), "band": list(band),
             "band_loads": loads, "modes": order_modes(band_att["mode"].unique()) if len(band_att) else [],
             "percentiles": list(HEADLINE_PERCENTILES), "margin": margin, "alpha": alpha,
             "blocks": int(headline["blocks"].max()) if len(headline) and headline["blocks"].notna().any() else 0,

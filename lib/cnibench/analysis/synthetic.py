@@ -322,3 +322,44 @@ def stall_arms(rng: np.random.Generator, model: Stalls, amplify: list[float], pa
         rho = loads[k % len(loads)]
         out.append((k, rho, np.array([model.run(rng, rho, a) for a in amplify])))
     return out
+
+
+CONDITIONAL_SIGMA = {"outside_steal": 0.8, "outside_steal_wide": 0.75, "outside_steal_placebo": 1.0}
+
+
+def add_issue25_fields(paths, truth: Truth | None = None, seed: int = 0, share=0.02,
+                       instructions: bool = False) -> None:
+    """Give written ok records issue 25's fields (recordparts.py): the three conditional histograms,
+    drawn like the raw one with a thinner tail (the placebo: the raw one thinned at random),
+    left-out share `share` (a number, or a function of the record; 2x for the wide mask), and
+    metrics.window_cpu from truth.cpu_cost over the answered requests (with `instructions`, 20,000
+    per request scaled by the mode's overhead, else the PMU hidden)."""
+    truth = truth or Truth()
+    rng = np.random.default_rng(seed)
+    for path in paths:
+        rec = json.loads(Path(path).read_text())
+        if rec["status"] != "ok":
+            continue
+        n, median = int(rec["counts"]["ok"]), float(rec["latency"]["percentiles"]["50"])
+        s = share(rec) if callable(share) else share
+        raw = results.decode_histogram(rec["latency"]["histogram"])
+        raw = np.ctypeslib.as_array(raw.counts)[: raw.counts_len].astype(np.int64)
+        for k, (v, sigma) in enumerate(CONDITIONAL_SIGMA.items()):
+            f = 2.0 if k == 1 else 1.0
+            counts = rng.binomial(raw, 1 - s) if v == "outside_steal_placebo" else \
+                lognormal_counts(rng, int(n * (1 - s * f)), median, truth.sigma * sigma)
+            rec["latency"][v] = {"histogram": results.encode_histogram(histogram_from_counts(counts)),
+                                 "percentiles": percentile_table_from_counts(counts),
+                                 "left_out_share": round(s * f + float(rng.uniform(-5e-4, 5e-4)), 6),
+                                 "episodes": {"client": 3, "server": 2}, "cores": ["client", "server"],
+                                 "lead_ms": 1.0 * f, "tail_rule": f"max({2 * f:g} ms, {f:g} S)", "withheld": None}
+        jitter = lambda: float(rng.uniform(0.98, 1.02))  # noqa: E731
+        rec["metrics"]["window_cpu"] = {
+            role: {"cpus": [i], **{f"{kind}_s": truth.cpu_cost(role, kind, rec["mode"]) * n * 1e-6 * jitter()
+                                   for kind in ("user", "system", "irq", "softirq")}, "steal_s": 0.01, "idle_s": 1.0}
+            for i, role in enumerate(("client", "server"))}
+        k = 2e4 * truth.overhead.get(rec["mode"], 1.0) * n
+        rec["metrics"]["instructions"] = {"supported": True, "reason": None, "client": int(k * jitter()),
+                                          "server": int(k * jitter())} if instructions else \
+            {"supported": False, "reason": "no PMU", "client": None, "server": None}
+        results.atomic_write_text(Path(path), json.dumps(rec))
