@@ -32,6 +32,7 @@ import json
 import statistics
 import sys
 
+from cnibench import results
 from cnibench.infra import testbed as tb
 from cnibench.infra.config import ROOT, load_inventory
 from cnibench.infra.hosts import Fleet
@@ -72,7 +73,7 @@ def server_busy(rec: dict) -> float | None:
     m = (rec.get("metrics") or {}).get("server") or {}
     try:
         i = m["cpus"].index("cpu1")
-        idle = [s["cpu"][i][m["cpu_fields"].index("idle")] for s in m["samples"][1:]]
+        idle = [s["cpu"][i][m["cpu_fields"].index("idle")] for s in results.metrics_rows(m)[1:]]
         return round(1 - statistics.mean(idle) / 100, 3) if idle else None
     except (KeyError, ValueError, IndexError, TypeError):
         return None

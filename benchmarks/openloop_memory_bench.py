@@ -11,7 +11,8 @@ BenchSpec.openloop_histograms; the sampled log off), and prints (issue 27's acce
     parsing them and filling the record (the run's own read, then the parse and fill repeated
     3 times on the same files: the median);
   - the record's size (its JSON, as written).
---paths log,histograms: the same run on the per-request log path first, for comparison. Memory and processing
+--paths log,histograms,sampled: the same run on the per-request log path first, for comparison, and
+last with the default sampled log (defaults.sampled_log_every). Memory and processing
 do not depend on the machine's noise (steal), so any run counts.
 """
 
@@ -81,6 +82,11 @@ async def one(s: BenchSession, timed: Timed, spec: BenchSpec, tag: str) -> dict:
     return out
 
 
+# The record's sources: the per-request log (before issue 27), the histograms with the sampled log
+# off (acceptance 2's figure), the histograms with the default sampled log (at most 100,000 kept).
+PATHS = {"log": {"openloop_histograms": False}, "histograms": {"openloop_log_every": 0}, "sampled": {}}
+
+
 async def main(rate: float, duration: float, paths: list[str]) -> list[dict]:
     inv = load_inventory(tb.generated_inventory_path())
     timed = Timed()
@@ -88,7 +94,7 @@ async def main(rate: float, duration: float, paths: list[str]) -> list[dict]:
     out = []
     async with Fleet(inv) as fleet, mode_endpoint(fleet, "host") as ep, BenchSession(fleet, ep) as s:
         for path in paths:
-            spec = BenchSpec("host", "small", rate, duration, 1.0, openloop_histograms=path == "histograms")
+            spec = BenchSpec("host", "small", rate, duration, 1.0, **PATHS[path])
             out.append(await one(s, timed, spec, path))
     return out
 
@@ -97,11 +103,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=40000)
     ap.add_argument("--duration", type=float, default=60)
-    ap.add_argument("--paths", default="histograms", help="comma-separated: log, histograms (in that order)")
+    ap.add_argument("--paths", default="histograms", help="comma-separated, run in that order: log, histograms "
+                    "(sampled log off), sampled (the default sampled log)")
     a = ap.parse_args()
     tb.down()  # the testbed up for this benchmark only, down at the end (as the tests' fixture)
     try:
         tb.up()
-        asyncio.run(main(a.rate, a.duration, [p for p in a.paths.split(",") if p in ("log", "histograms")]))
+        asyncio.run(main(a.rate, a.duration, [p for p in a.paths.split(",") if p in PATHS]))
     finally:
         tb.down()

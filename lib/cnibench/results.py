@@ -28,7 +28,8 @@ its storage. Record keys (schema 2; record.upgrade reads schema 1):
                      "histogram_uncorrected": <encoded> | None (as the generator measured it),
                      "percentiles": {"50": us, "90": ..., "99.999": ..., "100": max}}
   timeline          [{"t": s since window start, "rate": rps, "p50_us", "p99_us", "errors"}]
-  metrics           {host name: {"period_s": 1.0, "samples": [...]}} (see workload/metrics.py)
+  metrics           {host name: {"period_s": 1.0, "format": "columns", "dt": [...], "cpu": [...], ...}}
+                    (workload/metrics.compact; metrics_rows reads it back as per-sample dicts)
   provenance        str, path of the study's manifest relative to data/raw, or None
   order             int | None, position of this run in the executed sequence
   hygiene           dict, the guards' figures, checks, flags and verdict (workload/hygiene.py)
@@ -55,6 +56,8 @@ HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 100_000_000
 HIST_DIGITS = 3
 PERCENTILES = (50, 90, 95, 99, 99.5, 99.9, 99.99, 99.999)
+METRICS_COLUMNS = "columns"  # a host's metrics stored as columns (issue 27; before: "samples", a list of dicts)
+CPU_UNIT_PCT = 0.1  # per-CPU shares in the columns: integers of this many percent (fixed point)
 REQUIRED_KEYS = (
     "schema", "run_id", "study", "arm", "mode", "size", "target_rate", "repetition", "generator",
     "status", "reason", "achieved_rate", "counts", "latency",
@@ -80,6 +83,27 @@ def sustained(percentiles: dict | None, bound_ms: float = SUSTAINED_BOUND_MS,
     """Did the run keep up with its rate? None when the record has no such percentile (pure)."""
     v = (percentiles or {}).get(percentile_key(percentile))
     return None if v is None else float(v) <= bound_ms * 1000
+
+
+def metrics_rows(host_metrics: dict) -> list[dict]:
+    """A host's samples as {"t", "dt", "cpu": [[% per kind] per CPU], "ctxt_per_s", ..., "net": {...}}
+    from either stored shape: the columns (workload/metrics.compact) or the per-sample list of
+    records before issue 27."""
+    if host_metrics.get("format") != METRICS_COLUMNS:
+        return list(host_metrics.get("samples") or [])
+    unit = float(host_metrics.get("cpu_unit_pct") or CPU_UNIT_PCT)
+    net = host_metrics.get("net") or {}
+    retrans_c = host_metrics.get("tcp_retrans_container") or [None] * len(host_metrics["dt"])
+    out, t = [], 0.0
+    for i, dt in enumerate(host_metrics["dt"]):
+        t += dt
+        n = {k: v[i] for k, v in net.items()}
+        out.append({"t": round(t, 3), "dt": dt,
+                    "cpu": [None if c is None else [round(x * unit, 1) for x in c] for c in host_metrics["cpu"][i]],
+                    "ctxt_per_s": host_metrics["ctxt_per_s"][i], "intr_per_s": host_metrics["intr_per_s"][i],
+                    "net": None if not n or any(v is None for v in n.values()) else n,
+                    "tcp_retrans": host_metrics["tcp_retrans"][i], "tcp_retrans_container": retrans_c[i]})
+    return out
 
 
 def now_iso(timespec: str = "seconds") -> str:

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from cnibench import results
 from cnibench.workload.bench import BenchSpec
 from cnibench.workload.session import BenchSession
 from cnibench.workload.guards import noise_reported_only
@@ -48,7 +49,7 @@ def test_nginx_is_reused_across_runs_and_stopped_at_the_end(with_fleet, testbed)
     assert (a["status"], b["status"]) == ("ok", "ok"), (a["reason"], b["reason"])
     assert starts == 1 and pids_a == pids_b
     # each run's metrics are its own: the samplers start and stop with the run
-    assert all(m["samples"] for m in b["metrics"].values())
+    assert all(results.metrics_rows(m) for m in b["metrics"].values())
     assert not still and left == {"nginx": [], "sampler": [], "files": []}
 
 

@@ -60,8 +60,11 @@ def test_open_files_hard_limit_refuses_soft_limit_is_raised():
 
 def test_ports_against_connections():
     assert not check_ports("client", Limits(port_range=(32768, 60999)), 28232).problems
-    c = check_ports("client", Limits(port_range=(32768, 60999)), 28233)
-    assert "need 28,233 local ports; net.ipv4.ip_local_port_range 32768 60999 has 28,232" in c.problems[0]
+    c = check_ports("client", Limits(port_range=(32768, 60999)), 28233)  # a run widens its namespace's range
+    assert not c.problems and "widens its client namespace's range to 1024 65535" in c.notes[0]
+    assert not check_ports("client", Limits(port_range=(32768, 60999)), 64512).problems
+    c = check_ports("client", Limits(port_range=(32768, 60999)), 64513)
+    assert "need 64,513 local ports; net.ipv4.ip_local_port_range 32768 60999 has 28,232" in c.problems[0]
 
 
 def test_conntrack_only_on_the_path():

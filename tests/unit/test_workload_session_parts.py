@@ -77,7 +77,7 @@ def test_compact_cpu_arrays_keep_the_values_and_read_back():
     c = metrics.compact(rows)
     assert c["cpus"][:3] == ["cpu0", "cpu1", "cpu2"] and c["cpus"][-1] == "cpu11"  # numeric order
     host = {"period_s": 1.0, "interface": "eth0", **c}
-    for row, comp in zip(rows, c["samples"]):
+    for row, comp in zip(rows, results.metrics_rows(host)):
         back = metrics.expand_cpu(host, comp)
         for name, kinds in row["cpu"].items():
             for k, v in kinds.items():
@@ -98,7 +98,7 @@ def test_a_10_s_run_on_36_cpu_hosts_fits_in_64_kb():
     text = sampler_text(36, 12)  # warm-up + window + the last sample on stop
     rec["metrics"] = {h: {"period_s": 1.0, "interface": "eth0", **metrics.compact(metrics.intervals(text, "eth0"))}
                       for h in ("client", "server")}
-    assert len(rec["metrics"]["server"]["cpus"]) == 36 and len(rec["metrics"]["server"]["samples"]) == 12
+    assert len(rec["metrics"]["server"]["cpus"]) == 36 and len(rec["metrics"]["server"]["dt"]) == 12
     assert results.validate_record(rec) == []
     size = len(json.dumps(rec).encode())
     assert size <= 64 * 1024, size

@@ -114,8 +114,8 @@ def host_roles(manifest: dict) -> dict[str, str]:
 def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -> dict[str, float]:
     """CPU microseconds per request by kind and host role: cpu_<role>_<kind>_us.
 
-    Two sample shapes are read: the sampler's (workload/metrics.py: "dt" seconds and CPU shares
-    in percent) and plain CPU seconds per "period_s". Rates, not totals: CPU seconds per second
+    Two sample shapes are read (results.metrics_rows): the sampler's (workload/metrics.py: "dt"
+    seconds and CPU shares in percent) and plain CPU seconds per "period_s". Rates, not totals: CPU seconds per second
     of samples divided by responses per second, so a sampling window that differs a little from
     the measurement window does not bias it. Missing or malformed metrics give no columns (NaN in
     the table), never an error.
@@ -127,7 +127,7 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
         if host in recordparts.FIELDS_OF_RECORD:
             continue
         try:
-            samples = m.get("samples") or []
+            samples = results.metrics_rows(m)
             period = float(m.get("period_s") or 1.0)
             role = roles.get(host, host)  # the testbed names its hosts by role
             totals = dict.fromkeys(CPU_KINDS, 0.0)
@@ -147,7 +147,7 @@ def cpu_per_request(metrics: Any, achieved_rate: float, roles: dict[str, str]) -
             for kind, total in totals.items():
                 out[f"cpu_{role}_{kind}_us"] = total / seconds / achieved_rate * 1e6
             out["cpu_scope"] = recordparts.MACHINE
-        except (AttributeError, TypeError, ValueError):
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
             continue  # metrics format drift: leave this host's columns empty
     return out
 

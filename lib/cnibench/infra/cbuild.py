@@ -77,6 +77,31 @@ def build_script(cflags=CFLAGS, libs=(), compiler: str = COMPILER, package: str 
     )
 
 
+# Which Debian 12 package ships a missing system header, by the header's name (a prefix): the
+# kernel's headers, libbpf's, else the C library's (stdio.h, pthread.h, sys/...: libc6-dev).
+HEADER_PACKAGES = (("linux/", "linux-libc-dev"), ("asm/", "linux-libc-dev"), ("asm-generic/", "linux-libc-dev"),
+                   ("bpf/", "libbpf-dev"))
+LIBC_PACKAGE = "libc6-dev"
+
+
+def header_package(header: str) -> str:
+    """The Debian package that ships a system header (pure)."""
+    return next((pkg for prefix, pkg in HEADER_PACKAGES if header.startswith(prefix)), LIBC_PACKAGE)
+
+
+def build_failure(output: str, exit_status: int) -> str:
+    """One line saying why a build failed (pure): the compiler's first `error:` line (not its
+    closing "compilation terminated."), and for a missing system header the package to install."""
+    lines = [ln.strip() for ln in (output or "").splitlines() if ln.strip()]
+    first = next((ln for ln in lines if "error:" in ln), None)
+    if first is None:
+        return lines[-1] if lines else f"exit {exit_status}"
+    if "No such file or directory" in first and "fatal error:" in first:
+        header = first.split("fatal error:", 1)[1].split(":", 1)[0].strip()
+        return f"{first}; install it: apt-get install -y {header_package(header)}"
+    return first
+
+
 async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=(), *, compiler: str = COMPILER,
                        package: str = "build-essential", suffix: str = "") -> str:
     """The binary's (or object's) path on `host`, compiled there first when missing. HostError
@@ -91,8 +116,8 @@ async def ensure_built(host, name: str, source: bytes, cflags=CFLAGS, libs=(), *
     r = await host.run(["sh", "-c", script, f"{PREFIX}-build", path, src], check=False, timeout=120)
     await host.run(["rm", "-f", "--", src], check=False, timeout=10)
     if r.exit_status != 0:
-        why = (r.stderr or r.stdout).strip().splitlines()
-        raise HostError(host.name, f"could not build {name} ({why[-1] if why else f'exit {r.exit_status}'})")
+        why = build_failure(f"{r.stderr}\n{r.stdout}", r.exit_status)
+        raise HostError(host.name, f"could not build {name} ({why})")
     return path
 
 

@@ -18,6 +18,15 @@ from .topology import CpuPlan, Topology, check_pinned, plan_cpus
 
 FD_MARGIN = 64  # descriptors a generator needs besides its connections (= workload/bench.py's)
 LOG_RECORD_BYTES = 32  # cnib-openloop's --log record per request due in the window (struct rec)
+# cnib-openloop >= 7 on its histogram path (the default): what a run holds and writes does not grow
+# with the rate (docs/method.md). The sampled log keeps at most LOG_KEPT requests (= workload
+# defaults.LOG_SAMPLE_MAX); the 1 ms slot histograms take SLOT_BYTES_PER_S per second of window (the
+# histogram file about as much); a thread ~THREAD_BYTES; a connection ~CONN_BYTES (4 KB out-buffer,
+# its in-flight queue at the default depth).
+LOG_KEPT = 100_000
+SLOT_BYTES_PER_S = 768_000
+THREAD_BYTES = 600_000
+CONN_BYTES = 5_000
 MSS = 1448  # TCP payload per segment at MTU 1500 with timestamps
 WIRE_OVERHEAD = 90  # per segment: preamble+IFG 20, Ethernet 14 + FCS 4, IPv4 20, TCP+timestamps 32
 LINK_WARN = 0.7  # of the link's speed: queueing starts to show in the tail
@@ -103,11 +112,18 @@ def check_open_files(host: str, lim: Limits, connections: int) -> Check:
     return Check()
 
 
+WIDE_PORTS = 65535 - 1024 + 1  # a run widens its client namespace's range to 1024-65535 (workload/ports.py)
+
+
 def check_ports(host: str, lim: Limits, connections: int) -> Check:
     if lim.port_range is None:
         return Check(notes=(f"{host}: ip_local_port_range unreadable: local ports not checked",))
     lo, hi = lim.port_range
     have = hi - lo + 1
+    if have < connections <= WIDE_PORTS:
+        return Check(notes=(f"{host}: {connections:,} connections need more local ports than ip_local_port_range "
+                            f"{lo} {hi} has ({have:,}): each run widens its client namespace's range to 1024 65535 "
+                            "and restores it after",))
     if connections > have:
         return Check((f"{host}: {connections:,} connections to one server ip:port from one address need "
                       f"{connections:,} local ports; net.ipv4.ip_local_port_range {lo} {hi} has {have:,}. Widen "
@@ -270,8 +286,10 @@ def study_fit(needs: StudyNeeds, hosts: list[HostFacts]) -> Fit:
         if h.role == "client":
             fit.add(check_open_files(h.name, lim, conns))
             fit.add(check_ports(h.name, lim, conns))
-            held = int(share * (needs.duration_s + needs.warmup_s) * LOG_RECORD_BYTES)
-            fit.add(check_memory(h.name, lim, int(share * needs.duration_s * LOG_RECORD_BYTES), held))
+            log = min(share * needs.duration_s, LOG_KEPT) * LOG_RECORD_BYTES
+            slots = needs.duration_s * SLOT_BYTES_PER_S
+            held = int(log + slots + needs.threads * THREAD_BYTES + conns * CONN_BYTES)
+            fit.add(check_memory(h.name, lim, int(log + slots), held))
         rate = share if h.role == "client" else top
         links = [check_link(h.name, lim, s, rate, b, needs.request_bytes)
                  for s, b in sorted(needs.response_bytes.items()) if rate]

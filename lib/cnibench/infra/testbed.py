@@ -30,8 +30,8 @@ from ..catalog import PREFIX
 from ..catalog import name as prefixed
 from .config import RUN_DIR, TESTBED_INVENTORY, TESTBED_STATE
 from ..errors import TestbedError
-from .testbed_proc import (RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, release_run_sshd, root_links,
-                           sh, which)
+from .testbed_proc import (RUN_SSHD, delete_netns, gone, kill, link_exists, netns_list, nofile_prefix, release_run_sshd,
+                           root_links, sh, which)
 
 FABRIC_NS = prefixed("fabric")
 BRIDGE = f"{PREFIX}br0"
@@ -253,7 +253,8 @@ def _sshd(h: TestbedHost) -> None:
     sshd = which("sshd") or "/usr/sbin/sshd"
     sh([sshd, "-t", "-f", str(conf)])
     # Join only the network namespace: see the module docstring for why not `ip netns exec`.
-    sh(["nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E", str(h.dir / "sshd.log")])
+    sh([*nofile_prefix(), "nsenter", f"--net=/run/netns/{h.netns}", "--", sshd, "-f", str(conf), "-E",
+        str(h.dir / "sshd.log")])
 
 
 def _write_known_hosts(hosts: list[TestbedHost]) -> None:

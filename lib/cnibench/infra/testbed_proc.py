@@ -102,3 +102,21 @@ def release_run_sshd(path: str = RUN_SSHD, running=sshd_pids) -> bool:
     except OSError:
         return False
     return True
+
+
+# The open-file hard limit of the testbed's sshd (and so of every command run over it): Debian
+# 12's systemd default for services (DefaultLimitNOFILE=1024:524288), what sshd has on a real
+# host, instead of whatever the driver's shell has; the soft limit stays the driver's. Raised only
+# where this process may (CAP_SYS_RESOURCE); else the driver's limits, as before.
+SSHD_NOFILE_HARD = 524288
+
+
+def nofile_prefix() -> list[str]:
+    import resource
+    import subprocess
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= SSHD_NOFILE_HARD or not which("prlimit"):
+        return []
+    argv = ["prlimit", f"--nofile={soft}:{SSHD_NOFILE_HARD}", "--"]
+    return argv if subprocess.run([*argv, "true"], capture_output=True).returncode == 0 else []

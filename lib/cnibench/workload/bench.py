@@ -13,15 +13,16 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..infra import limits as host_limits
+from ..infra.limits import FD_MARGIN  # descriptors a generator needs besides its connections
 from . import nginx as nginx_mod
 from .generators import DEFAULT_GENERATOR, GENERATORS, LoadSpec, accounted, available, get_generator
-from .defaults import default_connections
+from .defaults import MAX_LOG_EVERY, default_connections, sampled_log_every
 from .generators.openloop import default_pipeline
 from .guards import GuardLimits
 from .hygiene import HICCUP_PLACEMENTS
 
 WHERE = "bench"  # ConfigError 'path' for command-line/spec input
-FD_MARGIN = 64  # descriptors a generator needs besides its connections
 # A hung host fails the run, never the study.
 FACTS_TIMEOUT = 15.0  # a cheap fact command (ulimit, command -v), or nginx's alive check
 
@@ -46,10 +47,11 @@ class BenchSpec:
     pipeline: int | None = None
     arrival: str = "uniform"  # openloop only: "uniform" (constant rate) or "poisson"
     seed: int = 0  # openloop only: seeds the Poisson schedule
-    # openloop only (version >= 6): the record from the generator's own histograms instead of
-    # its per-request log; with them, the log keeps every N-th request (0: no log).
-    openloop_histograms: bool = False
-    openloop_log_every: int = 0
+    # openloop only (version >= 6): the record from the generator's own histograms (the default;
+    # False: from its per-request log, as before issue 27); with them, the log keeps every N-th
+    # request (0: no log; None: defaults.sampled_log_every, at most 100,000 requests).
+    openloop_histograms: bool = True
+    openloop_log_every: int | None = None
     client_cpus: tuple[int, ...] = (0,)  # generator pinning (testbed: the other CPU than nginx)
     server_cpus: tuple[int, ...] = (1,)  # nginx worker pinning
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
@@ -73,6 +75,7 @@ class HostLimits:
     cpus_server: int | None = None
     generators: dict[str, bool] | None = None  # installed on the client host
     curl: bool | None = None  # the health check needs it on the client host
+    nofile_client_hard: int | None = None  # the hard limit: cnib-openloop raises its soft limit to it
 
 
 def _bad(key: str, problem: str, fix: str) -> ConfigError:
@@ -119,8 +122,9 @@ def _check_types_and_bounds(spec: BenchSpec) -> None:
     for key, top, unit in bounds:
         v = spec.n_connections if key == "connections" else getattr(spec, key)
         if v is not None and v > top:
-            why = (f" (one source address has {d.MAX_CONNECTIONS} local ports for one server ip:port: Linux's default "
-                   f"ip_local_port_range {d.PORT_RANGE[0]}-{d.PORT_RANGE[1]})") if key == "connections" else ""
+            why = (f" (one source address has {d.MAX_CONNECTIONS:,} local ports for one server ip:port, "
+                   f"ip_local_port_range {d.PORT_RANGE_WIDE[0]}-{d.PORT_RANGE_WIDE[1]}; several server ports are "
+                   "not supported)") if key == "connections" else ""
             raise _bad(key, f"{v:g}{unit} is more than {top:g}{unit}{why}", f"Use at most {top:g}{unit} for {key}.")
 
 
@@ -162,9 +166,9 @@ def validate_spec(spec: BenchSpec, limits: HostLimits | None = None, *, rate_kno
     if spec.pipeline is not None and spec.pipeline < 0:
         raise _bad("pipeline", f"must be >= 0 (got {spec.pipeline})",
                    "Leave it out (the generator's default) or give N >= 1.")
-    if spec.openloop_log_every < 0:
-        raise _bad("openloop_log_every", f"must be >= 0 (got {spec.openloop_log_every})",
-                   "Give N >= 1 for every N-th request, or 0 for no log.")
+    if spec.openloop_log_every is not None and not 0 <= spec.openloop_log_every <= MAX_LOG_EVERY:
+        raise _bad("openloop_log_every", f"must be between 0 and {MAX_LOG_EVERY:,} (got {spec.openloop_log_every})",
+                   "Give N >= 1 for every N-th request, 0 for no log, or leave it out (at most 100,000 kept).")
     if spec.arrival not in ("uniform", "poisson"):
         raise _bad("arrival", f"'{spec.arrival}' is not an arrival process",
                    "Use uniform (constant rate, the study's) or poisson.")
@@ -187,7 +191,12 @@ def _check_limits(spec: BenchSpec, limits: HostLimits) -> None:
     if limits.curl is False:
         raise _bad("client", "curl is not installed on the client host (the health check needs it)",
                    "apt-get install -y curl on the client host.")
-    if limits.nofile_client is not None and spec.n_connections + FD_MARGIN > limits.nofile_client:
+    if getattr(get_generator(spec.generator), "raises_nofile", False) and limits.nofile_client_hard is not None:
+        lim = host_limits.Limits(nofile_soft=limits.nofile_client, nofile_hard=limits.nofile_client_hard)
+        problems = host_limits.check_open_files("the client host", lim, spec.n_connections).problems
+        if problems:
+            raise _bad("connections", problems[0], "Use fewer connections, or raise the hard limit.")
+    elif limits.nofile_client is not None and spec.n_connections + FD_MARGIN > limits.nofile_client:
         raise _bad("connections", f"{spec.n_connections} connections exceed the client host's open-file limit "
                    f"({limits.nofile_client})",
                    f"Use at most {max(1, limits.nofile_client - FD_MARGIN)} connections, or raise the limit "
@@ -203,15 +212,15 @@ def _check_limits(spec: BenchSpec, limits: HostLimits) -> None:
 async def probe_limits(fleet) -> HostLimits:
     """The facts validate_spec checks, from the hosts (a few cheap commands)."""
     async def facts(host):
-        r = await host.run(["sh", "-c", "ulimit -n; nproc"], timeout=FACTS_TIMEOUT)
-        nofile, ncpu = r.stdout.split()[:2]
-        return (None if nofile == "unlimited" else int(nofile)), int(ncpu)
+        r = await host.run(["sh", "-c", "ulimit -Sn; ulimit -Hn; nproc"], timeout=FACTS_TIMEOUT)
+        soft, hard, ncpu = r.stdout.split()[:3]
+        return (None if soft == "unlimited" else int(soft)), (None if hard == "unlimited" else int(hard)), int(ncpu)
 
-    (nf_c, cpu_c), (nf_s, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
+    (nf_c, hard_c, cpu_c), (nf_s, _, cpu_s) = await asyncio.gather(facts(fleet.client), facts(fleet.server))
     gens = await available(fleet.client)
     curl = (await fleet.client.run(["sh", "-c", "command -v curl"], check=False,
                                    timeout=FACTS_TIMEOUT)).exit_status == 0
-    return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl)
+    return HostLimits(nf_c, nf_s, cpu_c, cpu_s, gens, curl, nofile_client_hard=hard_c)
 
 
 @dataclass
@@ -249,7 +258,8 @@ def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
         log_path=f"{gen_dir}/requests.log",
         cpu_path=f"{gen_dir}/cpu",
         hist_path=f"{gen_dir}/histograms" if spec.openloop_histograms and gen.name == "openloop" else "",
-        log_every=spec.openloop_log_every,
+        log_every=(sampled_log_every(rate, spec.duration_s) if spec.openloop_log_every is None
+                   else spec.openloop_log_every),
         arrival=spec.arrival,
         seed=spec.seed,
         cpus=tuple(spec.client_cpus) if spec.pin else (),

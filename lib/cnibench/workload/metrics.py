@@ -26,17 +26,21 @@ per-interval rates:
            "rx_dropped", "tx_dropped"},           (the data interface; drops are counts)
    "tcp_retrans": count, "tcp_retrans_container": count | None}
 
-In the run record (`compact`) the per-CPU part is stored as arrays, rounded to 0.1 %: per host
-"cpu_fields": ["user", "system", "irq", "softirq", "idle", "steal"], "cpus": ["cpu0", ...] and
-per sample "cpu": [[user, system, irq, softirq, idle, steal] per CPU in that order]. A 36-CPU
-host then costs ~1 KB per second of run instead of ~3 KB, so a record stays under 64 KB.
+In the run record (`compact`) a host's samples are stored as columns ("format": "columns"): each
+name once, rates as integers, per-CPU shares as integers of 0.1 % in arrays ordered by host-level
+"cpu_fields" and "cpus"; `results.metrics_rows` gives them back as per-sample dicts. A sample
+of a 2-CPU host costs ~115 B instead of ~340 B (the per-sample records before issue 27), and a
+record keeps at most 40 samples a host (`coarsen`: a 60 s window at 2 s), so a 60 s window's
+metrics take under 9 KB for the testbed's two hosts (a unit test) instead of ~44 KB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from ..catalog import PREFIX
+from ..results import CPU_UNIT_PCT, METRICS_COLUMNS
 from ..infra.hosts import Background
 
 PERIOD_S = 1.0
@@ -244,26 +248,88 @@ def intervals_of(parsed: list[dict]) -> list[dict]:
 
 
 CPU_KINDS = ("user", "system", "irq", "softirq", "idle", "steal")
+NET_KEYS = ("rx_packets_per_s", "tx_packets_per_s", "rx_bytes_per_s", "tx_bytes_per_s", "rx_dropped", "tx_dropped")
 
 
-def compact(samples: list[dict]) -> dict:
-    """{"cpu_fields", "cpus", "samples"} with each sample's per-CPU dict turned into arrays."""
+def _cpu_names(samples: list[dict]) -> list[str]:
     names: list[str] = []
     for row in samples:
         for c in row.get("cpu") or {}:
             if c not in names:
                 names.append(c)
-    names.sort(key=lambda c: (len(c), c))  # cpu2 before cpu10
-    out = []
-    for row in samples:
-        cpu = row.get("cpu") or {}
-        arr = [[round(float(cpu[c].get(k, 0.0)), 1) for k in CPU_KINDS] if c in cpu else None for c in names]
-        out.append({**row, "cpu": arr})
-    return {"cpu_fields": list(CPU_KINDS), "cpus": names, "samples": out}
+    return sorted(names, key=lambda c: (len(c), c))  # cpu2 before cpu10
+
+
+CPU_CELLS_PER_HOST = 4000  # per-CPU numbers a host's metrics keep in a record (~14 KB): beyond, a coarser period
+SAMPLES_PER_HOST = 40  # samples a host's metrics keep in a record: a 60 s window + warm-up at 2 s, 30 s at 1 s
+
+
+def merge(rows_: list[dict]) -> dict:
+    """Consecutive intervals as one (pure): shares and rates weighted by their length, counts summed."""
+    dt = sum(r["dt"] for r in rows_) or 1.0
+
+    def mean(get):
+        vals = [(get(r), r["dt"]) for r in rows_]
+        return None if any(v is None for v, _ in vals) else sum(v * w for v, w in vals) / dt
+
+    def total(get):
+        vals = [get(r) for r in rows_]
+        return None if any(v is None for v in vals) else sum(vals)
+
+    cpus = set.intersection(*(set(r.get("cpu") or {}) for r in rows_))
+    nets = all(r.get("net") for r in rows_)
+    return {"t": rows_[-1]["t"], "dt": round(sum(r["dt"] for r in rows_), 3),
+            "cpu": {c: {k: mean(lambda r: r["cpu"][c].get(k, 0.0)) for k in CPU_KINDS} for c in cpus},
+            "ctxt_per_s": mean(lambda r: r.get("ctxt_per_s")), "intr_per_s": mean(lambda r: r.get("intr_per_s")),
+            "net": ({k: (total if k.endswith("_dropped") else mean)(lambda r: r["net"][k]) for k in NET_KEYS}
+                    if nets else None),
+            "tcp_retrans": total(lambda r: r.get("tcp_retrans")),
+            "tcp_retrans_container": total(lambda r: r.get("tcp_retrans_container"))}
+
+
+def coarsen(samples: list[dict], cells: int = CPU_CELLS_PER_HOST, most: int = SAMPLES_PER_HOST) -> list[dict]:
+    """The samples at a period long enough that there are at most `most` and their per-CPU
+    numbers fit `cells`: every k consecutive intervals merged (a 10 s run keeps 1 s, a 60 s
+    window 2 s; a 36-CPU host 4 s). CPU time per request and every total stay as they were
+    (weighted by length); the guards judge the full samples (Sampler.parsed), not these."""
+    ncpu = len(_cpu_names(samples))
+    k = max(1, math.ceil(len(samples) * ncpu * len(CPU_KINDS) / max(1, cells)), math.ceil(len(samples) / max(1, most)))
+    return samples if k == 1 else [merge(samples[i:i + k]) for i in range(0, len(samples), k)]
+
+
+def compact(samples: list[dict]) -> dict:
+    """The record's `metrics` value of one host (besides period_s and interface), as columns:
+    {"format": "columns", "cpu_fields", "cpus", "cpu_unit_pct": 0.1, "dt": [s, ...],
+    "cpu": [[[user, system, irq, softirq, idle, steal] per CPU, in 0.1 % integers] per sample],
+    "ctxt_per_s", "intr_per_s", "tcp_retrans", "tcp_retrans_container": [int per sample],
+    "net": {rx_packets_per_s, ...: [int per sample]}}. Names are stored once, not per sample, and
+    rates as integers, so a 60 s window fits the record's 64 KB; a host whose CPUs would take more
+    than CPU_CELLS_PER_HOST numbers keeps a coarser period (`coarsen`; "dt" says which). "t" is the running sum of "dt"
+    (both come from /proc/uptime's 10 ms steps): results.metrics_rows gives the samples back."""
+    samples = coarsen(samples)
+    names = _cpu_names(samples)
+    scale = 1 / CPU_UNIT_PCT
+
+    def cpu(row):
+        c = row.get("cpu") or {}
+        return [[round(float(c[n].get(k, 0.0)) * scale) for k in CPU_KINDS] if n in c else None for n in names]
+
+    def col(key):
+        return [None if r.get(key) is None else round(r[key]) for r in samples]
+
+    nets = [r.get("net") for r in samples]
+    out = {"format": METRICS_COLUMNS, "cpu_fields": list(CPU_KINDS), "cpus": names, "cpu_unit_pct": CPU_UNIT_PCT,
+           "dt": [r["dt"] for r in samples], "cpu": [cpu(r) for r in samples],
+           "ctxt_per_s": col("ctxt_per_s"), "intr_per_s": col("intr_per_s"), "tcp_retrans": col("tcp_retrans"),
+           "tcp_retrans_container": col("tcp_retrans_container"),
+           "net": {k: [None if n is None else round(n[k]) for n in nets] for k in NET_KEYS}}
+    if all(v is None for v in out["tcp_retrans_container"]):
+        out["tcp_retrans_container"] = None
+    return out
 
 
 def expand_cpu(host_metrics: dict, sample: dict) -> dict[str, dict]:
-    """A sample's per-CPU values as {cpu: {kind: %}}, from either stored shape."""
+    """A sample's per-CPU values as {cpu: {kind: %}}, from any stored shape (a sample of `rows`)."""
     cpu = sample.get("cpu") or {}
     if isinstance(cpu, dict):
         return cpu

@@ -28,6 +28,7 @@ from ..errors import CnibenchError, HostError
 from ..infra.hosts import quote
 from ..results import empty_latency, encode_histogram, new_record, now_iso, percentile_table, zero_counts
 from . import nginx as nginx_mod
+from . import ports
 from .bench import (FACTS_TIMEOUT, BenchSpec, HostLimits, RunContext, generator_argv, load_spec, probe_limits,
                     validate_spec)
 from .generators import LoadSpec, get_generator, parse_accounting
@@ -198,6 +199,9 @@ class BenchSession:
         await nginx_mod.health_check(client, self.endpoint.client_netns, run.load.url, spec.size)
         await client.run(["mkdir", "-p", run.gen_dir], timeout=GEN_DIR_TIMEOUT)
         await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
+        if ports.to_check(run.load.connections):  # maybe more local ports than the namespace has
+            run.ports_widened = True
+            run.notes += [n for n in [await ports.widen(client, self.endpoint.client_netns, run.load.connections)] if n]
         run.bg = await client.start(run.argv, netns=self.endpoint.client_netns)
         if during is not None:
             run.hook = asyncio.ensure_future(
@@ -254,6 +258,9 @@ class BenchSession:
             run.hook.cancel()
         if run.bg is not None:
             await _bounded("stop generator", run.bg.stop(grace=STOP_GRACE_S), notes)
+        if run.ports_widened:
+            restore = ports.restore(self.fleet.client, self.endpoint.client_netns)
+            notes += [n for n in [await _bounded("restore ip_local_port_range", restore, notes)] if n]
         if run.hyg.running:
             rec["metrics"] = await _bounded("stop samplers", run.hyg.stop(), notes) or rec["metrics"] or {}
         notes.extend(run.hyg.meters.notes)
@@ -280,6 +287,7 @@ class _RunState:
     hook: asyncio.Future | None = None  # the `during` hook
     hook_error: BaseException | None = None
     nginx_gone: bool = False
+    ports_widened: bool = False  # the client namespace's port range was (to be) widened: restore it
 
 
 async def _alive_or_false(nginx) -> bool:

@@ -19,10 +19,12 @@ sent and completed times (ns since the schedule's origin; -1: did not happen), t
 (-1: the connection broke with the request in flight, -2: never sent, 0: no answer before the
 generator gave up, `timeout_s` after the last due time), and the connection.
 
-With `hist_path` (version >= 6, `--histograms`) the generator keeps histograms instead
-(openloop_hist.py: layouts and file) and the record is built from them (result_from_histograms);
-the log is then optional and sampled (`log_every` N: every N-th request of the window; 0: none),
-for cross-checks such as the log against the wire. Its memory no longer grows with the rate.
+With `hist_path` (version >= 6, `--histograms`; the default since issue 27, BenchSpec
+openloop_histograms) the generator keeps histograms instead (openloop_hist.py: layouts and
+file) and the record is built from them (result_from_histograms); the log is then sampled
+(`log_every` N: every N-th request of the window; 0: none; by default at most 100,000 kept,
+defaults.sampled_log_every), for the send-lag figures outside the stalls and for cross-checks.
+Its memory no longer grows with the rate.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Openloop:
     name = "openloop"
     binary = f"{PREFIX}-openloop"
     busy_polls = True  # its CPU is ~100 % by design: the send lag, not the CPU, says if it kept up
+    raises_nofile = True  # it raises its soft open-file limit to the hard one (openloop.c's raise_nofile)
 
     def files(self, spec: LoadSpec) -> dict[str, str]:
         out = {"log": spec.log_path, "cpu": spec.cpu_path}

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from importlib import resources
 
 from ...infra import cbuild
 from ...catalog import PREFIX
 
 SOURCES = {"openloop": (("-O2", "-Wall", "-pthread"), ("-lm",))}  # program: (compiler flags, libraries)
+PROGRAMS = {name: cbuild.CSource(__package__, f"{name}.c", f"{PREFIX}-{name}") for name in SOURCES}
 
 
 BREAK_PACING_ENV = "CNIBENCH_BREAK_PACING"  # "1": build the deliberately broken generator
@@ -27,7 +27,7 @@ def source(name: str) -> bytes:
     study), openloop.c is built with CNIB_BREAK_PACING: it sleeps 300 us every 10 ms of its
     schedule, a fault of its own that the pacing tests must catch. The define is part of the
     source, so that build has its own hash, binary and `source_sha256`."""
-    text = resources.files(__package__).joinpath(f"{name}.c").read_bytes()
+    text = PROGRAMS[name].read()
     if name == "openloop" and os.environ.get(BREAK_PACING_ENV) == "1":
         text = b"#define CNIB_BREAK_PACING 1\n" + text
     return text
@@ -39,7 +39,7 @@ def source_hash(name: str) -> str:
 
 
 def binary_path(name: str) -> str:
-    return cbuild.binary_path(f"{PREFIX}-{name}", source(name))
+    return cbuild.binary_path(PROGRAMS[name].binary, source(name))
 
 
 def build_argv(name: str, src: str, out: str) -> list[str]:
@@ -62,5 +62,5 @@ class Built:
 async def ensure_built(host, name: str) -> Built:
     """The program's binary on `host`, compiled there if it is not there yet."""
     cflags, libs = SOURCES[name]
-    path = await cbuild.ensure_built(host, f"{PREFIX}-{name}", source(name), cflags, libs)
+    path = await cbuild.ensure_built(host, PROGRAMS[name].binary, source(name), cflags, libs)
     return Built(name, path, source_hash(name), await cbuild.compiler_version(host))

@@ -49,6 +49,11 @@
  * and each request's intended time travels in its connection's in-flight queue, so the memory
  * of a run without --log does not grow with the rate.
  *
+ * Version 7 (issue 27): connections cost ~4.2 KB each (the 4 KB out-buffer, the in-flight queue
+ * apart): reads go to one 64 KB buffer per thread, and a connection keeps only what a read left
+ * incomplete (heap, grown as needed). The soft open-file limit is raised to the hard one when the
+ * connections need it; more connections than the hard limit allows is one message, exit 2.
+ *
  * Built by cnibench at set-up with the system's C compiler (workload/loadgen.py); nothing here
  * is downloaded. Linux only (epoll, sched_setaffinity).
  */
@@ -74,7 +79,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VERSION "6"
+#define VERSION "7"
 #define STALL_NS 100000   /* off the CPU longer than this inside one pass: a stall, listed */
 #define MAX_STALLS 2000   /* listed per thread; more are counted in offcpu_ns only */
 #define SHORT_NS 20000    /* an interval off the CPU longer than this is kept in the intervals */
@@ -149,8 +154,10 @@ struct conn {
     int head, count;
     char out[4096];     /* bytes not yet written (partial writes) */
     int out_len;
-    char in[INBUF];
-    int in_len;
+    char *rest;         /* a response not yet complete (heap, grown as needed; NULL: none yet):
+                         * reads go to the thread's one INBUF buffer, so a connection holds only
+                         * what a read left over, not 64 KB (60,000 connections fit) */
+    int rest_len, rest_cap;
     int64_t reconnect_at;
 };
 
@@ -168,6 +175,7 @@ struct thread {
     int64_t nrecs;
     int64_t first_window; /* first request number inside the window (with --log) */
     struct hists h;     /* with --histograms */
+    char *in;           /* INBUF bytes: every connection's reads, parsed in place */
     /* counters */
     int64_t sent, ok, http_errors, conn_errors, reconnects, unfinished, not_sent, timeouts;
     int64_t work_ns;    /* time in loop passes that sent or read something: the CPU the load costs */
@@ -265,6 +273,28 @@ static void add_stall(struct thread *t, int64_t start, int64_t end, int64_t off,
 static void die(const char *msg) {
     fprintf(stderr, "cnib-openloop: %s\n", msg);
     exit(2);
+}
+
+#define FD_MARGIN 64 /* descriptors besides the connections (= infra/limits.py's FD_MARGIN) */
+
+/* The soft open-file limit raised to the hard one when the connections need it; more
+ * connections than the hard limit allows: one message, exit 2, before anything connects. */
+static void raise_nofile(int conns) {
+    struct rlimit rl;
+    rlim_t need = (rlim_t)conns + FD_MARGIN;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need) return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+        fprintf(stderr, "cnib-openloop: --connections %d needs %llu open files; the hard limit is %llu "
+                "(raise it: LimitNOFILE= of sshd, or nofile in /etc/security/limits.conf)\n",
+                conns, (unsigned long long)need, (unsigned long long)rl.rlim_max);
+        exit(2);
+    }
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? need : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        fprintf(stderr, "cnib-openloop: cannot raise the open-file limit to %llu: %s\n",
+                (unsigned long long)rl.rlim_cur, strerror(errno));
+        exit(2);
+    }
 }
 
 /* Every allocation is checked: out of memory is one message and exit 2, never a crash. */
@@ -399,7 +429,7 @@ static int open_conn(struct thread *t, struct conn *c, int blocking) {
         c->connected = 0;
     }
     c->fd = fd;
-    c->in_len = c->out_len = 0;
+    c->rest_len = c->out_len = 0;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
     if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) { close(fd); c->fd = -1; return -1; }
     return 0;
@@ -419,7 +449,7 @@ static void close_conn(struct thread *t, struct conn *c, int64_t now) {
     }
     c->fd = -1;
     c->connected = 0;
-    c->in_len = c->out_len = 0;
+    c->rest_len = c->out_len = 0;
     c->reconnect_at = now + 1000000; /* retry in 1 ms */
 }
 
@@ -450,61 +480,94 @@ static struct conn *pick(struct thread *t) {
     return NULL;
 }
 
-/* Parse complete responses in c->in; each completes the oldest request in flight. */
+/* Keep the bytes a read left over (an incomplete response) with the connection; 0 when it
+ * cannot hold them (out of memory: the connection is closed, its requests failed, and said). */
+static int keep_rest(struct thread *t, struct conn *c, const char *buf, int len, int64_t now) {
+    if (len > c->rest_cap) {
+        int cap = c->rest_cap ? c->rest_cap : 512;
+        while (cap < len) cap *= 2;
+        char *p = realloc(c->rest, (size_t)cap);
+        if (!p) {
+            snprintf(t->err, sizeof t->err, "out of memory for a connection's partial response (%d bytes)", len);
+            t->fail = 1;
+            g_stop = 1;
+            close_conn(t, c, now);
+            return 0;
+        }
+        c->rest = p;
+        c->rest_cap = cap;
+    }
+    memcpy(c->rest, buf, (size_t)len);
+    c->rest_len = len;
+    return 1;
+}
+
+/* One response's framing at head (avail bytes): its length (0: incomplete, -1: not a response
+ * this generator reads, -2: chunked, refused), its status in *status. */
+static long frame(const char *head, int avail, int *status) {
+    const char *end = memmem(head, (size_t)avail, "\r\n\r\n", 4);
+    if (!end) return 0;
+    int hlen = (int)(end - head) + 4;
+    long clen = -1;
+    *status = 0;
+    if (avail >= 12 && memcmp(head, "HTTP/1.", 7) == 0) *status = atoi(head + 9);
+    for (const char *p = head; p < end; p++) {
+        if (p != head && p[-1] != '\n') continue;
+        if (strncasecmp(p, "Content-Length:", 15) == 0) clen = strtol(p + 15, NULL, 10);
+        else if (strncasecmp(p, "Transfer-Encoding:", 18) == 0) return -2;
+    }
+    if (clen < 0) clen = 0;
+    if (*status == 0 || hlen + clen > INBUF) return -1;
+    return avail < hlen + clen ? 0 : hlen + clen;
+}
+
+/* Parse complete responses; each completes the oldest request in flight. Reads go to the
+ * thread's buffer behind what the connection kept from its last read; what stays incomplete
+ * is kept with the connection again. */
 static void on_readable(struct thread *t, struct conn *c, int64_t now) {
+    char *buf = t->in;
+    int len = c->rest_len;
+    if (len) memcpy(buf, c->rest, (size_t)len);
+    c->rest_len = 0;
     for (;;) {
-        ssize_t n = recv(c->fd, c->in + c->in_len, INBUF - c->in_len, 0);
+        ssize_t n = recv(c->fd, buf + len, (size_t)(INBUF - len), 0);
         if (n == 0) { close_conn(t, c, now); return; }
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) break;
             close_conn(t, c, now);
             return;
         }
-        int drained = n < INBUF - c->in_len; /* a short read emptied the socket: no recv() to see EAGAIN */
-        c->in_len += (int)n;
+        int drained = n < INBUF - len; /* a short read emptied the socket: no recv() to see EAGAIN */
+        len += (int)n;
         int64_t done = now_ns() - g_t0;
         /* Responses are consumed from `at` and the rest moved to the front once per read, so a
          * burst of buffered responses costs linear time, not a memmove per response. */
-        int at = 0;
+        int at = 0, status = 0;
         for (;;) {
-            char *head = c->in + at;
-            int avail = c->in_len - at;
-            char *end = memmem(head, avail, "\r\n\r\n", 4);
-            if (!end) break;
-            int hlen = (int)(end - head) + 4;
-            long clen = -1;
-            int status = 0;
-            if (avail >= 12 && memcmp(head, "HTTP/1.", 7) == 0) status = atoi(head + 9);
-            for (char *p = head; p < end; p++) {
-                if (p != head && p[-1] != '\n') continue;
-                if (strncasecmp(p, "Content-Length:", 15) == 0) clen = strtol(p + 15, NULL, 10);
-                else if (strncasecmp(p, "Transfer-Encoding:", 18) == 0) {
-                    /* Only Content-Length framing is read: a chunked body would be misparsed. */
-                    snprintf(t->err, sizeof t->err, "the server sent a Transfer-Encoding response (chunked); "
-                             "cnib-openloop reads only responses framed by Content-Length");
-                    t->fail = 1;
-                    g_stop = 1;
-                    close_conn(t, c, now);
-                    return;
-                }
+            long size = frame(buf + at, len - at, &status);
+            if (size == 0) break;
+            if (size == -2) {
+                /* Only Content-Length framing is read: a chunked body would be misparsed. */
+                snprintf(t->err, sizeof t->err, "the server sent a Transfer-Encoding response (chunked); "
+                         "cnib-openloop reads only responses framed by Content-Length");
+                t->fail = 1;
+                g_stop = 1;
             }
-            if (clen < 0) clen = 0;
-            if (status == 0 || hlen + clen > INBUF) { close_conn(t, c, now); return; }
-            if (avail < hlen + clen) break;
-            if (c->count == 0) { close_conn(t, c, now); return; } /* a response nobody asked for */
+            if (size < 0 || c->count == 0) { close_conn(t, c, now); return; } /* or a response nobody asked for */
             struct inflight f = c->fifo[c->head];
             c->head = (c->head + 1) % g_pipeline;
             c->count--;
             finish(t, &f, status, done);
-            at += (int)(hlen + clen);
+            at += (int)size;
         }
         if (at > 0) {
-            memmove(c->in, c->in + at, c->in_len - at);
-            c->in_len -= at;
+            memmove(buf, buf + at, (size_t)(len - at));
+            len -= at;
         }
-        if (c->in_len == INBUF) { close_conn(t, c, now); return; } /* a header or body larger than the buffer */
+        if (len == INBUF) { close_conn(t, c, now); return; } /* a header or body larger than the buffer */
         if (drained) break;
     }
+    if (len) keep_rest(t, c, buf, len, now);
 }
 
 /* Wait up to timeout_ns for socket events (0: just look). ns resolution where the C library
@@ -849,10 +912,12 @@ static void resolve(void) {
     g_reqlen = snprintf(g_request, sizeof g_request,
                         "GET %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nUser-Agent: cnib-openloop/" VERSION "\r\n\r\n",
                         g_path, v6 ? "[" : "", g_host, v6 ? "]" : "", g_port);
+    if (g_reqlen < 0 || g_reqlen >= (int)sizeof g_request) die("--path and --host make a request longer than 1023 bytes");
 }
 
 int main(int argc, char **argv) {
     parse_args(argc, argv);
+    raise_nofile(g_conns);
     resolve();
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -871,6 +936,7 @@ int main(int argc, char **argv) {
         t->sch = (struct sched){g_seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xBF58476D1CE4E5B9ULL + 1, i, 0};
         if (g_log) init_log(t);
         if (g_hist) init_hists(&t->h);
+        t->in = xalloc(INBUF, 1, "the read buffers");
         advance(t);
         t->nconns = g_conns / g_threads + (i < g_conns % g_threads);
         t->conns = xalloc((size_t)t->nconns, sizeof *t->conns, "the connections");
