@@ -69,6 +69,7 @@ from .runner import (
     window_seconds,
 )
 from .counters import Counters
+from .implementations import implementation_of
 from .store import RecordStore
 from .runview import summary_line
 from .spec import Study, load_study
@@ -308,7 +309,8 @@ class StudyRun:
         self.bar.status(f"{block.mode} up (rep {block.repetition})")
         t = time.monotonic()
         try:
-            endpoint = await mode_up(self.fleet, block.mode, settings)
+            entry["implementation"] = implementation_of(block.arm, block.mode)
+            endpoint = await mode_up(self.fleet, block.mode, settings, implementation=entry["implementation"])
         except RUN_FAILURES as exc:
             self.counters.modes_s += time.monotonic() - t
             entry["error"] = reason_of(exc)
@@ -327,7 +329,7 @@ class StudyRun:
             return None
         entry["up_s"] = round(time.monotonic() - t, 3)
         self.counters.modes_s += time.monotonic() - t
-        details = await _mode_details(self.fleet)
+        details = self.mode_details = await _mode_details(self.fleet)
         if details:
             entry["details"] = details  # ebpf-redirect: the BPF object's source hash, clang, kernel
         return endpoint
@@ -339,7 +341,8 @@ class StudyRun:
         counters = self.counters
         bench = BenchSession(self.fleet, endpoint, self.limits)
         ctx = RunContext(self.study, self.store, self.fleet, self.ref, self.limits, endpoint, bench, self.bar, counters,
-                         self.policy, self.book, self.inventory_path, self.runs_dir)
+                         self.policy, self.book, self.inventory_path, self.runs_dir,
+                         getattr(self, "mode_details", None))
         try:
             for run in block.runs:
                 self._stop_if_interrupted()
