@@ -174,6 +174,7 @@ _MODE_HELP = {
     "json_": "print JSON",
     "ipvlan_mode": "ipvlan mode: l2 or l3",
     "cluster_cidr": "pod network (default 10.244.0.0/16)",
+    "implementation": "who builds the mode: project (its own plan, default) or another registered one (e.g. cni)",
 }
 
 
@@ -212,10 +213,11 @@ def _mode_settings(mode, **options):
 
 @task(help=_MODE_HELP)
 @cli_errors
-def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2", cluster_cidr="10.244.0.0/16"):
+def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2", cluster_cidr="10.244.0.0/16",
+            implementation=None):
     """Bring a network mode up on the hosts and print its endpoint (--dry-run: print the plan)."""
     settings = _mode_settings(mode, ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
-    print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_),
+    print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_, implementation),
                       lease=None if dry_run else f"mode.up --mode {mode}"))
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import compare, conditional, cpucost, dataset, histquant, lead, plots, provenance, sections, stats
+from . import compare, conditional, cpucost, dataset, histquant, lead, pairs, plots, provenance, sections, stats
 from .tables import to_html, to_markdown  # noqa: F401  (re-exported: tasks, notebooks)
 from ..infra import config
 from .dataset import REFERENCE, Dataset, order_modes
@@ -172,7 +172,7 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
     """The report as one HTML page, section by section (cond, cpu: issue 25's figures, when made)."""
     parts = _question(ds, an, cond, cpu) + _headline(ds, an, tables)
     parts += sections.conditional_section(cond) + sections.cpu_section(cpu, ds) + _method(ds.manifest, method_md)
-    parts += _figures(figures) + _tables(tables) + _statistics(an) + provenance.provenance(ds)
+    parts += _figures(figures) + _tables(tables) + _statistics(an, ds) + provenance.provenance(ds)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -297,7 +297,7 @@ def _tables(tables: dict[str, pd.DataFrame]) -> list[str]:
     return parts
 
 
-def _statistics(an: stats.Analysis) -> list[str]:
+def _statistics(an: stats.Analysis, ds: Dataset | None = None) -> list[str]:
     parts = []
     parts.append("<h2 id='statistics'>Statistics</h2>")
     sections = [
@@ -306,6 +306,7 @@ def _statistics(an: stats.Analysis) -> list[str]:
         (f"Ratio and difference to {REFERENCE} per load (paired by repetition)", an.comparisons),
         ("Quantiles of a typical run with 95 % CIs, and pooled (µs)", an.quantiles),
         ("Block values (µs): per size, mode and repetition, geometric mean over the band's loads", an.blocks),
+        *(pairs.section(ds, an) if ds is not None else []),  # a study's declared pairs (analysis/pairs.py)
     ]
     for title, df in sections:
         open_ = " open" if title.startswith("Excluded") else ""

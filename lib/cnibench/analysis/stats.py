@@ -285,6 +285,9 @@ def _family(b: Band, arms: list, comparators: list, p, margin, alpha, hists) -> 
     return family(aligned([b.diffs(a, c) for a, c in zip(arms, comparators)]), margin, alpha)
 
 
+arm_family = _family  # for a declared family of pairs (pairs.py)
+
+
 def _vs_reference(b: Band, size, p, reference, margin, alpha, hists=None) -> list[dict]:
     """The headline rows of one size and percentile: every mode against the reference (Holm over
     the modes), then the reference's A/A twin, a family of its own (the study's false-positive check)."""

@@ -50,19 +50,26 @@ class Step:
     argv: tuple[str, ...]
     undo: tuple[str, ...] | None
     netns: str | None = None
+    input: str | None = None  # the command's stdin (a CNI plugin's config), None: none
+    undo_input: str | None = None  # the undo's stdin
 
     def to_dict(self) -> dict:
-        return {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo),
-                "netns": self.netns}
+        d = {"host": self.host, "argv": list(self.argv), "undo": None if self.undo is None else list(self.undo),
+             "netns": self.netns}
+        d.update({k: v for k, v in (("input", self.input), ("undo_input", self.undo_input)) if v is not None})
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Step":
         undo = d.get("undo")
-        return cls(d["host"], tuple(d["argv"]), None if undo is None else tuple(undo), d.get("netns"))
+        return cls(d["host"], tuple(d["argv"]), None if undo is None else tuple(undo), d.get("netns"), d.get("input"),
+                   d.get("undo_input"))
 
 
-def step(host: str, argv: Iterable, undo: Iterable | None = None, netns: str | None = None) -> Step:
-    return Step(host, tuple(str(a) for a in argv), None if undo is None else tuple(str(a) for a in undo), netns)
+def step(host: str, argv: Iterable, undo: Iterable | None = None, netns: str | None = None, input: str | None = None,
+         undo_input: str | None = None) -> Step:
+    return Step(host, tuple(str(a) for a in argv), None if undo is None else tuple(str(a) for a in undo), netns,
+                input, undo_input)
 
 
 @dataclass(frozen=True)
@@ -234,6 +241,15 @@ class NetworkMode:
     def normalise_state(self, name: str, text: str) -> str:
         """One of this kind's state parts with its volatile values left out (pure)."""
         return text
+
+    def explain(self, hosts: HostFacts, settings: ModeSettings) -> list[str]:
+        """Lines `mode.up --dry-run` prints before the commands (e.g. a CNI conflist); pure."""
+        return []
+
+    def failure(self, error: BaseException) -> BaseException:
+        """The error `up` raises once every change is undone (a kind may say it in its own
+        words, e.g. a CNI plugin's code and message); the default is the error itself."""
+        return error
 
     async def before_up(self, fleet, facts: HostFacts, settings: ModeSettings) -> dict:
         """I/O after the kernel probe and before the first change (checks, builds); what it

@@ -33,7 +33,9 @@ def format_plan(steps: list[Step], undo: bool = False) -> str:
         argv = s.undo if undo else s.argv
         if argv is None:
             continue
-        groups.setdefault(s.host, []).append(quote(["ip", "netns", "exec", s.netns, *argv] if s.netns else argv))
+        text = quote(["ip", "netns", "exec", s.netns, *argv] if s.netns else argv)
+        stdin = s.undo_input if undo else s.input
+        groups.setdefault(s.host, []).append(text if stdin is None else f"{text} <<'EOF'\n{stdin}\nEOF")
     for host, cmds in groups.items():
         lines.append(f"# {host}")
         lines += cmds
@@ -42,12 +44,13 @@ def format_plan(steps: list[Step], undo: bool = False) -> str:
 
 async def up(fleet, mode: str, settings, dry_run: bool, as_json: bool, implementation: str | None = None) -> str:
     if dry_run:
-        kind, _, _, steps, endpoint = await prepare(fleet, mode, settings, implementation)
+        kind, settings, facts, steps, endpoint = await prepare(fleet, mode, settings, implementation)
         if as_json:
             plan = {"mode": mode, "implementation": kind.implementation, "endpoint": endpoint.to_dict(),
                     "steps": [s.to_dict() for s in steps], **setup_cost(steps, kind)}
             return json.dumps(plan, indent=1)
-        return format_plan(steps) or f"# {mode}: nothing to create"
+        notes = "\n".join(kind.explain(facts, settings))
+        return "\n".join(x for x in (notes, format_plan(steps) or f"# {mode}: nothing to create") if x)
     endpoint = await _up(fleet, mode, settings, implementation)
     return json.dumps(endpoint.to_dict(), indent=1) if as_json else f"{mode} is up; endpoint: {endpoint}"
 

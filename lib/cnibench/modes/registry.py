@@ -19,13 +19,20 @@ from typing import Generic, Iterator, TypeVar
 from ..errors import PlanError
 from ..infra.kernelprobe import LinkKind
 from .base import NetworkMode
-from .kinds.calico import CalicoRouted
-from .kinds.docker_bridge import DockerBridge
+from .kinds.calico import CalicoRouted, CalicoRoutedCni
+from .kinds.docker_bridge import DockerBridge, DockerBridgeCni
 from .kinds.ebpf import EbpfRedirect
-from .kinds.flannel import FlannelAwsVpc, FlannelHostGw, FlannelVxlan
+from .kinds.flannel import (
+    FlannelAwsVpc,
+    FlannelAwsVpcCni,
+    FlannelHostGw,
+    FlannelHostGwCni,
+    FlannelVxlan,
+    FlannelVxlanCni,
+)
 from .kinds.host import HostMode
-from .kinds.ipvlan import Ipvlan
-from .kinds.macvlan import Macvlan
+from .kinds.ipvlan import Ipvlan, IpvlanCni
+from .kinds.macvlan import Macvlan, MacvlanCni
 
 T = TypeVar("T")
 DEFAULT = "project"  # the implementation a lookup without one gets: the project's own
@@ -110,6 +117,10 @@ MODES = ModeRegistry("network mode", PlanError, plural="modes")
 # is the reference.
 for _mode in (HostMode(), FlannelVxlan(), FlannelHostGw(), FlannelAwsVpc(), Ipvlan(), Macvlan(), DockerBridge(),
               CalicoRouted(), EbpfRedirect()):
+    MODES.register(_mode)
+# A second implementation of some modes: the pod side plumbed by the reference CNI plugins.
+for _mode in (FlannelVxlanCni(), FlannelHostGwCni(), FlannelAwsVpcCni(), IpvlanCni(), MacvlanCni(), DockerBridgeCni(),
+              CalicoRoutedCni()):
     MODES.register(_mode)
 
 

@@ -23,6 +23,7 @@ from . import policy as study_policy
 from ..infra.config import RAW, load_inventory
 from ..errors import CnibenchError, UnsupportedFeature
 from .attempts import REDO_KEY
+from .implementations import implementation_of, plugin_version
 from .matrix import PlannedRun
 from .provenance import manifest_ref
 from ..results import failed_record, now_iso, validate_record
@@ -53,10 +54,13 @@ def spec_fields(study: Study, run: PlannedRun) -> dict[str, Any]:
     return with_defaults({**fields, "mode": run.mode, "size": run.size, "rate": run.target_rate})
 
 
-def finish_record(rec: dict, run: PlannedRun, provenance: str | None) -> dict:
+def finish_record(rec: dict, run: PlannedRun, provenance: str | None, mode_details: Mapping | None = None) -> dict:
     """The workload's record with the study's bookkeeping: arm, order and provenance link."""
     rec = dict(rec)
     rec["arm"] = run.arm
+    rec["implementation"] = implementation_of(run.arm, run.mode)
+    if plugin_version(mode_details):
+        rec["implementation_version"] = plugin_version(mode_details)
     rec.setdefault("load_fraction", run.load_fraction)
     rec["order"] = run.order
     rec["provenance"] = provenance
@@ -112,6 +116,7 @@ class RunContext:
     book: Any = None  # the RunBook when the notebooks measure
     inventory_path: Path | None = None
     runs_dir: Path | None = None
+    mode_details: Any = None  # what the block's mode recorded when it went up (e.g. the CNI plugins' versions)
 
 
 async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -> dict:
@@ -129,7 +134,7 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
             rec = await ctx.bench.run(spec, **kw)
         else:
             rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)
-        rec = finish_record(rec, run, ctx.ref)
+        rec = finish_record(rec, run, ctx.ref, ctx.mode_details)
         arm_settings = mode_settings(ctx.study, run.mode, run.arm)  # the node it ran on (variants.py)
         rec["node"] = arm_settings.node if arm_settings is not None else rec.get("node", "bare")
         problems = validate_record(rec)

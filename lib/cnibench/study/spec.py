@@ -23,6 +23,7 @@ is wrong and how to fix it (ConfigError), like inventories do.
     redo: {max_attempts: 2}        # disturbed repetitions redone whole (attempts.py); quiet, require
     budget_s: 1200                 # wall-time cap: redos stop before they would exceed it
     mode_settings: {flannel-vxlan: {...}}        # per-mode settings for mode_up()
+    implementations: {macvlan: [cni]}   # arm "macvlan·cni" besides "macvlan" (implementations.py)
     notebooks: warm                # warm | fresh | measure | none (see runner.py)
     analysis: {equivalence_margin: 0.10, compare_with: [lab-a]}   # see stats.py, compare.py
 """
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..infra.config import DEFAULT_INVENTORY, SAFE_NAME_RE, STUDIES, resolve_relative, did_you_mean, read_yaml
-from . import policy, variants
+from . import implementations as impls, policy, variants
 from ..catalog import SIZES
 from ..errors import ConfigError
 from .spec_load import is_int, is_number, no_unknown, parse_loads, parse_repetitions
@@ -47,7 +48,7 @@ NOTEBOOK_POLICIES = ("warm", "fresh", "measure", "none")
 _TOP_KEYS = (
     "name", "description", "inventory", "seed", "modes", "reference", "sizes", "load",
     "repetitions", "focus", "workload", "calibration", "mode_settings", "notebooks", "analysis",
-    "redo", "quiet", "require", "twin", "variants", "budget_s",
+    "redo", "quiet", "require", "twin", "variants", "budget_s", "implementations",
 )
 TWIN_SUFFIX = "·A/A"  # the arm of the reference's A/A twin: e.g. "host·A/A"
 ANALYSIS_KEYS = ("equivalence_margin", "compare_with")
@@ -79,11 +80,13 @@ class Study:
     twin: bool = False  # run the reference a second time per block, as arm "<reference>·A/A"
     variants: dict[str, dict] = field(default_factory=dict)  # arms "<mode>·<name>" with settings added (variants.py)
     budget_s: float | None = None  # wall-time cap (policy.parse_budget)
+    implementations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mode -> other implementations
 
     @property
     def arms(self) -> tuple[tuple[str, str], ...]:
-        """(arm, mode) of each arm: every mode as itself, its `variants`, with `twin` the reference again."""
-        return tuple((m, m) for m in self.modes) + variants.arms(self)
+        """(arm, mode) of each arm: every mode as itself and as each of its other implementations,
+        its `variants`, and with `twin` the reference again."""
+        return impls.arms(self.modes, self.implementations) + variants.arms(self)
 
     @property
     def twin_arm(self) -> str:
@@ -115,11 +118,7 @@ def load_study(path: Path | str) -> Study:
     data = read_yaml(path)
     study = parse_study(data, path)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return _replace(study, digest=digest)
-
-
-def _replace(study: Study, **kw) -> Study:
-    return dataclasses.replace(study, **kw)
+    return dataclasses.replace(study, digest=digest)
 
 
 def parse_study(data: Any, path: Path | str = "<study>") -> Study:
@@ -175,6 +174,7 @@ def parse_study(data: Any, path: Path | str = "<study>") -> Study:
         mode_settings={str(k): dict(v) for k, v in mode_settings.items()},
         notebooks=str(notebooks), description=str(data.get("description") or ""),
         rotate_loads=rotate, analysis=analysis, twin=twin, variants=variants.parse(data, path, modes),
+        implementations=impls.parse(data.get("implementations"), path, modes),
         redo=policy.parse_redo(data.get("redo"), path), quiet=policy.parse_quiet(data.get("quiet"), path),
         require=policy.parse_require(data.get("require"), path),
         budget_s=policy.parse_budget(data.get("budget_s"), path),

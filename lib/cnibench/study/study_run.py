@@ -2,17 +2,14 @@
 
     summary = run_study("studies/lab.yml")          # what `invoke run-all` calls
 
-Where the measurement happens. Papermill starts a kernel per notebook (about 1.2 s here, plus
-the imports and a fresh SSH connection per run), so a kernel per run would eat the lab study's
-budget. The runner therefore measures in its own process, over one SSH connection per host,
-with each mode set up once per block and nginx kept up for the block's runs (workload/session.BenchSession;
-each run still health-checks it), and writes the record. `notebooks/run.ipynb` is then executed
-by papermill as the lab-notebook view of each saved record, after the matrix (no measurement
-runs then), with two warm kernels at once (runbook.py): 0.31 s per notebook instead of 0.56 s
-inline, and none of it between runs. Any record without a notebook (e.g. from an interrupted
-session) gets one at the end of the next session. Study key `notebooks`: warm (default) | fresh
-| measure (the notebook does the measurement itself, a kernel per run: the slow, literal
-design) | none. The numbers behind this choice come from benchmarks/pipeline_bench.py.
+Where the measurement happens. Papermill starts a kernel per notebook (~1.2 s here), so the
+runner measures in its own process, over one SSH connection per host, each mode set up once per
+block and nginx kept up for the block's runs (workload/session.BenchSession; each run still
+health-checks it), and writes the record. `notebooks/run.ipynb` is then executed by papermill as
+the lab-notebook view of each saved record, after the matrix, with two warm kernels at once
+(runbook.py: 0.31 s per notebook instead of 0.56 s inline; benchmarks/pipeline_bench.py). A record
+without a notebook gets one at the end of the next session. Study key `notebooks`: warm (default)
+| fresh | measure (the notebook measures, a kernel per run: the slow, literal design) | none.
 After the matrix, each disturbed repetition is redone whole while budget_s lasts (redo.py).
 
 Robustness. A run's record is written atomically once it is complete; a run killed halfway
@@ -69,6 +66,7 @@ from .runner import (
     window_seconds,
 )
 from .counters import Counters
+from .implementations import implementation_of
 from .store import RecordStore
 from .runview import summary_line
 from .spec import Study, load_study
@@ -308,7 +306,8 @@ class StudyRun:
         self.bar.status(f"{block.mode} up (rep {block.repetition})")
         t = time.monotonic()
         try:
-            endpoint = await mode_up(self.fleet, block.mode, settings)
+            entry["implementation"] = implementation_of(block.arm, block.mode)
+            endpoint = await mode_up(self.fleet, block.mode, settings, implementation=entry["implementation"])
         except RUN_FAILURES as exc:
             self.counters.modes_s += time.monotonic() - t
             entry["error"] = reason_of(exc)
@@ -327,7 +326,7 @@ class StudyRun:
             return None
         entry["up_s"] = round(time.monotonic() - t, 3)
         self.counters.modes_s += time.monotonic() - t
-        details = await _mode_details(self.fleet)
+        details = self.mode_details = await _mode_details(self.fleet)
         if details:
             entry["details"] = details  # ebpf-redirect: the BPF object's source hash, clang, kernel
         return endpoint
@@ -339,7 +338,8 @@ class StudyRun:
         counters = self.counters
         bench = BenchSession(self.fleet, endpoint, self.limits)
         ctx = RunContext(self.study, self.store, self.fleet, self.ref, self.limits, endpoint, bench, self.bar, counters,
-                         self.policy, self.book, self.inventory_path, self.runs_dir)
+                         self.policy, self.book, self.inventory_path, self.runs_dir,
+                         getattr(self, "mode_details", None))
         try:
             for run in block.runs:
                 self._stop_if_interrupted()

@@ -109,7 +109,7 @@ async def run_plan(runners: Runners, steps: list[Step], on_start=None) -> tuple[
             if on_start is not None:
                 on_start(name, i + 1)
             try:
-                await target.run(s.argv, netns=s.netns)
+                await target.run(s.argv, netns=s.netns, input=s.input)
             except CommandFailed:
                 failed.set()  # it ran and failed: it made nothing to undo
                 raise
@@ -155,7 +155,7 @@ async def undo_steps(runners: Runners, steps: list[Step], strict: bool = True) -
             if s.undo is None:
                 continue
             try:
-                r = await target.run(s.undo, netns=s.netns, check=False)
+                r = await target.run(s.undo, netns=s.netns, check=False, input=s.undo_input)
             except Exception as exc:  # unreachable host: report, keep undoing the others
                 problems.append(f"{name}: {' '.join(s.undo)}: {exc}")
                 continue
@@ -286,7 +286,7 @@ async def up(fleet, name: str, settings: ModeSettings | None = None, implementat
     problems = await undo_steps(runners, todo, strict=False)
     if not problems:
         await forget(fleet, runners, [s.to_dict() for s in steps])
-        raise error
+        raise mode.failure(error)
     # The rollback failed: keep what is needed to finish it (clean, or down).
     for t, doc in docs.items():
         doc["status"] = "rollback-failed"

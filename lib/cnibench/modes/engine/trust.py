@@ -15,6 +15,7 @@ Anything else refuses the whole file (StateRefused): it is then treated as absen
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any, Mapping, Sequence
 
@@ -24,6 +25,7 @@ from ..node.steps import undo_shapes as node_shapes
 from ..registry import MODES
 
 STATUSES = ("applying", "up", "rollback-failed")
+STEP_KEYS = {"host", "argv", "undo", "netns", "input", "undo_input"}
 HOST = r"[a-z][a-z0-9]{0,7}"  # inventory host names (config._NAME_RE)
 IPV4 = r"\d{1,3}(\.\d{1,3}){3}"
 CIDR = IPV4 + r"/\d{1,2}"
@@ -79,8 +81,8 @@ def undo_allowed(host: str, argv: Sequence[str], data_interface: str | None = No
 
 
 def check_step(host: str, d: Any, data_interface: str | None = None, mode: str | None = None) -> dict:
-    if not isinstance(d, dict) or set(d) != {"host", "argv", "undo", "netns"}:
-        raise StateRefused(f"a step is not of the form {{host, argv, undo, netns}}: {str(d)[:120]}")
+    if not isinstance(d, dict) or not {"host", "argv", "undo", "netns"} <= set(d) <= STEP_KEYS:
+        raise StateRefused(f"a step is not of the form {{host, argv, undo, netns[, input, undo_input]}}: {str(d)[:99]}")
     if d["host"] != host:
         raise StateRefused(f"a step is addressed to {d['host']!r}, not to this host")
     if not isinstance(d["argv"], list) or not all(isinstance(a, str) for a in d["argv"]):
@@ -90,7 +92,23 @@ def check_step(host: str, d: Any, data_interface: str | None = None, mode: str |
     if d["undo"] is not None and not (
         isinstance(d["undo"], list) and undo_allowed(host, d["undo"], data_interface, mode)):
         raise StateRefused(f"undo {d['undo']!r} is not a command a mode plans")
+    if d.get("undo_input") is not None:
+        check_cni_input(d["undo"], d["undo_input"])
     return d
+
+
+def check_cni_input(undo, text) -> None:
+    """An undo's stdin from a host: only a CNI plugin's config for that very plugin, with static
+    IPAM or none (a host must not choose which binary the plugin delegates to)."""
+    plugin = undo[-1].rpartition("/")[2] if undo else ""
+    try:
+        conf = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        conf = None
+    ipam = conf.get("ipam") if isinstance(conf, dict) else None
+    if not (isinstance(conf, dict) and undo[0] == "env" and conf.get("type") == plugin
+            and (ipam is None or (isinstance(ipam, dict) and ipam.get("type") == "static"))):
+        raise StateRefused(f"the stdin of undo {' '.join(undo)[:80]!r} is not that CNI plugin's config")
 
 
 def _int(value, lo: int, hi: int, what: str) -> int:

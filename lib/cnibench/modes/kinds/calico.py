@@ -30,7 +30,8 @@ from ..base import (
     Step,
     step,
 )
-from ..engine import pieces
+from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import direct_route_checks, route_get
 from ..engine.pieces import require_l2
 from . import calico_bgp
@@ -111,3 +112,38 @@ class CalicoRouted(NetworkMode):
 
     def leftovers(self, host, data_interface, outputs):
         return calico_bgp.leftovers(host, outputs)
+
+class CalicoRoutedCni(CniImplementation, CalicoRouted):
+    """The same routed veth by the reference `ptp` plugin with `static` IPAM. Unlike Calico, ptp
+    gives the host veth an address: the pod subnet's .1 as a /32 (Calico: none, proxy ARP for
+    169.254.1.1 and the host MAC ee:ee:ee:ee:ee:ee; ptp with 169.254.1.1 and a default route
+    fails on 1.1.1). The pod gets the subnet's .2 with the subnet's
+    prefix, a `.1 scope link` route and a default route via .1; the host routes the pod's /32 to
+    the veth (ptp's own route). The peers' pod blocks are still the project's host routes."""
+
+    plugins = ("ptp", "static")
+
+    def conflist(self, h, net, mtu: int) -> dict:
+        gw = nth(net, 1)
+        ipam = cnisteps.static_ipam(f"{nth(net, 2)}/{net.prefixlen}", gw, [("0.0.0.0/0", gw)])
+        return cnisteps.network(f"{PREFIX}calico", h.name, [{"type": "ptp", "mtu": mtu, "ipam": ipam}])
+
+    def networks(self, hosts, settings) -> dict[str, dict]:
+        subnets = pod_subnets(hosts, settings)
+        require_l2(hosts, self.name)
+        return {h.name: self.conflist(h, subnets[h.name], mtu_for(h, settings)) for h in hosts}
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        nets, subnets = self.networks(hosts, settings), pod_subnets(hosts, settings)
+        steps: list[Step] = []
+        for h in hosts:
+            steps += [forwarding_step(h), *pieces.netns(h), *cnisteps.attach(h, nets[h.name])]
+            steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface)
+                      for p in hosts.peers(h.name)]
+        return steps
+
+    async def path_checks(self, fleet, endpoint, settings, facts, probe):
+        checks = await direct_route_checks(fleet, endpoint, settings, facts, probe)
+        r = await route_get(fleet.server, endpoint.connect_address)
+        checks.append(Check("server host routes the pod straight to a veth (no bridge)", " dev veth" in r, r))
+        return checks

@@ -9,6 +9,7 @@ NAT lives in nftables table `ip cnib_docker` (Docker writes iptables rules; same
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -36,7 +37,8 @@ from ..base import (
     Step,
     step,
 )
-from ..engine import pieces
+from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 
 BRIDGE = f"{PREFIX}docker0"
 TABLE = f"{PREFIX}_docker"
@@ -132,3 +134,63 @@ def parse_dnat_packets(nft_json: str) -> int:
         if rule and any("dnat" in e for e in rule.get("expr", [])):
             return next(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
     raise ValueError("no DNAT rule with a counter in the chain")
+
+
+class DockerBridgeCni(CniImplementation, DockerBridge):
+    """The same network by the reference plugins, podman's chain: `bridge` (cnibdocker0, gateway
+    172.17.0.1, `ipMasq`, hairpin) with `static` IPAM, `firewall` (iptables backend) and
+    `portmap` (`snat`, the published port on the server's data address only). The rules are
+    iptables rules through iptables-nft (required: `iptables -V` must say nf_tables), in the
+    tables `ip nat` and `ip filter` (and portmap's empty `ip6 nat`), which a guard creates empty
+    before the first ADD and deletes after the last DEL. CHECK is disabled in the conflist:
+    portmap 1.1.1's CHECK fails (upstream #819). Verify reads the DNAT rule's counter."""
+
+    needs_nft = True
+    iptables = True
+    plugins = ("bridge", "firewall", "portmap", "static")
+
+    def conflist(self, h, net, mtu: int) -> dict:
+        gw = nth(net, 1)
+        ipam = cnisteps.static_ipam(f"{nth(net, 2)}/{net.prefixlen}", gw, [("0.0.0.0/0", gw)])
+        return cnisteps.network(f"{PREFIX}docker", h.name, [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True, "mtu": mtu,
+             "ipam": ipam},
+            {"type": "firewall", "backend": "iptables"},
+            {"type": "portmap", "snat": True, "capabilities": {"portMappings": True}}], disable_check=True)
+
+    def runtime(self, hosts: HostFacts, settings) -> dict[str, dict]:
+        s = hosts.server
+        return {s.name: {"portMappings": [{"hostPort": settings.published_port, "containerPort": settings.service_port,
+                                           "protocol": "tcp", "hostIP": s.data_address}]}}
+
+    def networks(self, hosts, settings) -> dict[str, dict]:
+        net = self._net(hosts, settings)
+        check_published_port(settings, hosts)
+        return {h.name: self.conflist(h, net, mtu_for(h, settings)) for h in hosts}
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        nets, runtime = self.networks(hosts, settings), self.runtime(hosts, settings)
+        return [s for h in hosts for s in (forwarding_step(h), *pieces.netns(h), *cnisteps.guard_tables(h),
+                                           cnisteps.guard_bridge(h, BRIDGE),
+                                           *cnisteps.attach(h, nets[h.name], runtime.get(h.name)))]
+
+    async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
+        before = await iptables_dnat_packets(fleet.server)
+        await probe()
+        after = await iptables_dnat_packets(fleet.server)
+        return [Check("the published port's DNAT rule counter rises (iptables-nft, portmap's CNI-DN-* chain)",
+                      after > before, f"{before} -> {after} packets")]
+
+
+async def iptables_dnat_packets(host) -> int:
+    return parse_iptables_dnat(
+        (await host.run(["iptables-save", "-c", "-t", "nat"])).stdout)
+
+
+def parse_iptables_dnat(text: str) -> int:
+    """Packets counted by portmap's DNAT rules (`[packets:bytes] -A CNI-DN-… -j DNAT`) in
+    `iptables-save -c` output (pure)."""
+    found = [int(m.group(1)) for m in re.finditer(r"^\[(\d+):\d+\] -A CNI-DN-\S+ .*-j DNAT\b", text, re.M)]
+    if not found:
+        raise ValueError("no DNAT rule of portmap's in the nat table")
+    return sum(found)

@@ -46,7 +46,8 @@ from ..base import (
 from ..base import (
     BRIDGE as BRIDGE_KIND,
 )
-from ..engine import pieces
+from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.aws import ROUTE_LIMIT, AwsDriver, AwsSettings
 from ..engine.pathcheck import counters, direct_route_checks, ping_ttl, route_get
 from ..engine.pieces import require_l2
@@ -92,11 +93,15 @@ class _Flannel(NetworkMode):
             mtu = mtu_for(h, settings, self.overhead)
             steps.append(forwarding_step(h))
             steps += pieces.netns(h)
-            steps += pieces.bridge(h, BRIDGE, f"{nth(net, 1)}/{net.prefixlen}", mtu)
-            steps += pieces.veth(h, f"{PREFIX}v{h.name}", mtu, master=BRIDGE)
-            steps += pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [["default", "via", nth(net, 1)]])
+            steps += self.pod_side(h, net, mtu)
             steps += self.backend(h, hosts, subnets, settings, mtu)
         return steps + self.fabric(hosts, subnets, settings)
+
+    def pod_side(self, h, net, mtu: int) -> list[Step]:
+        """The bridge with the subnet's first address, a veth into the pod, the pod's address."""
+        return [*pieces.bridge(h, BRIDGE, f"{nth(net, 1)}/{net.prefixlen}", mtu),
+                *pieces.veth(h, f"{PREFIX}v{h.name}", mtu, master=BRIDGE),
+                *pieces.pod_address(h, f"{nth(net, 2)}/{net.prefixlen}", [["default", "via", nth(net, 1)]])]
 
     def precheck_plan(self, hosts: HostFacts, settings: ModeSettings) -> None:
         pass
@@ -245,6 +250,40 @@ class FlannelAwsVpc(_Flannel):
             checks.append(Check("client host routes pod traffic to the VPC router",
                                 f"via {facts.router.address} dev {c.data_interface}" in route, route))
         return checks
+
+
+class _CniPodSide(CniImplementation):
+    """The pod side by the reference plugins, the backend still the project's (as flanneld
+    builds it): `bridge` (cnibcni0, isGateway, kube-flannel's `hairpinMode: true`, the backend's
+    MTU) with `static` IPAM (the subnet's .2, default route via .1). DEL leaves the bridge: the
+    guard before the ADD deletes it."""
+
+    plugins = ("bridge", "static")
+
+    def conflist(self, h, net, mtu: int) -> dict:
+        gw = nth(net, 1)
+        ipam = cnisteps.static_ipam(f"{nth(net, 2)}/{net.prefixlen}", gw, [("0.0.0.0/0", gw)])
+        return cnisteps.network(f"{PREFIX}flannel", h.name, [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "hairpinMode": True, "mtu": mtu, "ipam": ipam}])
+
+    def pod_side(self, h, net, mtu: int) -> list[Step]:
+        return [cnisteps.guard_bridge(h, BRIDGE), *cnisteps.attach(h, self.conflist(h, net, mtu))]
+
+    def networks(self, hosts, settings) -> dict[str, dict]:
+        subnets = pod_subnets(hosts, settings)
+        return {h.name: self.conflist(h, subnets[h.name], mtu_for(h, settings, self.overhead)) for h in hosts}
+
+
+class FlannelVxlanCni(_CniPodSide, FlannelVxlan):
+    pass
+
+
+class FlannelHostGwCni(_CniPodSide, FlannelHostGw):
+    pass
+
+
+class FlannelAwsVpcCni(_CniPodSide, FlannelAwsVpc):
+    creates = (*_CniPodSide.creates, *FlannelAwsVpc.creates)
 
 
 def _local(s: Step, netns: str) -> Step:

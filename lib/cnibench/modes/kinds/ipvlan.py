@@ -29,7 +29,8 @@ from ..base import (
     Step,
     step,
 )
-from ..engine import pieces
+from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2
 
@@ -83,3 +84,37 @@ class Ipvlan(NetworkMode):
 
     async def path_checks(self, fleet, endpoint, settings, facts, probe) -> list[Check]:
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "ipvlan", settings.ipvlan_mode)
+
+
+class IpvlanCni(CniImplementation, Ipvlan):
+    """The same mode plumbed by the reference plugins: `ipvlan` (master = the data interface, the
+    study's l2/l3) with `static` IPAM; in l3 the peers' pod subnets are still the project's host
+    routes. The kernel probe refuses it, before any change, where the driver is missing."""
+
+    plugins = ("ipvlan", "static")
+
+    def conflist(self, h, net, settings: ModeSettings) -> dict:
+        if settings.ipvlan_mode == "l2":
+            ipam = cnisteps.static_ipam(f"{nth(net, 2)}/{net.prefixlen}", None, [(settings.cluster_cidr, None)])
+        else:
+            ipam = cnisteps.static_ipam(f"{nth(net, 2)}/32", None, [("0.0.0.0/0", None)])
+        return cnisteps.network(f"{PREFIX}{self.name}", h.name, [
+            {"type": "ipvlan", "master": h.data_interface, "mode": settings.ipvlan_mode, "ipam": ipam}])
+
+    def networks(self, hosts: HostFacts, settings: ModeSettings) -> dict[str, dict]:
+        if settings.ipvlan_mode not in IPVLAN_MODES:
+            raise PlanError(f"ipvlan_mode '{settings.ipvlan_mode}' is not one of {', '.join(IPVLAN_MODES)}.")
+        subnets = pod_subnets(hosts, settings)
+        if settings.ipvlan_mode == "l2":
+            require_l2(hosts, f"{self.name} (l2)")
+        return {h.name: self.conflist(h, subnets[h.name], settings) for h in hosts}
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        nets, subnets = self.networks(hosts, settings), pod_subnets(hosts, settings)
+        steps: list[Step] = []
+        for h in hosts:
+            steps += [*pieces.netns(h), *cnisteps.attach(h, nets[h.name])]
+            if settings.ipvlan_mode == "l3":
+                steps += [pieces.host_route(h, subnets[p.name], p.data_address, h.data_interface)
+                          for p in hosts.peers(h.name)]
+        return steps

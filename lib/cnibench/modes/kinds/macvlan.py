@@ -17,7 +17,8 @@ from ..base import (
     Step,
     step,
 )
-from ..engine import pieces
+from ..engine import cnisteps, pieces
+from ..engine.cnisteps import CniImplementation
 from ..engine.pathcheck import no_bridge_checks
 from ..engine.pieces import require_l2
 
@@ -49,3 +50,24 @@ class Macvlan(NetworkMode):
         return await no_bridge_checks(fleet, endpoint, settings, facts, probe, "macvlan", "bridge")
 
 
+class MacvlanCni(CniImplementation, Macvlan):
+    """The same mode plumbed by the reference plugins: `macvlan` (mode bridge, master = the data
+    interface) with `static` IPAM. The plugin makes the interface inside the pod (not in the host
+    and then moved); the pod's route to the cluster CIDR has no gateway (IPAM's default .1 is an
+    address nobody owns)."""
+
+    plugins = ("macvlan", "static")
+
+    def conflist(self, h, net, settings: ModeSettings) -> dict:
+        ipam = cnisteps.static_ipam(f"{nth(net, 2)}/{net.prefixlen}", None, [(settings.cluster_cidr, None)])
+        return cnisteps.network(f"{PREFIX}{self.name}", h.name, [
+            {"type": "macvlan", "master": h.data_interface, "mode": "bridge", "ipam": ipam}])
+
+    def networks(self, hosts: HostFacts, settings: ModeSettings) -> dict[str, dict]:
+        subnets = pod_subnets(hosts, settings)
+        require_l2(hosts, self.name)
+        return {h.name: self.conflist(h, subnets[h.name], settings) for h in hosts}
+
+    def plan(self, hosts: HostFacts, settings: ModeSettings) -> list[Step]:
+        nets = self.networks(hosts, settings)
+        return [s for h in hosts for s in (*pieces.netns(h), *cnisteps.attach(h, nets[h.name]))]
