@@ -250,8 +250,15 @@ def mode_status(c, inventory=None, json_=False):
 @cli_errors
 def clean(c, inventory=None):
     """Remove every leftover of any network mode (by the cnib prefix), e.g. after a crash."""
-    done = _with_fleet(inventory, sweep, lease="clean", clean=True)  # clean also takes over a stale lease
+    done = _with_fleet(inventory, _clean_all, lease="clean", clean=True)  # clean also takes over a stale lease
     print("\n".join(done) if done else "nothing to clean")
+
+
+async def _clean_all(fleet) -> list[str]:
+    """The client's widened port ranges first (in namespaces the sweep then deletes), then the modes."""
+    from cnibench.workload.ports import restore_all
+
+    return await restore_all(fleet.client) + await sweep(fleet)
 
 # --- workload ---
 

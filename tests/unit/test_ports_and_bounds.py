@@ -60,3 +60,11 @@ def test_60000_connections_pass_with_a_hard_limit_that_holds_them_and_are_refuse
 
 def test_the_host_checks_count_the_sampled_log_the_workload_keeps():
     assert host_limits.LOG_KEPT == defaults.LOG_SAMPLE_MAX
+
+
+def test_journalled_namespaces_takes_only_plain_names():
+    from cnibench.workload.ports import journalled_namespaces
+
+    listing = "port-range.host.orig\nport-range.cnib-client-pod.orig\nworkload\nport-range.$(reboot).orig\n"
+    assert journalled_namespaces(listing) == [None, "cnib-client-pod"]
+    assert journalled_namespaces("") == []

@@ -178,6 +178,7 @@ def record_row(rec: dict, roles: dict[str, str] | None = None, sustain: tuple[fl
         "arm": rec.get("arm") or rec["mode"], "run_mode": rec["mode"],
         "target_rate": target, "load_fraction": rec.get("load_fraction"),
         "repetition": int(rec["repetition"]), "generator": rec.get("generator"),
+        "attempt": int(rec.get("repetition_attempt") or 1),  # > 1: from a redone repetition (study/attempts.py)
         "status": rec["status"], "reason": rec.get("reason", ""), "valid": rec["status"] == "ok",
         # invalid because the machine was disturbed (noise guards), not because the mode failed
         "disturbed": bool((rec.get("hygiene") or {}).get("disturbed")) and rec["status"] == "invalid",

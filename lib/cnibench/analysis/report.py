@@ -171,7 +171,8 @@ def render(ds: Dataset, an: stats.Analysis, figures: dict[str, dict[str, Path]],
            tables: dict[str, pd.DataFrame], method_md: str | None = None, cond=None, cpu=None) -> str:
     """The report as one HTML page, section by section (cond, cpu: issue 25's figures, when made)."""
     parts = _question(ds, an, cond, cpu) + _headline(ds, an, tables)
-    parts += sections.conditional_section(cond) + sections.cpu_section(cpu, ds) + _method(ds.manifest, method_md)
+    parts += sections.conditional_section(cond) + sections.cpu_section(cpu, ds) + sections.redo_section(ds)
+    parts += _method(ds.manifest, method_md)
     parts += _figures(figures) + _tables(tables) + _statistics(an, ds) + provenance.provenance(ds)
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -126,3 +126,28 @@ def cpu_section(cpu, ds) -> list[str]:
         f"this figure. Compared with {REFERENCE} by the paired block design (paired t on the per-block log "
         "ratios, Holm over the modes per size, core and kind; equivalence by TOST at the study's margin).</p>")
     return parts + [to_html(cpu_table(cpu), table_id="cpu-table")]
+
+
+def redo_table(ds) -> pd.DataFrame:
+    """Per arm and size: runs used, those from a redone repetition (its chosen attempt > 1), and
+    those still disturbed (no undisturbed attempt within the budget)."""
+    r = ds.runs
+    if r.empty:
+        return pd.DataFrame(columns=["arm", "size", "runs", "from_redone_repetitions", "still_disturbed"])
+    attempt = r["attempt"] if "attempt" in r else pd.Series(1, index=r.index)
+    g = r.assign(redone=attempt > 1).groupby(["arm", "size"], sort=False)
+    return pd.DataFrame({"runs": g.size(), "from_redone_repetitions": g["redone"].sum(),
+                         "still_disturbed": g["disturbed"].sum()}).reset_index()
+
+
+def redo_section(ds) -> list[str]:
+    """Redo counts by arm (issue 25): a disturbed repetition is redone whole, never one run."""
+    t = redo_table(ds)
+    if t.empty:
+        return []
+    n = int(t["from_redone_repetitions"].sum())
+    return ["<h2 id='redo'>Redone repetitions</h2>",
+            f"<p>{n} of {int(t['runs'].sum())} runs used come from a redone repetition: a repetition with a "
+            "disturbed run is redone as a whole (every arm, fresh order) while the budget lasts, and the "
+            "analysis uses its first undisturbed attempt, else its first. A single run is never redone.</p>",
+            to_html(t)]

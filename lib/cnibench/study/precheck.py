@@ -45,6 +45,7 @@ class HostReport:
     data_mtu: int | None = None
     data_address: str | None = None
     hiccup_meter: str = ""  # cbuild.built_state of the hiccup meter (workload/hiccup)
+    steal_probe: str = ""  # and of the server-core steal probe (workload/stealprobe)
     tuning: dict = field(default_factory=dict)  # provenance.parse_tuning (+ mtu, offloads)
     required: dict = field(default_factory=dict)  # a study's `require:` to check (policy.py)
 
@@ -133,9 +134,10 @@ async def _hygiene_facts(host: Host, rep: HostReport) -> None:
     """The hiccup meter's build state and the host's tuning (read only)."""
     from .provenance import TUNING_SH, parse_offloads, parse_tuning
     from ..infra.cbuild import built_state
-    from ..workload.hiccup import source
+    from ..workload import hiccup, stealprobe
 
-    rep.hiccup_meter = await built_state(host, "hiccup", source())
+    rep.hiccup_meter = await built_state(host, "hiccup", hiccup.source())
+    rep.steal_probe = await built_state(host, "stealprobe", stealprobe.source())
     r = await host.run(["sh", "-c", TUNING_SH, f"{PREFIX}-tuning", rep.data_interface], check=False, timeout=15)
     rep.tuning = parse_tuning(r.stdout)
     k = await host.run(["ethtool", "-k", rep.data_interface], check=False, timeout=15)
@@ -169,7 +171,7 @@ def format_table(reports: list[HostReport]) -> str:
         irqs = ", ".join(f"{i['irq']}->{i['affinity']}" for i in t.get("nic_irqs") or []) or "none found"
         lines.append(f"  tuning       governor {govs}; max_cstate {t.get('max_cstate', '?')}; cpuidle "
                      f"{t.get('cpuidle_driver') or '?'}; NIC irqs {irqs}")
-        lines.append(f"  hiccup meter {r.hiccup_meter or '?'}")
+        lines.append(f"  hiccup meter {r.hiccup_meter or '?'}, steal probe {r.steal_probe or '?'}")
         for kind, res in r.kernel_features.items():
             lines.append(f"  {kind:<12} {'yes' if res['ok'] else 'NO: ' + res['reason']}")
         for p in r.problems():

@@ -226,7 +226,7 @@ def driver_facts() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    from ..workload import hiccup
+    from ..workload import hiccup, stealprobe
     from ..workload.loadgen import SOURCES, source_hash
 
     return {"hostname": platform.node(), "python": platform.python_version(), "kernel": platform.release(),
@@ -234,7 +234,8 @@ def driver_facts() -> dict[str, Any]:
             # the project's own C programs, built on the hosts from these sources (the build's
             # compiler is each host's `tools.cc`; each run record names the binary it ran)
             "c_sources_sha256": {**{name: source_hash(name) for name in SOURCES},
-                                 "hiccup": hashlib.sha256(hiccup.source()).hexdigest()}}
+                                 "hiccup": hashlib.sha256(hiccup.source()).hexdigest(),
+                                 "stealprobe": hashlib.sha256(stealprobe.source()).hexdigest()}}
 
 
 def new_manifest(study, inventory, planned_order: list[str], calibration: dict | None) -> dict:

@@ -217,8 +217,10 @@ class RunHygiene:
         return {self.fleet.client.name: list(self.spec.client_cpus),
                 self.fleet.server.name: list(self.spec.server_cpus)}
 
-    async def start(self, nginx) -> None:
-        """Meters first (their pids go to the samplers), then the samplers in the namespaces."""
+    async def start(self, nginx, extra_watch: dict[str, dict[str, list[int]]] | None = None) -> None:
+        """Meters first (their pids go to the samplers), then the samplers in the namespaces.
+        extra_watch: {host name: {role: pids}} of other own processes (the steal probes), so their
+        CPU counts as known, not foreign."""
         self.running = True
         self._cpu0 = time.process_time()
         placement = getattr(self.spec, "hiccup", "on")
@@ -231,7 +233,7 @@ class RunHygiene:
         if self.spec.metrics:
             ep = self.endpoint
             for host, ns in ((self.fleet.client, ep.client_netns), (self.fleet.server, ep.server_netns)):
-                watch = {"hiccup": meter_pids.get(host.name, [])}
+                watch = {"hiccup": meter_pids.get(host.name, []), **(extra_watch or {}).get(host.name, {})}
                 if host is self.fleet.server and nginx is not None:
                     watch["nginx"] = [nginx.master_pid, *nginx.worker_pids]
                 await self.sampler.start(host, host.spec.data_interface, ns, watch)

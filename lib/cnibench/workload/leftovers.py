@@ -18,7 +18,10 @@ async def sweep_dead_session(fleet, out=print) -> list[str]:
     from ..modes import mode_down
     from ..modes.clean import sweep_workload
 
+    from .ports import restore_all
+
     done = sum((await fleet.gather("sweep", sweep_workload)).values(), [])
+    done += await restore_all(fleet.client)  # before mode_down: its namespace is still there
     for line in done:
         out(f"cleaned a leftover of a dead session: {line}")
     await mode_down(fleet)

@@ -19,6 +19,8 @@ More connections than WIDE holds would need several server ports: refused (defau
 
 from __future__ import annotations
 
+import re
+
 from ..catalog import PREFIX
 from ..infra.config import RUN_DIR
 from .defaults import PORT_RANGE, PORT_RANGE_WIDE
@@ -94,3 +96,37 @@ async def restore(host, netns: str | None) -> str | None:
     """Put the journalled range back (no journal: None)."""
     r = await host.run(restore_argv(netns), netns=netns, timeout=15)
     return f"ip_local_port_range {r.stdout.split(None, 1)[1].strip()} restored" if r.stdout.strip() else None
+
+
+JOURNAL_NAME = re.compile(r"port-range\.([A-Za-z0-9_.-]{1,64})\.orig")
+
+
+def journalled_namespaces(listing: str) -> list[str | None]:
+    """The namespaces (None: the host's own) a listing of the run directory has range journals
+    for (pure). A name read back from a host is used only when it is a plain namespace name."""
+    out: list[str | None] = []
+    for word in listing.split():
+        m = JOURNAL_NAME.fullmatch(word)
+        if m:
+            out.append(None if m.group(1) == "host" else m.group(1))
+    return out
+
+
+async def restore_all(host) -> list[str]:
+    """`invoke clean` and a dead session's sweep: every journalled range put back, in its
+    namespace while that still exists (a deleted namespace took its range with it: the journal
+    goes); what was done."""
+    names = journalled_namespaces((await host.run(["ls", "-1", str(RUN_DIR)], check=False)).stdout)
+    if not names:
+        return []
+    present = set((await host.run(["ip", "netns", "list"], check=False)).stdout.split())
+    done = []
+    for ns in names:
+        if ns is None or ns in present:
+            note = await restore(host, ns)
+        else:
+            await host.run(["rm", "-f", journal_path(ns)], check=False)
+            note = f"ip_local_port_range journal of the deleted namespace {ns} removed"
+        if note:
+            done.append(f"{host.name}: {note}")
+    return done

@@ -203,7 +203,7 @@ class BenchSession:
         await nginx_mod.health_check(client, self.endpoint.client_netns, run.load.url, spec.size)
         await client.run(["mkdir", "-p", run.gen_dir], timeout=GEN_DIR_TIMEOUT)
         await run.steal.start()  # the server-core steal probes, before the warm-up
-        await run.hyg.start(nginx)  # samplers and hiccup meters, before the warm-up
+        await run.hyg.start(nginx, {self.fleet.server.name: {"stealprobe": run.steal.pids}})  # before the warm-up
         if ports.to_check(run.load.connections):  # maybe more local ports than the namespace has
             run.ports_widened = True
             run.notes += [n for n in [await ports.widen(client, self.endpoint.client_netns, run.load.connections)] if n]

@@ -25,6 +25,7 @@ class RunSteal:
     def __init__(self, fleet, spec, cache: dict):
         self.fleet, self.spec, self.cache = fleet, spec, cache
         self.probes = sp.Probes()
+        self.pids: list[int] = []  # the probes' (the samplers count their CPU as known, not foreign)
         self.summaries: list[dict] = []
         self.accounting: dict[str, dict] = {}
         self.perf: dict[str, object] = {}  # role -> perf stat Background
@@ -53,7 +54,7 @@ class RunSteal:
         elif not getattr(self.spec, "steal_probe", True):
             self.note = "the steal probe is off (steal_probe: false)"
         else:
-            await self.probes.start(server, list(self.spec.server_cpus))
+            self.pids = await self.probes.start(server, list(self.spec.server_cpus))
             if not self.probes.running:
                 self.note = "; ".join(self.probes.notes) or "no steal probe started"
         await self._start_perf()
