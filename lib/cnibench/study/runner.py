@@ -135,7 +135,8 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         else:
             rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)
         rec = finish_record(rec, run, ctx.ref, ctx.mode_details)
-        arm_settings = mode_settings(ctx.study, run.mode, run.arm)  # the node it ran on (variants.py)
+        # the node it ran on (variants.py); a notebook's own run (measure_and_record) has no study
+        arm_settings = mode_settings(ctx.study, run.mode, run.arm) if ctx.study is not None else None
         rec["node"] = arm_settings.node if arm_settings is not None else rec.get("node", "bare")
         problems = validate_record(rec)
         if problems:
