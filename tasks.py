@@ -5,7 +5,6 @@ Run as root on the machine that drives the study (for the local testbed: this ma
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -14,8 +13,9 @@ import sys
 
 from invoke import Collection, Exit, Task, task
 
-from cnibench.infra import config
 from cnibench.errors import CnibenchError
+from cnibench.infra import config, packages
+from cnibench.study.hostsession import fit_report, leased, run as _run, with_fleet as _with_fleet
 
 
 def cli_errors(fn):
@@ -31,14 +31,7 @@ def cli_errors(fn):
     return task_body
 
 
-def _run(coro):
-    """Run a coroutine (its errors reach the task's cli_errors)."""
-    return asyncio.run(coro)
-
-
-# --- foundation (lead) ---
-
-from cnibench.infra import packages  # noqa: E402
+# --- foundation ---
 
 
 @task
@@ -78,16 +71,10 @@ def testbed_status(c, json_=False):
     """Show what of the local testbed exists."""
     from cnibench.infra import testbed
 
+    from cnibench.infra.testbed_text import format_status
+
     st = testbed.status()
-    if json_:
-        print(json.dumps(st, indent=2))
-        return
-    print(f"testbed: {'up' if st['up'] else 'down'}" + (f" (inventory {st['inventory']})" if st["inventory"] else ""))
-    for h in st["hosts"]:
-        print(f"  {h['name']:<8} {h['role']:<7} netns={h['netns'] or '-'} ssh={h['ssh']} sshd={h['sshd_pid'] or '-'} "
-              f"data={h['data_address']} containers={','.join(h['containers']) or '-'}")
-    if st["other_cnib_netns"]:
-        print("  other cnib namespaces: " + ", ".join(st["other_cnib_netns"]))
+    print(json.dumps(st, indent=2) if json_ else format_status(st))
 
 
 @task(help={"inventory": "inventory file (default inventories/testbed.yml)", "json_": "print JSON",
@@ -95,23 +82,11 @@ def testbed_status(c, json_=False):
 @cli_errors
 def hosts_check(c, inventory=None, json_=False, study=None):
     """Precheck every host: reachable, privileges, tools, kernel features, CPU, MTU, tuning, hiccup meter."""
-    from cnibench.infra.hosts import Fleet
-    from cnibench.study.precheck import check_fleet, format_table
+    from cnibench.study.hostsession import check_hosts
+    from cnibench.study.precheck import format_table
+    from cnibench.study.spec import load_study
 
-    require = None
-    if study:
-        from cnibench.study.spec import load_study
-
-        require = load_study(study).require
-
-    async def main():
-        fleet = Fleet(config.load_inventory(inventory))
-        try:
-            return await check_fleet(fleet, require)
-        finally:
-            await fleet.close()
-
-    reports = _run(main())
+    reports = check_hosts(inventory, load_study(study).require if study else None)
     print(json.dumps([r.to_dict() for r in reports], indent=2) if json_ else format_table(reports))
     bad = any(r.problems() for r in reports)
     if study and all(r.reachable for r in reports):  # the study against the hosts' CPUs and limits
@@ -161,8 +136,6 @@ def lock(c, upgrade=False):
 
 # --- modes ---
 
-from cnibench.infra.hosts import Fleet  # noqa: E402
-from cnibench.infra.lease import session_lease  # noqa: E402
 from cnibench.modes import cli  # noqa: E402  (the mode tasks' text and JSON)
 from cnibench.modes.clean import clean as sweep  # noqa: E402
 from cnibench.modes.cli import mode_help, settings_from_options  # noqa: E402  (the registry names the modes)
@@ -178,45 +151,12 @@ _MODE_HELP = {
 }
 
 
-def _leased(inventory, command, call, clean=False):
-    """call() while this session holds the hosts' lease: another session on them is refused
-    with one message naming it (cnibench/infra/lease.py); `clean` also takes over a stale lease."""
-    inv = config.load_inventory(inventory)
-    with session_lease(inv, command, clean=clean) as lease:
-        if lease.notes and not clean:  # took over a dead session's lease: sweep what it left first
-            _run(_sweep_dead_session(inv))
-        return call()
-
-
-async def _sweep_dead_session(inv):
-    from cnibench.workload.leftovers import sweep_dead_session
-
-    async with Fleet(inv) as fleet:
-        await sweep_dead_session(fleet)
-
-
-def _with_fleet(inventory, fn, lease=None, clean=False):
-    """Run `async fn(fleet)` with a connected fleet over the inventory; with `lease` (the
-    command's name) while holding the hosts' session lease."""
-    async def main():
-        async with Fleet(config.load_inventory(inventory)) as fleet:
-            return await fn(fleet)
-
-    if lease is None:
-        return _run(main())
-    return _leased(inventory, lease, lambda: _run(main()), clean=clean)
-
-
-def _mode_settings(mode, **options):
-    return settings_from_options(mode, **options)
-
-
 @task(help=_MODE_HELP)
 @cli_errors
 def mode_up(c, mode, inventory=None, dry_run=False, json_=False, ipvlan_mode="l2", cluster_cidr="10.244.0.0/16",
             implementation=None):
     """Bring a network mode up on the hosts and print its endpoint (--dry-run: print the plan)."""
-    settings = _mode_settings(mode, ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
+    settings = settings_from_options(mode, ipvlan_mode=ipvlan_mode, cluster_cidr=cluster_cidr)
     print(_with_fleet(inventory, lambda fleet: cli.up(fleet, mode, settings, dry_run, json_, implementation),
                       lease=None if dry_run else f"mode.up --mode {mode}"))
 
@@ -262,39 +202,9 @@ async def _clean_all(fleet) -> list[str]:
 
 # --- workload ---
 
-_BENCH_HELP = {
-    "mode": mode_help() + "; brought up if needed and down afterwards",
-    "size": "small (350 B on the wire) or large (4096 B body)",
-    "rate": "constant request rate, requests/s over all connections",
-    "duration": "measurement window, seconds",
-    "warmup": "load before the window, seconds (default 2)",
-    "connections": "connections (default: one per 100 req/s, at least 10: max(10, ceil(rate/100)))",
-    "generator": "openloop (default: the project's open-loop generator), h2load (cross-check, closed loop) or tcpkali",
-    "threads": "generator threads (default 1)",
-    "pipeline": "requests in flight per connection (default 0: the generator's own; openloop: a second's worth, >= 32)",
-    "arrival": "openloop: uniform (default, constant rate) or poisson",
-    "no_pin": "do not pin nginx and the generator to CPUs",
-    "no_metrics": "no system-metrics sampler",
-    "inventory": "inventory file (default: the local testbed)",
-}
+from cnibench.workload.cli import bench_help, bench_spec, calibration_line  # noqa: E402
 
-
-def _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin, no_metrics,
-                arrival="uniform"):
-    """The spec of the options, validated (bounds included) before any host is touched.
-    connections None: the default for each run's rate (workload/defaults.py)."""
-    from cnibench.workload.bench import BenchSpec, validate_spec
-
-    try:
-        float(rate), float(duration), float(warmup), int(threads), int(pipeline)
-        connections = None if connections in (None, "", 0, "0") else int(connections)
-    except ValueError as exc:
-        raise Exit(f"error: bench: a number was expected ({exc}). Example: --rate 5000 --duration 10", code=2)
-    spec = BenchSpec(mode=mode, size=size, rate=float(rate), duration_s=float(duration), warmup_s=float(warmup),
-                     connections=connections, generator=generator, threads=int(threads), pipeline=int(pipeline) or None,
-                     arrival=arrival, pin=not no_pin, metrics=not no_metrics)
-    validate_spec(spec)
-    return spec
+_BENCH_HELP = bench_help(mode_help())
 
 
 @task(help=_BENCH_HELP)
@@ -304,9 +214,9 @@ def bench(c, mode, size, rate, duration, warmup="2", connections=None, generator
     """Run nginx + a constant-rate load once; print a summary; write the record under data/raw/adhoc/."""
     from cnibench.workload import cli
 
-    spec = _bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin,
-                       no_metrics, arrival)
-    rec, path = _leased(inventory, f"bench --mode {mode} --rate {rate}", lambda: _run(cli.bench(spec, inventory)))
+    spec = bench_spec(mode, size, rate, duration, warmup, connections, generator, threads, pipeline, no_pin,
+                      no_metrics, arrival)
+    rec, path = leased(inventory, f"bench --mode {mode} --rate {rate}", lambda: _run(cli.bench(spec, inventory)))
     print(cli.summary(rec))
     print(f"record: {path}")
     if rec["status"] == "failed":
@@ -323,12 +233,10 @@ def calibrate(c, mode, size, bound=10.0, percentile=90.0, connections=0, generat
      "and the saturation throughput.")
     from cnibench.workload import cli
 
-    spec = _bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 0, False, True)
+    spec = bench_spec(mode, size, 1000, 3, 1, connections, generator, threads, 0, False, True)
     pct = f"p{float(percentile):g}"
-    progress = lambda e: print("  " + (f"saturation {e['saturation']:.0f} req/s" if "saturation" in e else  # noqa: E731
-                                      f"{e['rate']:.0f} req/s: {'ok' if e['ok'] else 'too much'} ({pct} "
-                                      f"{e['latency_us']} us; {e['reason'] or e['status']})"))
-    result, path = _leased(inventory, f"calibrate --mode {mode}",
+    progress = calibration_line(pct)
+    result, path = leased(inventory, f"calibrate --mode {mode}",
                            lambda: _run(cli.calibrate_cli(spec, float(bound), float(percentile), inventory, progress)))
     print(f"{mode}/{size}: maximum sustainable rate {result['max_rate']:.0f} req/s ({pct} <= {bound} ms), "
           f"saturation {result['saturation_rate'] or 0:.0f} req/s")
@@ -374,17 +282,8 @@ def status(c, study="lab"):
 _STUDY_HELP = {"study": "study name or file in studies/ (default: lab); reads data/raw/<study>"}
 
 
-def _study_name(study: str) -> str:
-    """A bare study name, or the name inside a study file that exists; '../../x' is refused."""
-    from cnibench.study.spec import study_name_arg
-
-    return study_name_arg(study)
-
-
-def _need_raw(name: str):
-    if not (config.RAW / name).is_dir():
-        raise Exit(f"no run records for study '{name}' in {config.RAW / name}: run `invoke run-all --study {name}` "
-                   "first", code=2)
+from cnibench.study.spec import study_name_arg as _study_name  # noqa: E402  (a bare name; '../../x' refused)
+from cnibench.study.status import require_records as _need_raw  # noqa: E402
 
 
 @task(help=_STUDY_HELP)
@@ -460,21 +359,12 @@ def jupyter(c, study="lab", port=8888):
     os.execvp(argv[0], argv)
 
 
-
-
-# --- issue 28: the CPU plan and host limits, read-only ---
-
+# --- the CPU plan and host limits, read-only (issue 28) ---
 def _print_fit(study, inventory, json_=False) -> bool:
     """Fit the study to the inventory's hosts (read-only) and print it; True when it fits."""
-    from cnibench.infra import limits
-    from cnibench.study.precheck import read_study_fit
-    from cnibench.study.spec import load_study
-
-    st = load_study(study)
-    inv = config.load_inventory(inventory or st.inventory)
-    sf = _with_fleet(inv.path, lambda fleet: read_study_fit(fleet, st, inv.testbed))
-    print(json.dumps(sf.to_dict(), indent=2) if json_ else limits.format_fit(sf.fit, sf.hosts))
-    return not sf.fit.problems
+    text, fits = fit_report(study, inventory, json_)
+    print(text)
+    return fits
 
 
 @task(help={"study": "study file or name in studies/", "inventory": "inventory file (default: the study's)",

@@ -162,7 +162,8 @@ MAX_MODULE_LINES = 400
 
 
 def test_no_module_over_400_lines():
-    bad = [f"{m}: {n} lines" for m, p in MODS.items()
+    files = {**MODS, "tasks.py (the CLI: each task a few lines calling lib/)": PKG.parents[1] / "tasks.py"}
+    bad = [f"{m}: {n} lines" for m, p in files.items()
            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
     assert not bad, "\n".join(bad)
 

@@ -187,13 +187,12 @@ def test_next_redo_pure_rules():
 
 
 def test_guard_defaults_are_one_set_for_bench_calibrate_and_the_studies():
-    import tasks
     from cnibench.study.runner import spec_fields
-    from cnibench.workload import calibrate
+    from cnibench.workload import calibrate, cli
     from cnibench.workload.specfields import bench_spec
 
-    bench = tasks._bench_spec("host", "small", 20000, 6, 1, None, "openloop", 1, 0, False, False)
-    cal = tasks._bench_spec("host", "small", 1000, 3, 1, None, "openloop", 1, 0, False, True)  # `invoke calibrate`'s
+    bench = cli.bench_spec("host", "small", 20000, 6, 1, None, "openloop", 1, 0, False, False)
+    cal = cli.bench_spec("host", "small", 1000, 3, 1, None, "openloop", 1, 0, False, True)  # `invoke calibrate`'s
     lab = load_study(ROOT / "studies" / "lab.yml")
     study = bench_spec(spec_fields(lab, matrix.plan(lab, {"small": 1e4, "large": 1e4})[0])).guard
     assert bench.guard == cal.guard == study == GuardLimits()

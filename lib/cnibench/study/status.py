@@ -77,3 +77,13 @@ def format_status(rows: list[dict]) -> str:
     lines.append("redone: repetitions of the arm measured again as a whole (a run of theirs was disturbed), "
                  "redo_runs: their runs; disturbed, flagged: in the attempts the analysis uses")
     return "\n".join(lines)
+
+
+def require_records(name: str) -> None:
+    """Refuse an analysis of a study with no run records, saying how to make them."""
+    from ..errors import CnibenchError
+    from ..infra import config
+
+    if not (config.RAW / name).is_dir():
+        raise CnibenchError(f"no run records for study '{name}' in {config.RAW / name}: run "
+                            f"`invoke run-all --study {name}` first")
