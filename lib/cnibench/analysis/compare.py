@@ -16,6 +16,7 @@ cannot tell, from the pairwise band comparisons (stats.py, Holm over pairs).
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -201,15 +202,15 @@ def earlier_studies(study: str, processed_root: Path, compare_with=None) -> list
 # (lower latency, higher latency, what STUDY.md's conclusions say, scope). Scope "band": a
 # statement about the study's tests generally, checked at 30-50 % of max; "max load": stated for
 # the maximum load only, which the band cannot check (studies/sweep.yml runs up to it).
-SEED_ORDERINGS = (
-    ("ipvlan", "flannel-host-gw", "IPvlan had the lowest latency", "band"),
-    ("ipvlan", "flannel-aws-vpc", "IPvlan had the lowest latency", "band"),
-    ("ipvlan", "flannel-vxlan", "IPvlan had the lowest latency", "band"),
-    ("flannel-host-gw", "flannel-vxlan", "flannel vxlan was worst in all tests", "band"),
-    ("flannel-aws-vpc", "flannel-vxlan", "flannel vxlan was worst in all tests", "band"),
-    ("host", "flannel-vxlan", "flannel vxlan was worst in all tests", "band"),
-    ("flannel-host-gw", "flannel-aws-vpc", "host-gw better at maximum load", "max load"),
-)
+ORDERINGS_FILE = Path(__file__).with_name("orderings_2016.csv")  # data, so no module here names a mode
+
+
+def read_orderings(path: Path = ORDERINGS_FILE) -> tuple[tuple[str, str, str, str], ...]:
+    with open(path, newline="") as f:
+        return tuple((r["lower"], r["higher"], r["stated"], r["scope"]) for r in csv.DictReader(f))
+
+
+SEED_ORDERINGS = read_orderings()
 SEED_COLS = ["size", "percentile", "lower", "higher", "stated", "here", "agreement"]
 
 
