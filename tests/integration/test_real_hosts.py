@@ -22,6 +22,17 @@ from cnibench.infra.config import ROOT
 pytestmark = [pytest.mark.timeout(300)]
 
 
+@pytest.fixture(autouse=True)
+def testbed_as_found(testbed_lock):
+    """These tests bring their own testbeds up and down; afterwards the session's default testbed
+    is back (the session fixture `testbed`, which later tests use, is up at most once)."""
+    was_up = tb.status()["up"]
+    yield
+    if was_up:
+        tb.down()
+        tb.up()
+
+
 def snapshot() -> dict:
     """What a refusal must not change: the project's namespaces and links, and the testbed's
     sshd (its pid files). Only the project's names: other work on this machine is not ours."""
