@@ -96,22 +96,28 @@ def test_quiet_run_is_valid_and_records_every_figure(with_fleet, testbed):
     assert checks(rec)["irq_softirq"]["verdict"] == "report"
 
 
-def test_cpu_hog_on_the_server_core_is_foreign_cpu(with_fleet, testbed):
-    started = {}
+def test_cpu_hog_on_the_generator_core_is_foreign_cpu_and_on_the_server_core_only_recorded(with_fleet, testbed):
+    """Issue 25: a hog on the generator's core is foreign CPU there and invalidates the run; the
+    same hog on nginx's core shows in `server_foreign_cpu` and is recorded, not judged."""
+    def hog_on(host_of, cpu_of):
+        async def hog(ctx):
+            bg = await host_of(ctx).start(["stress-ng", "--cpu", "1", "--taskset", str(cpu_of(ctx)), "--timeout", "4s",
+                                           "--quiet"])
+            try:
+                await asyncio.sleep(60)
+            finally:
+                await bg.stop(grace=3)
+        return hog
 
-    async def hog(ctx):
-        bg = await ctx.fleet.server.start(["stress-ng", "--cpu", "1", "--taskset", str(ctx.spec.server_cpus[0]), "--timeout", "4s", "--quiet"])
-        started["bg"] = bg
-        try:
-            await asyncio.sleep(60)
-        finally:
-            await bg.stop(grace=3)
-
-    rec = run(with_fleet, testbed, during=hog)
+    rec = run(with_fleet, testbed, during=hog_on(lambda c: c.fleet.client, lambda c: c.spec.client_cpus[0]))
     c = checks(rec)["foreign_cpu"]
-    assert c["verdict"] == "invalid" and "foreign CPU on the pinned cores" in rec["reason"], rec["reason"]
-    assert c["value"] > 0.2  # a hog sharing one of the two pinned cores
-    assert rec["hygiene"]["disturbed"]
+    assert c["verdict"] == "invalid" and "foreign CPU on the generator's core" in rec["reason"], rec["reason"]
+    assert c["value"] > 0.2 and rec["hygiene"]["disturbed"]
+
+    rec = run(with_fleet, testbed, during=hog_on(lambda c: c.fleet.server, lambda c: c.spec.server_cpus[0]))
+    assert rec["hygiene"]["figures"]["server_foreign_cpu"] > 0.2, rec["hygiene"]["figures"]
+    c = checks(rec)["foreign_cpu"]  # the generator's core: only what really ran there may fire
+    assert "foreign CPU" not in rec["reason"] or c["value"] > c["invalid_at"], (rec["reason"], c)
 
 
 async def stop_for(host, pids, seconds):
@@ -126,13 +132,15 @@ async def our_meters(ctx):
 def test_stalled_meter_and_generator_are_a_hiccup(with_fleet, testbed, stall_s, verdict):
     """A stall of the machine as the meters see it: they (and the generator) are stopped for
     `stall_s`. 5 ms flags the run (at least: on a busy machine other hiccups may add up to the
-    invalid limit); 60 ms (more than the 20 ms sum limit) invalidates it."""
+    invalid limit); 60 ms (more than a study's 20 ms sum limit, set here: the defaults leave the
+    sum unjudged since issue 25) invalidates it."""
     async def stall(ctx):
         await asyncio.sleep(ctx.spec.warmup_s + 1.0)
         gen = (await ctx.fleet.client.run(["pgrep", "-P", str(ctx.generator.pid)], check=False)).stdout.split()
         await stop_for(ctx.fleet.client, [*(await our_meters(ctx)), *map(int, gen)], stall_s)
 
-    rec = run(with_fleet, testbed, during=stall)
+    spec = replace(SPEC, guard=replace(SPEC.guard, max_hiccup_total_us=20_000))  # a study's explicit sum limit
+    rec = run(with_fleet, testbed, during=stall, spec=spec)
     c = checks(rec)["hiccup"]
     assert c["verdict"] in ((verdict, "invalid") if verdict == "flag" else (verdict,)), (c, rec["hygiene"]["hiccup"])
     assert rec["hygiene"]["figures"]["hiccup_max_us"] >= stall_s * 1e6 * 0.9

@@ -58,7 +58,7 @@ def test_port_taken_is_a_clear_error_and_leaves_nothing(with_fleet, testbed):
     (dict(duration_s=1, warmup_s=3), "shorter than the warm-up"),
     (dict(generator="nope"), "not a known generator"),
     # under the local-port bound (28,232), over the testbed's open-file limit (20,000 here)
-    (dict(rate=2_000_000, connections=25_000), "open-file limit"),
+    (dict(rate=2_000_000, connections=25_000), "open files; the hard limit is"),
     (dict(rate=2_000_000, connections=1_000_000), "ip_local_port_range"),
 ])
 def test_bad_input_fails_before_anything_starts(with_fleet, testbed, kw, words):
