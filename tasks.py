@@ -32,8 +32,6 @@ def cli_errors(fn):
 
 
 # --- foundation ---
-
-
 @task
 @cli_errors
 def setup(c):
@@ -94,9 +92,10 @@ def hosts_check(c, inventory=None, json_=False, study=None):
     if bad:
         raise Exit(code=1)
 
-@task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)"})
+@task(help={"k": "only tests matching this expression", "unit": "unit tests only (no root needed)",
+            "long": "also the long tier (tests/conftest.py: cases repeating a path another one drives)"})
 @cli_errors
-def test(c, k="", unit=False):
+def test(c, k="", unit=False, long=False):
     ("Install what is missing (Debian packages, chromium for the report test), then run the test suite "
      "(integration tests need root).")
     if os.geteuid() == 0:
@@ -105,7 +104,7 @@ def test(c, k="", unit=False):
     if lint.exited != 0:
         raise Exit("error: ruff check found problems (above); fix them before the tests run", code=lint.exited)
     argv = [sys.executable, "-m", "pytest", "-q"] + (["tests/unit"] if unit else []) + (["-k", k] if k else [])
-    result = c.run(shlex.join(argv), warn=True, pty=False)
+    result = c.run(shlex.join(argv), warn=True, pty=False, env={"CNIBENCH_LONG_TESTS": "1"} if long else {})
     if result.exited != 0:
         raise Exit(code=result.exited)
 

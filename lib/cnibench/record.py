@@ -20,7 +20,6 @@ Schema 1 records are upgraded by filling these (arm = mode).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -57,16 +56,20 @@ class Latency:
     histogram: str | None = None  # HdrHistogram, encoded: corrected / open-loop (what is reported)
     histogram_uncorrected: str | None = None
     percentiles: dict | None = field(default_factory=dict)
+    # Everything else the workload measured (send_lag, pacing, percentiles_uncorrected, correction,
+    # source, outside_steal and its variants), kept as written: a part the type does not name is
+    # never dropped (until 2026-12-03 it was, so records since issue 22 lack these parts).
+    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"unit": self.unit, "histogram": self.histogram, "histogram_uncorrected": self.histogram_uncorrected,
+                "percentiles": self.percentiles, **self.extra}
 
     @classmethod
     def from_json(cls, d: Mapping | None) -> "Latency":
         d = dict(d or {})
-        return cls(unit=d.get("unit", "us"), histogram=d.get("histogram"),
-                   histogram_uncorrected=d.get("histogram_uncorrected"),
-                   percentiles=d.get("percentiles", {}))
+        own = {k: d.pop(k) for k in ("histogram", "histogram_uncorrected") if k in d}
+        return cls(unit=d.pop("unit", "us"), percentiles=d.pop("percentiles", {}), **own, extra=d)
 
 
 @dataclass

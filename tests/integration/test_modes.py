@@ -43,7 +43,10 @@ def ipvlan_missing_reason(with_fleet) -> str | None:
     return with_fleet(body)
 
 
-@pytest.mark.parametrize("name", MODES.names())
+# flannel-host-gw and flannel-aws-vpc share vxlan's engine path and the static routes of
+# calico-routed: the long tier (tests/conftest.py) brings them up too.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n in ("flannel-host-gw", "flannel-aws-vpc")
+                                  else n for n in MODES.names()])
 def test_mode_up_verify_down_leaves_hosts_as_found(with_fleet, name):
     if name == "ipvlan":
         reason = ipvlan_missing_reason(with_fleet)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not shutil.which("iptables-nft-restore", path="/
 
 
 @pytest.mark.parametrize("mode,kube_proxy", [("flannel-vxlan", "nftables"), ("flannel-vxlan", "iptables"),
-                                             ("host", "nftables")])
+                                             pytest.param("host", "nftables", marks=pytest.mark.long)])
 def test_node_up_via_service_tracks_the_flow_and_down_leaves_hosts_as_found(with_fleet, mode, kube_proxy):
     settings = get_mode(mode).settings({"node": "kubernetes", "via": "service", "kube_proxy": kube_proxy})
 

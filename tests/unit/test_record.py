@@ -109,3 +109,14 @@ def test_twin_is_checked():
 def test_arm_path_keeps_mode_names_and_makes_others_path_safe():
     assert matrix.arm_path("flannel-vxlan") == "flannel-vxlan"
     assert matrix.arm_path("host·A/A") == "host-A-A"
+
+
+def test_the_latency_parts_the_type_does_not_name_survive_a_round_trip():
+    """send_lag, pacing and the conditional histograms (issues 9, 21, 25) are written by the
+    workload; the typed record must carry them to disk, not drop them."""
+    from cnibench.record import Latency
+
+    d = {"unit": "us", "histogram": "H", "histogram_uncorrected": None, "percentiles": {"50": 40},
+         "send_lag": {"p99_us": 12}, "pacing": {"dispersion": 1.0}, "outside_steal": {"left_out_share": 0.01},
+         "outside_steal_wide": {}, "percentiles_uncorrected": {"50": 38}, "source": "x", "correction": {}}
+    assert Latency.from_json(d).to_json() == d
