@@ -83,6 +83,7 @@ def test_routes_learned_then_withdrawn_when_a_peer_is_killed_and_nothing_left(pa
     asyncio.run(body())
 
 
+@pytest.mark.long  # a SIGSTOPped BIRD (hold timer, ~4 s); the killed one is in test_calico_bgp.py
 def test_a_silent_peer_is_dropped_by_the_hold_timer(pair):
     """SIGSTOP: no FIN, only the 3 s hold time tells the other side; withdrawn within 6 s."""
     async def body():

@@ -71,7 +71,7 @@ def test_bgp_routes_learned_withdrawn_and_gone(with_fleet):
     assert d == {}, "\n".join(f"{h}:\n" + "\n".join(v.values()) for h, v in d.items())
 
 
-@pytest.mark.parametrize("journal", [True, False])
+@pytest.mark.parametrize("journal", [pytest.param(True, marks=pytest.mark.long), False])  # with: down does it too
 def test_clean_stops_bird_with_or_without_the_journal(with_fleet, journal):
     """After up, `clean` (the journal's undo; or, the journal lost, the kind's leftovers by BIRD's
     run directory) leaves no BIRD; without the journal its routes go with it (no persist)."""
