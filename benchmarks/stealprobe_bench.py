@@ -113,17 +113,30 @@ async def part1(fleet, ep, base: BenchSpec, runs: int) -> list[dict]:
     return rows
 
 
-async def part2(fleet, ep, base: BenchSpec, pairs: int) -> dict:
-    arms = {"on": {}, "off": {"metrics": False, "hiccup": "off", "steal_probe": False}}
-    got: dict[str, list] = {"on": [], "off": []}
+SIDE_ARMS = {  # each arm's side programs: `on` is the record's default, `off` none; the others one each
+    "on": {},
+    "off": {"metrics": False, "hiccup": "off", "steal_probe": False},
+    "sampler": {"hiccup": "off", "steal_probe": False},
+    "hiccup": {"metrics": False, "steal_probe": False},
+    "probe": {"metrics": False, "hiccup": "off"},
+}
+
+
+async def part2(fleet, ep, base: BenchSpec, pairs: int, arms: list[str]) -> dict:
+    """Interleaved rounds of `off` and each arm (the order rotates each round); every arm's p50 effect
+    against `off` from the rounds' log ratios."""
+    names = ["off"] + [a for a in arms if a != "off"]
+    got: dict[str, list] = {a: [] for a in names}
     async with BenchSession(fleet, ep) as s:
         for i in range(pairs):
-            for arm in (("on", "off") if i % 2 == 0 else ("off", "on")):
-                rec = await s.run(replace(base, **arms[arm]), run_id=f"bench/stealprobe-side/{arm}/{i}")
+            k = i % len(names)
+            for arm in names[k:] + names[:k]:
+                rec = await s.run(replace(base, **SIDE_ARMS[arm]), run_id=f"bench/stealprobe-side/{arm}/{i}")
                 p50 = ((rec.get("latency") or {}).get("percentiles") or {}).get("50")
                 got[arm].append(p50)
-                print(f"  pair {i + 1} {arm:3s}: {rec['status']} p50 {p50} us", flush=True)
-    return {"p50": effect(list(zip(got["off"], got["on"]))), "p50_us": got}
+                print(f"  round {i + 1} {arm:8s}: {rec['status']} p50 {p50} us", flush=True)
+    effects = {a: effect(list(zip(got["off"], got[a]))) for a in names if a != "off"}
+    return {"p50": effects.get("on") or next(iter(effects.values())), "effects": effects, "p50_us": got}
 
 
 def table(rows: list[dict], side: dict) -> str:
@@ -143,8 +156,7 @@ def table(rows: list[dict], side: dict) -> str:
         ("generator steal off-CPU inside probe episodes (all runs)", cov, ">= 90 %"),
         ("probe steal vs /proc/stat steal, summed", f"{steal_p:.3f} s vs {steal_s:.3f} s",
          f"within {tol:.3f} s: {agree}"),
-        ("side programs on vs off, p50", fmt(side["p50"]), "within +-5 %"),
-    ]
+    ] + [(f"side programs: {a} vs off, p50", fmt(e), "within +-5 %") for a, e in side["effects"].items()]
     lines = [f"{'figure':58s} {'value':>40s}  target"] + [f"{a:58s} {b:>40s}  {c}" for a, b, c in rows_out]
     return "\n".join(lines)
 
@@ -159,7 +171,7 @@ async def main(args) -> dict:
                              generator="openloop")
             async with mode_endpoint(fleet, "host") as ep:
                 rows = await part1(fleet, ep, base, args.runs)
-                side = await part2(fleet, ep, base, args.pairs)
+                side = await part2(fleet, ep, base, args.pairs, args.arms.split(","))
             print(table(rows, side))
             return {"runs": rows, "side": side}
     finally:
@@ -173,7 +185,11 @@ if __name__ == "__main__":
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--rate", type=float, default=12_000, help="requests/s: give 50 %% of the calibrated maximum")
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--arms", default="on", help="side-program arms to compare with off, comma-separated: "
+                    + ", ".join(a for a in SIDE_ARMS if a != "off"))
     a = ap.parse_args()
+    if bad := [x for x in a.arms.split(",") if x not in SIDE_ARMS]:
+        ap.error(f"unknown arm(s) {', '.join(bad)}; choose from {', '.join(SIDE_ARMS)}")
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         result = asyncio.run(main(a))

@@ -45,7 +45,7 @@ DISTURBED_ENOUGH = 2  # attempts all disturbed (see `disturbed`) after which a t
 
 
 def spec(rate, size="small", **kw) -> BenchSpec:
-    base = dict(mode="host", size=size, rate=rate, duration_s=2.0, warmup_s=0.5, metrics=False)
+    base = dict(mode="host", size=size, rate=rate, duration_s=2.0, warmup_s=0.5, metrics=False, hiccup="on")  # machine_stalled
     base.update(kw)
     return BenchSpec(**base)
 

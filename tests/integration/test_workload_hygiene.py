@@ -23,7 +23,7 @@ from workload_helpers import host_endpoint, processes
 
 pytestmark = [pytest.mark.timeout(240)]
 PORT = 8097
-SPEC = BenchSpec(mode="host", size="small", rate=2000, duration_s=2.5, warmup_s=0.5, connections=4)
+SPEC = BenchSpec(mode="host", size="small", rate=2000, duration_s=2.5, warmup_s=0.5, connections=4, hiccup="on")
 
 
 def run(with_fleet, testbed, during=None, spec=SPEC, quiet_first=False):

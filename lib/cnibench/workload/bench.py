@@ -57,7 +57,9 @@ class BenchSpec:
     closed_loop: bool = False  # calibration's saturation run: no rate, as fast as answered
     server_delay_s: float = 0.0  # a fixed delay nginx adds to every response (checks the instrument)
     guard: GuardLimits = field(default_factory=GuardLimits)
-    hiccup: str = "on"  # hiccup meter per host: on (unpinned) | pinned (one per pinned core) | off; see hiccup/
+    # hiccup meter per host: off | on (unpinned) | pinned (one per pinned core); see hiccup/. Off by default: a
+    # 1 kHz waker on nginx's core costs p50 +38 % here (docs/method.md); the steal probes cover both cores.
+    hiccup: str = "off"
     steal_probe: bool = True  # the server-core steal probe on nginx's pinned cores (stealprobe/; pinned runs only)
 
     @property

@@ -223,7 +223,7 @@ class RunHygiene:
         CPU counts as known, not foreign."""
         self.running = True
         self._cpu0 = time.process_time()
-        placement = getattr(self.spec, "hiccup", "on")
+        placement = getattr(self.spec, "hiccup", "off")
         pinned = self.pinned()
         meter_pids: dict[str, list[int]] = {}
         if placement != "off":
@@ -259,7 +259,7 @@ def judge_run(rec: dict, spec, hyg: RunHygiene | None, files: dict[str, bytes]) 
         hygiene.update(figures(hyg.sampler.parsed, hyg.pinned(), extra, hyg.driver, hyg.hiccups, limits.flag_hiccup_us,
                                generator_host=hyg.fleet.client.name))
         hygiene["hiccup"] = hyg.hiccups
-        hygiene["hiccup_placement"] = getattr(spec, "hiccup", "on")
+        hygiene["hiccup_placement"] = getattr(spec, "hiccup", "off")
     rec["hygiene"] = hygiene
     checks = guards_mod.judge(rec, limits)
     status, reason, flags = guards_mod.verdict_of(checks)
