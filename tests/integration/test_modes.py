@@ -162,7 +162,9 @@ def test_cli_dry_run_then_up_status_verify_down_across_processes(testbed, with_f
     assert state_diff(before, with_fleet(snapshot)) == {}
 
 
-@pytest.mark.parametrize("name", ["flannel-vxlan", "docker-bridge", "ebpf-redirect"])
+# docker-bridge in the suite (nft, conntrack, a bridge); the other two in the long tier (tests/conftest.py).
+@pytest.mark.parametrize("name", [pytest.param("flannel-vxlan", marks=pytest.mark.long), "docker-bridge",
+                                  pytest.param("ebpf-redirect", marks=pytest.mark.long)])
 def test_clean_after_a_crash_midway_through_up(testbed, with_fleet, name):
     """SIGKILL once the server has started half of its steps (the driver's journal says so)."""
     from cnibench.infra.config import load_inventory

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not shutil.which("iptables-nft-restore", path="/
                                 reason="needs iptables (iptables-nft): apt-get install -y iptables")
 
 
-@pytest.mark.parametrize("mode,kube_proxy", [("flannel-vxlan", "nftables"), ("flannel-vxlan", "iptables"),
+@pytest.mark.parametrize("mode,kube_proxy", [("flannel-vxlan", "nftables"),  # iptables: long tier; its rules are cleaned below
+                                             pytest.param("flannel-vxlan", "iptables", marks=pytest.mark.long),
                                              pytest.param("host", "nftables", marks=pytest.mark.long)])
 def test_node_up_via_service_tracks_the_flow_and_down_leaves_hosts_as_found(with_fleet, mode, kube_proxy):
     settings = get_mode(mode).settings({"node": "kubernetes", "via": "service", "kube_proxy": kube_proxy})

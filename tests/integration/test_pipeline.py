@@ -181,7 +181,7 @@ def test_quick_study_end_to_end(testbed, tmp_path):
 
 def test_calibration_searches_on_the_testbed(testbed, with_fleet):
     """The real search, bounded at 8,000 req/s so it stays short: it ramps from 2k with probes of
-    3 s, judges each on p90 from the intended send time, and ends at the bound (2k, 4k, 8k on a
+    1.5 s, judges each on p90 from the intended send time, and ends at the bound (2k, 4k, 8k on a
     quiet machine); then the closed-loop saturation run."""
     from cnibench.workload.bench import BenchSpec
     from cnibench.workload.calibrate import calibrate, max_sustainable
@@ -190,7 +190,7 @@ def test_calibration_searches_on_the_testbed(testbed, with_fleet):
 
     async def body(fleet):
         async with mode_endpoint(fleet, "host") as ep:
-            spec = BenchSpec(mode="host", size="small", rate=1, duration_s=3, warmup_s=0.5,
+            spec = BenchSpec(mode="host", size="small", rate=1, duration_s=1.5, warmup_s=0.5,
                              guard=GuardLimits(**WORKLOAD["guard"]))  # mechanics, not noise (see WORKLOAD)
             return await calibrate(fleet, ep, spec, max_rate=8000, warmup_s=0.5)
 

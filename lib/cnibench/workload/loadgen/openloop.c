@@ -581,6 +581,13 @@ static int wait_events(int epfd, struct epoll_event *evs, int max, int64_t timeo
 #endif
 }
 
+/* Whether any of the thread's connections is open (after the schedule's end, none open and
+ * none coming back means the server is gone: waiting out the timeout would add nothing). */
+static int any_open(const struct thread *t) {
+    for (int i = 0; i < t->nconns; i++) if (t->conns[i].fd >= 0) return 1;
+    return 0;
+}
+
 /* Handle socket events; returns how many, and when the wait ended in *woke (for work_ns). */
 static int poll_once(struct thread *t, int64_t now, int64_t timeout_ns, int64_t *woke) {
     struct epoll_event evs[EVENTS_PER_PASS];
@@ -731,8 +738,8 @@ static void *run_thread(void *arg) {
             int inflight = 0;
             for (int i = 0; i < t->nconns; i++) inflight += t->conns[i].count;
             if (inflight == 0 || rel > deadline) break;
-        } else if (rel > deadline) {
-            break; /* connections never came back: stop instead of waiting forever */
+        } else if (rel > deadline || (rel > end_sched && !any_open(t))) {
+            break; /* connections never came back: stop instead of waiting for the timeout */
         }
     }
     t->offcpu_ns = (now_ns() - loop_wall0) - (thread_cpu_ns() - loop_cpu0) - asleep_total;
