@@ -160,3 +160,19 @@ def test_the_compare_task_prints_the_cells_agreed_per_measure(two, capsys):
     assert "| measure | size | mode |" in out
     for m in compare.MEASURES:
         assert re.search(rf"^{re.escape(m)}: intervals agree in \d of 2 cells", out, re.M)
+
+
+def test_a_core_with_no_idle_time_in_the_reference_is_withheld_with_the_reason():
+    """The generator's core spins (idle ~0.4 % of the window): its CPU split is no cost, so withheld;
+    a core that idles between requests (30 %) stands; without the idle figure nothing is withheld."""
+    att = pd.DataFrame({"mode": ["host", "host", "host", "macvlan"],
+                        "cpu_client_idle_share": [0.004, 0.005, 0.003, 0.0],
+                        "cpu_server_idle_share": [0.31, 0.29, 0.30, 0.25]})
+    reason = cpucost.busy_reason(att, "client")
+    assert reason.startswith("withheld: the client core is busy by design (idle 0.4 %")
+    assert cpucost.busy_reason(att, "server") is None
+    assert cpucost.busy_reason(att.drop(columns=["cpu_client_idle_share"]), "client") is None
+    table = pd.DataFrame({"size": ["small"] * 2, "mode": ["macvlan"] * 2, "core": ["client", "server"],
+                          "kind": ["softirq"] * 2, "verdict": [reason, "slower"], "mde_pct": [float("nan"), 14.0]})
+    text = cpucost.summary_text(table)
+    assert "client core withheld (the client core is busy by design" in text and "server core 1 more CPU" in text

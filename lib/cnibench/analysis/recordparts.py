@@ -95,6 +95,8 @@ def window_cpu_fields(rec: dict) -> dict:
         for kind in WINDOW_KINDS:
             s = _float(cpu.get(f"{kind}_s")) if isinstance(cpu, dict) else math.nan
             out[f"cpu_{role}_{kind}_us"] = s / n * 1e6
+        idle, span = (_float(cpu.get(k)) if isinstance(cpu, dict) else math.nan for k in ("idle_s", "span_s"))
+        out[f"cpu_{role}_idle_share"] = idle / span if span and span > 0 else math.nan
     instr = metrics.get("instructions")
     for role in ROLES:
         v = instr.get(role) if isinstance(instr, dict) else None
