@@ -134,6 +134,14 @@ def test_redo_allowed_is_the_budget_less_elapsed_and_what_follows():
     assert redo.redo_allowed(free, runs, 1e9, 0.0)[0] is True  # no budget_s: no cap
 
 
+def test_quiet_waits_get_only_the_room_the_budget_leaves_after_the_runs_still_to_do():
+    study = parse_study({"modes": ["host"], "load": {"rates": [1000]}, "budget_s": 1200}, "st.yml")
+    assert redo.quiet_wait_cap(study, 100.0, 900.0, 35.0) == 165.0  # a lab study's room at its start
+    assert redo.quiet_wait_cap(study, 400.0, 790.0, 35.0) == 0.0  # used up by waits: look once, measure
+    free = parse_study({"modes": ["host"], "load": {"rates": [1000]}}, "st.yml")
+    assert redo.quiet_wait_cap(free, 1e9, 1e9, 0.0) is None  # no budget_s: the study's own max_wait_s
+
+
 def test_resume_after_a_kill_in_a_redo_block_neither_loses_nor_repeats_a_run(tmp_path, monkeypatch):
     study_file, inv = _files(tmp_path)
     study, runs = _plan(study_file)

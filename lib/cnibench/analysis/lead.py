@@ -6,6 +6,9 @@ warning when the machine was too disturbed to answer, and cells that never print
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
@@ -26,7 +29,18 @@ def disturbance(ds: Dataset) -> dict:
     steal = runs["steal"].dropna().to_numpy(float) if "steal" in runs else np.array([])
     return {"records": n, "disturbed": dist, "share": dist / n if n else 0.0,
             "steal_median": float(np.median(steal)) if len(steal) else np.nan,
-            "steal_max": float(steal.max()) if len(steal) else np.nan}
+            "steal_max": float(steal.max()) if len(steal) else np.nan, "cause": main_cause(runs)}
+
+
+def main_cause(runs: pd.DataFrame) -> str | None:
+    """The noise guard named most often in the disturbed runs' reasons ("foreign CPU on the
+    generator's core" from "invalid: foreign CPU on the generator's core 5.3% (limit 5.0%)")."""
+    if not len(runs) or "disturbed" not in runs or "reason" not in runs:
+        return None
+    reasons = runs.loc[runs["disturbed"].fillna(False).astype(bool), "reason"].dropna().astype(str)
+    causes = [re.split(r"\s[\d(]", part.strip().split(": ", 1)[-1], maxsplit=1)[0]
+              for r in reasons for part in r.split(";") if part.strip().startswith(("invalid", "disturbed"))]
+    return Counter(causes).most_common(1)[0][0] if causes else None
 
 
 def too_disturbed(d: dict) -> bool:
@@ -80,12 +94,13 @@ def headline_sentence(ds: Dataset, an: stats.Analysis, reference: str = REFERENC
     if cpu is not None:
         text += " " + cpucost.summary_text(cpu, testbed=provenance.is_testbed(ds.manifest) is True)
     d = disturbance(ds)
-    if too_disturbed(d):
-        text += (f" The machine was too disturbed to answer: {d['disturbed']} of {d['records']} runs "
-                 f"({d['share']:.0%}) were invalidated by the noise guards, median steal "
-                 f"{d['steal_median']:.1%} (highest {d['steal_max']:.1%}) against a limit of "
-                 f"{DISTURBED_SHARE:.0%} disturbed runs or {STEAL_LEVEL:.0%} steal. Run it again on a "
-                 "quieter machine, on real hosts, or with a longer budget (more repetitions).")
+    if too_disturbed(d):  # said first: every figure after it is read in its light
+        cause = f", most often by {d['cause']}" if d.get("cause") else ""
+        text = (f"The machine was too disturbed to answer: {d['disturbed']} of {d['records']} runs "
+                f"({d['share']:.0%}) were invalidated by the noise guards{cause}; median steal "
+                f"{d['steal_median']:.1%} (highest {d['steal_max']:.1%}) against a limit of "
+                f"{DISTURBED_SHARE:.0%} disturbed runs or {STEAL_LEVEL:.0%} steal. Run it again on a "
+                "quieter machine, on real hosts, or with a longer budget (more repetitions). " + text)
     return text
 
 

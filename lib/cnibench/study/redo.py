@@ -19,6 +19,16 @@ def budget_left(study: Study, elapsed_s: float, after_s: float) -> float | None:
     return study.budget_s - elapsed_s - after_s
 
 
+def quiet_wait_cap(study: Study, elapsed_s: float, rest_s: float, after_s: float) -> float | None:
+    """The longest quiet-machine wait the budget still allows (pure; None: no budget): budget_s
+    less the wall time so far, the planned runs still to measure (`rest_s`) and what follows the
+    matrix. Waits and redos share that room; once it is used up a check looks once and measures
+    (on a machine that stays busy, 30 s waits before each repetition cost a noisy lab study
+    280 s, over its budget)."""
+    left = budget_left(study, elapsed_s, after_s)
+    return None if left is None else max(0.0, left - rest_s)
+
+
 def redo_allowed(study: Study, todo: list, elapsed_s: float, after_s: float,
                  costs: matrix.Costs = matrix.Costs()) -> tuple[bool, float, float | None]:
     """(start it?, its estimated seconds, seconds the budget leaves) for one redo (pure)."""

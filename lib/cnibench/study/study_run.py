@@ -1,28 +1,27 @@
-"""Run a study: calibrate when needed, walk the matrix block by block, record, resume.
-
-    summary = run_study("studies/lab.yml")          # what `invoke run-all` calls
+"""Run a study (`run_study("studies/lab.yml")`, what `invoke run-all` calls): calibrate when
+needed, walk the matrix block by block, record, resume.
 
 Where the measurement happens. Papermill starts a kernel per notebook (~1.2 s here), so the
 runner measures in its own process, over one SSH connection per host, each mode set up once per
 block and nginx kept up for the block's runs (workload/session.BenchSession; each run still
 health-checks it), and writes the record. `notebooks/run.ipynb` is then executed by papermill as
 the lab-notebook view of each saved record, after the matrix, with two warm kernels at once
-(runbook.py: 0.31 s per notebook instead of 0.56 s inline; benchmarks/pipeline_bench.py). A record
-without a notebook gets one at the end of the next session. Study key `notebooks`: warm (default)
-| fresh | measure (the notebook measures, a kernel per run: the slow, literal design) | none.
-After the matrix, each disturbed repetition is redone whole while budget_s lasts (redo.py).
+(runbook.py: 0.31 s per notebook instead of 0.56 s inline; benchmarks/pipeline_bench.py); a record
+without one gets it at the end of the next session. Study key `notebooks`: warm (default) | fresh
+| measure (the notebook measures, a kernel per run: the slow, literal design) | none. After the
+matrix, each disturbed repetition is redone whole while budget_s lasts (redo.py), which also caps
+the quiet-machine waits.
 
-Robustness. A run's record is written atomically once it is complete; a run killed halfway
-leaves at most a temporary file, removed on the next start, and the run is redone. Ctrl-C or
-SIGTERM cancel the study: the current mode is torn down in a `finally` and finished records stay.
-After SIGKILL nothing can run, so the next start tears down whatever mode the hosts say is up.
-A failed run is recorded (status "failed" with its reason) and the study goes on, unless
-stop_on_failure. Only failures of the hosts, the network or the workload are a run's reason
-(RUN_FAILURES); anything else (a TypeError, a KeyError: a bug) stops the study loudly.
-Every run's spec is validated before the first mode goes up, so a bad value stops the study
-with one message and nothing changed. Missing workload keys take the documented defaults of
-workload/defaults.py. A session in which every run failed is reported by pipeline.run_all,
-which then exits non-zero.
+Robustness. A run's record is written atomically once complete; a run killed halfway leaves at
+most a temporary file, removed on the next start, and is redone. Ctrl-C or SIGTERM cancel the
+study: the current mode is torn down in a `finally` and finished records stay. After SIGKILL the
+next start tears down whatever mode the hosts say is up. A failed run is recorded (status
+"failed" with its reason) and the study goes on, unless stop_on_failure. Only failures of the
+hosts, the network or the workload are a run's reason (RUN_FAILURES); anything else (a bug)
+stops the study loudly. Every run's spec is validated before the first mode goes up, so a bad
+value stops the study with one message and nothing changed. Missing workload keys take the
+defaults of workload/defaults.py. A session in which every run failed is reported by
+pipeline.run_all, which then exits non-zero.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ from .provenance import (
 from ..results import failed_record, now_iso
 from .run_notebooks import render_notebooks
 from .attempts import attempt_of
-from .redo import redo_disturbed
+from .redo import quiet_wait_cap, redo_disturbed
 from .runner import (
     RUN_FAILURES,
     RunContext,
@@ -116,16 +115,12 @@ class StudyRun:
         self.precheck = precheck  # pipeline.run_all: the precheck over this session's fleet
         self.mpath = manifest_path(self.raw_dir, study.name)
         self.ref = manifest_ref(study.name)
-        self.stop_on_failure = stop_on_failure
-        self.progress = progress
-        self.out = out
-        self.book = None  # the RunBook of the run notebooks, when the policy renders them
-        self.bar: Progress | None = None
-        self.manifest: dict | None = None
-        self.manifest_session: dict | None = None  # this session's entry in the manifest
-        self.fleet = self.fitted = None  # fitted: precheck.StudyFit (the CPU plan and limits, issue 28)
-        self.limits = None
-        self._quiet_for = None  # the (repetition, attempt) the last quiet-machine check was for
+        self.stop_on_failure, self.progress, self.out = stop_on_failure, progress, out
+        self.book, self.bar = None, None  # the RunBook of the run notebooks (when rendered), the Progress
+        self.manifest = self.manifest_session = None  # the manifest, this session's entry in it
+        self.fleet = self.fitted = self.limits = None  # fitted: precheck.StudyFit (CPU plan and limits, issue 28)
+        # the (repetition, attempt) the last quiet-machine check was for; the longest wait the budget allows now
+        self._quiet_for, self._quiet_cap = None, None
 
     async def run(self) -> dict:
         """Run (or resume) the study; returns the session's summary."""
@@ -200,9 +195,13 @@ class StudyRun:
             await self._sweep_leftovers()
             runs = await self._plan_session()
             todo = await self._pending(runs)
-            for block in matrix.blocks(todo):
+            plan, after = matrix.blocks(todo), matrix.after_matrix_s(self.study, len(runs))
+            for i, block in enumerate(plan):
                 self._stop_if_interrupted()
+                rest = matrix.cost_s(self.study, [r for b in plan[i:] for r in b.runs])
+                self._quiet_cap = quiet_wait_cap(self.study, time.monotonic() - self.counters.started, rest, after)
                 await self._run_block(block)
+            self._quiet_cap = quiet_wait_cap(self.study, time.monotonic() - self.counters.started, 0.0, after)
             # whole repetitions, at the end, within budget_s (redo.py)
             await redo_disturbed(self.study, runs, self.store, self.counters, self.bar, self._run_block,
                                  self._stop_if_interrupted)
@@ -285,7 +284,9 @@ class StudyRun:
         if rep != self._quiet_for:  # once per repetition (0.5 s each: per block it was 45 s of a lab study)
             self._quiet_for = rep
             self.bar.status(f"quiet-machine check before repetition {block.repetition}")
-            entry["quiet"] = await wait_quiet(self.fleet, self.study.quiet, self.bar.line,
+            quiet = self.study.quiet if self._quiet_cap is None else {  # no longer than the budget allows
+                **self.study.quiet, "max_wait_s": min(self.study.quiet["max_wait_s"], self._quiet_cap)}
+            entry["quiet"] = await wait_quiet(self.fleet, quiet, self.bar.line,
                                               where=f"{block.mode} (rep {block.repetition})")
         endpoint = await self._mode_up(block, settings, entry)
         if endpoint is None:
