@@ -15,8 +15,9 @@ just after:
     the probe's life; target within max(10 %, 20 ms).
 Part 2, `pairs` interleaved pairs at `rate` (give 50 % of the calibrated maximum) with the side
 programs (sampler, hiccup meter, server probe) on vs off: the p50 difference and its 95 %
-interval (t over the pairs' log ratios); aim within +-5 %. The generator's stall detector is
-part of cnib-openloop and stays on in both arms (it has no switch).
+interval (t over the pairs' log ratios); aim within +-5 %. --arms picks which sets to compare with
+off (on: the record's default, sampler and probe; all: with the hiccup meter, off by default). The
+generator's stall detector is part of cnib-openloop and stays on in both arms (it has no switch).
 
 Prints one table. Results also go to benchmarks/results/stealprobe.json (git-ignored).
 """
@@ -113,11 +114,12 @@ async def part1(fleet, ep, base: BenchSpec, runs: int) -> list[dict]:
     return rows
 
 
-SIDE_ARMS = {  # each arm's side programs: `on` is the record's default, `off` none; the others one each
-    "on": {},
+SIDE_ARMS = {  # each arm's side programs: `on` the record's default (sampler, probe), `all` with the hiccup
+    "on": {},  # meter too, `off` none; the others one each
+    "all": {"hiccup": "on"},
     "off": {"metrics": False, "hiccup": "off", "steal_probe": False},
     "sampler": {"hiccup": "off", "steal_probe": False},
-    "hiccup": {"metrics": False, "steal_probe": False},
+    "hiccup": {"metrics": False, "steal_probe": False, "hiccup": "on"},
     "probe": {"metrics": False, "hiccup": "off"},
 }
 
