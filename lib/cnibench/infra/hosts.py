@@ -10,7 +10,7 @@ import asyncio
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Awaitable, Callable, Iterable, Sequence
 
@@ -18,25 +18,17 @@ import asyncssh
 
 from ..catalog import PREFIX
 from .config import HostSpec, Inventory
-from ..errors import (
-    AuthenticationFailed,
-    CommandFailed,
-    CommandTimeout,
-    FleetError,
-    HostError,
-    HostKeyError,
-    HostUnreachable,
-)
+from ..errors import (AuthenticationFailed, CommandFailed, CommandTimeout, FleetError, HostError, HostKeyError,
+                      HostUnreachable)
 
 CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 60.0
-# A background program dies with the session that started it (issue 22): its parent is the SSH
-# session's process on the host, which ends when the driver's connection does (a SIGKILLed
-# run-all included), and PR_SET_PDEATHSIG (setpriv, util-linux; kept across exec) sends it
-# SIGTERM then. The PID is printed only after setpriv has set that signal, and the program does
-# not start if its parent is already gone (the signal would never come): a driver killed right
-# after start() returned once left `sleep` running (T7). Where setpriv is missing the program
-# still runs, without that guarantee (the next command's sweep removes what it leaves: lease.py).
+# A background program dies with the session that started it (issue 22): its parent, the SSH
+# session's process, ends with the driver's connection (a SIGKILLed run-all too), and then
+# PR_SET_PDEATHSIG (setpriv, kept across exec) sends it SIGTERM. Its PID is printed only once
+# that is set, and it does not start if its parent is gone already (no signal would come: a
+# driver killed just after start() once left `sleep` running). Without setpriv it still runs,
+# without that guarantee (the next command's sweep removes what it leaves: lease.py).
 ARMED_SH = '[ "$PPID" = "$1" ] || exit 1; shift; echo "$$"; exec "$@"'
 START_SH = ('command -v setpriv >/dev/null 2>&1 || { echo "$$"; exec "$@"; }; '
             f'exec setpriv --pdeathsig TERM -- sh -c {shlex.quote(ARMED_SH)} "$0" "$PPID" "$@"')
@@ -357,6 +349,18 @@ class Fleet:
     @property
     def client(self) -> Host:
         return self.hosts[self.inventory.client.name]
+
+    def clients(self) -> list[str]:
+        return [h.name for h in self.inventory.hosts if h.role == "client"]
+
+    def with_client(self, name: str) -> "Fleet":
+        """The same hosts and open connections with `name` as the client (a share of a run from
+        several clients, workload/multiclient.py). The view owns nothing: close the fleet."""
+        if self.inventory.host(name).role != "client":
+            raise KeyError(f"{name} is not a client host")
+        view, hosts = Fleet.__new__(Fleet), tuple(sorted(self.inventory.hosts, key=lambda h: h.name != name))
+        view.inventory, view.hosts = replace(self.inventory, hosts=hosts), self.hosts
+        return view
 
     @property
     def server(self) -> Host:

@@ -238,7 +238,7 @@ class RunContext:
     generator: object  # hosts.Background of the generator's wrapper (pid: the wrapper)
 
 
-def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
+def load_spec(spec: BenchSpec, endpoint, gen_dir: str, start_at_ns: int = 0) -> LoadSpec:
     rate = None if spec.closed_loop else float(spec.rate)
     per_conn = None if rate is None else rate / spec.n_connections
     gen = get_generator(spec.generator)
@@ -266,6 +266,7 @@ def load_spec(spec: BenchSpec, endpoint, gen_dir: str) -> LoadSpec:
         arrival=spec.arrival,
         seed=spec.seed,
         cpus=tuple(spec.client_cpus) if spec.pin else (),
+        start_at_ns=start_at_ns,
     )
 
 

@@ -4,6 +4,7 @@
     start_times(start_ns, shares, offsets)        each client's start, on its own clock
     limits.offset_from_exchanges(samples)         a client's clock offset from timestamp exchanges
     merge_records(parts)                          one record: histograms added, every client named
+    merged_pacing(sends)                          the merged schedule's pacing and send lag
 
 The merged schedule is the one-client schedule: with a total rate R over N clients, request j
 of it is due at j/R and client c sends the j with j mod N == c, i.e. its own uniform schedule
@@ -14,6 +15,11 @@ clock is off by o starts at instant + o on its clock, and the offsets are bounde
 (limits.MAX_CLOCK_OFFSET_S): beyond it the clients would not start together, so the run is
 refused (limits.check_clocks).
 
+The merged pacing sums each client's per-ms counts bin by bin, each in its own frame (ms
+since its own t0): client c's bins lie c/R (under 1 ms: (N-1)/R) plus its residual clock error
+after the true instant, so the sum judges the merged schedule at 1 ms resolution to within that
+shift. The send lag is each request's own (sent - intended on one clock), pooled.
+
 Nothing here runs a command; the I/O (starting each client's generator at its time and reading
 its outputs) belongs to the session that uses it.
 """
@@ -22,7 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ConfigError
+from . import latency as lat
+from .generators.base import Sends
 
 START_LEAD_S = 2.0  # the common instant is this far after the driver decides it: every client is ready
 
@@ -89,11 +99,55 @@ def merge_records(parts: dict[str, dict]) -> dict:
                 h.add(decode_histogram(e))
             latency[key], latency[table] = encode_histogram(h), percentile_table(h)
     out["latency"] = latency
-    for c, n in zip(out["clients"], names):  # each client's own pacing and send lag stay with it
+    for c, n in zip(out["clients"], names):  # each client's own pacing, send lag and noise figures stay with it
         c.update({k: v for k, v in (parts[n].get("latency") or {}).items() if k in ("pacing", "send_lag")})
+        fig = (parts[n].get("hygiene") or {}).get("figures") or {}
+        c["hygiene"] = {k: fig.get(k) for k in ("foreign_cpu", "steal", "server_foreign_cpu", "hiccup_max_us")}
+    # The record's own hygiene is the first client's view (its core judged): the other clients'
+    # generators show there as the server's foreign CPU when they share its machine.
     statuses = {parts[n].get("status") for n in names}
     out["status"] = "ok" if statuses == {"ok"} else "invalid"
     if out["status"] == "invalid":
         out["reason"] = "; ".join(f"client {n}: {parts[n].get('reason')}" for n in names
                                   if parts[n].get("status") != "ok")
     return out
+
+
+def merged_pacing(sends: list[Sends]) -> tuple[dict, dict]:
+    """The merged schedule's pacing (latency.pacing_of_counts of the summed per-ms counts; with
+    every client's stalls listed, the figures outside the union of their masks, the send lag
+    outside them from the logs) and its send lag (pooled), as a one-client record has them."""
+    from .generators import openloop_hist as oh
+    from .generators.openloop import PERCENTILES, send_lag_summary
+
+    n = min(len(s.actual) for s in sends)
+    actual = np.sum([np.asarray(s.actual)[:n] for s in sends], axis=0)
+    scheduled = np.sum([np.asarray(s.scheduled)[:n] for s in sends], axis=0)
+    pacing = lat.pacing_of_counts(actual, scheduled)
+    if all(s.mask is not None for s in sends):
+        mask = np.logical_or.reduce([np.asarray(s.mask, dtype=bool)[:n] for s in sends])
+        out = lat.pacing_outside_counts(actual, scheduled, mask)
+        lags = [_lag_outside(s, mask) for s in sends]
+        pooled = None if any(x is None for x in lags) else np.concatenate(lags)
+        for key, p in (("send_lag_p99_us", 99), ("send_lag_p999_us", 99.9)):
+            out[key] = round(float(np.percentile(pooled, p)), 3) if pooled is not None and len(pooled) else None
+        pacing["outside_stalls"] = out
+    if all(s.lag_hist is not None for s in sends):
+        send_lag = oh.send_lag(np.concatenate([np.asarray(s.lag_hist[0]) for s in sends]),
+                               np.concatenate([np.asarray(s.lag_hist[1]) for s in sends]), PERCENTILES)
+    elif all(s.lag_ns is not None for s in sends):
+        send_lag = send_lag_summary(np.concatenate([np.asarray(s.lag_ns) for s in sends]))
+    else:
+        send_lag = None
+    return pacing, send_lag
+
+
+def _lag_outside(s: Sends, mask: np.ndarray) -> np.ndarray | None:
+    """One client's send lag (us) of the logged requests due outside the masked bins."""
+    if s.intended is None or s.sent is None:
+        return None
+    intended, sent = np.asarray(s.intended, dtype=np.int64), np.asarray(s.sent, dtype=np.int64)
+    due_bin = (intended - s.start_ns) // 1_000_000
+    clear = (due_bin >= 0) & (due_bin < len(mask)) & (sent >= 0)
+    clear[clear] = ~mask[due_bin[clear]]
+    return (sent[clear] - intended[clear]) / 1e3

@@ -139,8 +139,12 @@ def core_figures(parsed: dict[str, dict], machines: dict[str, list[str]], pinned
             out["pinned_steal"] = max(out["pinned_steal"] or 0.0, both["steal"])
             out["pinned_foreign_cpu"] = max(out["pinned_foreign_cpu"] or 0.0, both["foreign_cpu"])
         gen = sorted(pinned.get(generator_host) or []) if generator_host in hosts else []
-        srv = sorted({c for h in hosts if h != generator_host for c in pinned.get(h) or []} - set(gen))
-        for cores, drop, prefix in ((gen, "nginx", ""), (srv, "generator", "server_")):
+        others = {c for h in hosts if h != generator_host for c in pinned.get(h) or []}
+        srv = sorted(others - set(gen))
+        # nginx is left out of what may run on the generator's cores unless it is pinned there
+        # too (a second client beside nginx, issue 28): then its CPU is ours, not foreign.
+        gen_drop = None if others & set(gen) else "nginx"
+        for cores, drop, prefix in ((gen, gen_drop, ""), (srv, "generator", "server_")):
             fig = machine_figures(samples, cores, {k: v for k, v in known.items() if k != drop})
             if fig is not None:
                 out[f"{prefix}steal"], out[f"{prefix}foreign_cpu"] = fig["steal"], fig["foreign_cpu"]

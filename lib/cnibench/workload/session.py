@@ -96,8 +96,11 @@ class BenchSession:
     run, so a record's metrics cover exactly that run.
     """
 
-    def __init__(self, fleet, endpoint, limits: HostLimits | None = None):
+    def __init__(self, fleet, endpoint, limits: HostLimits | None = None,
+                 nginx_of: "tuple[BenchSession, nginx_mod.NginxSpec] | None" = None):
         self.fleet, self.endpoint, self.limits = fleet, endpoint, limits
+        # One share of a run from several clients: the nginx is that session's, with its settings.
+        self._nginx_of = nginx_of
         self.nginx: nginx_mod.NginxServer | None = None
         self._nginx_spec: nginx_mod.NginxSpec | None = None
         self.nginx_starts = 0  # how many times this session started nginx (tests, benchmarks)
@@ -126,6 +129,9 @@ class BenchSession:
 
     async def _nginx(self, nspec: nginx_mod.NginxSpec, notes: list[str]) -> nginx_mod.NginxServer:
         """The session's nginx for these settings: reused when it is alive, else (re)started."""
+        if self._nginx_of is not None:
+            owner, owner_spec = self._nginx_of
+            return await owner._nginx(owner_spec, notes)
         if self.nginx is not None:
             if self._nginx_spec != nspec:
                 notes.append("nginx restarted: its settings changed")
@@ -153,13 +159,21 @@ class BenchSession:
                   validated: bool = False) -> dict:
         """One run; returns its record (failed with the reason when it broke). `validated`: the
         caller validated the spec against the hosts' limits already (a study does, once per run)."""
+        rec, _ = await self._run(spec, run_id=run_id, study=study, repetition=repetition,
+                                 load_fraction=load_fraction, during=during, validated=validated)
+        return rec
+
+    async def _run(self, spec: BenchSpec, *, run_id: str, study: str = "adhoc", repetition: int = 1,
+                   load_fraction: float | None = None, during: Callable[[RunContext], Awaitable] | None = None,
+                   validated: bool = False, start_at_ns: int = 0):
+        """run(), and what the generator measured (its LoadResult, None when it never parsed)."""
         if self.limits is None:
             self.limits = await probe_limits(self.fleet)
         if not validated:
             validate_spec(spec, self.limits)
         gen = get_generator(spec.generator)
         gen_dir = f"{RUN_DIR}/workload/{gen.name}-{os.getpid()}-{time.monotonic_ns()}"
-        load = load_spec(spec, self.endpoint, gen_dir)
+        load = load_spec(spec, self.endpoint, gen_dir, start_at_ns=start_at_ns)
         argv = generator_argv(spec, load)
         rec = self._new_record(spec, load, argv, gen.name, run_id, study, repetition, load_fraction)
         run = _RunState(gen, load, argv, gen_dir, RunHygiene(self.fleet, self.endpoint, spec), rec["notes"],
@@ -172,7 +186,7 @@ class BenchSession:
             await self._clean_up(rec, run)
         if run.hook_error is not None:
             raise run.hook_error
-        return rec
+        return rec, run.result
 
     def _new_record(self, spec: BenchSpec, load: LoadSpec, argv: list[str], generator: str, run_id: str,
                     study: str, repetition: int, load_fraction: float | None) -> dict:
@@ -219,7 +233,7 @@ class BenchSession:
         rec["conntrack"] = {"before": tracked, "after": await conntrack.flows(self.fleet, self.endpoint)}
         files = await self._read_outputs(run)
         files["steal_context"] = run.steal.context_bytes()
-        result = run.gen.parse(run.load, res.stdout, res.stderr, res.exit_status, files)
+        result = run.result = run.gen.parse(run.load, res.stdout, res.stderr, res.exit_status, files)
         result.generator_cpu = parse_accounting(files.get("cpu", b"").decode(errors="replace"))
         await self._judge(rec, spec, run, nginx, result, files)
         steal_parts(rec, run)
@@ -302,6 +316,7 @@ class _RunState:
     hook_error: BaseException | None = None
     nginx_gone: bool = False
     ports_widened: bool = False  # the client namespace's port range was (to be) widened: restore it
+    result: object = None  # what the generator measured (its LoadResult), once parsed
 
 
 async def _alive_or_false(nginx) -> bool:

@@ -41,6 +41,7 @@ class LoadSpec:
     arrival: str = "uniform"  # openloop: "uniform" (the study's constant rate) or "poisson"
     seed: int = 0  # openloop: seeds the Poisson schedule
     cpus: tuple[int, ...] = ()  # openloop: thread i is pinned to cpus[i % len(cpus)]
+    start_at_ns: int = 0  # openloop >= 8: t0 at this realtime ns (several clients, fanout.py); 0: at once
 
     @property
     def url(self) -> str:
@@ -77,6 +78,26 @@ class LoadResult:
     generator_info: dict = field(default_factory=dict)
     # openloop >= 5: the latency histogram outside the steal mask (latency.steal_mask)
     outside_steal: dict | None = None
+    # openloop: what merging several clients' sends needs (fanout.Sends); not part of the record
+    sends: "Sends | None" = None
+
+
+@dataclass(frozen=True)
+class Sends:
+    """One client's sends over the window, in its own frame (ns since its t0), for merging
+    several clients' schedules (fanout.merged_pacing): per-ms counts of the sends and of the
+    schedule, the bins its machine stalls touched (None: not listed), the window's start, the
+    (maybe sampled) log's intended and sent times, and the send lag: the generator's ns
+    histogram (index, count) or, from a full log, the exact values."""
+
+    actual: "object"
+    scheduled: "object"
+    mask: "object | None"
+    start_ns: int
+    intended: "object | None" = None
+    sent: "object | None" = None
+    lag_hist: tuple | None = None
+    lag_ns: "object | None" = None
 
 
 class Generator(Protocol):

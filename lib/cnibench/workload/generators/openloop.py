@@ -1,18 +1,17 @@
 """cnib-openloop: the project's own open-loop generator (source: workload/loadgen/openloop.c).
 
-Command: `cnib-openloop --host A --port P --path /small --rate R --connections C --threads T
---duration D --warmup W --pipeline M --timeout S --arrival uniform|poisson --seed N --cpus L
---log FILE`. The binary is built on the client host at set-up (`prepare`), named by the hash of
-its source, so the command is a pure function of the spec.
+Command: `cnib-openloop --host A --port P --path /small --rate R ... --log FILE` (openloop.c's
+usage; `--start-at NS` for several clients, version 8), built on the client host at set-up
+(`prepare`), named by its source's hash: the command is a pure function of the spec.
 
 Its guarantee: request k has an intended send time fixed before the run (uniform at rate R, or
 Poisson), is sent at that time on the next connection with fewer than M requests in flight,
 and its latency counts from the intended time. Its limits, read from its source: the clock is
-CLOCK_MONOTONIC read through the vDSO (ns resolution); within 1 ms of a due time the thread
-busy-polls, so a due request goes out on the first pass of the loop after its time and the send
-lag is the loop's period plus the write system call (a few µs on the testbed); further from a
-due time it sleeps in epoll (a response wakes it); when every connection of a thread has M requests in
-flight, due requests wait and their lag grows (it is logged and charged, never hidden).
+CLOCK_MONOTONIC via the vDSO (ns); within 1 ms of a due time the thread busy-polls, so a due
+request goes out on the loop's first pass after its time (lag: the loop's period plus the write
+call, a few µs here); further off it sleeps in epoll (a response wakes it); when every
+connection of a thread has M requests in flight, due requests wait and their lag grows
+(logged and charged, never hidden).
 
 The log has one 32-byte record per request due in the window (warm-up excluded): intended,
 sent and completed times (ns since the schedule's origin; -1: did not happen), the HTTP status
@@ -38,7 +37,7 @@ from .. import latency as lat
 from ...catalog import PREFIX
 from ..loadgen import binary_path, ensure_built
 from . import openloop_hist as oh
-from .base import LoadResult, LoadSpec, broken_run
+from .base import LoadResult, LoadSpec, Sends, broken_run
 
 RECORD = np.dtype([("intended", "<i8"), ("sent", "<i8"), ("done", "<i8"), ("status", "<i4"), ("conn", "<u4")])
 ST_CONNERR, ST_NOTSENT, ST_NONE = -1, -2, 0
@@ -81,6 +80,8 @@ class Openloop:
                 str(spec.seed)]
         if spec.cpus:
             argv += ["--cpus", ",".join(map(str, spec.cpus))]
+        if spec.start_at_ns:
+            argv += ["--start-at", str(int(spec.start_at_ns))]
         if spec.log_path and not (spec.hist_path and not spec.log_every):
             argv += ["--log", spec.log_path]
         if spec.hist_path:
@@ -166,6 +167,9 @@ def result_from_log(spec: LoadSpec, rows: np.ndarray, summary: dict, ctx: dict |
         source=f"{PREFIX}-openloop per-request log; latency from the intended send time (open loop)",
         send_lag=send_lag_summary(lag),
         pacing=pacing_figures(intended, sent, window_start, window_end, summary),
+        sends=Sends(*lat.send_counts(intended, sent, window_start, window_end),
+                    machine_mask(summary, window_start, (window_end - window_start) // 1_000_000), window_start,
+                    intended, sent, lag_ns=lag),
         outside_steal=outside_steal(intended, answered_ok, lat_us, summary, ctx, (window_start, window_end),
                                     spec.seed),
         generator_info={**{k: summary.get(k)
@@ -205,8 +209,8 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
     nbins = (end - start) // 1_000_000
     actual, scheduled = oh.dense(h["ms_sent"], nbins), oh.dense(h["ms_sched"], nbins)
     pacing = lat.pacing_of_counts(actual, scheduled)
-    if "stalls" in summary:
-        mask = lat.stall_mask([(s[1], s[2]) for s in machine_stalls(summary["stalls"])], start, nbins)
+    mask = machine_mask(summary, start, nbins)
+    if mask is not None:
         pacing["outside_stalls"] = {**lat.pacing_outside_counts(actual, scheduled, mask), "send_lag_p99_us": None,
                                     "send_lag_p999_us": None,
                                     "own_stalls": sum(stall_cause(s) == "own" for s in summary["stalls"])}
@@ -224,7 +228,10 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
         timeline=oh.timeline(h, int(round(spec.duration_s))),
         correction={"method": "none: latency from each request's intended send time"},
         source=f"{PREFIX}-openloop histograms (3 significant digits); latency from the intended send time (open loop)",
-        send_lag=send_lag_from_histogram(*h["lag"]), pacing=pacing,
+        send_lag=oh.send_lag(*h["lag"], PERCENTILES), pacing=pacing,
+        sends=Sends(actual, scheduled, mask, start,
+                    rows["intended"] if rows is not None and len(rows) else None,
+                    rows["sent"] if rows is not None and len(rows) else None, lag_hist=tuple(h["lag"])),
         outside_steal=outside_steal_from_slots(h, scheduled, window, start, summary, ctx, spec.seed),
         generator_info={**{k: summary.get(k)
                            for k in ("version", "arrival", "pipeline", "reconnects", "t0_realtime_ns", "work_s",
@@ -234,15 +241,11 @@ def result_from_histograms(spec: LoadSpec, h: dict, summary: dict, rows: np.ndar
     )
 
 
-def send_lag_from_histogram(idx: np.ndarray, counts: np.ndarray) -> dict:
-    """send_lag_summary's figures from the ns send-lag histogram (each within one bucket: 1/1024
-    of the value at 3 digits); over_1ms counts the buckets wholly above 1 ms."""
-    n = int(np.asarray(counts).sum())
-    if n == 0:
-        return {"unit": "us", "percentiles": None, "over_1ms": 0, "n": 0}
-    pcts = {p: round(oh.percentile(idx, counts, oh.H3, float(p)) / 1e3, 3) for p in PERCENTILES}
-    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[oh.index_value(idx, oh.H3) > 1_000_000].sum()),
-            "n": n}
+def machine_mask(summary: dict, start: int, nbins: int) -> np.ndarray | None:
+    """The window's per-ms bins the machine's stalls touched (None: a generator that lists none)."""
+    if "stalls" not in summary:
+        return None
+    return lat.stall_mask([(s[1], s[2]) for s in machine_stalls(summary["stalls"])], start, nbins)
 
 
 def outside_steal_from_slots(h: dict, scheduled: np.ndarray, window: int, start: int, summary: dict,
@@ -300,8 +303,7 @@ def pacing_figures(intended: np.ndarray, sent: np.ndarray, start: int, end: int,
     send late by more than LATE_US outside those stalls coincided with."""
     out = lat.pacing(intended, sent, start, end)
     if "stalls" in summary:
-        spans = [(s[1], s[2]) for s in machine_stalls(summary["stalls"])]
-        mask = lat.stall_mask(spans, start, (end - start) // 1_000_000)
+        mask = machine_mask(summary, start, (end - start) // 1_000_000)
         out["outside_stalls"] = lat.pacing_outside_stalls(intended, sent, start, end, mask)
         own = [s for s in summary["stalls"] if stall_cause(s) == "own"]
         out["outside_stalls"]["own_stalls"] = len(own)

@@ -149,3 +149,14 @@ def timeline(h: dict, seconds: int) -> list[dict]:
         out.append({"t": t, "rate": int(ok[t]), "p50_us": percentile(b, c, H2, 50), "p99_us": percentile(b, c, H2, 99),
                     "errors": int(err[t])})
     return out
+
+
+def send_lag(idx: np.ndarray, counts: np.ndarray, percentiles: tuple[str, ...]) -> dict:
+    """send_lag_summary's figures from the ns send-lag histogram (each within one bucket: 1/1024
+    of the value at 3 digits); over_1ms counts the buckets wholly above 1 ms."""
+    n = int(np.asarray(counts).sum())
+    if n == 0:
+        return {"unit": "us", "percentiles": None, "over_1ms": 0, "n": 0}
+    pcts = {p: round(percentile(idx, counts, H3, float(p)) / 1e3, 3) for p in percentiles}
+    return {"unit": "us", "percentiles": pcts, "over_1ms": int(counts[index_value(idx, H3) > 1_000_000].sum()),
+            "n": n}

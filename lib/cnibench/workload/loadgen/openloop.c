@@ -54,6 +54,9 @@
  * incomplete (heap, grown as needed). The soft open-file limit is raised to the hard one when the
  * connections need it; more connections than the hard limit allows is one message, exit 2.
  *
+ * Version 8 (issue 28): --start-at NS puts t0 at that instant of the realtime clock (1 ms to 60 s
+ * ahead), so the generators of several client hosts start their shares of one schedule together.
+ *
  * Built by cnibench at set-up with the system's C compiler (workload/loadgen.py); nothing here
  * is downloaded. Linux only (epoll, sched_setaffinity).
  */
@@ -79,7 +82,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define VERSION "7"
+#define VERSION "8"
 #define STALL_NS 100000   /* off the CPU longer than this inside one pass: a stall, listed */
 #define MAX_STALLS 2000   /* listed per thread; more are counted in offcpu_ns only */
 #define SHORT_NS 20000    /* an interval off the CPU longer than this is kept in the intervals */
@@ -205,6 +208,7 @@ static double g_rate = 1000, g_duration = 5, g_warmup = 1, g_timeout = 10;
 static int64_t g_spin_ns = 1000000; /* spin, not sleep, this close to a due time (--spin-us): 1 ms, since
                                     * wake-ups from a timed sleep on this VM were > 250 us late for 1 % of sends */
 static uint64_t g_seed = 1;
+static int64_t g_start_at = 0; /* --start-at: t0 on the realtime clock, ns (several clients start together); 0: now + 5 ms */
 static int g_cpus[256], g_ncpus = 0;
 static struct sockaddr_storage g_addr;
 static socklen_t g_addrlen;
@@ -845,7 +849,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: cnib-openloop --host ADDR --port N --path /small --rate R [--connections C] [--threads T]\n"
             "         [--duration S] [--warmup S] [--pipeline M] [--timeout S] [--arrival uniform|poisson]\n"
-            "         [--seed N] [--cpus 0,1] [--spin-us 1000] [--log FILE] [--log-every N] [--histograms FILE] [--version]\n");
+            "         [--seed N] [--cpus 0,1] [--spin-us 1000] [--log FILE] [--log-every N] [--histograms FILE]\n"
+            "         [--start-at REALTIME_NS] [--version]\n");
     exit(2);
 }
 
@@ -878,6 +883,13 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(a, "timeout")) g_timeout = num(a, v, 0.001, 3600);
         else if (!strcmp(a, "spin-us")) g_spin_ns = (int64_t)(num(a, v, 0, 1e6) * 1000);
         else if (!strcmp(a, "seed")) g_seed = (uint64_t)num(a, v, 0, 1e18);
+        else if (!strcmp(a, "start-at")) {
+            char *end;
+            errno = 0;
+            long long x = strtoll(v, &end, 10); /* ns: a double would round it to 256 ns */
+            if (*v == 0 || *end != 0 || errno || x <= 0) die("--start-at must be a positive integer (realtime ns)");
+            g_start_at = x;
+        }
         else if (!strcmp(a, "arrival")) {
             if (strcmp(v, "uniform") && strcmp(v, "poisson")) die("--arrival must be uniform or poisson");
             g_arrival = v;
@@ -961,9 +973,25 @@ int main(int argc, char **argv) {
     int failed = 0;
     for (int i = 0; i < g_threads; i++) failed |= ts[i].fail;
     struct timespec rt;
-    g_t0 = now_ns() + 5000000; /* 5 ms from now: every thread is spinning by then */
+    int64_t mono = now_ns();
     clock_gettime(CLOCK_REALTIME, &rt);
-    int64_t realtime_at_t0 = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec + (g_t0 - now_ns());
+    int64_t realtime_now = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec;
+    int64_t lead = 5000000; /* 5 ms from now: every thread is spinning by then */
+    if (g_start_at) {
+        /* The driver's common instant for several clients (version 8). Until then the threads
+         * wait in epoll as before any far due time; an instant already (nearly) past or absurdly
+         * far means the clients would not start together: one message, exit 2. */
+        lead = g_start_at - realtime_now;
+        if (lead < 1000000 || lead > 60000000000LL) {
+            fprintf(stderr, "cnib-openloop: --start-at is %.1f ms from now; it must be 1 ms to 60 s ahead (the "
+                    "clients would not start together)\n", lead / 1e6);
+            __atomic_store_n(&g_go, -1, __ATOMIC_SEQ_CST);
+            for (int i = 0; i < g_threads; i++) pthread_join(ts[i].tid, NULL);
+            return 2;
+        }
+    }
+    g_t0 = mono + lead;
+    int64_t realtime_at_t0 = realtime_now + lead;
     __atomic_store_n(&g_go, failed ? -1 : 1, __ATOMIC_SEQ_CST);
     for (int i = 0; i < g_threads; i++) pthread_join(ts[i].tid, NULL);
     for (int i = 0; i < g_threads; i++) {
