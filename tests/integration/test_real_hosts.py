@@ -94,32 +94,49 @@ def test_a_256_file_sshd_stops_hosts_check_and_run_all_before_any_mode(testbed_l
         tb.down()
 
 
-def test_a_second_testbed_client_is_planned_its_clock_measured_and_never_ignored(testbed_lock, tmp_path):
+def test_a_second_testbed_client_is_planned_its_clock_measured_and_used(testbed_lock, tmp_path):
     """The testbed with two client hosts (--clients 2): hosts.plan plans both and measures their
-    clocks against the driver's (one machine: well inside the 1 ms bound); run-all does not
-    silently use one of them: it is refused in one message before any mode goes up."""
+    clocks against the driver's (one machine: well inside the 1 ms bound); run-all runs a host
+    study at absolute rates from both (client on CPU 0, client2 on CPU 1), each record names
+    both and its rate is the sum; a study with a container mode is refused in one message
+    before any mode goes up, never run from one client silently."""
     import json
 
     marker = tmp_path / "testbed-2.yml"
     marker.write_text(yaml.safe_dump({"testbed": {"hosts": ["client", "client2", "server"], "clients": 2}}))
-    study = tmp_path / "two.yml"
-    study.write_text(yaml.safe_dump({
-        "name": "two", "inventory": str(marker), "modes": ["host"], "sizes": ["small"],
-        "load": {"rates": [10000]}, "workload": {"duration_s": 2, "warmup_s": 0.5}, "notebooks": "none"}))
+
+    def study(name, modes):
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump({
+            "name": name, "inventory": str(marker), "modes": modes, "sizes": ["small"], "repetitions": 1,
+            "load": {"rates": [4000]}, "workload": {"duration_s": 1, "warmup_s": 0.5}, "notebooks": "none",
+            "quiet": {"max_wait_s": 0}}))
+        return str(path)
+
     tb.down()
     try:
         tb.up(["client", "client2", "server"], clients=2)
-        r = invoke(tmp_path, "hosts.plan", "--study", str(study), "--inventory", str(marker), "--json")
+        r = invoke(tmp_path, "hosts.plan", "--study", study("two", ["host"]), "--inventory", str(marker), "--json")
         assert r.returncode == 0, r.stdout + r.stderr
         plan = json.loads(r.stdout)
         assert set(plan["plans"]) == {"client", "client2", "server"} and plan["problems"] == []
         assert set(plan["clock_offsets_s"]) == {"client", "client2"}
         assert all(abs(o) < 0.001 for o in plan["clock_offsets_s"].values()), plan["clock_offsets_s"]
         before = snapshot()
-        r = invoke(tmp_path, "run-all", "--study", str(study), "--inventory", str(marker), "--keep")
+        r = invoke(tmp_path, "run-all", "--study", study("mixed", ["host", "macvlan"]), "--inventory", str(marker),
+                   "--keep")
         assert r.returncode == 2 and len(error_lines(r)) == 1, r.stdout + r.stderr
-        assert "the inventory names 2 client hosts (client, client2)" in r.stderr
+        assert "the inventory names 2 client hosts (client, client2)" in r.stderr and "macvlan" in r.stderr, r.stderr
         assert " up (rep" not in r.stdout and snapshot() == before
+        r = invoke(tmp_path, "run-all", "--study", study("two", ["host"]), "--inventory", str(marker), "--keep")
+        assert r.returncode == 0, r.stdout + r.stderr
+        recs = [json.loads(p.read_text()) for p in (tmp_path / "out" / "data" / "raw").glob("two/**/*.json")
+                if p.name != "manifest.json"]
+        recs = [x for x in recs if "run_id" in x]
+        assert recs and all(x["status"] != "failed" for x in recs), [x.get("reason") for x in recs]
+        for x in recs:
+            assert [c["host"] for c in x["clients"]] == ["client", "client2"] and x["target_rate"] == 4000
+            assert [c["client_cpus"] for c in x["settings"]["clients"]] == [[0], [1]]
     finally:
         tb.down()
 

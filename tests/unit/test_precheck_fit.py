@@ -138,3 +138,40 @@ def test_the_testbed_options_a_second_client_and_an_sshd_limit(tmp_path):
                                                   "sshd_nofile": 256}}))
     assert config.testbed_options(marker) == {"sshd_nofile": 256, "clients": 2}
     assert config.testbed_hosts(marker) == ["client", "client2", "server"]
+
+
+def _two_client_fleet():
+    hosts = [SimpleNamespace(name="client", role="client"), SimpleNamespace(name="client2", role="client"),
+             SimpleNamespace(name="server", role="server")]
+    return SimpleNamespace(clients=lambda: ["client", "client2"]), SimpleNamespace(hosts=hosts, testbed=True)
+
+
+@pytest.mark.parametrize("data,says", [
+    ({"modes": ["host", "macvlan"]}, "its modes macvlan put their container on the first client only"),
+    ({"modes": ["host"], "load": {"fractions": [0.3]}}, "its loads are fractions of a maximum"),
+    ({"modes": ["host"], "workload": {"generator": "h2load"}}, "its generator is h2load"),
+])
+def test_several_clients_run_only_a_host_study_at_absolute_rates(tmp_path, data, says):
+    from cnibench.study.spec import parse_study
+
+    fleet, _ = _two_client_fleet()
+    base = {"name": "s", "sizes": ["small"], "load": {"rates": [1000]}}
+    study = parse_study({**base, **data}, str(tmp_path / "s.yml"))
+    with pytest.raises(PlanError, match="the inventory names 2 client hosts \\(client, client2\\)") as e:
+        precheck._one_client(fleet, study)
+    assert says in str(e.value)
+    precheck._one_client(fleet, parse_study({**base, "modes": ["host"]}, str(tmp_path / "s.yml")))  # runs
+    precheck._one_client(SimpleNamespace(clients=lambda: ["client"]), study)  # one client: nothing to refuse
+
+
+def test_each_testbed_client_gets_the_next_cpu_and_a_real_client_its_own_plan():
+    _, inventory = _two_client_fleet()
+    hosts = [recorded("client"), recorded("server")]
+    sf = precheck.StudyFit(None, hosts, SimpleNamespace(plans={}))
+    assert sf.client_cpus(inventory) == {"client": (0,), "client2": (1,)}  # the 2-core testbed: 0, then nginx's 1
+    plans = {"client": SimpleNamespace(threads=(2, 4)), "client2": SimpleNamespace(threads=(6,))}
+    real = SimpleNamespace(hosts=inventory.hosts, testbed=False)
+    assert precheck.StudyFit(None, hosts, SimpleNamespace(plans=plans)).client_cpus(real) == {"client": (2, 4),
+                                                                                              "client2": (6,)}
+    one = SimpleNamespace(hosts=inventory.hosts[::2], testbed=True)
+    assert sf.client_cpus(one) is None

@@ -198,13 +198,26 @@ async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> tuple | None
 
 
 def _one_client(fleet: Fleet, study) -> None:
-    clients = [h.name for h in fleet if h.spec.role == "client"]
-    if len(clients) > 1:  # never silently ignored (issue 28): workload/fanout.py is not wired into a run yet
+    """Several clients are run (workload/multiclient.py) only where every share can be: mode
+    host (a mode puts its container on the first client), absolute rates (calibration measures
+    from one client), cnib-openloop. Otherwise refused in one message, never silently ignored."""
+    clients = fleet.clients()
+    if len(clients) < 2:
+        return
+    others = sorted({mode for _, mode in study.arms if mode != "host"})
+    gen = study.workload.get("generator", "openloop")
+    why = (f"its modes {', '.join(others)} put their container on the first client only" if others else
+           "its variants set a node up on the first client only" if study.variants else
+           "its loads are fractions of a maximum that calibration measures from one client" if study.uses_fractions
+           else f"its generator is {gen}, and only cnib-openloop starts at a given instant" if gen != "openloop"
+           else "")
+    if why:
         from ..errors import PlanError
 
-        raise PlanError(f"the inventory names {len(clients)} client hosts ({', '.join(clients)}), and running one "
-                        "load from several clients is not built into run-all yet (their plan and clock offsets: "
-                        f"invoke hosts.check --study {study.path}). Keep one host with role: client")
+        raise PlanError(f"the inventory names {len(clients)} client hosts ({', '.join(clients)}), and a study runs "
+                        f"from several clients only in mode host at absolute rates; {study.path}: {why}. Keep one "
+                        "host with role: client, or run such a study (their plan and clock offsets: "
+                        f"invoke hosts.check --study {study.path})")
 
 
 # --- the study against the hosts' CPUs and limits (infra/topology.py, infra/limits.py) ---
@@ -263,6 +276,18 @@ class StudyFit:
         if server is not None and server.workers:
             out["server_cpus"] = list(server.workers)
         return out
+
+    def client_cpus(self, inventory) -> dict[str, tuple[int, ...]] | None:
+        """With several clients, each one's generator CPUs in the inventory's order (None with
+        one): its own plan's on real hosts; on the testbed, whose clients share this machine,
+        client i on the machine's i-th CPU (the 2-core testbed: CPU 0, then nginx's CPU 1)."""
+        names = [h.name for h in inventory.hosts if h.role == "client"]
+        if len(names) < 2:
+            return None
+        if inventory.testbed:
+            cpus = [c.cpu for c in self.hosts[0].topology.cpus] or [0]
+            return {n: (cpus[i % len(cpus)],) for i, n in enumerate(names)}
+        return {n: tuple(self.fit.plans[n].threads) for n in names if n in self.fit.plans and self.fit.plans[n].threads}
 
     def to_dict(self) -> dict:
         return {"plans": {k: p.to_dict() for k, p in self.fit.plans.items()}, "notes": list(self.fit.notes),

@@ -117,6 +117,7 @@ class RunContext:
     inventory_path: Path | None = None
     runs_dir: Path | None = None
     mode_details: Any = None  # what the block's mode recorded when it went up (e.g. the CNI plugins' versions)
+    client_cpus: Any = None  # several clients: {client: its generator CPUs} (precheck.StudyFit.client_cpus)
 
 
 async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -> dict:
@@ -130,7 +131,12 @@ async def measure(ctx: RunContext, run: PlannedRun, fields: Mapping[str, Any]) -
         spec = bench_spec(fields)
         kw = dict(run_id=run.run_id, study=run.study, repetition=run.repetition, load_fraction=run.load_fraction,
                   validated=True)
-        if ctx.bench is not None:
+        if ctx.client_cpus and len(ctx.client_cpus) > 1 and ctx.bench is not None:  # several clients (issue 28)
+            from ..workload.multiclient import run_clients
+
+            kw.pop("validated")
+            rec = await run_clients(ctx.bench, spec, list(ctx.client_cpus), client_cpus=ctx.client_cpus, **kw)
+        elif ctx.bench is not None:
             rec = await ctx.bench.run(spec, **kw)
         else:
             rec = await run_bench(ctx.fleet, ctx.endpoint, spec, limits=ctx.limits, **kw)

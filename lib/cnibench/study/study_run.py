@@ -118,7 +118,7 @@ class StudyRun:
         self.stop_on_failure, self.progress, self.out = stop_on_failure, progress, out
         self.book, self.bar = None, None  # the RunBook of the run notebooks (when rendered), the Progress
         self.manifest = self.manifest_session = None  # the manifest, this session's entry in it
-        self.fleet = self.fitted = self.limits = None  # fitted: precheck.StudyFit (CPU plan and limits, issue 28)
+        self.fleet = self.fitted = self.limits = self.mode_details = None  # fitted: precheck.StudyFit (CPU plan)
         # the (repetition, attempt) the last quiet-machine check was for; the longest wait the budget allows now
         self._quiet_for, self._quiet_cap = None, None
 
@@ -339,8 +339,8 @@ class StudyRun:
         counters = self.counters
         bench = BenchSession(self.fleet, endpoint, self.limits)
         ctx = RunContext(self.study, self.store, self.fleet, self.ref, self.limits, endpoint, bench, self.bar, counters,
-                         self.policy, self.book, self.inventory_path, self.runs_dir,
-                         getattr(self, "mode_details", None))
+                         self.policy, self.book, self.inventory_path, self.runs_dir, self.mode_details,
+                         self.fitted and self.fitted.client_cpus(self.inventory))  # several clients: each one's CPUs
         try:
             for run in block.runs:
                 self._stop_if_interrupted()
