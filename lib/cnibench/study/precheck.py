@@ -204,7 +204,9 @@ def _one_client(fleet: Fleet, study) -> None:
     clients = fleet.clients()
     if len(clients) < 2:
         return
-    others = sorted({mode for _, mode in study.arms if mode != "host"})
+    from ..modes import REFERENCE  # host networking: no container on either side
+
+    others = sorted({mode for _, mode in study.arms if mode != REFERENCE})
     gen = study.workload.get("generator", "openloop")
     why = (f"its modes {', '.join(others)} put their container on the first client only" if others else
            "its variants set a node up on the first client only" if study.variants else
