@@ -158,10 +158,10 @@ def test_several_clients_run_only_a_host_study_at_absolute_rates(tmp_path, data,
     base = {"name": "s", "sizes": ["small"], "load": {"rates": [1000]}}
     study = parse_study({**base, **data}, str(tmp_path / "s.yml"))
     with pytest.raises(PlanError, match="the inventory names 2 client hosts \\(client, client2\\)") as e:
-        precheck._one_client(fleet, study)
+        precheck._check_clients(fleet, study)
     assert says in str(e.value)
-    precheck._one_client(fleet, parse_study({**base, "modes": ["host"]}, str(tmp_path / "s.yml")))  # runs
-    precheck._one_client(SimpleNamespace(clients=lambda: ["client"]), study)  # one client: nothing to refuse
+    precheck._check_clients(fleet, parse_study({**base, "modes": ["host"]}, str(tmp_path / "s.yml")))  # runs
+    precheck._check_clients(SimpleNamespace(clients=lambda: ["client"]), study)  # one client: nothing to refuse
 
 
 def test_each_testbed_client_gets_the_next_cpu_and_a_real_client_its_own_plan():

@@ -193,11 +193,11 @@ async def precheck_or_raise(fleet: Fleet, out=print, study=None) -> tuple | None
     if study is None:
         return None
     sf = refuse_unfit(await read_study_fit(fleet, study, fleet.inventory.testbed))
-    _one_client(fleet, study)
+    _check_clients(fleet, study)
     return placed(study, sf, fleet.inventory), sf
 
 
-def _one_client(fleet: Fleet, study) -> None:
+def _check_clients(fleet: Fleet, study) -> None:
     """Several clients are run (workload/multiclient.py) only where every share can be: mode
     host (a mode puts its container on the first client), absolute rates (calibration measures
     from one client), cnib-openloop. Otherwise refused in one message, never silently ignored."""

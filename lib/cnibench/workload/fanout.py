@@ -21,7 +21,7 @@ after the true instant, so the sum judges the merged schedule at 1 ms resolution
 shift. The send lag is each request's own (sent - intended on one clock), pooled.
 
 Nothing here runs a command; the I/O (starting each client's generator at its time and reading
-its outputs) belongs to the session that uses it.
+its outputs) is multiclient.py's.
 """
 
 from __future__ import annotations
@@ -127,8 +127,9 @@ def merged_pacing(sends: list[Sends]) -> tuple[dict, dict]:
     if all(s.mask is not None for s in sends):
         mask = np.logical_or.reduce([np.asarray(s.mask, dtype=bool)[:n] for s in sends])
         out = lat.pacing_outside_counts(actual, scheduled, mask)
-        lags = [_lag_outside(s, mask) for s in sends]
-        pooled = None if any(x is None for x in lags) else np.concatenate(lags)
+        logged = all(s.intended is not None and s.sent is not None for s in sends)
+        pooled = np.concatenate([lat.lag_outside_us(s.intended, s.sent, s.start_ns, mask) for s in sends]) \
+            if logged else None
         for key, p in (("send_lag_p99_us", 99), ("send_lag_p999_us", 99.9)):
             out[key] = round(float(np.percentile(pooled, p)), 3) if pooled is not None and len(pooled) else None
         pacing["outside_stalls"] = out
@@ -140,14 +141,3 @@ def merged_pacing(sends: list[Sends]) -> tuple[dict, dict]:
     else:
         send_lag = None
     return pacing, send_lag
-
-
-def _lag_outside(s: Sends, mask: np.ndarray) -> np.ndarray | None:
-    """One client's send lag (us) of the logged requests due outside the masked bins."""
-    if s.intended is None or s.sent is None:
-        return None
-    intended, sent = np.asarray(s.intended, dtype=np.int64), np.asarray(s.sent, dtype=np.int64)
-    due_bin = (intended - s.start_ns) // 1_000_000
-    clear = (due_bin >= 0) & (due_bin < len(mask)) & (sent >= 0)
-    clear[clear] = ~mask[due_bin[clear]]
-    return (sent[clear] - intended[clear]) / 1e3

@@ -109,17 +109,21 @@ def pacing_outside_stalls(intended_ns: np.ndarray, sent_ns: np.ndarray, start_ns
     from stall_mask) taken out: dispersion over the other bins, the periodogram with those bins
     set to the schedule, send lag of the requests due outside them; and how much was taken out.
     A miss of the raw figures that vanishes here was the machine's, not the sender's."""
-    intended, sent = np.asarray(intended_ns, dtype=np.int64), np.asarray(sent_ns, dtype=np.int64)
-    actual, scheduled = send_counts(intended, sent, start_ns, end_ns)
+    actual, scheduled = send_counts(intended_ns, sent_ns, start_ns, end_ns)
     m = np.asarray(mask, dtype=bool)[: len(actual)]
-    due_bin = (intended - start_ns) // 1_000_000
-    in_window = (due_bin >= 0) & (due_bin < len(m))
-    clear = in_window & (sent >= 0)
-    clear[clear] = ~m[due_bin[clear]]
-    lag_us = (sent[clear] - intended[clear]) / 1e3
+    lag_us = lag_outside_us(intended_ns, sent_ns, start_ns, m)
     out = pacing_outside_counts(actual, scheduled, m)
     return {**out, "send_lag_p99_us": round(float(np.percentile(lag_us, 99)), 3) if len(lag_us) else None,
             "send_lag_p999_us": round(float(np.percentile(lag_us, 99.9)), 3) if len(lag_us) else None}
+
+
+def lag_outside_us(intended_ns, sent_ns, start_ns: int, mask: np.ndarray) -> np.ndarray:
+    """Send lag (us) of the sent requests due in the window's bins outside `mask`."""
+    intended, sent = np.asarray(intended_ns, dtype=np.int64), np.asarray(sent_ns, dtype=np.int64)
+    due_bin = (intended - start_ns) // 1_000_000
+    clear = (due_bin >= 0) & (due_bin < len(mask)) & (sent >= 0)
+    clear[clear] = ~np.asarray(mask, dtype=bool)[due_bin[clear]]
+    return (sent[clear] - intended[clear]) / 1e3
 
 
 def late_sends_by_cause(intended_ns, sent_ns, start_ns: int, mask: np.ndarray, intervals: list,

@@ -10,7 +10,8 @@ one instant START_LEAD_S ahead, and each generator starts at instant + offset + 
 clock (cnib-openloop --start-at). The shares run concurrently; their records are merged
 (fanout.merge_records) and the merged schedule's pacing and send lag replace the first's
 (fanout.merged_pacing). Limits, stated: host mode only (a mode's container is on the first
-client), cnib-openloop at a rate only, and not wired into run-all yet (study.precheck says so).
+client), cnib-openloop at a rate only; run-all uses it for such studies (study.precheck says
+which it refuses).
 """
 
 from __future__ import annotations
